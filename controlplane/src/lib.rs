@@ -1,0 +1,1 @@
+//! The uprtcd control plane.
