@@ -1,1 +1,96 @@
-//! placeholder
+//! Control → worker commands: one bounded queue per worker plus an eventfd that wakes the
+//! worker's loop when it sleeps in the kernel.
+//!
+//! Rule for callers: `send` never blocks. A full queue is returned to the caller as
+//! [`Error::QueueFull`] (the REST side turns it into code 10000) so a stuck worker can
+//! never stall the control plane.
+#![forbid(unsafe_code)]
+
+use std::sync::Arc;
+
+use crossbeam_channel::{Receiver, Sender, TrySendError};
+
+use crate::Error;
+use crate::sys::EventFd;
+
+/// What the control plane asks of a worker.
+#[derive(Debug)]
+pub enum Command {
+    /// Finish the current loop turn, release everything and let the thread end.
+    Shutdown,
+}
+
+/// The control plane's end of one worker's queue.
+#[derive(Debug, Clone)]
+pub struct CommandSender {
+    tx: Sender<Command>,
+    wake: Arc<EventFd>,
+}
+
+/// The worker's end: drained once per loop turn.
+#[derive(Debug)]
+pub struct CommandReceiver {
+    rx: Receiver<Command>,
+    wake: Arc<EventFd>,
+}
+
+/// A bounded command queue of `capacity` entries with its wake-up fd.
+pub fn command_queue(capacity: usize) -> Result<(CommandSender, CommandReceiver), Error> {
+    let wake = Arc::new(EventFd::new().map_err(Error::Wakeup)?);
+    let (tx, rx) = crossbeam_channel::bounded(capacity);
+    Ok((CommandSender { tx, wake: Arc::clone(&wake) }, CommandReceiver { rx, wake }))
+}
+
+impl CommandSender {
+    /// Queues `command` and wakes the worker; fails at once when the queue is full or the
+    /// worker has gone.
+    pub fn send(&self, command: Command) -> Result<(), Error> {
+        self.tx.try_send(command).map_err(|e| match e {
+            TrySendError::Full(_) => Error::QueueFull,
+            TrySendError::Disconnected(_) => Error::WorkerGone,
+        })?;
+        self.wake.notify().map_err(Error::Wakeup)
+    }
+}
+
+impl CommandReceiver {
+    /// The next queued command, if any, without blocking.
+    pub fn try_next(&self) -> Option<Command> {
+        self.rx.try_recv().ok()
+    }
+
+    /// Sleeps until a sender has queued something (or already had, since the last wait).
+    pub fn wait(&self) -> Result<(), Error> {
+        self.wake.wait().map(drop).map_err(Error::Wakeup)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn full_queue_is_an_error_not_a_block() {
+        let (tx, _rx) = command_queue(1).unwrap();
+        tx.send(Command::Shutdown).unwrap();
+        assert!(matches!(tx.send(Command::Shutdown), Err(Error::QueueFull)));
+    }
+
+    #[test]
+    fn sender_wakes_a_sleeping_worker() {
+        let (tx, rx) = command_queue(4).unwrap();
+        let worker = std::thread::spawn(move || {
+            rx.wait().unwrap();
+            rx.try_next()
+        });
+        tx.send(Command::Shutdown).unwrap();
+        assert!(matches!(worker.join().unwrap(), Some(Command::Shutdown)));
+    }
+
+    #[test]
+    fn send_to_a_gone_worker_fails() {
+        let (tx, rx) = command_queue(4).unwrap();
+        drop(rx);
+        assert!(matches!(tx.send(Command::Shutdown), Err(Error::WorkerGone)));
+    }
+}

@@ -16,3 +16,17 @@ pub mod srtp;
 mod sys;
 pub mod wire;
 pub mod worker;
+
+/// Errors of the dataplane's setup and control paths. Per-packet failures are not errors
+/// of this kind: they are counted drop reasons.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("worker command queue is full")]
+    QueueFull,
+    #[error("worker has stopped")]
+    WorkerGone,
+    #[error("cannot create a worker wake-up fd: {0}")]
+    Wakeup(std::io::Error),
+    #[error("cannot start a worker thread: {0}")]
+    Spawn(std::io::Error),
+}
