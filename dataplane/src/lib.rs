@@ -11,6 +11,7 @@
 pub mod command;
 pub mod cpu;
 pub mod ice;
+pub mod io;
 pub mod srtp;
 #[allow(unsafe_code)]
 mod sys;
@@ -29,4 +30,6 @@ pub enum Error {
     Wakeup(std::io::Error),
     #[error("cannot start a worker thread: {0}")]
     Spawn(std::io::Error),
+    #[error("worker socket I/O: {0}")]
+    Io(std::io::Error),
 }

@@ -10,6 +10,7 @@ use std::thread::JoinHandle;
 
 use crate::Error;
 use crate::command::{Command, CommandReceiver, CommandSender, command_queue};
+use crate::io::{BackendChoice, Io};
 use crate::sys;
 
 /// Commands a worker may have outstanding before senders are told it is busy.
@@ -20,13 +21,15 @@ const COMMAND_QUEUE_CAPACITY: usize = 1024;
 pub struct WorkerPlan {
     /// The CPU core of each worker, in worker order; its length is the worker count.
     pub cores: Vec<usize>,
+    /// The socket backend every worker asks for.
+    pub backend: BackendChoice,
 }
 
 impl WorkerPlan {
     /// `count` workers on the highest-numbered cores of `available`, leaving the lowest
     /// ones to the control plane and the kernel; wraps around when there are more workers
     /// than cores.
-    pub fn spread(count: usize, available: &[usize]) -> Self {
+    pub fn spread(count: usize, available: &[usize], backend: BackendChoice) -> Self {
         let mut sorted = available.to_vec();
         sorted.sort_unstable();
         let cores = if sorted.is_empty() {
@@ -35,7 +38,7 @@ impl WorkerPlan {
             let first = sorted.len().saturating_sub(count).min(sorted.len() - 1);
             (0..count).map(|i| sorted[first + (i % (sorted.len() - first))]).collect()
         };
-        Self { cores }
+        Self { cores, backend }
     }
 
     /// The cores no worker is pinned to; the whole set when every core has a worker.
@@ -52,6 +55,7 @@ pub struct WorkerHandle {
     thread_id: i32,
     core: usize,
     pinned: bool,
+    backend: &'static str,
     commands: CommandSender,
     thread: Option<JoinHandle<()>>,
 }
@@ -75,6 +79,11 @@ impl WorkerHandle {
         self.pinned
     }
 
+    /// The socket backend the worker runs ("uring" or "epoll").
+    pub fn backend(&self) -> &'static str {
+        self.backend
+    }
+
     pub fn commands(&self) -> &CommandSender {
         &self.commands
     }
@@ -89,6 +98,7 @@ pub struct Workers {
 struct Started {
     thread_id: i32,
     pinned: bool,
+    backend: Result<&'static str, std::io::Error>,
 }
 
 impl Workers {
@@ -99,18 +109,29 @@ impl Workers {
         for (index, &core) in plan.cores.iter().enumerate() {
             let (commands, inbox) = command_queue(COMMAND_QUEUE_CAPACITY)?;
             let (started_tx, started_rx) = std::sync::mpsc::sync_channel(1);
+            let backend = plan.backend;
             let thread = std::thread::Builder::new()
                 .name(format!("uprtcd-w{index}"))
                 .spawn(move || {
                     let pinned = core_affinity::set_for_current(core_affinity::CoreId { id: core });
-                    // The receiver waits for this message; if it is gone, start-up failed
-                    // already and this worker just ends.
-                    if started_tx.send(Started { thread_id: sys::current_thread_id(), pinned }).is_ok() {
-                        run(index, &inbox);
+                    let thread_id = sys::current_thread_id();
+                    match Io::new(Vec::new(), inbox.wake_fd(), backend) {
+                        Ok(mut io) => {
+                            let started = Started { thread_id, pinned, backend: Ok(io.backend_name()) };
+                            // The receiver waits for this message; if it is gone, start-up
+                            // failed already and this worker just ends.
+                            if started_tx.send(started).is_ok() {
+                                run(index, &inbox, &mut io);
+                            }
+                        }
+                        Err(e) => {
+                            let _ = started_tx.send(Started { thread_id, pinned, backend: Err(e) });
+                        }
                     }
                 })
                 .map_err(Error::Spawn)?;
             let started = started_rx.recv().map_err(|_| Error::WorkerGone)?;
+            let backend = started.backend.map_err(Error::Io)?;
             if !started.pinned {
                 tracing::warn!(worker = index, core, "could not pin worker to its core; it runs unpinned");
             }
@@ -119,6 +140,7 @@ impl Workers {
                 thread_id: started.thread_id,
                 core,
                 pinned: started.pinned,
+                backend,
                 commands,
                 thread: Some(thread),
             });
@@ -157,9 +179,9 @@ impl Drop for Workers {
     }
 }
 
-/// The worker loop: take the next command, or sleep until a sender wakes it.
-fn run(index: usize, inbox: &CommandReceiver) {
-    tracing::debug!(worker = index, "worker running");
+/// The worker loop: apply queued commands, then wait in the backend until woken.
+fn run(index: usize, inbox: &CommandReceiver, io: &mut Io) {
+    tracing::debug!(worker = index, backend = io.backend_name(), "worker running");
     loop {
         match inbox.try_next() {
             Some(Command::Shutdown) => {
@@ -167,8 +189,8 @@ fn run(index: usize, inbox: &CommandReceiver) {
                 return;
             }
             None => {
-                if let Err(e) = inbox.wait() {
-                    tracing::error!(worker = index, error = %e, "worker cannot wait for commands; stopping");
+                if let Err(e) = io.poll(None, 0, |_, _, _| {}) {
+                    tracing::error!(worker = index, error = %e, "worker cannot wait for work; stopping");
                     return;
                 }
             }
@@ -182,25 +204,25 @@ mod tests {
 
     #[test]
     fn spread_leaves_the_lowest_core_to_the_control_plane() {
-        let plan = WorkerPlan::spread(1, &[0, 1]);
+        let plan = WorkerPlan::spread(1, &[0, 1], BackendChoice::Auto);
         assert_eq!(plan.cores, vec![1]);
         assert_eq!(plan.spare_cores(&[0, 1]), vec![0]);
-        let plan = WorkerPlan::spread(3, &[0, 1, 2, 3]);
+        let plan = WorkerPlan::spread(3, &[0, 1, 2, 3], BackendChoice::Auto);
         assert_eq!(plan.cores, vec![1, 2, 3]);
     }
 
     #[test]
     fn spread_wraps_when_workers_outnumber_cores() {
-        let plan = WorkerPlan::spread(3, &[0, 1]);
+        let plan = WorkerPlan::spread(3, &[0, 1], BackendChoice::Auto);
         assert_eq!(plan.cores, vec![0, 1, 0]);
         assert_eq!(plan.spare_cores(&[0, 1]), vec![0, 1]);
-        assert!(WorkerPlan::spread(2, &[]).cores.is_empty());
+        assert!(WorkerPlan::spread(2, &[], BackendChoice::Auto).cores.is_empty());
     }
 
     #[test]
     fn workers_report_distinct_thread_ids_and_stop() {
         let available: Vec<usize> = core_affinity::get_core_ids().unwrap_or_default().iter().map(|c| c.id).collect();
-        let plan = WorkerPlan::spread(2, &available);
+        let plan = WorkerPlan::spread(2, &available, BackendChoice::Epoll);
         let workers = Workers::start(&plan).unwrap();
         let ids: Vec<i32> = workers.handles().iter().map(WorkerHandle::thread_id).collect();
         assert_eq!(ids.len(), 2);

@@ -1,9 +1,15 @@
 //! The one module of the dataplane allowed `unsafe`: thin, checked wrappers over the kernel
-//! calls the workers need (thread ids, eventfd wake-ups). Every wrapper returns
-//! `io::Result` and owns its file descriptors, so callers stay in safe code.
+//! calls the workers need (thread ids, eventfd wake-ups, batched socket I/O through epoll
+//! or io_uring). Every wrapper returns `io::Result` and owns its file descriptors and
+//! kernel-visible buffers, so callers stay in safe code.
+
+pub(crate) mod epoll;
+pub(crate) mod mmsg;
+mod sockaddr;
+pub(crate) mod uring;
 
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 
 /// The kernel's id of the calling thread (what `/proc/self/task/<tid>` and `top -H` show).
 pub(crate) fn current_thread_id() -> i32 {
@@ -18,7 +24,8 @@ pub(crate) fn clock_ticks_per_second() -> u64 {
     u64::try_from(ticks).ok().filter(|&t| t > 0).unwrap_or(100)
 }
 
-/// A kernel counter used to wake a worker loop that sleeps in the kernel.
+/// A kernel counter that wakes a worker loop waiting in epoll or io_uring: senders
+/// [`EventFd::notify`], the loop sees the fd readable and [`EventFd::drain`]s it.
 #[derive(Debug)]
 pub(crate) struct EventFd {
     fd: OwnedFd,
@@ -27,7 +34,7 @@ pub(crate) struct EventFd {
 impl EventFd {
     pub(crate) fn new() -> io::Result<Self> {
         // SAFETY: eventfd takes no pointers; the result is checked before use.
-        let raw = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC) };
+        let raw = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) };
         if raw < 0 {
             return Err(io::Error::last_os_error());
         }
@@ -35,12 +42,12 @@ impl EventFd {
         Ok(Self { fd: unsafe { OwnedFd::from_raw_fd(raw) } })
     }
 
-    /// Adds one to the counter, waking a thread blocked in [`EventFd::wait`].
+    /// Adds one to the counter, making the fd readable.
     pub(crate) fn notify(&self) -> io::Result<()> {
         let one: u64 = 1;
         // SAFETY: writes exactly 8 bytes from a live u64 to a descriptor we own.
         let n = unsafe { libc::write(self.fd.as_raw_fd(), (&raw const one).cast(), std::mem::size_of::<u64>()) };
-        // EAGAIN means the counter is saturated: the reader is already due to wake.
+        // EAGAIN means the counter is saturated: the loop is already due to wake.
         if n < 0 {
             let err = io::Error::last_os_error();
             if err.kind() != io::ErrorKind::WouldBlock {
@@ -50,21 +57,22 @@ impl EventFd {
         Ok(())
     }
 
-    /// Blocks until the counter is non-zero, then resets it; returns the number of
-    /// notifications folded into this wake-up.
-    pub(crate) fn wait(&self) -> io::Result<u64> {
+    /// Resets the counter; returns how many notifications it held (0 if none).
+    pub(crate) fn drain(&self) -> io::Result<u64> {
         let mut count: u64 = 0;
-        loop {
-            // SAFETY: reads exactly 8 bytes into a live u64 from a descriptor we own.
-            let n = unsafe { libc::read(self.fd.as_raw_fd(), (&raw mut count).cast(), std::mem::size_of::<u64>()) };
-            if n >= 0 {
-                return Ok(count);
-            }
+        // SAFETY: reads exactly 8 bytes into a live u64 from a descriptor we own.
+        let n = unsafe { libc::read(self.fd.as_raw_fd(), (&raw mut count).cast(), std::mem::size_of::<u64>()) };
+        if n < 0 {
             let err = io::Error::last_os_error();
-            if err.kind() != io::ErrorKind::Interrupted {
-                return Err(err);
-            }
+            return if err.kind() == io::ErrorKind::WouldBlock { Ok(0) } else { Err(err) };
         }
+        Ok(count)
+    }
+}
+
+impl AsRawFd for EventFd {
+    fn as_raw_fd(&self) -> RawFd {
+        self.fd.as_raw_fd()
     }
 }
 
@@ -75,9 +83,11 @@ mod tests {
     #[test]
     fn eventfd_folds_notifications_into_one_wake() {
         let fd = EventFd::new().expect("eventfd");
+        assert_eq!(fd.drain().expect("drain"), 0);
         fd.notify().expect("notify");
         fd.notify().expect("notify");
-        assert_eq!(fd.wait().expect("wait"), 2);
+        assert_eq!(fd.drain().expect("drain"), 2);
+        assert_eq!(fd.drain().expect("drain"), 0);
     }
 
     #[test]

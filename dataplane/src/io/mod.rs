@@ -1,0 +1,249 @@
+//! A worker's sockets and the backend that moves their datagrams: io_uring where the
+//! kernel allows it, epoll with recvmmsg/sendmmsg everywhere else. Both present the same
+//! two calls to the loop — `poll` (wait, then receive a bounded batch) and `flush` (send a
+//! [`SendQueue`] with as few system calls as possible) — so the engine above never knows
+//! which one runs.
+#![forbid(unsafe_code)]
+
+mod send_queue;
+
+use std::io;
+use std::net::SocketAddr;
+use std::os::fd::AsRawFd;
+use std::sync::Arc;
+use std::time::Duration;
+
+use socket2::{Domain, Protocol, Socket, Type};
+
+pub use self::send_queue::{SLOT_SIZE, SendQueue, SocketIndex};
+use crate::sys::EventFd;
+use crate::sys::epoll::EpollIo;
+pub use crate::sys::mmsg::FlushOutcome;
+use crate::sys::uring::{self, UringIo};
+
+/// Socket buffer size requested for each worker socket; the kernel caps it at
+/// `net.core.rmem_max` / `wmem_max` (see tuning/).
+const SOCKET_BUFFER_BYTES: usize = 8 << 20;
+
+/// Which backend the operator asked for (`--io-backend`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum BackendChoice {
+    /// io_uring when the kernel allows it, else epoll.
+    #[default]
+    Auto,
+    Uring,
+    Epoll,
+}
+
+impl std::str::FromStr for BackendChoice {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        match text {
+            "auto" => Ok(Self::Auto),
+            "uring" => Ok(Self::Uring),
+            "epoll" => Ok(Self::Epoll),
+            other => Err(format!("'{other}' is not one of uring, epoll, auto")),
+        }
+    }
+}
+
+/// What one `poll` call saw.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct PollOutcome {
+    /// Datagrams handed to the callback.
+    pub received: usize,
+    /// The wake-up fd fired: commands are waiting.
+    pub woken: bool,
+}
+
+/// A UDP socket configured for a worker: non-blocking, large buffers, bound to `addr`.
+pub fn bind_udp(addr: SocketAddr) -> io::Result<Socket> {
+    let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
+    if addr.is_ipv6() {
+        socket.set_only_v6(false)?;
+    }
+    socket.set_nonblocking(true)?;
+    socket.set_recv_buffer_size(SOCKET_BUFFER_BYTES)?;
+    socket.set_send_buffer_size(SOCKET_BUFFER_BYTES)?;
+    socket.bind(&addr.into())?;
+    Ok(socket)
+}
+
+/// A worker's sockets and its backend.
+#[derive(Debug)]
+pub struct Io {
+    sockets: Vec<Socket>,
+    backend: Backend,
+}
+
+#[derive(Debug)]
+enum Backend {
+    /// Boxed: the ring's bookkeeping is large and each worker holds one backend.
+    Uring(Box<UringIo>),
+    Epoll(EpollIo),
+}
+
+/// Why io_uring cannot run here (`None` when it can): the kernel's sysctl, its version, or
+/// a refused `io_uring_setup` (a seccomp profile such as Docker's default).
+pub fn uring_unavailable_reason() -> Option<String> {
+    uring::unavailable_reason()
+}
+
+impl Io {
+    /// Drives `sockets` and the wake-up fd with the backend `choice` resolves to.
+    /// With `Auto`, a failure to set io_uring up is logged with its reason and the epoll
+    /// backend runs instead; with `Uring` it is an error.
+    pub(crate) fn new(sockets: Vec<Socket>, wake: Arc<EventFd>, choice: BackendChoice) -> io::Result<Self> {
+        let fds: Vec<_> = sockets.iter().map(AsRawFd::as_raw_fd).collect();
+        let backend = match choice {
+            BackendChoice::Epoll => Backend::Epoll(EpollIo::new(fds, wake)?),
+            BackendChoice::Uring => match uring::unavailable_reason() {
+                Some(reason) => return Err(io::Error::new(io::ErrorKind::Unsupported, reason)),
+                None => Backend::Uring(Box::new(UringIo::new(fds, wake)?)),
+            },
+            BackendChoice::Auto => {
+                let uring = match uring::unavailable_reason() {
+                    Some(reason) => Err(reason),
+                    None => {
+                        UringIo::new(fds.clone(), Arc::clone(&wake)).map_err(|e| format!("io_uring set-up failed: {e}"))
+                    }
+                };
+                match uring {
+                    Ok(uring) => Backend::Uring(Box::new(uring)),
+                    Err(reason) => {
+                        tracing::warn!(%reason, "io_uring unavailable; using the epoll backend");
+                        Backend::Epoll(EpollIo::new(fds, wake)?)
+                    }
+                }
+            }
+        };
+        Ok(Self { sockets, backend })
+    }
+
+    /// The backend actually running.
+    pub fn backend_name(&self) -> &'static str {
+        match self.backend {
+            Backend::Uring(_) => "uring",
+            Backend::Epoll(_) => "epoll",
+        }
+    }
+
+    pub fn local_addr(&self, socket: SocketIndex) -> Option<SocketAddr> {
+        self.sockets.get(usize::from(socket.0))?.local_addr().ok()?.as_socket()
+    }
+
+    /// Waits up to `timeout` (forever when `None`) for datagrams or a wake-up, then hands
+    /// at most about `budget` received datagrams to `on_datagram`.
+    pub fn poll(
+        &mut self,
+        timeout: Option<Duration>,
+        budget: usize,
+        mut on_datagram: impl FnMut(SocketIndex, SocketAddr, &mut [u8]),
+    ) -> io::Result<PollOutcome> {
+        match &mut self.backend {
+            Backend::Uring(uring) => uring.poll(timeout, budget, &mut on_datagram),
+            Backend::Epoll(epoll) => epoll.poll(timeout, budget, &mut on_datagram),
+        }
+    }
+
+    /// Sends everything in `queue` and empties it. Never blocks on a full socket: what
+    /// the kernel will not take now is dropped and counted.
+    pub fn flush(&mut self, queue: &mut SendQueue) -> io::Result<FlushOutcome> {
+        let outcome = match &mut self.backend {
+            Backend::Uring(uring) => uring.flush(queue)?,
+            Backend::Epoll(epoll) => epoll.flush(queue),
+        };
+        queue.clear();
+        Ok(outcome)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn loopback_pair(choice: BackendChoice) -> (Io, Arc<EventFd>) {
+        let any: SocketAddr = "127.0.0.1:0".parse().unwrap();
+        let sockets = vec![bind_udp(any).unwrap(), bind_udp(any).unwrap()];
+        let wake = Arc::new(EventFd::new().unwrap());
+        (Io::new(sockets, Arc::clone(&wake), choice).unwrap(), wake)
+    }
+
+    fn exchange_datagrams(choice: BackendChoice) {
+        let (mut io, _wake) = loopback_pair(choice);
+        let from = io.local_addr(SocketIndex(0)).unwrap();
+        let to = io.local_addr(SocketIndex(1)).unwrap();
+        let mut queue = SendQueue::new(256);
+        for i in 0..200u16 {
+            let payload = [&i.to_be_bytes()[..], &[0xAB; 1100][..]].concat();
+            assert!(queue.push(SocketIndex(0), to, &payload));
+        }
+        let outcome = io.flush(&mut queue).unwrap();
+        assert_eq!(outcome, FlushOutcome { sent: 200, dropped: 0 });
+        assert!(queue.is_empty());
+        let mut seen = Vec::new();
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while seen.len() < 200 && std::time::Instant::now() < deadline {
+            io.poll(Some(Duration::from_millis(100)), 64, |socket, source, bytes| {
+                assert_eq!(socket, SocketIndex(1));
+                assert_eq!(source, from);
+                assert_eq!(bytes.len(), 1102);
+                assert!(bytes[2..].iter().all(|&b| b == 0xAB));
+                seen.push(u16::from_be_bytes([bytes[0], bytes[1]]));
+            })
+            .unwrap();
+        }
+        assert_eq!(seen, (0..200).collect::<Vec<_>>());
+    }
+
+    fn wake_up_ends_the_wait(choice: BackendChoice) {
+        let (mut io, wake) = loopback_pair(choice);
+        let waker = Arc::clone(&wake);
+        let thread = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(50));
+            waker.notify().unwrap();
+        });
+        let outcome = io.poll(Some(Duration::from_secs(10)), 64, |_, _, _| panic!("no datagram was sent")).unwrap();
+        thread.join().unwrap();
+        assert!(outcome.woken);
+        let outcome = io.poll(Some(Duration::from_millis(20)), 64, |_, _, _| {}).unwrap();
+        assert_eq!(outcome, PollOutcome::default(), "a drained wake-up must not fire twice");
+    }
+
+    #[test]
+    fn epoll_exchanges_datagrams_in_order() {
+        exchange_datagrams(BackendChoice::Epoll);
+    }
+
+    #[test]
+    fn epoll_wakes_on_the_eventfd() {
+        wake_up_ends_the_wait(BackendChoice::Epoll);
+    }
+
+    #[test]
+    fn uring_exchanges_datagrams_in_order() {
+        if let Some(reason) = uring_unavailable_reason() {
+            eprintln!("skipped: {reason}");
+            return;
+        }
+        exchange_datagrams(BackendChoice::Uring);
+    }
+
+    #[test]
+    fn uring_wakes_on_the_eventfd() {
+        if let Some(reason) = uring_unavailable_reason() {
+            eprintln!("skipped: {reason}");
+            return;
+        }
+        wake_up_ends_the_wait(BackendChoice::Uring);
+    }
+
+    #[test]
+    fn backend_names_parse() {
+        assert_eq!("uring".parse::<BackendChoice>(), Ok(BackendChoice::Uring));
+        assert_eq!("epoll".parse::<BackendChoice>(), Ok(BackendChoice::Epoll));
+        assert_eq!("auto".parse::<BackendChoice>(), Ok(BackendChoice::Auto));
+        assert!("kqueue".parse::<BackendChoice>().is_err());
+    }
+}
