@@ -12,6 +12,7 @@ pub mod command;
 pub mod cpu;
 pub mod ice;
 pub mod io;
+pub mod router;
 pub mod srtp;
 #[allow(unsafe_code)]
 mod sys;

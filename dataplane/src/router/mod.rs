@@ -1,0 +1,405 @@
+//! Routing inside one worker: which producer an incoming stream feeds, which consumers
+//! receive it, and how each consumer's stream is numbered. The router decides; it never
+//! touches packet bytes beyond keeping copies for retransmission, and never does I/O.
+//!
+//! Rules for the engine that drives it: look the producer up with
+//! [`Router::producer_for`], then call [`Router::fan_out`] with the decrypted packet; for
+//! each consumer it reports, copy the packet, apply the [`Rewritten`] header fields, protect
+//! and queue. RTCP feedback from a subscriber names the consumer's SSRC; the router turns
+//! it into a (throttled) keyframe request or retransmissions for the producer.
+#![forbid(unsafe_code)]
+
+pub mod rewrite;
+pub mod rtx_cache;
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use slab::Slab;
+
+pub use self::rewrite::{RewriteRefusal, Rewritten, StreamRewriter, seq_is_newer};
+pub use self::rtx_cache::RetransmissionCache;
+
+/// A transport (one client connection) of this worker.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct TransportId(pub u32);
+
+/// A stream published into this worker.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ProducerId(pub u32);
+
+/// One subscriber's copy of a producer's stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ConsumerId(pub u32);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MediaKind {
+    Audio,
+    Video,
+}
+
+/// What the router needs to know about a published stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProducerSpec {
+    pub transport: TransportId,
+    pub ssrc: u32,
+    pub kind: MediaKind,
+    pub clock_rate: u32,
+}
+
+/// Tuning of the router's feedback handling.
+#[derive(Debug, Clone, Copy)]
+pub struct RouterConfig {
+    /// At most one keyframe request per producer per this interval.
+    pub keyframe_request_interval: Duration,
+    /// Retransmission cache per video producer (packets); audio keeps none.
+    pub video_cache_packets: usize,
+    /// How long a cached packet may still be retransmitted.
+    pub cache_max_age: Duration,
+}
+
+impl Default for RouterConfig {
+    fn default() -> Self {
+        Self {
+            keyframe_request_interval: Duration::from_millis(500),
+            video_cache_packets: 512,
+            cache_max_age: Duration::from_millis(1000),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error, Clone, Copy, PartialEq, Eq)]
+pub enum RouterError {
+    #[error("no such producer")]
+    UnknownProducer,
+    #[error("no such consumer")]
+    UnknownConsumer,
+    #[error("the stream is already published on this transport")]
+    DuplicateSource,
+    #[error("the consumer SSRC is already used on this transport")]
+    DuplicateConsumerSsrc,
+}
+
+#[derive(Debug)]
+struct Producer {
+    spec: ProducerSpec,
+    consumers: Vec<ConsumerId>,
+    cache: Option<RetransmissionCache>,
+    last_keyframe_request: Option<Instant>,
+}
+
+#[derive(Debug)]
+struct Consumer {
+    producer: ProducerId,
+    transport: TransportId,
+    rewriter: StreamRewriter,
+    paused: bool,
+}
+
+/// A keyframe request to send to a publisher: RTCP PLI for `media_ssrc` on `transport`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KeyframeRequest {
+    pub transport: TransportId,
+    pub media_ssrc: u32,
+}
+
+/// The producers and consumers of one worker.
+#[derive(Debug, Default)]
+pub struct Router {
+    config: RouterConfig,
+    producers: Slab<Producer>,
+    consumers: Slab<Consumer>,
+    by_source: HashMap<(TransportId, u32), ProducerId>,
+    by_consumer_ssrc: HashMap<(TransportId, u32), ConsumerId>,
+}
+
+fn slab_key<T: From<u32>>(key: usize) -> T {
+    // Slabs here never hold 2^32 entries: transports and streams are bounded far below.
+    T::from(u32::try_from(key).unwrap_or(u32::MAX))
+}
+
+impl From<u32> for ProducerId {
+    fn from(v: u32) -> Self {
+        Self(v)
+    }
+}
+
+impl From<u32> for ConsumerId {
+    fn from(v: u32) -> Self {
+        Self(v)
+    }
+}
+
+impl Router {
+    pub fn new(config: RouterConfig) -> Self {
+        Self { config, ..Self::default() }
+    }
+
+    /// Registers a stream that `spec.transport` publishes as `spec.ssrc`.
+    pub fn add_producer(&mut self, spec: ProducerSpec) -> Result<ProducerId, RouterError> {
+        if self.by_source.contains_key(&(spec.transport, spec.ssrc)) {
+            return Err(RouterError::DuplicateSource);
+        }
+        let cache = (spec.kind == MediaKind::Video && self.config.video_cache_packets > 0)
+            .then(|| RetransmissionCache::new(self.config.video_cache_packets, self.config.cache_max_age));
+        let id = slab_key(self.producers.insert(Producer {
+            spec,
+            consumers: Vec::new(),
+            cache,
+            last_keyframe_request: None,
+        }));
+        self.by_source.insert((spec.transport, spec.ssrc), id);
+        Ok(id)
+    }
+
+    /// Removes a producer and every consumer of it; returns those consumers.
+    pub fn remove_producer(&mut self, id: ProducerId) -> Result<Vec<ConsumerId>, RouterError> {
+        let producer = self.producers.try_remove(id.0 as usize).ok_or(RouterError::UnknownProducer)?;
+        self.by_source.remove(&(producer.spec.transport, producer.spec.ssrc));
+        for &consumer in &producer.consumers {
+            if let Some(c) = self.consumers.try_remove(consumer.0 as usize) {
+                self.by_consumer_ssrc.remove(&(c.transport, c.rewriter.output_ssrc()));
+            }
+        }
+        Ok(producer.consumers)
+    }
+
+    /// Subscribes `transport` to `producer`, sending it as `output_ssrc`.
+    pub fn add_consumer(
+        &mut self,
+        producer: ProducerId,
+        transport: TransportId,
+        output_ssrc: u32,
+    ) -> Result<ConsumerId, RouterError> {
+        let clock_rate = self.producers.get(producer.0 as usize).ok_or(RouterError::UnknownProducer)?.spec.clock_rate;
+        if self.by_consumer_ssrc.contains_key(&(transport, output_ssrc)) {
+            return Err(RouterError::DuplicateConsumerSsrc);
+        }
+        let consumer =
+            Consumer { producer, transport, rewriter: StreamRewriter::new(output_ssrc, clock_rate), paused: false };
+        let id: ConsumerId = slab_key(self.consumers.insert(consumer));
+        self.by_consumer_ssrc.insert((transport, output_ssrc), id);
+        if let Some(p) = self.producers.get_mut(producer.0 as usize) {
+            p.consumers.push(id);
+        }
+        Ok(id)
+    }
+
+    pub fn remove_consumer(&mut self, id: ConsumerId) -> Result<(), RouterError> {
+        let consumer = self.consumers.try_remove(id.0 as usize).ok_or(RouterError::UnknownConsumer)?;
+        self.by_consumer_ssrc.remove(&(consumer.transport, consumer.rewriter.output_ssrc()));
+        if let Some(p) = self.producers.get_mut(consumer.producer.0 as usize) {
+            p.consumers.retain(|&c| c != id);
+        }
+        Ok(())
+    }
+
+    /// Pauses or resumes one consumer; a resumed stream continues its numbering without a gap.
+    pub fn set_paused(&mut self, id: ConsumerId, paused: bool) -> Result<(), RouterError> {
+        let consumer = self.consumers.get_mut(id.0 as usize).ok_or(RouterError::UnknownConsumer)?;
+        if consumer.paused && !paused {
+            consumer.rewriter.resync();
+        }
+        consumer.paused = paused;
+        Ok(())
+    }
+
+    /// Feeds `consumer` from another producer of the same kind (a merge or a layer
+    /// switch); its subscriber keeps one continuous stream.
+    pub fn switch_source(&mut self, id: ConsumerId, producer: ProducerId) -> Result<(), RouterError> {
+        if !self.producers.contains(producer.0 as usize) {
+            return Err(RouterError::UnknownProducer);
+        }
+        let consumer = self.consumers.get_mut(id.0 as usize).ok_or(RouterError::UnknownConsumer)?;
+        let previous = std::mem::replace(&mut consumer.producer, producer);
+        consumer.rewriter.resync();
+        if let Some(p) = self.producers.get_mut(previous.0 as usize) {
+            p.consumers.retain(|&c| c != id);
+        }
+        if let Some(p) = self.producers.get_mut(producer.0 as usize) {
+            p.consumers.push(id);
+        }
+        Ok(())
+    }
+
+    /// The producer an RTP packet from `transport` with `ssrc` feeds.
+    #[inline]
+    pub fn producer_for(&self, transport: TransportId, ssrc: u32) -> Option<ProducerId> {
+        self.by_source.get(&(transport, ssrc)).copied()
+    }
+
+    pub fn consumer_count(&self, producer: ProducerId) -> usize {
+        self.producers.get(producer.0 as usize).map_or(0, |p| p.consumers.len())
+    }
+
+    /// Records a decrypted packet of `producer` (for retransmissions) and reports, for each
+    /// consumer that should get it, the transport and the rewritten header fields.
+    pub fn fan_out(
+        &mut self,
+        now: Instant,
+        producer: ProducerId,
+        seq: u16,
+        timestamp: u32,
+        packet: &[u8],
+        mut emit: impl FnMut(ConsumerId, TransportId, Rewritten),
+    ) {
+        let Some(p) = self.producers.get_mut(producer.0 as usize) else { return };
+        if let Some(cache) = &mut p.cache {
+            cache.store(now, seq, packet);
+        }
+        let ssrc = p.spec.ssrc;
+        for &id in &p.consumers {
+            let Some(consumer) = self.consumers.get_mut(id.0 as usize) else { continue };
+            if consumer.paused {
+                continue;
+            }
+            if let Ok(rewritten) = consumer.rewriter.rewrite(now, ssrc, seq, timestamp) {
+                emit(id, consumer.transport, rewritten);
+            }
+        }
+    }
+
+    /// A subscriber on `transport` asked for a keyframe of the stream it receives as
+    /// `media_ssrc`: the request to forward to the publisher, unless one went out less
+    /// than the configured interval ago.
+    pub fn keyframe_request(
+        &mut self,
+        now: Instant,
+        transport: TransportId,
+        media_ssrc: u32,
+    ) -> Option<KeyframeRequest> {
+        let consumer = self.by_consumer_ssrc.get(&(transport, media_ssrc))?;
+        let producer_id = self.consumers.get(consumer.0 as usize)?.producer;
+        self.request_keyframe(now, producer_id)
+    }
+
+    /// A keyframe request for `producer` itself (a new consumer, a resume, a switch),
+    /// throttled like subscribers' requests.
+    pub fn request_keyframe(&mut self, now: Instant, producer: ProducerId) -> Option<KeyframeRequest> {
+        let interval = self.config.keyframe_request_interval;
+        let p = self.producers.get_mut(producer.0 as usize)?;
+        if p.spec.kind != MediaKind::Video {
+            return None;
+        }
+        if p.last_keyframe_request.is_some_and(|last| now.saturating_duration_since(last) < interval) {
+            return None;
+        }
+        p.last_keyframe_request = Some(now);
+        Some(KeyframeRequest { transport: p.spec.transport, media_ssrc: p.spec.ssrc })
+    }
+
+    /// A subscriber on `transport` reported `lost_seq` of the stream it receives as
+    /// `media_ssrc` lost: the cached plaintext packet and the header fields to resend it
+    /// with, if the packet is still cached.
+    pub fn retransmission(
+        &self,
+        now: Instant,
+        transport: TransportId,
+        media_ssrc: u32,
+        lost_seq: u16,
+    ) -> Option<(&[u8], Rewritten)> {
+        let consumer = self.consumers.get(self.by_consumer_ssrc.get(&(transport, media_ssrc))?.0 as usize)?;
+        let producer = self.producers.get(consumer.producer.0 as usize)?;
+        let (source_ssrc, input_seq) = consumer.rewriter.input_seq_for(lost_seq)?;
+        if source_ssrc != producer.spec.ssrc {
+            return None;
+        }
+        let packet = producer.cache.as_ref()?.get(now, input_seq)?;
+        // Cached packets were parsed as RTP before they were stored: bytes 4..8 are the
+        // timestamp.
+        let timestamp = u32::from_be_bytes(packet.get(4..8)?.try_into().ok()?);
+        Some((packet, consumer.rewriter.output_for(input_seq, timestamp)?))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const PUB: TransportId = TransportId(1);
+
+    fn video(ssrc: u32) -> ProducerSpec {
+        ProducerSpec { transport: PUB, ssrc, kind: MediaKind::Video, clock_rate: 90_000 }
+    }
+
+    fn collect(router: &mut Router, now: Instant, producer: ProducerId, seq: u16) -> Vec<(TransportId, Rewritten)> {
+        let mut out = Vec::new();
+        router.fan_out(now, producer, seq, u32::from(seq) * 3000, b"payload", |_, t, r| out.push((t, r)));
+        out
+    }
+
+    #[test]
+    fn fans_out_to_every_unpaused_consumer_with_its_own_ssrc() {
+        let now = Instant::now();
+        let mut router = Router::new(RouterConfig::default());
+        let producer = router.add_producer(video(0x10)).unwrap();
+        assert_eq!(router.producer_for(PUB, 0x10), Some(producer));
+        assert_eq!(router.producer_for(PUB, 0x11), None);
+        let a = router.add_consumer(producer, TransportId(2), 0xA).unwrap();
+        router.add_consumer(producer, TransportId(3), 0xB).unwrap();
+        let out = collect(&mut router, now, producer, 7);
+        assert_eq!(out.len(), 2);
+        assert_eq!((out[0].0, out[0].1.ssrc, out[0].1.sequence_number), (TransportId(2), 0xA, 7));
+        assert_eq!((out[1].0, out[1].1.ssrc), (TransportId(3), 0xB));
+        router.set_paused(a, true).unwrap();
+        assert_eq!(collect(&mut router, now, producer, 8).len(), 1);
+        router.set_paused(a, false).unwrap();
+        let out = collect(&mut router, now, producer, 20);
+        assert_eq!(out[0].1.sequence_number, 8, "resumed without a gap");
+    }
+
+    #[test]
+    fn duplicate_sources_and_ssrcs_are_refused() {
+        let mut router = Router::new(RouterConfig::default());
+        let producer = router.add_producer(video(1)).unwrap();
+        assert_eq!(router.add_producer(video(1)), Err(RouterError::DuplicateSource));
+        router.add_consumer(producer, TransportId(2), 5).unwrap();
+        assert_eq!(router.add_consumer(producer, TransportId(2), 5), Err(RouterError::DuplicateConsumerSsrc));
+        assert_eq!(router.add_consumer(ProducerId(99), TransportId(2), 6), Err(RouterError::UnknownProducer));
+    }
+
+    #[test]
+    fn keyframe_requests_are_throttled_per_producer() {
+        let t0 = Instant::now();
+        let mut router = Router::new(RouterConfig::default());
+        let producer = router.add_producer(video(0x10)).unwrap();
+        router.add_consumer(producer, TransportId(2), 0xA).unwrap();
+        router.add_consumer(producer, TransportId(3), 0xB).unwrap();
+        let expected = Some(KeyframeRequest { transport: PUB, media_ssrc: 0x10 });
+        assert_eq!(router.keyframe_request(t0, TransportId(2), 0xA), expected);
+        assert_eq!(router.keyframe_request(t0 + Duration::from_millis(100), TransportId(3), 0xB), None);
+        assert_eq!(router.keyframe_request(t0 + Duration::from_millis(600), TransportId(3), 0xB), expected);
+        assert_eq!(router.keyframe_request(t0, TransportId(3), 0xC), None, "unknown consumer SSRC");
+    }
+
+    #[test]
+    fn nack_is_answered_from_the_cache_in_the_consumers_numbering() {
+        let t0 = Instant::now();
+        let mut router = Router::new(RouterConfig::default());
+        let first = router.add_producer(video(0x10)).unwrap();
+        let second = router.add_producer(ProducerSpec { ssrc: 0x20, ..video(0) }).unwrap();
+        let consumer = router.add_consumer(first, TransportId(2), 0xA).unwrap();
+        collect(&mut router, t0, first, 100);
+        router.switch_source(consumer, second).unwrap();
+        let mut out = Vec::new();
+        let packet = [0x80, 96, 0x23, 0x28, 0, 0, 0x10, 0, 0, 0, 0, 0x20, 0xEE];
+        router.fan_out(t0, second, 9000, 0x1000, &packet, |_, _, r| out.push(r));
+        assert_eq!(out[0].sequence_number, 101);
+        let (cached, rewritten) = router.retransmission(t0, TransportId(2), 0xA, 101).unwrap();
+        assert_eq!(cached, packet);
+        assert_eq!(rewritten, out[0]);
+        assert!(router.retransmission(t0, TransportId(2), 0xA, 102).is_none());
+        assert!(router.retransmission(t0 + Duration::from_secs(5), TransportId(2), 0xA, 101).is_none());
+    }
+
+    #[test]
+    fn removing_a_producer_removes_its_consumers() {
+        let mut router = Router::new(RouterConfig::default());
+        let producer = router.add_producer(video(1)).unwrap();
+        let consumer = router.add_consumer(producer, TransportId(2), 5).unwrap();
+        assert_eq!(router.remove_producer(producer).unwrap(), vec![consumer]);
+        assert_eq!(router.remove_consumer(consumer), Err(RouterError::UnknownConsumer));
+        assert_eq!(router.producer_for(PUB, 1), None);
+        assert!(router.keyframe_request(Instant::now(), TransportId(2), 5).is_none());
+    }
+}
