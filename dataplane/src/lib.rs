@@ -14,6 +14,7 @@ pub mod ice;
 pub mod io;
 pub mod router;
 pub mod srtp;
+pub mod stats;
 #[allow(unsafe_code)]
 mod sys;
 pub mod wire;

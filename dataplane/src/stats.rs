@@ -1,0 +1,205 @@
+//! Worker statistics: counted by the worker in plain integers on the hot path, published
+//! about once a second into a shared block of atomics that the control plane reads for
+//! `/server/cpu/load` and `/metrics`. One writer per block; readers never block it.
+#![forbid(unsafe_code)]
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+/// Why a datagram or packet was dropped. Every drop on the forwarding path is one of these.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DropReason {
+    /// Not STUN, DTLS, RTP or RTCP, or a header that fails its checks.
+    Malformed,
+    /// From an address no transport owns, and not a STUN check that could claim it.
+    UnknownSource,
+    /// STUN check whose USERNAME names no transport of this worker.
+    StunUnknownUfrag,
+    /// STUN check with bad MESSAGE-INTEGRITY or FINGERPRINT.
+    StunBadIntegrity,
+    /// DTLS record the handshake rejected.
+    Dtls,
+    /// Media before the transport's DTLS handshake and fingerprint check completed.
+    NotConnected,
+    /// SRTP/SRTCP authentication tag did not verify.
+    SrtpAuth,
+    /// SRTP/SRTCP packet replayed or too old.
+    SrtpReplay,
+    /// RTP for an SSRC no producer publishes.
+    UnknownSsrc,
+    /// The kernel would not take a datagram (socket buffer full, unreachable).
+    Send,
+    /// The kernel had no receive buffer for a datagram (io_uring ENOBUFS).
+    ReceiveNoBuffer,
+    /// A handshake datagram deferred past this turn's budget and then discarded.
+    HandshakeBudget,
+}
+
+impl DropReason {
+    pub const ALL: [DropReason; 12] = [
+        Self::Malformed,
+        Self::UnknownSource,
+        Self::StunUnknownUfrag,
+        Self::StunBadIntegrity,
+        Self::Dtls,
+        Self::NotConnected,
+        Self::SrtpAuth,
+        Self::SrtpReplay,
+        Self::UnknownSsrc,
+        Self::Send,
+        Self::ReceiveNoBuffer,
+        Self::HandshakeBudget,
+    ];
+
+    /// The label used in metrics.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Malformed => "malformed",
+            Self::UnknownSource => "unknown_source",
+            Self::StunUnknownUfrag => "stun_unknown_ufrag",
+            Self::StunBadIntegrity => "stun_bad_integrity",
+            Self::Dtls => "dtls",
+            Self::NotConnected => "not_connected",
+            Self::SrtpAuth => "srtp_auth",
+            Self::SrtpReplay => "srtp_replay",
+            Self::UnknownSsrc => "unknown_ssrc",
+            Self::Send => "send",
+            Self::ReceiveNoBuffer => "receive_no_buffer",
+            Self::HandshakeBudget => "handshake_budget",
+        }
+    }
+
+    fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// The worker's own counters, updated without atomics.
+#[derive(Debug, Default, Clone)]
+pub struct WorkerCounters {
+    pub packets_in: u64,
+    pub bytes_in: u64,
+    pub packets_out: u64,
+    pub bytes_out: u64,
+    pub drops: [u64; DropReason::ALL.len()],
+    pub transports: u64,
+    pub loop_turns: u64,
+    /// Time spent handling work (not waiting in the kernel), since start.
+    pub busy: Duration,
+    /// Longest single loop turn since the last publish.
+    pub longest_turn: Duration,
+}
+
+impl WorkerCounters {
+    #[inline]
+    pub fn drop(&mut self, reason: DropReason) {
+        self.drops[reason.index()] += 1;
+    }
+
+    pub fn drops_of(&self, reason: DropReason) -> u64 {
+        self.drops[reason.index()]
+    }
+
+    /// Accounts one loop turn's busy time.
+    #[inline]
+    pub fn turn(&mut self, busy: Duration) {
+        self.loop_turns += 1;
+        self.busy += busy;
+        self.longest_turn = self.longest_turn.max(busy);
+    }
+}
+
+/// The published copy, shared with the control plane.
+#[derive(Debug, Default)]
+pub struct SharedStats {
+    packets_in: AtomicU64,
+    bytes_in: AtomicU64,
+    packets_out: AtomicU64,
+    bytes_out: AtomicU64,
+    drops: [AtomicU64; DropReason::ALL.len()],
+    transports: AtomicU64,
+    loop_turns: AtomicU64,
+    busy_ns: AtomicU64,
+    longest_turn_ns: AtomicU64,
+}
+
+fn nanos(d: Duration) -> u64 {
+    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
+}
+
+impl SharedStats {
+    pub fn new() -> Arc<Self> {
+        Arc::new(Self::default())
+    }
+
+    /// Copies the worker's counters in; the longest turn is reset by the worker after this.
+    pub fn publish(&self, c: &WorkerCounters) {
+        let r = Ordering::Relaxed;
+        self.packets_in.store(c.packets_in, r);
+        self.bytes_in.store(c.bytes_in, r);
+        self.packets_out.store(c.packets_out, r);
+        self.bytes_out.store(c.bytes_out, r);
+        for (slot, &value) in self.drops.iter().zip(c.drops.iter()) {
+            slot.store(value, r);
+        }
+        self.transports.store(c.transports, r);
+        self.loop_turns.store(c.loop_turns, r);
+        self.busy_ns.store(nanos(c.busy), r);
+        self.longest_turn_ns.store(nanos(c.longest_turn), r);
+    }
+
+    /// A consistent-enough copy for reporting (each field is read atomically).
+    pub fn snapshot(&self) -> WorkerCounters {
+        let r = Ordering::Relaxed;
+        let mut drops = [0; DropReason::ALL.len()];
+        for (value, slot) in drops.iter_mut().zip(self.drops.iter()) {
+            *value = slot.load(r);
+        }
+        WorkerCounters {
+            packets_in: self.packets_in.load(r),
+            bytes_in: self.bytes_in.load(r),
+            packets_out: self.packets_out.load(r),
+            bytes_out: self.bytes_out.load(r),
+            drops,
+            transports: self.transports.load(r),
+            loop_turns: self.loop_turns.load(r),
+            busy: Duration::from_nanos(self.busy_ns.load(r)),
+            longest_turn: Duration::from_nanos(self.longest_turn_ns.load(r)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn drop_reasons_have_distinct_slots_and_names() {
+        for (i, reason) in DropReason::ALL.iter().enumerate() {
+            assert_eq!(reason.index(), i);
+        }
+        let mut names: Vec<_> = DropReason::ALL.iter().map(|r| r.name()).collect();
+        names.sort_unstable();
+        names.dedup();
+        assert_eq!(names.len(), DropReason::ALL.len());
+    }
+
+    #[test]
+    fn published_counters_read_back() {
+        let mut counters = WorkerCounters::default();
+        counters.packets_in = 5;
+        counters.drop(DropReason::SrtpAuth);
+        counters.drop(DropReason::SrtpAuth);
+        counters.turn(Duration::from_micros(30));
+        counters.turn(Duration::from_micros(10));
+        let shared = SharedStats::new();
+        shared.publish(&counters);
+        let seen = shared.snapshot();
+        assert_eq!(seen.packets_in, 5);
+        assert_eq!(seen.drops_of(DropReason::SrtpAuth), 2);
+        assert_eq!(seen.loop_turns, 2);
+        assert_eq!(seen.busy, Duration::from_micros(40));
+        assert_eq!(seen.longest_turn, Duration::from_micros(30));
+    }
+}
