@@ -189,7 +189,7 @@ fn run(index: usize, inbox: &CommandReceiver, io: &mut Io) {
                 return;
             }
             None => {
-                if let Err(e) = io.poll(None, 0, |_, _, _| {}) {
+                if let Err(e) = io.poll(None, 0, |_, _, _, _| {}) {
                     tracing::error!(worker = index, error = %e, "worker cannot wait for work; stopping");
                     return;
                 }

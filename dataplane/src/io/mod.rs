@@ -17,9 +17,9 @@ use socket2::{Domain, Protocol, Socket, Type};
 
 pub use self::send_queue::{SLOT_SIZE, SendQueue, SocketIndex};
 use crate::sys::EventFd;
-use crate::sys::epoll::EpollIo;
+use crate::sys::epoll::{EpollIo, EpollTx};
 pub use crate::sys::mmsg::FlushOutcome;
-use crate::sys::uring::{self, UringIo};
+use crate::sys::uring::{self, UringIo, UringTx};
 
 /// Socket buffer size requested for each worker socket; the kernel caps it at
 /// `net.core.rmem_max` / `wmem_max` (see tuning/).
@@ -134,25 +134,49 @@ impl Io {
     }
 
     /// Waits up to `timeout` (forever when `None`) for datagrams or a wake-up, then hands
-    /// at most about `budget` received datagrams to `on_datagram`.
+    /// at most about `budget` received datagrams to `on_datagram`, together with a
+    /// [`Transmit`] for flushing a full send queue while the datagram is handled.
     pub fn poll(
         &mut self,
         timeout: Option<Duration>,
         budget: usize,
-        mut on_datagram: impl FnMut(SocketIndex, SocketAddr, &mut [u8]),
+        mut on_datagram: impl FnMut(SocketIndex, SocketAddr, &mut [u8], &mut Transmit<'_>),
     ) -> io::Result<PollOutcome> {
         match &mut self.backend {
-            Backend::Uring(uring) => uring.poll(timeout, budget, &mut on_datagram),
-            Backend::Epoll(epoll) => epoll.poll(timeout, budget, &mut on_datagram),
+            Backend::Uring(uring) => uring
+                .poll(timeout, budget, &mut |s, a, b, tx| on_datagram(s, a, b, &mut Transmit(TransmitSide::Uring(tx)))),
+            Backend::Epoll(epoll) => epoll
+                .poll(timeout, budget, &mut |s, a, b, tx| on_datagram(s, a, b, &mut Transmit(TransmitSide::Epoll(tx)))),
         }
     }
 
-    /// Sends everything in `queue` and empties it. Never blocks on a full socket: what
-    /// the kernel will not take now is dropped and counted.
+    /// Sends everything in `queue` and empties it (see [`Transmit::flush`]).
     pub fn flush(&mut self, queue: &mut SendQueue) -> io::Result<FlushOutcome> {
-        let outcome = match &mut self.backend {
-            Backend::Uring(uring) => uring.flush(queue)?,
-            Backend::Epoll(epoll) => epoll.flush(queue),
+        match &mut self.backend {
+            Backend::Uring(uring) => Transmit(TransmitSide::Uring(&mut uring.tx)),
+            Backend::Epoll(epoll) => Transmit(TransmitSide::Epoll(&mut epoll.tx)),
+        }
+        .flush(queue)
+    }
+}
+
+/// The send side of a backend.
+#[derive(Debug)]
+pub struct Transmit<'a>(TransmitSide<'a>);
+
+#[derive(Debug)]
+enum TransmitSide<'a> {
+    Uring(&'a mut UringTx),
+    Epoll(&'a mut EpollTx),
+}
+
+impl Transmit<'_> {
+    /// Sends everything in `queue` and empties it. Never blocks on a full socket: what the
+    /// kernel will not take now is dropped and counted in the outcome.
+    pub fn flush(&mut self, queue: &mut SendQueue) -> io::Result<FlushOutcome> {
+        let outcome = match &mut self.0 {
+            TransmitSide::Uring(tx) => tx.flush(queue)?,
+            TransmitSide::Epoll(tx) => tx.flush(queue),
         };
         queue.clear();
         Ok(outcome)
@@ -185,7 +209,7 @@ mod tests {
         let mut seen = Vec::new();
         let deadline = std::time::Instant::now() + Duration::from_secs(5);
         while seen.len() < 200 && std::time::Instant::now() < deadline {
-            io.poll(Some(Duration::from_millis(100)), 64, |socket, source, bytes| {
+            io.poll(Some(Duration::from_millis(100)), 64, |socket, source, bytes, _| {
                 assert_eq!(socket, SocketIndex(1));
                 assert_eq!(source, from);
                 assert_eq!(bytes.len(), 1102);
@@ -204,11 +228,58 @@ mod tests {
             std::thread::sleep(Duration::from_millis(50));
             waker.notify().unwrap();
         });
-        let outcome = io.poll(Some(Duration::from_secs(10)), 64, |_, _, _| panic!("no datagram was sent")).unwrap();
+        let outcome = io.poll(Some(Duration::from_secs(10)), 64, |_, _, _, _| panic!("no datagram was sent")).unwrap();
         thread.join().unwrap();
         assert!(outcome.woken);
-        let outcome = io.poll(Some(Duration::from_millis(20)), 64, |_, _, _| {}).unwrap();
+        let outcome = io.poll(Some(Duration::from_millis(20)), 64, |_, _, _, _| {}).unwrap();
         assert_eq!(outcome, PollOutcome::default(), "a drained wake-up must not fire twice");
+    }
+
+    /// Socket 1 echoes every datagram back to socket 0, flushing from inside the receive
+    /// callback after each one, as a fan-out that fills its queue does.
+    fn echo_from_inside_the_callback(choice: BackendChoice) {
+        let (mut io, _wake) = loopback_pair(choice);
+        let a = io.local_addr(SocketIndex(0)).unwrap();
+        let b = io.local_addr(SocketIndex(1)).unwrap();
+        let mut queue = SendQueue::new(8);
+        for i in 0..100u8 {
+            assert!(queue.push(SocketIndex(0), b, &[i; 300]));
+            if queue.is_full() {
+                io.flush(&mut queue).unwrap();
+            }
+        }
+        io.flush(&mut queue).unwrap();
+        let mut echo_queue = SendQueue::new(1);
+        let mut echoed = Vec::new();
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while echoed.len() < 100 && std::time::Instant::now() < deadline {
+            io.poll(Some(Duration::from_millis(100)), 256, |socket, source, bytes, tx| {
+                if socket == SocketIndex(1) {
+                    assert_eq!(source, a);
+                    assert!(echo_queue.push(SocketIndex(1), a, bytes));
+                    assert_eq!(tx.flush(&mut echo_queue).unwrap().sent, 1);
+                } else {
+                    assert_eq!(source, b);
+                    echoed.push(bytes[0]);
+                }
+            })
+            .unwrap();
+        }
+        assert_eq!(echoed, (0..100).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn epoll_flushes_from_inside_the_callback() {
+        echo_from_inside_the_callback(BackendChoice::Epoll);
+    }
+
+    #[test]
+    fn uring_flushes_from_inside_the_callback() {
+        if let Some(reason) = uring_unavailable_reason() {
+            eprintln!("skipped: {reason}");
+            return;
+        }
+        echo_from_inside_the_callback(BackendChoice::Uring);
     }
 
     #[test]

@@ -4,6 +4,7 @@
 use std::io;
 use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::sync::Arc;
 use std::time::Duration;
 
 use super::EventFd;
@@ -13,19 +14,38 @@ use crate::io::{PollOutcome, SendQueue, SocketIndex};
 /// epoll user data of the wake-up fd; sockets use their index.
 const WAKE_TOKEN: u64 = u64::MAX;
 
+/// The receive side: epoll, the wake-up fd and the receive batch.
 #[derive(Debug)]
-pub(crate) struct EpollIo {
+struct EpollRx {
     epoll: OwnedFd,
     sockets: Vec<RawFd>,
-    wake: std::sync::Arc<EventFd>,
+    wake: Arc<EventFd>,
     events: Vec<libc::epoll_event>,
     recv: RecvBatch,
+}
+
+/// The send side, usable while a received datagram is being handled.
+#[derive(Debug)]
+pub(crate) struct EpollTx {
+    sockets: Vec<RawFd>,
     send: SendBatch,
+}
+
+impl EpollTx {
+    pub(crate) fn flush(&mut self, queue: &SendQueue) -> FlushOutcome {
+        self.send.flush(&self.sockets, queue)
+    }
+}
+
+#[derive(Debug)]
+pub(crate) struct EpollIo {
+    rx: EpollRx,
+    pub(crate) tx: EpollTx,
 }
 
 impl EpollIo {
     /// Watches `sockets` (kept open by the caller for the backend's lifetime) and `wake`.
-    pub(crate) fn new(sockets: Vec<RawFd>, wake: std::sync::Arc<EventFd>) -> io::Result<Self> {
+    pub(crate) fn new(sockets: Vec<RawFd>, wake: Arc<EventFd>) -> io::Result<Self> {
         // SAFETY: no pointers; the result is checked.
         let raw = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
         if raw < 0 {
@@ -46,25 +66,28 @@ impl EpollIo {
             watch(fd, index as u64)?;
         }
         let events = vec![libc::epoll_event { events: 0, u64: 0 }; sockets.len() + 1];
-        Ok(Self { epoll, sockets, wake, events, recv: RecvBatch::new(), send: SendBatch::new() })
+        let tx = EpollTx { sockets: sockets.clone(), send: SendBatch::new() };
+        Ok(Self { rx: EpollRx { epoll, sockets, wake, events, recv: RecvBatch::new() }, tx })
     }
 
     /// Waits up to `timeout` (forever when `None`) for datagrams or a wake-up, then reads
     /// at most `budget` datagrams (rounded up to whole batches) and hands each to
-    /// `on_datagram`. Unread datagrams stay in the socket for the next turn.
+    /// `on_datagram` with the send side. Unread datagrams stay in the socket.
     pub(crate) fn poll(
         &mut self,
         timeout: Option<Duration>,
         budget: usize,
-        on_datagram: &mut impl FnMut(SocketIndex, SocketAddr, &mut [u8]),
+        on_datagram: &mut impl FnMut(SocketIndex, SocketAddr, &mut [u8], &mut EpollTx),
     ) -> io::Result<PollOutcome> {
+        let rx = &mut self.rx;
+        let tx = &mut self.tx;
         let timeout_ms = match timeout {
             None => -1,
             Some(t) => i32::try_from(t.as_micros().div_ceil(1000)).unwrap_or(i32::MAX),
         };
         // SAFETY: `events` is a live buffer of the length given.
         let ready = unsafe {
-            libc::epoll_wait(self.epoll.as_raw_fd(), self.events.as_mut_ptr(), self.events.len() as i32, timeout_ms)
+            libc::epoll_wait(rx.epoll.as_raw_fd(), rx.events.as_mut_ptr(), rx.events.len() as i32, timeout_ms)
         };
         if ready < 0 {
             let err = io::Error::last_os_error();
@@ -72,17 +95,17 @@ impl EpollIo {
         }
         let mut outcome = PollOutcome::default();
         for i in 0..ready as usize {
-            let token = self.events[i].u64;
+            let token = rx.events[i].u64;
             if token == WAKE_TOKEN {
-                self.wake.drain()?;
+                rx.wake.drain()?;
                 outcome.woken = true;
                 continue;
             }
             let index = token as usize;
-            let Some(&fd) = self.sockets.get(index) else { continue };
+            let Some(&fd) = rx.sockets.get(index) else { continue };
             let socket = SocketIndex(u16::try_from(index).unwrap_or(u16::MAX));
             loop {
-                let n = self.recv.receive(fd, socket, on_datagram)?;
+                let n = rx.recv.receive(fd, socket, &mut |s, a, b| on_datagram(s, a, b, tx))?;
                 outcome.received += n;
                 if n < RECV_BATCH || outcome.received >= budget {
                     break;
@@ -90,9 +113,5 @@ impl EpollIo {
             }
         }
         Ok(outcome)
-    }
-
-    pub(crate) fn flush(&mut self, queue: &SendQueue) -> FlushOutcome {
-        self.send.flush(&self.sockets, queue)
     }
 }

@@ -185,23 +185,39 @@ impl SendHeaders {
     }
 }
 
-pub(crate) struct UringIo {
-    // Field order matters: the ring is dropped (and the kernel stops using the buffers
-    // and headers) before the memory it points at.
-    ring: IoUring,
+/// The receive side: the buffers the kernel fills and the recvmsg template.
+struct UringRx {
     buffers: BufferRing,
-    sockets: Vec<RawFd>,
-    wake: Arc<EventFd>,
     /// The recvmsg template the kernel reads when arming (name space, no control data).
     recv_template: Box<libc::msghdr>,
+    wake: Arc<EventFd>,
+}
+
+/// The ring and the send side, usable while a received datagram is being handled.
+pub(crate) struct UringTx {
+    ring: IoUring,
+    sockets: Vec<RawFd>,
     send: SendHeaders,
     deferred: VecDeque<Deferred>,
+}
+
+pub(crate) struct UringIo {
+    // Field order matters: `tx` holds the ring, which is dropped (and the kernel stops
+    // using buffers, template and headers) before `rx` frees the memory it points at.
+    pub(crate) tx: UringTx,
+    rx: UringRx,
     pub(crate) enobufs: u64,
 }
 
 impl std::fmt::Debug for UringIo {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("UringIo").field("sockets", &self.sockets).field("enobufs", &self.enobufs).finish()
+        f.debug_struct("UringIo").field("sockets", &self.tx.sockets).field("enobufs", &self.enobufs).finish()
+    }
+}
+
+impl std::fmt::Debug for UringTx {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UringTx").field("sockets", &self.sockets).finish()
     }
 }
 
@@ -222,63 +238,54 @@ impl UringIo {
         let mut recv_template: Box<libc::msghdr> = Box::new(unsafe { std::mem::zeroed() });
         recv_template.msg_namelen = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
         let mut this = Self {
-            ring,
-            buffers,
-            sockets,
-            wake,
-            recv_template,
-            send: SendHeaders::with_capacity(0),
-            deferred: VecDeque::with_capacity(COMPLETION_ENTRIES as usize),
+            tx: UringTx {
+                ring,
+                sockets,
+                send: SendHeaders::with_capacity(0),
+                deferred: VecDeque::with_capacity(COMPLETION_ENTRIES as usize),
+            },
+            rx: UringRx { buffers, recv_template, wake },
             enobufs: 0,
         };
-        for index in 0..this.sockets.len() {
+        for index in 0..this.tx.sockets.len() {
             this.arm_recv(index)?;
         }
         this.arm_wake()?;
-        this.ring.submit()?;
+        this.tx.ring.submit()?;
         Ok(this)
     }
 
-    fn push_entry(&mut self, entry: &squeue::Entry) -> io::Result<()> {
-        // SAFETY: every entry built in this module points only at memory owned by `self`
-        // (template, headers, buffers) or at the caller's queue, which `flush` keeps
-        // borrowed until the entry completes.
-        while unsafe { self.ring.submission().push(entry) }.is_err() {
-            self.ring.submit()?;
-        }
-        Ok(())
-    }
-
     fn arm_recv(&mut self, index: usize) -> io::Result<()> {
-        let Some(&fd) = self.sockets.get(index) else { return Ok(()) };
-        let entry = opcode::RecvMsgMulti::new(Fd(fd), &raw const *self.recv_template, BUFFER_GROUP)
+        let Some(&fd) = self.tx.sockets.get(index) else { return Ok(()) };
+        let entry = opcode::RecvMsgMulti::new(Fd(fd), &raw const *self.rx.recv_template, BUFFER_GROUP)
             .build()
             .user_data(KIND_RECV | index as u64);
-        self.push_entry(&entry)
+        self.tx.push_entry(&entry)
     }
 
     fn arm_wake(&mut self) -> io::Result<()> {
-        let entry = opcode::PollAdd::new(Fd(self.wake.as_raw_fd()), libc::POLLIN as u32)
+        let entry = opcode::PollAdd::new(Fd(self.rx.wake.as_raw_fd()), libc::POLLIN as u32)
             .multi(true)
             .build()
             .user_data(KIND_WAKE);
-        self.push_entry(&entry)
+        self.tx.push_entry(&entry)
     }
 
     /// Waits up to `timeout` (forever when `None`) for a completion, then handles at most
-    /// about `budget` received datagrams.
+    /// about `budget` received datagrams, each with the send side at hand.
     pub(crate) fn poll(
         &mut self,
         timeout: Option<Duration>,
         budget: usize,
-        on_datagram: &mut impl FnMut(SocketIndex, SocketAddr, &mut [u8]),
+        on_datagram: &mut impl FnMut(SocketIndex, SocketAddr, &mut [u8], &mut UringTx),
     ) -> io::Result<PollOutcome> {
-        if self.deferred.is_empty() && self.ring.completion().is_empty() {
+        let ring = &mut self.tx.ring;
+        if self.tx.deferred.is_empty() && ring.completion().is_empty() {
             let waited = match timeout {
-                None => self.ring.submit_and_wait(1),
+                None => ring.submit_and_wait(1),
                 Some(t) => {
                     let ts = Timespec::from(t);
-                    self.ring.submitter().submit_with_args(1, &SubmitArgs::new().timespec(&ts))
+                    ring.submitter().submit_with_args(1, &SubmitArgs::new().timespec(&ts))
                 }
             };
             match waited {
@@ -287,21 +294,14 @@ impl UringIo {
                 Err(e) => return Err(e),
             }
         } else {
-            self.ring.submit()?;
+            ring.submit()?;
         }
         let mut outcome = PollOutcome::default();
         let mut rearm_recv = Vec::new();
         let mut rearm_wake = false;
         let mut recycled = false;
         while outcome.received < budget.max(1) {
-            let next = self.deferred.pop_front().or_else(|| {
-                self.ring.completion().next().map(|cqe| Deferred {
-                    user_data: cqe.user_data(),
-                    result: cqe.result(),
-                    flags: cqe.flags(),
-                })
-            });
-            let Some(done) = next else { break };
+            let Some(done) = self.tx.next_completion() else { break };
             match done.user_data & KIND_MASK {
                 KIND_RECV => {
                     let index = (done.user_data & !KIND_MASK) as usize;
@@ -310,17 +310,19 @@ impl UringIo {
                     }
                     if let Some(bid) = cqueue::buffer_select(done.flags) {
                         if done.result > 0 {
-                            self.deliver(index, bid, done.result as usize, on_datagram);
+                            self.rx.deliver(index, bid, done.result as usize, &mut |s, a, b| {
+                                on_datagram(s, a, b, &mut self.tx)
+                            });
                             outcome.received += 1;
                         }
-                        self.buffers.push(bid);
+                        self.rx.buffers.push(bid);
                         recycled = true;
                     } else if done.result == -libc::ENOBUFS {
                         self.enobufs += 1;
                     }
                 }
                 KIND_WAKE => {
-                    self.wake.drain()?;
+                    self.rx.wake.drain()?;
                     outcome.woken = true;
                     rearm_wake |= !cqueue::more(done.flags);
                 }
@@ -328,7 +330,7 @@ impl UringIo {
             }
         }
         if recycled {
-            self.buffers.publish();
+            self.rx.buffers.publish();
         }
         for index in rearm_recv {
             self.arm_recv(index)?;
@@ -338,7 +340,9 @@ impl UringIo {
         }
         Ok(outcome)
     }
+}
 
+impl UringRx {
     fn deliver(
         &mut self,
         index: usize,
@@ -360,6 +364,29 @@ impl UringIo {
         if let Some(bytes) = buffer.get_mut(start..end) {
             on_datagram(socket, source, bytes);
         }
+    }
+}
+
+impl UringTx {
+    fn push_entry(&mut self, entry: &squeue::Entry) -> io::Result<()> {
+        // SAFETY: every entry built in this module points only at memory owned by the
+        // backend (template, headers, buffers) or at the caller's queue, which `flush`
+        // keeps borrowed until the entry completes.
+        while unsafe { self.ring.submission().push(entry) }.is_err() {
+            self.ring.submit()?;
+        }
+        Ok(())
+    }
+
+    /// The oldest completion not yet handled: first those set aside by a flush.
+    fn next_completion(&mut self) -> Option<Deferred> {
+        self.deferred.pop_front().or_else(|| {
+            self.ring.completion().next().map(|cqe| Deferred {
+                user_data: cqe.user_data(),
+                result: cqe.result(),
+                flags: cqe.flags(),
+            })
+        })
     }
 
     /// Sends every datagram of `queue` and waits until the kernel is done with them all.
