@@ -187,8 +187,7 @@ mod tests {
 
     #[test]
     fn published_counters_read_back() {
-        let mut counters = WorkerCounters::default();
-        counters.packets_in = 5;
+        let mut counters = WorkerCounters { packets_in: 5, ..WorkerCounters::default() };
         counters.drop(DropReason::SrtpAuth);
         counters.drop(DropReason::SrtpAuth);
         counters.turn(Duration::from_micros(30));
