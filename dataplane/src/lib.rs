@@ -10,6 +10,7 @@
 
 pub mod command;
 pub mod cpu;
+pub mod dtls;
 pub mod ice;
 pub mod io;
 pub mod router;
