@@ -157,8 +157,9 @@ impl Workers {
         self.stop_all();
     }
 
+    /// Stops the workers still running; `shutdown` followed by drop stops them once.
     fn stop_all(&mut self) {
-        for handle in &self.handles {
+        for handle in self.handles.iter().filter(|h| h.thread.is_some()) {
             if let Err(e) = handle.commands.send(Command::Shutdown) {
                 tracing::warn!(worker = handle.index, error = %e, "worker did not take the shutdown command");
             }
