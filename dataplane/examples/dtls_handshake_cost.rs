@@ -12,9 +12,7 @@ use std::alloc::System;
 use std::time::{Duration, Instant};
 
 use stats_alloc::{INSTRUMENTED_SYSTEM, Region, StatsAlloc};
-use uprtcd_dataplane::dtls::{
-    DtlsIdentity, DtlsOutput, DtlsTransport, DtlsVersionPolicy, MIN_OUTPUT_BUFFER_LEN,
-};
+use uprtcd_dataplane::dtls::{DtlsIdentity, DtlsOutput, DtlsTransport, DtlsVersionPolicy, MIN_OUTPUT_BUFFER_LEN};
 
 #[global_allocator]
 static GLOBAL: &StatsAlloc<System> = &INSTRUMENTED_SYSTEM;
@@ -70,10 +68,10 @@ fn drain(transport: &mut DtlsTransport, cost: &mut Cost, connected: &mut bool) -
 fn handshake(server_identity: &DtlsIdentity, client_identity: &DtlsIdentity) -> (Cost, Cost) {
     let (mut server_cost, mut client_cost) = (Cost::default(), Cost::default());
     let now = Instant::now();
-    let mut server = server_cost
-        .charge(|| DtlsTransport::new_server(server_identity, client_identity.fingerprint(), now));
-    let mut client = client_cost
-        .charge(|| DtlsTransport::new_client(client_identity, server_identity.fingerprint(), now));
+    let mut server =
+        server_cost.charge(|| DtlsTransport::new_server(server_identity, client_identity.fingerprint(), now));
+    let mut client =
+        client_cost.charge(|| DtlsTransport::new_client(client_identity, server_identity.fingerprint(), now));
     let (mut server_connected, mut client_connected) = (false, false);
     for _ in 0..20 {
         for datagram in drain(&mut client, &mut client_cost, &mut client_connected) {
@@ -100,16 +98,9 @@ fn median(values: &mut [f64]) -> f64 {
     values[values.len() / 2]
 }
 
-fn scenario(
-    name: &str,
-    server_versions: DtlsVersionPolicy,
-    client_versions: DtlsVersionPolicy,
-    rounds: usize,
-) {
-    let server_identity =
-        DtlsIdentity::generate(server_versions).expect("identity generation does not fail");
-    let client_identity =
-        DtlsIdentity::generate(client_versions).expect("identity generation does not fail");
+fn scenario(name: &str, server_versions: DtlsVersionPolicy, client_versions: DtlsVersionPolicy, rounds: usize) {
+    let server_identity = DtlsIdentity::generate(server_versions).expect("identity generation does not fail");
+    let client_identity = DtlsIdentity::generate(client_versions).expect("identity generation does not fail");
     for _ in 0..rounds / 10 {
         handshake(&server_identity, &client_identity);
     }
@@ -139,28 +130,10 @@ fn scenario(
 }
 
 fn main() {
-    let rounds = std::env::args()
-        .nth(1)
-        .and_then(|text| text.parse().ok())
-        .unwrap_or(300);
+    let rounds = std::env::args().nth(1).and_then(|text| text.parse().ok()).unwrap_or(300);
     println!("{rounds} handshakes per scenario; per handshake:");
     use DtlsVersionPolicy::{Dtls12Only, Dtls12Or13};
-    scenario(
-        "DTLS 1.2 (server 1.2, client 1.2)",
-        Dtls12Only,
-        Dtls12Only,
-        rounds,
-    );
-    scenario(
-        "DTLS 1.2 (server 1.2|1.3, client 1.2)",
-        Dtls12Or13,
-        Dtls12Only,
-        rounds,
-    );
-    scenario(
-        "DTLS 1.3 (server 1.2|1.3, client 1.2|1.3)",
-        Dtls12Or13,
-        Dtls12Or13,
-        rounds,
-    );
+    scenario("DTLS 1.2 (server 1.2, client 1.2)", Dtls12Only, Dtls12Only, rounds);
+    scenario("DTLS 1.2 (server 1.2|1.3, client 1.2)", Dtls12Or13, Dtls12Only, rounds);
+    scenario("DTLS 1.3 (server 1.2|1.3, client 1.2|1.3)", Dtls12Or13, Dtls12Or13, rounds);
 }

@@ -22,10 +22,7 @@ impl CertificateFingerprint {
     /// Fingerprint of a DER-encoded certificate.
     pub fn of_certificate_der(der: &[u8]) -> Self {
         let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, der);
-        let bytes = digest
-            .as_ref()
-            .try_into()
-            .expect("a SHA-256 digest is always 32 bytes");
+        let bytes = digest.as_ref().try_into().expect("a SHA-256 digest is always 32 bytes");
         Self(bytes)
     }
 
@@ -37,10 +34,7 @@ impl CertificateFingerprint {
     /// Parses the value of an SDP `a=fingerprint:` attribute, `sha-256 AB:CD:…`.
     /// The hash token and the hex digits are case-insensitive (RFC 8122 §5).
     pub fn parse_sdp(attribute_value: &str) -> Result<Self, DtlsError> {
-        let (algorithm, hex) = attribute_value
-            .trim()
-            .split_once(' ')
-            .ok_or(DtlsError::InvalidFingerprint)?;
+        let (algorithm, hex) = attribute_value.trim().split_once(' ').ok_or(DtlsError::InvalidFingerprint)?;
         if !algorithm.eq_ignore_ascii_case(Self::ALGORITHM) {
             return Err(DtlsError::InvalidFingerprint);
         }
@@ -113,10 +107,7 @@ mod tests {
     fn digest_matches_the_fips_vector_and_formats_as_sdp() {
         let fingerprint = CertificateFingerprint::of_certificate_der(b"abc");
         assert_eq!(fingerprint.to_sdp_attribute_value(), ABC_SHA256);
-        assert_eq!(
-            CertificateFingerprint::parse_sdp(ABC_SHA256),
-            Ok(fingerprint)
-        );
+        assert_eq!(CertificateFingerprint::parse_sdp(ABC_SHA256), Ok(fingerprint));
         assert!(fingerprint.matches_certificate_der(b"abc"));
         assert!(!fingerprint.matches_certificate_der(b"abd"));
     }
@@ -138,11 +129,7 @@ mod tests {
             format!("sha-256 {}", hex.replacen(&hex[..2], "G0", 1)),
             format!("sha-256 {}", hex.replacen(&hex[..2], "+1", 1)),
         ] {
-            assert_eq!(
-                CertificateFingerprint::parse_sdp(&bad),
-                Err(DtlsError::InvalidFingerprint),
-                "{bad:?}"
-            );
+            assert_eq!(CertificateFingerprint::parse_sdp(&bad), Err(DtlsError::InvalidFingerprint), "{bad:?}");
         }
     }
 }

@@ -34,12 +34,9 @@ pub(super) fn check_records(datagram: &[u8]) -> Result<(), DtlsError> {
     let mut rest = datagram;
     while let Some(&first_byte) = rest.first() {
         rest = if is_plaintext_content_type(first_byte) {
-            let header = rest
-                .get(..PLAINTEXT_HEADER_LEN)
-                .ok_or(DtlsError::MalformedDatagram)?;
+            let header = rest.get(..PLAINTEXT_HEADER_LEN).ok_or(DtlsError::MalformedDatagram)?;
             let body_len = usize::from(u16::from_be_bytes([header[11], header[12]]));
-            rest.get(PLAINTEXT_HEADER_LEN + body_len..)
-                .ok_or(DtlsError::MalformedDatagram)?
+            rest.get(PLAINTEXT_HEADER_LEN + body_len..).ok_or(DtlsError::MalformedDatagram)?
         } else if is_unified_header(first_byte) {
             if first_byte & UNIFIED_CID != 0 {
                 // No connection id is ever negotiated here, and without its length the
@@ -50,18 +47,11 @@ pub(super) fn check_records(datagram: &[u8]) -> Result<(), DtlsError> {
                 // Without a length field the record runs to the end of the datagram.
                 return Ok(());
             }
-            let sequence_len = if first_byte & UNIFIED_SEQ_16 != 0 {
-                2
-            } else {
-                1
-            };
+            let sequence_len = if first_byte & UNIFIED_SEQ_16 != 0 { 2 } else { 1 };
             let length_at = 1 + sequence_len;
-            let length = rest
-                .get(length_at..length_at + 2)
-                .ok_or(DtlsError::MalformedDatagram)?;
+            let length = rest.get(length_at..length_at + 2).ok_or(DtlsError::MalformedDatagram)?;
             let body_len = usize::from(u16::from_be_bytes([length[0], length[1]]));
-            rest.get(length_at + 2 + body_len..)
-                .ok_or(DtlsError::MalformedDatagram)?
+            rest.get(length_at + 2 + body_len..).ok_or(DtlsError::MalformedDatagram)?
         } else {
             return Err(DtlsError::MalformedDatagram);
         };
@@ -97,11 +87,7 @@ mod tests {
     fn garbage_and_truncation_are_malformed() {
         let record = plaintext_record(22, &[1; 40]);
         for cut in 0..record.len() {
-            assert_eq!(
-                check_records(&record[..cut]),
-                Err(DtlsError::MalformedDatagram),
-                "record cut at {cut}"
-            );
+            assert_eq!(check_records(&record[..cut]), Err(DtlsError::MalformedDatagram), "record cut at {cut}");
         }
         let mut trailing = record.clone();
         trailing.push(22);
@@ -110,16 +96,9 @@ mod tests {
         for first_byte in [0u8, 1, 19, 24, 25, 27, 31, 64, 0x80, 0xFF] {
             let mut other = record.clone();
             other[0] = first_byte;
-            assert_eq!(
-                check_records(&other),
-                Err(DtlsError::MalformedDatagram),
-                "first byte {first_byte}"
-            );
+            assert_eq!(check_records(&other), Err(DtlsError::MalformedDatagram), "first byte {first_byte}");
         }
-        assert_eq!(
-            check_records(&[0x2C, 0, 1, 0, 4, 9, 9, 9]),
-            Err(DtlsError::MalformedDatagram)
-        );
+        assert_eq!(check_records(&[0x2C, 0, 1, 0, 4, 9, 9, 9]), Err(DtlsError::MalformedDatagram));
         assert_eq!(check_records(&[0x2C, 0]), Err(DtlsError::MalformedDatagram));
     }
 }

@@ -77,10 +77,7 @@ impl<const CAPACITY: usize> InlineSecret<CAPACITY> {
     fn copy_from(source: &[u8]) -> Option<Self> {
         let mut bytes = [0u8; CAPACITY];
         bytes.get_mut(..source.len())?.copy_from_slice(source);
-        Some(Self {
-            bytes,
-            len: u8::try_from(source.len()).ok()?,
-        })
+        Some(Self { bytes, len: u8::try_from(source.len()).ok()? })
     }
 
     /// The key or salt.
@@ -116,11 +113,7 @@ impl SrtpKeyingMaterial {
     /// Splits the exporter output (label `EXTRACTOR-dtls_srtp`, RFC 5764 §4.2), laid out as
     /// `client_write_key | server_write_key | client_write_salt | server_write_salt`; the
     /// client's write key is the one the client sends with.
-    pub(super) fn from_exported(
-        profile: SrtpProfile,
-        role: DtlsRole,
-        exported: &[u8],
-    ) -> Result<Self, DtlsError> {
+    pub(super) fn from_exported(profile: SrtpProfile, role: DtlsRole, exported: &[u8]) -> Result<Self, DtlsError> {
         if exported.len() != profile.exported_len() {
             return Err(DtlsError::KeyExport);
         }
@@ -145,11 +138,8 @@ impl SrtpKeyingMaterial {
 mod tests {
     use super::*;
 
-    const PROFILES: [SrtpProfile; 3] = [
-        SrtpProfile::Aes128CmHmacSha1_80,
-        SrtpProfile::AeadAes128Gcm,
-        SrtpProfile::AeadAes256Gcm,
-    ];
+    const PROFILES: [SrtpProfile; 3] =
+        [SrtpProfile::Aes128CmHmacSha1_80, SrtpProfile::AeadAes128Gcm, SrtpProfile::AeadAes256Gcm];
 
     /// Exporter output whose every byte names its position, so a misplaced split shows.
     fn numbered(len: usize) -> Vec<u8> {
@@ -167,10 +157,7 @@ mod tests {
                 .expect("the exported length matches the profile");
 
             assert_eq!(client.local_key.as_bytes(), &exported[..key_len]);
-            assert_eq!(
-                client.remote_key.as_bytes(),
-                &exported[key_len..2 * key_len]
-            );
+            assert_eq!(client.remote_key.as_bytes(), &exported[key_len..2 * key_len]);
             let salts = &exported[2 * key_len..];
             assert_eq!(client.local_salt.as_bytes(), &salts[..salt_len]);
             assert_eq!(client.remote_salt.as_bytes(), &salts[salt_len..]);
@@ -197,12 +184,8 @@ mod tests {
     #[test]
     fn debug_never_prints_key_bytes() {
         let exported = [0xAB; 88];
-        let keys = SrtpKeyingMaterial::from_exported(
-            SrtpProfile::AeadAes256Gcm,
-            DtlsRole::Client,
-            &exported,
-        )
-        .expect("88 bytes is the AES-256-GCM export length");
+        let keys = SrtpKeyingMaterial::from_exported(SrtpProfile::AeadAes256Gcm, DtlsRole::Client, &exported)
+            .expect("88 bytes is the AES-256-GCM export length");
         let printed = format!("{keys:?}");
         assert!(!printed.contains("171") && !printed.to_ascii_lowercase().contains("ab, "));
     }

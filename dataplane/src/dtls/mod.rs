@@ -207,12 +207,9 @@ impl DtlsIdentity {
     /// dimpl's rcgen helper does this on aws-lc-rs, the backend dimpl already links, so no
     /// second crypto library enters the build.
     pub fn generate(versions: DtlsVersionPolicy) -> Result<Self, DtlsError> {
-        let certificate = dimpl::certificate::generate_self_signed_certificate()
-            .map_err(|_| DtlsError::IdentitySetup)?;
-        let config = dimpl::Config::builder()
-            .use_server_cookie(false)
-            .build()
-            .map_err(|_| DtlsError::IdentitySetup)?;
+        let certificate =
+            dimpl::certificate::generate_self_signed_certificate().map_err(|_| DtlsError::IdentitySetup)?;
+        let config = dimpl::Config::builder().use_server_cookie(false).build().map_err(|_| DtlsError::IdentitySetup)?;
         Ok(Self {
             shared: Arc::new(SharedIdentity {
                 fingerprint: CertificateFingerprint::of_certificate_der(&certificate.certificate),
@@ -310,32 +307,19 @@ enum Step {
 impl DtlsTransport {
     /// A server-role transport (`a=setup:passive`), the SFU's side. `remote_fingerprint` is
     /// the peer's SDP `a=fingerprint`.
-    pub fn new_server(
-        identity: &DtlsIdentity,
-        remote_fingerprint: CertificateFingerprint,
-        now: Instant,
-    ) -> Self {
+    pub fn new_server(identity: &DtlsIdentity, remote_fingerprint: CertificateFingerprint, now: Instant) -> Self {
         Self::new(identity, DtlsRole::Server, remote_fingerprint, now)
     }
 
     /// A client-role transport (`a=setup:active`) for our test client and load generator.
     /// Its ClientHello is ready on the first `poll_output`.
-    pub fn new_client(
-        identity: &DtlsIdentity,
-        remote_fingerprint: CertificateFingerprint,
-        now: Instant,
-    ) -> Self {
+    pub fn new_client(identity: &DtlsIdentity, remote_fingerprint: CertificateFingerprint, now: Instant) -> Self {
         let mut transport = Self::new(identity, DtlsRole::Client, remote_fingerprint, now);
         transport.handle_timeout(now);
         transport
     }
 
-    fn new(
-        identity: &DtlsIdentity,
-        role: DtlsRole,
-        remote_fingerprint: CertificateFingerprint,
-        now: Instant,
-    ) -> Self {
+    fn new(identity: &DtlsIdentity, role: DtlsRole, remote_fingerprint: CertificateFingerprint, now: Instant) -> Self {
         let shared = &identity.shared;
         let config = Arc::clone(&shared.config);
         let certificate = shared.certificate.clone();
@@ -366,11 +350,7 @@ impl DtlsTransport {
     /// The negotiated DTLS version, once the peer's first hello has settled it.
     pub fn version(&self) -> Option<DtlsVersion> {
         let version = self.engine.protocol_version()?;
-        if version == dimpl::ProtocolVersion::DTLS1_3 {
-            Some(DtlsVersion::Dtls13)
-        } else {
-            Some(DtlsVersion::Dtls12)
-        }
+        if version == dimpl::ProtocolVersion::DTLS1_3 { Some(DtlsVersion::Dtls13) } else { Some(DtlsVersion::Dtls12) }
     }
 
     /// Feeds one received datagram. `now` is the loop's current time; the engine's clock is
@@ -384,10 +364,7 @@ impl DtlsTransport {
             return Err(DtlsError::TransportEnded);
         }
         framing::check_records(datagram)?;
-        let result = self
-            .engine
-            .handle_timeout(now)
-            .and_then(|()| self.engine.handle_packet(datagram));
+        let result = self.engine.handle_timeout(now).and_then(|()| self.engine.handle_packet(datagram));
         result.map_err(|error| self.end_on_engine_error(&error))
     }
 
@@ -552,19 +529,12 @@ impl DtlsTransport {
     /// Yields `Connected` once the engine finished, the keys are in and the certificate
     /// matched — in whatever order the engine reported them.
     fn try_complete(&mut self, progress: HandshakeProgress) -> Option<DtlsOutput<'static>> {
-        let HandshakeProgress {
-            peer_certificate_verified: true,
-            engine_connected: true,
-            keys: Some(keys),
-        } = progress
+        let HandshakeProgress { peer_certificate_verified: true, engine_connected: true, keys: Some(keys) } = progress
         else {
             return None;
         };
         self.phase = Phase::Connected;
-        Some(DtlsOutput::Connected {
-            profile: keys.profile,
-            keys,
-        })
+        Some(DtlsOutput::Connected { profile: keys.profile, keys })
     }
 
     /// Called when the engine has nothing more to say: a finished handshake that still

@@ -54,18 +54,12 @@ fn openssl(dir: &Path, args: &[&str]) {
 }
 
 fn hex_decode(hex: &str) -> Vec<u8> {
-    (0..hex.len())
-        .step_by(2)
-        .map(|at| u8::from_str_radix(&hex[at..at + 2], 16).expect("openssl prints hex"))
-        .collect()
+    (0..hex.len()).step_by(2).map(|at| u8::from_str_radix(&hex[at..at + 2], 16).expect("openssl prints hex")).collect()
 }
 
 /// Runs `s_client` offering `srtp_profiles` against our server and returns our keys and
 /// the bytes OpenSSL exported with the DTLS-SRTP label.
-fn handshake_with_s_client(
-    srtp_profiles: &str,
-    export_len: usize,
-) -> (SrtpKeyingMaterial, Vec<u8>) {
+fn handshake_with_s_client(srtp_profiles: &str, export_len: usize) -> (SrtpKeyingMaterial, Vec<u8>) {
     let dir = ScratchDir::new();
     openssl(
         &dir.0,
@@ -87,29 +81,16 @@ fn handshake_with_s_client(
             "cert.pem",
         ],
     );
-    openssl(
-        &dir.0,
-        &[
-            "x509", "-in", "cert.pem", "-outform", "DER", "-out", "cert.der",
-        ],
-    );
+    openssl(&dir.0, &["x509", "-in", "cert.pem", "-outform", "DER", "-out", "cert.der"]);
     let client_der = std::fs::read(dir.0.join("cert.der")).expect("openssl wrote cert.der");
 
-    let identity = DtlsIdentity::generate(DtlsVersionPolicy::Dtls12Only)
-        .expect("generating a P-256 identity does not fail");
+    let identity =
+        DtlsIdentity::generate(DtlsVersionPolicy::Dtls12Only).expect("generating a P-256 identity does not fail");
     let socket = UdpSocket::bind("127.0.0.1:0").expect("loopback UDP is available");
-    socket
-        .set_read_timeout(Some(Duration::from_millis(20)))
-        .expect("a non-zero read timeout is valid");
-    let port = socket
-        .local_addr()
-        .expect("a bound socket has an address")
-        .port();
-    let mut server = DtlsTransport::new_server(
-        &identity,
-        CertificateFingerprint::of_certificate_der(&client_der),
-        Instant::now(),
-    );
+    socket.set_read_timeout(Some(Duration::from_millis(20))).expect("a non-zero read timeout is valid");
+    let port = socket.local_addr().expect("a bound socket has an address").port();
+    let mut server =
+        DtlsTransport::new_server(&identity, CertificateFingerprint::of_certificate_der(&client_der), Instant::now());
 
     let export_len_arg = export_len.to_string();
     let connect = format!("127.0.0.1:{port}");
@@ -148,10 +129,7 @@ fn handshake_with_s_client(
             peer = Some(from);
             let _ = server.handle_packet(Instant::now(), &datagram[..len]);
         }
-        if server
-            .poll_timeout()
-            .is_some_and(|due| due <= Instant::now())
-        {
+        if server.poll_timeout().is_some_and(|due| due <= Instant::now()) {
             server.handle_timeout(Instant::now());
         }
         while let Some(output) = server.poll_output(&mut buf) {
@@ -160,30 +138,19 @@ fn handshake_with_s_client(
                     let to = peer.expect("the server only answers a client that wrote");
                     socket.send_to(bytes, to).expect("loopback send succeeds");
                 }
-                DtlsOutput::Connected {
-                    keys: connected, ..
-                } => keys = Some(connected),
+                DtlsOutput::Connected { keys: connected, .. } => keys = Some(connected),
                 DtlsOutput::Failed(error) => panic!("handshake with openssl failed: {error}"),
                 DtlsOutput::Closed => {}
             }
         }
-        if keys.is_some()
-            && child
-                .0
-                .try_wait()
-                .expect("waiting on our own child works")
-                .is_some()
-        {
+        if keys.is_some() && child.0.try_wait().expect("waiting on our own child works").is_some() {
             break;
         }
     }
     let keys = keys.expect("the handshake with openssl completed");
     let mut stdout = String::new();
-    std::io::Read::read_to_string(
-        child.0.stdout.as_mut().expect("stdout was piped"),
-        &mut stdout,
-    )
-    .expect("s_client's output is text");
+    std::io::Read::read_to_string(child.0.stdout.as_mut().expect("stdout was piped"), &mut stdout)
+        .expect("s_client's output is text");
     let exported = stdout
         .lines()
         .find_map(|line| line.trim().strip_prefix("Keying material: "))
@@ -200,10 +167,7 @@ fn our_server_and_openssl_s_client_export_identical_keys() {
     }
     for (offer, expected) in [
         ("SRTP_AEAD_AES_128_GCM", SrtpProfile::AeadAes128Gcm),
-        (
-            "SRTP_AES128_CM_SHA1_80:SRTP_AEAD_AES_256_GCM",
-            SrtpProfile::AeadAes256Gcm,
-        ),
+        ("SRTP_AES128_CM_SHA1_80:SRTP_AEAD_AES_256_GCM", SrtpProfile::AeadAes256Gcm),
         ("SRTP_AES128_CM_SHA1_80", SrtpProfile::Aes128CmHmacSha1_80),
     ] {
         let (keys, exported) = handshake_with_s_client(offer, expected.exported_len());

@@ -22,8 +22,7 @@ const RTC_ADDR: &str = "127.0.0.1:5000";
 const OUR_ADDR: &str = "127.0.0.1:6000";
 
 fn addr(text: &str) -> SocketAddr {
-    text.parse()
-        .expect("the placeholder addresses are valid literals")
+    text.parse().expect("the placeholder addresses are valid literals")
 }
 
 /// The profiles Chromium offers by default, in its order.
@@ -45,30 +44,18 @@ struct RtcPeer {
 impl RtcPeer {
     /// `expected_peer` is the fingerprint rtc-dtls checks our certificate against, the
     /// WebRTC way (no CA chain).
-    fn new(
-        is_client: bool,
-        offered_profiles: &[SrtpProtectionProfile],
-        expected_peer: CertificateFingerprint,
-    ) -> Self {
+    fn new(is_client: bool, offered_profiles: &[SrtpProtectionProfile], expected_peer: CertificateFingerprint) -> Self {
         let provider = rtc_dtls::crypto_provider::default_provider()
             .expect("the crypto-aws-lc-rs feature provides a default provider");
-        let certificate =
-            Certificate::generate_self_signed(vec!["rtc-dtls".to_owned()], provider.crypto())
-                .expect("rcgen makes a self-signed certificate");
+        let certificate = Certificate::generate_self_signed(vec!["rtc-dtls".to_owned()], provider.crypto())
+            .expect("rcgen makes a self-signed certificate");
         let fingerprint = CertificateFingerprint::of_certificate_der(
-            certificate
-                .certificate
-                .first()
-                .expect("a generated certificate has a leaf")
-                .as_ref(),
+            certificate.certificate.first().expect("a generated certificate has a leaf").as_ref(),
         );
-        let verify: VerifyPeerCertificateFn =
-            Arc::new(move |chain: &[Vec<u8>], _| match chain.first() {
-                Some(der) if expected_peer.matches_certificate_der(der) => Ok(()),
-                _ => Err(rtc_shared::error::Error::Other(
-                    "fingerprint mismatch".to_owned(),
-                )),
-            });
+        let verify: VerifyPeerCertificateFn = Arc::new(move |chain: &[Vec<u8>], _| match chain.first() {
+            Some(der) if expected_peer.matches_certificate_der(der) => Ok(()),
+            _ => Err(rtc_shared::error::Error::Other("fingerprint mismatch".to_owned())),
+        });
         let mut builder = ConfigBuilder::default()
             .with_crypto_provider(provider)
             .with_certificates(vec![certificate])
@@ -77,14 +64,9 @@ impl RtcPeer {
             .with_insecure_skip_verify(true)
             .with_verify_peer_certificate(Some(verify));
         if !is_client {
-            builder =
-                builder.with_client_auth(rtc_dtls::config::ClientAuthType::RequireAnyClientCert);
+            builder = builder.with_client_auth(rtc_dtls::config::ClientAuthType::RequireAnyClientCert);
         }
-        let config = Arc::new(
-            builder
-                .build(is_client, None)
-                .expect("the rtc-dtls configuration is valid"),
-        );
+        let config = Arc::new(builder.build(is_client, None).expect("the rtc-dtls configuration is valid"));
         let server_config = (!is_client).then(|| Arc::clone(&config));
         Self {
             endpoint: Endpoint::new(addr(RTC_ADDR), TransportProtocol::UDP, server_config),
@@ -96,10 +78,7 @@ impl RtcPeer {
     }
 
     fn receive(&mut self, now: Instant, datagram: &[u8]) {
-        match self
-            .endpoint
-            .read(now, addr(OUR_ADDR), None, BytesMut::from(datagram))
-        {
+        match self.endpoint.read(now, addr(OUR_ADDR), None, BytesMut::from(datagram)) {
             Ok(events) => {
                 for event in events {
                     if let EndpointEvent::HandshakeComplete = event {
@@ -113,10 +92,7 @@ impl RtcPeer {
 
     /// The RFC 5764 exporter output and the profile rtc-dtls settled on.
     fn exported_srtp(&self, len: usize) -> (SrtpProtectionProfile, Vec<u8>) {
-        let state = self
-            .endpoint
-            .get_connection_state(addr(OUR_ADDR))
-            .expect("a completed association has state");
+        let state = self.endpoint.get_connection_state(addr(OUR_ADDR)).expect("a completed association has state");
         let exported = state
             .export_keying_material("EXTRACTOR-dtls_srtp", &[], len)
             .expect("a completed handshake exports keying material");
@@ -145,37 +121,23 @@ impl Interop {
         wrong_fingerprint_at_server: Option<CertificateFingerprint>,
     ) -> Self {
         let now = Instant::now();
-        let identity = DtlsIdentity::generate(DtlsVersionPolicy::Dtls12Only)
-            .expect("generating a P-256 identity does not fail");
+        let identity =
+            DtlsIdentity::generate(DtlsVersionPolicy::Dtls12Only).expect("generating a P-256 identity does not fail");
         let mut rtc = RtcPeer::new(true, offered_profiles, identity.fingerprint());
         let client_fingerprint = wrong_fingerprint_at_server.unwrap_or(rtc.fingerprint);
         let ours = DtlsTransport::new_server(&identity, client_fingerprint, now);
         let config = Arc::clone(&rtc.config);
-        rtc.endpoint
-            .connect(now, addr(OUR_ADDR), config, None)
-            .expect("rtc-dtls starts its handshake");
-        Self {
-            now,
-            ours,
-            rtc,
-            our_connected: Vec::new(),
-            our_failed: Vec::new(),
-        }
+        rtc.endpoint.connect(now, addr(OUR_ADDR), config, None).expect("rtc-dtls starts its handshake");
+        Self { now, ours, rtc, our_connected: Vec::new(), our_failed: Vec::new() }
     }
 
     fn with_rtc_server(offered_profiles: &[SrtpProtectionProfile]) -> Self {
         let now = Instant::now();
-        let identity = DtlsIdentity::generate(DtlsVersionPolicy::Dtls12Only)
-            .expect("generating a P-256 identity does not fail");
+        let identity =
+            DtlsIdentity::generate(DtlsVersionPolicy::Dtls12Only).expect("generating a P-256 identity does not fail");
         let rtc = RtcPeer::new(false, offered_profiles, identity.fingerprint());
         let ours = DtlsTransport::new_client(&identity, rtc.fingerprint, now);
-        Self {
-            now,
-            ours,
-            rtc,
-            our_connected: Vec::new(),
-            our_failed: Vec::new(),
-        }
+        Self { now, ours, rtc, our_connected: Vec::new(), our_failed: Vec::new() }
     }
 
     /// Exchanges datagrams and fires timers until both sides are done or `limit` of virtual
@@ -208,19 +170,12 @@ impl Interop {
                 return;
             }
             let rtc_timer = self.rtc.endpoint.poll_timeout(&addr(OUR_ADDR));
-            let next_timer = [rtc_timer, self.ours.poll_timeout()]
-                .into_iter()
-                .flatten()
-                .min();
+            let next_timer = [rtc_timer, self.ours.poll_timeout()].into_iter().flatten().min();
             match next_timer {
                 Some(at) if at <= deadline => {
                     self.now = self.now.max(at);
                     if rtc_timer.is_some_and(|due| due <= self.now)
-                        && self
-                            .rtc
-                            .endpoint
-                            .handle_timeout(addr(OUR_ADDR), self.now)
-                            .is_err()
+                        && self.rtc.endpoint.handle_timeout(addr(OUR_ADDR), self.now).is_err()
                     {
                         self.rtc.errors += 1;
                     }
@@ -237,11 +192,7 @@ impl Interop {
     /// Both sides finished, and the bytes rtc-dtls exported are exactly what our transport
     /// split into keys: client write key, server write key, client salt, server salt.
     fn assert_identical_keying_material(&self) -> SrtpProfile {
-        assert!(
-            self.our_failed.is_empty(),
-            "we failed: {:?}",
-            self.our_failed
-        );
+        assert!(self.our_failed.is_empty(), "we failed: {:?}", self.our_failed);
         assert_eq!(self.our_connected.len(), 1);
         assert!(self.rtc.handshake_complete, "rtc-dtls did not complete");
         let keys = self.our_connected[0];
@@ -277,8 +228,7 @@ fn our_server_and_rtc_dtls_client_export_identical_keys() {
 #[test]
 fn server_prefers_gcm_and_falls_back_to_aes_cm() {
     use SrtpProtectionProfile::{
-        Srtp_Aead_Aes_128_Gcm as Gcm128, Srtp_Aead_Aes_256_Gcm as Gcm256,
-        Srtp_Aes128_Cm_Hmac_Sha1_80 as AesCm,
+        Srtp_Aead_Aes_128_Gcm as Gcm128, Srtp_Aead_Aes_256_Gcm as Gcm256, Srtp_Aes128_Cm_Hmac_Sha1_80 as AesCm,
     };
     for (offer, expected) in [
         (&[AesCm][..], SrtpProfile::Aes128CmHmacSha1_80),
@@ -289,11 +239,7 @@ fn server_prefers_gcm_and_falls_back_to_aes_cm() {
     ] {
         let mut interop = Interop::with_rtc_client(offer);
         interop.run(Duration::from_secs(60));
-        assert_eq!(
-            interop.assert_identical_keying_material(),
-            expected,
-            "{offer:?}"
-        );
+        assert_eq!(interop.assert_identical_keying_material(), expected, "{offer:?}");
     }
 }
 
@@ -301,8 +247,7 @@ fn server_prefers_gcm_and_falls_back_to_aes_cm() {
 fn client_offering_no_supported_profile_never_gets_keys() {
     // The only profile offered is one we do not implement: our ServerHello carries no
     // use_srtp, and rtc-dtls aborts with an alert.
-    let mut interop =
-        Interop::with_rtc_client(&[SrtpProtectionProfile::Srtp_Aes128_Cm_Hmac_Sha1_32]);
+    let mut interop = Interop::with_rtc_client(&[SrtpProtectionProfile::Srtp_Aes128_Cm_Hmac_Sha1_32]);
     interop.run(Duration::from_secs(60));
     assert!(interop.our_connected.is_empty());
     assert!(!interop.rtc.handshake_complete);

@@ -16,13 +16,7 @@ struct Side {
 
 impl Side {
     fn new(transport: DtlsTransport) -> Self {
-        Self {
-            transport,
-            connected: Vec::new(),
-            failed: Vec::new(),
-            closed: 0,
-            transmits_after_end: 0,
-        }
+        Self { transport, connected: Vec::new(), failed: Vec::new(), closed: 0, transmits_after_end: 0 }
     }
 
     fn has_ended(&self) -> bool {
@@ -100,10 +94,8 @@ impl Network {
         server_fingerprint_at_client: CertificateFingerprint,
     ) -> Self {
         let start = Instant::now();
-        let server =
-            DtlsTransport::new_server(server_identity, client_fingerprint_at_server, start);
-        let client =
-            DtlsTransport::new_client(client_identity, server_fingerprint_at_client, start);
+        let server = DtlsTransport::new_server(server_identity, client_fingerprint_at_server, start);
+        let client = DtlsTransport::new_client(client_identity, server_fingerprint_at_client, start);
         Self {
             start,
             now: start,
@@ -115,12 +107,7 @@ impl Network {
     }
 
     fn honest(server_identity: &DtlsIdentity, client_identity: &DtlsIdentity) -> Self {
-        Self::new(
-            server_identity,
-            client_identity.fingerprint(),
-            client_identity,
-            server_identity.fingerprint(),
-        )
+        Self::new(server_identity, client_identity.fingerprint(), client_identity, server_identity.fingerprint())
     }
 
     /// Exchanges datagrams (those `keep` lets through) and fires due timers until both
@@ -133,10 +120,7 @@ impl Network {
             let from_server = self.server.drain();
             let in_flight = !from_client.is_empty() || !from_server.is_empty();
             if !from_client.is_empty() {
-                let flight = Flight {
-                    direction: Direction::ClientToServer,
-                    drain_index: self.client_drains,
-                };
+                let flight = Flight { direction: Direction::ClientToServer, drain_index: self.client_drains };
                 self.client_drains += 1;
                 if keep(flight) {
                     for datagram in &from_client {
@@ -145,10 +129,7 @@ impl Network {
                 }
             }
             if !from_server.is_empty() {
-                let flight = Flight {
-                    direction: Direction::ServerToClient,
-                    drain_index: self.server_drains,
-                };
+                let flight = Flight { direction: Direction::ServerToClient, drain_index: self.server_drains };
                 self.server_drains += 1;
                 if keep(flight) {
                     for datagram in &from_server {
@@ -162,22 +143,15 @@ impl Network {
             if self.server.is_done() && self.client.is_done() {
                 return;
             }
-            let next_timer = [
-                self.server.transport.poll_timeout(),
-                self.client.transport.poll_timeout(),
-            ]
-            .into_iter()
-            .flatten()
-            .min();
+            let next_timer = [self.server.transport.poll_timeout(), self.client.transport.poll_timeout()]
+                .into_iter()
+                .flatten()
+                .min();
             match next_timer {
                 Some(at) if at <= deadline => {
                     self.now = self.now.max(at);
                     for side in [&mut self.server, &mut self.client] {
-                        if side
-                            .transport
-                            .poll_timeout()
-                            .is_some_and(|due| due <= self.now)
-                        {
+                        if side.transport.poll_timeout().is_some_and(|due| due <= self.now) {
                             side.transport.handle_timeout(self.now);
                         }
                     }
@@ -199,28 +173,15 @@ fn assert_mirror_keys(server: &SrtpKeyingMaterial, client: &SrtpKeyingMaterial) 
     assert_eq!(server.local_salt, client.remote_salt);
     assert_eq!(server.remote_key, client.local_key);
     assert_eq!(server.remote_salt, client.local_salt);
-    assert_ne!(
-        server.local_key, server.remote_key,
-        "directions must differ"
-    );
-    assert_eq!(
-        server.local_key.as_bytes().len(),
-        server.profile.master_key_len()
-    );
-    assert_eq!(
-        server.local_salt.as_bytes().len(),
-        server.profile.master_salt_len()
-    );
+    assert_ne!(server.local_key, server.remote_key, "directions must differ");
+    assert_eq!(server.local_key.as_bytes().len(), server.profile.master_key_len());
+    assert_eq!(server.local_salt.as_bytes().len(), server.profile.master_salt_len());
 }
 
 fn assert_connected_once(network: &Network) {
     for side in [&network.server, &network.client] {
         assert_eq!(side.connected.len(), 1, "Connected exactly once");
-        assert!(
-            side.failed.is_empty(),
-            "unexpected failure {:?}",
-            side.failed
-        );
+        assert!(side.failed.is_empty(), "unexpected failure {:?}", side.failed);
         assert!(side.transport.is_connected());
     }
     assert_mirror_keys(&network.server.connected[0], &network.client.connected[0]);
@@ -235,47 +196,27 @@ fn identity_fingerprint_is_the_certificate_hash_in_sdp_form() {
     let hex = fingerprint.to_sdp_hex();
     assert_eq!(hex.len(), 32 * 3 - 1);
     assert_eq!(hex, hex.to_ascii_uppercase());
-    assert_eq!(
-        CertificateFingerprint::parse_sdp(&fingerprint.to_sdp_attribute_value()),
-        Ok(fingerprint)
-    );
+    assert_eq!(CertificateFingerprint::parse_sdp(&fingerprint.to_sdp_attribute_value()), Ok(fingerprint));
     let clone = identity.clone();
-    assert!(
-        Arc::ptr_eq(&clone.shared, &identity.shared),
-        "clones share one identity"
-    );
-    assert_ne!(
-        self::identity(DtlsVersionPolicy::Dtls12Only).fingerprint(),
-        fingerprint
-    );
+    assert!(Arc::ptr_eq(&clone.shared, &identity.shared), "clones share one identity");
+    assert_ne!(self::identity(DtlsVersionPolicy::Dtls12Only).fingerprint(), fingerprint);
 }
 
 #[test]
 fn dtls12_handshake_derives_mirror_image_keys() {
-    let (server_identity, client_identity) = (
-        identity(DtlsVersionPolicy::Dtls12Only),
-        identity(DtlsVersionPolicy::Dtls12Only),
-    );
+    let (server_identity, client_identity) =
+        (identity(DtlsVersionPolicy::Dtls12Only), identity(DtlsVersionPolicy::Dtls12Only));
     let mut network = Network::honest(&server_identity, &client_identity);
     network.run_clean();
     assert_connected_once(&network);
-    assert_eq!(
-        network.server.transport.version(),
-        Some(DtlsVersion::Dtls12)
-    );
+    assert_eq!(network.server.transport.version(), Some(DtlsVersion::Dtls12));
     assert_eq!(network.server.transport.role(), DtlsRole::Server);
     assert_eq!(network.client.transport.role(), DtlsRole::Client);
     // dimpl's client offers all three profiles, like Chromium; the server picks AES-256-GCM.
-    assert_eq!(
-        network.server.connected[0].profile,
-        SrtpProfile::AeadAes256Gcm
-    );
+    assert_eq!(network.server.connected[0].profile, SrtpProfile::AeadAes256Gcm);
     // No cookie round trip: ClientHello, server flight, client flight, server Finished.
     assert_eq!((network.client_drains, network.server_drains), (2, 2));
-    assert_eq!(
-        network.now, network.start,
-        "a lossless handshake needs no timer"
-    );
+    assert_eq!(network.now, network.start, "a lossless handshake needs no timer");
 }
 
 #[test]
@@ -307,29 +248,14 @@ fn check_fingerprint_mismatch(versions: DtlsVersionPolicy, server_is_deceived: b
     } else {
         (client_identity.fingerprint(), wrong_fingerprint())
     };
-    let mut network = Network::new(
-        &server_identity,
-        fingerprint_at_server,
-        &client_identity,
-        fingerprint_at_client,
-    );
+    let mut network = Network::new(&server_identity, fingerprint_at_server, &client_identity, fingerprint_at_client);
     network.run(Duration::from_secs(120), |_| true);
 
-    let (deceived, other) = if server_is_deceived {
-        (&network.server, &network.client)
-    } else {
-        (&network.client, &network.server)
-    };
+    let (deceived, other) =
+        if server_is_deceived { (&network.server, &network.client) } else { (&network.client, &network.server) };
     let context = format!("{versions:?}, server deceived: {server_is_deceived}");
-    assert_eq!(
-        deceived.failed,
-        [DtlsError::FingerprintMismatch],
-        "{context}"
-    );
-    assert!(
-        deceived.connected.is_empty(),
-        "no keys after a mismatch: {context}"
-    );
+    assert_eq!(deceived.failed, [DtlsError::FingerprintMismatch], "{context}");
+    assert!(deceived.connected.is_empty(), "no keys after a mismatch: {context}");
     assert_eq!(deceived.transmits_after_end, 0, "{context}");
     assert!(!deceived.transport.is_connected());
     assert_eq!(deceived.transport.poll_timeout(), None);
@@ -368,10 +294,7 @@ fn handshake_survives_a_dropped_server_flight() {
         assert_eq!(dropped, 1, "{versions:?}");
         assert_connected_once(&network);
         // Recovery needed a retransmission timer: at least the first RTO (1 s, -25% jitter).
-        assert!(
-            network.now - network.start >= Duration::from_millis(750),
-            "{versions:?}"
-        );
+        assert!(network.now - network.start >= Duration::from_millis(750), "{versions:?}");
     }
 }
 
@@ -389,9 +312,7 @@ fn handshake_survives_a_dropped_client_flight() {
 fn unanswered_client_times_out() {
     let versions = DtlsVersionPolicy::Dtls12Only;
     let mut network = Network::honest(&identity(versions), &identity(versions));
-    network.run(Duration::from_secs(120), |flight| {
-        flight.direction == Direction::ServerToClient
-    });
+    network.run(Duration::from_secs(120), |flight| flight.direction == Direction::ServerToClient);
     assert_eq!(network.client.failed, [DtlsError::HandshakeTimeout]);
     assert!(network.client.connected.is_empty());
     assert_eq!(network.client.transport.poll_timeout(), None);
@@ -409,9 +330,7 @@ fn garbage_and_truncated_datagrams_are_errors_and_the_handshake_goes_on() {
     let server = &mut network.server.transport;
 
     for garbage in [&[][..], &[0xFF; 64], &[22], &[0x17, 0xFE, 0xFD], &[64; 100]] {
-        let error = server
-            .handle_packet(now, garbage)
-            .expect_err("garbage is rejected");
+        let error = server.handle_packet(now, garbage).expect_err("garbage is rejected");
         assert_eq!(error, DtlsError::MalformedDatagram);
         assert!(!error.is_fatal());
     }
@@ -422,9 +341,7 @@ fn garbage_and_truncated_datagrams_are_errors_and_the_handshake_goes_on() {
             "ClientHello cut at {cut}"
         );
     }
-    server
-        .handle_packet(now, client_hello)
-        .expect("the whole ClientHello is accepted");
+    server.handle_packet(now, client_hello).expect("the whole ClientHello is accepted");
     network.run_clean();
     assert_connected_once(&network);
 
@@ -458,8 +375,7 @@ fn mutated_and_random_datagrams_never_panic() {
     let versions = DtlsVersionPolicy::Dtls12Or13;
     let (server_identity, client_identity) = (identity(versions), identity(versions));
     let start = Instant::now();
-    let mut client =
-        DtlsTransport::new_client(&client_identity, server_identity.fingerprint(), start);
+    let mut client = DtlsTransport::new_client(&client_identity, server_identity.fingerprint(), start);
     let mut buf = [0u8; MIN_OUTPUT_BUFFER_LEN];
     let Some(DtlsOutput::Transmit(client_hello)) = client.poll_output(&mut buf) else {
         panic!("a client's first output is its ClientHello");
@@ -469,8 +385,7 @@ fn mutated_and_random_datagrams_never_panic() {
     let mut noise = Noise(0x9E37_79B9_7F4A_7C15);
     let mut outcomes = [0usize; 3];
     for round in 0..300 {
-        let mut server =
-            DtlsTransport::new_server(&server_identity, client_identity.fingerprint(), start);
+        let mut server = DtlsTransport::new_server(&server_identity, client_identity.fingerprint(), start);
         for _ in 0..8 {
             let mut datagram = client_hello.clone();
             if round % 3 == 0 {
@@ -504,16 +419,9 @@ fn mutated_and_random_datagrams_never_panic() {
 fn short_output_buffer_fails_the_transport() {
     let versions = DtlsVersionPolicy::Dtls12Only;
     let (server_identity, client_identity) = (identity(versions), identity(versions));
-    let mut client = DtlsTransport::new_client(
-        &client_identity,
-        server_identity.fingerprint(),
-        Instant::now(),
-    );
+    let mut client = DtlsTransport::new_client(&client_identity, server_identity.fingerprint(), Instant::now());
     let mut short = [0u8; MIN_OUTPUT_BUFFER_LEN - 1];
-    assert_eq!(
-        client.poll_output(&mut short),
-        Some(DtlsOutput::Failed(DtlsError::OutputBufferTooSmall))
-    );
+    assert_eq!(client.poll_output(&mut short), Some(DtlsOutput::Failed(DtlsError::OutputBufferTooSmall)));
     assert_eq!(client.poll_output(&mut short), None);
     let mut enough = [0u8; MIN_OUTPUT_BUFFER_LEN];
     assert_eq!(client.poll_output(&mut enough), None, "Failed is final");
@@ -530,13 +438,7 @@ fn close_sends_close_notify_and_both_sides_report_closed() {
     let close_notify = network.server.drain();
     assert_eq!(close_notify.len(), 1);
     assert_eq!(network.server.closed, 1);
-    assert_eq!(
-        network
-            .server
-            .transport
-            .handle_packet(network.now, &close_notify[0]),
-        Err(DtlsError::TransportEnded)
-    );
+    assert_eq!(network.server.transport.handle_packet(network.now, &close_notify[0]), Err(DtlsError::TransportEnded));
 
     network
         .client
@@ -556,10 +458,7 @@ fn close_during_the_handshake_reports_closed_without_sending() {
     let versions = DtlsVersionPolicy::Dtls12Only;
     let mut network = Network::honest(&identity(versions), &identity(versions));
     network.client.transport.close();
-    assert!(
-        network.client.drain().is_empty(),
-        "the queued ClientHello is abandoned"
-    );
+    assert!(network.client.drain().is_empty(), "the queued ClientHello is abandoned");
     assert_eq!(network.client.closed, 1);
     assert!(network.client.connected.is_empty());
 }
