@@ -1,1 +1,63 @@
-//! The uprtcd control plane.
+//! The uprtcd control plane: the REST API v2 for business servers, the authoritative room
+//! registry and its embedded store, and the worker load it reports. It runs on its own
+//! tokio runtime on the cores the dataplane workers leave free, and never touches a packet.
+//!
+//! Layering: `envelope` (answer format, codes, extractors) ← `registry` (pure rules) ←
+//! `store` (redb) ← `state` (lock + commit-before-answer) ← `api` (axum handlers).
+#![forbid(unsafe_code)]
+
+pub mod api;
+pub mod envelope;
+pub mod ids;
+pub mod load;
+pub mod registry;
+pub mod state;
+pub mod store;
+
+use std::path::Path;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::routing::get;
+
+use crate::load::WorkerLoads;
+use crate::registry::Registry;
+use crate::state::{AppState, Settings};
+use crate::store::{Store, StoreError};
+
+/// Errors of the control plane's start-up.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("cannot create {path}: {source}")]
+    Folder { path: String, source: std::io::Error },
+}
+
+/// The file name of the store inside the data dir.
+pub const STORE_FILE: &str = "uprtcd.redb";
+/// The folder of stored recordings inside the data dir.
+pub const RECORDINGS_DIR: &str = "recordings";
+
+/// Opens the store under `data_dir`, loads the registry from it and returns the state the
+/// routers share.
+pub fn open(
+    settings: Settings,
+    data_dir: &Path,
+    loads: Arc<WorkerLoads>,
+    default_max_members: u32,
+) -> Result<AppState, Error> {
+    std::fs::create_dir_all(&settings.recordings_dir)
+        .map_err(|source| Error::Folder { path: settings.recordings_dir.display().to_string(), source })?;
+    let store = Store::open(&data_dir.join(STORE_FILE))?;
+    let identity = store.identity()?;
+    let workers = loads.workers().len();
+    let registry = Registry::new(identity, workers, default_max_members, store.load()?);
+    Ok(AppState::new(settings, registry, store, loads))
+}
+
+/// The client listener's router. Signalling, WHIP/WHEP and the demo page attach here; for
+/// now it answers a health check for load balancers.
+pub fn client_router() -> Router {
+    Router::new().route("/healthz", get(|| async { "ok\n" }))
+}

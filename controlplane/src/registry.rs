@@ -1,0 +1,803 @@
+//! The authoritative room registry: rooms, invitations, live members, merge groups,
+//! mirrors, recordings and blocked users, with every rule of the spec that decides a code.
+//!
+//! Pure state: no I/O, no clock, no locking. Every mutation records what it touched in
+//! [`Changes`]; the caller ([`crate::state`]) commits those to the store before it answers,
+//! and reloads from the store when a commit fails, so memory never runs ahead of disk.
+//! Connections (who is joined) are the only state not persisted.
+#![forbid(unsafe_code)]
+
+use std::collections::{BTreeSet, HashMap};
+
+use rand::Rng;
+use serde::{Deserialize, Serialize};
+
+use crate::envelope::{ApiCode, ApiError};
+use crate::ids::{PeerId, RecordId, RoomId, ServerIdentity, TrackId};
+
+/// Invitation codes are nine-digit numbers.
+const INVITATION_CODES: std::ops::RangeInclusive<u32> = 100_000_000..=999_999_999;
+
+/// `protocol` of the spec: which ICE candidates the room's clients are given.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "u8", into = "u8")]
+pub enum Protocol {
+    Udp = 0,
+    Tcp = 1,
+    UdpPreferred = 2,
+    TcpPreferred = 3,
+}
+
+impl TryFrom<u8> for Protocol {
+    type Error = String;
+
+    fn try_from(value: u8) -> Result<Self, String> {
+        match value {
+            0 => Ok(Self::Udp),
+            1 => Ok(Self::Tcp),
+            2 => Ok(Self::UdpPreferred),
+            3 => Ok(Self::TcpPreferred),
+            other => Err(format!("protocol {other} is not one of 0, 1, 2, 3")),
+        }
+    }
+}
+
+impl From<Protocol> for u8 {
+    fn from(protocol: Protocol) -> u8 {
+        protocol as u8
+    }
+}
+
+/// What a co-host may publish.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MediaKind {
+    Audio,
+    /// Video implies audio.
+    Video,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LiveMember {
+    pub peer: PeerId,
+    pub kind: MediaKind,
+    pub max_bitrate: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum RoomKind {
+    /// A conversation room: only invited users may join.
+    Convo {
+        /// The master, the members given at creation and every later addition, in order.
+        invited: Vec<PeerId>,
+        /// 0 = unlimited.
+        max_members: u32,
+    },
+    /// A live room: the master broadcasts, co-hosts may publish, everyone else watches.
+    Live { live_members: Vec<LiveMember> },
+}
+
+/// Recording status constants of the spec.
+pub mod record_status {
+    pub const NOT_RECORDED: u8 = 0;
+    pub const PROCESSING_DONE: u8 = 6;
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Room {
+    pub id: RoomId,
+    pub master: PeerId,
+    pub kind: RoomKind,
+    pub invitation_code: u32,
+    pub protocol: Protocol,
+    pub min_bitrate: u64,
+    pub max_bitrate: u64,
+    pub join_enabled: bool,
+    /// Index of the dataplane worker that hosts the room's media.
+    pub worker: usize,
+    /// Workers that hold a mirror of the room's audience, in the order they were added.
+    pub mirrors: Vec<usize>,
+    /// The merge group the room belongs to, if merged.
+    pub merge_group: Option<u64>,
+    pub record_status: u8,
+    /// Peers with a live client connection (not persisted: media state).
+    #[serde(skip)]
+    pub connected: BTreeSet<PeerId>,
+}
+
+impl Room {
+    pub fn is_live(&self) -> bool {
+        matches!(self.kind, RoomKind::Live { .. })
+    }
+
+    /// Connected peers that are members (convo: everyone; live: the master and co-hosts).
+    pub fn connected_members(&self) -> Vec<PeerId> {
+        self.connected.iter().filter(|peer| self.is_member(peer)).cloned().collect()
+    }
+
+    fn is_member(&self, peer: &PeerId) -> bool {
+        match &self.kind {
+            RoomKind::Convo { .. } => true,
+            RoomKind::Live { live_members } => *peer == self.master || live_members.iter().any(|m| m.peer == *peer),
+        }
+    }
+}
+
+/// A stored recording.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Recording {
+    pub id: RecordId,
+    pub status: u8,
+    /// File name under the data dir's recordings folder.
+    pub file: String,
+    pub size: u64,
+}
+
+/// Which ids a mutation touched; committed to the store before the answer.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Changes {
+    /// Rooms to write (still open) or delete (gone).
+    pub rooms: BTreeSet<RoomId>,
+    pub blocked: BTreeSet<PeerId>,
+    pub recordings: BTreeSet<RecordId>,
+}
+
+impl Changes {
+    pub fn is_empty(&self) -> bool {
+        self.rooms.is_empty() && self.blocked.is_empty() && self.recordings.is_empty()
+    }
+}
+
+/// A request to open a room, validated by the REST layer.
+#[derive(Debug, Clone)]
+pub struct NewRoom {
+    pub master: PeerId,
+    pub requested_id: Option<RoomId>,
+    pub protocol: Protocol,
+    pub min_bitrate: u64,
+    pub max_bitrate: u64,
+    pub kind: NewRoomKind,
+}
+
+#[derive(Debug, Clone)]
+pub enum NewRoomKind {
+    Convo { members: Vec<PeerId>, max_members: Option<u32> },
+    Live,
+}
+
+/// Everything the registry holds, as loaded from the store.
+#[derive(Debug, Default)]
+pub struct Contents {
+    pub rooms: Vec<Room>,
+    pub blocked: Vec<PeerId>,
+    pub recordings: Vec<Recording>,
+}
+
+#[derive(Debug)]
+pub struct Registry {
+    identity: ServerIdentity,
+    workers: usize,
+    default_max_members: u32,
+    rooms: HashMap<RoomId, Room>,
+    codes: HashMap<u32, RoomId>,
+    groups: HashMap<u64, BTreeSet<RoomId>>,
+    blocked: BTreeSet<PeerId>,
+    recordings: HashMap<RecordId, Recording>,
+    recycling: bool,
+    changes: Changes,
+}
+
+fn room_not_found(id: &RoomId) -> ApiError {
+    ApiError::new(ApiCode::RoomNotFound, format!("no open room {id}"))
+}
+
+impl Registry {
+    /// A registry over `contents`, for a server with `workers` dataplane workers (at least 1).
+    /// Rooms placed on workers that no longer exist are moved onto the ones that do.
+    pub fn new(identity: ServerIdentity, workers: usize, default_max_members: u32, contents: Contents) -> Self {
+        let workers = workers.max(1);
+        let mut registry = Self {
+            identity,
+            workers,
+            default_max_members,
+            rooms: HashMap::new(),
+            codes: HashMap::new(),
+            groups: HashMap::new(),
+            blocked: contents.blocked.into_iter().collect(),
+            recordings: contents.recordings.into_iter().map(|r| (r.id.clone(), r)).collect(),
+            recycling: false,
+            changes: Changes::default(),
+        };
+        for mut room in contents.rooms {
+            if room.worker >= workers {
+                room.worker %= workers;
+                registry.changes.rooms.insert(room.id.clone());
+            }
+            let before = room.mirrors.len();
+            let origin = room.worker;
+            room.mirrors.retain(|&w| w < workers && w != origin);
+            if room.mirrors.len() != before {
+                registry.changes.rooms.insert(room.id.clone());
+            }
+            registry.codes.insert(room.invitation_code, room.id.clone());
+            if let Some(group) = room.merge_group {
+                registry.groups.entry(group).or_default().insert(room.id.clone());
+            }
+            registry.rooms.insert(room.id.clone(), room);
+        }
+        registry
+    }
+
+    /// Replaces the persisted part with `contents` (after a failed commit), keeping what is
+    /// not persisted: connections and the recycling flag.
+    pub fn reload(&mut self, contents: Contents) {
+        let mut fresh = Self::new(self.identity.clone(), self.workers, self.default_max_members, contents);
+        fresh.recycling = self.recycling;
+        for (id, room) in &mut fresh.rooms {
+            if let Some(old) = self.rooms.get_mut(id) {
+                room.connected = std::mem::take(&mut old.connected);
+            }
+        }
+        fresh.changes = Changes::default();
+        *self = fresh;
+    }
+
+    pub fn workers(&self) -> usize {
+        self.workers
+    }
+
+    /// Takes the changes made since the last call.
+    pub fn take_changes(&mut self) -> Changes {
+        std::mem::take(&mut self.changes)
+    }
+
+    pub fn room(&self, id: &RoomId) -> Result<&Room, ApiError> {
+        self.rooms.get(id).ok_or_else(|| room_not_found(id))
+    }
+
+    fn room_mut(&mut self, id: &RoomId) -> Result<&mut Room, ApiError> {
+        let room = self.rooms.get_mut(id).ok_or_else(|| room_not_found(id))?;
+        self.changes.rooms.insert(id.clone());
+        Ok(room)
+    }
+
+    /// The room, if it is open and a live room (10003 for a conversation room).
+    pub fn live_room(&self, id: &RoomId) -> Result<&Room, ApiError> {
+        let room = self.room(id)?;
+        if room.is_live() { Ok(room) } else { Err(ApiError::request(format!("room {id} is not a live room"))) }
+    }
+
+    pub fn room_count(&self) -> usize {
+        self.rooms.len()
+    }
+
+    pub fn rooms(&self) -> impl Iterator<Item = &Room> {
+        self.rooms.values()
+    }
+
+    pub fn is_blocked(&self, peer: &PeerId) -> bool {
+        self.blocked.contains(peer)
+    }
+
+    pub fn blocked(&self) -> &BTreeSet<PeerId> {
+        &self.blocked
+    }
+
+    pub fn recycling(&self) -> bool {
+        self.recycling
+    }
+
+    /// Stop taking new rooms (not persisted: a restarted server takes rooms again).
+    pub fn recycle(&mut self) {
+        self.recycling = true;
+    }
+
+    pub fn block(&mut self, peer: PeerId) {
+        if self.blocked.insert(peer.clone()) {
+            self.changes.blocked.insert(peer);
+        }
+    }
+
+    /// Opens a room under the spec's roomId rules and returns it.
+    pub fn create(&mut self, new: NewRoom) -> Result<&Room, ApiError> {
+        if self.recycling {
+            return Err(ApiError::new(ApiCode::NoWorker, "this server is being recycled and takes no new rooms"));
+        }
+        if self.is_blocked(&new.master) {
+            return Err(ApiError::request(format!("user {} is blocked", new.master)));
+        }
+        if new.min_bitrate > new.max_bitrate {
+            return Err(ApiError::invalid("minBitrate must not exceed maxBitrate"));
+        }
+        let id = match new.requested_id {
+            Some(id) if self.identity.made(&id) => match self.rooms.get(&id) {
+                Some(open) if open.master == new.master => {
+                    return Err(ApiError::new(
+                        ApiCode::RoomExists,
+                        format!("room {id} is already open for {}", new.master),
+                    ));
+                }
+                Some(_) => self.fresh_room_id(),
+                None => id,
+            },
+            _ => self.fresh_room_id(),
+        };
+        let kind = match new.kind {
+            NewRoomKind::Convo { members, max_members } => {
+                let mut invited = vec![new.master.clone()];
+                push_unique(&mut invited, members);
+                RoomKind::Convo { invited, max_members: max_members.unwrap_or(self.default_max_members) }
+            }
+            NewRoomKind::Live => RoomKind::Live { live_members: Vec::new() },
+        };
+        let room = Room {
+            id: id.clone(),
+            master: new.master,
+            kind,
+            invitation_code: self.fresh_invitation_code(),
+            protocol: new.protocol,
+            min_bitrate: new.min_bitrate,
+            max_bitrate: new.max_bitrate,
+            join_enabled: true,
+            worker: self.least_busy_worker(),
+            mirrors: Vec::new(),
+            merge_group: None,
+            record_status: record_status::NOT_RECORDED,
+            connected: BTreeSet::new(),
+        };
+        self.codes.insert(room.invitation_code, id.clone());
+        self.changes.rooms.insert(id.clone());
+        Ok(self.rooms.entry(id).or_insert(room))
+    }
+
+    fn fresh_room_id(&self) -> RoomId {
+        loop {
+            let id = self.identity.generate_room_id();
+            if !self.rooms.contains_key(&id) {
+                return id;
+            }
+        }
+    }
+
+    fn fresh_invitation_code(&self) -> u32 {
+        let mut rng = rand::rng();
+        loop {
+            let code = rng.random_range(INVITATION_CODES);
+            if !self.codes.contains_key(&code) {
+                return code;
+            }
+        }
+    }
+
+    /// The worker hosting the fewest rooms (ties: the lowest index).
+    fn least_busy_worker(&self) -> usize {
+        let mut load = vec![0usize; self.workers];
+        for room in self.rooms.values() {
+            load[room.worker] += 1;
+        }
+        (0..self.workers).min_by_key(|&w| load[w]).unwrap_or(0)
+    }
+
+    /// Closes a room: its code is freed, it leaves its merge group. Returns the closed room
+    /// so the caller can disconnect its clients.
+    pub fn close(&mut self, id: &RoomId) -> Result<Room, ApiError> {
+        self.room(id)?;
+        self.leave_group(id);
+        let room = self.rooms.remove(id).ok_or_else(|| room_not_found(id))?;
+        self.codes.remove(&room.invitation_code);
+        self.changes.rooms.insert(id.clone());
+        Ok(room)
+    }
+
+    pub fn room_by_code(&self, code: u32) -> Option<&Room> {
+        self.codes.get(&code).and_then(|id| self.rooms.get(id))
+    }
+
+    pub fn add_convo_members(&mut self, id: &RoomId, members: Vec<PeerId>) -> Result<(), ApiError> {
+        match &mut self.room_mut(id)?.kind {
+            RoomKind::Convo { invited, .. } => {
+                push_unique(invited, members);
+                Ok(())
+            }
+            RoomKind::Live { .. } => {
+                Err(ApiError::request(format!("room {id} is a live room; members are invited to conversation rooms")))
+            }
+        }
+    }
+
+    pub fn set_join_enabled(&mut self, id: &RoomId, enabled: bool) -> Result<(), ApiError> {
+        self.room_mut(id)?.join_enabled = enabled;
+        Ok(())
+    }
+
+    /// Whether `peer` has a connection to the room.
+    pub fn joined(&self, id: &RoomId, peer: &PeerId) -> Result<bool, ApiError> {
+        Ok(self.room(id)?.connected.contains(peer))
+    }
+
+    /// Checks that `peer` has a connection that a kick can end.
+    pub fn connected_peer(&self, id: &RoomId, peer: &PeerId) -> Result<(), ApiError> {
+        if self.joined(id, peer)? {
+            Ok(())
+        } else {
+            Err(ApiError::new(ApiCode::PeerNotInRoom, format!("user {peer} has no connection to room {id}")))
+        }
+    }
+
+    pub fn add_live_member(&mut self, id: &RoomId, member: LiveMember) -> Result<(), ApiError> {
+        let room = self.live_room(id)?;
+        if room.master == member.peer {
+            return Err(ApiError::request(format!("user {} is the master of room {id}", member.peer)));
+        }
+        if self.is_blocked(&member.peer) {
+            return Err(ApiError::request(format!("user {} is blocked", member.peer)));
+        }
+        if let RoomKind::Live { live_members } = &mut self.room_mut(id)?.kind {
+            match live_members.iter_mut().find(|m| m.peer == member.peer) {
+                Some(existing) => *existing = member,
+                None => live_members.push(member),
+            }
+        }
+        Ok(())
+    }
+
+    pub fn live_members(&self, id: &RoomId) -> Result<Vec<PeerId>, ApiError> {
+        match &self.live_room(id)?.kind {
+            RoomKind::Live { live_members } => Ok(live_members.iter().map(|m| m.peer.clone()).collect()),
+            RoomKind::Convo { .. } => Ok(Vec::new()),
+        }
+    }
+
+    pub fn remove_live_member(&mut self, id: &RoomId, peer: &PeerId) -> Result<(), ApiError> {
+        let room = self.live_room(id)?;
+        let RoomKind::Live { live_members } = &room.kind else { return Ok(()) };
+        if !live_members.iter().any(|m| m.peer == *peer) {
+            return Err(ApiError::new(
+                ApiCode::PeerNotInRoom,
+                format!("user {peer} is not a live member of room {id}"),
+            ));
+        }
+        if let RoomKind::Live { live_members } = &mut self.room_mut(id)?.kind {
+            live_members.retain(|m| m.peer != *peer);
+        }
+        Ok(())
+    }
+
+    /// The other rooms of `id`'s merge group.
+    pub fn merged_with(&self, id: &RoomId) -> Result<Vec<RoomId>, ApiError> {
+        let room = self.room(id)?;
+        Ok(room
+            .merge_group
+            .and_then(|g| self.groups.get(&g))
+            .map(|members| members.iter().filter(|m| *m != id).cloned().collect())
+            .unwrap_or_default())
+    }
+
+    /// Links `other` with `id`: their groups become one.
+    pub fn merge(&mut self, id: &RoomId, other: &RoomId) -> Result<(), ApiError> {
+        let target = self.live_room(id)?;
+        let target_group = target.merge_group;
+        let source = self
+            .rooms
+            .get(other)
+            .ok_or_else(|| ApiError::new(ApiCode::MergedRoomNotFound, format!("no open room {other} to merge")))?;
+        if !source.is_live() {
+            return Err(ApiError::request(format!("room {other} is not a live room")));
+        }
+        if id == other {
+            return Err(ApiError::request("a room cannot be merged with itself"));
+        }
+        let source_group = source.merge_group;
+        if target_group.is_some() && target_group == source_group {
+            return Err(ApiError::new(ApiCode::AlreadyMerged, format!("rooms {id} and {other} are already merged")));
+        }
+        let group = match target_group.or(source_group) {
+            Some(group) => group,
+            None => self.fresh_group_id(),
+        };
+        let mut moving: Vec<RoomId> = vec![id.clone(), other.clone()];
+        for old in [target_group, source_group].into_iter().flatten().filter(|&g| g != group) {
+            moving.extend(self.groups.remove(&old).unwrap_or_default());
+        }
+        for room in moving {
+            if let Some(r) = self.rooms.get_mut(&room) {
+                r.merge_group = Some(group);
+                self.changes.rooms.insert(room.clone());
+            }
+            self.groups.entry(group).or_default().insert(room);
+        }
+        Ok(())
+    }
+
+    fn fresh_group_id(&self) -> u64 {
+        let mut rng = rand::rng();
+        loop {
+            let group = rng.random::<u64>();
+            if !self.groups.contains_key(&group) {
+                return group;
+            }
+        }
+    }
+
+    /// The host of `id` takes it out of its merge group.
+    pub fn separate_by_host(&mut self, id: &RoomId, host: &PeerId) -> Result<(), ApiError> {
+        let room = self.live_room(id)?;
+        if room.master != *host {
+            return Err(ApiError::new(ApiCode::PeerNotInRoom, format!("user {host} is not the host of room {id}")));
+        }
+        if room.merge_group.is_none() {
+            return Err(ApiError::new(ApiCode::MergedRoomNotFound, format!("room {id} is not merged")));
+        }
+        self.leave_group(id);
+        Ok(())
+    }
+
+    /// Takes `other` out of `id`'s merge group.
+    pub fn separate(&mut self, id: &RoomId, other: &RoomId) -> Result<(), ApiError> {
+        let group = self.live_room(id)?.merge_group;
+        let in_group = group.is_some() && self.rooms.get(other).and_then(|r| r.merge_group) == group && id != other;
+        if !in_group {
+            return Err(ApiError::new(
+                ApiCode::MergedRoomNotFound,
+                format!("room {other} is not merged with room {id}"),
+            ));
+        }
+        self.leave_group(other);
+        Ok(())
+    }
+
+    /// Removes `id` from its group; a group left with one room dissolves.
+    fn leave_group(&mut self, id: &RoomId) {
+        let Some(group) = self.rooms.get_mut(id).and_then(|r| r.merge_group.take()) else { return };
+        self.changes.rooms.insert(id.clone());
+        let Some(members) = self.groups.get_mut(&group) else { return };
+        members.remove(id);
+        if members.len() <= 1 {
+            for last in std::mem::take(members) {
+                if let Some(r) = self.rooms.get_mut(&last) {
+                    r.merge_group = None;
+                }
+                self.changes.rooms.insert(last);
+            }
+            self.groups.remove(&group);
+        }
+    }
+
+    /// Checks a pause/resume of a merged track: the room must be merged and some room of its
+    /// group must publish `track`. Tracks exist only while clients publish them.
+    pub fn merged_track(&self, id: &RoomId, track: &TrackId) -> Result<(), ApiError> {
+        if self.live_room(id)?.merge_group.is_none() {
+            return Err(ApiError::new(ApiCode::MergedRoomNotFound, format!("room {id} is not merged")));
+        }
+        Err(ApiError::new(ApiCode::NoMedia, format!("no merged room publishes track {track}")))
+    }
+
+    /// Adds a mirror of live room `id` on `worker`, or on the least loaded worker that holds
+    /// no part of the room when `worker` is `None`. `cpu` is each worker's load, by index.
+    pub fn add_mirror(&mut self, id: &RoomId, worker: Option<usize>, cpu: &[f64]) -> Result<usize, ApiError> {
+        let room = self.live_room(id)?;
+        let holds = |w: usize| w == room.worker || room.mirrors.contains(&w);
+        let chosen = match worker {
+            Some(w) if holds(w) => {
+                return Err(ApiError::new(ApiCode::MirrorExists, format!("worker {w} already holds room {id}")));
+            }
+            Some(w) => w,
+            None => (0..self.workers)
+                .filter(|&w| !holds(w))
+                .min_by(|&a, &b| {
+                    let load = |w: usize| cpu.get(w).copied().unwrap_or(0.0);
+                    load(a).total_cmp(&load(b))
+                })
+                .ok_or_else(|| ApiError::new(ApiCode::NoWorker, format!("every worker already holds room {id}")))?,
+        };
+        self.room_mut(id)?.mirrors.push(chosen);
+        Ok(chosen)
+    }
+
+    pub fn record_status(&self, id: &RoomId) -> Result<u8, ApiError> {
+        Ok(self.room(id)?.record_status)
+    }
+
+    pub fn recording(&self, id: &RecordId) -> Result<&Recording, ApiError> {
+        self.recordings.get(id).ok_or_else(|| ApiError::new(ApiCode::RecordingNotFound, format!("no recording {id}")))
+    }
+
+    pub fn recordings(&self) -> impl Iterator<Item = &Recording> {
+        self.recordings.values()
+    }
+
+    pub fn fresh_record_id(&self) -> RecordId {
+        loop {
+            let id = self.identity.generate_record_id();
+            if !self.recordings.contains_key(&id) {
+                return id;
+            }
+        }
+    }
+
+    pub fn add_recording(&mut self, recording: Recording) {
+        self.changes.recordings.insert(recording.id.clone());
+        self.recordings.insert(recording.id.clone(), recording);
+    }
+}
+
+/// Appends the peers of `more` not yet in `list`, keeping order.
+fn push_unique(list: &mut Vec<PeerId>, more: Vec<PeerId>) {
+    for peer in more {
+        if !list.contains(&peer) {
+            list.push(peer);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn peer(text: &str) -> PeerId {
+        PeerId::try_from(text.to_owned()).unwrap()
+    }
+
+    fn registry(workers: usize) -> Registry {
+        Registry::new(ServerIdentity::from_key([7; 32]), workers, 16, Contents::default())
+    }
+
+    fn live(master: &str) -> NewRoom {
+        NewRoom {
+            master: peer(master),
+            requested_id: None,
+            protocol: Protocol::Udp,
+            min_bitrate: 600_000,
+            max_bitrate: 3_000_000,
+            kind: NewRoomKind::Live,
+        }
+    }
+
+    fn open_live(reg: &mut Registry, master: &str) -> RoomId {
+        reg.create(live(master)).unwrap().id.clone()
+    }
+
+    fn group_of(reg: &Registry, id: &RoomId) -> BTreeSet<RoomId> {
+        reg.merged_with(id).unwrap().into_iter().collect()
+    }
+
+    #[test]
+    fn room_id_rules() {
+        let mut reg = registry(1);
+        let a = open_live(&mut reg, "alice");
+        let again = NewRoom { requested_id: Some(a.clone()), ..live("alice") };
+        assert_eq!(reg.create(again.clone()).unwrap_err().code, ApiCode::RoomExists);
+        let other_master = NewRoom { requested_id: Some(a.clone()), ..live("bob") };
+        assert_ne!(reg.create(other_master).unwrap().id, a);
+        let foreign = ServerIdentity::from_key([8; 32]).generate_room_id();
+        let foreign_request = NewRoom { requested_id: Some(foreign.clone()), ..live("carol") };
+        assert_ne!(reg.create(foreign_request).unwrap().id, foreign);
+        reg.close(&a).unwrap();
+        assert_eq!(reg.create(NewRoom { requested_id: Some(a.clone()), ..live("dave") }).unwrap().id, a);
+    }
+
+    #[test]
+    fn invitation_codes_are_unique_and_freed_on_close() {
+        let mut reg = registry(2);
+        let ids: Vec<RoomId> = (0..200).map(|i| open_live(&mut reg, &format!("m{i}"))).collect();
+        let codes: BTreeSet<u32> = ids.iter().map(|id| reg.room(id).unwrap().invitation_code).collect();
+        assert_eq!(codes.len(), ids.len());
+        let code = reg.room(&ids[0]).unwrap().invitation_code;
+        reg.close(&ids[0]).unwrap();
+        assert!(reg.room_by_code(code).is_none());
+    }
+
+    #[test]
+    fn merges_are_transitive_and_separation_keeps_the_rest_together() {
+        let mut reg = registry(1);
+        let [a, b, c, d] = ["a", "b", "c", "d"].map(|m| open_live(&mut reg, m));
+        reg.merge(&a, &b).unwrap();
+        reg.merge(&a, &c).unwrap();
+        reg.merge(&b, &d).unwrap();
+        assert_eq!(group_of(&reg, &a), [b.clone(), c.clone(), d.clone()].into());
+        assert_eq!(reg.merge(&c, &d).unwrap_err().code, ApiCode::AlreadyMerged);
+        reg.separate(&a, &b).unwrap();
+        assert!(group_of(&reg, &b).is_empty());
+        assert_eq!(group_of(&reg, &d), [a.clone(), c.clone()].into());
+        assert_eq!(reg.separate(&a, &b).unwrap_err().code, ApiCode::MergedRoomNotFound);
+        reg.separate_by_host(&c, &peer("c")).unwrap();
+        assert_eq!(reg.separate_by_host(&d, &peer("a")).unwrap_err().code, ApiCode::PeerNotInRoom);
+        assert_eq!(group_of(&reg, &a), [d.clone()].into());
+        reg.separate_by_host(&d, &peer("d")).unwrap();
+        assert!(group_of(&reg, &a).is_empty(), "a group of one dissolves");
+        assert_eq!(reg.separate_by_host(&a, &peer("a")).unwrap_err().code, ApiCode::MergedRoomNotFound);
+    }
+
+    #[test]
+    fn merging_two_groups_joins_them() {
+        let mut reg = registry(1);
+        let [a, b, c, d] = ["a", "b", "c", "d"].map(|m| open_live(&mut reg, m));
+        reg.merge(&a, &b).unwrap();
+        reg.merge(&c, &d).unwrap();
+        reg.merge(&b, &c).unwrap();
+        assert_eq!(group_of(&reg, &d), [a, b, c].into());
+    }
+
+    #[test]
+    fn merge_refusals() {
+        let mut reg = registry(1);
+        let a = open_live(&mut reg, "a");
+        let convo = reg
+            .create(NewRoom { kind: NewRoomKind::Convo { members: vec![], max_members: None }, ..live("c") })
+            .unwrap()
+            .id
+            .clone();
+        assert_eq!(reg.merge(&a, &a).unwrap_err().code, ApiCode::InvalidRequest);
+        assert_eq!(reg.merge(&a, &convo).unwrap_err().code, ApiCode::InvalidRequest);
+        assert_eq!(reg.merge(&convo, &a).unwrap_err().code, ApiCode::InvalidRequest);
+        let gone = ServerIdentity::from_key([7; 32]).generate_room_id();
+        assert_eq!(reg.merge(&a, &gone).unwrap_err().code, ApiCode::MergedRoomNotFound);
+        assert_eq!(reg.merge(&gone, &a).unwrap_err().code, ApiCode::RoomNotFound);
+    }
+
+    #[test]
+    fn closing_a_merged_room_leaves_the_others_merged() {
+        let mut reg = registry(1);
+        let [a, b, c] = ["a", "b", "c"].map(|m| open_live(&mut reg, m));
+        reg.merge(&a, &b).unwrap();
+        reg.merge(&a, &c).unwrap();
+        reg.close(&a).unwrap();
+        assert_eq!(group_of(&reg, &b), [c].into());
+    }
+
+    #[test]
+    fn mirrors_go_to_workers_that_hold_no_part_of_the_room() {
+        let mut reg = registry(3);
+        let a = open_live(&mut reg, "a");
+        let origin = reg.room(&a).unwrap().worker;
+        assert_eq!(reg.add_mirror(&a, Some(origin), &[]).unwrap_err().code, ApiCode::MirrorExists);
+        let mut cpu = [50.0; 3];
+        let idle = (0..3).find(|&w| w != origin).unwrap();
+        cpu[idle] = 1.0;
+        assert_eq!(reg.add_mirror(&a, None, &cpu).unwrap(), idle);
+        assert_eq!(reg.add_mirror(&a, Some(idle), &cpu).unwrap_err().code, ApiCode::MirrorExists);
+        reg.add_mirror(&a, None, &cpu).unwrap();
+        assert_eq!(reg.add_mirror(&a, None, &cpu).unwrap_err().code, ApiCode::NoWorker);
+    }
+
+    #[test]
+    fn live_members_and_their_refusals() {
+        let mut reg = registry(1);
+        let a = open_live(&mut reg, "host");
+        let member = |p: &str, kind| LiveMember { peer: peer(p), kind, max_bitrate: 1_000 };
+        reg.add_live_member(&a, member("x", MediaKind::Audio)).unwrap();
+        reg.add_live_member(&a, member("y", MediaKind::Video)).unwrap();
+        reg.add_live_member(&a, member("x", MediaKind::Video)).unwrap();
+        assert_eq!(reg.live_members(&a).unwrap(), vec![peer("x"), peer("y")]);
+        assert_eq!(
+            reg.add_live_member(&a, member("host", MediaKind::Audio)).unwrap_err().code,
+            ApiCode::InvalidRequest
+        );
+        reg.remove_live_member(&a, &peer("x")).unwrap();
+        assert_eq!(reg.remove_live_member(&a, &peer("x")).unwrap_err().code, ApiCode::PeerNotInRoom);
+    }
+
+    #[test]
+    fn recycling_refuses_new_rooms_only() {
+        let mut reg = registry(1);
+        let a = open_live(&mut reg, "a");
+        reg.recycle();
+        assert_eq!(reg.create(live("b")).unwrap_err().code, ApiCode::NoWorker);
+        assert!(reg.room(&a).is_ok());
+    }
+
+    #[test]
+    fn reload_repairs_placement_on_fewer_workers() {
+        let mut reg = registry(4);
+        let ids: Vec<RoomId> = (0..8).map(|i| open_live(&mut reg, &format!("m{i}"))).collect();
+        reg.add_mirror(&ids[0], None, &[]).unwrap();
+        let rooms: Vec<Room> = reg.rooms().cloned().collect();
+        let reloaded =
+            Registry::new(ServerIdentity::from_key([7; 32]), 1, 16, Contents { rooms, ..Contents::default() });
+        for id in &ids {
+            let room = reloaded.room(id).unwrap();
+            assert_eq!(room.worker, 0);
+            assert!(room.mirrors.is_empty());
+        }
+    }
+}

@@ -1,0 +1,107 @@
+//! The control plane's shared state: settings, the registry behind one lock, the store it
+//! commits to, and the worker loads.
+//!
+//! Rule: every mutation goes through [`AppState::write`], which runs on the blocking pool,
+//! applies the change, commits it durably and only then lets the handler answer. A commit
+//! that fails reloads the registry from the store and answers 10000, so what clients were
+//! told always matches what is on disk.
+#![forbid(unsafe_code)]
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+
+use crate::envelope::{ApiError, BodyLimit};
+use crate::load::WorkerLoads;
+use crate::registry::Registry;
+use crate::store::Store;
+
+/// What the control plane announces and enforces; fixed at start.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// `serverAlias`.
+    pub alias: String,
+    /// `serverAddress`: where business servers reach the API.
+    pub api_address: String,
+    /// `serverUrl`: where clients connect (`ws://ip:port/`); they append the invitation code.
+    pub client_url: String,
+    /// `serverUrl6`, or empty when no IPv6 address is announced.
+    pub client_url6: String,
+    pub app_secret: String,
+    pub max_body_bytes: usize,
+    pub max_upload_bytes: u64,
+    /// Where uploaded and recorded files are kept.
+    pub recordings_dir: PathBuf,
+}
+
+#[derive(Debug)]
+struct Shared {
+    settings: Settings,
+    registry: Mutex<Registry>,
+    store: Store,
+    loads: Arc<WorkerLoads>,
+}
+
+/// Cheap to clone; one per router.
+#[derive(Debug, Clone)]
+pub struct AppState(Arc<Shared>);
+
+impl AppState {
+    pub fn new(settings: Settings, registry: Registry, store: Store, loads: Arc<WorkerLoads>) -> Self {
+        Self(Arc::new(Shared { settings, registry: Mutex::new(registry), store, loads }))
+    }
+
+    pub fn settings(&self) -> &Settings {
+        &self.0.settings
+    }
+
+    pub fn loads(&self) -> &WorkerLoads {
+        &self.0.loads
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Registry> {
+        // A panic while holding the lock cannot leave half-applied state behind that the
+        // store does not also have: the next write commits or reloads. So poison is ignored.
+        self.0.registry.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Reads the registry.
+    pub fn read<R>(&self, f: impl FnOnce(&Registry) -> R) -> R {
+        f(&self.lock())
+    }
+
+    /// Applies `op` and commits what it changed before returning.
+    pub async fn write<R, F>(&self, op: F) -> Result<R, ApiError>
+    where
+        R: Send + 'static,
+        F: FnOnce(&mut Registry) -> Result<R, ApiError> + Send + 'static,
+    {
+        let state = self.clone();
+        tokio::task::spawn_blocking(move || state.write_now(op))
+            .await
+            .map_err(|e| ApiError::system(format!("registry task failed: {e}")))?
+    }
+
+    fn write_now<R>(&self, op: impl FnOnce(&mut Registry) -> Result<R, ApiError>) -> Result<R, ApiError> {
+        let mut registry = self.lock();
+        let result = op(&mut registry);
+        let changes = registry.take_changes();
+        if changes.is_empty() {
+            return result;
+        }
+        if let Err(e) = self.0.store.commit(&registry, &changes) {
+            tracing::error!(error = %e, "cannot commit to the store; reloading the registry from it");
+            match self.0.store.load() {
+                Ok(contents) => registry.reload(contents),
+                Err(e) => tracing::error!(error = %e, "cannot reload the registry from the store"),
+            }
+            return Err(ApiError::system(format!("the change was not stored: {e}")));
+        }
+        result
+    }
+}
+
+impl BodyLimit for AppState {
+    fn max_body_bytes(&self) -> usize {
+        self.0.settings.max_body_bytes
+    }
+}

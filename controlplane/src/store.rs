@@ -1,0 +1,212 @@
+//! The embedded store (redb) under the data dir: rooms, blocked users, recordings and this
+//! server's identity key.
+//!
+//! Rules: one write transaction per REST mutation, committed with immediate durability
+//! before the answer is sent, so an acknowledged change survives a kill right after the
+//! answer. Values are JSON so that a store written by one release reads in the next; a
+//! value that does not decode fails the load loudly instead of dropping data.
+#![forbid(unsafe_code)]
+
+use std::path::Path;
+
+use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+
+use crate::ids::{PeerId, ServerIdentity};
+use crate::registry::{Changes, Contents, Recording, Registry, Room};
+
+const ROOMS: TableDefinition<&str, &[u8]> = TableDefinition::new("rooms");
+const BLOCKED: TableDefinition<&str, ()> = TableDefinition::new("blocked_peers");
+const RECORDINGS: TableDefinition<&str, &[u8]> = TableDefinition::new("recordings");
+const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
+const IDENTITY_KEY: &str = "server_identity_key";
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("store: {0}")]
+    Db(#[from] redb::Error),
+    #[error("store entry {key} does not decode: {error}")]
+    Decode { key: String, error: serde_json::Error },
+    #[error("store entry {0} is not valid")]
+    Invalid(String),
+}
+
+macro_rules! from_redb {
+    ($($t:ty),*) => {$(
+        impl From<$t> for StoreError {
+            fn from(e: $t) -> Self {
+                Self::Db(e.into())
+            }
+        }
+    )*};
+}
+from_redb!(redb::DatabaseError, redb::TransactionError, redb::TableError, redb::StorageError, redb::CommitError);
+
+#[derive(Debug)]
+pub struct Store {
+    db: Database,
+}
+
+impl Store {
+    /// Opens (or creates) the store file at `path`.
+    pub fn open(path: &Path) -> Result<Self, StoreError> {
+        let db = Database::create(path)?;
+        let store = Self { db };
+        let txn = store.db.begin_write()?;
+        for table in [ROOMS, RECORDINGS, META] {
+            txn.open_table(table)?;
+        }
+        txn.open_table(BLOCKED)?;
+        txn.commit()?;
+        Ok(store)
+    }
+
+    /// This server's identity, created and committed on first use.
+    pub fn identity(&self) -> Result<ServerIdentity, StoreError> {
+        let txn = self.db.begin_write()?;
+        let identity = {
+            let mut meta = txn.open_table(META)?;
+            let existing = meta.get(IDENTITY_KEY)?.map(|v| v.value().to_vec());
+            match existing {
+                Some(bytes) => {
+                    let key: [u8; 32] = bytes.try_into().map_err(|_| StoreError::Invalid(IDENTITY_KEY.to_owned()))?;
+                    ServerIdentity::from_key(key)
+                }
+                None => {
+                    let identity = ServerIdentity::generate();
+                    meta.insert(IDENTITY_KEY, identity.key().as_slice())?;
+                    identity
+                }
+            }
+        };
+        txn.commit()?;
+        Ok(identity)
+    }
+
+    /// Everything kept, for the registry at start-up.
+    pub fn load(&self) -> Result<Contents, StoreError> {
+        let txn = self.db.begin_read()?;
+        let mut contents = Contents::default();
+        for entry in txn.open_table(ROOMS)?.iter()? {
+            let (key, value) = entry?;
+            contents.rooms.push(decode::<Room>(key.value(), value.value())?);
+        }
+        for entry in txn.open_table(BLOCKED)?.iter()? {
+            let (key, _) = entry?;
+            let peer =
+                PeerId::try_from(key.value().to_owned()).map_err(|_| StoreError::Invalid(key.value().to_owned()))?;
+            contents.blocked.push(peer);
+        }
+        for entry in txn.open_table(RECORDINGS)?.iter()? {
+            let (key, value) = entry?;
+            contents.recordings.push(decode::<Recording>(key.value(), value.value())?);
+        }
+        Ok(contents)
+    }
+
+    /// Writes what `changes` names, as `registry` now has it, in one durable transaction.
+    pub fn commit(&self, registry: &Registry, changes: &Changes) -> Result<(), StoreError> {
+        let txn = self.db.begin_write()?;
+        {
+            let mut rooms = txn.open_table(ROOMS)?;
+            for id in &changes.rooms {
+                match registry.room(id) {
+                    Ok(room) => {
+                        rooms.insert(id.as_str(), encode(room).as_slice())?;
+                    }
+                    Err(_) => {
+                        rooms.remove(id.as_str())?;
+                    }
+                }
+            }
+            let mut blocked = txn.open_table(BLOCKED)?;
+            for peer in &changes.blocked {
+                if registry.is_blocked(peer) {
+                    blocked.insert(peer.as_str(), ())?;
+                } else {
+                    blocked.remove(peer.as_str())?;
+                }
+            }
+            let mut recordings = txn.open_table(RECORDINGS)?;
+            for id in &changes.recordings {
+                if let Ok(recording) = registry.recording(id) {
+                    recordings.insert(id.as_str(), encode(recording).as_slice())?;
+                }
+            }
+        }
+        txn.commit()?;
+        Ok(())
+    }
+}
+
+fn encode<T: serde::Serialize>(value: &T) -> Vec<u8> {
+    serde_json::to_vec(value).expect("registry types serialise to JSON without fail")
+}
+
+fn decode<T: serde::de::DeserializeOwned>(key: &str, bytes: &[u8]) -> Result<T, StoreError> {
+    serde_json::from_slice(bytes).map_err(|error| StoreError::Decode { key: key.to_owned(), error })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ids::RoomId;
+    use crate::registry::{NewRoom, NewRoomKind, Protocol};
+
+    fn stored_room_ids(store: &Store) -> Vec<RoomId> {
+        store.load().unwrap().rooms.into_iter().map(|r| r.id).collect()
+    }
+
+    fn new_room(master: &str, kind: NewRoomKind) -> NewRoom {
+        NewRoom {
+            master: PeerId::try_from(master.to_owned()).unwrap(),
+            requested_id: None,
+            protocol: Protocol::Tcp,
+            min_bitrate: 1,
+            max_bitrate: 2,
+            kind,
+        }
+    }
+
+    #[test]
+    fn committed_state_reloads_identically() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("uprtcd.redb");
+        let (identity_key, rooms_before) = {
+            let store = Store::open(&path).unwrap();
+            let identity = store.identity().unwrap();
+            let mut reg = Registry::new(identity.clone(), 2, 16, store.load().unwrap());
+            let a = reg.create(new_room("a", NewRoomKind::Live)).unwrap().id.clone();
+            let b = reg.create(new_room("b", NewRoomKind::Live)).unwrap().id.clone();
+            let members = vec![PeerId::try_from("m".to_owned()).unwrap()];
+            reg.create(new_room("c", NewRoomKind::Convo { members, max_members: Some(3) })).unwrap();
+            reg.merge(&a, &b).unwrap();
+            reg.block(PeerId::try_from("spammer".to_owned()).unwrap());
+            let changes = reg.take_changes();
+            store.commit(&reg, &changes).unwrap();
+            let mut rooms: Vec<Room> = reg.rooms().cloned().collect();
+            rooms.sort_by(|x, y| x.id.cmp(&y.id));
+            (*identity.key(), rooms)
+        };
+        let store = Store::open(&path).unwrap();
+        assert_eq!(*store.identity().unwrap().key(), identity_key);
+        let mut contents = store.load().unwrap();
+        contents.rooms.sort_by(|x, y| x.id.cmp(&y.id));
+        assert_eq!(contents.rooms, rooms_before);
+        assert_eq!(contents.blocked, vec![PeerId::try_from("spammer".to_owned()).unwrap()]);
+    }
+
+    #[test]
+    fn closed_rooms_are_deleted_from_the_store() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("s.redb")).unwrap();
+        let mut reg = Registry::new(store.identity().unwrap(), 1, 16, Contents::default());
+        let a = reg.create(new_room("a", NewRoomKind::Live)).unwrap().id.clone();
+        let changes = reg.take_changes();
+        store.commit(&reg, &changes).unwrap();
+        assert_eq!(stored_room_ids(&store), vec![a.clone()]);
+        reg.close(&a).unwrap();
+        let changes = reg.take_changes();
+        store.commit(&reg, &changes).unwrap();
+        assert!(stored_room_ids(&store).is_empty());
+    }
+}
