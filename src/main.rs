@@ -1,1 +1,200 @@
-fn main() {}
+//! The uprtcd binary: reads the configuration, starts the pinned dataplane workers, then the
+//! control plane's runtime on the cores the workers leave free, tells systemd it is ready,
+//! and shuts everything down in order on SIGTERM or SIGINT.
+#![forbid(unsafe_code)]
+
+mod config;
+mod secret;
+
+use std::net::{IpAddr, SocketAddr, TcpListener};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::Parser;
+use uprtcd_controlplane::load::{WorkerInfo, WorkerLoads};
+use uprtcd_controlplane::state::Settings;
+use uprtcd_dataplane::worker::{WorkerPlan, Workers};
+
+use crate::config::{Cli, Config};
+
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
+        .init();
+    match run(&cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            eprintln!("uprtcd: {message}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn run(cli: &Cli) -> Result<(), String> {
+    let config = Config::resolve(cli).map_err(|e| e.to_string())?;
+    config.prepare_data_dir().map_err(|e| e.to_string())?;
+    let (api_listener, client_listener) = config.bind_listeners().map_err(|e| e.to_string())?;
+    if cli.check_config {
+        println!("uprtcd: configuration is valid");
+        return Ok(());
+    }
+    let app_secret = match &config.app_secret {
+        Some(secret) => secret.clone(),
+        None => {
+            let (secret, generated) =
+                secret::load_or_generate(&config.data_dir).map_err(|e| format!("server.app_secret: {e}"))?;
+            if generated {
+                eprintln!(
+                    "uprtcd: generated the AppSecret {secret} (kept in {}); business servers send it as `authorization: key=<AppSecret>`",
+                    secret::path(&config.data_dir).display()
+                );
+            }
+            secret
+        }
+    };
+
+    let available: Vec<usize> = core_affinity::get_core_ids().unwrap_or_default().iter().map(|c| c.id).collect();
+    let plan = WorkerPlan::spread(config.worker_count(available.len()), &available, config.io_backend);
+    if let Some(reason) = uprtcd_dataplane::io::uring_unavailable_reason() {
+        tracing::info!(%reason, "io_uring is unavailable; workers use epoll");
+    }
+    let workers = Workers::start(&plan).map_err(|e| format!("cannot start the dataplane workers: {e}"))?;
+    for handle in workers.handles() {
+        tracing::info!(
+            worker = handle.index(),
+            tid = handle.thread_id(),
+            core = handle.core(),
+            pinned = handle.pinned(),
+            backend = handle.backend(),
+            "dataplane worker started"
+        );
+    }
+    let loads = Arc::new(WorkerLoads::new(
+        workers.handles().iter().map(|h| WorkerInfo { thread_id: h.thread_id(), core: h.core() }).collect(),
+    ));
+
+    let settings = settings(&config, app_secret, &api_listener, &client_listener)?;
+    let state = uprtcd_controlplane::open(settings, &config.data_dir, Arc::clone(&loads), config.default_max_members)
+        .map_err(|e| format!("server.data_dir: {e}"))?;
+
+    let control_cores = plan.spare_cores(&available);
+    let runtime = control_runtime(&control_cores).map_err(|e| format!("cannot start the control plane: {e}"))?;
+    let served = runtime.block_on(serve(state, loads, api_listener, client_listener));
+    runtime.shutdown_timeout(Duration::from_secs(5));
+    workers.shutdown();
+    let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
+    served
+}
+
+/// What the API announces, from the configuration and the addresses actually bound.
+fn settings(config: &Config, app_secret: String, api: &TcpListener, client: &TcpListener) -> Result<Settings, String> {
+    let local = |listener: &TcpListener, key: &str| listener.local_addr().map_err(|e| format!("{key}: {e}"));
+    let api_addr = local(api, "api.listen")?;
+    let client_port = local(client, "client.listen")?.port();
+    let announced_api =
+        if api_addr.ip().is_unspecified() { SocketAddr::new(config.announced_ip, api_addr.port()) } else { api_addr };
+    let ws_url = |ip: IpAddr| format!("ws://{}/", SocketAddr::new(ip, client_port));
+    let ip6 = config.announced_ip6.map(IpAddr::V6).or(config.announced_ip.is_ipv6().then_some(config.announced_ip));
+    Ok(Settings {
+        alias: config.alias.clone(),
+        api_address: announced_api.to_string(),
+        client_url: ws_url(config.announced_ip),
+        client_url6: ip6.map(ws_url).unwrap_or_default(),
+        app_secret,
+        max_body_bytes: config.max_body_bytes,
+        max_upload_bytes: config.max_upload_bytes,
+        recordings_dir: config.data_dir.join(uprtcd_controlplane::RECORDINGS_DIR),
+    })
+}
+
+/// A tokio runtime whose threads are pinned, round robin, to `cores`.
+fn control_runtime(cores: &[usize]) -> std::io::Result<tokio::runtime::Runtime> {
+    let cores: Arc<[usize]> = cores.into();
+    let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(cores.len().clamp(1, 4))
+        .thread_name("uprtcd-control")
+        .enable_all()
+        .on_thread_start(move || {
+            if !cores.is_empty() {
+                let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                core_affinity::set_for_current(core_affinity::CoreId { id: cores[i % cores.len()] });
+            }
+        })
+        .build()
+}
+
+/// Serves both listeners until SIGTERM or SIGINT.
+async fn serve(
+    state: uprtcd_controlplane::state::AppState,
+    loads: Arc<WorkerLoads>,
+    api_listener: TcpListener,
+    client_listener: TcpListener,
+) -> Result<(), String> {
+    let listen = |listener: TcpListener, key: &'static str| -> Result<tokio::net::TcpListener, String> {
+        listener.set_nonblocking(true).map_err(|e| format!("{key}: {e}"))?;
+        tokio::net::TcpListener::from_std(listener).map_err(|e| format!("{key}: {e}"))
+    };
+    let api = listen(api_listener, "api.listen")?;
+    let client = listen(client_listener, "client.listen")?;
+    let api_addr = api.local_addr().map_err(|e| e.to_string())?;
+    let client_addr = client.local_addr().map_err(|e| e.to_string())?;
+    loads.spawn_sampler();
+
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|stop| *stop).await;
+    };
+    let api_server =
+        axum::serve(api, uprtcd_controlplane::api::router(state)).with_graceful_shutdown(stopped(stop_rx.clone()));
+    let client_server =
+        axum::serve(client, uprtcd_controlplane::client_router()).with_graceful_shutdown(stopped(stop_rx.clone()));
+    let api_task = tokio::spawn(async move { api_server.await });
+    let client_task = tokio::spawn(async move { client_server.await });
+
+    eprintln!("uprtcd: api listening on {api_addr}");
+    eprintln!("uprtcd: client listening on {client_addr}");
+    let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
+    if let Some(interval) = sd_notify::watchdog_enabled() {
+        tokio::spawn(watchdog(interval / 2));
+    }
+    eprintln!("uprtcd: ready");
+
+    shutdown_signal().await.map_err(|e| format!("cannot watch for signals: {e}"))?;
+    tracing::info!("shutting down");
+    let _ = stop_tx.send(true);
+    for (task, key) in [(api_task, "api.listen"), (client_task, "client.listen")] {
+        match task.await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => return Err(format!("{key}: {e}")),
+            Err(e) => return Err(format!("{key}: server task failed: {e}")),
+        }
+    }
+    Ok(())
+}
+
+/// Pings systemd's watchdog while the control plane's runtime is alive and responsive.
+async fn watchdog(every: Duration) {
+    let mut tick = tokio::time::interval(every);
+    loop {
+        tick.tick().await;
+        let _ = sd_notify::notify(&[sd_notify::NotifyState::Watchdog]);
+    }
+}
+
+async fn shutdown_signal() -> std::io::Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut terminate = signal(SignalKind::terminate())?;
+    let mut interrupt = signal(SignalKind::interrupt())?;
+    tokio::select! {
+        _ = terminate.recv() => {}
+        _ = interrupt.recv() => {}
+    }
+    Ok(())
+}

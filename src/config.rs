@@ -1,0 +1,349 @@
+//! uprtcd's configuration: the embedded defaults, a TOML file over them, and command-line
+//! flags over both. Every error names the key it is about (`api.listen`, or the flag that
+//! set it) in one line, so an operator sees at once what to fix.
+#![forbid(unsafe_code)]
+
+use std::fmt;
+use std::net::{IpAddr, Ipv6Addr, SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+
+use clap::Parser;
+use serde::Deserialize;
+use uprtcd_dataplane::io::BackendChoice;
+
+/// Command-line flags; each overrides the key of the configuration file named in its help.
+#[derive(Debug, Parser)]
+#[command(name = "uprtcd", version, about = "WebRTC SFU appliance")]
+pub struct Cli {
+    /// TOML configuration file.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Validate the configuration (file, addresses, ports, data dir) and exit.
+    #[arg(long)]
+    pub check_config: bool,
+    /// REST API listener for business servers [api.listen; default 127.0.0.1:6017].
+    #[arg(long, value_name = "ADDR:PORT")]
+    pub api_listen: Option<String>,
+    /// Client signalling, WHIP/WHEP and demo listener [client.listen; default 127.0.0.1:6016].
+    #[arg(long, value_name = "ADDR:PORT")]
+    pub client_listen: Option<String>,
+    /// Address put into ICE candidates and URLs [server.announced_ip; default 127.0.0.1].
+    #[arg(long, value_name = "IP")]
+    pub announced_ip: Option<String>,
+    /// IPv6 address announced besides it; fills serverUrl6 [server.announced_ip6].
+    #[arg(long, value_name = "IP")]
+    pub announced_ip6: Option<String>,
+    /// API secret [server.app_secret; default: generated once and kept in the data dir].
+    #[arg(long, value_name = "SECRET")]
+    pub app_secret: Option<String>,
+    /// Data directory [server.data_dir; default ./uprtcd-data].
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Dataplane worker threads, each pinned to a core [dataplane.workers; default cores - 1].
+    #[arg(long, value_name = "N")]
+    pub workers: Option<String>,
+    /// serverAlias in API answers [server.alias; default rtc-1:cluster-1].
+    #[arg(long, value_name = "NAME")]
+    pub server_alias: Option<String>,
+    /// Socket backend: uring, epoll or auto [dataplane.io_backend; default auto].
+    #[arg(long, value_name = "BACKEND")]
+    pub io_backend: Option<String>,
+}
+
+/// A configuration error: the key and what is wrong with it.
+#[derive(Debug)]
+pub struct ConfigError {
+    key: String,
+    problem: String,
+}
+
+impl ConfigError {
+    fn new(key: impl Into<String>, problem: impl fmt::Display) -> Self {
+        Self { key: key.into(), problem: problem.to_string() }
+    }
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "configuration error: {}: {}", self.key, self.problem)
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    #[serde(default)]
+    server: ServerSection,
+    #[serde(default)]
+    api: ApiSection,
+    #[serde(default)]
+    client: ClientSection,
+    #[serde(default)]
+    dataplane: DataplaneSection,
+    #[serde(default)]
+    rooms: RoomsSection,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ServerSection {
+    alias: Option<String>,
+    data_dir: Option<PathBuf>,
+    app_secret: Option<String>,
+    announced_ip: Option<IpAddr>,
+    announced_ip6: Option<Ipv6Addr>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ApiSection {
+    listen: Option<SocketAddr>,
+    max_body_bytes: Option<usize>,
+    max_upload_bytes: Option<u64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ClientSection {
+    listen: Option<SocketAddr>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DataplaneSection {
+    workers: Option<usize>,
+    io_backend: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RoomsSection {
+    default_max_members: Option<u32>,
+}
+
+/// The configuration in force.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub alias: String,
+    pub data_dir: PathBuf,
+    /// Given by the operator; otherwise the data dir's (see [`crate::secret`]).
+    pub app_secret: Option<String>,
+    pub announced_ip: IpAddr,
+    pub announced_ip6: Option<Ipv6Addr>,
+    pub api_listen: SocketAddr,
+    pub max_body_bytes: usize,
+    pub max_upload_bytes: u64,
+    pub client_listen: SocketAddr,
+    pub workers: usize,
+    pub io_backend: BackendChoice,
+    pub default_max_members: u32,
+}
+
+const DEFAULT_API_LISTEN: &str = "127.0.0.1:6017";
+const DEFAULT_CLIENT_LISTEN: &str = "127.0.0.1:6016";
+const DEFAULT_ALIAS: &str = "rtc-1:cluster-1";
+const DEFAULT_DATA_DIR: &str = "./uprtcd-data";
+const DEFAULT_MAX_BODY_BYTES: usize = 1 << 20;
+const DEFAULT_MAX_UPLOAD_BYTES: u64 = 4 << 30;
+const DEFAULT_MAX_MEMBERS: u32 = 16;
+/// More workers than this is a typo, not a machine.
+const MAX_WORKERS: usize = 1024;
+
+/// The names of a setting: its key in the file and its flag.
+fn key(file_key: &str, flag: Option<&str>) -> String {
+    match flag {
+        Some(flag) => format!("{file_key} ({flag})"),
+        None => file_key.to_owned(),
+    }
+}
+
+fn parse_flag<T: std::str::FromStr>(value: &str, file_key: &str, flag: &str) -> Result<T, ConfigError>
+where
+    T::Err: fmt::Display,
+{
+    value.parse().map_err(|e| ConfigError::new(key(file_key, Some(flag)), format!("{value:?}: {e}")))
+}
+
+impl Config {
+    /// The file (if any) over the embedded defaults, with `cli`'s flags over both.
+    pub fn resolve(cli: &Cli) -> Result<Self, ConfigError> {
+        let file = match &cli.config {
+            Some(path) => read_file(path)?,
+            None => FileConfig::default(),
+        };
+        let api_listen = match &cli.api_listen {
+            Some(v) => parse_flag(v, "api.listen", "--api-listen")?,
+            None => file.api.listen.unwrap_or_else(|| DEFAULT_API_LISTEN.parse().expect("valid default")),
+        };
+        let client_listen = match &cli.client_listen {
+            Some(v) => parse_flag(v, "client.listen", "--client-listen")?,
+            None => file.client.listen.unwrap_or_else(|| DEFAULT_CLIENT_LISTEN.parse().expect("valid default")),
+        };
+        let announced_ip = match &cli.announced_ip {
+            Some(v) => parse_flag(v, "server.announced_ip", "--announced-ip")?,
+            None => file.server.announced_ip.unwrap_or(IpAddr::from([127, 0, 0, 1])),
+        };
+        if announced_ip.is_unspecified() {
+            return Err(ConfigError::new(
+                "server.announced_ip",
+                "must be an address clients can reach, not 0.0.0.0 or ::",
+            ));
+        }
+        let announced_ip6 = match &cli.announced_ip6 {
+            Some(v) => Some(parse_flag(v, "server.announced_ip6", "--announced-ip6")?),
+            None => file.server.announced_ip6,
+        };
+        if announced_ip6.is_some_and(|ip| ip.is_unspecified()) {
+            return Err(ConfigError::new("server.announced_ip6", "must be an address clients can reach, not ::"));
+        }
+        let workers = match &cli.workers {
+            Some(v) => parse_flag(v, "dataplane.workers", "--workers")?,
+            None => file.dataplane.workers.unwrap_or(0),
+        };
+        if workers > MAX_WORKERS {
+            return Err(ConfigError::new("dataplane.workers", format!("{workers} is more than {MAX_WORKERS}")));
+        }
+        let io_backend = match (&cli.io_backend, &file.dataplane.io_backend) {
+            (Some(v), _) => parse_flag(v, "dataplane.io_backend", "--io-backend")?,
+            (None, Some(v)) => v.parse().map_err(|e| ConfigError::new("dataplane.io_backend", e))?,
+            (None, None) => BackendChoice::Auto,
+        };
+        let alias = cli.server_alias.clone().or(file.server.alias).unwrap_or_else(|| DEFAULT_ALIAS.to_owned());
+        if alias.trim().is_empty() {
+            return Err(ConfigError::new(
+                key("server.alias", cli.server_alias.as_ref().map(|_| "--server-alias")),
+                "must not be empty",
+            ));
+        }
+        let app_secret = cli.app_secret.clone().or(file.server.app_secret);
+        if let Some(secret) = &app_secret
+            && !crate::secret::is_acceptable(secret)
+        {
+            return Err(ConfigError::new("server.app_secret", crate::secret::RULE));
+        }
+        let max_body_bytes = file.api.max_body_bytes.unwrap_or(DEFAULT_MAX_BODY_BYTES);
+        if max_body_bytes < 1024 {
+            return Err(ConfigError::new("api.max_body_bytes", "must be at least 1024"));
+        }
+        Ok(Self {
+            alias,
+            data_dir: cli.data_dir.clone().or(file.server.data_dir).unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR)),
+            app_secret,
+            announced_ip,
+            announced_ip6,
+            api_listen,
+            max_body_bytes,
+            max_upload_bytes: file.api.max_upload_bytes.unwrap_or(DEFAULT_MAX_UPLOAD_BYTES),
+            client_listen,
+            workers,
+            io_backend,
+            default_max_members: file.rooms.default_max_members.unwrap_or(DEFAULT_MAX_MEMBERS),
+        })
+    }
+
+    /// Workers to run on a machine with `cores` usable cores: the configured number, or one
+    /// per core but one (left to the control plane), at least one.
+    pub fn worker_count(&self, cores: usize) -> usize {
+        if self.workers > 0 { self.workers } else { cores.saturating_sub(1).max(1) }
+    }
+
+    /// Creates the data dir if needed and proves it writable.
+    pub fn prepare_data_dir(&self) -> Result<(), ConfigError> {
+        let problem = |e: std::io::Error| {
+            ConfigError::new("server.data_dir", format!("cannot write {}: {e}", self.data_dir.display()))
+        };
+        std::fs::create_dir_all(&self.data_dir).map_err(problem)?;
+        let probe = self.data_dir.join(".uprtcd-write-test");
+        std::fs::write(&probe, b"").map_err(problem)?;
+        std::fs::remove_file(&probe).map_err(problem)
+    }
+
+    /// Binds the API and client listeners (names the key of the one that fails).
+    pub fn bind_listeners(&self) -> Result<(TcpListener, TcpListener), ConfigError> {
+        let bind = |addr: SocketAddr, file_key: &str| {
+            TcpListener::bind(addr).map_err(|e| ConfigError::new(file_key, format!("cannot listen on {addr}: {e}")))
+        };
+        let api = bind(self.api_listen, "api.listen")?;
+        let client = bind(self.client_listen, "client.listen")?;
+        Ok((api, client))
+    }
+}
+
+fn read_file(path: &Path) -> Result<FileConfig, ConfigError> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| ConfigError::new("--config", format!("cannot read {}: {e}", path.display())))?;
+    let line_of = |span: Option<std::ops::Range<usize>>| {
+        span.map(|s| text[..s.start.min(text.len())].matches('\n').count() + 1).unwrap_or(0)
+    };
+    let document = toml::Deserializer::parse(&text)
+        .map_err(|e| ConfigError::new(format!("{} line {}", path.display(), line_of(e.span())), e.message().trim()))?;
+    serde_path_to_error::deserialize(document).map_err(|e| {
+        let key = e.path().to_string();
+        let inner = e.into_inner();
+        ConfigError::new(key, format!("{} (line {})", inner.message().trim(), line_of(inner.span())))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cli(args: &[&str]) -> Cli {
+        Cli::parse_from(std::iter::once("uprtcd").chain(args.iter().copied()))
+    }
+
+    fn with_file(text: &str) -> Result<Config, ConfigError> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
+        std::fs::write(&path, text).unwrap();
+        Config::resolve(&cli(&["--config", path.to_str().unwrap()]))
+    }
+
+    #[test]
+    fn embedded_defaults() {
+        let config = Config::resolve(&cli(&[])).unwrap();
+        assert_eq!(config.api_listen, "127.0.0.1:6017".parse().unwrap());
+        assert_eq!(config.client_listen, "127.0.0.1:6016".parse().unwrap());
+        assert_eq!(config.alias, "rtc-1:cluster-1");
+        assert_eq!(config.data_dir, PathBuf::from("./uprtcd-data"));
+        assert_eq!(config.worker_count(2), 1);
+        assert_eq!(config.worker_count(1), 1);
+        assert_eq!(config.worker_count(8), 7);
+        assert_eq!(config.default_max_members, 16);
+    }
+
+    #[test]
+    fn flags_override_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
+        std::fs::write(&path, "[api]\nlisten = \"127.0.0.1:7000\"\n[server]\nalias = \"a\"\n").unwrap();
+        let config =
+            Config::resolve(&cli(&["--config", path.to_str().unwrap(), "--api-listen", "127.0.0.1:7001"])).unwrap();
+        assert_eq!(config.api_listen.port(), 7001);
+        assert_eq!(config.alias, "a");
+    }
+
+    #[test]
+    fn unknown_keys_are_named() {
+        let e = with_file("[api]\nlisen = \"127.0.0.1:1\"\n").unwrap_err().to_string();
+        assert!(e.contains("api.lisen"), "{e}");
+        let e = with_file("[apii]\n").unwrap_err().to_string();
+        assert!(e.contains("apii"), "{e}");
+    }
+
+    #[test]
+    fn bad_values_are_named() {
+        let e = with_file("[api]\nlisten = \"nowhere\"\n").unwrap_err().to_string();
+        assert!(e.contains("api.listen") && e.contains("line 2"), "{e}");
+        let e = Config::resolve(&cli(&["--client-listen", "1.2.3"])).unwrap_err().to_string();
+        assert!(e.contains("client.listen (--client-listen)"), "{e}");
+        let e = Config::resolve(&cli(&["--io-backend", "kqueue"])).unwrap_err().to_string();
+        assert!(e.contains("--io-backend"), "{e}");
+        let e = with_file("[dataplane]\nworkers = -1\n").unwrap_err().to_string();
+        assert!(e.contains("dataplane.workers"), "{e}");
+        let e = Config::resolve(&cli(&["--announced-ip", "0.0.0.0"])).unwrap_err().to_string();
+        assert!(e.contains("server.announced_ip"), "{e}");
+        let e = with_file("[server\n").unwrap_err().to_string();
+        assert!(e.contains("line 1") && !e.contains('\n'), "{e}");
+    }
+}
