@@ -121,7 +121,8 @@ pub(super) async fn client_upload() -> ApiResult<Empty> {
 
 /// The recording's file itself (not an envelope); 50019 in an envelope when there is none.
 #[utoipa::path(get, path = "/record/download/{recordId}", tag = "record", params(("recordId" = String, Path)),
-    responses((status = 200, content_type = "application/octet-stream", description = "the file")))]
+    responses((status = 200, description = "the file, or an envelope with 50019 when there is none",
+        content((Vec<u8> = "application/octet-stream"), (Envelope<Empty> = "application/json")))))]
 pub(super) async fn download(
     State(state): State<AppState>,
     ApiPath(id): ApiPath<RecordId>,
