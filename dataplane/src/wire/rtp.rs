@@ -1,0 +1,420 @@
+//! RTP packets (RFC 3550 §5.1) and their header extensions (RFC 8285): a checked view over
+//! a received packet, in-place rewriting of the fields an SFU changes per consumer, and
+//! [`RtpHeader`], a header writer for test clients and the load generator.
+//!
+//! RTP has no length field: once the header fits, every longer prefix of a packet is itself
+//! a valid packet with a shorter payload. Truncation is detectable only inside the header
+//! (or through a padding count that no longer fits); the transport's datagram boundary is
+//! the packet's.
+
+use std::ops::Range;
+
+use super::be::{read_u16, read_u32, write_u16, write_u32};
+use super::{Ssrcs, WireError};
+
+/// Length of the fixed RTP header, before CSRCs and the header extension.
+pub const FIXED_HEADER_LEN: usize = 12;
+/// The header extension's "defined by profile" value of the one-byte form (RFC 8285 §4.2).
+pub const ONE_BYTE_EXTENSION_PROFILE: u16 = 0xBEDE;
+/// The two-byte form's profile value (RFC 8285 §4.3); its low four bits are application
+/// bits, so `0x1000..=0x100F` all mean two-byte elements.
+pub const TWO_BYTE_EXTENSION_PROFILE: u16 = 0x1000;
+/// Most CSRCs a header can list (the 4-bit CC field).
+pub const MAX_CSRCS: usize = 15;
+
+const VERSION: u8 = 2;
+const PADDING_BIT: u8 = 0x20;
+const EXTENSION_BIT: u8 = 0x10;
+const CSRC_COUNT_MASK: u8 = 0x0F;
+const MARKER_BIT: u8 = 0x80;
+const PAYLOAD_TYPE_MASK: u8 = 0x7F;
+const TWO_BYTE_PROFILE_MASK: u16 = 0xFFF0;
+/// Extension header before the elements: profile and length in 32-bit words.
+const EXTENSION_HEADER_LEN: usize = 4;
+/// In either form an element id of 0 is a single padding byte (RFC 8285 §4.2, §4.3).
+const PADDING_ID: u8 = 0;
+/// One-byte id 15 ends element processing; its length nibble is not to be trusted.
+const ONE_BYTE_STOP_ID: u8 = 15;
+/// One-byte element values are 1..=16 bytes: the length nibble holds length − 1.
+const ONE_BYTE_MAX_VALUE_LEN: usize = 16;
+/// One-byte element ids usable by a session: 1..=14.
+const ONE_BYTE_IDS: Range<u8> = 1..ONE_BYTE_STOP_ID;
+
+/// The two element encodings of RFC 8285.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ExtensionForm {
+    OneByte,
+    TwoByte,
+}
+
+impl ExtensionForm {
+    fn of(profile: u16) -> Option<Self> {
+        if profile == ONE_BYTE_EXTENSION_PROFILE {
+            Some(Self::OneByte)
+        } else if profile & TWO_BYTE_PROFILE_MASK == TWO_BYTE_EXTENSION_PROFILE {
+            Some(Self::TwoByte)
+        } else {
+            None
+        }
+    }
+}
+
+/// Walks the elements of one extension block, yielding each id with the range of its value
+/// inside `elements`. Validation and every lookup share it, so they agree by construction.
+#[derive(Debug, Clone)]
+struct ElementWalk<'a> {
+    elements: &'a [u8],
+    form: ExtensionForm,
+    at: usize,
+}
+
+impl<'a> ElementWalk<'a> {
+    fn new(elements: &'a [u8], form: ExtensionForm) -> Self {
+        Self { elements, form, at: 0 }
+    }
+
+    fn stop(&mut self) {
+        self.at = self.elements.len();
+    }
+}
+
+impl Iterator for ElementWalk<'_> {
+    type Item = Result<(u8, Range<usize>), WireError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        loop {
+            let first = *self.elements.get(self.at)?;
+            let (id, value_start, value_len) = match self.form {
+                ExtensionForm::OneByte => {
+                    let id = first >> 4;
+                    if id == PADDING_ID {
+                        self.at += 1;
+                        continue;
+                    }
+                    if id == ONE_BYTE_STOP_ID {
+                        self.stop();
+                        return None;
+                    }
+                    (id, self.at + 1, usize::from(first & 0x0F) + 1)
+                }
+                ExtensionForm::TwoByte => {
+                    if first == PADDING_ID {
+                        self.at += 1;
+                        continue;
+                    }
+                    let Some(&value_len) = self.elements.get(self.at + 1) else {
+                        self.stop();
+                        return Some(Err(WireError::BadExtension));
+                    };
+                    (first, self.at + 2, usize::from(value_len))
+                }
+            };
+            let value = value_start..value_start + value_len;
+            if value.end > self.elements.len() {
+                self.stop();
+                return Some(Err(WireError::BadExtension));
+            }
+            self.at = value.end;
+            return Some(Ok((id, value)));
+        }
+    }
+}
+
+/// A checked view of one RTP packet (plaintext: after SRTP unprotect, before protect).
+///
+/// `new_checked` validates the version, the CSRC list, the header extension and each of its
+/// RFC 8285 elements, and the padding, so every accessor below is infallible.
+#[derive(Debug, Clone)]
+pub struct RtpPacket<T> {
+    buffer: T,
+    header_len: usize,
+    padding_len: usize,
+}
+
+impl<T: AsRef<[u8]>> RtpPacket<T> {
+    /// Checks `buffer` as a whole RTP packet and wraps it.
+    pub fn new_checked(buffer: T) -> Result<Self, WireError> {
+        let bytes = buffer.as_ref();
+        if bytes.len() < FIXED_HEADER_LEN {
+            return Err(WireError::Truncated);
+        }
+        let first = bytes[0];
+        if first >> 6 != VERSION {
+            return Err(WireError::BadVersion);
+        }
+        let mut header_len = FIXED_HEADER_LEN + 4 * usize::from(first & CSRC_COUNT_MASK);
+        if first & EXTENSION_BIT != 0 {
+            let extension_header =
+                bytes.get(header_len..header_len + EXTENSION_HEADER_LEN).ok_or(WireError::Truncated)?;
+            header_len += EXTENSION_HEADER_LEN + 4 * usize::from(read_u16(extension_header, 2));
+        }
+        if header_len > bytes.len() {
+            return Err(WireError::Truncated);
+        }
+        let padding_len = if first & PADDING_BIT != 0 {
+            // The last byte counts the padding, itself included (RFC 3550 §5.1).
+            let count = usize::from(bytes[bytes.len() - 1]);
+            if count == 0 || header_len + count > bytes.len() {
+                return Err(WireError::BadPadding);
+            }
+            count
+        } else {
+            0
+        };
+        let packet = Self { buffer, header_len, padding_len };
+        if let Some((_, walk)) = packet.element_walk() {
+            for element in walk {
+                element?;
+            }
+        }
+        Ok(packet)
+    }
+
+    /// The whole packet, header to padding.
+    pub fn as_bytes(&self) -> &[u8] {
+        self.buffer.as_ref()
+    }
+
+    /// Gives the buffer back.
+    pub fn into_inner(self) -> T {
+        self.buffer
+    }
+
+    /// The marker bit (end of a video frame, start of a talkspurt).
+    pub fn marker(&self) -> bool {
+        self.as_bytes()[1] & MARKER_BIT != 0
+    }
+
+    /// The 7-bit payload type.
+    pub fn payload_type(&self) -> u8 {
+        self.as_bytes()[1] & PAYLOAD_TYPE_MASK
+    }
+
+    /// The 16-bit sequence number.
+    pub fn sequence_number(&self) -> u16 {
+        read_u16(self.as_bytes(), 2)
+    }
+
+    /// The media timestamp, in the payload's clock rate.
+    pub fn timestamp(&self) -> u32 {
+        read_u32(self.as_bytes(), 4)
+    }
+
+    /// The synchronization source.
+    pub fn ssrc(&self) -> u32 {
+        read_u32(self.as_bytes(), 8)
+    }
+
+    /// The contributing sources, in header order.
+    pub fn csrcs(&self) -> Ssrcs<'_> {
+        let count = usize::from(self.as_bytes()[0] & CSRC_COUNT_MASK);
+        Ssrcs::new(&self.as_bytes()[FIXED_HEADER_LEN..FIXED_HEADER_LEN + 4 * count])
+    }
+
+    /// Length of the header: fixed part, CSRCs and the whole extension block.
+    pub fn header_len(&self) -> usize {
+        self.header_len
+    }
+
+    /// Trailing padding bytes, the count byte included; 0 without the padding bit.
+    pub fn padding_len(&self) -> usize {
+        self.padding_len
+    }
+
+    /// The payload, without header and padding.
+    pub fn payload(&self) -> &[u8] {
+        let bytes = self.as_bytes();
+        &bytes[self.header_len..bytes.len() - self.padding_len]
+    }
+
+    /// The header extension's "defined by profile" value, if the packet has an extension.
+    pub fn extension_profile(&self) -> Option<u16> {
+        self.extension_start().map(|at| read_u16(self.as_bytes(), at))
+    }
+
+    /// The RFC 8285 elements as `(id, value)`, in packet order. Empty without an extension
+    /// or with a profile other than the one-byte and two-byte forms.
+    pub fn extensions(&self) -> Extensions<'_> {
+        Extensions { walk: self.element_walk().map(|(_, walk)| walk) }
+    }
+
+    /// The value of the first element with local identifier `id`.
+    pub fn extension(&self, id: u8) -> Option<&[u8]> {
+        self.extensions().find_map(|(found, value)| (found == id).then_some(value))
+    }
+
+    /// Offset of the extension header, if the extension bit is set.
+    fn extension_start(&self) -> Option<usize> {
+        let first = self.as_bytes()[0];
+        (first & EXTENSION_BIT != 0).then(|| FIXED_HEADER_LEN + 4 * usize::from(first & CSRC_COUNT_MASK))
+    }
+
+    /// Where the elements start, and a walk over them, for the RFC 8285 profiles.
+    fn element_walk(&self) -> Option<(usize, ElementWalk<'_>)> {
+        let start = self.extension_start()?;
+        let form = ExtensionForm::of(read_u16(self.as_bytes(), start))?;
+        let elements_start = start + EXTENSION_HEADER_LEN;
+        Some((elements_start, ElementWalk::new(&self.as_bytes()[elements_start..self.header_len], form)))
+    }
+}
+
+impl<T: AsRef<[u8]> + AsMut<[u8]>> RtpPacket<T> {
+    /// Sets the marker bit, keeping the payload type.
+    pub fn set_marker(&mut self, marker: bool) {
+        let byte = &mut self.buffer.as_mut()[1];
+        *byte = if marker { *byte | MARKER_BIT } else { *byte & !MARKER_BIT };
+    }
+
+    /// Sets the payload type, keeping the marker bit. Refuses values above 127.
+    pub fn set_payload_type(&mut self, payload_type: u8) -> Result<(), WireError> {
+        if payload_type > PAYLOAD_TYPE_MASK {
+            return Err(WireError::Unrepresentable);
+        }
+        let byte = &mut self.buffer.as_mut()[1];
+        *byte = (*byte & MARKER_BIT) | payload_type;
+        Ok(())
+    }
+
+    /// Sets the sequence number.
+    pub fn set_sequence_number(&mut self, sequence_number: u16) {
+        write_u16(self.buffer.as_mut(), 2, sequence_number);
+    }
+
+    /// Sets the timestamp.
+    pub fn set_timestamp(&mut self, timestamp: u32) {
+        write_u32(self.buffer.as_mut(), 4, timestamp);
+    }
+
+    /// Sets the SSRC.
+    pub fn set_ssrc(&mut self, ssrc: u32) {
+        write_u32(self.buffer.as_mut(), 8, ssrc);
+    }
+
+    /// The value of the first element with local identifier `id`, to rewrite in place (its
+    /// length is fixed: abs-send-time, transport-wide sequence number).
+    pub fn extension_mut(&mut self, id: u8) -> Option<&mut [u8]> {
+        let (elements_start, mut walk) = self.element_walk()?;
+        let (_, value) = walk.find_map(|element| element.ok().filter(|(found, _)| *found == id))?;
+        Some(&mut self.buffer.as_mut()[elements_start + value.start..elements_start + value.end])
+    }
+}
+
+/// Iterator over the header extension elements of a checked packet, as `(id, value)`.
+/// Padding bytes are skipped; a one-byte id 15 ends it.
+#[derive(Debug, Clone)]
+pub struct Extensions<'a> {
+    walk: Option<ElementWalk<'a>>,
+}
+
+impl<'a> Iterator for Extensions<'a> {
+    type Item = (u8, &'a [u8]);
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let walk = self.walk.as_mut()?;
+        let elements = walk.elements;
+        // `new_checked` walked these same elements without error, so `Err` cannot occur;
+        // ending the iteration is the safe answer if it ever did.
+        let (id, value) = walk.next()?.ok()?;
+        Some((id, &elements[value]))
+    }
+}
+
+/// Writes an RTP header with optional one-byte header extensions into a caller's buffer.
+/// Required fields are positional in [`RtpHeader::new`]; the rest default to absent.
+#[derive(Debug, Clone, Copy)]
+pub struct RtpHeader<'a> {
+    payload_type: u8,
+    sequence_number: u16,
+    timestamp: u32,
+    ssrc: u32,
+    marker: bool,
+    csrcs: &'a [u32],
+    extensions: &'a [(u8, &'a [u8])],
+}
+
+impl<'a> RtpHeader<'a> {
+    /// A header without marker, CSRCs or extensions.
+    pub fn new(payload_type: u8, sequence_number: u16, timestamp: u32, ssrc: u32) -> Self {
+        Self { payload_type, sequence_number, timestamp, ssrc, marker: false, csrcs: &[], extensions: &[] }
+    }
+
+    /// Sets the marker bit.
+    pub fn marker(self, marker: bool) -> Self {
+        Self { marker, ..self }
+    }
+
+    /// Lists contributing sources (at most [`MAX_CSRCS`]).
+    pub fn csrcs(self, csrcs: &'a [u32]) -> Self {
+        Self { csrcs, ..self }
+    }
+
+    /// Adds one-byte header extension elements `(id 1..=14, value of 1..=16 bytes)`, written
+    /// in this order and zero-padded to a 32-bit boundary.
+    pub fn extensions(self, extensions: &'a [(u8, &'a [u8])]) -> Self {
+        Self { extensions, ..self }
+    }
+
+    /// The header's length on the wire, or `Unrepresentable` for a field out of range.
+    pub fn encoded_len(&self) -> Result<usize, WireError> {
+        if self.payload_type > PAYLOAD_TYPE_MASK || self.csrcs.len() > MAX_CSRCS {
+            return Err(WireError::Unrepresentable);
+        }
+        Ok(FIXED_HEADER_LEN + 4 * self.csrcs.len() + self.extension_block_len()?)
+    }
+
+    /// Writes the header at the start of `buf` and returns its length; the payload goes
+    /// right after it.
+    pub fn write(&self, buf: &mut [u8]) -> Result<usize, WireError> {
+        let len = self.encoded_len()?;
+        let out = buf.get_mut(..len).ok_or(WireError::BufferTooSmall)?;
+        let extension_bit = if self.extensions.is_empty() { 0 } else { EXTENSION_BIT };
+        // `encoded_len` bounded the CSRC count to 15, so the cast keeps every bit.
+        out[0] = VERSION << 6 | extension_bit | self.csrcs.len() as u8;
+        out[1] = if self.marker { MARKER_BIT } else { 0 } | self.payload_type;
+        write_u16(out, 2, self.sequence_number);
+        write_u32(out, 4, self.timestamp);
+        write_u32(out, 8, self.ssrc);
+        let mut at = FIXED_HEADER_LEN;
+        for &csrc in self.csrcs {
+            write_u32(out, at, csrc);
+            at += 4;
+        }
+        if !self.extensions.is_empty() {
+            let words = (len - at - EXTENSION_HEADER_LEN) / 4;
+            write_u16(out, at, ONE_BYTE_EXTENSION_PROFILE);
+            // `extension_block_len` refused blocks whose word count exceeds u16.
+            write_u16(out, at + 2, words as u16);
+            at += EXTENSION_HEADER_LEN;
+            for &(id, value) in self.extensions {
+                // Checked in `extension_block_len`: 1..=16 bytes, so length − 1 fits the nibble.
+                out[at] = id << 4 | (value.len() - 1) as u8;
+                out[at + 1..at + 1 + value.len()].copy_from_slice(value);
+                at += 1 + value.len();
+            }
+            out[at..].fill(0);
+        }
+        Ok(len)
+    }
+
+    /// Length of the extension block, header included; 0 without extensions.
+    fn extension_block_len(&self) -> Result<usize, WireError> {
+        if self.extensions.is_empty() {
+            return Ok(0);
+        }
+        let mut elements_len = 0;
+        for (id, value) in self.extensions {
+            if !ONE_BYTE_IDS.contains(id) || value.is_empty() || value.len() > ONE_BYTE_MAX_VALUE_LEN {
+                return Err(WireError::Unrepresentable);
+            }
+            elements_len += 1 + value.len();
+        }
+        let padded_len = elements_len.next_multiple_of(4);
+        if padded_len / 4 > usize::from(u16::MAX) {
+            return Err(WireError::Unrepresentable);
+        }
+        Ok(EXTENSION_HEADER_LEN + padded_len)
+    }
+}
+
+#[cfg(test)]
+mod tests;

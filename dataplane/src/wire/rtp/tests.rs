@@ -1,0 +1,292 @@
+use super::*;
+use crate::wire::test_vectors::CHROMIUM_VP8;
+
+fn chromium_vp8() -> RtpPacket<[u8; 40]> {
+    RtpPacket::new_checked(CHROMIUM_VP8).unwrap()
+}
+
+/// A fixed header (PT 111, seq 1, ts 2, SSRC 3) with `first` as its first byte, followed by
+/// `rest`.
+fn packet(first: u8, rest: &[u8]) -> Vec<u8> {
+    let mut bytes = vec![first, 111, 0, 1, 0, 0, 0, 2, 0, 0, 0, 3];
+    bytes.extend_from_slice(rest);
+    bytes
+}
+
+#[test]
+fn chromium_vp8_packet_fields() {
+    let packet = chromium_vp8();
+    assert!(packet.marker());
+    assert_eq!(packet.payload_type(), 96);
+    assert_eq!(packet.sequence_number(), 0x1234);
+    assert_eq!(packet.timestamp(), 0x5678_9abc);
+    assert_eq!(packet.ssrc(), 0x3ab4_c0de);
+    assert_eq!(packet.csrcs().count(), 0);
+    assert_eq!(packet.header_len(), 32);
+    assert_eq!(packet.padding_len(), 0);
+    assert_eq!(packet.payload(), &CHROMIUM_VP8[32..]);
+    assert_eq!(packet.extension_profile(), Some(ONE_BYTE_EXTENSION_PROFILE));
+}
+
+#[test]
+fn chromium_vp8_one_byte_extensions() {
+    let packet = chromium_vp8();
+    let extensions: Vec<_> = packet.extensions().collect();
+    assert_eq!(
+        extensions,
+        [(1, &[0x00, 0x00, 0x00][..]), (2, &[0x3c, 0x1e, 0x5a][..]), (3, &[0x01, 0x2c][..]), (4, &b"0"[..])]
+    );
+    assert_eq!(packet.extension(3), Some(&[0x01, 0x2c][..]));
+    assert_eq!(packet.extension(5), None);
+    assert_eq!(packet.extension(0), None);
+}
+
+#[test]
+fn the_builder_writes_the_chromium_header_byte_for_byte() {
+    let extensions: [(u8, &[u8]); 4] = [(1, &[0, 0, 0]), (2, &[0x3c, 0x1e, 0x5a]), (3, &[0x01, 0x2c]), (4, b"0")];
+    let header = RtpHeader::new(96, 0x1234, 0x5678_9abc, 0x3ab4_c0de).marker(true).extensions(&extensions);
+    // Dirty the buffer: the writer must zero its own padding.
+    let mut buf = [0xff; 64];
+    assert_eq!(header.encoded_len(), Ok(32));
+    assert_eq!(header.write(&mut buf), Ok(32));
+    assert_eq!(buf[..32], CHROMIUM_VP8[..32]);
+}
+
+#[test]
+fn builder_round_trip_with_csrcs_and_no_extensions() {
+    let csrcs = [0x1111_1111, 0x2222_2222, 0xffff_ffff];
+    let mut buf = [0; 64];
+    let len = RtpHeader::new(0, 65535, u32::MAX, 7).csrcs(&csrcs).write(&mut buf).unwrap();
+    assert_eq!(len, 24);
+    buf[len..len + 3].copy_from_slice(b"abc");
+    let packet = RtpPacket::new_checked(&buf[..len + 3]).unwrap();
+    assert!(!packet.marker());
+    assert_eq!(packet.payload_type(), 0);
+    assert_eq!(packet.sequence_number(), 65535);
+    assert_eq!(packet.timestamp(), u32::MAX);
+    assert_eq!(packet.ssrc(), 7);
+    assert_eq!(packet.csrcs().collect::<Vec<_>>(), csrcs);
+    assert_eq!(packet.extension_profile(), None);
+    assert_eq!(packet.extensions().count(), 0);
+    assert_eq!(packet.payload(), b"abc");
+}
+
+#[test]
+fn builder_round_trip_of_extension_value_lengths() {
+    let values: Vec<Vec<u8>> = (1..=16u8).map(|len| (0..len).collect()).collect();
+    let extensions: Vec<(u8, &[u8])> = values.iter().zip(1..=14).map(|(value, id)| (id, &value[..])).collect();
+    let mut buf = [0; 512];
+    let len = RtpHeader::new(127, 1, 2, 3).extensions(&extensions).write(&mut buf).unwrap();
+    assert_eq!(len % 4, 0);
+    let packet = RtpPacket::new_checked(&buf[..len]).unwrap();
+    assert_eq!(packet.payload_type(), 127);
+    assert_eq!(packet.header_len(), len);
+    assert_eq!(packet.extensions().collect::<Vec<_>>(), extensions);
+}
+
+#[test]
+fn builder_refuses_what_the_header_cannot_carry() {
+    let mut buf = [0; 256];
+    let refused = |header: RtpHeader<'_>| header.encoded_len() == Err(WireError::Unrepresentable);
+    assert!(refused(RtpHeader::new(128, 0, 0, 0)));
+    assert!(refused(RtpHeader::new(96, 0, 0, 0).csrcs(&[0; 16])));
+    assert!(refused(RtpHeader::new(96, 0, 0, 0).extensions(&[(0, &[1])])));
+    assert!(refused(RtpHeader::new(96, 0, 0, 0).extensions(&[(15, &[1])])));
+    assert!(refused(RtpHeader::new(96, 0, 0, 0).extensions(&[(1, &[])])));
+    assert!(refused(RtpHeader::new(96, 0, 0, 0).extensions(&[(1, &[0; 17])])));
+    assert_eq!(RtpHeader::new(128, 0, 0, 0).write(&mut buf), Err(WireError::Unrepresentable));
+}
+
+#[test]
+fn builder_needs_room_for_the_whole_header() {
+    let extensions: [(u8, &[u8]); 1] = [(2, &[1, 2, 3])];
+    let header = RtpHeader::new(96, 1, 2, 3).csrcs(&[9]).extensions(&extensions);
+    let len = header.encoded_len().unwrap();
+    let mut buf = vec![0; len];
+    for short in 0..len {
+        assert_eq!(header.write(&mut buf[..short]), Err(WireError::BufferTooSmall), "{short} bytes");
+    }
+    assert_eq!(header.write(&mut buf), Ok(len));
+}
+
+#[test]
+fn two_byte_extensions_allow_empty_values_ids_above_14_and_padding() {
+    let bytes = packet(
+        0x90,
+        &[
+            0x10, 0x00, 0x00, 0x03, // two-byte profile, 3 words
+            0x05, 0x00, // id 5, empty
+            0x00, // padding
+            0xc8, 0x03, 0xaa, 0xbb, 0xcc, // id 200, 3 bytes
+            0x0f, 0x01, 0xdd, // id 15, 1 byte
+            0x00, // padding
+            0xde, 0xad, // payload
+        ],
+    );
+    let packet = RtpPacket::new_checked(&bytes[..]).unwrap();
+    assert_eq!(packet.extension_profile(), Some(0x1000));
+    assert_eq!(
+        packet.extensions().collect::<Vec<_>>(),
+        [(5, &[][..]), (200, &[0xaa, 0xbb, 0xcc][..]), (15, &[0xdd][..])]
+    );
+    assert_eq!(packet.payload(), [0xde, 0xad]);
+}
+
+#[test]
+fn two_byte_profile_application_bits_are_ignored() {
+    let bytes = packet(0x90, &[0x10, 0x0f, 0x00, 0x01, 0x07, 0x01, 0x42, 0x00]);
+    let packet = RtpPacket::new_checked(&bytes[..]).unwrap();
+    assert_eq!(packet.extension_profile(), Some(0x100f));
+    assert_eq!(packet.extensions().collect::<Vec<_>>(), [(7, &[0x42][..])]);
+}
+
+#[test]
+fn one_byte_id_15_ends_the_elements() {
+    // After id 15 the bytes would be a malformed element (id 1 claiming 16 bytes); they must
+    // be neither parsed nor refused.
+    let bytes = packet(0x90, &[0xbe, 0xde, 0x00, 0x02, 0x20, 0x77, 0xf5, 0x1f, 0x00, 0x00, 0x00, 0x00]);
+    let packet = RtpPacket::new_checked(&bytes[..]).unwrap();
+    assert_eq!(packet.extensions().collect::<Vec<_>>(), [(2, &[0x77][..])]);
+    assert_eq!(packet.extension(1), None);
+}
+
+#[test]
+fn one_byte_padding_between_elements_is_skipped() {
+    let bytes = packet(0x90, &[0xbe, 0xde, 0x00, 0x02, 0x00, 0x00, 0x10, 0xaa, 0x00, 0x21, 0xbb, 0xcc]);
+    let packet = RtpPacket::new_checked(&bytes[..]).unwrap();
+    assert_eq!(packet.extensions().collect::<Vec<_>>(), [(1, &[0xaa][..]), (2, &[0xbb, 0xcc][..])]);
+}
+
+#[test]
+fn an_unknown_profile_is_kept_without_elements() {
+    let bytes = packet(0x90, &[0xab, 0xcd, 0x00, 0x01, 0x12, 0x34, 0x56, 0x78, 0x99]);
+    let mut packet = RtpPacket::new_checked(bytes).unwrap();
+    assert_eq!(packet.extension_profile(), Some(0xabcd));
+    assert_eq!(packet.extensions().count(), 0);
+    assert_eq!(packet.extension_mut(1), None);
+    assert_eq!(packet.header_len(), 20);
+    assert_eq!(packet.payload(), [0x99]);
+}
+
+#[test]
+fn elements_running_past_the_block_are_refused() {
+    // One-byte id 1 claiming 4 bytes in a one-word block.
+    let one_byte = packet(0x90, &[0xbe, 0xde, 0x00, 0x01, 0x13, 0x01, 0x02, 0x03, 0xff]);
+    assert_eq!(RtpPacket::new_checked(&one_byte[..]).unwrap_err(), WireError::BadExtension);
+    // Two-byte id 1 claiming 3 bytes where 2 are left.
+    let two_byte = packet(0x90, &[0x10, 0x00, 0x00, 0x01, 0x01, 0x03, 0xaa, 0xbb]);
+    assert_eq!(RtpPacket::new_checked(&two_byte[..]).unwrap_err(), WireError::BadExtension);
+    // Two-byte id in the block's last byte, with no room for its length.
+    let no_length = packet(0x90, &[0x10, 0x00, 0x00, 0x01, 0x00, 0x00, 0x00, 0x09]);
+    assert_eq!(RtpPacket::new_checked(&no_length[..]).unwrap_err(), WireError::BadExtension);
+}
+
+#[test]
+fn extension_block_longer_than_the_packet_is_truncated() {
+    let bytes = packet(0x90, &[0xbe, 0xde, 0x00, 0x02, 0x10, 0xaa, 0x00, 0x00]);
+    assert_eq!(RtpPacket::new_checked(&bytes[..]).unwrap_err(), WireError::Truncated);
+    let no_extension_header = packet(0x90, &[0xbe, 0xde]);
+    assert_eq!(RtpPacket::new_checked(&no_extension_header[..]).unwrap_err(), WireError::Truncated);
+}
+
+#[test]
+fn csrcs_are_listed_in_order() {
+    let bytes = packet(0x82, &[0, 0, 0, 1, 0xff, 0xff, 0xff, 0xfe, 7]);
+    let with_csrcs = RtpPacket::new_checked(&bytes[..]).unwrap();
+    assert_eq!(with_csrcs.csrcs().len(), 2);
+    assert_eq!(with_csrcs.csrcs().collect::<Vec<_>>(), [1, 0xffff_fffe]);
+    assert_eq!(with_csrcs.header_len(), 20);
+    assert_eq!(with_csrcs.payload(), [7]);
+    let missing_csrc = packet(0x82, &[0, 0, 0, 1, 0xff]);
+    assert_eq!(RtpPacket::new_checked(&missing_csrc[..]).unwrap_err(), WireError::Truncated);
+}
+
+#[test]
+fn padding_is_cut_from_the_payload() {
+    let bytes = packet(0xa0, &[0xaa, 0xbb, 0x00, 0x00, 0x03]);
+    let padded = RtpPacket::new_checked(&bytes[..]).unwrap();
+    assert_eq!(padded.padding_len(), 3);
+    assert_eq!(padded.payload(), [0xaa, 0xbb]);
+    // A padding-only packet (bandwidth probe): no payload at all.
+    let probe_bytes = packet(0xa0, &[0, 0, 0, 4]);
+    let probe = RtpPacket::new_checked(&probe_bytes[..]).unwrap();
+    assert_eq!(probe.padding_len(), 4);
+    assert!(probe.payload().is_empty());
+}
+
+#[test]
+fn bad_padding_is_refused() {
+    let zero_count = packet(0xa0, &[0xaa, 0x00]);
+    assert_eq!(RtpPacket::new_checked(&zero_count[..]).unwrap_err(), WireError::BadPadding);
+    let past_the_header = packet(0xa0, &[0xaa, 0x03]);
+    assert_eq!(RtpPacket::new_checked(&past_the_header[..]).unwrap_err(), WireError::BadPadding);
+    // The padding bit on a header-only packet: the "count" would be the SSRC's last byte.
+    let header_only = packet(0xa0, &[]);
+    assert_eq!(RtpPacket::new_checked(&header_only[..]).unwrap_err(), WireError::BadPadding);
+}
+
+#[test]
+fn only_version_2_is_accepted() {
+    for version in [0u8, 1, 3] {
+        let bytes = packet(version << 6, &[1, 2, 3]);
+        assert_eq!(RtpPacket::new_checked(&bytes[..]).unwrap_err(), WireError::BadVersion);
+    }
+}
+
+#[test]
+fn every_prefix_shorter_than_the_header_is_refused() {
+    for len in 0..32 {
+        assert!(RtpPacket::new_checked(&CHROMIUM_VP8[..len]).is_err(), "prefix of {len} bytes");
+    }
+    // From the header on, a prefix is a packet with a shorter payload: RTP has no length.
+    for len in 32..=CHROMIUM_VP8.len() {
+        let packet = RtpPacket::new_checked(&CHROMIUM_VP8[..len]).unwrap();
+        assert_eq!(packet.payload().len(), len - 32);
+        assert_eq!(packet.extensions().count(), 4);
+    }
+}
+
+#[test]
+fn setters_rewrite_only_their_field() {
+    let mut packet = chromium_vp8();
+    packet.set_sequence_number(0xfffe);
+    packet.set_timestamp(0x0102_0304);
+    packet.set_ssrc(0xcafe_f00d);
+    packet.set_payload_type(100).unwrap();
+    assert!(packet.marker(), "setting the payload type keeps the marker");
+    packet.set_marker(false);
+    assert_eq!(packet.payload_type(), 100, "clearing the marker keeps the payload type");
+    assert_eq!(packet.set_payload_type(128), Err(WireError::Unrepresentable));
+
+    let bytes = packet.into_inner();
+    let packet = RtpPacket::new_checked(&bytes[..]).unwrap();
+    assert!(!packet.marker());
+    assert_eq!(packet.payload_type(), 100);
+    assert_eq!(packet.sequence_number(), 0xfffe);
+    assert_eq!(packet.timestamp(), 0x0102_0304);
+    assert_eq!(packet.ssrc(), 0xcafe_f00d);
+    assert_eq!(bytes[0], CHROMIUM_VP8[0]);
+    assert_eq!(bytes[12..], CHROMIUM_VP8[12..]);
+}
+
+#[test]
+fn extension_values_are_rewritten_in_place() {
+    let mut packet = chromium_vp8();
+    packet.extension_mut(2).unwrap().copy_from_slice(&[0x01, 0x02, 0x03]);
+    packet.extension_mut(3).unwrap().copy_from_slice(&0xbeefu16.to_be_bytes());
+    assert_eq!(packet.extension_mut(9), None);
+    assert_eq!(packet.extension_mut(0), None, "padding is not an element");
+    assert_eq!(packet.extension(2), Some(&[0x01, 0x02, 0x03][..]));
+    assert_eq!(packet.extension(3), Some(&[0xbe, 0xef][..]));
+    assert_eq!(packet.extension(4), Some(&b"0"[..]));
+    assert_eq!(packet.payload(), &CHROMIUM_VP8[32..]);
+}
+
+#[test]
+fn a_mutable_slice_is_a_buffer_too() {
+    let mut bytes = CHROMIUM_VP8;
+    let mut packet = RtpPacket::new_checked(&mut bytes[..]).unwrap();
+    packet.set_sequence_number(7);
+    assert_eq!(packet.sequence_number(), 7);
+    assert_eq!(bytes[2..4], [0, 7]);
+}

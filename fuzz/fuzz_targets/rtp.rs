@@ -1,0 +1,81 @@
+//! An accepted RTP packet has every accessor and iterator called, stays inside its buffer,
+//! and stays valid through every setter.
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+use uprtcd_dataplane::wire::rtp::{ONE_BYTE_EXTENSION_PROFILE, RtpHeader, RtpPacket};
+
+/// Offset of `part` inside `whole`, asserting that it lies within it.
+fn offset_within(whole: &[u8], part: &[u8]) -> usize {
+    let start = part.as_ptr() as usize - whole.as_ptr() as usize;
+    assert!(start + part.len() <= whole.len(), "slice outside the packet");
+    start
+}
+
+fuzz_target!(|data: &[u8]| {
+    let Ok(packet) = RtpPacket::new_checked(data) else { return };
+    let header_len = packet.header_len();
+    let csrc_count = packet.csrcs().len();
+    assert_eq!(header_len + packet.payload().len() + packet.padding_len(), data.len());
+    assert_eq!(offset_within(data, packet.payload()), header_len);
+    assert!(12 + 4 * csrc_count <= header_len);
+    assert_eq!(packet.csrcs().count(), csrc_count);
+    assert!(packet.payload_type() < 128);
+    let elements_start = 12 + 4 * csrc_count + 4;
+    for (id, value) in packet.extensions() {
+        assert_ne!(id, 0, "padding is not an element");
+        let at = offset_within(data, value);
+        assert!(at >= elements_start && at + value.len() <= header_len, "extension outside the header");
+        assert!(packet.extension(id).is_some());
+        assert!(packet.extension_profile().is_some());
+    }
+
+    let mut copy = data.to_vec();
+    let mut writable = RtpPacket::new_checked(&mut copy[..]).expect("same bytes");
+    writable.set_sequence_number(!packet.sequence_number());
+    writable.set_timestamp(!packet.timestamp());
+    writable.set_ssrc(!packet.ssrc());
+    writable.set_marker(!packet.marker());
+    writable.set_payload_type(127 - packet.payload_type()).expect("below 128");
+    for id in 0..=255 {
+        if let Some(value) = writable.extension_mut(id) {
+            value.fill(!id);
+        }
+    }
+    let rewritten = RtpPacket::new_checked(&copy[..]).expect("setters keep a packet valid");
+    assert_eq!(rewritten.header_len(), header_len);
+    assert_eq!(rewritten.padding_len(), packet.padding_len());
+    assert_eq!(rewritten.payload(), packet.payload());
+    assert_eq!(rewritten.sequence_number(), !packet.sequence_number());
+    assert_eq!(rewritten.timestamp(), !packet.timestamp());
+    assert_eq!(rewritten.ssrc(), !packet.ssrc());
+    assert_eq!(rewritten.marker(), !packet.marker());
+    assert_eq!(rewritten.payload_type(), 127 - packet.payload_type());
+    assert!(rewritten.csrcs().eq(packet.csrcs()));
+    assert_eq!(rewritten.extensions().count(), packet.extensions().count());
+
+    // The header written back from the fields, CSRCs and (one-byte form) elements reads
+    // back the same.
+    let csrcs: Vec<u32> = packet.csrcs().collect();
+    let extensions: Vec<(u8, &[u8])> = packet.extensions().collect();
+    let mut builder =
+        RtpHeader::new(packet.payload_type(), packet.sequence_number(), packet.timestamp(), packet.ssrc())
+            .marker(packet.marker())
+            .csrcs(&csrcs);
+    if packet.extension_profile() == Some(ONE_BYTE_EXTENSION_PROFILE) {
+        builder = builder.extensions(&extensions);
+    }
+    let mut header = vec![0; builder.encoded_len().expect("fields of a valid packet")];
+    let written = builder.write(&mut header).expect("sized by encoded_len");
+    let reread = RtpPacket::new_checked(&header[..written]).expect("written header");
+    assert_eq!(reread.header_len(), written);
+    assert_eq!(reread.sequence_number(), packet.sequence_number());
+    assert_eq!(reread.timestamp(), packet.timestamp());
+    assert_eq!(reread.ssrc(), packet.ssrc());
+    assert_eq!(reread.marker(), packet.marker());
+    assert_eq!(reread.payload_type(), packet.payload_type());
+    assert!(reread.csrcs().eq(csrcs));
+    if packet.extension_profile() == Some(ONE_BYTE_EXTENSION_PROFILE) {
+        assert!(reread.extensions().eq(extensions));
+    }
+});
