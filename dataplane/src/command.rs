@@ -1,23 +1,68 @@
 //! Control → worker commands: one bounded queue per worker plus an eventfd that wakes the
-//! worker's loop when it sleeps in the kernel.
+//! worker's loop when it sleeps in the kernel, and the worker → control replies, each
+//! carrying the [`RequestId`] of the command it answers.
 //!
 //! Rule for callers: `send` never blocks. A full queue is returned to the caller as
 //! [`Error::QueueFull`] (the REST side turns it into code 10000) so a stuck worker can
-//! never stall the control plane.
+//! never stall the control plane. The worker never blocks on replies either: a reply that
+//! finds the reply queue full is dropped, and its caller times out.
 #![forbid(unsafe_code)]
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use crossbeam_channel::{Receiver, Sender, TrySendError};
 
 use crate::Error;
+use crate::dtls::CertificateFingerprint;
+use crate::engine::{EngineError, TransportCreated};
+use crate::ice::IceCredentials;
+use crate::router::{ConsumerId, ProducerId, ProducerSpec, TransportId};
 use crate::sys::EventFd;
+
+/// Matches a reply to the command it answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct RequestId(pub u64);
 
 /// What the control plane asks of a worker.
 #[derive(Debug)]
 pub enum Command {
     /// Finish the current loop turn, release everything and let the thread end.
     Shutdown,
+    /// Open a transport for a client whose SDP gave these credentials and fingerprint.
+    CreateTransport {
+        request: RequestId,
+        remote_ice: IceCredentials,
+        remote_fingerprint: CertificateFingerprint,
+    },
+    CloseTransport {
+        request: RequestId,
+        transport: TransportId,
+    },
+    AddProducer {
+        request: RequestId,
+        spec: ProducerSpec,
+    },
+    AddConsumer {
+        request: RequestId,
+        producer: ProducerId,
+        transport: TransportId,
+        ssrc: u32,
+    },
+}
+
+/// A worker's answer to one command.
+#[derive(Debug, Clone)]
+pub enum Reply {
+    /// The transport and where clients send to it.
+    TransportCreated {
+        created: TransportCreated,
+        address: SocketAddr,
+    },
+    Done,
+    ProducerAdded(ProducerId),
+    ConsumerAdded(ConsumerId),
+    Refused(EngineError),
 }
 
 /// The control plane's end of one worker's queue.

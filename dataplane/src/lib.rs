@@ -11,13 +11,16 @@
 pub mod command;
 pub mod cpu;
 pub mod dtls;
+pub mod engine;
 pub mod ice;
 pub mod io;
+pub mod peer;
 pub mod router;
 pub mod srtp;
 pub mod stats;
 #[allow(unsafe_code)]
 mod sys;
+pub mod testnet;
 pub mod wire;
 pub mod worker;
 
@@ -35,4 +38,10 @@ pub enum Error {
     Spawn(std::io::Error),
     #[error("worker socket I/O: {0}")]
     Io(std::io::Error),
+    #[error("cannot bind the media socket {addr}: {source}")]
+    Bind { addr: std::net::SocketAddr, source: std::io::Error },
+    #[error("cannot create the DTLS certificate: {0}")]
+    Identity(String),
+    #[error("the worker did not answer in time")]
+    ReplyTimeout,
 }

@@ -32,7 +32,7 @@ pub enum DropReason {
     Send,
     /// The kernel had no receive buffer for a datagram (io_uring ENOBUFS).
     ReceiveNoBuffer,
-    /// A handshake datagram deferred past this turn's budget and then discarded.
+    /// A handshake datagram past this turn's budget that found the backlog full.
     HandshakeBudget,
 }
 

@@ -1,20 +1,41 @@
 //! Worker threads: one per dataplane core, each pinned to its core from start-up and owning
-//! everything it runs. The control plane holds only a [`WorkerHandle`] per worker: the
-//! queue to send it commands and the facts it reports (kernel thread id, core).
+//! everything it runs — its UDP socket, its [`Engine`] (transports and router). The control
+//! plane holds only a [`WorkerHandle`] per worker: the queue to send it commands, the queue
+//! its replies come back on, its published statistics and the facts it reports (kernel
+//! thread id, core, socket address).
 //!
 //! Rules: a worker shares nothing with other workers; it learns of work only through its
-//! command queue; `Workers::shutdown` (or drop) stops and joins every thread.
+//! command queue; `Workers::shutdown` (or drop) stops and joins every thread. The loop
+//! reads the clock once per turn and passes that time down; everything below it is sans-IO.
 #![forbid(unsafe_code)]
 
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, Sender};
 
 use crate::Error;
-use crate::command::{Command, CommandReceiver, CommandSender, command_queue};
-use crate::io::{BackendChoice, Io};
+use crate::command::{Command, CommandReceiver, CommandSender, Reply, RequestId, command_queue};
+use crate::dtls::{DtlsIdentity, DtlsVersionPolicy};
+use crate::engine::{Engine, EngineConfig, Outbox};
+use crate::io::{BackendChoice, Io, SendQueue, SocketIndex, bind_udp};
+use crate::stats::{DropReason, SharedStats};
 use crate::sys;
 
 /// Commands a worker may have outstanding before senders are told it is busy.
 const COMMAND_QUEUE_CAPACITY: usize = 1024;
+/// Replies a worker may have waiting for the control plane.
+const REPLY_QUEUE_CAPACITY: usize = 1024;
+/// Datagrams received per loop turn at most, before timers and commands get their turn.
+const RECEIVE_BUDGET: usize = 256;
+/// Datagrams queued before a send batch is flushed.
+const SEND_BATCH: usize = 256;
+/// How often the worker publishes its counters.
+const PUBLISH_INTERVAL: Duration = Duration::from_secs(1);
 
 /// Where and how many workers to run.
 #[derive(Debug, Clone)]
@@ -23,6 +44,9 @@ pub struct WorkerPlan {
     pub cores: Vec<usize>,
     /// The socket backend every worker asks for.
     pub backend: BackendChoice,
+    /// The media socket of worker 0; worker `i` binds the next port up (`port + i`), or an
+    /// ephemeral port of the same address when the port is 0. `None`: no media socket.
+    pub udp: Option<SocketAddr>,
 }
 
 impl WorkerPlan {
@@ -38,7 +62,14 @@ impl WorkerPlan {
             let first = sorted.len().saturating_sub(count).min(sorted.len() - 1);
             (0..count).map(|i| sorted[first + (i % (sorted.len() - first))]).collect()
         };
-        Self { cores, backend }
+        Self { cores, backend, udp: None }
+    }
+
+    /// The address worker `index` binds its media socket to.
+    pub fn udp_address(&self, index: usize) -> Option<SocketAddr> {
+        let base = self.udp?;
+        let port = if base.port() == 0 { 0 } else { base.port().checked_add(u16::try_from(index).ok()?)? };
+        Some(SocketAddr::new(base.ip(), port))
     }
 
     /// The cores no worker is pinned to; the whole set when every core has a worker.
@@ -56,8 +87,19 @@ pub struct WorkerHandle {
     core: usize,
     pinned: bool,
     backend: &'static str,
+    udp: Option<SocketAddr>,
     commands: CommandSender,
+    replies: Mutex<ReplyMatcher>,
+    next_request: AtomicU64,
+    stats: Arc<SharedStats>,
     thread: Option<JoinHandle<()>>,
+}
+
+/// Replies that arrived for requests other than the one being waited for.
+#[derive(Debug)]
+struct ReplyMatcher {
+    queue: Receiver<(RequestId, Reply)>,
+    early: HashMap<RequestId, Reply>,
 }
 
 impl WorkerHandle {
@@ -87,6 +129,39 @@ impl WorkerHandle {
     pub fn commands(&self) -> &CommandSender {
         &self.commands
     }
+
+    /// Where the worker's media socket is bound.
+    pub fn udp_address(&self) -> Option<SocketAddr> {
+        self.udp
+    }
+
+    /// The counters the worker published last (about once a second).
+    pub fn stats(&self) -> &Arc<SharedStats> {
+        &self.stats
+    }
+
+    /// Sends the command `make` builds for a fresh request id and waits up to `timeout` for
+    /// its reply. Never blocks on a full queue: that is [`Error::QueueFull`] at once.
+    pub fn request(&self, make: impl FnOnce(RequestId) -> Command, timeout: Duration) -> Result<Reply, Error> {
+        let id = RequestId(self.next_request.fetch_add(1, Ordering::Relaxed));
+        self.commands.send(make(id))?;
+        let deadline = Instant::now() + timeout;
+        let mut matcher = self.replies.lock().unwrap_or_else(PoisonError::into_inner);
+        loop {
+            if let Some(reply) = matcher.early.remove(&id) {
+                return Ok(reply);
+            }
+            let wait = deadline.saturating_duration_since(Instant::now());
+            match matcher.queue.recv_timeout(wait) {
+                Ok((got, reply)) if got == id => return Ok(reply),
+                Ok((got, reply)) => {
+                    matcher.early.insert(got, reply);
+                }
+                Err(crossbeam_channel::RecvTimeoutError::Timeout) => return Err(Error::ReplyTimeout),
+                Err(crossbeam_channel::RecvTimeoutError::Disconnected) => return Err(Error::WorkerGone),
+            }
+        }
+    }
 }
 
 /// Every worker of this process.
@@ -98,7 +173,29 @@ pub struct Workers {
 struct Started {
     thread_id: i32,
     pinned: bool,
-    backend: Result<&'static str, std::io::Error>,
+    setup: Result<(&'static str, Option<SocketAddr>), Error>,
+}
+
+/// What a worker thread owns.
+struct WorkerState {
+    io: Io,
+    engine: Engine,
+    udp: Option<SocketAddr>,
+}
+
+fn set_up(
+    udp: Option<SocketAddr>,
+    wake: Arc<crate::sys::EventFd>,
+    backend: BackendChoice,
+) -> Result<WorkerState, Error> {
+    let sockets = match udp {
+        Some(addr) => vec![bind_udp(addr).map_err(|e| Error::Bind { addr, source: e })?],
+        None => Vec::new(),
+    };
+    let io = Io::new(sockets, wake, backend).map_err(Error::Io)?;
+    let udp = io.local_addr(SocketIndex(0));
+    let identity = DtlsIdentity::generate(DtlsVersionPolicy::Dtls12Only).map_err(|e| Error::Identity(e.to_string()))?;
+    Ok(WorkerState { io, engine: Engine::new(EngineConfig::default(), identity), udp })
 }
 
 impl Workers {
@@ -108,30 +205,34 @@ impl Workers {
         let mut workers = Self { handles: Vec::with_capacity(plan.cores.len()) };
         for (index, &core) in plan.cores.iter().enumerate() {
             let (commands, inbox) = command_queue(COMMAND_QUEUE_CAPACITY)?;
+            let (reply_tx, reply_rx) = crossbeam_channel::bounded(REPLY_QUEUE_CAPACITY);
             let (started_tx, started_rx) = std::sync::mpsc::sync_channel(1);
             let backend = plan.backend;
+            let udp = plan.udp_address(index);
+            let stats = SharedStats::new();
+            let published = Arc::clone(&stats);
             let thread = std::thread::Builder::new()
                 .name(format!("uprtcd-w{index}"))
                 .spawn(move || {
                     let pinned = core_affinity::set_for_current(core_affinity::CoreId { id: core });
                     let thread_id = sys::current_thread_id();
-                    match Io::new(Vec::new(), inbox.wake_fd(), backend) {
-                        Ok(mut io) => {
-                            let started = Started { thread_id, pinned, backend: Ok(io.backend_name()) };
+                    match set_up(udp, inbox.wake_fd(), backend) {
+                        Ok(mut state) => {
+                            let setup = Ok((state.io.backend_name(), state.udp));
                             // The receiver waits for this message; if it is gone, start-up
                             // failed already and this worker just ends.
-                            if started_tx.send(started).is_ok() {
-                                run(index, &inbox, &mut io);
+                            if started_tx.send(Started { thread_id, pinned, setup }).is_ok() {
+                                run(index, &inbox, &reply_tx, &mut state, &published);
                             }
                         }
                         Err(e) => {
-                            let _ = started_tx.send(Started { thread_id, pinned, backend: Err(e) });
+                            let _ = started_tx.send(Started { thread_id, pinned, setup: Err(e) });
                         }
                     }
                 })
                 .map_err(Error::Spawn)?;
             let started = started_rx.recv().map_err(|_| Error::WorkerGone)?;
-            let backend = started.backend.map_err(Error::Io)?;
+            let (backend, udp) = started.setup?;
             if !started.pinned {
                 tracing::warn!(worker = index, core, "could not pin worker to its core; it runs unpinned");
             }
@@ -141,7 +242,11 @@ impl Workers {
                 core,
                 pinned: started.pinned,
                 backend,
+                udp,
                 commands,
+                replies: Mutex::new(ReplyMatcher { queue: reply_rx, early: HashMap::new() }),
+                next_request: AtomicU64::new(1),
+                stats,
                 thread: Some(thread),
             });
         }
@@ -180,23 +285,136 @@ impl Drop for Workers {
     }
 }
 
-/// The worker loop: apply queued commands, then wait in the backend until woken.
-fn run(index: usize, inbox: &CommandReceiver, io: &mut Io) {
-    tracing::debug!(worker = index, backend = io.backend_name(), "worker running");
+/// Queues into a send batch, flushing it through `flush` when it is full.
+struct FlushingOutbox<'q, F: FnMut(&mut SendQueue)> {
+    queue: &'q mut SendQueue,
+    flush: F,
+}
+
+impl<F: FnMut(&mut SendQueue)> Outbox for FlushingOutbox<'_, F> {
+    fn slot(&mut self) -> &mut [u8] {
+        if self.queue.is_full() {
+            (self.flush)(self.queue);
+        }
+        self.queue.slot().expect("a flushed queue has a free slot")
+    }
+
+    fn commit(&mut self, destination: SocketAddr, len: usize) {
+        self.queue.commit(SocketIndex(0), destination, len);
+    }
+}
+
+/// The worker loop: apply queued commands, wait for datagrams or the next timer, handle
+/// what came, run due timers, send the batch, publish counters once a second.
+fn run(
+    index: usize,
+    inbox: &CommandReceiver,
+    replies: &Sender<(RequestId, Reply)>,
+    state: &mut WorkerState,
+    stats: &SharedStats,
+) {
+    tracing::debug!(worker = index, backend = state.io.backend_name(), udp = ?state.udp, "worker running");
+    let WorkerState { io, engine, udp } = state;
+    let address = *udp;
+    let mut queue = SendQueue::new(SEND_BATCH);
+    let mut next_publish = Instant::now() + PUBLISH_INTERVAL;
     loop {
-        match inbox.try_next() {
-            Some(Command::Shutdown) => {
+        let now = Instant::now();
+        while let Some(command) = inbox.try_next() {
+            let Some((request, reply)) = apply(engine, command, now, address) else {
                 tracing::debug!(worker = index, "worker stopping");
                 return;
-            }
-            None => {
-                if let Err(e) = io.poll(None, 0, |_, _, _, _| {}) {
-                    tracing::error!(worker = index, error = %e, "worker cannot wait for work; stopping");
-                    return;
-                }
+            };
+            if replies.try_send((request, reply)).is_err() {
+                tracing::warn!(worker = index, "reply queue full; a control request will time out");
             }
         }
+        let mut flush_now = |q: &mut SendQueue| io_flush(io, q);
+        engine.begin_turn(&mut FlushingOutbox {
+            queue: &mut queue,
+            flush: |q: &mut SendQueue| {
+                flush_now(q);
+            },
+        });
+        let deadline = engine.poll_timeout().map_or(next_publish, |t| t.min(next_publish));
+        let mut send_drops = 0u64;
+        let mut work_started: Option<Instant> = None;
+        let polled = io.poll(Some(deadline.saturating_duration_since(now)), RECEIVE_BUDGET, |_, from, datagram, tx| {
+            let now = *work_started.get_or_insert_with(Instant::now);
+            let flush = |q: &mut SendQueue| send_drops += tx.flush(q).map_or(q.len() as u64, |o| o.dropped as u64);
+            engine.handle_datagram(now, from, datagram, &mut FlushingOutbox { queue: &mut queue, flush });
+        });
+        if let Err(e) = polled {
+            tracing::error!(worker = index, error = %e, "worker cannot wait for work; stopping");
+            return;
+        }
+        let now = Instant::now();
+        let started = work_started.unwrap_or(now);
+        let mut flush_now = |q: &mut SendQueue| send_drops += io_flush(io, q);
+        engine.handle_timeouts(now, &mut FlushingOutbox { queue: &mut queue, flush: &mut flush_now });
+        flush_now(&mut queue);
+        for event in engine.drain_events() {
+            tracing::debug!(worker = index, ?event, "transport event");
+        }
+        let counters = engine.counters();
+        for _ in 0..send_drops {
+            counters.drop(DropReason::Send);
+        }
+        counters.turn(Instant::now().saturating_duration_since(started));
+        if now >= next_publish {
+            stats.publish(counters);
+            counters.longest_turn = Duration::ZERO;
+            next_publish = now + PUBLISH_INTERVAL;
+        }
     }
+}
+
+/// Sends the batch; what the kernel refused is the count returned.
+fn io_flush(io: &mut Io, queue: &mut SendQueue) -> u64 {
+    if queue.is_empty() {
+        return 0;
+    }
+    let queued = queue.len() as u64;
+    match io.flush(queue) {
+        Ok(outcome) => outcome.dropped as u64,
+        Err(_) => {
+            queue.clear();
+            queued
+        }
+    }
+}
+
+/// Carries out one command; `None` for `Shutdown`.
+fn apply(
+    engine: &mut Engine,
+    command: Command,
+    now: Instant,
+    address: Option<SocketAddr>,
+) -> Option<(RequestId, Reply)> {
+    let refused = Reply::Refused;
+    Some(match command {
+        Command::Shutdown => return None,
+        Command::CreateTransport { request, remote_ice, remote_fingerprint } => {
+            let reply = match (engine.create_transport(now, remote_ice, remote_fingerprint), address) {
+                (Ok(created), Some(address)) => Reply::TransportCreated { created, address },
+                (Ok(created), None) => {
+                    let _ = engine.close_transport(created.transport);
+                    Reply::Refused(crate::engine::EngineError::NoSocket)
+                }
+                (Err(e), _) => refused(e),
+            };
+            (request, reply)
+        }
+        Command::CloseTransport { request, transport } => {
+            (request, engine.close_transport(transport).map_or_else(refused, |()| Reply::Done))
+        }
+        Command::AddProducer { request, spec } => {
+            (request, engine.add_producer(spec).map_or_else(refused, Reply::ProducerAdded))
+        }
+        Command::AddConsumer { request, producer, transport, ssrc } => {
+            (request, engine.add_consumer(producer, transport, ssrc).map_or_else(refused, Reply::ConsumerAdded))
+        }
+    })
 }
 
 #[cfg(test)]

@@ -194,6 +194,21 @@ impl Router {
         Ok(())
     }
 
+    /// Removes everything `transport` publishes (with their consumers) and every consumer
+    /// it receives: the transport has gone.
+    pub fn remove_transport(&mut self, transport: TransportId) {
+        let published: Vec<ProducerId> =
+            self.by_source.iter().filter(|((t, _), _)| *t == transport).map(|(_, &p)| p).collect();
+        for producer in published {
+            let _ = self.remove_producer(producer);
+        }
+        let received: Vec<ConsumerId> =
+            self.by_consumer_ssrc.iter().filter(|((t, _), _)| *t == transport).map(|(_, &c)| c).collect();
+        for consumer in received {
+            let _ = self.remove_consumer(consumer);
+        }
+    }
+
     /// Pauses or resumes one consumer; a resumed stream continues its numbering without a gap.
     pub fn set_paused(&mut self, id: ConsumerId, paused: bool) -> Result<(), RouterError> {
         let consumer = self.consumers.get_mut(id.0 as usize).ok_or(RouterError::UnknownConsumer)?;
@@ -401,5 +416,19 @@ mod tests {
         assert_eq!(router.remove_consumer(consumer), Err(RouterError::UnknownConsumer));
         assert_eq!(router.producer_for(PUB, 1), None);
         assert!(router.keyframe_request(Instant::now(), TransportId(2), 5).is_none());
+    }
+
+    #[test]
+    fn removing_a_transport_removes_what_it_publishes_and_receives() {
+        let mut router = Router::new(RouterConfig::default());
+        let published = router.add_producer(video(1)).unwrap();
+        router.add_consumer(published, TransportId(2), 5).unwrap();
+        let other = router.add_producer(ProducerSpec { transport: TransportId(2), ..video(9) }).unwrap();
+        router.add_consumer(other, PUB, 6).unwrap();
+        router.add_consumer(other, TransportId(3), 7).unwrap();
+        router.remove_transport(PUB);
+        assert_eq!(router.producer_for(PUB, 1), None);
+        assert_eq!(router.consumer_count(other), 1, "only transport 3 still receives");
+        assert!(router.add_consumer(other, PUB, 6).is_ok(), "PUB's consumer SSRC is free again");
     }
 }

@@ -1,0 +1,109 @@
+//! Does a join storm stall forwarding? One worker forwards a 1,000 packets/s video stream
+//! to 20 subscribers over loopback UDP while 100 new clients start ICE and DTLS at once.
+//! Prints the worker's longest loop turn (published each second) before and during the
+//! storm, and how long the storm took to connect everyone.
+//!
+//! `cargo run --release -p uprtcd-dataplane --example handshake_storm [epoll|uring]`
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use uprtcd_dataplane::command::{Command, Reply};
+use uprtcd_dataplane::dtls::{DtlsIdentity, DtlsVersionPolicy};
+use uprtcd_dataplane::ice::IceCredentials;
+use uprtcd_dataplane::io::BackendChoice;
+use uprtcd_dataplane::peer::{ClientPeer, UdpPeer};
+use uprtcd_dataplane::router::{MediaKind, ProducerSpec, TransportId};
+use uprtcd_dataplane::wire::rtp::RtpHeader;
+use uprtcd_dataplane::worker::{WorkerHandle, WorkerPlan, Workers};
+
+const LOOPBACK: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
+const TIMEOUT: Duration = Duration::from_secs(20);
+const SUBSCRIBERS: usize = 20;
+const STORM: usize = 100;
+
+fn transport(worker: &WorkerHandle, identity: &DtlsIdentity) -> (TransportId, UdpPeer) {
+    let local_ice = IceCredentials::generate().expect("ICE credentials");
+    let (remote_ice, remote_fingerprint) = (local_ice.clone(), identity.fingerprint());
+    let reply = worker
+        .request(|request| Command::CreateTransport { request, remote_ice, remote_fingerprint }, TIMEOUT)
+        .expect("worker answers");
+    let Reply::TransportCreated { created, address } = reply else { panic!("refused: {reply:?}") };
+    let peer = ClientPeer::new(identity, local_ice, created.local_ice, created.fingerprint, Instant::now());
+    (created.transport, UdpPeer::bind(peer, LOOPBACK, address).expect("client socket"))
+}
+
+/// The longest loop turn the worker published for the next full publishing interval.
+fn next_longest_turn(worker: &WorkerHandle) -> Duration {
+    let turns = worker.stats().snapshot().loop_turns;
+    while worker.stats().snapshot().loop_turns == turns {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    worker.stats().snapshot().longest_turn
+}
+
+fn main() {
+    let backend = match std::env::args().nth(1).as_deref() {
+        Some("uring") => BackendChoice::Uring,
+        _ => BackendChoice::Epoll,
+    };
+    let available: Vec<usize> = core_affinity::get_core_ids().unwrap_or_default().iter().map(|c| c.id).collect();
+    let mut plan = WorkerPlan::spread(1, &available, backend);
+    plan.udp = Some(SocketAddr::new(LOOPBACK, 0));
+    let workers = Workers::start(&plan).expect("worker starts");
+    let worker = &workers.handles()[0];
+    let identity = DtlsIdentity::generate(DtlsVersionPolicy::Dtls12Only).expect("identity");
+
+    let (publisher_transport, mut publisher) = transport(worker, &identity);
+    publisher.connect(TIMEOUT).expect("publisher connects");
+    let spec = ProducerSpec { transport: publisher_transport, ssrc: 7, kind: MediaKind::Video, clock_rate: 90_000 };
+    let Reply::ProducerAdded(producer) =
+        worker.request(|request| Command::AddProducer { request, spec }, TIMEOUT).unwrap()
+    else {
+        panic!("producer refused")
+    };
+    let mut subscribers = Vec::new();
+    for i in 0..SUBSCRIBERS {
+        let (transport, mut client) = self::transport(worker, &identity);
+        client.connect(TIMEOUT).expect("subscriber connects");
+        let ssrc = 100 + i as u32;
+        worker.request(|request| Command::AddConsumer { request, producer, transport, ssrc }, TIMEOUT).unwrap();
+        subscribers.push(client);
+    }
+
+    let stop = AtomicBool::new(false);
+    std::thread::scope(|scope| {
+        scope.spawn(|| {
+            let mut buf = vec![0u8; 2048];
+            let mut seq = 0u16;
+            while !stop.load(Ordering::Relaxed) {
+                let header = RtpHeader::new(96, seq, u32::from(seq) * 90, 7).write(&mut buf).unwrap();
+                buf[header..header + 1100].fill(0x5A);
+                publisher.send_rtp(&mut buf, header + 1100).unwrap();
+                seq = seq.wrapping_add(1);
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        });
+        let quiet = (0..3).map(|_| next_longest_turn(worker)).max().unwrap_or_default();
+        let mut storm: Vec<UdpPeer> = (0..STORM).map(|_| transport(worker, &identity).1).collect();
+        let started = Instant::now();
+        let during = scope.spawn(|| (0..3).map(|_| next_longest_turn(worker)).max().unwrap_or_default());
+        let connected = std::thread::scope(|inner| {
+            let joins: Vec<_> = storm.iter_mut().map(|c| inner.spawn(move || c.connect(TIMEOUT).is_ok())).collect();
+            joins.into_iter().map(|j| j.join().unwrap()).filter(|&ok| ok).count()
+        });
+        let storm_time = started.elapsed();
+        let during = during.join().unwrap();
+        stop.store(true, Ordering::Relaxed);
+        let drops = worker.stats().snapshot().drops_of(uprtcd_dataplane::stats::DropReason::HandshakeBudget);
+        println!("backend: {}", worker.backend());
+        println!("forwarding: 1,000 packets/s of 1,100 bytes to {SUBSCRIBERS} subscribers");
+        println!("longest loop turn, quiet:        {:>8.1} µs", quiet.as_secs_f64() * 1e6);
+        println!("longest loop turn, during storm: {:>8.1} µs", during.as_secs_f64() * 1e6);
+        println!("storm: {connected}/{STORM} clients connected in {:.0} ms", storm_time.as_secs_f64() * 1e3);
+        println!("handshake datagrams deferred by the per-turn budget: {drops}");
+    });
+    drop(subscribers);
+    workers.shutdown();
+}

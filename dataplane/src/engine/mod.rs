@@ -1,0 +1,532 @@
+//! One worker's forwarding engine: its transports (ICE-lite, DTLS, SRTP per client
+//! connection), its router, and what happens to each received datagram — demux, answer,
+//! handshake, unprotect, route, rewrite, protect, queue.
+//!
+//! Sans-IO: the engine owns no socket, thread or clock. The worker loop hands it each
+//! datagram with the time it arrived and an [`Outbox`] to queue datagrams in, and calls
+//! [`Engine::handle_timeouts`] when [`Engine::poll_timeout`] is due. The tests in
+//! `dataplane/tests/engine.rs` drive it with in-memory peers in virtual time.
+//!
+//! Rules:
+//! - **Media only over a validated, keyed transport.** A datagram other than STUN is
+//!   accepted only from an address an ICE check validated; RTP/RTCP only after DTLS
+//!   yielded keys, which it does only once the peer's certificate matched its fingerprint.
+//! - **No allocation per packet.** Forwarding writes each consumer's copy straight into a
+//!   send-queue slot and protects it there; RTCP the engine originates is built in slots
+//!   too. Transports, producers and consumers allocate when they are created.
+//! - **Bounded work per turn.** At most `handshake_budget` DTLS datagrams are processed per
+//!   loop turn (each may cost an ECDHE and a signature); the rest wait, in arrival order, in
+//!   a bounded backlog that the next turns work off first ([`Engine::begin_turn`]). Only
+//!   when the backlog is full is a handshake datagram dropped and counted; the peer's DTLS
+//!   retransmits it. So a join storm cannot stall forwarding.
+//! - **Every drop is counted** by reason in [`WorkerCounters`]; nothing here panics on input.
+#![forbid(unsafe_code)]
+
+mod transport;
+
+use std::collections::{HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::time::Instant;
+
+use slab::Slab;
+
+use self::transport::Transport;
+use crate::dtls::{CertificateFingerprint, DtlsError, DtlsIdentity, DtlsOutput, MIN_OUTPUT_BUFFER_LEN};
+use crate::ice::{IceCredentials, IceError, StunOutcome, local_ufrag_of};
+use crate::io::SLOT_SIZE;
+use crate::router::{ConsumerId, ProducerId, ProducerSpec, Rewritten, Router, RouterConfig, RouterError, TransportId};
+use crate::srtp::{MAX_SRTP_OVERHEAD, SrtpError, SrtpSession};
+use crate::stats::{DropReason, WorkerCounters};
+use crate::wire::rtcp::{RtcpCompound, RtcpPacket, write_pli};
+use crate::wire::rtp::RtpPacket;
+use crate::wire::{Datagram, classify};
+
+/// Where the engine queues the datagrams it sends.
+pub trait Outbox {
+    /// A free slot of [`SLOT_SIZE`] bytes (the outbox flushes first when it is full).
+    fn slot(&mut self) -> &mut [u8];
+    /// Queues the first `len` bytes of the slot last returned, to `destination`.
+    fn commit(&mut self, destination: SocketAddr, len: usize);
+}
+
+/// Tuning of one engine.
+#[derive(Debug, Clone, Copy)]
+pub struct EngineConfig {
+    /// Transports this worker accepts at most.
+    pub max_transports: usize,
+    /// DTLS datagrams processed per loop turn at most.
+    pub handshake_budget: usize,
+    /// DTLS datagrams that may wait for a later turn.
+    pub handshake_backlog: usize,
+    pub router: RouterConfig,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        // Four ClientHellos (an ECDHE and a signature each, ~130 µs in release) keep a turn
+        // under a millisecond; the backlog holds a storm of a few hundred clients.
+        Self { max_transports: 4096, handshake_budget: 4, handshake_backlog: 1024, router: RouterConfig::default() }
+    }
+}
+
+/// Why a control request was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum EngineError {
+    #[error("this worker holds its maximum number of transports")]
+    TooManyTransports,
+    #[error("no such transport")]
+    UnknownTransport,
+    #[error("this worker has no media socket")]
+    NoSocket,
+    #[error("cannot generate ICE credentials: {0}")]
+    Ice(IceError),
+    #[error(transparent)]
+    Router(#[from] RouterError),
+}
+
+/// What the signalling needs to answer a client: the local side of a new transport.
+#[derive(Debug, Clone)]
+pub struct TransportCreated {
+    pub transport: TransportId,
+    pub local_ice: IceCredentials,
+    pub fingerprint: CertificateFingerprint,
+}
+
+/// Something the control plane should hear about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EngineEvent {
+    /// DTLS finished and the fingerprint matched: media flows.
+    TransportConnected(TransportId),
+    /// The transport ended (consent expired, DTLS failed or closed) and was removed.
+    TransportClosed { transport: TransportId, reason: CloseReason },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CloseReason {
+    ConsentExpired,
+    DtlsFailed(DtlsError),
+    DtlsClosed,
+    /// DTLS negotiated keys the SRTP module could not use.
+    SrtpSetupFailed,
+    Requested,
+}
+
+/// The SSRC the engine signs the RTCP it originates with (keyframe requests).
+const ENGINE_SSRC: u32 = 0x5546_5254;
+
+#[derive(Debug)]
+pub struct Engine {
+    config: EngineConfig,
+    identity: DtlsIdentity,
+    transports: Slab<Transport>,
+    by_ufrag: HashMap<String, TransportId>,
+    by_addr: HashMap<SocketAddr, TransportId>,
+    router: Router,
+    counters: WorkerCounters,
+    events: Vec<EngineEvent>,
+    /// DTLS datagrams handled in the current loop turn.
+    handshakes_this_turn: usize,
+    /// DTLS datagrams past the turn's budget: source, arrival time, bytes.
+    handshake_backlog: VecDeque<(SocketAddr, Instant, Vec<u8>)>,
+    /// Where DTLS writes its flights before they are queued.
+    dtls_out: Box<[u8]>,
+}
+
+fn slot_key(id: TransportId) -> usize {
+    id.0 as usize
+}
+
+impl Engine {
+    pub fn new(config: EngineConfig, identity: DtlsIdentity) -> Self {
+        Self {
+            config,
+            identity,
+            transports: Slab::new(),
+            by_ufrag: HashMap::new(),
+            by_addr: HashMap::new(),
+            router: Router::new(config.router),
+            counters: WorkerCounters::default(),
+            events: Vec::new(),
+            handshakes_this_turn: 0,
+            handshake_backlog: VecDeque::new(),
+            dtls_out: vec![0; MIN_OUTPUT_BUFFER_LEN].into_boxed_slice(),
+        }
+    }
+
+    pub fn counters(&mut self) -> &mut WorkerCounters {
+        &mut self.counters
+    }
+
+    /// The fingerprint every transport of this engine presents.
+    pub fn fingerprint(&self) -> CertificateFingerprint {
+        self.identity.fingerprint()
+    }
+
+    pub fn transport_count(&self) -> usize {
+        self.transports.len()
+    }
+
+    /// Takes the events since the last call.
+    pub fn drain_events(&mut self) -> impl Iterator<Item = EngineEvent> + '_ {
+        self.events.drain(..)
+    }
+
+    /// Starts a loop turn: resets the per-turn handshake budget and spends it on the
+    /// backlog first, oldest first.
+    pub fn begin_turn(&mut self, out: &mut impl Outbox) {
+        self.handshakes_this_turn = 0;
+        while self.handshakes_this_turn < self.config.handshake_budget {
+            let Some((from, arrived, datagram)) = self.handshake_backlog.pop_front() else { break };
+            self.handshakes_this_turn += 1;
+            self.run_dtls(arrived, from, &datagram, out);
+        }
+    }
+
+    /// A transport for a client whose SDP gave `remote_ice` and `remote_fingerprint`.
+    pub fn create_transport(
+        &mut self,
+        now: Instant,
+        remote_ice: IceCredentials,
+        remote_fingerprint: CertificateFingerprint,
+    ) -> Result<TransportCreated, EngineError> {
+        if self.transports.len() >= self.config.max_transports {
+            return Err(EngineError::TooManyTransports);
+        }
+        let local_ice = loop {
+            let candidate = IceCredentials::generate().map_err(EngineError::Ice)?;
+            if !self.by_ufrag.contains_key(candidate.ufrag()) {
+                break candidate;
+            }
+        };
+        let transport = Transport::new(now, &self.identity, local_ice.clone(), remote_ice, remote_fingerprint);
+        let id =
+            TransportId(u32::try_from(self.transports.insert(transport)).map_err(|_| EngineError::TooManyTransports)?);
+        self.by_ufrag.insert(local_ice.ufrag().to_owned(), id);
+        self.counters.transports = self.transports.len() as u64;
+        Ok(TransportCreated { transport: id, local_ice, fingerprint: self.identity.fingerprint() })
+    }
+
+    /// Ends a transport at the control plane's request.
+    pub fn close_transport(&mut self, id: TransportId) -> Result<(), EngineError> {
+        if !self.transports.contains(slot_key(id)) {
+            return Err(EngineError::UnknownTransport);
+        }
+        self.remove_transport(id, CloseReason::Requested);
+        Ok(())
+    }
+
+    /// Publishes a stream the client on `spec.transport` sends.
+    pub fn add_producer(&mut self, spec: ProducerSpec) -> Result<ProducerId, EngineError> {
+        if !self.transports.contains(slot_key(spec.transport)) {
+            return Err(EngineError::UnknownTransport);
+        }
+        Ok(self.router.add_producer(spec)?)
+    }
+
+    /// Sends `producer`'s stream to the client on `transport` as SSRC `ssrc`.
+    pub fn add_consumer(
+        &mut self,
+        producer: ProducerId,
+        transport: TransportId,
+        ssrc: u32,
+    ) -> Result<ConsumerId, EngineError> {
+        if !self.transports.contains(slot_key(transport)) {
+            return Err(EngineError::UnknownTransport);
+        }
+        Ok(self.router.add_consumer(producer, transport, ssrc)?)
+    }
+
+    /// The earliest time [`Engine::handle_timeouts`] has work: a DTLS retransmission or a
+    /// consent deadline.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        // A waiting backlog is due now: its oldest arrival time is already past.
+        let backlog = self.handshake_backlog.front().map(|(_, arrived, _)| *arrived);
+        self.transports.iter().map(|(_, t)| t.poll_timeout()).chain(backlog).min()
+    }
+
+    /// Runs due DTLS timers and closes transports whose consent expired.
+    pub fn handle_timeouts(&mut self, now: Instant, out: &mut impl Outbox) {
+        let mut expired = Vec::new();
+        let mut failed = Vec::new();
+        for (key, transport) in &mut self.transports {
+            let id = TransportId(key as u32);
+            if transport.ice.is_expired(now) {
+                expired.push(id);
+                continue;
+            }
+            if transport.dtls.poll_timeout().is_some_and(|due| due <= now) {
+                transport.dtls.handle_timeout(now);
+                if let Some(reason) = drain_dtls(id, transport, &mut self.dtls_out, out, &mut self.events) {
+                    failed.push((id, reason));
+                }
+            }
+        }
+        for id in expired {
+            self.remove_transport(id, CloseReason::ConsentExpired);
+        }
+        for (id, reason) in failed {
+            self.remove_transport(id, reason);
+        }
+    }
+
+    fn remove_transport(&mut self, id: TransportId, reason: CloseReason) {
+        let key = slot_key(id);
+        if !self.transports.contains(key) {
+            return;
+        }
+        let transport = self.transports.remove(key);
+        self.by_ufrag.remove(transport.ice.local_ufrag());
+        for addr in &transport.addresses {
+            self.by_addr.remove(addr);
+        }
+        self.router.remove_transport(id);
+        self.counters.transports = self.transports.len() as u64;
+        self.events.push(EngineEvent::TransportClosed { transport: id, reason });
+    }
+
+    /// Handles one received datagram from `from`; `datagram` may be rewritten in place.
+    pub fn handle_datagram(&mut self, now: Instant, from: SocketAddr, datagram: &mut [u8], out: &mut impl Outbox) {
+        self.counters.packets_in += 1;
+        self.counters.bytes_in += datagram.len() as u64;
+        match classify(datagram) {
+            Datagram::Stun => self.handle_stun(now, from, datagram, out),
+            Datagram::Dtls => self.handle_dtls(now, from, datagram, out),
+            Datagram::Rtp => self.handle_rtp(now, from, datagram, out),
+            Datagram::Rtcp => self.handle_rtcp(now, from, datagram, out),
+            Datagram::Unknown => self.counters.drop(DropReason::Malformed),
+        }
+    }
+
+    fn handle_stun(&mut self, now: Instant, from: SocketAddr, datagram: &[u8], out: &mut impl Outbox) {
+        let known = self.by_addr.get(&from).copied();
+        let by_ufrag = || local_ufrag_of(datagram).and_then(|ufrag| self.by_ufrag.get(ufrag).copied());
+        let Some(id) = known.or_else(by_ufrag) else {
+            self.counters.drop(DropReason::StunUnknownUfrag);
+            return;
+        };
+        let Some(transport) = self.transports.get_mut(slot_key(id)) else { return };
+        let response = out.slot();
+        match transport.ice.handle_stun(datagram, from, now, response) {
+            Ok(StunOutcome::CheckAccepted { response_len, .. }) => {
+                out.commit(from, response_len);
+                self.counters.packets_out += 1;
+                self.counters.bytes_out += response_len as u64;
+                if !transport.addresses.contains(&from) {
+                    transport.addresses.push(from);
+                    self.by_addr.insert(from, id);
+                }
+            }
+            Ok(StunOutcome::RoleConflict { response_len }) => {
+                out.commit(from, response_len);
+                self.counters.packets_out += 1;
+            }
+            Ok(StunOutcome::Keepalive) => {}
+            Err(IceError::UnknownUfrag) => self.counters.drop(DropReason::StunUnknownUfrag),
+            Err(IceError::BadIntegrity | IceError::BadFingerprint) => self.counters.drop(DropReason::StunBadIntegrity),
+            Err(_) => self.counters.drop(DropReason::Malformed),
+        }
+    }
+
+    /// The transport that owns validated address `from`, or a counted drop.
+    fn validated(&mut self, from: SocketAddr) -> Option<TransportId> {
+        let id = self.by_addr.get(&from).copied();
+        if id.is_none() {
+            self.counters.drop(DropReason::UnknownSource);
+        }
+        id
+    }
+
+    fn handle_dtls(&mut self, now: Instant, from: SocketAddr, datagram: &[u8], out: &mut impl Outbox) {
+        if self.validated(from).is_none() {
+            return;
+        }
+        if self.handshakes_this_turn < self.config.handshake_budget {
+            self.handshakes_this_turn += 1;
+            self.run_dtls(now, from, datagram, out);
+        } else if self.handshake_backlog.len() < self.config.handshake_backlog {
+            self.handshake_backlog.push_back((from, now, datagram.to_vec()));
+        } else {
+            self.counters.drop(DropReason::HandshakeBudget);
+        }
+    }
+
+    fn run_dtls(&mut self, now: Instant, from: SocketAddr, datagram: &[u8], out: &mut impl Outbox) {
+        // The transport may have gone while the datagram waited in the backlog.
+        let Some(&id) = self.by_addr.get(&from) else { return };
+        let Some(transport) = self.transports.get_mut(slot_key(id)) else { return };
+        transport.last_dtls_source = Some(from);
+        if let Err(e) = transport.dtls.handle_packet(now, datagram) {
+            self.counters.drop(DropReason::Dtls);
+            if !e.is_fatal() {
+                return;
+            }
+        }
+        if let Some(reason) = drain_dtls(id, transport, &mut self.dtls_out, out, &mut self.events) {
+            self.remove_transport(id, reason);
+        }
+    }
+
+    fn handle_rtp(&mut self, now: Instant, from: SocketAddr, datagram: &mut [u8], out: &mut impl Outbox) {
+        let Some(id) = self.validated(from) else { return };
+        let Some(transport) = self.transports.get_mut(slot_key(id)) else { return };
+        let Some(srtp) = transport.srtp.as_mut() else {
+            self.counters.drop(DropReason::NotConnected);
+            return;
+        };
+        let len = match srtp.unprotect_rtp(datagram) {
+            Ok(len) => len,
+            Err(e) => {
+                self.counters.drop(srtp_drop_reason(e));
+                return;
+            }
+        };
+        let plaintext = &datagram[..len];
+        let Ok(packet) = RtpPacket::new_checked(plaintext) else {
+            self.counters.drop(DropReason::Malformed);
+            return;
+        };
+        let (ssrc, seq, timestamp) = (packet.ssrc(), packet.sequence_number(), packet.timestamp());
+        let Some(producer) = self.router.producer_for(id, ssrc) else {
+            self.counters.drop(DropReason::UnknownSsrc);
+            return;
+        };
+        let transports = &mut self.transports;
+        let counters = &mut self.counters;
+        self.router.fan_out(now, producer, seq, timestamp, plaintext, |_, consumer_transport, rewritten| {
+            let Some(subscriber) = transports.get_mut(slot_key(consumer_transport)) else { return };
+            send_rtp(subscriber, plaintext, rewritten, out, counters);
+        });
+    }
+
+    fn handle_rtcp(&mut self, now: Instant, from: SocketAddr, datagram: &mut [u8], out: &mut impl Outbox) {
+        let Some(id) = self.validated(from) else { return };
+        let Some(transport) = self.transports.get_mut(slot_key(id)) else { return };
+        let Some(srtp) = transport.srtp.as_mut() else {
+            self.counters.drop(DropReason::NotConnected);
+            return;
+        };
+        let len = match srtp.unprotect_rtcp(datagram) {
+            Ok(len) => len,
+            Err(e) => {
+                self.counters.drop(srtp_drop_reason(e));
+                return;
+            }
+        };
+        let Ok(compound) = RtcpCompound::new_checked(&datagram[..len]) else {
+            self.counters.drop(DropReason::Malformed);
+            return;
+        };
+        for packet in compound.packets() {
+            match packet {
+                RtcpPacket::Pli(pli) => self.forward_keyframe_request(now, id, pli.media_ssrc(), out),
+                RtcpPacket::Fir(fir) => {
+                    for entry in fir.entries() {
+                        self.forward_keyframe_request(now, id, entry.ssrc, out);
+                    }
+                }
+                RtcpPacket::Nack(nack) => {
+                    for lost in nack.lost_sequence_numbers() {
+                        self.retransmit(now, id, nack.media_ssrc(), lost, out);
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// A subscriber on `id` asked for a keyframe of its stream `media_ssrc`: a PLI to the
+    /// publisher, at most one per producer per the configured interval.
+    fn forward_keyframe_request(&mut self, now: Instant, id: TransportId, media_ssrc: u32, out: &mut impl Outbox) {
+        let Some(request) = self.router.keyframe_request(now, id, media_ssrc) else { return };
+        let Some(publisher) = self.transports.get_mut(slot_key(request.transport)) else { return };
+        let Some(destination) = publisher.destination() else { return };
+        let Some(srtp) = publisher.srtp.as_mut() else { return };
+        let slot = out.slot();
+        let Ok(len) = write_pli(slot, ENGINE_SSRC, request.media_ssrc) else { return };
+        match srtp.protect_rtcp(slot, len) {
+            Ok(len) => {
+                out.commit(destination, len);
+                self.counters.packets_out += 1;
+                self.counters.bytes_out += len as u64;
+            }
+            Err(e) => self.counters.drop(srtp_drop_reason(e)),
+        }
+    }
+
+    /// Resends a packet a subscriber on `id` reported lost, from the producer's cache.
+    fn retransmit(&mut self, now: Instant, id: TransportId, media_ssrc: u32, lost: u16, out: &mut impl Outbox) {
+        let Some((packet, rewritten)) = self.router.retransmission(now, id, media_ssrc, lost) else { return };
+        let Some(subscriber) = self.transports.get_mut(slot_key(id)) else { return };
+        send_rtp(subscriber, packet, rewritten, out, &mut self.counters);
+    }
+}
+
+/// Copies `plaintext` into a slot with the consumer's header fields, protects it with the
+/// subscriber's keys and queues it.
+fn send_rtp(
+    subscriber: &mut Transport,
+    plaintext: &[u8],
+    rewritten: Rewritten,
+    out: &mut impl Outbox,
+    counters: &mut WorkerCounters,
+) {
+    let Some(destination) = subscriber.destination() else { return };
+    let Some(srtp) = subscriber.srtp.as_mut() else { return };
+    if plaintext.len() + MAX_SRTP_OVERHEAD > SLOT_SIZE {
+        counters.drop(DropReason::Malformed);
+        return;
+    }
+    let slot = out.slot();
+    slot[..plaintext.len()].copy_from_slice(plaintext);
+    let Ok(mut header) = RtpPacket::new_checked(&mut slot[..plaintext.len()]) else { return };
+    header.set_ssrc(rewritten.ssrc);
+    header.set_sequence_number(rewritten.sequence_number);
+    header.set_timestamp(rewritten.timestamp);
+    match srtp.protect_rtp(slot, plaintext.len()) {
+        Ok(len) => {
+            out.commit(destination, len);
+            counters.packets_out += 1;
+            counters.bytes_out += len as u64;
+        }
+        Err(e) => counters.drop(srtp_drop_reason(e)),
+    }
+}
+
+/// Queues what DTLS has to send and takes its keys; the close reason when it ended.
+fn drain_dtls(
+    id: TransportId,
+    transport: &mut Transport,
+    buf: &mut [u8],
+    out: &mut impl Outbox,
+    events: &mut Vec<EngineEvent>,
+) -> Option<CloseReason> {
+    loop {
+        match transport.dtls.poll_output(buf)? {
+            DtlsOutput::Transmit(bytes) => {
+                if let Some(destination) = transport.last_dtls_source.or_else(|| transport.destination()) {
+                    let slot = out.slot();
+                    let len = bytes.len().min(slot.len());
+                    slot[..len].copy_from_slice(&bytes[..len]);
+                    out.commit(destination, len);
+                }
+            }
+            DtlsOutput::Connected { keys, .. } => match SrtpSession::new(&keys) {
+                Ok(session) => {
+                    transport.srtp = Some(session);
+                    events.push(EngineEvent::TransportConnected(id));
+                }
+                Err(_) => return Some(CloseReason::SrtpSetupFailed),
+            },
+            DtlsOutput::Failed(e) => return Some(CloseReason::DtlsFailed(e)),
+            DtlsOutput::Closed => return Some(CloseReason::DtlsClosed),
+        }
+    }
+}
+
+fn srtp_drop_reason(error: SrtpError) -> DropReason {
+    match error {
+        SrtpError::AuthFailed => DropReason::SrtpAuth,
+        SrtpError::Replayed | SrtpError::TooOld => DropReason::SrtpReplay,
+        _ => DropReason::Malformed,
+    }
+}

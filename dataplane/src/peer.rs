@@ -1,0 +1,292 @@
+//! The client side of one WebRTC transport, as our tests and load generator play it: the
+//! controlling ICE agent's checks, the DTLS client, SRTP, and RTP/RTCP in both directions.
+//!
+//! Sans-IO like the rest of the dataplane: [`ClientPeer`] owns no socket and takes time as
+//! an argument; datagrams to send go to the `send` callback, received ones come in through
+//! [`ClientPeer::handle_datagram`]. [`UdpPeer`] puts one on a real UDP socket for tests that
+//! run against a worker.
+//!
+//! Rules: call [`ClientPeer::start`] once, feed every datagram from the server, call
+//! [`ClientPeer::handle_timeout`] when [`ClientPeer::poll_timeout`] is due, and send media
+//! only once [`ClientPeer::is_connected`]. The check is repeated until answered, so a lost
+//! request or response does not stall the test.
+#![forbid(unsafe_code)]
+
+use std::net::{SocketAddr, UdpSocket};
+use std::time::{Duration, Instant};
+
+use crate::dtls::{CertificateFingerprint, DtlsError, DtlsIdentity, DtlsOutput, DtlsTransport, MIN_OUTPUT_BUFFER_LEN};
+use crate::ice::client::{build_binding_request, parse_binding_response};
+use crate::ice::{IceCredentials, IceError};
+use crate::srtp::{SrtpError, SrtpSession};
+use crate::wire::{Datagram, classify};
+
+/// How often an unanswered connectivity check is repeated.
+const CHECK_INTERVAL: Duration = Duration::from_millis(100);
+
+/// What a received datagram turned out to be.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Received {
+    /// Decrypted RTP: the plaintext is `buf[..len]`.
+    Rtp { len: usize },
+    /// Decrypted RTCP compound: the plaintext is `buf[..len]`.
+    Rtcp { len: usize },
+    /// Handshake traffic, consumed here.
+    Control,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum PeerError {
+    #[error("ICE: {0}")]
+    Ice(IceError),
+    #[error("DTLS: {0}")]
+    Dtls(DtlsError),
+    #[error("SRTP: {0}")]
+    Srtp(SrtpError),
+    #[error("not connected yet")]
+    NotConnected,
+    #[error("datagram is neither STUN, DTLS, RTP nor RTCP")]
+    Unknown,
+}
+
+/// One client transport to the SFU.
+#[derive(Debug)]
+pub struct ClientPeer {
+    local_ice: IceCredentials,
+    server_ice: IceCredentials,
+    dtls: DtlsTransport,
+    srtp: Option<SrtpSession>,
+    transaction_id: [u8; 12],
+    tie_breaker: u64,
+    checked_at: Option<Instant>,
+    ice_done: bool,
+    scratch: Box<[u8]>,
+}
+
+impl ClientPeer {
+    /// A peer that will connect to an SFU transport whose SDP gave `server_ice` and
+    /// `server_fingerprint`; `identity` is the client's own certificate.
+    pub fn new(
+        identity: &DtlsIdentity,
+        local_ice: IceCredentials,
+        server_ice: IceCredentials,
+        server_fingerprint: CertificateFingerprint,
+        now: Instant,
+    ) -> Self {
+        // Only a tie-breaker: the ufrag comes from a CSPRNG, so bytes cut from it serve.
+        let mut tie_breaker = [0u8; 8];
+        tie_breaker.iter_mut().zip(local_ice.ufrag().bytes()).for_each(|(t, u)| *t = u);
+        Self {
+            tie_breaker: u64::from_be_bytes(tie_breaker),
+            local_ice,
+            server_ice,
+            dtls: DtlsTransport::new_client(identity, server_fingerprint, now),
+            srtp: None,
+            transaction_id: [0; 12],
+            checked_at: None,
+            ice_done: false,
+            scratch: vec![0; MIN_OUTPUT_BUFFER_LEN].into_boxed_slice(),
+        }
+    }
+
+    /// This peer's ICE credentials, for the SDP it gives the SFU.
+    pub fn local_ice(&self) -> &IceCredentials {
+        &self.local_ice
+    }
+
+    pub fn is_connected(&self) -> bool {
+        self.srtp.is_some()
+    }
+
+    /// Sends the first connectivity check (nominating, as a controlling agent does).
+    pub fn start(&mut self, now: Instant, send: &mut dyn FnMut(&[u8])) -> Result<(), PeerError> {
+        self.send_check(now, send)
+    }
+
+    /// Each check is a new transaction with a random id (RFC 5389 §6); only the answer to
+    /// the latest one counts.
+    fn send_check(&mut self, now: Instant, send: &mut dyn FnMut(&[u8])) -> Result<(), PeerError> {
+        aws_lc_rs::rand::fill(&mut self.transaction_id).map_err(|_| PeerError::Ice(IceError::RandomUnavailable))?;
+        let len = build_binding_request(
+            &self.local_ice,
+            &self.server_ice,
+            true,
+            self.tie_breaker,
+            self.transaction_id,
+            &mut self.scratch,
+        )
+        .map_err(PeerError::Ice)?;
+        send(&self.scratch[..len]);
+        self.checked_at = Some(now);
+        Ok(())
+    }
+
+    /// When [`ClientPeer::handle_timeout`] has work next.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        if !self.ice_done {
+            return self.checked_at.map(|at| at + CHECK_INTERVAL);
+        }
+        self.dtls.poll_timeout()
+    }
+
+    /// Repeats an unanswered check, or runs DTLS retransmission timers.
+    pub fn handle_timeout(&mut self, now: Instant, send: &mut dyn FnMut(&[u8])) -> Result<(), PeerError> {
+        if !self.ice_done {
+            if self.checked_at.is_none_or(|at| now >= at + CHECK_INTERVAL) {
+                self.send_check(now, send)?;
+            }
+            return Ok(());
+        }
+        self.dtls.handle_timeout(now);
+        self.drain_dtls(send)
+    }
+
+    /// Handles one datagram from the server; RTP and RTCP are decrypted in place.
+    pub fn handle_datagram(
+        &mut self,
+        now: Instant,
+        buf: &mut [u8],
+        send: &mut dyn FnMut(&[u8]),
+    ) -> Result<Received, PeerError> {
+        match classify(buf) {
+            Datagram::Stun => {
+                parse_binding_response(buf, self.transaction_id, &self.server_ice).map_err(PeerError::Ice)?;
+                if !self.ice_done {
+                    // ICE succeeded: the DTLS client speaks first.
+                    self.ice_done = true;
+                    self.drain_dtls(send)?;
+                }
+                Ok(Received::Control)
+            }
+            Datagram::Dtls => {
+                self.dtls.handle_packet(now, buf).map_err(PeerError::Dtls)?;
+                self.drain_dtls(send)?;
+                Ok(Received::Control)
+            }
+            Datagram::Rtp => {
+                let srtp = self.srtp.as_mut().ok_or(PeerError::NotConnected)?;
+                Ok(Received::Rtp { len: srtp.unprotect_rtp(buf).map_err(PeerError::Srtp)? })
+            }
+            Datagram::Rtcp => {
+                let srtp = self.srtp.as_mut().ok_or(PeerError::NotConnected)?;
+                Ok(Received::Rtcp { len: srtp.unprotect_rtcp(buf).map_err(PeerError::Srtp)? })
+            }
+            Datagram::Unknown => Err(PeerError::Unknown),
+        }
+    }
+
+    fn drain_dtls(&mut self, send: &mut dyn FnMut(&[u8])) -> Result<(), PeerError> {
+        while let Some(output) = self.dtls.poll_output(&mut self.scratch) {
+            match output {
+                DtlsOutput::Transmit(bytes) => send(bytes),
+                DtlsOutput::Connected { keys, .. } => {
+                    self.srtp = Some(SrtpSession::new(&keys).map_err(PeerError::Srtp)?);
+                }
+                DtlsOutput::Failed(e) => return Err(PeerError::Dtls(e)),
+                DtlsOutput::Closed => return Err(PeerError::Dtls(DtlsError::TransportEnded)),
+            }
+        }
+        Ok(())
+    }
+
+    /// Protects the RTP packet in `buf[..len]` in place; returns the SRTP length.
+    pub fn protect_rtp(&mut self, buf: &mut [u8], len: usize) -> Result<usize, PeerError> {
+        self.srtp.as_mut().ok_or(PeerError::NotConnected)?.protect_rtp(buf, len).map_err(PeerError::Srtp)
+    }
+
+    /// Protects the RTCP compound in `buf[..len]` in place; returns the SRTCP length.
+    pub fn protect_rtcp(&mut self, buf: &mut [u8], len: usize) -> Result<usize, PeerError> {
+        self.srtp.as_mut().ok_or(PeerError::NotConnected)?.protect_rtcp(buf, len).map_err(PeerError::Srtp)
+    }
+}
+
+/// A [`ClientPeer`] on its own UDP socket, talking to one server address.
+#[derive(Debug)]
+pub struct UdpPeer {
+    pub peer: ClientPeer,
+    socket: UdpSocket,
+    server: SocketAddr,
+}
+
+impl UdpPeer {
+    /// A peer bound to an ephemeral port of `local_ip`.
+    pub fn bind(peer: ClientPeer, local_ip: std::net::IpAddr, server: SocketAddr) -> std::io::Result<Self> {
+        let socket = UdpSocket::bind(SocketAddr::new(local_ip, 0))?;
+        // As much buffer as net.core.rmem_max allows, so a test thread that is scheduled
+        // late does not lose media.
+        socket2::SockRef::from(&socket).set_recv_buffer_size(4 << 20)?;
+        Ok(Self { peer, socket, server })
+    }
+
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.socket.local_addr()
+    }
+
+    fn sender(socket: &UdpSocket, server: SocketAddr) -> impl FnMut(&[u8]) + '_ {
+        // A lost datagram is the network's business: ICE and DTLS retransmit.
+        move |bytes: &[u8]| {
+            let _ = socket.send_to(bytes, server);
+        }
+    }
+
+    /// Runs ICE and DTLS until connected or `timeout` passes.
+    pub fn connect(&mut self, timeout: Duration) -> Result<(), PeerError> {
+        let deadline = Instant::now() + timeout;
+        let mut buf = vec![0u8; 2048];
+        self.peer.start(Instant::now(), &mut Self::sender(&self.socket, self.server))?;
+        while !self.peer.is_connected() {
+            let now = Instant::now();
+            if now >= deadline {
+                return Err(PeerError::NotConnected);
+            }
+            let wait = self.peer.poll_timeout().map_or(deadline, |t| t.min(deadline)).saturating_duration_since(now);
+            self.socket.set_read_timeout(Some(wait.max(Duration::from_millis(1)))).ok();
+            match self.socket.recv_from(&mut buf) {
+                Ok((len, from)) if from == self.server => {
+                    let mut send = Self::sender(&self.socket, self.server);
+                    // A stray or damaged datagram is not fatal to a handshake in progress.
+                    let _ = self.peer.handle_datagram(Instant::now(), &mut buf[..len], &mut send);
+                }
+                Ok(_) => {}
+                Err(_) => self.peer.handle_timeout(Instant::now(), &mut Self::sender(&self.socket, self.server))?,
+            }
+        }
+        Ok(())
+    }
+
+    /// Protects and sends the RTP packet in `buf[..len]` (`buf` needs room for the tag).
+    pub fn send_rtp(&mut self, buf: &mut [u8], len: usize) -> Result<(), PeerError> {
+        let len = self.peer.protect_rtp(buf, len)?;
+        let _ = self.socket.send_to(&buf[..len], self.server);
+        Ok(())
+    }
+
+    /// Protects and sends the RTCP compound in `buf[..len]`.
+    pub fn send_rtcp(&mut self, buf: &mut [u8], len: usize) -> Result<(), PeerError> {
+        let len = self.peer.protect_rtcp(buf, len)?;
+        let _ = self.socket.send_to(&buf[..len], self.server);
+        Ok(())
+    }
+
+    /// Waits up to `timeout` for the next media datagram and decrypts it into `buf`;
+    /// `None` when none came, `Some(Err)` for one that did not decrypt.
+    pub fn receive(&mut self, buf: &mut [u8], timeout: Duration) -> Option<Result<Received, PeerError>> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let wait = deadline.saturating_duration_since(Instant::now());
+            if wait.is_zero() {
+                return None;
+            }
+            self.socket.set_read_timeout(Some(wait)).ok();
+            let (len, from) = self.socket.recv_from(buf).ok()?;
+            if from != self.server {
+                continue;
+            }
+            let mut send = Self::sender(&self.socket, self.server);
+            match self.peer.handle_datagram(Instant::now(), &mut buf[..len], &mut send) {
+                Ok(Received::Control) => continue,
+                other => return Some(other),
+            }
+        }
+    }
+}

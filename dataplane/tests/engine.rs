@@ -1,0 +1,211 @@
+//! The forwarding engine with real ICE, DTLS and SRTP peers in virtual time: handshakes,
+//! 1→N forwarding with per-consumer rewriting, keyframe requests, NACK answers, consent
+//! expiry, the handshake budget, and every kind of bad input dropped and counted.
+
+use std::time::Duration;
+
+use uprtcd_dataplane::engine::{CloseReason, EngineConfig, EngineEvent};
+use uprtcd_dataplane::peer::Received;
+use uprtcd_dataplane::router::{MediaKind, ProducerSpec};
+use uprtcd_dataplane::stats::DropReason;
+use uprtcd_dataplane::testnet::{Net, client_addr};
+use uprtcd_dataplane::wire::rtcp::{FirEntry, RtcpCompound, RtcpPacket, write_fir, write_nack, write_pli};
+use uprtcd_dataplane::wire::rtp::RtpPacket;
+use uprtcd_dataplane::wire::{Datagram, classify};
+
+const PUBLISHER_SSRC: u32 = 0x1111_0000;
+
+/// One publisher (client 0) and `subscribers` clients receiving its video stream, each as
+/// SSRC 0x2000 + its index.
+fn fan_out_net(subscribers: usize) -> Net {
+    let mut net = Net::new(EngineConfig { handshake_budget: 1024, ..EngineConfig::default() });
+    net.add_clients(1 + subscribers);
+    assert_eq!(net.connect_all(), 1 + subscribers, "every client completes ICE and DTLS");
+    let spec = ProducerSpec {
+        transport: net.clients[0].transport,
+        ssrc: PUBLISHER_SSRC,
+        kind: MediaKind::Video,
+        clock_rate: 90_000,
+    };
+    let producer = net.engine.add_producer(spec).unwrap();
+    for i in 1..=subscribers {
+        net.engine.add_consumer(producer, net.clients[i].transport, 0x2000 + i as u32).unwrap();
+    }
+    net
+}
+
+fn payload(seq: u16) -> Vec<u8> {
+    (0..1100).map(|i| (i as u16).wrapping_mul(31).wrapping_add(seq) as u8).collect()
+}
+
+#[test]
+fn handshakes_connect_and_are_reported() {
+    let mut net = Net::new(EngineConfig::default());
+    net.add_clients(3);
+    assert_eq!(net.connect_all(), 3);
+    let connected: Vec<_> = net.engine.drain_events().collect();
+    for client in &net.clients {
+        assert!(connected.contains(&EngineEvent::TransportConnected(client.transport)), "{connected:?}");
+    }
+}
+
+#[test]
+fn every_subscriber_decrypts_every_packet_in_order_with_its_own_ssrc() {
+    let mut net = fan_out_net(10);
+    for seq in 1000..1200u16 {
+        net.send_rtp(0, PUBLISHER_SSRC, seq, u32::from(seq) * 3000, &payload(seq));
+        net.deliver();
+    }
+    for (i, client) in net.clients.iter().enumerate().skip(1) {
+        assert_eq!(client.errors, 0, "subscriber {i}: decrypt errors");
+        assert_eq!(client.inbox.len(), 200, "subscriber {i} received every packet");
+        let mut previous: Option<u16> = None;
+        for (kind, bytes) in &client.inbox {
+            assert!(matches!(kind, Received::Rtp { .. }));
+            let packet = RtpPacket::new_checked(&bytes[..]).unwrap();
+            assert_eq!(packet.ssrc(), 0x2000 + i as u32);
+            if let Some(previous) = previous {
+                assert_eq!(packet.sequence_number(), previous.wrapping_add(1), "subscriber {i}: continuous numbering");
+            }
+            previous = Some(packet.sequence_number());
+            let input_seq = (packet.timestamp() / 3000) as u16;
+            assert_eq!(packet.payload(), &payload(input_seq)[..], "payload bytes unchanged");
+        }
+    }
+    assert!(net.clients[0].inbox.is_empty(), "the publisher is not sent its own stream");
+}
+
+#[test]
+fn subscriber_keyframe_requests_reach_the_publisher_throttled() {
+    let mut net = fan_out_net(2);
+    let mut rtcp = [0u8; 64];
+    let len = write_pli(&mut rtcp, 0x2001, 0x2001).unwrap();
+    net.send_rtcp(1, &rtcp[..len]);
+    net.deliver();
+    let len = write_fir(&mut rtcp, 0x2002, &[FirEntry { ssrc: 0x2002, sequence_number: 1 }]).unwrap();
+    net.send_rtcp(2, &rtcp[..len]);
+    net.deliver();
+    let plis = |net: &Net| {
+        net.clients[0]
+            .inbox
+            .iter()
+            .filter(|(kind, bytes)| {
+                matches!(kind, Received::Rtcp { .. })
+                    && RtcpCompound::new_checked(bytes)
+                        .unwrap()
+                        .packets()
+                        .any(|p| matches!(p, RtcpPacket::Pli(pli) if pli.media_ssrc() == PUBLISHER_SSRC))
+            })
+            .count()
+    };
+    assert_eq!(plis(&net), 1, "the second request within 500 ms is absorbed");
+    net.advance(Duration::from_millis(600));
+    net.send_rtcp(2, &rtcp[..len]);
+    net.deliver();
+    assert_eq!(plis(&net), 2, "after the interval a new request goes through");
+}
+
+#[test]
+fn nacks_are_answered_with_the_packet_the_network_lost() {
+    let mut net = fan_out_net(1);
+    let subscriber = net.clients[1].addr;
+    let mut media_to_subscriber = 0;
+    net.lose = Box::new(move |to, bytes| {
+        let media = to == subscriber && classify(bytes) == Datagram::Rtp;
+        media_to_subscriber += usize::from(media);
+        media && media_to_subscriber == 4
+    });
+    for seq in 500..510u16 {
+        net.send_rtp(0, PUBLISHER_SSRC, seq, u32::from(seq) * 3000, &payload(seq));
+    }
+    net.deliver();
+    let seqs = |net: &Net| -> Vec<u16> {
+        net.clients[1].inbox.iter().map(|(_, b)| RtpPacket::new_checked(&b[..]).unwrap().sequence_number()).collect()
+    };
+    let received = seqs(&net);
+    assert_eq!(received.len(), 9, "the network lost one packet");
+    let lost = received[0].wrapping_add(3);
+    assert!(!received.contains(&lost));
+
+    let mut rtcp = [0u8; 64];
+    let len = write_nack(&mut rtcp, 0x2001, 0x2001, &[lost]).unwrap();
+    net.send_rtcp(1, &rtcp[..len]);
+    net.deliver();
+    assert_eq!(seqs(&net).len(), 10, "the lost packet was resent");
+    let (_, resent) = net.clients[1].inbox.last().unwrap();
+    let resent = RtpPacket::new_checked(&resent[..]).unwrap();
+    assert_eq!((resent.sequence_number(), resent.ssrc()), (lost, 0x2001), "in the subscriber's numbering");
+    assert_eq!(resent.payload(), &payload(503)[..], "the original packet's payload");
+    assert_eq!(net.clients[1].errors, 0);
+}
+
+#[test]
+fn consent_expires_without_checks() {
+    let mut net = Net::new(EngineConfig::default());
+    net.add_clients(1);
+    assert_eq!(net.connect_all(), 1);
+    net.engine.drain_events().for_each(drop);
+    let transport = net.clients[0].transport;
+    net.advance(Duration::from_secs(29));
+    assert_eq!(net.engine.transport_count(), 1);
+    net.advance(Duration::from_secs(2));
+    assert_eq!(net.engine.transport_count(), 0);
+    let events: Vec<_> = net.engine.drain_events().collect();
+    assert_eq!(events, vec![EngineEvent::TransportClosed { transport, reason: CloseReason::ConsentExpired }]);
+}
+
+#[test]
+fn handshakes_beyond_the_turn_budget_wait_in_the_backlog() {
+    let mut net = Net::new(EngineConfig { handshake_budget: 2, ..EngineConfig::default() });
+    net.add_clients(8);
+    assert_eq!(net.connect_all(), 8);
+    assert_eq!(net.engine.counters().drops_of(DropReason::HandshakeBudget), 0, "nothing was dropped");
+}
+
+#[test]
+fn handshakes_that_find_the_backlog_full_are_dropped_and_retransmitted() {
+    let mut net = Net::new(EngineConfig { handshake_budget: 2, handshake_backlog: 1, ..EngineConfig::default() });
+    net.add_clients(8);
+    assert_eq!(net.connect_all(), 8, "DTLS retransmissions finish what the full backlog dropped");
+    assert!(net.engine.counters().drops_of(DropReason::HandshakeBudget) > 0, "the backlog overflowed");
+}
+
+#[test]
+fn bad_input_is_dropped_and_counted() {
+    let mut net = fan_out_net(1);
+    let stranger = client_addr(99);
+    // STUN for a ufrag nobody has.
+    let mut stun = vec![0u8; 20];
+    stun[1] = 0x01;
+    stun[4..8].copy_from_slice(&0x2112_A442u32.to_be_bytes());
+    net.send_raw(stranger, stun);
+    // Media and DTLS from an address no check validated.
+    net.send_raw(stranger, vec![0x80, 96, 0, 1, 0, 0, 0, 1, 0, 0, 0, 1, 0xAA, 0xBB]);
+    net.send_raw(stranger, vec![22, 0xFE, 0xFD, 0, 0]);
+    // Garbage and empty datagrams from the publisher's own address.
+    let publisher = net.clients[0].addr;
+    net.send_raw(publisher, vec![0xFF; 40]);
+    net.send_raw(publisher, Vec::new());
+    // SRTP replayed, and with a broken tag.
+    net.send_rtp(0, PUBLISHER_SSRC, 7, 7, &payload(7));
+    let sent = net.send_rtp(0, PUBLISHER_SSRC, 8, 8, &payload(8));
+    net.deliver();
+    let mut tampered = net.protect_rtp(0, PUBLISHER_SSRC, 9, 9, &payload(9));
+    let last = tampered.len() - 1;
+    tampered[last] ^= 1;
+    net.send_raw(publisher, sent);
+    net.send_raw(publisher, tampered);
+    // RTP for an SSRC nobody announced.
+    net.send_rtp(0, 0xDEAD, 1, 1, &payload(1));
+    net.deliver();
+
+    let counters = net.engine.counters();
+    assert_eq!(counters.drops_of(DropReason::StunUnknownUfrag), 1);
+    assert_eq!(counters.drops_of(DropReason::UnknownSource), 2);
+    assert_eq!(counters.drops_of(DropReason::Malformed), 2);
+    assert_eq!(counters.drops_of(DropReason::SrtpReplay), 1);
+    assert_eq!(counters.drops_of(DropReason::SrtpAuth), 1);
+    assert_eq!(counters.drops_of(DropReason::UnknownSsrc), 1);
+    assert_eq!(net.clients[1].inbox.len(), 2, "only the two good packets were forwarded");
+    assert_eq!(net.clients[1].errors, 0);
+}
