@@ -48,6 +48,10 @@ pub struct Cli {
     /// Socket backend: uring, epoll or auto [dataplane.io_backend; default auto].
     #[arg(long, value_name = "BACKEND")]
     pub io_backend: Option<String>,
+    /// Media socket of worker 0; worker i takes port + i (port 0: ephemeral ports)
+    /// [dataplane.udp_listen; default 127.0.0.1:0].
+    #[arg(long, value_name = "ADDR:PORT")]
+    pub udp_listen: Option<String>,
 }
 
 /// A configuration error: the key and what is wrong with it.
@@ -113,6 +117,7 @@ struct ClientSection {
 struct DataplaneSection {
     workers: Option<usize>,
     io_backend: Option<String>,
+    udp_listen: Option<SocketAddr>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -136,11 +141,13 @@ pub struct Config {
     pub client_listen: SocketAddr,
     pub workers: usize,
     pub io_backend: BackendChoice,
+    pub udp_listen: SocketAddr,
     pub default_max_members: u32,
 }
 
 const DEFAULT_API_LISTEN: &str = "127.0.0.1:6017";
 const DEFAULT_CLIENT_LISTEN: &str = "127.0.0.1:6016";
+const DEFAULT_UDP_LISTEN: &str = "127.0.0.1:0";
 const DEFAULT_ALIAS: &str = "rtc-1:cluster-1";
 const DEFAULT_DATA_DIR: &str = "./uprtcd-data";
 const DEFAULT_MAX_BODY_BYTES: usize = 1 << 20;
@@ -179,6 +186,10 @@ impl Config {
             Some(v) => parse_flag(v, "client.listen", "--client-listen")?,
             None => file.client.listen.unwrap_or_else(|| DEFAULT_CLIENT_LISTEN.parse().expect("valid default")),
         };
+        let udp_listen = match &cli.udp_listen {
+            Some(v) => parse_flag(v, "dataplane.udp_listen", "--udp-listen")?,
+            None => file.dataplane.udp_listen.unwrap_or_else(|| DEFAULT_UDP_LISTEN.parse().expect("valid default")),
+        };
         let announced_ip = match &cli.announced_ip {
             Some(v) => parse_flag(v, "server.announced_ip", "--announced-ip")?,
             None => file.server.announced_ip.unwrap_or(IpAddr::from([127, 0, 0, 1])),
@@ -202,6 +213,9 @@ impl Config {
         };
         if workers > MAX_WORKERS {
             return Err(ConfigError::new("dataplane.workers", format!("{workers} is more than {MAX_WORKERS}")));
+        }
+        if udp_listen.port() != 0 && usize::from(u16::MAX - udp_listen.port()) < workers.max(1) {
+            return Err(ConfigError::new("dataplane.udp_listen", "the port range of the workers passes 65535"));
         }
         let io_backend = match (&cli.io_backend, &file.dataplane.io_backend) {
             (Some(v), _) => parse_flag(v, "dataplane.io_backend", "--io-backend")?,
@@ -237,6 +251,7 @@ impl Config {
             client_listen,
             workers,
             io_backend,
+            udp_listen,
             default_max_members: file.rooms.default_max_members.unwrap_or(DEFAULT_MAX_MEMBERS),
         })
     }

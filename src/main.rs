@@ -60,11 +60,12 @@ fn run(cli: &Cli) -> Result<(), String> {
     };
 
     let available: Vec<usize> = core_affinity::get_core_ids().unwrap_or_default().iter().map(|c| c.id).collect();
-    let plan = WorkerPlan::spread(config.worker_count(available.len()), &available, config.io_backend);
+    let mut plan = WorkerPlan::spread(config.worker_count(available.len()), &available, config.io_backend);
+    plan.udp = Some(config.udp_listen);
     if let Some(reason) = uprtcd_dataplane::io::uring_unavailable_reason() {
         tracing::info!(%reason, "io_uring is unavailable; workers use epoll");
     }
-    let workers = Workers::start(&plan).map_err(|e| format!("cannot start the dataplane workers: {e}"))?;
+    let workers = Workers::start(&plan).map_err(|e| format!("dataplane.udp_listen: cannot start the workers: {e}"))?;
     for handle in workers.handles() {
         tracing::info!(
             worker = handle.index(),
@@ -72,11 +73,16 @@ fn run(cli: &Cli) -> Result<(), String> {
             core = handle.core(),
             pinned = handle.pinned(),
             backend = handle.backend(),
+            udp = ?handle.udp_address(),
             "dataplane worker started"
         );
     }
     let loads = Arc::new(WorkerLoads::new(
-        workers.handles().iter().map(|h| WorkerInfo { thread_id: h.thread_id(), core: h.core() }).collect(),
+        workers
+            .handles()
+            .iter()
+            .map(|h| WorkerInfo { thread_id: h.thread_id(), core: h.core(), stats: Arc::clone(h.stats()) })
+            .collect(),
     ));
 
     let settings = settings(&config, app_secret, &api_listener, &client_listener)?;

@@ -362,3 +362,24 @@ fn mirror_with_one_worker_has_no_worker_left() {
     assert_eq!(srv.ok("GET", &format!("/room/{r}/live/mirrors"), ()), json!([]));
     assert_eq!(srv.room(&r)["mirrorServers"], json!([]));
 }
+
+#[test]
+fn metrics_expose_every_worker_thread_without_the_secret() {
+    let srv = Server::builder().workers(2).start();
+    let tids: Vec<u64> = srv.cpu_load().into_iter().map(|(t, _)| t).collect();
+    let r = srv.request(&Auth::Missing, "GET", "/metrics", &[], Body::None);
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert!(r.content_type.as_deref().is_some_and(|c| c.starts_with("text/plain")), "{:?}", r.content_type);
+    let text = r.text();
+    for (worker, tid) in tids.iter().enumerate() {
+        for family in ["uprtcd_worker_packets_in_total", "uprtcd_worker_cpu_percent", "uprtcd_worker_transports"] {
+            let labels = format!("{family}{{worker=\"{worker}\",tid=\"{tid}\"}} ");
+            assert!(text.contains(&labels), "{labels} missing from:\n{text}");
+        }
+        let drops = format!("uprtcd_worker_drops_total{{worker=\"{worker}\",tid=\"{tid}\",reason=\"srtp_auth\"}} 0");
+        assert!(text.contains(&drops), "{drops} missing");
+    }
+    srv.live_id("host");
+    let text = srv.request(&Auth::Missing, "GET", "/metrics", &[], Body::None).text();
+    assert!(text.contains("\nuprtcd_rooms 1\n"), "{text}");
+}

@@ -10,6 +10,7 @@ pub mod api;
 pub mod envelope;
 pub mod ids;
 pub mod load;
+pub mod metrics;
 pub mod registry;
 pub mod state;
 pub mod store;

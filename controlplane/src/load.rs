@@ -7,16 +7,19 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use uprtcd_dataplane::cpu::CpuMeter;
+use uprtcd_dataplane::stats::SharedStats;
 
 /// How often worker CPU time is sampled.
 pub const SAMPLE_INTERVAL: Duration = Duration::from_secs(1);
 
 /// One worker as the control plane knows it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct WorkerInfo {
     /// Kernel thread id (`workPid`).
     pub thread_id: i32,
     pub core: usize,
+    /// The counters the worker publishes about once a second.
+    pub stats: Arc<SharedStats>,
 }
 
 /// The latest CPU % of every worker, by worker index.

@@ -110,7 +110,17 @@ pub fn router(state: AppState) -> Router {
         // handler (api.max_upload_bytes); axum's own 2 MB default would cut uploads short.
         .layer(DefaultBodyLimit::disable())
         .route("/openapi.json", get(move || async move { axum::Json(openapi) }));
-    Router::new().nest(PREFIX, api).fallback(|| async { ApiError::not_found() }).with_state(state)
+    Router::new()
+        .nest(PREFIX, api)
+        .route("/metrics", get(metrics))
+        .fallback(|| async { ApiError::not_found() })
+        .with_state(state)
+}
+
+/// Prometheus metrics, outside the API prefix and without the AppSecret: scrapers reach
+/// the API listener, which stays on a private address.
+async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
+    ([(axum::http::header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)], crate::metrics::render(&state))
 }
 
 /// Answers 10001 unless the request carries `authorization: key=<AppSecret>`. Both sides

@@ -1,0 +1,112 @@
+//! The Prometheus text exposition of the dataplane workers' counters and the registry's
+//! size, served at `/metrics` on the API listener (which operators keep private).
+#![forbid(unsafe_code)]
+
+use std::fmt::Write;
+
+use uprtcd_dataplane::stats::DropReason;
+
+use crate::state::AppState;
+
+/// One metric family: name, type, help, and its samples per worker.
+fn family(out: &mut String, name: &str, kind: &str, help: &str, samples: impl Iterator<Item = (String, f64)>) {
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+    for (labels, value) in samples {
+        if labels.is_empty() {
+            let _ = writeln!(out, "{name} {value}");
+        } else {
+            let _ = writeln!(out, "{name}{{{labels}}} {value}");
+        }
+    }
+}
+
+/// The content type of the text exposition format.
+pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4";
+
+/// The whole exposition.
+pub fn render(state: &AppState) -> String {
+    let loads = state.loads();
+    let cpu = loads.cpu();
+    let workers: Vec<_> = loads
+        .workers()
+        .iter()
+        .enumerate()
+        .map(|(i, w)| (format!("worker=\"{i}\",tid=\"{}\"", w.thread_id), w.stats.snapshot()))
+        .collect();
+    let mut out = String::new();
+    let per_worker = |pick: &dyn Fn(&uprtcd_dataplane::stats::WorkerCounters) -> f64| {
+        workers.iter().map(move |(labels, c)| (labels.clone(), pick(c))).collect::<Vec<_>>().into_iter()
+    };
+    family(
+        &mut out,
+        "uprtcd_worker_packets_in_total",
+        "counter",
+        "Datagrams the worker received.",
+        per_worker(&|c| c.packets_in as f64),
+    );
+    family(
+        &mut out,
+        "uprtcd_worker_bytes_in_total",
+        "counter",
+        "Bytes the worker received.",
+        per_worker(&|c| c.bytes_in as f64),
+    );
+    family(
+        &mut out,
+        "uprtcd_worker_packets_out_total",
+        "counter",
+        "Datagrams the worker queued for sending.",
+        per_worker(&|c| c.packets_out as f64),
+    );
+    family(
+        &mut out,
+        "uprtcd_worker_bytes_out_total",
+        "counter",
+        "Bytes the worker queued for sending.",
+        per_worker(&|c| c.bytes_out as f64),
+    );
+    family(
+        &mut out,
+        "uprtcd_worker_transports",
+        "gauge",
+        "Client transports the worker holds.",
+        per_worker(&|c| c.transports as f64),
+    );
+    family(
+        &mut out,
+        "uprtcd_worker_loop_turns_total",
+        "counter",
+        "Loop turns the worker ran.",
+        per_worker(&|c| c.loop_turns as f64),
+    );
+    family(
+        &mut out,
+        "uprtcd_worker_busy_seconds_total",
+        "counter",
+        "Time the worker spent handling work, by its own clock.",
+        per_worker(&|c| c.busy.as_secs_f64()),
+    );
+    family(
+        &mut out,
+        "uprtcd_worker_longest_turn_seconds",
+        "gauge",
+        "Longest loop turn in the last publishing interval.",
+        per_worker(&|c| c.longest_turn.as_secs_f64()),
+    );
+    family(
+        &mut out,
+        "uprtcd_worker_cpu_percent",
+        "gauge",
+        "CPU of the worker thread over the last second, from the kernel's accounting.",
+        workers.iter().zip(&cpu).map(|((labels, _), cpu)| (labels.clone(), *cpu)),
+    );
+    let drops = workers.iter().flat_map(|(labels, c)| {
+        DropReason::ALL
+            .iter()
+            .map(move |&reason| (format!("{labels},reason=\"{}\"", reason.name()), c.drops_of(reason) as f64))
+    });
+    family(&mut out, "uprtcd_worker_drops_total", "counter", "Datagrams the worker dropped, by reason.", drops);
+    let rooms = state.read(|reg| reg.room_count());
+    family(&mut out, "uprtcd_rooms", "gauge", "Open rooms.", std::iter::once((String::new(), rooms as f64)));
+    out
+}
