@@ -9,7 +9,9 @@ use uprtcd_dataplane::peer::Received;
 use uprtcd_dataplane::router::{MediaKind, ProducerSpec};
 use uprtcd_dataplane::stats::DropReason;
 use uprtcd_dataplane::testnet::{Net, client_addr};
-use uprtcd_dataplane::wire::rtcp::{FirEntry, RtcpCompound, RtcpPacket, write_fir, write_nack, write_pli};
+use uprtcd_dataplane::wire::rtcp::{
+    FirEntry, RtcpCompound, RtcpPacket, SenderInfo, write_fir, write_nack, write_pli, write_sender_report,
+};
 use uprtcd_dataplane::wire::rtp::RtpPacket;
 use uprtcd_dataplane::wire::{Datagram, classify};
 
@@ -208,4 +210,69 @@ fn bad_input_is_dropped_and_counted() {
     assert_eq!(counters.drops_of(DropReason::UnknownSsrc), 1);
     assert_eq!(net.clients[1].inbox.len(), 2, "only the two good packets were forwarded");
     assert_eq!(net.clients[1].errors, 0);
+}
+
+/// The RTCP packets client `i` received, decoded by `pick`.
+fn rtcp_of<T>(net: &Net, i: usize, pick: impl Fn(RtcpPacket<'_>) -> Option<T>) -> Vec<T> {
+    net.clients[i]
+        .inbox
+        .iter()
+        .filter(|(kind, _)| matches!(kind, Received::Rtcp { .. }))
+        .flat_map(|(_, bytes)| {
+            RtcpCompound::new_checked(bytes).unwrap().packets().filter_map(&pick).collect::<Vec<_>>()
+        })
+        .collect()
+}
+
+#[test]
+fn publishers_get_receiver_reports_about_their_streams() {
+    let mut net = fan_out_net(1);
+    for seq in (100..120u16).filter(|&s| s != 105) {
+        net.send_rtp(0, PUBLISHER_SSRC, seq, u32::from(seq) * 3000, &payload(seq));
+    }
+    net.deliver();
+    net.advance(Duration::from_millis(1100));
+    let blocks = rtcp_of(&net, 0, |p| match p {
+        RtcpPacket::ReceiverReport(rr) => rr.report_blocks().next(),
+        _ => None,
+    });
+    let block = blocks.first().expect("a receiver report reached the publisher");
+    assert_eq!(block.ssrc, PUBLISHER_SSRC);
+    assert_eq!(block.extended_highest_sequence, 119);
+    assert_eq!(block.cumulative_lost, 1, "sequence number 105 never arrived");
+    assert!(
+        rtcp_of(&net, 1, |p| matches!(p, RtcpPacket::ReceiverReport(_)).then_some(())).is_empty(),
+        "subscribers publish nothing"
+    );
+}
+
+#[test]
+fn sender_reports_reach_subscribers_in_their_numbering() {
+    let mut net = fan_out_net(2);
+    for seq in 0..10u16 {
+        net.send_rtp(0, PUBLISHER_SSRC, seq, 9000 + u32::from(seq) * 3000, &payload(seq));
+    }
+    let info = SenderInfo {
+        ssrc: PUBLISHER_SSRC,
+        ntp_timestamp: 0xE000_0000_8000_0000,
+        rtp_timestamp: 9000 + 9 * 3000,
+        packet_count: 10,
+        octet_count: 11_000,
+    };
+    let mut rtcp = [0u8; 128];
+    let len = write_sender_report(&mut rtcp, &info, &[]).unwrap();
+    net.send_rtcp(0, &rtcp[..len]);
+    net.deliver();
+    for i in 1..=2 {
+        let reports = rtcp_of(&net, i, |p| match p {
+            RtcpPacket::SenderReport(sr) => Some(sr.info()),
+            _ => None,
+        });
+        assert_eq!(reports.len(), 1, "subscriber {i}");
+        let report = reports[0];
+        assert_eq!(report.ssrc, 0x2000 + i as u32);
+        assert_eq!(report.ntp_timestamp, info.ntp_timestamp);
+        assert_eq!(report.rtp_timestamp, info.rtp_timestamp, "the first mapping keeps the source's timestamps");
+        assert_eq!(report.packet_count, 10);
+    }
 }

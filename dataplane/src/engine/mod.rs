@@ -26,7 +26,7 @@ mod transport;
 
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use slab::Slab;
 
@@ -35,9 +35,10 @@ use crate::dtls::{CertificateFingerprint, DtlsError, DtlsIdentity, DtlsOutput, M
 use crate::ice::{IceCredentials, IceError, StunOutcome, local_ufrag_of};
 use crate::io::SLOT_SIZE;
 use crate::router::{ConsumerId, ProducerId, ProducerSpec, Rewritten, Router, RouterConfig, RouterError, TransportId};
-use crate::srtp::{MAX_SRTP_OVERHEAD, SrtpError, SrtpSession};
+use crate::srtp::{MAX_SRTCP_OVERHEAD, MAX_SRTP_OVERHEAD, SrtpError, SrtpSession};
 use crate::stats::{DropReason, WorkerCounters};
-use crate::wire::rtcp::{RtcpCompound, RtcpPacket, write_pli};
+use crate::wire::WireError;
+use crate::wire::rtcp::{RtcpCompound, RtcpPacket, write_pli, write_receiver_report, write_sender_report};
 use crate::wire::rtp::RtpPacket;
 use crate::wire::{Datagram, classify};
 
@@ -111,8 +112,11 @@ pub enum CloseReason {
     Requested,
 }
 
-/// The SSRC the engine signs the RTCP it originates with (keyframe requests).
+/// The SSRC the engine signs the RTCP it originates with (receiver reports, keyframe
+/// requests).
 const ENGINE_SSRC: u32 = 0x5546_5254;
+/// How often publishers get a receiver report for each stream they send.
+const RECEIVER_REPORT_INTERVAL: Duration = Duration::from_secs(1);
 
 #[derive(Debug)]
 pub struct Engine {
@@ -130,6 +134,8 @@ pub struct Engine {
     handshake_backlog: VecDeque<(SocketAddr, Instant, Vec<u8>)>,
     /// Where DTLS writes its flights before they are queued.
     dtls_out: Box<[u8]>,
+    /// When publishers next get receiver reports; set by the first media packet.
+    next_receiver_reports: Option<Instant>,
 }
 
 fn slot_key(id: TransportId) -> usize {
@@ -150,6 +156,7 @@ impl Engine {
             handshakes_this_turn: 0,
             handshake_backlog: VecDeque::new(),
             dtls_out: vec![0; MIN_OUTPUT_BUFFER_LEN].into_boxed_slice(),
+            next_receiver_reports: None,
         }
     }
 
@@ -241,11 +248,16 @@ impl Engine {
     pub fn poll_timeout(&self) -> Option<Instant> {
         // A waiting backlog is due now: its oldest arrival time is already past.
         let backlog = self.handshake_backlog.front().map(|(_, arrived, _)| *arrived);
-        self.transports.iter().map(|(_, t)| t.poll_timeout()).chain(backlog).min()
+        self.transports.iter().map(|(_, t)| t.poll_timeout()).chain(backlog).chain(self.next_receiver_reports).min()
     }
 
-    /// Runs due DTLS timers and closes transports whose consent expired.
+    /// Runs due DTLS timers, closes transports whose consent expired, and sends publishers
+    /// their receiver reports when due.
     pub fn handle_timeouts(&mut self, now: Instant, out: &mut impl Outbox) {
+        if self.next_receiver_reports.is_some_and(|due| due <= now) {
+            self.next_receiver_reports = Some(now + RECEIVER_REPORT_INTERVAL);
+            self.send_receiver_reports(now, out);
+        }
         let mut expired = Vec::new();
         let mut failed = Vec::new();
         for (key, transport) in &mut self.transports {
@@ -390,6 +402,7 @@ impl Engine {
             self.counters.drop(DropReason::UnknownSsrc);
             return;
         };
+        self.next_receiver_reports.get_or_insert(now + RECEIVER_REPORT_INTERVAL);
         let transports = &mut self.transports;
         let counters = &mut self.counters;
         self.router.fan_out(now, producer, seq, timestamp, plaintext, |_, consumer_transport, rewritten| {
@@ -429,6 +442,15 @@ impl Engine {
                         self.retransmit(now, id, nack.media_ssrc(), lost, out);
                     }
                 }
+                RtcpPacket::SenderReport(report) => {
+                    let transports = &mut self.transports;
+                    let counters = &mut self.counters;
+                    self.router.sender_report(now, id, report.info(), |subscriber, info| {
+                        if let Some(subscriber) = transports.get_mut(slot_key(subscriber)) {
+                            send_rtcp(subscriber, out, counters, |slot| write_sender_report(slot, &info, &[]));
+                        }
+                    });
+                }
                 _ => {}
             }
         }
@@ -439,18 +461,18 @@ impl Engine {
     fn forward_keyframe_request(&mut self, now: Instant, id: TransportId, media_ssrc: u32, out: &mut impl Outbox) {
         let Some(request) = self.router.keyframe_request(now, id, media_ssrc) else { return };
         let Some(publisher) = self.transports.get_mut(slot_key(request.transport)) else { return };
-        let Some(destination) = publisher.destination() else { return };
-        let Some(srtp) = publisher.srtp.as_mut() else { return };
-        let slot = out.slot();
-        let Ok(len) = write_pli(slot, ENGINE_SSRC, request.media_ssrc) else { return };
-        match srtp.protect_rtcp(slot, len) {
-            Ok(len) => {
-                out.commit(destination, len);
-                self.counters.packets_out += 1;
-                self.counters.bytes_out += len as u64;
+        send_rtcp(publisher, out, &mut self.counters, |slot| write_pli(slot, ENGINE_SSRC, request.media_ssrc));
+    }
+
+    /// A receiver report to every publisher about each stream it sends.
+    fn send_receiver_reports(&mut self, now: Instant, out: &mut impl Outbox) {
+        let transports = &mut self.transports;
+        let counters = &mut self.counters;
+        self.router.receiver_reports(now, |publisher, block| {
+            if let Some(publisher) = transports.get_mut(slot_key(publisher)) {
+                send_rtcp(publisher, out, counters, |slot| write_receiver_report(slot, ENGINE_SSRC, &[block]));
             }
-            Err(e) => self.counters.drop(srtp_drop_reason(e)),
-        }
+        });
     }
 
     /// Resends a packet a subscriber on `id` reported lost, from the producer's cache.
@@ -483,6 +505,28 @@ fn send_rtp(
     header.set_sequence_number(rewritten.sequence_number);
     header.set_timestamp(rewritten.timestamp);
     match srtp.protect_rtp(slot, plaintext.len()) {
+        Ok(len) => {
+            out.commit(destination, len);
+            counters.packets_out += 1;
+            counters.bytes_out += len as u64;
+        }
+        Err(e) => counters.drop(srtp_drop_reason(e)),
+    }
+}
+
+/// Writes an RTCP packet with `write` into a slot, protects it with the client's keys and
+/// queues it to the client.
+fn send_rtcp(
+    client: &mut Transport,
+    out: &mut impl Outbox,
+    counters: &mut WorkerCounters,
+    write: impl FnOnce(&mut [u8]) -> Result<usize, WireError>,
+) {
+    let Some(destination) = client.destination() else { return };
+    let Some(srtp) = client.srtp.as_mut() else { return };
+    let slot = out.slot();
+    let Ok(len) = write(&mut slot[..SLOT_SIZE - MAX_SRTCP_OVERHEAD]) else { return };
+    match srtp.protect_rtcp(slot, len) {
         Ok(len) => {
             out.commit(destination, len);
             counters.packets_out += 1;

@@ -9,6 +9,7 @@
 //! it into a (throttled) keyframe request or retransmissions for the producer.
 #![forbid(unsafe_code)]
 
+pub mod reception;
 pub mod rewrite;
 pub mod rtx_cache;
 
@@ -17,8 +18,10 @@ use std::time::{Duration, Instant};
 
 use slab::Slab;
 
+pub use self::reception::ReceptionStats;
 pub use self::rewrite::{RewriteRefusal, Rewritten, StreamRewriter, seq_is_newer};
 pub use self::rtx_cache::RetransmissionCache;
+use crate::wire::rtcp::{ReportBlock, SenderInfo};
 
 /// A transport (one client connection) of this worker.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -86,6 +89,7 @@ struct Producer {
     consumers: Vec<ConsumerId>,
     cache: Option<RetransmissionCache>,
     last_keyframe_request: Option<Instant>,
+    reception: ReceptionStats,
 }
 
 #[derive(Debug)]
@@ -94,6 +98,9 @@ struct Consumer {
     transport: TransportId,
     rewriter: StreamRewriter,
     paused: bool,
+    /// Packets and payload-and-header octets forwarded, for this consumer's sender reports.
+    packets_sent: u32,
+    octets_sent: u32,
 }
 
 /// A keyframe request to send to a publisher: RTCP PLI for `media_ssrc` on `transport`.
@@ -147,6 +154,7 @@ impl Router {
             consumers: Vec::new(),
             cache,
             last_keyframe_request: None,
+            reception: ReceptionStats::default(),
         }));
         self.by_source.insert((spec.transport, spec.ssrc), id);
         Ok(id)
@@ -175,8 +183,14 @@ impl Router {
         if self.by_consumer_ssrc.contains_key(&(transport, output_ssrc)) {
             return Err(RouterError::DuplicateConsumerSsrc);
         }
-        let consumer =
-            Consumer { producer, transport, rewriter: StreamRewriter::new(output_ssrc, clock_rate), paused: false };
+        let consumer = Consumer {
+            producer,
+            transport,
+            rewriter: StreamRewriter::new(output_ssrc, clock_rate),
+            paused: false,
+            packets_sent: 0,
+            octets_sent: 0,
+        };
         let id: ConsumerId = slab_key(self.consumers.insert(consumer));
         self.by_consumer_ssrc.insert((transport, output_ssrc), id);
         if let Some(p) = self.producers.get_mut(producer.0 as usize) {
@@ -262,6 +276,7 @@ impl Router {
         if let Some(cache) = &mut p.cache {
             cache.store(now, seq, packet);
         }
+        p.reception.record(now, seq, timestamp, p.spec.clock_rate);
         let ssrc = p.spec.ssrc;
         for &id in &p.consumers {
             let Some(consumer) = self.consumers.get_mut(id.0 as usize) else { continue };
@@ -269,6 +284,8 @@ impl Router {
                 continue;
             }
             if let Ok(rewritten) = consumer.rewriter.rewrite(now, ssrc, seq, timestamp) {
+                consumer.packets_sent = consumer.packets_sent.wrapping_add(1);
+                consumer.octets_sent = consumer.octets_sent.wrapping_add(packet.len() as u32);
                 emit(id, consumer.transport, rewritten);
             }
         }
@@ -301,6 +318,45 @@ impl Router {
         }
         p.last_keyframe_request = Some(now);
         Some(KeyframeRequest { transport: p.spec.transport, media_ssrc: p.spec.ssrc })
+    }
+
+    /// A receiver report block about each published stream, with the transport of its
+    /// publisher; starts each stream's next report interval.
+    pub fn receiver_reports(&mut self, now: Instant, mut emit: impl FnMut(TransportId, ReportBlock)) {
+        for (_, producer) in &mut self.producers {
+            if let Some(block) = producer.reception.report_block(producer.spec.ssrc, now) {
+                emit(producer.spec.transport, block);
+            }
+        }
+    }
+
+    /// The publisher on `transport` sent a sender report: remember its timing for our
+    /// receiver reports, and give each consumer's subscriber the same report in that
+    /// consumer's numbering (its SSRC, its RTP timestamps, its counts), so that it can map
+    /// the stream to wall-clock time for lip sync.
+    pub fn sender_report(
+        &mut self,
+        now: Instant,
+        transport: TransportId,
+        info: SenderInfo,
+        mut emit: impl FnMut(TransportId, SenderInfo),
+    ) {
+        let Some(&id) = self.by_source.get(&(transport, info.ssrc)) else { return };
+        let Some(producer) = self.producers.get_mut(id.0 as usize) else { return };
+        producer.reception.sender_report(info.ntp_timestamp, now);
+        for consumer in producer.consumers.iter().filter_map(|c| self.consumers.get(c.0 as usize)) {
+            let Some(ts_offset) = consumer.rewriter.timestamp_offset_for(info.ssrc) else { continue };
+            emit(
+                consumer.transport,
+                SenderInfo {
+                    ssrc: consumer.rewriter.output_ssrc(),
+                    ntp_timestamp: info.ntp_timestamp,
+                    rtp_timestamp: info.rtp_timestamp.wrapping_add(ts_offset),
+                    packet_count: consumer.packets_sent,
+                    octet_count: consumer.octets_sent,
+                },
+            );
+        }
     }
 
     /// A subscriber on `transport` reported `lost_seq` of the stream it receives as

@@ -96,6 +96,11 @@ impl StreamRewriter {
         Some((m.source_ssrc, output_seq.wrapping_sub(m.seq_offset)))
     }
 
+    /// What is added to `source_ssrc`'s RTP timestamps, while it is the current source.
+    pub fn timestamp_offset_for(&self, source_ssrc: u32) -> Option<u32> {
+        self.mapping.filter(|m| m.source_ssrc == source_ssrc).map(|m| m.ts_offset)
+    }
+
     /// The header fields a packet of the current source was sent with, for resending it.
     pub fn output_for(&self, input_seq: u16, input_ts: u32) -> Option<Rewritten> {
         let m = self.mapping?;
