@@ -254,6 +254,14 @@ fn port_in_use_names_the_key_in_one_line() {
     let (st, err) = run_to_exit(&s(&["--config", &cfg.display().to_string()]), EXIT_TIMEOUT);
     assert_one_line_error(&st, &err, &["api.listen"], "api.listen in the file on a port in use");
     drop(busy);
+
+    // The workers' media socket: a UDP port someone else holds.
+    let busy_udp = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind a UDP port");
+    let udp = busy_udp.local_addr().expect("addr").to_string();
+    let mut args = default_args(&dir.path().join("data"));
+    args.extend(["--udp-listen".to_owned(), udp]);
+    let (st, err) = run_to_exit(&args, EXIT_TIMEOUT);
+    assert_one_line_error(&st, &err, &["dataplane.udp_listen"], "--udp-listen on a port in use");
 }
 
 #[test]
