@@ -539,8 +539,12 @@ impl Server {
     }
 
     fn spawn(&mut self) {
+        // The test command runs this suite once more with the epoll backend forced.
+        let backend =
+            std::env::var("UPRTCD_TEST_IO_BACKEND").ok().filter(|_| !self.args.iter().any(|a| a == "--io-backend"));
         let mut child = Command::new(BIN)
             .args(&self.args)
+            .args(backend.iter().flat_map(|b| ["--io-backend", b.as_str()]))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
