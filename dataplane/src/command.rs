@@ -17,7 +17,7 @@ use crate::Error;
 use crate::dtls::CertificateFingerprint;
 use crate::engine::{EngineError, TransportCreated};
 use crate::ice::IceCredentials;
-use crate::router::{ConsumerId, ProducerId, ProducerSpec, TransportId};
+use crate::router::{ConsumerId, ProducerId, ProducerSpec, RtxStream, TransportId};
 use crate::sys::EventFd;
 
 /// Matches a reply to the command it answers.
@@ -48,6 +48,12 @@ pub enum Command {
         producer: ProducerId,
         transport: TransportId,
         ssrc: u32,
+    },
+    /// Resend the consumer's lost packets as this RTX stream, which its subscriber negotiated.
+    EnableRtx {
+        request: RequestId,
+        consumer: ConsumerId,
+        rtx: RtxStream,
     },
 }
 

@@ -414,6 +414,9 @@ fn apply(
         Command::AddConsumer { request, producer, transport, ssrc } => {
             (request, engine.add_consumer(producer, transport, ssrc).map_or_else(refused, Reply::ConsumerAdded))
         }
+        Command::EnableRtx { request, consumer, rtx } => {
+            (request, engine.enable_rtx(consumer, rtx).map_or_else(refused, |()| Reply::Done))
+        }
     })
 }
 

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use uprtcd_dataplane::engine::{CloseReason, EngineConfig, EngineEvent};
 use uprtcd_dataplane::peer::Received;
-use uprtcd_dataplane::router::{MediaKind, ProducerSpec};
+use uprtcd_dataplane::router::{MediaKind, ProducerSpec, RtxStream};
 use uprtcd_dataplane::stats::DropReason;
 use uprtcd_dataplane::testnet::{Net, client_addr};
 use uprtcd_dataplane::wire::rtcp::{
@@ -210,6 +210,40 @@ fn bad_input_is_dropped_and_counted() {
     assert_eq!(counters.drops_of(DropReason::UnknownSsrc), 1);
     assert_eq!(net.clients[1].inbox.len(), 2, "only the two good packets were forwarded");
     assert_eq!(net.clients[1].errors, 0);
+}
+
+#[test]
+fn nacks_are_answered_on_the_rtx_stream_when_negotiated() {
+    let mut net = Net::new(EngineConfig::default());
+    net.add_clients(2);
+    assert_eq!(net.connect_all(), 2);
+    let spec = ProducerSpec {
+        transport: net.clients[0].transport,
+        ssrc: PUBLISHER_SSRC,
+        kind: MediaKind::Video,
+        clock_rate: 90_000,
+    };
+    let producer = net.engine.add_producer(spec).unwrap();
+    let consumer = net.engine.add_consumer(producer, net.clients[1].transport, 0x2001).unwrap();
+    net.engine.enable_rtx(consumer, RtxStream { ssrc: 0x3001, payload_type: 97 }).unwrap();
+    for seq in 700..705u16 {
+        net.send_rtp(0, PUBLISHER_SSRC, seq, u32::from(seq) * 3000, &payload(seq));
+    }
+    net.deliver();
+    let mut rtcp = [0u8; 64];
+    let len = write_nack(&mut rtcp, 0x2001, 0x2001, &[702, 703]).unwrap();
+    net.send_rtcp(1, &rtcp[..len]);
+    net.deliver();
+    let rtx: Vec<_> = net.clients[1].inbox[5..].iter().map(|(_, b)| b.clone()).collect();
+    assert_eq!(rtx.len(), 2, "two retransmissions");
+    for (i, (bytes, original_seq)) in rtx.iter().zip([702u16, 703]).enumerate() {
+        let packet = RtpPacket::new_checked(&bytes[..]).unwrap();
+        assert_eq!((packet.ssrc(), packet.payload_type(), packet.sequence_number()), (0x3001, 97, i as u16));
+        assert_eq!(packet.timestamp(), u32::from(original_seq) * 3000);
+        let (osn, original) = packet.payload().split_at(2);
+        assert_eq!(u16::from_be_bytes([osn[0], osn[1]]), original_seq, "RFC 4588 original sequence number");
+        assert_eq!(original, &payload(original_seq)[..]);
+    }
 }
 
 /// The RTCP packets client `i` received, decoded by `pick`.

@@ -34,7 +34,9 @@ use self::transport::Transport;
 use crate::dtls::{CertificateFingerprint, DtlsError, DtlsIdentity, DtlsOutput, MIN_OUTPUT_BUFFER_LEN};
 use crate::ice::{IceCredentials, IceError, StunOutcome, local_ufrag_of};
 use crate::io::SLOT_SIZE;
-use crate::router::{ConsumerId, ProducerId, ProducerSpec, Rewritten, Router, RouterConfig, RouterError, TransportId};
+use crate::router::{
+    ConsumerId, ProducerId, ProducerSpec, Resend, Rewritten, Router, RouterConfig, RouterError, RtxStream, TransportId,
+};
 use crate::srtp::{MAX_SRTCP_OVERHEAD, MAX_SRTP_OVERHEAD, SrtpError, SrtpSession};
 use crate::stats::{DropReason, WorkerCounters};
 use crate::wire::WireError;
@@ -241,6 +243,11 @@ impl Engine {
             return Err(EngineError::UnknownTransport);
         }
         Ok(self.router.add_consumer(producer, transport, ssrc)?)
+    }
+
+    /// Resends `consumer`'s lost packets as the RTX stream `rtx` (RFC 4588).
+    pub fn enable_rtx(&mut self, consumer: ConsumerId, rtx: RtxStream) -> Result<(), EngineError> {
+        Ok(self.router.enable_rtx(consumer, rtx)?)
     }
 
     /// The earliest time [`Engine::handle_timeouts`] has work: a DTLS retransmission or a
@@ -475,11 +482,61 @@ impl Engine {
         });
     }
 
-    /// Resends a packet a subscriber on `id` reported lost, from the producer's cache.
+    /// Resends a packet a subscriber on `id` reported lost, from the producer's cache: as
+    /// RTX when the subscriber negotiated it, else the original packet.
     fn retransmit(&mut self, now: Instant, id: TransportId, media_ssrc: u32, lost: u16, out: &mut impl Outbox) {
-        let Some((packet, rewritten)) = self.router.retransmission(now, id, media_ssrc, lost) else { return };
+        let Some(resend) = self.router.retransmission(now, id, media_ssrc, lost) else { return };
         let Some(subscriber) = self.transports.get_mut(slot_key(id)) else { return };
-        send_rtp(subscriber, packet, rewritten, out, &mut self.counters);
+        match resend {
+            Resend::Original { packet, rewritten } => send_rtp(subscriber, packet, rewritten, out, &mut self.counters),
+            Resend::Rtx { packet, rewritten, rtx, rtx_sequence_number } => {
+                send_rtx(subscriber, packet, rewritten, rtx, rtx_sequence_number, out, &mut self.counters)
+            }
+        }
+    }
+}
+
+/// Sends `plaintext` again as an RTX packet (RFC 4588 §4): the original header with the
+/// RTX SSRC, payload type and sequence number, then the original sequence number, then the
+/// original payload (padding dropped).
+fn send_rtx(
+    subscriber: &mut Transport,
+    plaintext: &[u8],
+    rewritten: Rewritten,
+    rtx: RtxStream,
+    rtx_sequence_number: u16,
+    out: &mut impl Outbox,
+    counters: &mut WorkerCounters,
+) {
+    let Ok(original) = RtpPacket::new_checked(plaintext) else { return };
+    let (header_len, payload) = (original.header_len(), original.payload());
+    let len = header_len + 2 + payload.len();
+    if len + MAX_SRTP_OVERHEAD > SLOT_SIZE {
+        counters.drop(DropReason::Malformed);
+        return;
+    }
+    let Some(destination) = subscriber.destination() else { return };
+    let Some(srtp) = subscriber.srtp.as_mut() else { return };
+    let slot = out.slot();
+    slot[..header_len].copy_from_slice(&plaintext[..header_len]);
+    // The padding bit: RTX carries no padding.
+    slot[0] &= !0x20;
+    slot[header_len..header_len + 2].copy_from_slice(&rewritten.sequence_number.to_be_bytes());
+    slot[header_len + 2..len].copy_from_slice(payload);
+    let Ok(mut header) = RtpPacket::new_checked(&mut slot[..len]) else { return };
+    if header.set_payload_type(rtx.payload_type).is_err() {
+        return;
+    }
+    header.set_ssrc(rtx.ssrc);
+    header.set_sequence_number(rtx_sequence_number);
+    header.set_timestamp(rewritten.timestamp);
+    match srtp.protect_rtp(slot, len) {
+        Ok(len) => {
+            out.commit(destination, len);
+            counters.packets_out += 1;
+            counters.bytes_out += len as u64;
+        }
+        Err(e) => counters.drop(srtp_drop_reason(e)),
     }
 }
 

@@ -101,6 +101,26 @@ struct Consumer {
     /// Packets and payload-and-header octets forwarded, for this consumer's sender reports.
     packets_sent: u32,
     octets_sent: u32,
+    /// The RTX stream negotiated with the subscriber (RFC 4588), with its next sequence number.
+    rtx: Option<(RtxStream, u16)>,
+}
+
+/// An RTX stream (RFC 4588) a subscriber negotiated for a consumer: retransmissions go on
+/// their own SSRC and payload type, in their own sequence number space.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RtxStream {
+    pub ssrc: u32,
+    pub payload_type: u8,
+}
+
+/// How to resend a packet a subscriber reported lost.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Resend<'a> {
+    /// The original packet, with the consumer's header fields (no RTX negotiated).
+    Original { packet: &'a [u8], rewritten: Rewritten },
+    /// An RTX packet: the original payload behind the original sequence number (OSN) in
+    /// `rewritten`, sent as `rtx` with sequence number `rtx_sequence_number`.
+    Rtx { packet: &'a [u8], rewritten: Rewritten, rtx: RtxStream, rtx_sequence_number: u16 },
 }
 
 /// A keyframe request to send to a publisher: RTCP PLI for `media_ssrc` on `transport`.
@@ -190,6 +210,7 @@ impl Router {
             paused: false,
             packets_sent: 0,
             octets_sent: 0,
+            rtx: None,
         };
         let id: ConsumerId = slab_key(self.consumers.insert(consumer));
         self.by_consumer_ssrc.insert((transport, output_ssrc), id);
@@ -359,17 +380,24 @@ impl Router {
         }
     }
 
+    /// Sends `consumer`'s retransmissions as the RTX stream `rtx` from now on.
+    pub fn enable_rtx(&mut self, consumer: ConsumerId, rtx: RtxStream) -> Result<(), RouterError> {
+        let consumer = self.consumers.get_mut(consumer.0 as usize).ok_or(RouterError::UnknownConsumer)?;
+        consumer.rtx = Some((rtx, 0));
+        Ok(())
+    }
+
     /// A subscriber on `transport` reported `lost_seq` of the stream it receives as
-    /// `media_ssrc` lost: the cached plaintext packet and the header fields to resend it
-    /// with, if the packet is still cached.
+    /// `media_ssrc` lost: how to resend it from the cache, if the packet is still cached.
     pub fn retransmission(
-        &self,
+        &mut self,
         now: Instant,
         transport: TransportId,
         media_ssrc: u32,
         lost_seq: u16,
-    ) -> Option<(&[u8], Rewritten)> {
-        let consumer = self.consumers.get(self.by_consumer_ssrc.get(&(transport, media_ssrc))?.0 as usize)?;
+    ) -> Option<Resend<'_>> {
+        let consumer_id = *self.by_consumer_ssrc.get(&(transport, media_ssrc))?;
+        let consumer = self.consumers.get_mut(consumer_id.0 as usize)?;
         let producer = self.producers.get(consumer.producer.0 as usize)?;
         let (source_ssrc, input_seq) = consumer.rewriter.input_seq_for(lost_seq)?;
         if source_ssrc != producer.spec.ssrc {
@@ -379,7 +407,15 @@ impl Router {
         // Cached packets were parsed as RTP before they were stored: bytes 4..8 are the
         // timestamp.
         let timestamp = u32::from_be_bytes(packet.get(4..8)?.try_into().ok()?);
-        Some((packet, consumer.rewriter.output_for(input_seq, timestamp)?))
+        let rewritten = consumer.rewriter.output_for(input_seq, timestamp)?;
+        Some(match &mut consumer.rtx {
+            Some((rtx, next)) => {
+                let rtx_sequence_number = *next;
+                *next = next.wrapping_add(1);
+                Resend::Rtx { packet, rewritten, rtx: *rtx, rtx_sequence_number }
+            }
+            None => Resend::Original { packet, rewritten },
+        })
     }
 }
 
@@ -456,9 +492,21 @@ mod tests {
         let packet = [0x80, 96, 0x23, 0x28, 0, 0, 0x10, 0, 0, 0, 0, 0x20, 0xEE];
         router.fan_out(t0, second, 9000, 0x1000, &packet, |_, _, r| out.push(r));
         assert_eq!(out[0].sequence_number, 101);
-        let (cached, rewritten) = router.retransmission(t0, TransportId(2), 0xA, 101).unwrap();
+        let Some(Resend::Original { packet: cached, rewritten }) = router.retransmission(t0, TransportId(2), 0xA, 101)
+        else {
+            panic!("no RTX negotiated: the original packet")
+        };
         assert_eq!(cached, packet);
         assert_eq!(rewritten, out[0]);
+        router.enable_rtx(consumer, RtxStream { ssrc: 0xB, payload_type: 97 }).unwrap();
+        for expected_rtx_seq in 0..2 {
+            let Some(Resend::Rtx { rewritten: r, rtx, rtx_sequence_number, .. }) =
+                router.retransmission(t0, TransportId(2), 0xA, 101)
+            else {
+                panic!("RTX negotiated")
+            };
+            assert_eq!((r, rtx.ssrc, rtx_sequence_number), (out[0], 0xB, expected_rtx_seq));
+        }
         assert!(router.retransmission(t0, TransportId(2), 0xA, 102).is_none());
         assert!(router.retransmission(t0 + Duration::from_secs(5), TransportId(2), 0xA, 101).is_none());
     }
