@@ -11,9 +11,10 @@
 //!   all that its accessors and iterators will read; after that no accessor can panic or
 //!   read out of bounds. The check covers the buffer as `new_checked` saw it: the view's
 //!   `T` must keep returning the same bytes from `as_ref` (slices, arrays and `Vec` do).
-//! - **Views borrow.** A view wraps the caller's buffer (`&[u8]`, `&mut [u8]`, a pooled
-//!   buffer); iterators borrow the view. Setters rewrite fields in place and never change
-//!   the packet's length.
+//! - **Views borrow.** An RTP or STUN view wraps the caller's buffer (`&[u8]`, `&mut [u8]`,
+//!   a pooled buffer) and its iterators borrow the view; RTCP, which is only read, borrows a
+//!   slice and its packet views live as long as that slice. Setters rewrite fields in place
+//!   and never change the packet's length.
 //! - **Errors are counted, not formatted.** [`WireError`] is a small `Copy` enum; the hot
 //!   path maps it to a drop reason. `Display` exists for logs and tests.
 //! - **Writers fill a caller's buffer** and return the length written, or
