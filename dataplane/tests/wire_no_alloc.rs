@@ -1,0 +1,60 @@
+//! The RTCP the engine reads and writes on every report and feedback allocates nothing:
+//! parsing compounds (SR, RR, NACK, PLI, FIR, REMB) and writing PLI, NACK, RR and SR.
+
+use std::alloc::System;
+use std::hint::black_box;
+
+use stats_alloc::{INSTRUMENTED_SYSTEM, Region, StatsAlloc};
+use uprtcd_dataplane::wire::rtcp::{
+    FirEntry, ReportBlock, RtcpCompound, RtcpPacket, SenderInfo, write_fir, write_nack, write_pli,
+    write_receiver_report, write_remb, write_sender_report,
+};
+
+#[global_allocator]
+static GLOBAL: &StatsAlloc<System> = &INSTRUMENTED_SYSTEM;
+
+#[test]
+fn rtcp_reading_and_writing_allocate_nothing() {
+    let block = ReportBlock {
+        ssrc: 1,
+        fraction_lost: 3,
+        cumulative_lost: 10,
+        extended_highest_sequence: 70_000,
+        jitter: 90,
+        last_sender_report: 7,
+        delay_since_last_sender_report: 65_536,
+    };
+    let info = SenderInfo { ssrc: 2, ntp_timestamp: 1 << 40, rtp_timestamp: 9, packet_count: 3, octet_count: 4 };
+    let mut compound = [0u8; 512];
+    let mut len = write_sender_report(&mut compound, &info, &[block]).unwrap();
+    len += write_receiver_report(&mut compound[len..], 5, &[block, block]).unwrap();
+    len += write_nack(&mut compound[len..], 5, 2, &[100, 101, 105, 130]).unwrap();
+    len += write_pli(&mut compound[len..], 5, 2).unwrap();
+    len += write_fir(&mut compound[len..], 5, &[FirEntry { ssrc: 2, sequence_number: 1 }]).unwrap();
+    len += write_remb(&mut compound[len..], 5, 1_500_000, &[2]).unwrap();
+    let compound = &compound[..len];
+    let mut out = [0u8; 256];
+
+    let region = Region::new(GLOBAL);
+    let mut seen = 0u64;
+    for _ in 0..10_000 {
+        for packet in RtcpCompound::new_checked(black_box(compound)).unwrap().packets() {
+            seen += match packet {
+                RtcpPacket::SenderReport(sr) => sr.report_blocks().count() as u64 + u64::from(sr.info().packet_count),
+                RtcpPacket::ReceiverReport(rr) => rr.report_blocks().map(|b| u64::from(b.jitter)).sum(),
+                RtcpPacket::Nack(nack) => nack.lost_sequence_numbers().count() as u64,
+                RtcpPacket::Pli(pli) => u64::from(pli.media_ssrc()),
+                RtcpPacket::Fir(fir) => fir.entries().count() as u64,
+                RtcpPacket::Remb(remb) => remb.bitrate(),
+                _ => 0,
+            };
+        }
+        black_box(write_pli(&mut out, 1, 2).unwrap());
+        black_box(write_nack(&mut out, 1, 2, &[7, 9]).unwrap());
+        black_box(write_receiver_report(&mut out, 1, &[block]).unwrap());
+        black_box(write_sender_report(&mut out, &info, &[]).unwrap());
+    }
+    let stats = region.change();
+    assert!(seen > 0);
+    assert_eq!((stats.allocations, stats.reallocations), (0, 0), "{stats:?}");
+}
