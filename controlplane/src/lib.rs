@@ -14,6 +14,7 @@ pub mod metrics;
 pub mod registry;
 pub mod state;
 pub mod store;
+pub mod token;
 
 use std::path::Path;
 use std::sync::Arc;

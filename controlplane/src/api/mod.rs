@@ -10,6 +10,7 @@ mod live;
 mod record;
 mod rooms;
 mod server;
+mod token;
 
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, Request, State};
@@ -89,6 +90,7 @@ fn documented_routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(server::cpu_load))
         .routes(routes!(server::recycle))
         .routes(routes!(server::block_peer))
+        .routes(routes!(token::mint))
         .split_for_parts()
 }
 
