@@ -310,3 +310,50 @@ fn sender_reports_reach_subscribers_in_their_numbering() {
         assert_eq!(report.packet_count, 10);
     }
 }
+
+#[test]
+fn random_datagrams_never_panic_and_are_all_counted() {
+    let mut net = fan_out_net(2);
+    let publisher = net.clients[0].addr;
+    let mut state = 0x9E37_79B9_7F4A_7C15u64;
+    let mut next = move || {
+        // xorshift64*: deterministic, so a failure reproduces.
+        state ^= state >> 12;
+        state ^= state << 25;
+        state ^= state >> 27;
+        state.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    };
+    let mut garbage = |first_bytes: &[u8], i: u64| {
+        let len = (next() % 1500) as usize;
+        let mut bytes: Vec<u8> = (0..len.max(1)).map(|_| next() as u8).collect();
+        bytes[0] = first_bytes[(i % first_bytes.len() as u64) as usize];
+        bytes
+    };
+    let total_drops = |net: &mut Net| DropReason::ALL.iter().map(|&r| net.engine.counters().drops_of(r)).sum::<u64>();
+    let (packets_before, drops_before) = (net.engine.counters().packets_in, total_drops(&mut net));
+    // STUN, RTP, RTCP and unclassifiable bytes, from a connected client and from strangers:
+    // every one is dropped and counted.
+    for i in 0..20_000u64 {
+        let from = if i % 2 == 0 { publisher } else { client_addr(50 + (i % 7) as usize) };
+        let bytes = garbage(&[0x00, 0x01, 0x80, 0x81, 0x90, 0xFF, 0x40], i);
+        net.send_raw(from, bytes);
+    }
+    net.deliver();
+    assert_eq!(net.engine.counters().packets_in - packets_before, 20_000);
+    assert_eq!(total_drops(&mut net) - drops_before, 20_000, "every datagram was dropped and counted");
+    // DTLS-looking garbage goes to the connected transports' DTLS, which ignores or refuses
+    // it; none of it may break them.
+    for i in 0..2_000u64 {
+        let from = net.clients[(i % 3) as usize].addr;
+        let bytes = garbage(&[0x14, 0x15, 0x16, 0x17], i);
+        net.send_raw(from, bytes);
+    }
+    for _ in 0..10 {
+        net.advance(Duration::from_millis(10));
+    }
+    assert!(net.clients.iter().all(|c| c.inbox.is_empty()), "no garbage was forwarded");
+    assert_eq!(net.engine.transport_count(), 3, "the transports survived");
+    net.send_rtp(0, PUBLISHER_SSRC, 1, 1, &payload(1));
+    net.deliver();
+    assert_eq!((net.clients[1].inbox.len(), net.clients[2].inbox.len()), (1, 1), "and still forward");
+}
