@@ -13,10 +13,9 @@ use std::time::{Duration, Instant};
 
 use uprtcd_dataplane::command::{Command, Reply};
 use uprtcd_dataplane::dtls::{DtlsIdentity, DtlsVersionPolicy};
-use uprtcd_dataplane::ice::IceCredentials;
 use uprtcd_dataplane::io::BackendChoice;
-use uprtcd_dataplane::peer::{ClientPeer, UdpPeer};
-use uprtcd_dataplane::router::{MediaKind, ProducerSpec, TransportId};
+use uprtcd_dataplane::peer::UdpPeer;
+use uprtcd_dataplane::router::{MediaKind, ProducerSpec};
 use uprtcd_dataplane::wire::rtp::RtpHeader;
 use uprtcd_dataplane::worker::{WorkerHandle, WorkerPlan, Workers};
 
@@ -24,17 +23,6 @@ const LOOPBACK: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
 const TIMEOUT: Duration = Duration::from_secs(20);
 const SUBSCRIBERS: usize = 20;
 const STORM: usize = 100;
-
-fn transport(worker: &WorkerHandle, identity: &DtlsIdentity) -> (TransportId, UdpPeer) {
-    let local_ice = IceCredentials::generate().expect("ICE credentials");
-    let (remote_ice, remote_fingerprint) = (local_ice.clone(), identity.fingerprint());
-    let reply = worker
-        .request(|request| Command::CreateTransport { request, remote_ice, remote_fingerprint }, TIMEOUT)
-        .expect("worker answers");
-    let Reply::TransportCreated { created, address } = reply else { panic!("refused: {reply:?}") };
-    let peer = ClientPeer::new(identity, local_ice, created.local_ice, created.fingerprint, Instant::now());
-    (created.transport, UdpPeer::bind(peer, LOOPBACK, address).expect("client socket"))
-}
 
 /// The longest loop turn the worker published for the next full publishing interval.
 fn next_longest_turn(worker: &WorkerHandle) -> Duration {
@@ -57,8 +45,8 @@ fn main() {
     let worker = &workers.handles()[0];
     let identity = DtlsIdentity::generate(DtlsVersionPolicy::Dtls12Only).expect("identity");
 
-    let (publisher_transport, mut publisher) = transport(worker, &identity);
-    publisher.connect(TIMEOUT).expect("publisher connects");
+    let (publisher_transport, mut publisher) =
+        UdpPeer::connect_to_worker(worker, &identity, LOOPBACK, TIMEOUT).expect("publisher connects");
     let spec = ProducerSpec { transport: publisher_transport, ssrc: 7, kind: MediaKind::Video, clock_rate: 90_000 };
     let Reply::ProducerAdded(producer) =
         worker.request(|request| Command::AddProducer { request, spec }, TIMEOUT).unwrap()
@@ -67,8 +55,8 @@ fn main() {
     };
     let mut subscribers = Vec::new();
     for i in 0..SUBSCRIBERS {
-        let (transport, mut client) = self::transport(worker, &identity);
-        client.connect(TIMEOUT).expect("subscriber connects");
+        let (transport, client) =
+            UdpPeer::connect_to_worker(worker, &identity, LOOPBACK, TIMEOUT).expect("subscriber connects");
         let ssrc = 100 + i as u32;
         worker.request(|request| Command::AddConsumer { request, producer, transport, ssrc }, TIMEOUT).unwrap();
         subscribers.push(client);
@@ -91,7 +79,9 @@ fn main() {
         next_longest_turn(worker);
         next_longest_turn(worker);
         let quiet = (0..3).map(|_| next_longest_turn(worker)).max().unwrap_or_default();
-        let mut storm: Vec<UdpPeer> = (0..STORM).map(|_| transport(worker, &identity).1).collect();
+        let mut storm: Vec<UdpPeer> = (0..STORM)
+            .map(|_| UdpPeer::for_worker(worker, &identity, LOOPBACK, TIMEOUT).expect("transport").1)
+            .collect();
         let started = Instant::now();
         let during = scope.spawn(|| (0..3).map(|_| next_longest_turn(worker)).max().unwrap_or_default());
         let connected = std::thread::scope(|inner| {

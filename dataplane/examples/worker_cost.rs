@@ -11,10 +11,9 @@ use std::time::{Duration, Instant};
 use uprtcd_dataplane::command::{Command, Reply};
 use uprtcd_dataplane::cpu::thread_cpu_time;
 use uprtcd_dataplane::dtls::{DtlsIdentity, DtlsVersionPolicy};
-use uprtcd_dataplane::ice::IceCredentials;
 use uprtcd_dataplane::io::{BackendChoice, uring_unavailable_reason};
-use uprtcd_dataplane::peer::{ClientPeer, UdpPeer};
-use uprtcd_dataplane::router::{MediaKind, ProducerSpec, TransportId};
+use uprtcd_dataplane::peer::UdpPeer;
+use uprtcd_dataplane::router::{MediaKind, ProducerSpec};
 use uprtcd_dataplane::wire::rtp::RtpHeader;
 use uprtcd_dataplane::worker::{WorkerHandle, WorkerPlan, Workers};
 
@@ -22,19 +21,6 @@ const LOOPBACK: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
 const TIMEOUT: Duration = Duration::from_secs(10);
 const SUBSCRIBERS: usize = 10;
 const BURST: usize = 32;
-
-fn connect(worker: &WorkerHandle, identity: &DtlsIdentity) -> (TransportId, UdpPeer) {
-    let local_ice = IceCredentials::generate().expect("ICE credentials");
-    let (remote_ice, remote_fingerprint) = (local_ice.clone(), identity.fingerprint());
-    let reply = worker
-        .request(|request| Command::CreateTransport { request, remote_ice, remote_fingerprint }, TIMEOUT)
-        .expect("worker answers");
-    let Reply::TransportCreated { created, address } = reply else { panic!("refused: {reply:?}") };
-    let peer = ClientPeer::new(identity, local_ice, created.local_ice, created.fingerprint, Instant::now());
-    let mut client = UdpPeer::bind(peer, LOOPBACK, address).expect("client socket");
-    client.connect(TIMEOUT).expect("client connects");
-    (created.transport, client)
-}
 
 /// Waits for the worker's next published counters.
 fn published(worker: &WorkerHandle) -> uprtcd_dataplane::stats::WorkerCounters {
@@ -52,7 +38,8 @@ fn measure(backend: BackendChoice, packets: usize) {
     let workers = Workers::start(&plan).expect("worker starts");
     let worker = &workers.handles()[0];
     let identity = DtlsIdentity::generate(DtlsVersionPolicy::Dtls12Only).expect("identity");
-    let (publisher_transport, mut publisher) = connect(worker, &identity);
+    let (publisher_transport, mut publisher) =
+        UdpPeer::connect_to_worker(worker, &identity, LOOPBACK, TIMEOUT).expect("client connects");
     let spec = ProducerSpec { transport: publisher_transport, ssrc: 7, kind: MediaKind::Video, clock_rate: 90_000 };
     let Reply::ProducerAdded(producer) =
         worker.request(|request| Command::AddProducer { request, spec }, TIMEOUT).unwrap()
@@ -63,7 +50,8 @@ fn measure(backend: BackendChoice, packets: usize) {
     // nothing more than a subscriber that reads.
     let subscribers: Vec<UdpPeer> = (0..SUBSCRIBERS)
         .map(|i| {
-            let (transport, client) = connect(worker, &identity);
+            let (transport, client) =
+                UdpPeer::connect_to_worker(worker, &identity, LOOPBACK, TIMEOUT).expect("client connects");
             let ssrc = 100 + i as u32;
             worker.request(|request| Command::AddConsumer { request, producer, transport, ssrc }, TIMEOUT).unwrap();
             client

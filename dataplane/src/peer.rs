@@ -15,11 +15,14 @@
 use std::net::{SocketAddr, UdpSocket};
 use std::time::{Duration, Instant};
 
+use crate::command::{Command, Reply};
 use crate::dtls::{CertificateFingerprint, DtlsError, DtlsIdentity, DtlsOutput, DtlsTransport, MIN_OUTPUT_BUFFER_LEN};
 use crate::ice::client::{build_binding_request, parse_binding_response};
 use crate::ice::{IceCredentials, IceError};
+use crate::router::TransportId;
 use crate::srtp::{SrtpError, SrtpSession};
 use crate::wire::{Datagram, classify};
+use crate::worker::WorkerHandle;
 
 /// How often an unanswered connectivity check is repeated.
 const CHECK_INTERVAL: Duration = Duration::from_millis(100);
@@ -47,6 +50,8 @@ pub enum PeerError {
     NotConnected,
     #[error("datagram is neither STUN, DTLS, RTP nor RTCP")]
     Unknown,
+    #[error("the worker refused or did not answer the transport request")]
+    TransportRefused,
 }
 
 /// One client transport to the SFU.
@@ -209,6 +214,39 @@ pub struct UdpPeer {
 }
 
 impl UdpPeer {
+    /// Asks `worker` for a transport as signalling would (this client's ICE credentials and
+    /// `identity`'s fingerprint), then connects a peer on an ephemeral port of `local_ip` to
+    /// it: ICE and DTLS complete within `timeout`.
+    pub fn connect_to_worker(
+        worker: &WorkerHandle,
+        identity: &DtlsIdentity,
+        local_ip: std::net::IpAddr,
+        timeout: Duration,
+    ) -> Result<(TransportId, Self), PeerError> {
+        let mut client = Self::for_worker(worker, identity, local_ip, timeout)?;
+        client.1.connect(timeout)?;
+        Ok(client)
+    }
+
+    /// Like [`UdpPeer::connect_to_worker`] but leaves connecting to the caller, so that many
+    /// clients can start at once.
+    pub fn for_worker(
+        worker: &WorkerHandle,
+        identity: &DtlsIdentity,
+        local_ip: std::net::IpAddr,
+        timeout: Duration,
+    ) -> Result<(TransportId, Self), PeerError> {
+        let local_ice = IceCredentials::generate().map_err(PeerError::Ice)?;
+        let (remote_ice, remote_fingerprint) = (local_ice.clone(), identity.fingerprint());
+        let reply = worker
+            .request(|request| Command::CreateTransport { request, remote_ice, remote_fingerprint }, timeout)
+            .map_err(|_| PeerError::TransportRefused)?;
+        let Reply::TransportCreated { created, address } = reply else { return Err(PeerError::TransportRefused) };
+        let peer = ClientPeer::new(identity, local_ice, created.local_ice, created.fingerprint, Instant::now());
+        let client = Self::bind(peer, local_ip, address).map_err(|_| PeerError::TransportRefused)?;
+        Ok((created.transport, client))
+    }
+
     /// A peer bound to an ephemeral port of `local_ip`.
     pub fn bind(peer: ClientPeer, local_ip: std::net::IpAddr, server: SocketAddr) -> std::io::Result<Self> {
         let socket = UdpSocket::bind(SocketAddr::new(local_ip, 0))?;

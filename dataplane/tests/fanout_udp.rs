@@ -8,9 +8,8 @@ use std::time::Duration;
 
 use uprtcd_dataplane::command::{Command, Reply};
 use uprtcd_dataplane::dtls::{DtlsIdentity, DtlsVersionPolicy};
-use uprtcd_dataplane::ice::IceCredentials;
 use uprtcd_dataplane::io::{BackendChoice, uring_unavailable_reason};
-use uprtcd_dataplane::peer::{ClientPeer, Received, UdpPeer};
+use uprtcd_dataplane::peer::{Received, UdpPeer};
 use uprtcd_dataplane::router::{MediaKind, ProducerId, ProducerSpec, TransportId};
 use uprtcd_dataplane::wire::rtcp::{RtcpCompound, RtcpPacket, write_pli};
 use uprtcd_dataplane::wire::rtp::{RtpHeader, RtpPacket};
@@ -29,21 +28,6 @@ fn start_worker(backend: BackendChoice) -> Workers {
     Workers::start(&plan).expect("worker starts")
 }
 
-/// A transport on the worker and a connected test client for it.
-fn connect(worker: &WorkerHandle, identity: &DtlsIdentity) -> (TransportId, UdpPeer) {
-    let local_ice = IceCredentials::generate().unwrap();
-    let remote_ice = local_ice.clone();
-    let remote_fingerprint = identity.fingerprint();
-    let reply = worker
-        .request(|request| Command::CreateTransport { request, remote_ice, remote_fingerprint }, TIMEOUT)
-        .expect("worker answers");
-    let Reply::TransportCreated { created, address } = reply else { panic!("transport refused: {reply:?}") };
-    let peer = ClientPeer::new(identity, local_ice, created.local_ice, created.fingerprint, std::time::Instant::now());
-    let mut client = UdpPeer::bind(peer, LOOPBACK, address).unwrap();
-    client.connect(TIMEOUT).expect("ICE and DTLS complete");
-    (created.transport, client)
-}
-
 fn add_producer(worker: &WorkerHandle, transport: TransportId) -> ProducerId {
     let spec = ProducerSpec { transport, ssrc: PUBLISHER_SSRC, kind: MediaKind::Video, clock_rate: 90_000 };
     match worker.request(|request| Command::AddProducer { request, spec }, TIMEOUT).unwrap() {
@@ -56,11 +40,13 @@ fn fan_out(backend: BackendChoice) {
     let workers = start_worker(backend);
     let worker = &workers.handles()[0];
     let identity = DtlsIdentity::generate(DtlsVersionPolicy::Dtls12Only).unwrap();
-    let (publisher_transport, mut publisher) = connect(worker, &identity);
+    let (publisher_transport, mut publisher) =
+        UdpPeer::connect_to_worker(worker, &identity, LOOPBACK, TIMEOUT).expect("client connects");
     let producer = add_producer(worker, publisher_transport);
     let mut subscribers: Vec<UdpPeer> = (0..SUBSCRIBERS)
         .map(|i| {
-            let (transport, client) = connect(worker, &identity);
+            let (transport, client) =
+                UdpPeer::connect_to_worker(worker, &identity, LOOPBACK, TIMEOUT).expect("client connects");
             let ssrc = 0x1000 + i as u32;
             let reply =
                 worker.request(|request| Command::AddConsumer { request, producer, transport, ssrc }, TIMEOUT).unwrap();

@@ -530,14 +530,8 @@ fn send_rtx(
     header.set_ssrc(rtx.ssrc);
     header.set_sequence_number(rtx_sequence_number);
     header.set_timestamp(rewritten.timestamp);
-    match srtp.protect_rtp(slot, len) {
-        Ok(len) => {
-            out.commit(destination, len);
-            counters.packets_out += 1;
-            counters.bytes_out += len as u64;
-        }
-        Err(e) => counters.drop(srtp_drop_reason(e)),
-    }
+    let protected = srtp.protect_rtp(slot, len);
+    commit_protected(out, destination, protected, counters);
 }
 
 /// Copies `plaintext` into a slot with the consumer's header fields, protects it with the
@@ -561,14 +555,8 @@ fn send_rtp(
     header.set_ssrc(rewritten.ssrc);
     header.set_sequence_number(rewritten.sequence_number);
     header.set_timestamp(rewritten.timestamp);
-    match srtp.protect_rtp(slot, plaintext.len()) {
-        Ok(len) => {
-            out.commit(destination, len);
-            counters.packets_out += 1;
-            counters.bytes_out += len as u64;
-        }
-        Err(e) => counters.drop(srtp_drop_reason(e)),
-    }
+    let protected = srtp.protect_rtp(slot, plaintext.len());
+    commit_protected(out, destination, protected, counters);
 }
 
 /// Writes an RTCP packet with `write` into a slot, protects it with the client's keys and
@@ -583,14 +571,8 @@ fn send_rtcp(
     let Some(srtp) = client.srtp.as_mut() else { return };
     let slot = out.slot();
     let Ok(len) = write(&mut slot[..SLOT_SIZE - MAX_SRTCP_OVERHEAD]) else { return };
-    match srtp.protect_rtcp(slot, len) {
-        Ok(len) => {
-            out.commit(destination, len);
-            counters.packets_out += 1;
-            counters.bytes_out += len as u64;
-        }
-        Err(e) => counters.drop(srtp_drop_reason(e)),
-    }
+    let protected = srtp.protect_rtcp(slot, len);
+    commit_protected(out, destination, protected, counters);
 }
 
 /// Queues what DTLS has to send and takes its keys; the close reason when it ended.
@@ -621,6 +603,23 @@ fn drain_dtls(
             DtlsOutput::Failed(e) => return Some(CloseReason::DtlsFailed(e)),
             DtlsOutput::Closed => return Some(CloseReason::DtlsClosed),
         }
+    }
+}
+
+/// Queues the slot just protected, or counts why protecting it failed.
+fn commit_protected(
+    out: &mut impl Outbox,
+    destination: SocketAddr,
+    protected: Result<usize, SrtpError>,
+    counters: &mut WorkerCounters,
+) {
+    match protected {
+        Ok(len) => {
+            out.commit(destination, len);
+            counters.packets_out += 1;
+            counters.bytes_out += len as u64;
+        }
+        Err(e) => counters.drop(srtp_drop_reason(e)),
     }
 }
 
