@@ -12,6 +12,7 @@ pub mod ids;
 pub mod load;
 pub mod metrics;
 pub mod registry;
+pub mod sdp;
 pub mod state;
 pub mod store;
 pub mod token;

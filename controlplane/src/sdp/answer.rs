@@ -1,0 +1,418 @@
+//! The SFU's answer to a peer's offer (a publisher's, over the signalling socket or WHIP),
+//! and the typed record of what it agreed to, from which the signalling creates producers.
+
+use std::collections::HashSet;
+use std::str::FromStr;
+
+use webrtc_sdp::SdpBandwidth;
+use webrtc_sdp::attribute_type::{SdpAttribute, SdpAttributeDirection, SdpAttributeExtmap, SdpAttributeSetup};
+use webrtc_sdp::media_type::{SdpFormatList, SdpMedia, SdpMediaLine};
+
+use super::codec::{Codec, HeaderExtensions, MAX_ONE_BYTE_EXTENSION_ID, supported_feedback};
+use super::error::SdpError;
+use super::ids::{Direction, MediaKind, Mid, Ssrc};
+use super::local::{BitrateCaps, LocalParameters};
+use super::remote::{Msid, RemoteDescription, RemoteMedia};
+use super::writer;
+
+/// A video codec the SFU can forward.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VideoCodec {
+    Vp8,
+    /// Profile 0 only: profile 2 is 10-bit, which subscribers may not decode.
+    Vp9,
+    /// Packetization mode 1 and Constrained Baseline 3.1 (`42e01f`) preferred.
+    H264,
+}
+
+/// Which codecs and extras an answer may agree to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CodecPolicy {
+    /// Video codecs in order of preference. VP8 is taken whenever offered, after these: every
+    /// WebRTC endpoint must implement it (RFC 7742), so it is the one a room can always share.
+    pub video: Vec<VideoCodec>,
+    /// Negotiate transport-wide congestion control (its extmap and `transport-cc` feedback):
+    /// only when the dataplane generates its feedback.
+    pub transport_cc: bool,
+    /// Accept a publisher's rid-based simulcast (RFC 8853). Without it the browser sends a
+    /// single encoding.
+    pub simulcast: bool,
+}
+
+impl Default for CodecPolicy {
+    fn default() -> Self {
+        CodecPolicy { video: vec![VideoCodec::Vp8], transport_cc: false, simulcast: false }
+    }
+}
+
+/// An answer and what it agreed to.
+#[derive(Debug, Clone)]
+pub struct Answer {
+    pub sdp: String,
+    pub negotiated: Negotiated,
+}
+
+/// What an answer agreed to, per media section in the offer's order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Negotiated {
+    /// The accepted audio and video sections.
+    pub sections: Vec<NegotiatedSection>,
+    /// The sections answered with port 0: data channels, sections without a codec we take,
+    /// and sections the offer itself had rejected.
+    pub rejected: Vec<Mid>,
+}
+
+impl Negotiated {
+    pub fn section(&self, mid: &Mid) -> Option<&NegotiatedSection> {
+        self.sections.iter().find(|s| &s.mid == mid)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NegotiatedSection {
+    pub mid: Mid,
+    pub kind: MediaKind,
+    /// The answer's direction, from the SFU's side (`RecvOnly` for a publisher).
+    pub direction: Direction,
+    /// The one codec the section carries, with the offer's payload type and RTX payload type,
+    /// and the format parameters and feedback as answered.
+    pub codec: Codec,
+    /// The publisher's SSRCs as signalled: one per simulcast layer (`SIM` group order) or a
+    /// single one, each with its RTX SSRC from `ssrc-group:FID`. Empty when the offer signals
+    /// none (rid-based simulcast): the dataplane then learns them from the mid and rid
+    /// header extensions.
+    pub streams: Vec<RemoteStream>,
+    /// The simulcast layers accepted, by rid, in the offer's order; empty without simulcast.
+    pub rids: Vec<String>,
+    pub msid: Option<Msid>,
+    pub cname: Option<String>,
+    /// The header extensions kept, with the offer's ids.
+    pub extensions: HeaderExtensions,
+}
+
+/// One RTP stream a publisher announced.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RemoteStream {
+    pub ssrc: Ssrc,
+    pub rtx_ssrc: Option<Ssrc>,
+}
+
+/// Answers `offer` as an ICE-lite, DTLS-passive SFU. `direction_for` says what the SFU wants
+/// of each audio and video section (a publish answer wants `RecvOnly`); the answer gives the
+/// part of that the offer allows. The answer carries no sending tracks: the SFU sends to a
+/// peer by making its own offer ([`super::offer`]).
+///
+/// Per section: audio is answered with Opus, video with the policy's first codec offered
+/// (VP8 last); each keeps the offer's payload type and RTX, the supported feedback offered and
+/// the supported header extensions offered with their ids. Data channels, sections with no
+/// codec we take and sections the offer rejected are answered with port 0 and left out of the
+/// BUNDLE group, which otherwise keeps the offer's order (RFC 8843).
+pub fn answer(
+    offer: &RemoteDescription,
+    local: &LocalParameters,
+    policy: &CodecPolicy,
+    direction_for: impl Fn(&RemoteMedia) -> Direction,
+) -> Result<Answer, SdpError> {
+    local.validate()?;
+    let choices: Vec<Option<&Codec>> = offer.media.iter().map(|media| choose(media, policy)).collect();
+    let accepted =
+        |mid: &Mid| offer.media.iter().zip(&choices).any(|(media, choice)| &media.mid == mid && choice.is_some());
+    let bundle: Vec<&Mid> = offer.bundle.iter().filter(|mid| accepted(mid)).collect();
+
+    let mut session = writer::new_session(local);
+    if !bundle.is_empty() {
+        writer::add_to_session(&mut session, writer::bundle_group(&bundle));
+    }
+    let mut negotiated = Negotiated { sections: Vec::new(), rejected: Vec::new() };
+    for (media, choice) in offer.media.iter().zip(choices) {
+        let Some(codec) = choice else {
+            session.media.push(writer::closed_section(media.line.clone(), &media.mid, media.codecs.first()));
+            negotiated.rejected.push(media.mid.clone());
+            continue;
+        };
+        let direction = Direction::answering(media.direction, direction_for(media));
+        let tagged = bundle.first() == Some(&&media.mid);
+        let (section, agreed) = accept(media, codec, direction, local, policy, tagged);
+        session.media.push(section);
+        negotiated.sections.push(agreed);
+    }
+    Ok(Answer { sdp: session.to_string(), negotiated })
+}
+
+/// The offered codec a section is answered with, or `None` to reject it.
+fn choose<'a>(media: &'a RemoteMedia, policy: &CodecPolicy) -> Option<&'a Codec> {
+    if media.rejected {
+        return None;
+    }
+    match media.kind {
+        // RFC 7587: Opus is always signalled as opus/48000/2, whatever it carries.
+        MediaKind::Audio => {
+            media.codecs.iter().find(|c| c.is("opus") && c.clock_rate == 48000 && c.channels == Some(2))
+        }
+        MediaKind::Video => {
+            policy.video.iter().copied().chain([VideoCodec::Vp8]).find_map(|wanted| best_video(media, wanted))
+        }
+        // Data channels are not served yet.
+        MediaKind::Application => None,
+    }
+}
+
+fn best_video(media: &RemoteMedia, wanted: VideoCodec) -> Option<&Codec> {
+    let mut video = media.codecs.iter().filter(|c| c.clock_rate == 90000);
+    match wanted {
+        VideoCodec::Vp8 => video.find(|c| c.is("VP8")),
+        VideoCodec::Vp9 => video.find(|c| c.is("VP9") && c.fmtp_param("profile-id").is_none_or(|id| id == "0")),
+        // `rev` because `max_by_key` keeps the last of equals and the offer's first should win.
+        VideoCodec::H264 => video.filter(|c| c.is("H264") && h264_mode(c).is_some()).rev().max_by_key(|c| h264_rank(c)),
+    }
+}
+
+/// Packetization mode 0 (single NAL unit, RFC 6184's default) or 1 (non-interleaved); mode 2
+/// is not forwarded.
+fn h264_mode(codec: &Codec) -> Option<u8> {
+    match codec.fmtp_param("packetization-mode") {
+        None | Some("0") => Some(0),
+        Some("1") => Some(1),
+        Some(_) => None,
+    }
+}
+
+/// Mode 1 first (mode 0 caps every NAL unit at the MTU), then exactly `42e01f`, then any
+/// Constrained Baseline, which every browser decodes.
+fn h264_rank(codec: &Codec) -> (bool, bool, bool) {
+    // RFC 6184 §8.1: absent means Baseline level 1.0.
+    let profile_level_id = codec.fmtp_param("profile-level-id").unwrap_or("42000a");
+    (
+        h264_mode(codec) == Some(1),
+        profile_level_id.eq_ignore_ascii_case("42e01f"),
+        is_constrained_baseline(profile_level_id),
+    )
+}
+
+/// RFC 6184 table 5: profile_idc 0x42, 0x4D or 0x58 with the profile-iop bits that make it
+/// Constrained Baseline.
+fn is_constrained_baseline(profile_level_id: &str) -> bool {
+    let Some((profile_idc, profile_iop)) = profile_level_id
+        .get(0..2)
+        .zip(profile_level_id.get(2..4))
+        .and_then(|(idc, iop)| Some((u8::from_str_radix(idc, 16).ok()?, u8::from_str_radix(iop, 16).ok()?)))
+    else {
+        return false;
+    };
+    match profile_idc {
+        0x42 => profile_iop & 0x4f == 0x40,
+        0x4d => profile_iop & 0x8f == 0x80,
+        0x58 => profile_iop & 0xcf == 0xc0,
+        _ => false,
+    }
+}
+
+fn accept(
+    media: &RemoteMedia,
+    offered: &Codec,
+    direction: Direction,
+    local: &LocalParameters,
+    policy: &CodecPolicy,
+    tagged: bool,
+) -> (SdpMedia, NegotiatedSection) {
+    let feedback = supported_feedback(&offered.rtcp_fb, policy.transport_cc);
+    let codec = Codec {
+        fmtp: answer_fmtp(media.kind, offered, local.bitrate),
+        rtcp_fb: feedback.iter().map(|f| f.as_str().to_owned()).collect(),
+        ..offered.clone()
+    };
+    let formats = std::iter::once(codec.payload_type).chain(codec.rtx_payload_type).map(|pt| u32::from(pt.0)).collect();
+    let line = SdpMediaLine { formats: SdpFormatList::Integers(formats), ..media.line.clone() };
+    let mut section = writer::live_section(line, local);
+    if media.kind == MediaKind::Video
+        && let Some(max) = local.bitrate.max_bps
+    {
+        section.add_bandwidth(SdpBandwidth::As((max / 1000).max(1)));
+        section.add_bandwidth(SdpBandwidth::Tias(max));
+    }
+    writer::add(&mut section, SdpAttribute::Mid(media.mid.to_string()));
+    writer::add_transport(&mut section, local, SdpAttributeSetup::Passive, tagged);
+    let extensions = add_extensions(&mut section, media, policy.transport_cc);
+    writer::add(&mut section, writer::direction(direction));
+    writer::add(&mut section, SdpAttribute::RtcpMux);
+    if media.rtcp_rsize {
+        writer::add(&mut section, SdpAttribute::RtcpRsize);
+    }
+    writer::add_codec(&mut section, &codec, &codec.fmtp, &feedback);
+    let rids =
+        if policy.simulcast && direction.receives() { accept_simulcast(&mut section, media) } else { Vec::new() };
+
+    let agreed = NegotiatedSection {
+        mid: media.mid.clone(),
+        kind: media.kind,
+        direction,
+        codec,
+        streams: streams(media),
+        rids,
+        msid: media.msid.clone().or_else(|| media.ssrcs.iter().find_map(|s| s.msid.clone())),
+        cname: media.ssrcs.iter().find_map(|s| s.cname.clone()),
+        extensions,
+    };
+    (section, agreed)
+}
+
+/// The format parameters the SFU answers with: those that name the format it will receive,
+/// plus what it asks of the sender.
+fn answer_fmtp(kind: MediaKind, offered: &Codec, bitrate: BitrateCaps) -> String {
+    let mut parameters: Vec<String> = Vec::new();
+    if offered.is("opus") {
+        // In-band FEC survives the loss the SFU cannot repair; 10 ms is Opus' shortest useful
+        // frame. Stereo is accepted when the sender says it sends stereo (RFC 7587 §7.1).
+        parameters.extend(["minptime=10".to_owned(), "useinbandfec=1".to_owned()]);
+        if offered.fmtp_param("sprop-stereo") == Some("1") {
+            parameters.push("stereo=1".to_owned());
+        }
+    } else {
+        let keys: &[&str] = if offered.is("H264") {
+            &["level-asymmetry-allowed", "packetization-mode", "profile-level-id"]
+        } else if offered.is("VP9") {
+            &["profile-id"]
+        } else {
+            &[]
+        };
+        parameters.extend(keys.iter().filter_map(|key| Some(format!("{key}={}", offered.fmtp_param(key)?))));
+    }
+    if kind == MediaKind::Video
+        && let Some(min) = bitrate.min_bps.filter(|&min| min >= 1000)
+    {
+        parameters.push(format!("x-google-min-bitrate={}", min / 1000));
+    }
+    parameters.join(";")
+}
+
+/// Keeps the offered header extensions the SFU supports, with the offer's ids, reversing a
+/// direction the offer gave: an offerer's `sendonly` extension is one we receive, and one it
+/// only receives is dropped since an answer never sends. Ids above 14 need two-byte headers,
+/// which are never negotiated, so they go too.
+fn add_extensions(section: &mut SdpMedia, media: &RemoteMedia, transport_cc: bool) -> HeaderExtensions {
+    let mut kept = HeaderExtensions::default();
+    for extmap in &media.extmaps {
+        let direction = match extmap.direction {
+            None | Some(Direction::SendRecv) => None,
+            Some(Direction::SendOnly) => Some(SdpAttributeDirection::Recvonly),
+            Some(Direction::RecvOnly | Direction::Inactive) => continue,
+        };
+        let Some(id) = u8::try_from(extmap.id).ok().filter(|id| (1..=MAX_ONE_BYTE_EXTENSION_ID).contains(id)) else {
+            continue;
+        };
+        let Some(slot) = kept.slot(&extmap.uri, transport_cc) else { continue };
+        if slot.is_some() {
+            continue;
+        }
+        *slot = Some(id);
+        writer::add(
+            section,
+            SdpAttribute::Extmap(SdpAttributeExtmap {
+                id: extmap.id,
+                direction,
+                url: extmap.uri.clone(),
+                extension_attributes: None,
+            }),
+        );
+    }
+    kept
+}
+
+/// Answers the publisher's simulcast send list with the same list to receive, one `recv`
+/// rid per layer, and returns the layers' rids; nothing when the offer has no simulcast.
+fn accept_simulcast(section: &mut SdpMedia, media: &RemoteMedia) -> Vec<String> {
+    let Some(simulcast) = media.simulcast.as_ref().filter(|s| !s.send.is_empty()) else {
+        return Vec::new();
+    };
+    // Each `;`-separated stream may list alternatives with `,`; `~` marks a paused one.
+    let layers: Vec<String> = simulcast
+        .send
+        .split(';')
+        .filter_map(|stream| stream.split(',').next())
+        .map(|id| id.trim_start_matches('~').to_owned())
+        .filter(|id| media.rids.iter().any(|rid| rid.send && &rid.id == id))
+        .collect();
+    // The crate's own grammar builds these two lines from the offer's parsed values; if it
+    // refuses one, simulcast is declined and the browser falls back to one encoding.
+    let lines: Result<Vec<SdpAttribute>, _> = layers
+        .iter()
+        .map(|id| format!("rid:{id} recv"))
+        .chain([format!("simulcast:recv {}", simulcast.send)])
+        .map(|line| SdpAttribute::from_str(&line))
+        .collect();
+    match lines {
+        Ok(lines) if !layers.is_empty() => {
+            for line in lines {
+                writer::add(section, line);
+            }
+            layers
+        }
+        _ => Vec::new(),
+    }
+}
+
+/// The publisher's streams: the media SSRCs (in `SIM` order when grouped, else in order of
+/// appearance, repair SSRCs left out), each with its RTX SSRC from `FID`.
+fn streams(media: &RemoteMedia) -> Vec<RemoteStream> {
+    let pairs = |semantics: &'static str| {
+        media
+            .ssrc_groups
+            .iter()
+            .filter(move |g| g.semantics == semantics && g.ssrcs.len() == 2)
+            .map(|g| (g.ssrcs[0], g.ssrcs[1]))
+    };
+    let repairs: HashSet<Ssrc> = pairs("FID").chain(pairs("FEC-FR")).map(|(_, repair)| repair).collect();
+    let layers = media.ssrc_groups.iter().find(|g| g.semantics == "SIM").map(|g| g.ssrcs.clone());
+    let media_ssrcs =
+        layers.unwrap_or_else(|| media.ssrcs.iter().map(|s| s.ssrc).filter(|ssrc| !repairs.contains(ssrc)).collect());
+    media_ssrcs
+        .into_iter()
+        .map(|ssrc| RemoteStream {
+            ssrc,
+            rtx_ssrc: pairs("FID").find(|&(primary, _)| primary == ssrc).map(|(_, rtx)| rtx),
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sdp::PayloadType;
+
+    fn h264(pt: u8, fmtp: &str) -> Codec {
+        Codec {
+            payload_type: PayloadType(pt),
+            name: "H264".into(),
+            clock_rate: 90000,
+            channels: None,
+            fmtp: fmtp.into(),
+            rtcp_fb: Vec::new(),
+            rtx_payload_type: None,
+        }
+    }
+
+    #[test]
+    fn constrained_baseline_is_recognised_from_rfc_6184_table_5() {
+        for cb in ["42e01f", "42c01f", "42401f", "4d801f", "58c01f", "42E01F"] {
+            assert!(is_constrained_baseline(cb), "{cb}");
+        }
+        for other in ["42001f", "4d001f", "64001f", "640c1f", "42e", "zz e01f", ""] {
+            assert!(!is_constrained_baseline(other), "{other}");
+        }
+    }
+
+    #[test]
+    fn h264_ranking_prefers_mode_1_then_42e01f_then_constrained_baseline() {
+        let ranked = |fmtp| h264_rank(&h264(96, fmtp));
+        assert!(
+            ranked("packetization-mode=1;profile-level-id=42e01f")
+                > ranked("packetization-mode=1;profile-level-id=42c01f")
+        );
+        assert!(
+            ranked("packetization-mode=1;profile-level-id=42c01f")
+                > ranked("packetization-mode=1;profile-level-id=64001f")
+        );
+        assert!(ranked("packetization-mode=1;profile-level-id=64001f") > ranked("profile-level-id=42e01f"));
+        assert_eq!(h264_mode(&h264(96, "packetization-mode=2")), None);
+    }
+}
