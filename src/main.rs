@@ -157,10 +157,10 @@ async fn serve(
     let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|stop| *stop).await;
     };
+    let client_server = axum::serve(client, uprtcd_controlplane::client_router(state.clone()))
+        .with_graceful_shutdown(stopped(stop_rx.clone()));
     let api_server =
         axum::serve(api, uprtcd_controlplane::api::router(state)).with_graceful_shutdown(stopped(stop_rx.clone()));
-    let client_server =
-        axum::serve(client, uprtcd_controlplane::client_router()).with_graceful_shutdown(stopped(stop_rx.clone()));
     let api_task = tokio::spawn(async move { api_server.await });
     let client_task = tokio::spawn(async move { client_server.await });
 

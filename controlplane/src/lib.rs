@@ -13,6 +13,7 @@ pub mod load;
 pub mod metrics;
 pub mod registry;
 pub mod sdp;
+pub mod signalling;
 pub mod state;
 pub mod store;
 pub mod token;
@@ -59,8 +60,11 @@ pub fn open(
     Ok(AppState::new(settings, registry, store, loads))
 }
 
-/// The client listener's router. Signalling, WHIP/WHEP and the demo page attach here; for
-/// now it answers a health check for load balancers.
-pub fn client_router() -> Router {
-    Router::new().route("/healthz", get(|| async { "ok\n" }))
+/// The client listener's router: signalling at `/{invitationCode}` and a health check for
+/// load balancers. WHIP/WHEP and the demo page attach here too.
+pub fn client_router(state: AppState) -> Router {
+    Router::new()
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/{code}", get(signalling::connect))
+        .with_state(state)
 }

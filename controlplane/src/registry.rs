@@ -424,6 +424,42 @@ impl Registry {
         }
     }
 
+    /// Lets `peer`'s client into the room under the spec's rules, or says why not. Presence
+    /// is media state: it is not recorded as a change and never reaches the store.
+    pub fn admit(&mut self, id: &RoomId, peer: &PeerId) -> Result<(), ApiError> {
+        if self.is_blocked(peer) {
+            return Err(ApiError::new(ApiCode::IllegalClient, format!("user {peer} is blocked")));
+        }
+        let room = self.rooms.get_mut(id).ok_or_else(|| room_not_found(id))?;
+        if let RoomKind::Convo { invited, .. } = &room.kind
+            && !invited.contains(peer)
+        {
+            return Err(ApiError::new(ApiCode::NotInvited, format!("user {peer} was not invited to room {id}")));
+        }
+        if !room.join_enabled {
+            return Err(ApiError::new(ApiCode::JoinDisabled, format!("joining room {id} is disabled")));
+        }
+        if room.connected.contains(peer) {
+            return Err(ApiError::new(
+                ApiCode::AlreadyConnected,
+                format!("user {peer} already has a connection to room {id}"),
+            ));
+        }
+        if let RoomKind::Convo { max_members, .. } = room.kind
+            && max_members > 0
+            && room.connected.len() >= max_members as usize
+        {
+            return Err(ApiError::new(ApiCode::RoomFull, format!("room {id} has its {max_members} members")));
+        }
+        room.connected.insert(peer.clone());
+        Ok(())
+    }
+
+    /// `peer`'s client left (or was removed); false when it was not connected.
+    pub fn depart(&mut self, id: &RoomId, peer: &PeerId) -> bool {
+        self.rooms.get_mut(id).is_some_and(|room| room.connected.remove(peer))
+    }
+
     pub fn add_live_member(&mut self, id: &RoomId, member: LiveMember) -> Result<(), ApiError> {
         let room = self.live_room(id)?;
         if room.master == member.peer {
@@ -799,5 +835,30 @@ mod tests {
             assert_eq!(room.worker, 0);
             assert!(room.mirrors.is_empty());
         }
+    }
+
+    #[test]
+    fn admission_follows_the_conversation_room_rules() {
+        let mut reg = registry(1);
+        let members = vec![peer("bob"), peer("carol")];
+        let convo = NewRoom { kind: NewRoomKind::Convo { members, max_members: Some(2) }, ..live("alice") };
+        let id = reg.create(convo).unwrap().id.clone();
+        assert_eq!(reg.admit(&id, &peer("mallory")).unwrap_err().code, ApiCode::NotInvited);
+        reg.admit(&id, &peer("alice")).unwrap();
+        assert_eq!(reg.admit(&id, &peer("alice")).unwrap_err().code, ApiCode::AlreadyConnected);
+        reg.admit(&id, &peer("bob")).unwrap();
+        assert_eq!(reg.admit(&id, &peer("carol")).unwrap_err().code, ApiCode::RoomFull);
+        assert!(reg.depart(&id, &peer("bob")));
+        assert!(!reg.depart(&id, &peer("bob")));
+        reg.set_join_enabled(&id, false).unwrap();
+        assert_eq!(reg.admit(&id, &peer("carol")).unwrap_err().code, ApiCode::JoinDisabled);
+        reg.block(peer("carol"));
+        assert_eq!(reg.admit(&id, &peer("carol")).unwrap_err().code, ApiCode::IllegalClient);
+        assert!(reg.take_changes().rooms.contains(&id), "join enable is a change");
+        reg.set_join_enabled(&id, true).unwrap();
+        reg.take_changes();
+        reg.admit(&id, &peer("bob")).unwrap();
+        assert!(reg.take_changes().is_empty(), "presence is not persisted");
+        assert_eq!(reg.room(&id).unwrap().connected_members(), vec![peer("alice"), peer("bob")]);
     }
 }

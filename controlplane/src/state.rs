@@ -13,6 +13,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use crate::envelope::{ApiError, BodyLimit};
 use crate::load::WorkerLoads;
 use crate::registry::Registry;
+use crate::signalling::hub::Hub;
 use crate::store::Store;
 
 /// What the control plane announces and enforces; fixed at start.
@@ -39,6 +40,7 @@ struct Shared {
     registry: Mutex<Registry>,
     store: Store,
     loads: Arc<WorkerLoads>,
+    hub: Hub,
 }
 
 /// Cheap to clone; one per router.
@@ -47,7 +49,7 @@ pub struct AppState(Arc<Shared>);
 
 impl AppState {
     pub fn new(settings: Settings, registry: Registry, store: Store, loads: Arc<WorkerLoads>) -> Self {
-        Self(Arc::new(Shared { settings, registry: Mutex::new(registry), store, loads }))
+        Self(Arc::new(Shared { settings, registry: Mutex::new(registry), store, loads, hub: Hub::default() }))
     }
 
     pub fn settings(&self) -> &Settings {
@@ -56,6 +58,11 @@ impl AppState {
 
     pub fn loads(&self) -> &WorkerLoads {
         &self.0.loads
+    }
+
+    /// The connected clients' signalling sessions.
+    pub fn hub(&self) -> &Hub {
+        &self.0.hub
     }
 
     fn lock(&self) -> MutexGuard<'_, Registry> {

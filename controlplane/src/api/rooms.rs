@@ -8,6 +8,7 @@ use utoipa::ToSchema;
 use crate::envelope::{Answer, ApiError, ApiJson, ApiPath, ApiResult, Empty, Envelope, done};
 use crate::ids::{PeerId, RoomId};
 use crate::registry::{NewRoom, NewRoomKind, Protocol, Room, RoomKind};
+use crate::signalling;
 use crate::state::AppState;
 
 const DEFAULT_MIN_BITRATE: u64 = 600_000;
@@ -136,17 +137,10 @@ pub(super) async fn broadcast_message(
     ApiPath(id): ApiPath<RoomId>,
     ApiJson(message): ApiJson<serde_json::Value>,
 ) -> ApiResult<Empty> {
-    let recipients = state.read(|reg| reg.room(&id).map(|room| room.connected.len()))?;
-    tracing::debug!(room = %id, recipients, kind = json_kind(&message), "room message");
+    state.read(|reg| reg.room(&id).map(|_| ()))?;
+    let recipients = state.hub().send(&id, |_| true, &signalling::message_event(&message));
+    tracing::debug!(room = %id, recipients, "room message");
     done()
-}
-
-fn json_kind(value: &serde_json::Value) -> &'static str {
-    match value {
-        serde_json::Value::Object(_) => "object",
-        serde_json::Value::Array(_) => "array",
-        _ => "scalar",
-    }
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -164,9 +158,9 @@ pub(super) async fn peers_message(
     ApiPath(id): ApiPath<RoomId>,
     ApiJson(body): ApiJson<PeersMessage>,
 ) -> ApiResult<Empty> {
-    let recipients = state
-        .read(|reg| reg.room(&id).map(|room| body.peers.iter().filter(|p| room.connected.contains(*p)).count()))?;
-    tracing::debug!(room = %id, recipients, kind = json_kind(&body.msg), "peers message");
+    state.read(|reg| reg.room(&id).map(|_| ()))?;
+    let recipients = state.hub().send(&id, |peer| body.peers.contains(peer), &signalling::message_event(&body.msg));
+    tracing::debug!(room = %id, recipients, "peers message");
     done()
 }
 
@@ -174,7 +168,9 @@ pub(super) async fn peers_message(
 #[utoipa::path(delete, path = "/room/{roomId}", tag = "rooms", params(("roomId" = String, Path)),
     responses((status = 200, body = Envelope<Empty>)))]
 pub(super) async fn close_room(State(state): State<AppState>, ApiPath(id): ApiPath<RoomId>) -> ApiResult<Empty> {
-    state.write(move |reg| reg.close(&id)).await?;
+    let closing = id.clone();
+    state.write(move |reg| reg.close(&closing)).await?;
+    state.hub().send(&id, |_| true, &signalling::room_closed_event());
     done()
 }
 
@@ -295,7 +291,16 @@ pub(super) async fn kick_peer(
     State(state): State<AppState>,
     ApiPath((id, peer)): ApiPath<(RoomId, PeerId)>,
 ) -> ApiResult<Empty> {
-    state.read(|reg| reg.connected_peer(&id, &peer))?;
+    let (room, kicked) = (id.clone(), peer.clone());
+    state
+        .write(move |reg| {
+            reg.connected_peer(&room, &kicked)?;
+            reg.depart(&room, &kicked);
+            Ok(())
+        })
+        .await?;
+    state.hub().send(&id, |p| p == &peer, &signalling::kicked_event());
+    state.hub().send(&id, |p| p != &peer, &signalling::peer_left_event(&peer));
     done()
 }
 

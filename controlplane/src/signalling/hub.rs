@@ -1,0 +1,87 @@
+//! Who is connected where: one bounded outgoing queue per client session, by room and peer,
+//! so REST calls (messages, kicks, room deletion) reach exactly the right clients.
+//!
+//! Rule: a queue that is full is a client that does not read; it is closed rather than
+//! waited for, so one slow client never holds up a REST call or other clients.
+#![forbid(unsafe_code)]
+
+use std::collections::HashMap;
+use std::sync::{Mutex, PoisonError};
+
+use tokio::sync::mpsc;
+
+use crate::ids::{PeerId, RoomId};
+
+/// Messages a session holds for its client at most.
+pub const SESSION_QUEUE: usize = 64;
+
+/// What a session is told to do.
+#[derive(Debug, Clone)]
+pub enum Outgoing {
+    /// Send this event to the client.
+    Event(serde_json::Value),
+    /// Send this event, then close the connection.
+    Close(serde_json::Value),
+}
+
+/// One session's queue, with an id so that a stale session cannot detach its successor.
+#[derive(Debug)]
+struct Session {
+    id: u64,
+    queue: mpsc::Sender<Outgoing>,
+}
+
+#[derive(Debug, Default)]
+pub struct Hub {
+    rooms: Mutex<HashMap<RoomId, HashMap<PeerId, Session>>>,
+    next_id: std::sync::atomic::AtomicU64,
+}
+
+impl Hub {
+    fn rooms(&self) -> std::sync::MutexGuard<'_, HashMap<RoomId, HashMap<PeerId, Session>>> {
+        // Every change below is a single insert or remove: no half-made state to poison.
+        self.rooms.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Registers a session of `peer` in `room`; returns its id and its queue's receiver.
+    pub fn attach(&self, room: &RoomId, peer: &PeerId) -> (u64, mpsc::Receiver<Outgoing>) {
+        let (queue, receiver) = mpsc::channel(SESSION_QUEUE);
+        let id = self.next_id.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.rooms().entry(room.clone()).or_default().insert(peer.clone(), Session { id, queue });
+        (id, receiver)
+    }
+
+    /// Forgets session `id` of `peer` (if it is still the current one).
+    pub fn detach(&self, room: &RoomId, peer: &PeerId, id: u64) {
+        let mut rooms = self.rooms();
+        if let Some(peers) = rooms.get_mut(room) {
+            if peers.get(peer).is_some_and(|s| s.id == id) {
+                peers.remove(peer);
+            }
+            if peers.is_empty() {
+                rooms.remove(room);
+            }
+        }
+    }
+
+    /// Queues `message` for the sessions of `room` whose peer `to` accepts; returns how many
+    /// took it. A session whose queue is full is dropped from the hub: its queue ends once
+    /// drained, and the session closes its connection.
+    pub fn send(&self, room: &RoomId, to: impl Fn(&PeerId) -> bool, message: &Outgoing) -> usize {
+        let mut rooms = self.rooms();
+        let Some(peers) = rooms.get_mut(room) else { return 0 };
+        let mut delivered = 0;
+        let mut stalled = Vec::new();
+        for (peer, session) in peers.iter().filter(|(peer, _)| to(peer)) {
+            match session.queue.try_send(message.clone()) {
+                Ok(()) => delivered += 1,
+                Err(_) => stalled.push(peer.clone()),
+            }
+        }
+        for peer in stalled {
+            tracing::warn!(%room, %peer, "client does not read its signalling; closing it");
+            peers.remove(&peer);
+        }
+        delivered
+    }
+}

@@ -1,0 +1,184 @@
+//! Client signalling against the real binary: WebSocket clients join at
+//! `serverUrl + invitationCode` with a join token, and the conversation-room rules, the room's
+//! events, the business server's messages, kicks and room deletion reach exactly the right
+//! clients. The protocol is docs/signalling.md.
+
+mod support;
+
+use std::net::TcpStream;
+use std::time::Duration;
+
+use support::*;
+use tungstenite::stream::MaybeTlsStream;
+use tungstenite::{Message, WebSocket};
+
+type Client = WebSocket<MaybeTlsStream<TcpStream>>;
+
+/// A room's id and invitation code.
+fn convo(srv: &Server, master: &str, members: &[&str], max: u32) -> (String, u64) {
+    let data = srv.ok("POST", "/room/convo", json!({"masterId": master, "memberIds": members, "maxMemberNum": max}));
+    (str_field(&data, "roomId").to_owned(), u64_field(&data, "invitationCode"))
+}
+
+fn token(srv: &Server, room: &str, peer: &str) -> String {
+    let data = srv.ok("POST", &format!("/room/{}/token", enc(room)), json!({"peerId": peer}));
+    str_field(&data, "token").to_owned()
+}
+
+/// Opens a signalling connection and returns it with its first event.
+fn connect(srv: &Server, code: u64, peer: &str, token: &str) -> (Client, Value) {
+    let url = format!("ws://{}/{code}?peer={}&token={token}", srv.client, enc(peer));
+    let (mut socket, _) = tungstenite::connect(url.as_str()).unwrap_or_else(|e| panic!("connect {url}: {e}"));
+    if let MaybeTlsStream::Plain(stream) = socket.get_ref() {
+        stream.set_read_timeout(Some(Duration::from_secs(5))).expect("read timeout");
+    }
+    let first = next_event(&mut socket).expect("a first event");
+    (socket, first)
+}
+
+/// The next JSON event, or `None` once the server closed the connection.
+fn next_event(socket: &mut Client) -> Option<Value> {
+    loop {
+        match socket.read() {
+            Ok(Message::Text(text)) => return Some(serde_json::from_str(&text).expect("events are JSON")),
+            Ok(Message::Close(_)) => return None,
+            Ok(_) => continue,
+            Err(tungstenite::Error::ConnectionClosed | tungstenite::Error::AlreadyClosed) => return None,
+            Err(e) => panic!("signalling read failed: {e}"),
+        }
+    }
+}
+
+fn join(srv: &Server, room: &str, code: u64, peer: &str) -> Client {
+    let (socket, first) = connect(srv, code, peer, &token(srv, room, peer));
+    assert_eq!(first["type"], "joined", "{first}");
+    assert_eq!(first["v"], 1);
+    assert_eq!(first["peer"], peer);
+    socket
+}
+
+fn refused(srv: &Server, code: u64, peer: &str, token: &str) -> u64 {
+    let (mut socket, first) = connect(srv, code, peer, token);
+    assert_eq!(first["type"], "error", "{first}");
+    assert!(next_event(&mut socket).is_none(), "a refused client is closed");
+    first["code"].as_u64().expect("an error carries the spec's code")
+}
+
+fn joined(srv: &Server, room: &str, peer: &str) -> bool {
+    bool_field(&srv.ok("GET", &format!("/room/{}/peer/{}", enc(room), enc(peer)), ()), "joined")
+}
+
+#[test]
+fn members_join_see_each_other_and_are_counted() {
+    let srv = Server::start(&[]);
+    let (room, code) = convo(&srv, "alice", &["bob"], 0);
+    let mut alice = join(&srv, &room, code, "alice");
+    assert!(joined(&srv, &room, "alice"));
+    let (mut bob, first) = connect(&srv, code, "bob", &token(&srv, &room, "bob"));
+    assert_eq!(sorted(&first["peers"]), set_of(&["alice", "bob"]), "{first}");
+    let event = next_event(&mut alice).unwrap();
+    assert_eq!((event["type"].as_str(), event["peer"].as_str()), (Some("peer-joined"), Some("bob")));
+    let info = srv.room(&room);
+    assert_eq!(u64_field(&info, "total"), 2);
+    assert_eq!(sorted(&info["memberIds"]), set_of(&["alice", "bob"]));
+
+    bob.send(Message::Text(json!({"type": "leave"}).to_string().into())).unwrap();
+    let event = next_event(&mut alice).unwrap();
+    assert_eq!((event["type"].as_str(), event["peer"].as_str()), (Some("peer-left"), Some("bob")));
+    assert!(!joined(&srv, &room, "bob"));
+    assert_eq!(u64_field(&srv.room(&room), "total"), 1);
+}
+
+#[test]
+fn the_conversation_room_rules_refuse_with_the_spec_codes() {
+    let srv = Server::start(&[]);
+    let (room, code) = convo(&srv, "alice", &["bob", "carol"], 2);
+    assert_eq!(refused(&srv, code, "mallory", &token(&srv, &room, "mallory")), 50003, "not invited");
+    let _alice = join(&srv, &room, code, "alice");
+    assert_eq!(refused(&srv, code, "alice", &token(&srv, &room, "alice")), 50004, "already connected");
+    let _bob = join(&srv, &room, code, "bob");
+    assert_eq!(refused(&srv, code, "carol", &token(&srv, &room, "carol")), 50012, "room full");
+    srv.ok("POST", &format!("/room/{}/join/enbale/false", enc(&room)), ());
+    drop(_bob);
+    poll_until(Duration::from_secs(5), || (!joined(&srv, &room, "bob")).then_some(())).expect("bob left");
+    assert_eq!(refused(&srv, code, "carol", &token(&srv, &room, "carol")), 50022, "joining disabled");
+    srv.ok("POST", &format!("/room/{}/join/enbale/true", enc(&room)), ());
+    let carol_token = token(&srv, &room, "carol");
+    srv.ok("DELETE", "/server/block/peer/carol", ());
+    assert_eq!(refused(&srv, code, "carol", &carol_token), 50000, "blocked");
+}
+
+#[test]
+fn bad_tokens_are_illegal_connections() {
+    let srv = Server::start(&[]);
+    let (room, code) = convo(&srv, "alice", &["bob"], 0);
+    let (other, _) = convo(&srv, "zed", &["bob"], 0);
+    assert_eq!(refused(&srv, code, "bob", "not-a-jwt"), 50000);
+    assert_eq!(refused(&srv, code, "bob", &token(&srv, &other, "bob")), 50000, "a token for another room");
+    assert_eq!(refused(&srv, code, "alice", &token(&srv, &room, "bob")), 50000, "a token for another peer");
+    let unknown_code = if code == 999_999_999 { 100_000_000 } else { code + 1 };
+    assert_eq!(refused(&srv, unknown_code, "bob", &token(&srv, &room, "bob")), 50001, "no room with that code");
+}
+
+#[test]
+fn messages_reach_exactly_the_right_clients() {
+    let srv = Server::start(&[]);
+    let (room, code) = convo(&srv, "alice", &["bob", "carol"], 0);
+    let mut alice = join(&srv, &room, code, "alice");
+    let mut bob = join(&srv, &room, code, "bob");
+    let mut carol = join(&srv, &room, code, "carol");
+    // Drain the peer-joined events.
+    for _ in 0..2 {
+        next_event(&mut alice).unwrap();
+    }
+    next_event(&mut bob).unwrap();
+
+    srv.ok("POST", &format!("/room/{}/message", enc(&room)), json!({"hello": "everyone"}));
+    for client in [&mut alice, &mut bob, &mut carol] {
+        let event = next_event(client).unwrap();
+        assert_eq!((event["type"].as_str(), &event["data"]), (Some("message"), &json!({"hello": "everyone"})));
+    }
+    srv.ok("POST", &format!("/room/{}/peers/message/", enc(&room)), json!({"msg": [1, 2], "peers": ["carol"]}));
+    srv.ok("POST", &format!("/room/{}/message", enc(&room)), json!("second"));
+    let event = next_event(&mut carol).unwrap();
+    assert_eq!(event["data"], json!([1, 2]), "carol gets the peer message first");
+    for client in [&mut alice, &mut bob, &mut carol] {
+        assert_eq!(next_event(client).unwrap()["data"], json!("second"), "alice and bob never saw the peer message");
+    }
+}
+
+#[test]
+fn kick_and_room_deletion_disconnect_the_right_clients() {
+    let srv = Server::start(&[]);
+    let (room, code) = convo(&srv, "alice", &["bob"], 0);
+    let mut alice = join(&srv, &room, code, "alice");
+    let mut bob = join(&srv, &room, code, "bob");
+    next_event(&mut alice).unwrap();
+
+    srv.ok("DELETE", &format!("/room/{}/peer/bob", enc(&room)), ());
+    assert!(!joined(&srv, &room, "bob"), "kicked at once");
+    assert_eq!(next_event(&mut bob).unwrap()["type"], "kicked");
+    assert!(next_event(&mut bob).is_none(), "and disconnected");
+    let event = next_event(&mut alice).unwrap();
+    assert_eq!((event["type"].as_str(), event["peer"].as_str()), (Some("peer-left"), Some("bob")));
+    expect_code(&srv.call("DELETE", &format!("/room/{}/peer/bob", enc(&room)), ()), 50011, "kick twice");
+
+    srv.ok("DELETE", &format!("/room/{}", enc(&room)), ());
+    assert_eq!(next_event(&mut alice).unwrap()["type"], "room-closed");
+    assert!(next_event(&mut alice).is_none());
+}
+
+#[test]
+fn malformed_client_messages_get_an_error_and_the_session_goes_on() {
+    let srv = Server::start(&[]);
+    let (room, code) = convo(&srv, "alice", &[], 0);
+    let mut alice = join(&srv, &room, code, "alice");
+    alice.send(Message::Text("{not json".into())).unwrap();
+    let event = next_event(&mut alice).unwrap();
+    assert_eq!((event["type"].as_str(), event["code"].as_u64()), (Some("error"), Some(10002)));
+    alice.send(Message::Text(json!({"type": "teleport"}).to_string().into())).unwrap();
+    assert_eq!(next_event(&mut alice).unwrap()["code"], 10003);
+    alice.send(Message::Text(json!({"type": "ping"}).to_string().into())).unwrap();
+    assert_eq!(next_event(&mut alice).unwrap()["type"], "pong");
+    assert!(joined(&srv, &room, "alice"));
+}
