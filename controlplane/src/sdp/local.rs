@@ -1,9 +1,9 @@
 //! What the SFU says about its own side of a transport: ICE-lite credentials and host
 //! candidates, the DTLS certificate's fingerprint, the session's origin and its bitrate caps.
 
-use std::fmt;
 use std::net::SocketAddr;
-use std::str::FromStr;
+
+use uprtcd_dataplane::dtls::CertificateFingerprint;
 
 use super::error::SdpError;
 
@@ -19,7 +19,7 @@ pub struct LocalParameters {
     pub ice_ufrag: String,
     /// 22 to 256 ice-chars.
     pub ice_pwd: String,
-    pub fingerprint: Sha256Fingerprint,
+    pub fingerprint: CertificateFingerprint,
     /// At least one; the first UDP candidate (else the first) is the default destination
     /// written into the m-lines and `c=` lines.
     pub candidates: Vec<Candidate>,
@@ -82,63 +82,6 @@ pub struct BitrateCaps {
     pub max_bps: Option<u32>,
 }
 
-/// The SHA-256 digest of a DTLS certificate, the only fingerprint hash the SFU accepts or sends.
-#[derive(Clone, Copy, PartialEq, Eq, Hash)]
-pub struct Sha256Fingerprint(pub [u8; 32]);
-
-impl Sha256Fingerprint {
-    pub fn as_bytes(&self) -> &[u8; 32] {
-        &self.0
-    }
-}
-
-impl From<[u8; 32]> for Sha256Fingerprint {
-    fn from(digest: [u8; 32]) -> Self {
-        Sha256Fingerprint(digest)
-    }
-}
-
-/// Reads the form `a=fingerprint:sha-256` carries: 32 hex bytes joined by colons, either case.
-impl FromStr for Sha256Fingerprint {
-    type Err = SdpError;
-
-    fn from_str(text: &str) -> Result<Self, SdpError> {
-        const MALFORMED: SdpError =
-            SdpError::InvalidLocalParameters("a sha-256 fingerprint is 32 colon-separated hex bytes");
-        let mut digest = [0u8; 32];
-        let mut octets = text.trim().split(':');
-        for byte in &mut digest {
-            let octet = octets.next().ok_or(MALFORMED)?;
-            if octet.len() != 2 {
-                return Err(MALFORMED);
-            }
-            *byte = u8::from_str_radix(octet, 16).map_err(|_| MALFORMED)?;
-        }
-        if octets.next().is_some() {
-            return Err(MALFORMED);
-        }
-        Ok(Sha256Fingerprint(digest))
-    }
-}
-
-impl fmt::Display for Sha256Fingerprint {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for (index, byte) in self.0.iter().enumerate() {
-            if index > 0 {
-                f.write_str(":")?;
-            }
-            write!(f, "{byte:02X}")?;
-        }
-        Ok(())
-    }
-}
-
-impl fmt::Debug for Sha256Fingerprint {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "Sha256Fingerprint({self})")
-    }
-}
-
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
@@ -153,7 +96,8 @@ pub(crate) mod tests {
             session_version: 2,
             ice_ufrag: "uprtcdUfrag1".into(),
             ice_pwd: "uprtcdPasswordOf24chars+".into(),
-            fingerprint: FINGERPRINT.parse().expect("the test fingerprint is well formed"),
+            fingerprint: CertificateFingerprint::parse_sdp(&format!("sha-256 {FINGERPRINT}"))
+                .expect("the test fingerprint is well formed"),
             candidates: vec![
                 Candidate {
                     transport: CandidateTransport::Udp,
@@ -177,13 +121,17 @@ pub(crate) mod tests {
 
     #[test]
     fn fingerprints_read_either_case_and_print_upper_case() {
-        let fingerprint: Sha256Fingerprint = FINGERPRINT.to_lowercase().parse().expect("well formed");
+        let fingerprint =
+            CertificateFingerprint::parse_sdp(&format!("sha-256 {}", FINGERPRINT.to_lowercase())).expect("well formed");
         assert_eq!(fingerprint.to_string(), FINGERPRINT);
         assert_eq!(fingerprint.as_bytes()[0], 0x3c);
         for malformed in
             ["", "3C:4A", &format!("{FINGERPRINT}:00"), &FINGERPRINT.replace("3C", "3G"), &FINGERPRINT.replace(':', "")]
         {
-            assert!(malformed.parse::<Sha256Fingerprint>().is_err(), "{malformed:?} accepted");
+            assert!(
+                CertificateFingerprint::parse_sdp(&format!("sha-256 {malformed}")).is_err(),
+                "{malformed:?} accepted"
+            );
         }
     }
 

@@ -62,11 +62,12 @@ pub use codec::{
 };
 pub use error::SdpError;
 pub use ids::{Direction, MediaKind, Mid, PayloadType, Ssrc};
-pub use local::{BitrateCaps, Candidate, CandidateTransport, LocalParameters, Sha256Fingerprint};
+pub use local::{BitrateCaps, Candidate, CandidateTransport, LocalParameters};
 pub use offer::{
     OfferLayout, OfferedSection, OutgoingTrack, SectionState, SubscriberOffer, offer, subscriber_extensions,
 };
 pub use remote::{Extmap, Msid, RemoteDescription, RemoteMedia, RemoteSetup, RemoteSsrc, Rid, Simulcast, SsrcGroup};
+pub use uprtcd_dataplane::dtls::CertificateFingerprint;
 
 /// The largest description accepted: browsers' offers with a dozen tracks stay under 20 KiB.
 pub const MAX_SDP_BYTES: usize = 64 * 1024;

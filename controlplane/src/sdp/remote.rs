@@ -16,7 +16,7 @@ use super::MAX_SDP_BYTES;
 use super::codec::Codec;
 use super::error::SdpError;
 use super::ids::{Direction, MediaKind, Mid, PayloadType, Ssrc};
-use super::local::Sha256Fingerprint;
+use uprtcd_dataplane::dtls::CertificateFingerprint;
 
 /// A peer's description after every check of [`RemoteDescription::parse`] passed: one BUNDLE
 /// transport with one set of ICE credentials and one sha-256 fingerprint, every live section
@@ -25,7 +25,7 @@ use super::local::Sha256Fingerprint;
 pub struct RemoteDescription {
     pub ice_ufrag: String,
     pub ice_pwd: String,
-    pub fingerprint: Sha256Fingerprint,
+    pub fingerprint: CertificateFingerprint,
     pub setup: RemoteSetup,
     /// The BUNDLE group's mids in the peer's order, first the tagged one, naming only live
     /// sections of this description.
@@ -406,7 +406,7 @@ fn bundle_group(session: &SdpSession, media: &[RemoteMedia]) -> Result<Vec<Mid>,
 struct Transport {
     ice_ufrag: String,
     ice_pwd: String,
-    fingerprint: Sha256Fingerprint,
+    fingerprint: CertificateFingerprint,
     setup: RemoteSetup,
 }
 
@@ -464,7 +464,7 @@ fn ice_value<'a>(own: &'a [SdpAttribute], session: &'a [SdpAttribute], wanted: S
 
 /// The sha-256 fingerprint among a level's fingerprints (a peer may list one per certificate
 /// hash); `Some(Err)` when it lists only other hashes; `None` when it lists none.
-fn fingerprint_of(attributes: &[SdpAttribute]) -> Option<Result<Sha256Fingerprint, SdpError>> {
+fn fingerprint_of(attributes: &[SdpAttribute]) -> Option<Result<CertificateFingerprint, SdpError>> {
     let mut other_hash = None;
     for attribute in attributes {
         if let SdpAttribute::Fingerprint(fingerprint) = attribute {
@@ -474,7 +474,7 @@ fn fingerprint_of(attributes: &[SdpAttribute]) -> Option<Result<Sha256Fingerprin
             }
             // The parser checked the octet count against the hash, so this is 32 bytes.
             if let Ok(digest) = <[u8; 32]>::try_from(fingerprint.fingerprint.as_slice()) {
-                return Some(Ok(Sha256Fingerprint(digest)));
+                return Some(Ok(CertificateFingerprint::from_bytes(digest)));
             }
         }
     }
