@@ -65,7 +65,8 @@ fn run(cli: &Cli) -> Result<(), String> {
     if let Some(reason) = uprtcd_dataplane::io::uring_unavailable_reason() {
         tracing::info!(%reason, "io_uring is unavailable; workers use epoll");
     }
-    let workers = Workers::start(&plan).map_err(|e| format!("dataplane.udp_listen: cannot start the workers: {e}"))?;
+    let workers =
+        Arc::new(Workers::start(&plan).map_err(|e| format!("dataplane.udp_listen: cannot start the workers: {e}"))?);
     for handle in workers.handles() {
         tracing::info!(
             worker = handle.index(),
@@ -86,14 +87,25 @@ fn run(cli: &Cli) -> Result<(), String> {
     ));
 
     let settings = settings(&config, app_secret, &api_listener, &client_listener)?;
-    let state = uprtcd_controlplane::open(settings, &config.data_dir, Arc::clone(&loads), config.default_max_members)
-        .map_err(|e| format!("server.data_dir: {e}"))?;
+    let state = uprtcd_controlplane::open(
+        settings,
+        &config.data_dir,
+        Arc::clone(&loads),
+        Arc::clone(&workers),
+        config.default_max_members,
+    )
+    .map_err(|e| format!("server.data_dir: {e}"))?;
 
     let control_cores = plan.spare_cores(&available);
     let runtime = control_runtime(&control_cores).map_err(|e| format!("cannot start the control plane: {e}"))?;
     let served = runtime.block_on(serve(state, loads, api_listener, client_listener));
     runtime.shutdown_timeout(Duration::from_secs(5));
-    workers.shutdown();
+    // The control plane's state held the other references; dropping the last one stops and
+    // joins the workers.
+    match Arc::try_unwrap(workers) {
+        Ok(workers) => workers.shutdown(),
+        Err(_) => tracing::warn!("the control plane still holds the workers; they stop when the process exits"),
+    }
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
     served
 }
@@ -112,6 +124,7 @@ fn settings(config: &Config, app_secret: String, api: &TcpListener, client: &Tcp
         api_address: announced_api.to_string(),
         client_url: ws_url(config.announced_ip),
         client_url6: ip6.map(ws_url).unwrap_or_default(),
+        announced_ip: config.announced_ip,
         app_secret,
         max_body_bytes: config.max_body_bytes,
         max_upload_bytes: config.max_upload_bytes,

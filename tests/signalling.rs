@@ -182,3 +182,112 @@ fn malformed_client_messages_get_an_error_and_the_session_goes_on() {
     assert_eq!(next_event(&mut alice).unwrap()["type"], "pong");
     assert!(joined(&srv, &room, "alice"));
 }
+
+/// A browser-like offer to publish one VP8 stream as `ssrc`.
+fn video_offer(ice: &uprtcd_dataplane::ice::IceCredentials, fingerprint: &str, ssrc: u32) -> String {
+    let (ufrag, pwd) = (ice.ufrag(), ice.pwd());
+    [
+        "v=0",
+        "o=- 4611731400430051336 2 IN IP4 127.0.0.1",
+        "s=-",
+        "t=0 0",
+        "a=group:BUNDLE 0",
+        "a=msid-semantic: WMS stream",
+        "m=video 9 UDP/TLS/RTP/SAVPF 96",
+        "c=IN IP4 0.0.0.0",
+        "a=rtcp:9 IN IP4 0.0.0.0",
+        &format!("a=ice-ufrag:{ufrag}"),
+        &format!("a=ice-pwd:{pwd}"),
+        &format!("a=fingerprint:sha-256 {fingerprint}"),
+        "a=setup:actpass",
+        "a=mid:0",
+        "a=sendonly",
+        "a=msid:stream track",
+        "a=rtcp-mux",
+        "a=rtpmap:96 VP8/90000",
+        "a=rtcp-fb:96 nack",
+        "a=rtcp-fb:96 nack pli",
+        &format!("a=ssrc:{ssrc} cname:publisher"),
+        &format!("a=ssrc:{ssrc} msid:stream track"),
+        "",
+    ]
+    .join("\r\n")
+}
+
+/// The value of the first `a=<name>:` line of `sdp`.
+fn attribute<'a>(sdp: &'a str, name: &str) -> &'a str {
+    let prefix = format!("a={name}:");
+    sdp.lines().find_map(|l| l.strip_prefix(prefix.as_str())).unwrap_or_else(|| panic!("no a={name} in:\n{sdp}")).trim()
+}
+
+/// A worker's counter from `/metrics`.
+fn metric(srv: &Server, line_start: &str) -> u64 {
+    let text = srv.request(&Auth::Missing, "GET", "/metrics", &[], Body::None).text();
+    text.lines()
+        .find(|l| l.starts_with(line_start))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse::<f64>().ok())
+        .unwrap_or_else(|| panic!("{line_start} missing from:\n{text}")) as u64
+}
+
+#[test]
+fn a_member_publishes_and_its_media_reaches_the_worker() {
+    use uprtcd_dataplane::dtls::{CertificateFingerprint, DtlsIdentity, DtlsVersionPolicy};
+    use uprtcd_dataplane::ice::IceCredentials;
+    use uprtcd_dataplane::peer::{ClientPeer, UdpPeer};
+    use uprtcd_dataplane::wire::rtp::RtpHeader;
+
+    let srv = Server::start(&[]);
+    let (room, code) = convo(&srv, "alice", &[], 0);
+    let mut alice = join(&srv, &room, code, "alice");
+    let identity = DtlsIdentity::generate(DtlsVersionPolicy::Dtls12Only).unwrap();
+    let ice = IceCredentials::generate().unwrap();
+    let offer = video_offer(&ice, &identity.fingerprint().to_string(), 0xCAFE);
+    alice.send(Message::Text(json!({"type": "publish", "sdp": offer}).to_string().into())).unwrap();
+    let answer = next_event(&mut alice).unwrap();
+    assert_eq!(answer["type"], "answer", "{answer}");
+    let sdp = answer["sdp"].as_str().unwrap();
+    assert!(sdp.contains("a=ice-lite") && sdp.contains("a=setup:passive") && sdp.contains("a=recvonly"), "{sdp}");
+
+    // Connect to the candidate the answer names, with the credentials it gives.
+    let candidate: Vec<&str> = attribute(sdp, "candidate").split_whitespace().collect();
+    let server: std::net::SocketAddr = format!("{}:{}", candidate[4], candidate[5]).parse().unwrap();
+    let server_ice = IceCredentials::new(attribute(sdp, "ice-ufrag"), attribute(sdp, "ice-pwd")).unwrap();
+    let fingerprint = CertificateFingerprint::parse_sdp(attribute(sdp, "fingerprint")).unwrap();
+    let peer = ClientPeer::new(&identity, ice, server_ice, fingerprint, std::time::Instant::now());
+    let mut client = UdpPeer::bind(peer, server.ip(), server).unwrap();
+    client.connect(Duration::from_secs(10)).expect("ICE and DTLS with the worker the answer named");
+
+    let drops = "uprtcd_worker_drops_total{worker=\"0\",";
+    let before = metric(&srv, "uprtcd_worker_packets_in_total{worker=\"0\",");
+    let mut buf = vec![0u8; 2048];
+    for seq in 0..50u16 {
+        let header = RtpHeader::new(96, seq, u32::from(seq) * 3000, 0xCAFE).write(&mut buf).unwrap();
+        buf[header..header + 500].fill(7);
+        client.send_rtp(&mut buf, header + 500).unwrap();
+    }
+    // Counters are published about once a second.
+    poll_until(Duration::from_secs(5), || {
+        (metric(&srv, "uprtcd_worker_packets_in_total{worker=\"0\",") >= before + 50).then_some(())
+    })
+    .expect("the worker received the media");
+    let text = srv.request(&Auth::Missing, "GET", "/metrics", &[], Body::None).text();
+    for reason in ["unknown_ssrc", "srtp_auth", "not_connected", "unknown_source"] {
+        let line = text.lines().find(|l| l.starts_with(drops) && l.contains(&format!("reason=\"{reason}\""))).unwrap();
+        assert!(line.ends_with(" 0"), "media was dropped: {line}");
+    }
+}
+
+#[test]
+fn the_audience_of_a_live_room_may_not_publish() {
+    let srv = Server::start(&[]);
+    let data = srv.ok("POST", "/room/live", json!({"masterId": "host"}));
+    let (room, code) = (str_field(&data, "roomId").to_owned(), u64_field(&data, "invitationCode"));
+    let mut viewer = join(&srv, &room, code, "viewer");
+    let ice = uprtcd_dataplane::ice::IceCredentials::generate().unwrap();
+    let offer = video_offer(&ice, &["AB"; 32].join(":"), 1);
+    viewer.send(Message::Text(json!({"type": "publish", "sdp": offer}).to_string().into())).unwrap();
+    assert_eq!(next_event(&mut viewer).unwrap()["code"], 50009);
+    viewer.send(Message::Text(json!({"type": "publish", "sdp": "not sdp"}).to_string().into())).unwrap();
+    assert_eq!(next_event(&mut viewer).unwrap()["code"], 10002);
+}

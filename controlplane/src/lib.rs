@@ -49,15 +49,15 @@ pub fn open(
     settings: Settings,
     data_dir: &Path,
     loads: Arc<WorkerLoads>,
+    workers: Arc<uprtcd_dataplane::worker::Workers>,
     default_max_members: u32,
 ) -> Result<AppState, Error> {
     std::fs::create_dir_all(&settings.recordings_dir)
         .map_err(|source| Error::Folder { path: settings.recordings_dir.display().to_string(), source })?;
     let store = Store::open(&data_dir.join(STORE_FILE))?;
     let identity = store.identity()?;
-    let workers = loads.workers().len();
-    let registry = Registry::new(identity, workers, default_max_members, store.load()?);
-    Ok(AppState::new(settings, registry, store, loads))
+    let registry = Registry::new(identity, workers.handles().len(), default_max_members, store.load()?);
+    Ok(AppState::new(settings, registry, store, loads, workers))
 }
 
 /// The client listener's router: signalling at `/{invitationCode}` and a health check for

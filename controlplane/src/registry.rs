@@ -455,6 +455,23 @@ impl Registry {
         Ok(())
     }
 
+    /// What `peer` may publish in the room: (audio, video). Conversation members publish
+    /// both; in a live room the master does, a co-host what its kind allows, and the
+    /// audience nothing (50009).
+    pub fn publish_rights(&self, id: &RoomId, peer: &PeerId) -> Result<(bool, bool), ApiError> {
+        let room = self.room(id)?;
+        match &room.kind {
+            RoomKind::Convo { .. } => Ok((true, true)),
+            RoomKind::Live { .. } if room.master == *peer => Ok((true, true)),
+            RoomKind::Live { live_members } => match live_members.iter().find(|m| m.peer == *peer) {
+                Some(member) => Ok((true, member.kind == MediaKind::Video)),
+                None => {
+                    Err(ApiError::new(ApiCode::MayNotProduce, format!("user {peer} is in the audience of room {id}")))
+                }
+            },
+        }
+    }
+
     /// `peer`'s client left (or was removed); false when it was not connected.
     pub fn depart(&mut self, id: &RoomId, peer: &PeerId) -> bool {
         self.rooms.get_mut(id).is_some_and(|room| room.connected.remove(peer))

@@ -10,11 +10,19 @@
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
-use crate::envelope::{ApiError, BodyLimit};
+use std::time::Duration;
+
+use uprtcd_dataplane::command::{Command, Reply, RequestId};
+use uprtcd_dataplane::worker::Workers;
+
+use crate::envelope::{ApiCode, ApiError, BodyLimit};
 use crate::load::WorkerLoads;
 use crate::registry::Registry;
 use crate::signalling::hub::Hub;
 use crate::store::Store;
+
+/// How long a REST call or signalling step waits for a worker's reply.
+const WORKER_REPLY_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// What the control plane announces and enforces; fixed at start.
 #[derive(Debug, Clone)]
@@ -27,6 +35,8 @@ pub struct Settings {
     pub client_url: String,
     /// `serverUrl6`, or empty when no IPv6 address is announced.
     pub client_url6: String,
+    /// The address put into ICE candidates.
+    pub announced_ip: std::net::IpAddr,
     pub app_secret: String,
     pub max_body_bytes: usize,
     pub max_upload_bytes: u64,
@@ -41,6 +51,7 @@ struct Shared {
     store: Store,
     loads: Arc<WorkerLoads>,
     hub: Hub,
+    workers: Arc<Workers>,
 }
 
 /// Cheap to clone; one per router.
@@ -48,8 +59,30 @@ struct Shared {
 pub struct AppState(Arc<Shared>);
 
 impl AppState {
-    pub fn new(settings: Settings, registry: Registry, store: Store, loads: Arc<WorkerLoads>) -> Self {
-        Self(Arc::new(Shared { settings, registry: Mutex::new(registry), store, loads, hub: Hub::default() }))
+    pub fn new(
+        settings: Settings,
+        registry: Registry,
+        store: Store,
+        loads: Arc<WorkerLoads>,
+        workers: Arc<Workers>,
+    ) -> Self {
+        Self(Arc::new(Shared { settings, registry: Mutex::new(registry), store, loads, hub: Hub::default(), workers }))
+    }
+
+    /// Sends a command to worker `index` and waits for its reply on the blocking pool: the
+    /// reply queue is a blocking channel, and a worker answers within one loop turn.
+    pub async fn request_worker(
+        &self,
+        index: usize,
+        make: impl FnOnce(RequestId) -> Command + Send + 'static,
+    ) -> Result<Reply, ApiError> {
+        let workers = Arc::clone(&self.0.workers);
+        tokio::task::spawn_blocking(move || {
+            let worker = workers.handles().get(index).ok_or_else(|| ApiError::code(ApiCode::NoWorker))?;
+            worker.request(make, WORKER_REPLY_TIMEOUT).map_err(|e| ApiError::system(format!("worker {index}: {e}")))
+        })
+        .await
+        .map_err(|e| ApiError::system(format!("worker request task failed: {e}")))?
     }
 
     pub fn settings(&self) -> &Settings {

@@ -11,6 +11,7 @@
 
 pub mod hub;
 
+use std::net::SocketAddr;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
@@ -19,9 +20,14 @@ use axum::response::Response;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
+use uprtcd_dataplane::command::{Command, Reply};
+use uprtcd_dataplane::ice::IceCredentials;
+use uprtcd_dataplane::router::{MediaKind, ProducerSpec, TransportId};
+
 use self::hub::Outgoing;
 use crate::envelope::{ApiCode, ApiError};
 use crate::ids::{PeerId, RoomId};
+use crate::sdp;
 use crate::state::AppState;
 
 /// The signalling protocol version every event carries.
@@ -102,7 +108,12 @@ async fn session(state: AppState, code: String, query: JoinQuery, mut socket: We
     let joined = event("joined", json!({"room": room, "peer": peer, "peers": peers}));
     state.hub().send(&room, |p| p != &peer, &Outgoing::Event(event("peer-joined", json!({"peer": peer}))));
     if socket.send(text(&joined)).await.is_ok() {
-        run(&mut socket, &mut queue).await;
+        let mut context = Session { state: &state, room: room.clone(), peer: peer.clone(), publishing: None };
+        run(&mut context, &mut socket, &mut queue).await;
+        if let Some(transport) = context.publishing {
+            let worker = state.read(|reg| reg.room(&room).map(|r| r.worker)).unwrap_or(0);
+            let _ = state.request_worker(worker, move |request| Command::CloseTransport { request, transport }).await;
+        }
     }
     state.hub().detach(&room, &peer, id);
     let (left_room, left_peer) = (room.clone(), peer.clone());
@@ -115,8 +126,17 @@ fn text(value: &Value) -> Message {
     Message::Text(value.to_string().into())
 }
 
+/// One admitted client: what its messages act on.
+struct Session<'a> {
+    state: &'a AppState,
+    room: RoomId,
+    peer: PeerId,
+    /// The transport the client publishes on, once it has.
+    publishing: Option<TransportId>,
+}
+
 /// Relays queued events to the client and answers its messages, until either side ends.
-async fn run(socket: &mut WebSocket, queue: &mut tokio::sync::mpsc::Receiver<Outgoing>) {
+async fn run(session: &mut Session<'_>, socket: &mut WebSocket, queue: &mut tokio::sync::mpsc::Receiver<Outgoing>) {
     loop {
         tokio::select! {
             outgoing = queue.recv() => match outgoing {
@@ -132,50 +152,116 @@ async fn run(socket: &mut WebSocket, queue: &mut tokio::sync::mpsc::Receiver<Out
                 }
                 None => return,
             },
-            incoming = socket.recv() => match incoming {
-                Some(Ok(Message::Text(body))) => match client_message(&body) {
-                    ClientMessage::Leave => return,
-                    ClientMessage::Reply(value) => {
-                        if socket.send(text(&value)).await.is_err() {
-                            return;
-                        }
-                    }
-                },
-                Some(Ok(Message::Binary(_))) => {
-                    let refused = ApiError::invalid("signalling messages are JSON text");
-                    if socket.send(text(&error_event(&refused))).await.is_err() {
-                        return;
-                    }
+            incoming = socket.recv() => {
+                let reply = match incoming {
+                    Some(Ok(Message::Text(body))) => match session.handle(&body).await {
+                        Some(reply) => reply,
+                        None => return,
+                    },
+                    Some(Ok(Message::Binary(_))) => error_event(&ApiError::invalid("signalling messages are JSON text")),
+                    Some(Ok(Message::Close(_))) | Some(Err(_)) | None => return,
+                    Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
+                };
+                if socket.send(text(&reply)).await.is_err() {
+                    return;
                 }
-                Some(Ok(Message::Close(_))) | Some(Err(_)) | None => return,
-                Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
-            },
+            }
         }
     }
 }
 
-enum ClientMessage {
-    Leave,
-    Reply(Value),
+/// A client message, as far as it must be read to be dispatched.
+#[derive(Deserialize)]
+struct ClientMessage {
+    #[serde(rename = "type")]
+    kind: String,
+    sdp: Option<String>,
 }
 
-/// What a client's message asks for. Unknown or malformed messages are answered with an
-/// `error` event (10002/10003) and the session goes on.
-fn client_message(body: &str) -> ClientMessage {
-    #[derive(Deserialize)]
-    struct Envelope {
-        #[serde(rename = "type")]
-        kind: String,
+impl Session<'_> {
+    /// The event that answers `body`, or `None` when the client leaves. Unknown or malformed
+    /// messages are answered with an `error` event (10002/10003) and the session goes on.
+    async fn handle(&mut self, body: &str) -> Option<Value> {
+        let message = match serde_json::from_str::<ClientMessage>(body) {
+            Ok(message) => message,
+            Err(e) => return Some(error_event(&ApiError::invalid(format!("not a signalling message: {e}")))),
+        };
+        Some(match message.kind.as_str() {
+            "leave" => return None,
+            "ping" => event("pong", json!({})),
+            "publish" => match message.sdp {
+                Some(sdp) => self.publish(&sdp).await.unwrap_or_else(|e| error_event(&e)),
+                None => error_event(&ApiError::invalid("publish needs sdp: the client's offer")),
+            },
+            other => error_event(&ApiError::request(format!("unknown message type {other:?}"))),
+        })
     }
-    match serde_json::from_str::<Envelope>(body) {
-        Err(e) => ClientMessage::Reply(error_event(&ApiError::invalid(format!("not a signalling message: {e}")))),
-        Ok(message) => match message.kind.as_str() {
-            "leave" => ClientMessage::Leave,
-            "ping" => ClientMessage::Reply(event("pong", json!({}))),
-            other => ClientMessage::Reply(error_event(&ApiError::request(format!("unknown message type {other:?}")))),
-        },
+
+    /// Answers a publisher's offer: a transport on the room's worker, one producer per
+    /// stream the answer accepts, and the SDP answer pointing the client at that worker.
+    async fn publish(&mut self, sdp: &str) -> Result<Value, ApiError> {
+        if self.publishing.is_some() {
+            return Err(ApiError::request("this session publishes already; renegotiation comes later"));
+        }
+        let offer = sdp::RemoteDescription::parse(sdp).map_err(|e| ApiError::invalid(format!("offer refused: {e}")))?;
+        let (room, peer) = (&self.room, &self.peer);
+        let (audio, video, worker, min_bitrate, max_bitrate) = self.state.read(|reg| {
+            let (audio, video) = reg.publish_rights(room, peer)?;
+            let room = reg.room(room)?;
+            Ok::<_, ApiError>((audio, video, room.worker, room.min_bitrate, room.max_bitrate))
+        })?;
+        let remote_ice = IceCredentials::new(offer.ice_ufrag.clone(), offer.ice_pwd.clone())
+            .map_err(|e| ApiError::invalid(format!("offer's ICE credentials: {e}")))?;
+        let remote_fingerprint = offer.fingerprint;
+        let reply = self
+            .state
+            .request_worker(worker, move |request| Command::CreateTransport { request, remote_ice, remote_fingerprint })
+            .await?;
+        let Reply::TransportCreated { created, address } = reply else {
+            return Err(ApiError::new(ApiCode::RtcFailed, format!("the worker refused a transport: {reply:?}")));
+        };
+        let local = sdp::LocalParameters {
+            session_id: u64::from(created.transport.0) + 1,
+            session_version: 1,
+            ice_ufrag: created.local_ice.ufrag().to_owned(),
+            ice_pwd: created.local_ice.pwd().to_owned(),
+            fingerprint: created.fingerprint,
+            candidates: vec![sdp::Candidate {
+                transport: sdp::CandidateTransport::Udp,
+                address: SocketAddr::new(self.state.settings().announced_ip, address.port()),
+                priority: HOST_UDP_PRIORITY,
+            }],
+            bitrate: sdp::BitrateCaps {
+                min_bps: u32::try_from(min_bitrate).ok(),
+                max_bps: Some(u32::try_from(max_bitrate).unwrap_or(u32::MAX)),
+            },
+        };
+        let allowed = |media: &sdp::RemoteMedia| match media.kind {
+            sdp::MediaKind::Audio if audio => sdp::Direction::RecvOnly,
+            sdp::MediaKind::Video if video => sdp::Direction::RecvOnly,
+            _ => sdp::Direction::Inactive,
+        };
+        let answer = sdp::answer(&offer, &local, &sdp::CodecPolicy::default(), allowed)
+            .map_err(|e| ApiError::invalid(format!("cannot answer the offer: {e}")))?;
+        let transport = created.transport;
+        for section in answer.negotiated.sections.iter().filter(|s| s.direction == sdp::Direction::RecvOnly) {
+            let kind = if section.kind == sdp::MediaKind::Audio { MediaKind::Audio } else { MediaKind::Video };
+            for stream in &section.streams {
+                let spec = ProducerSpec { transport, ssrc: stream.ssrc.0, kind, clock_rate: section.codec.clock_rate };
+                match self.state.request_worker(worker, move |request| Command::AddProducer { request, spec }).await? {
+                    Reply::ProducerAdded(_) => {}
+                    other => return Err(ApiError::new(ApiCode::RtcFailed, format!("producer refused: {other:?}"))),
+                }
+            }
+        }
+        self.publishing = Some(transport);
+        Ok(event("answer", json!({"sdp": answer.sdp})))
     }
 }
+
+/// RFC 8445 §5.1.2.1 priority of a host candidate (type preference 126, one local address,
+/// component 1).
+const HOST_UDP_PRIORITY: u32 = (126 << 24) | (65_535 << 8) | 255;
 
 /// Room events the REST side raises.
 pub fn message_event(data: &Value) -> Outgoing {
