@@ -11,6 +11,10 @@ use std::time::Duration;
 use support::*;
 use tungstenite::stream::MaybeTlsStream;
 use tungstenite::{Message, WebSocket};
+use uprtcd_dataplane::dtls::{CertificateFingerprint, DtlsIdentity, DtlsVersionPolicy};
+use uprtcd_dataplane::ice::IceCredentials;
+use uprtcd_dataplane::peer::{ClientPeer, Received, UdpPeer};
+use uprtcd_dataplane::wire::rtp::{RtpHeader, RtpPacket};
 
 type Client = WebSocket<MaybeTlsStream<TcpStream>>;
 
@@ -184,7 +188,7 @@ fn malformed_client_messages_get_an_error_and_the_session_goes_on() {
 }
 
 /// A browser-like offer to publish one VP8 stream as `ssrc`.
-fn video_offer(ice: &uprtcd_dataplane::ice::IceCredentials, fingerprint: &str, ssrc: u32) -> String {
+fn video_offer(ice: &IceCredentials, fingerprint: &str, ssrc: u32) -> String {
     let (ufrag, pwd) = (ice.ufrag(), ice.pwd());
     [
         "v=0",
@@ -230,52 +234,121 @@ fn metric(srv: &Server, line_start: &str) -> u64 {
         .unwrap_or_else(|| panic!("{line_start} missing from:\n{text}")) as u64
 }
 
-#[test]
-fn a_member_publishes_and_its_media_reaches_the_worker() {
-    use uprtcd_dataplane::dtls::{CertificateFingerprint, DtlsIdentity, DtlsVersionPolicy};
-    use uprtcd_dataplane::ice::IceCredentials;
-    use uprtcd_dataplane::peer::{ClientPeer, UdpPeer};
-    use uprtcd_dataplane::wire::rtp::RtpHeader;
-
-    let srv = Server::start(&[]);
-    let (room, code) = convo(&srv, "alice", &[], 0);
-    let mut alice = join(&srv, &room, code, "alice");
-    let identity = DtlsIdentity::generate(DtlsVersionPolicy::Dtls12Only).unwrap();
-    let ice = IceCredentials::generate().unwrap();
-    let offer = video_offer(&ice, &identity.fingerprint().to_string(), 0xCAFE);
-    alice.send(Message::Text(json!({"type": "publish", "sdp": offer}).to_string().into())).unwrap();
-    let answer = next_event(&mut alice).unwrap();
-    assert_eq!(answer["type"], "answer", "{answer}");
-    let sdp = answer["sdp"].as_str().unwrap();
-    assert!(sdp.contains("a=ice-lite") && sdp.contains("a=setup:passive") && sdp.contains("a=recvonly"), "{sdp}");
-
-    // Connect to the candidate the answer names, with the credentials it gives.
+/// Connects a test client to the worker a description (our answer or offer) names, as the
+/// client with `ice` and `identity`.
+fn connect_media(sdp: &str, ice: IceCredentials, identity: &DtlsIdentity) -> UdpPeer {
     let candidate: Vec<&str> = attribute(sdp, "candidate").split_whitespace().collect();
     let server: std::net::SocketAddr = format!("{}:{}", candidate[4], candidate[5]).parse().unwrap();
     let server_ice = IceCredentials::new(attribute(sdp, "ice-ufrag"), attribute(sdp, "ice-pwd")).unwrap();
     let fingerprint = CertificateFingerprint::parse_sdp(attribute(sdp, "fingerprint")).unwrap();
-    let peer = ClientPeer::new(&identity, ice, server_ice, fingerprint, std::time::Instant::now());
+    let peer = ClientPeer::new(identity, ice, server_ice, fingerprint, std::time::Instant::now());
     let mut client = UdpPeer::bind(peer, server.ip(), server).unwrap();
-    client.connect(Duration::from_secs(10)).expect("ICE and DTLS with the worker the answer named");
+    client.connect(Duration::from_secs(10)).expect("ICE and DTLS with the worker the description names");
+    client
+}
 
-    let drops = "uprtcd_worker_drops_total{worker=\"0\",";
-    let before = metric(&srv, "uprtcd_worker_packets_in_total{worker=\"0\",");
+/// Publishes one VP8 stream as `ssrc` over `signalling`; returns the connected media client.
+fn publish_video(signalling: &mut Client, ssrc: u32) -> UdpPeer {
+    let identity = DtlsIdentity::generate(DtlsVersionPolicy::Dtls12Only).unwrap();
+    let ice = IceCredentials::generate().unwrap();
+    let offer = video_offer(&ice, &identity.fingerprint().to_string(), ssrc);
+    signalling.send(Message::Text(json!({"type": "publish", "sdp": offer}).to_string().into())).unwrap();
+    let answer = next_event(signalling).unwrap();
+    assert_eq!(answer["type"], "answer", "{answer}");
+    let sdp = answer["sdp"].as_str().unwrap();
+    assert!(sdp.contains("a=ice-lite") && sdp.contains("a=setup:passive") && sdp.contains("a=recvonly"), "{sdp}");
+    connect_media(sdp, ice, &identity)
+}
+
+fn send_video(client: &mut UdpPeer, ssrc: u32, packets: u16) {
     let mut buf = vec![0u8; 2048];
-    for seq in 0..50u16 {
-        let header = RtpHeader::new(96, seq, u32::from(seq) * 3000, 0xCAFE).write(&mut buf).unwrap();
-        buf[header..header + 500].fill(7);
+    for seq in 0..packets {
+        let header = RtpHeader::new(96, seq, u32::from(seq) * 3000, ssrc).write(&mut buf).unwrap();
+        buf[header..header + 500].fill(seq as u8);
         client.send_rtp(&mut buf, header + 500).unwrap();
+        std::thread::sleep(Duration::from_millis(2));
     }
+}
+
+#[test]
+fn a_member_publishes_and_its_media_reaches_the_worker() {
+    let srv = Server::start(&[]);
+    let (room, code) = convo(&srv, "alice", &[], 0);
+    let mut alice = join(&srv, &room, code, "alice");
+    let mut client = publish_video(&mut alice, 0xCAFE);
+    let before = metric(&srv, "uprtcd_worker_packets_in_total{worker=\"0\",");
+    send_video(&mut client, 0xCAFE, 50);
     // Counters are published about once a second.
     poll_until(Duration::from_secs(5), || {
         (metric(&srv, "uprtcd_worker_packets_in_total{worker=\"0\",") >= before + 50).then_some(())
     })
     .expect("the worker received the media");
     let text = srv.request(&Auth::Missing, "GET", "/metrics", &[], Body::None).text();
+    let drops = "uprtcd_worker_drops_total{worker=\"0\",";
     for reason in ["unknown_ssrc", "srtp_auth", "not_connected", "unknown_source"] {
         let line = text.lines().find(|l| l.starts_with(drops) && l.contains(&format!("reason=\"{reason}\""))).unwrap();
         assert!(line.ends_with(" 0"), "media was dropped: {line}");
     }
+}
+
+#[test]
+fn a_subscriber_is_offered_the_room_and_decrypts_the_publishers_media() {
+    let srv = Server::start(&[]);
+    let (room, code) = convo(&srv, "alice", &["bob"], 0);
+    let mut alice = join(&srv, &room, code, "alice");
+    let mut publisher = publish_video(&mut alice, 0xCAFE);
+    let mut bob = join(&srv, &room, code, "bob");
+    bob.send(Message::Text(json!({"type": "subscribe"}).to_string().into())).unwrap();
+    let offer = next_event(&mut bob).unwrap();
+    assert_eq!(offer["type"], "offer", "{offer}");
+    let sdp = offer["sdp"].as_str().unwrap().to_owned();
+    assert!(sdp.contains("a=sendonly") && sdp.contains("a=setup:actpass") && sdp.contains("VP8/90000"), "{sdp}");
+    let offered_ssrc: u32 = attribute(&sdp, "ssrc").split_whitespace().next().unwrap().parse().unwrap();
+
+    let identity = DtlsIdentity::generate(DtlsVersionPolicy::Dtls12Only).unwrap();
+    let ice = IceCredentials::generate().unwrap();
+    let answer = [
+        "v=0",
+        "o=- 1 2 IN IP4 127.0.0.1",
+        "s=-",
+        "t=0 0",
+        "a=group:BUNDLE 0",
+        "m=video 9 UDP/TLS/RTP/SAVPF 96",
+        "c=IN IP4 0.0.0.0",
+        &format!("a=ice-ufrag:{}", ice.ufrag()),
+        &format!("a=ice-pwd:{}", ice.pwd()),
+        &format!("a=fingerprint:sha-256 {}", identity.fingerprint()),
+        "a=setup:active",
+        "a=mid:0",
+        "a=recvonly",
+        "a=rtcp-mux",
+        "a=rtpmap:96 VP8/90000",
+        "",
+    ]
+    .join("\r\n");
+    bob.send(Message::Text(json!({"type": "answer", "sdp": answer}).to_string().into())).unwrap();
+    assert_eq!(next_event(&mut bob).unwrap()["type"], "subscribed");
+    let mut subscriber = connect_media(&sdp, ice, &identity);
+
+    std::thread::scope(|scope| {
+        scope.spawn(|| send_video(&mut publisher, 0xCAFE, 100));
+        let mut buf = vec![0u8; 2048];
+        let mut sequence = Vec::new();
+        while sequence.len() < 100 {
+            match subscriber.receive(&mut buf, Duration::from_secs(5)) {
+                Some(Ok(Received::Rtp { len })) => {
+                    let packet = RtpPacket::new_checked(&buf[..len]).unwrap();
+                    assert_eq!(packet.ssrc(), offered_ssrc, "sent as the SSRC the offer announced");
+                    assert!(packet.payload().iter().all(|&b| b == packet.sequence_number() as u8));
+                    sequence.push(packet.sequence_number());
+                }
+                Some(Ok(_)) => {}
+                Some(Err(e)) => panic!("a packet did not decrypt: {e}"),
+                None => break,
+            }
+        }
+        assert_eq!(sequence, (0..100).collect::<Vec<u16>>(), "every packet, in order");
+    });
 }
 
 #[test]
@@ -284,7 +357,7 @@ fn the_audience_of_a_live_room_may_not_publish() {
     let data = srv.ok("POST", "/room/live", json!({"masterId": "host"}));
     let (room, code) = (str_field(&data, "roomId").to_owned(), u64_field(&data, "invitationCode"));
     let mut viewer = join(&srv, &room, code, "viewer");
-    let ice = uprtcd_dataplane::ice::IceCredentials::generate().unwrap();
+    let ice = IceCredentials::generate().unwrap();
     let offer = video_offer(&ice, &["AB"; 32].join(":"), 1);
     viewer.send(Message::Text(json!({"type": "publish", "sdp": offer}).to_string().into())).unwrap();
     assert_eq!(next_event(&mut viewer).unwrap()["code"], 50009);

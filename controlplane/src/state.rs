@@ -13,6 +13,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use uprtcd_dataplane::command::{Command, Reply, RequestId};
+use uprtcd_dataplane::dtls::CertificateFingerprint;
 use uprtcd_dataplane::worker::Workers;
 
 use crate::envelope::{ApiCode, ApiError, BodyLimit};
@@ -67,6 +68,12 @@ impl AppState {
         workers: Arc<Workers>,
     ) -> Self {
         Self(Arc::new(Shared { settings, registry: Mutex::new(registry), store, loads, hub: Hub::default(), workers }))
+    }
+
+    /// Where worker `index` receives media and the fingerprint its transports present.
+    pub fn worker_endpoint(&self, index: usize) -> Option<(std::net::SocketAddr, CertificateFingerprint)> {
+        let worker = self.0.workers.handles().get(index)?;
+        Some((worker.udp_address()?, worker.fingerprint()))
     }
 
     /// Sends a command to worker `index` and waits for its reply on the blocking pool: the

@@ -29,9 +29,11 @@ pub struct RequestId(pub u64);
 pub enum Command {
     /// Finish the current loop turn, release everything and let the thread end.
     Shutdown,
-    /// Open a transport for a client whose SDP gave these credentials and fingerprint.
+    /// Open a transport for a client whose SDP gave these credentials and fingerprint;
+    /// `local_ice` when the signalling already offered the SFU's side.
     CreateTransport {
         request: RequestId,
+        local_ice: Option<IceCredentials>,
         remote_ice: IceCredentials,
         remote_fingerprint: CertificateFingerprint,
     },

@@ -239,7 +239,10 @@ impl UdpPeer {
         let local_ice = IceCredentials::generate().map_err(PeerError::Ice)?;
         let (remote_ice, remote_fingerprint) = (local_ice.clone(), identity.fingerprint());
         let reply = worker
-            .request(|request| Command::CreateTransport { request, remote_ice, remote_fingerprint }, timeout)
+            .request(
+                |request| Command::CreateTransport { request, local_ice: None, remote_ice, remote_fingerprint },
+                timeout,
+            )
             .map_err(|_| PeerError::TransportRefused)?;
         let Reply::TransportCreated { created, address } = reply else { return Err(PeerError::TransportRefused) };
         let peer = ClientPeer::new(identity, local_ice, created.local_ice, created.fingerprint, Instant::now());

@@ -97,8 +97,10 @@ impl Net {
         let identity = DtlsIdentity::generate(DtlsVersionPolicy::Dtls12Only).expect("client identity");
         for _ in 0..count {
             let local_ice = IceCredentials::generate().expect("ICE credentials");
-            let TransportCreated { transport, local_ice: server_ice, fingerprint } =
-                self.engine.create_transport(self.now, local_ice.clone(), identity.fingerprint()).expect("transport");
+            let TransportCreated { transport, local_ice: server_ice, fingerprint } = self
+                .engine
+                .create_transport(self.now, None, local_ice.clone(), identity.fingerprint())
+                .expect("transport");
             let peer = ClientPeer::new(&identity, local_ice, server_ice, fingerprint, self.now);
             let addr = client_addr(self.clients.len());
             self.clients.push(Client { addr, peer, transport, inbox: Vec::new(), errors: 0 });

@@ -20,7 +20,7 @@ use crossbeam_channel::{Receiver, Sender};
 
 use crate::Error;
 use crate::command::{Command, CommandReceiver, CommandSender, Reply, RequestId, command_queue};
-use crate::dtls::{DtlsIdentity, DtlsVersionPolicy};
+use crate::dtls::{CertificateFingerprint, DtlsIdentity, DtlsVersionPolicy};
 use crate::engine::{Engine, EngineConfig, Outbox};
 use crate::io::{BackendChoice, Io, SendQueue, SocketIndex, bind_udp};
 use crate::stats::{DropReason, SharedStats};
@@ -88,6 +88,7 @@ pub struct WorkerHandle {
     pinned: bool,
     backend: &'static str,
     udp: Option<SocketAddr>,
+    fingerprint: CertificateFingerprint,
     commands: CommandSender,
     replies: Mutex<ReplyMatcher>,
     next_request: AtomicU64,
@@ -135,6 +136,11 @@ impl WorkerHandle {
         self.udp
     }
 
+    /// The fingerprint of the certificate every transport of this worker presents.
+    pub fn fingerprint(&self) -> CertificateFingerprint {
+        self.fingerprint
+    }
+
     /// The counters the worker published last (about once a second).
     pub fn stats(&self) -> &Arc<SharedStats> {
         &self.stats
@@ -173,7 +179,7 @@ pub struct Workers {
 struct Started {
     thread_id: i32,
     pinned: bool,
-    setup: Result<(&'static str, Option<SocketAddr>), Error>,
+    setup: Result<(&'static str, Option<SocketAddr>, CertificateFingerprint), Error>,
 }
 
 /// What a worker thread owns.
@@ -218,7 +224,7 @@ impl Workers {
                     let thread_id = sys::current_thread_id();
                     match set_up(udp, inbox.wake_fd(), backend) {
                         Ok(mut state) => {
-                            let setup = Ok((state.io.backend_name(), state.udp));
+                            let setup = Ok((state.io.backend_name(), state.udp, state.engine.fingerprint()));
                             // The receiver waits for this message; if it is gone, start-up
                             // failed already and this worker just ends.
                             if started_tx.send(Started { thread_id, pinned, setup }).is_ok() {
@@ -232,7 +238,7 @@ impl Workers {
                 })
                 .map_err(Error::Spawn)?;
             let started = started_rx.recv().map_err(|_| Error::WorkerGone)?;
-            let (backend, udp) = started.setup?;
+            let (backend, udp, fingerprint) = started.setup?;
             if !started.pinned {
                 tracing::warn!(worker = index, core, "could not pin worker to its core; it runs unpinned");
             }
@@ -243,6 +249,7 @@ impl Workers {
                 pinned: started.pinned,
                 backend,
                 udp,
+                fingerprint,
                 commands,
                 replies: Mutex::new(ReplyMatcher { queue: reply_rx, early: HashMap::new() }),
                 next_request: AtomicU64::new(1),
@@ -394,8 +401,8 @@ fn apply(
     let refused = Reply::Refused;
     Some(match command {
         Command::Shutdown => return None,
-        Command::CreateTransport { request, remote_ice, remote_fingerprint } => {
-            let reply = match (engine.create_transport(now, remote_ice, remote_fingerprint), address) {
+        Command::CreateTransport { request, local_ice, remote_ice, remote_fingerprint } => {
+            let reply = match (engine.create_transport(now, local_ice, remote_ice, remote_fingerprint), address) {
                 (Ok(created), Some(address)) => Reply::TransportCreated { created, address },
                 (Ok(created), None) => {
                     let _ = engine.close_transport(created.transport);

@@ -10,7 +10,10 @@ use std::sync::{Mutex, PoisonError};
 
 use tokio::sync::mpsc;
 
+use uprtcd_dataplane::router::ProducerId;
+
 use crate::ids::{PeerId, RoomId};
+use crate::sdp::{Codec, MediaKind};
 
 /// Messages a session holds for its client at most.
 pub const SESSION_QUEUE: usize = 64;
@@ -31,9 +34,19 @@ struct Session {
     queue: mpsc::Sender<Outgoing>,
 }
 
+/// A stream a client publishes in a room, as subscribers are offered it.
+#[derive(Debug, Clone)]
+pub struct PublishedTrack {
+    pub publisher: PeerId,
+    pub producer: ProducerId,
+    pub kind: MediaKind,
+    pub codec: Codec,
+}
+
 #[derive(Debug, Default)]
 pub struct Hub {
     rooms: Mutex<HashMap<RoomId, HashMap<PeerId, Session>>>,
+    tracks: Mutex<HashMap<RoomId, Vec<PublishedTrack>>>,
     next_id: std::sync::atomic::AtomicU64,
 }
 
@@ -62,6 +75,31 @@ impl Hub {
                 rooms.remove(room);
             }
         }
+    }
+
+    /// Records streams a client of `room` now publishes.
+    pub fn add_tracks(&self, room: &RoomId, tracks: Vec<PublishedTrack>) {
+        self.tracks.lock().unwrap_or_else(PoisonError::into_inner).entry(room.clone()).or_default().extend(tracks);
+    }
+
+    /// Forgets what `publisher` published in `room` (its session ended).
+    pub fn remove_tracks(&self, room: &RoomId, publisher: &PeerId) {
+        let mut tracks = self.tracks.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(list) = tracks.get_mut(room) {
+            list.retain(|t| &t.publisher != publisher);
+            if list.is_empty() {
+                tracks.remove(room);
+            }
+        }
+    }
+
+    /// The streams of `room` that peers other than `subscriber` publish.
+    pub fn tracks_for(&self, room: &RoomId, subscriber: &PeerId) -> Vec<PublishedTrack> {
+        let tracks = self.tracks.lock().unwrap_or_else(PoisonError::into_inner);
+        tracks
+            .get(room)
+            .map(|list| list.iter().filter(|t| &t.publisher != subscriber).cloned().collect())
+            .unwrap_or_default()
     }
 
     /// Queues `message` for the sessions of `room` whose peer `to` accepts; returns how many

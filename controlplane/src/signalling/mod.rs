@@ -22,9 +22,9 @@ use serde_json::{Value, json};
 
 use uprtcd_dataplane::command::{Command, Reply};
 use uprtcd_dataplane::ice::IceCredentials;
-use uprtcd_dataplane::router::{MediaKind, ProducerSpec, TransportId};
+use uprtcd_dataplane::router::{MediaKind, ProducerId, ProducerSpec, TransportId};
 
-use self::hub::Outgoing;
+use self::hub::{Outgoing, PublishedTrack};
 use crate::envelope::{ApiCode, ApiError};
 use crate::ids::{PeerId, RoomId};
 use crate::sdp;
@@ -108,10 +108,18 @@ async fn session(state: AppState, code: String, query: JoinQuery, mut socket: We
     let joined = event("joined", json!({"room": room, "peer": peer, "peers": peers}));
     state.hub().send(&room, |p| p != &peer, &Outgoing::Event(event("peer-joined", json!({"peer": peer}))));
     if socket.send(text(&joined)).await.is_ok() {
-        let mut context = Session { state: &state, room: room.clone(), peer: peer.clone(), publishing: None };
+        let mut context = Session {
+            state: &state,
+            room: room.clone(),
+            peer: peer.clone(),
+            publishing: None,
+            offered: None,
+            subscribed: None,
+        };
         run(&mut context, &mut socket, &mut queue).await;
-        if let Some(transport) = context.publishing {
-            let worker = state.read(|reg| reg.room(&room).map(|r| r.worker)).unwrap_or(0);
+        state.hub().remove_tracks(&room, &peer);
+        let worker = state.read(|reg| reg.room(&room).map(|r| r.worker)).unwrap_or(0);
+        for transport in [context.publishing, context.subscribed].into_iter().flatten() {
             let _ = state.request_worker(worker, move |request| Command::CloseTransport { request, transport }).await;
         }
     }
@@ -133,6 +141,17 @@ struct Session<'a> {
     peer: PeerId,
     /// The transport the client publishes on, once it has.
     publishing: Option<TransportId>,
+    /// The offer made to this client for subscribing, until it answers.
+    offered: Option<PendingSubscription>,
+    /// The transport the client receives on, once it answered.
+    subscribed: Option<TransportId>,
+}
+
+/// What the SFU offered a subscriber: its side's ICE credentials and the streams, each with
+/// the producer it comes from and the SSRC it is sent as.
+struct PendingSubscription {
+    local_ice: IceCredentials,
+    streams: Vec<(ProducerId, u32)>,
 }
 
 /// Relays queued events to the client and answers its messages, until either side ends.
@@ -193,6 +212,11 @@ impl Session<'_> {
                 Some(sdp) => self.publish(&sdp).await.unwrap_or_else(|e| error_event(&e)),
                 None => error_event(&ApiError::invalid("publish needs sdp: the client's offer")),
             },
+            "subscribe" => self.subscribe().unwrap_or_else(|e| error_event(&e)),
+            "answer" => match message.sdp {
+                Some(sdp) => self.accept_answer(&sdp).await.unwrap_or_else(|e| error_event(&e)),
+                None => error_event(&ApiError::invalid("answer needs sdp: the client's answer to our offer")),
+            },
             other => error_event(&ApiError::request(format!("unknown message type {other:?}"))),
         })
     }
@@ -215,7 +239,12 @@ impl Session<'_> {
         let remote_fingerprint = offer.fingerprint;
         let reply = self
             .state
-            .request_worker(worker, move |request| Command::CreateTransport { request, remote_ice, remote_fingerprint })
+            .request_worker(worker, move |request| Command::CreateTransport {
+                request,
+                local_ice: None,
+                remote_ice,
+                remote_fingerprint,
+            })
             .await?;
         let Reply::TransportCreated { created, address } = reply else {
             return Err(ApiError::new(ApiCode::RtcFailed, format!("the worker refused a transport: {reply:?}")));
@@ -244,19 +273,125 @@ impl Session<'_> {
         let answer = sdp::answer(&offer, &local, &sdp::CodecPolicy::default(), allowed)
             .map_err(|e| ApiError::invalid(format!("cannot answer the offer: {e}")))?;
         let transport = created.transport;
+        let mut published = Vec::new();
         for section in answer.negotiated.sections.iter().filter(|s| s.direction == sdp::Direction::RecvOnly) {
             let kind = if section.kind == sdp::MediaKind::Audio { MediaKind::Audio } else { MediaKind::Video };
             for stream in &section.streams {
                 let spec = ProducerSpec { transport, ssrc: stream.ssrc.0, kind, clock_rate: section.codec.clock_rate };
                 match self.state.request_worker(worker, move |request| Command::AddProducer { request, spec }).await? {
-                    Reply::ProducerAdded(_) => {}
+                    Reply::ProducerAdded(producer) => published.push(PublishedTrack {
+                        publisher: self.peer.clone(),
+                        producer,
+                        kind: section.kind,
+                        codec: section.codec.clone(),
+                    }),
                     other => return Err(ApiError::new(ApiCode::RtcFailed, format!("producer refused: {other:?}"))),
                 }
             }
         }
+        self.state.hub().add_tracks(&self.room, published);
         self.publishing = Some(transport);
         Ok(event("answer", json!({"sdp": answer.sdp})))
     }
+}
+
+impl Session<'_> {
+    /// Offers the client every stream the other peers of the room publish; the transport is
+    /// opened when its answer brings the client's ICE credentials and fingerprint.
+    fn subscribe(&mut self) -> Result<Value, ApiError> {
+        if self.subscribed.is_some() || self.offered.is_some() {
+            return Err(ApiError::request("this session subscribes already; renegotiation comes later"));
+        }
+        let tracks = self.state.hub().tracks_for(&self.room, &self.peer);
+        if tracks.is_empty() {
+            return Err(ApiError::new(ApiCode::NoMedia, "nobody in the room publishes yet"));
+        }
+        let worker = self.state.read(|reg| reg.room(&self.room).map(|r| r.worker))?;
+        let (address, fingerprint) =
+            self.state.worker_endpoint(worker).ok_or_else(|| ApiError::code(ApiCode::NoWorker))?;
+        let local_ice = IceCredentials::generate().map_err(|e| ApiError::system(format!("ICE credentials: {e}")))?;
+        let outgoing: Vec<sdp::OutgoingTrack> = tracks
+            .iter()
+            .enumerate()
+            .map(|(i, track)| {
+                let mut codec = track.codec.clone();
+                // RTX towards subscribers is offered once consumers negotiate it.
+                codec.rtx_payload_type = None;
+                sdp::OutgoingTrack {
+                    mid: sdp::Mid::new(format!("{i}")),
+                    kind: track.kind,
+                    codec,
+                    ssrc: sdp::Ssrc(subscriber_ssrc(track.producer)),
+                    rtx_ssrc: None,
+                    stream_id: format!("publisher-{}", track.producer.0),
+                    track_id: format!("track-{}", track.producer.0),
+                    cname: format!("cname-{}", track.producer.0),
+                }
+            })
+            .collect();
+        let local = sdp::LocalParameters {
+            session_id: u64::from(worker as u32) << 32 | 1,
+            session_version: 1,
+            ice_ufrag: local_ice.ufrag().to_owned(),
+            ice_pwd: local_ice.pwd().to_owned(),
+            fingerprint,
+            candidates: vec![sdp::Candidate {
+                transport: sdp::CandidateTransport::Udp,
+                address: SocketAddr::new(self.state.settings().announced_ip, address.port()),
+                priority: HOST_UDP_PRIORITY,
+            }],
+            bitrate: sdp::BitrateCaps { min_bps: None, max_bps: None },
+        };
+        let offer = sdp::offer(&local, &sdp::OfferLayout::default(), &outgoing, &sdp::CodecPolicy::default())
+            .map_err(|e| ApiError::system(format!("cannot offer the room's streams: {e}")))?;
+        let streams = tracks.iter().map(|t| (t.producer, subscriber_ssrc(t.producer))).collect();
+        self.offered = Some(PendingSubscription { local_ice, streams });
+        Ok(event("offer", json!({"sdp": offer.sdp})))
+    }
+
+    /// The client answered our offer: open its receiving transport and a consumer per stream.
+    async fn accept_answer(&mut self, sdp: &str) -> Result<Value, ApiError> {
+        let pending = self.offered.take().ok_or_else(|| ApiError::request("no offer is waiting for an answer"))?;
+        let answer =
+            sdp::RemoteDescription::parse(sdp).map_err(|e| ApiError::invalid(format!("answer refused: {e}")))?;
+        let remote_ice = IceCredentials::new(answer.ice_ufrag.clone(), answer.ice_pwd.clone())
+            .map_err(|e| ApiError::invalid(format!("answer's ICE credentials: {e}")))?;
+        let (local_ice, remote_fingerprint) = (Some(pending.local_ice), answer.fingerprint);
+        let worker = self.state.read(|reg| reg.room(&self.room).map(|r| r.worker))?;
+        let reply = self
+            .state
+            .request_worker(worker, move |request| Command::CreateTransport {
+                request,
+                local_ice,
+                remote_ice,
+                remote_fingerprint,
+            })
+            .await?;
+        let Reply::TransportCreated { created, .. } = reply else {
+            return Err(ApiError::new(ApiCode::RtcFailed, format!("the worker refused a transport: {reply:?}")));
+        };
+        let transport = created.transport;
+        for (producer, ssrc) in pending.streams {
+            match self
+                .state
+                .request_worker(worker, move |request| Command::AddConsumer { request, producer, transport, ssrc })
+                .await?
+            {
+                Reply::ConsumerAdded(_) => {}
+                // The publisher left between offer and answer: its stream is simply not sent.
+                Reply::Refused(_) => {}
+                other => return Err(ApiError::new(ApiCode::RtcFailed, format!("consumer refused: {other:?}"))),
+            }
+        }
+        self.subscribed = Some(transport);
+        Ok(event("subscribed", json!({})))
+    }
+}
+
+/// The SSRC a producer's stream is sent to subscribers as: unique per producer of a worker,
+/// so the sections of one subscriber's bundle never collide.
+fn subscriber_ssrc(producer: ProducerId) -> u32 {
+    0x5500_0000 | (producer.0 & 0x00FF_FFFF)
 }
 
 /// RFC 8445 §5.1.2.1 priority of a host candidate (type preference 126, one local address,

@@ -81,6 +81,8 @@ pub enum EngineError {
     UnknownTransport,
     #[error("this worker has no media socket")]
     NoSocket,
+    #[error("another transport of this worker answers to that ICE ufrag")]
+    UfragInUse,
     #[error("cannot generate ICE credentials: {0}")]
     Ice(IceError),
     #[error(transparent)]
@@ -192,20 +194,27 @@ impl Engine {
     }
 
     /// A transport for a client whose SDP gave `remote_ice` and `remote_fingerprint`.
+    /// `local_ice` are the credentials to answer checks with when the signalling already
+    /// offered them (a subscriber's transport); `None` generates fresh ones.
     pub fn create_transport(
         &mut self,
         now: Instant,
+        local_ice: Option<IceCredentials>,
         remote_ice: IceCredentials,
         remote_fingerprint: CertificateFingerprint,
     ) -> Result<TransportCreated, EngineError> {
         if self.transports.len() >= self.config.max_transports {
             return Err(EngineError::TooManyTransports);
         }
-        let local_ice = loop {
-            let candidate = IceCredentials::generate().map_err(EngineError::Ice)?;
-            if !self.by_ufrag.contains_key(candidate.ufrag()) {
-                break candidate;
-            }
+        let local_ice = match local_ice {
+            Some(given) if self.by_ufrag.contains_key(given.ufrag()) => return Err(EngineError::UfragInUse),
+            Some(given) => given,
+            None => loop {
+                let candidate = IceCredentials::generate().map_err(EngineError::Ice)?;
+                if !self.by_ufrag.contains_key(candidate.ufrag()) {
+                    break candidate;
+                }
+            },
         };
         let transport = Transport::new(now, &self.identity, local_ice.clone(), remote_ice, remote_fingerprint);
         let id =
