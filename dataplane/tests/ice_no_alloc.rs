@@ -34,16 +34,23 @@ fn routing_and_refusals_allocate_nothing() {
     let from = "203.0.113.7:50000".parse().unwrap();
     let mut response = [0; MAX_RESPONSE_LEN];
 
-    let region = Region::new(GLOBAL);
-    for _ in 0..1000 {
-        black_box(local_ufrag_of(black_box(valid)));
-        assert_eq!(agent.handle_stun(wrong_pwd, from, now, &mut response), Err(IceError::BadIntegrity));
-        assert_eq!(agent.handle_stun(wrong_ufrag, from, now, &mut response), Err(IceError::UnknownUfrag));
-        assert_eq!(agent.handle_stun(&bad_fingerprint, from, now, &mut response), Err(IceError::BadFingerprint));
-        assert_eq!(agent.handle_stun(&valid[..len - 1], from, now, &mut response), Err(IceError::Malformed));
+    // The counting allocator sees every thread of the process, and the test harness's own
+    // threads may allocate now and then. An allocation per packet would show in every
+    // measurement, so the path is allocation-free when one of three measurements counts none.
+    let mut measurements = Vec::new();
+    for _ in 0..3 {
+        let region = Region::new(GLOBAL);
+        for _ in 0..1000 {
+            black_box(local_ufrag_of(black_box(valid)));
+            assert_eq!(agent.handle_stun(wrong_pwd, from, now, &mut response), Err(IceError::BadIntegrity));
+            assert_eq!(agent.handle_stun(wrong_ufrag, from, now, &mut response), Err(IceError::UnknownUfrag));
+            assert_eq!(agent.handle_stun(&bad_fingerprint, from, now, &mut response), Err(IceError::BadFingerprint));
+            assert_eq!(agent.handle_stun(&valid[..len - 1], from, now, &mut response), Err(IceError::Malformed));
+        }
+        let change = region.change();
+        measurements.push((change.allocations, change.reallocations));
     }
-    let change = region.change();
-    assert_eq!((change.allocations, change.reallocations), (0, 0));
+    assert!(measurements.contains(&(0, 0)), "{measurements:?}");
 
     let region = Region::new(GLOBAL);
     agent.handle_stun(valid, from, now, &mut response).unwrap();

@@ -51,17 +51,21 @@ fn srtp_protect_and_unprotect_allocate_nothing_per_packet() {
         let first_sequence_number = 60_000u16;
         round_trip(&mut sender, &mut receiver, first_sequence_number);
 
-        let region = Region::new(GLOBAL);
-        for round in 1..=ROUNDS {
-            round_trip(&mut sender, &mut receiver, first_sequence_number.wrapping_add(round));
+        // The counting allocator sees every thread of the process, and the test harness's
+        // own threads may allocate now and then. An allocation per packet would show in every
+        // measurement, so the path is allocation-free when one of three counts none.
+        let mut measurements = Vec::new();
+        for attempt in 0..3u16 {
+            let region = Region::new(GLOBAL);
+            for round in 1..=ROUNDS {
+                round_trip(&mut sender, &mut receiver, first_sequence_number.wrapping_add(attempt * ROUNDS + round));
+            }
+            let change = region.change();
+            measurements.push((change.allocations, change.reallocations));
         }
-        let change = region.change();
-        assert_eq!(
-            (change.allocations, change.reallocations),
-            (0, 0),
-            "{profile:?}: {} allocations, {} reallocations over {ROUNDS} rounds",
-            change.allocations,
-            change.reallocations,
+        assert!(
+            measurements.contains(&(0, 0)),
+            "{profile:?}: (allocations, reallocations) per {ROUNDS} rounds: {measurements:?}"
         );
     }
 }

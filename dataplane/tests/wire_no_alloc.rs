@@ -35,26 +35,35 @@ fn rtcp_reading_and_writing_allocate_nothing() {
     let compound = &compound[..len];
     let mut out = [0u8; 256];
 
-    let region = Region::new(GLOBAL);
+    // The counting allocator sees every thread of the process, and the test harness's own
+    // threads may allocate now and then. An allocation per packet would show in every
+    // measurement, so the path is allocation-free when one of three measurements counts none.
     let mut seen = 0u64;
-    for _ in 0..10_000 {
-        for packet in RtcpCompound::new_checked(black_box(compound)).unwrap().packets() {
-            seen += match packet {
-                RtcpPacket::SenderReport(sr) => sr.report_blocks().count() as u64 + u64::from(sr.info().packet_count),
-                RtcpPacket::ReceiverReport(rr) => rr.report_blocks().map(|b| u64::from(b.jitter)).sum(),
-                RtcpPacket::Nack(nack) => nack.lost_sequence_numbers().count() as u64,
-                RtcpPacket::Pli(pli) => u64::from(pli.media_ssrc()),
-                RtcpPacket::Fir(fir) => fir.entries().count() as u64,
-                RtcpPacket::Remb(remb) => remb.bitrate(),
-                _ => 0,
-            };
+    let mut measurements = Vec::new();
+    for _ in 0..3 {
+        let region = Region::new(GLOBAL);
+        for _ in 0..10_000 {
+            for packet in RtcpCompound::new_checked(black_box(compound)).unwrap().packets() {
+                seen += match packet {
+                    RtcpPacket::SenderReport(sr) => {
+                        sr.report_blocks().count() as u64 + u64::from(sr.info().packet_count)
+                    }
+                    RtcpPacket::ReceiverReport(rr) => rr.report_blocks().map(|b| u64::from(b.jitter)).sum(),
+                    RtcpPacket::Nack(nack) => nack.lost_sequence_numbers().count() as u64,
+                    RtcpPacket::Pli(pli) => u64::from(pli.media_ssrc()),
+                    RtcpPacket::Fir(fir) => fir.entries().count() as u64,
+                    RtcpPacket::Remb(remb) => remb.bitrate(),
+                    _ => 0,
+                };
+            }
+            black_box(write_pli(&mut out, 1, 2).unwrap());
+            black_box(write_nack(&mut out, 1, 2, &[7, 9]).unwrap());
+            black_box(write_receiver_report(&mut out, 1, &[block]).unwrap());
+            black_box(write_sender_report(&mut out, &info, &[]).unwrap());
         }
-        black_box(write_pli(&mut out, 1, 2).unwrap());
-        black_box(write_nack(&mut out, 1, 2, &[7, 9]).unwrap());
-        black_box(write_receiver_report(&mut out, 1, &[block]).unwrap());
-        black_box(write_sender_report(&mut out, &info, &[]).unwrap());
+        let stats = region.change();
+        measurements.push((stats.allocations, stats.reallocations));
     }
-    let stats = region.change();
     assert!(seen > 0);
-    assert_eq!((stats.allocations, stats.reallocations), (0, 0), "{stats:?}");
+    assert!(measurements.contains(&(0, 0)), "{measurements:?}");
 }
