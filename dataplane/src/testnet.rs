@@ -152,7 +152,7 @@ impl Net {
 
     /// Delivers every datagram in flight, and everything sent in answer, in order.
     pub fn deliver(&mut self) {
-        self.engine.begin_turn(&mut self.outbox);
+        self.engine.begin_turn(self.now, &mut self.outbox);
         self.take_outbox();
         while let Some((from, to, mut bytes)) = self.in_flight.pop_front() {
             if to == SERVER {

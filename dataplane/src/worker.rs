@@ -337,12 +337,15 @@ fn run(
             }
         }
         let mut flush_now = |q: &mut SendQueue| io_flush(io, q);
-        engine.begin_turn(&mut FlushingOutbox {
-            queue: &mut queue,
-            flush: |q: &mut SendQueue| {
-                flush_now(q);
+        engine.begin_turn(
+            now,
+            &mut FlushingOutbox {
+                queue: &mut queue,
+                flush: |q: &mut SendQueue| {
+                    flush_now(q);
+                },
             },
-        });
+        );
         let deadline = engine.poll_timeout().map_or(next_publish, |t| t.min(next_publish));
         let mut send_drops = 0u64;
         let mut work_started: Option<Instant> = None;

@@ -140,6 +140,8 @@ pub struct Engine {
     dtls_out: Box<[u8]>,
     /// When publishers next get receiver reports; set by the first media packet.
     next_receiver_reports: Option<Instant>,
+    /// Producers that gained a consumer since the last turn began.
+    keyframes_wanted: Vec<ProducerId>,
 }
 
 fn slot_key(id: TransportId) -> usize {
@@ -161,6 +163,7 @@ impl Engine {
             handshake_backlog: VecDeque::new(),
             dtls_out: vec![0; MIN_OUTPUT_BUFFER_LEN].into_boxed_slice(),
             next_receiver_reports: None,
+            keyframes_wanted: Vec::new(),
         }
     }
 
@@ -182,14 +185,19 @@ impl Engine {
         self.events.drain(..)
     }
 
-    /// Starts a loop turn: resets the per-turn handshake budget and spends it on the
-    /// backlog first, oldest first.
-    pub fn begin_turn(&mut self, out: &mut impl Outbox) {
+    /// Starts a loop turn at `now`: asks publishers for the keyframes new consumers need,
+    /// resets the per-turn handshake budget and spends it on the backlog first, oldest first.
+    pub fn begin_turn(&mut self, now: Instant, out: &mut impl Outbox) {
+        for producer in std::mem::take(&mut self.keyframes_wanted) {
+            let Some(request) = self.router.request_keyframe(now, producer) else { continue };
+            let Some(publisher) = self.transports.get_mut(slot_key(request.transport)) else { continue };
+            send_rtcp(publisher, out, &mut self.counters, |slot| write_pli(slot, ENGINE_SSRC, request.media_ssrc));
+        }
         self.handshakes_this_turn = 0;
         while self.handshakes_this_turn < self.config.handshake_budget {
-            let Some((from, arrived, datagram)) = self.handshake_backlog.pop_front() else { break };
+            let Some((from, _, datagram)) = self.handshake_backlog.pop_front() else { break };
             self.handshakes_this_turn += 1;
-            self.run_dtls(arrived, from, &datagram, out);
+            self.run_dtls(now, from, &datagram, out);
         }
     }
 
@@ -251,7 +259,13 @@ impl Engine {
         if !self.transports.contains(slot_key(transport)) {
             return Err(EngineError::UnknownTransport);
         }
-        Ok(self.router.add_consumer(producer, transport, ssrc)?)
+        let consumer = self.router.add_consumer(producer, transport, ssrc)?;
+        // A video decoder cannot start mid-stream: the next turn asks the publisher for a
+        // keyframe (throttled per producer like subscribers' requests).
+        if !self.keyframes_wanted.contains(&producer) {
+            self.keyframes_wanted.push(producer);
+        }
+        Ok(consumer)
     }
 
     /// Resends `consumer`'s lost packets as the RTX stream `rtx` (RFC 4588).
