@@ -35,7 +35,8 @@ use crate::dtls::{CertificateFingerprint, DtlsError, DtlsIdentity, DtlsOutput, M
 use crate::ice::{IceCredentials, IceError, StunOutcome, local_ufrag_of};
 use crate::io::SLOT_SIZE;
 use crate::router::{
-    ConsumerId, ProducerId, ProducerSpec, Resend, Rewritten, Router, RouterConfig, RouterError, RtxStream, TransportId,
+    ConsumerId, KeyframeRequest, ProducerId, ProducerSpec, Resend, Rewritten, Router, RouterConfig, RouterError,
+    RtxStream, TransportId,
 };
 use crate::srtp::{MAX_SRTCP_OVERHEAD, MAX_SRTP_OVERHEAD, SrtpError, SrtpSession};
 use crate::stats::{DropReason, WorkerCounters};
@@ -189,9 +190,9 @@ impl Engine {
     /// resets the per-turn handshake budget and spends it on the backlog first, oldest first.
     pub fn begin_turn(&mut self, now: Instant, out: &mut impl Outbox) {
         for producer in std::mem::take(&mut self.keyframes_wanted) {
-            let Some(request) = self.router.request_keyframe(now, producer) else { continue };
-            let Some(publisher) = self.transports.get_mut(slot_key(request.transport)) else { continue };
-            send_rtcp(publisher, out, &mut self.counters, |slot| write_pli(slot, ENGINE_SSRC, request.media_ssrc));
+            if let Some(request) = self.router.request_keyframe(now, producer) {
+                self.send_pli(request, out);
+            }
         }
         self.handshakes_this_turn = 0;
         while self.handshakes_this_turn < self.config.handshake_budget {
@@ -408,20 +409,31 @@ impl Engine {
         }
     }
 
-    fn handle_rtp(&mut self, now: Instant, from: SocketAddr, datagram: &mut [u8], out: &mut impl Outbox) {
-        let Some(id) = self.validated(from) else { return };
-        let Some(transport) = self.transports.get_mut(slot_key(id)) else { return };
+    /// Decrypts a media datagram in place with the keys of the transport that owns `from`:
+    /// the transport and the plaintext length, or a counted drop.
+    fn unprotect(
+        &mut self,
+        from: SocketAddr,
+        datagram: &mut [u8],
+        unprotect: fn(&mut SrtpSession, &mut [u8]) -> Result<usize, SrtpError>,
+    ) -> Option<(TransportId, usize)> {
+        let id = self.validated(from)?;
+        let transport = self.transports.get_mut(slot_key(id))?;
         let Some(srtp) = transport.srtp.as_mut() else {
             self.counters.drop(DropReason::NotConnected);
-            return;
+            return None;
         };
-        let len = match srtp.unprotect_rtp(datagram) {
-            Ok(len) => len,
+        match unprotect(srtp, datagram) {
+            Ok(len) => Some((id, len)),
             Err(e) => {
                 self.counters.drop(srtp_drop_reason(e));
-                return;
+                None
             }
-        };
+        }
+    }
+
+    fn handle_rtp(&mut self, now: Instant, from: SocketAddr, datagram: &mut [u8], out: &mut impl Outbox) {
+        let Some((id, len)) = self.unprotect(from, datagram, SrtpSession::unprotect_rtp) else { return };
         let plaintext = &datagram[..len];
         let Ok(packet) = RtpPacket::new_checked(plaintext) else {
             self.counters.drop(DropReason::Malformed);
@@ -442,19 +454,7 @@ impl Engine {
     }
 
     fn handle_rtcp(&mut self, now: Instant, from: SocketAddr, datagram: &mut [u8], out: &mut impl Outbox) {
-        let Some(id) = self.validated(from) else { return };
-        let Some(transport) = self.transports.get_mut(slot_key(id)) else { return };
-        let Some(srtp) = transport.srtp.as_mut() else {
-            self.counters.drop(DropReason::NotConnected);
-            return;
-        };
-        let len = match srtp.unprotect_rtcp(datagram) {
-            Ok(len) => len,
-            Err(e) => {
-                self.counters.drop(srtp_drop_reason(e));
-                return;
-            }
-        };
+        let Some((id, len)) = self.unprotect(from, datagram, SrtpSession::unprotect_rtcp) else { return };
         let Ok(compound) = RtcpCompound::new_checked(&datagram[..len]) else {
             self.counters.drop(DropReason::Malformed);
             return;
@@ -489,7 +489,13 @@ impl Engine {
     /// A subscriber on `id` asked for a keyframe of its stream `media_ssrc`: a PLI to the
     /// publisher, at most one per producer per the configured interval.
     fn forward_keyframe_request(&mut self, now: Instant, id: TransportId, media_ssrc: u32, out: &mut impl Outbox) {
-        let Some(request) = self.router.keyframe_request(now, id, media_ssrc) else { return };
+        if let Some(request) = self.router.keyframe_request(now, id, media_ssrc) {
+            self.send_pli(request, out);
+        }
+    }
+
+    /// Sends the publisher a PLI for the stream `request` names.
+    fn send_pli(&mut self, request: KeyframeRequest, out: &mut impl Outbox) {
         let Some(publisher) = self.transports.get_mut(slot_key(request.transport)) else { return };
         send_rtcp(publisher, out, &mut self.counters, |slot| write_pli(slot, ENGINE_SSRC, request.media_ssrc));
     }
