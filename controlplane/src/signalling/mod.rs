@@ -21,6 +21,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use uprtcd_dataplane::command::{Command, Reply};
+use uprtcd_dataplane::dtls::CertificateFingerprint;
 use uprtcd_dataplane::ice::IceCredentials;
 use uprtcd_dataplane::router::{MediaKind, ProducerId, ProducerSpec, TransportId};
 
@@ -249,22 +250,12 @@ impl Session<'_> {
         let Reply::TransportCreated { created, address } = reply else {
             return Err(ApiError::new(ApiCode::RtcFailed, format!("the worker refused a transport: {reply:?}")));
         };
-        let local = sdp::LocalParameters {
-            session_id: u64::from(created.transport.0) + 1,
-            session_version: 1,
-            ice_ufrag: created.local_ice.ufrag().to_owned(),
-            ice_pwd: created.local_ice.pwd().to_owned(),
-            fingerprint: created.fingerprint,
-            candidates: vec![sdp::Candidate {
-                transport: sdp::CandidateTransport::Udp,
-                address: SocketAddr::new(self.state.settings().announced_ip, address.port()),
-                priority: HOST_UDP_PRIORITY,
-            }],
-            bitrate: sdp::BitrateCaps {
-                min_bps: u32::try_from(min_bitrate).ok(),
-                max_bps: Some(u32::try_from(max_bitrate).unwrap_or(u32::MAX)),
-            },
+        let bitrate = sdp::BitrateCaps {
+            min_bps: u32::try_from(min_bitrate).ok(),
+            max_bps: Some(u32::try_from(max_bitrate).unwrap_or(u32::MAX)),
         };
+        let session_id = u64::from(created.transport.0) + 1;
+        let local = self.local_parameters(session_id, &created.local_ice, created.fingerprint, address.port(), bitrate);
         let allowed = |media: &sdp::RemoteMedia| match media.kind {
             sdp::MediaKind::Audio if audio => sdp::Direction::RecvOnly,
             sdp::MediaKind::Video if video => sdp::Direction::RecvOnly,
@@ -329,24 +320,39 @@ impl Session<'_> {
                 }
             })
             .collect();
-        let local = sdp::LocalParameters {
-            session_id: u64::from(worker as u32) << 32 | 1,
-            session_version: 1,
-            ice_ufrag: local_ice.ufrag().to_owned(),
-            ice_pwd: local_ice.pwd().to_owned(),
-            fingerprint,
-            candidates: vec![sdp::Candidate {
-                transport: sdp::CandidateTransport::Udp,
-                address: SocketAddr::new(self.state.settings().announced_ip, address.port()),
-                priority: HOST_UDP_PRIORITY,
-            }],
-            bitrate: sdp::BitrateCaps { min_bps: None, max_bps: None },
-        };
+        let session_id = u64::from(worker as u32) << 32 | 1;
+        let no_caps = sdp::BitrateCaps { min_bps: None, max_bps: None };
+        let local = self.local_parameters(session_id, &local_ice, fingerprint, address.port(), no_caps);
         let offer = sdp::offer(&local, &sdp::OfferLayout::default(), &outgoing, &sdp::CodecPolicy::default())
             .map_err(|e| ApiError::system(format!("cannot offer the room's streams: {e}")))?;
         let streams = tracks.iter().map(|t| (t.producer, subscriber_ssrc(t.producer))).collect();
         self.offered = Some(PendingSubscription { local_ice, streams });
         Ok(event("offer", json!({"sdp": offer.sdp})))
+    }
+
+    /// The SFU's side of a description: its ICE credentials and certificate, and one host
+    /// candidate on the announced address at the worker's media port.
+    fn local_parameters(
+        &self,
+        session_id: u64,
+        ice: &IceCredentials,
+        fingerprint: CertificateFingerprint,
+        worker_port: u16,
+        bitrate: sdp::BitrateCaps,
+    ) -> sdp::LocalParameters {
+        sdp::LocalParameters {
+            session_id,
+            session_version: 1,
+            ice_ufrag: ice.ufrag().to_owned(),
+            ice_pwd: ice.pwd().to_owned(),
+            fingerprint,
+            candidates: vec![sdp::Candidate {
+                transport: sdp::CandidateTransport::Udp,
+                address: SocketAddr::new(self.state.settings().announced_ip, worker_port),
+                priority: HOST_UDP_PRIORITY,
+            }],
+            bitrate,
+        }
     }
 
     /// The client answered our offer: open its receiving transport and a consumer per stream.
