@@ -364,3 +364,132 @@ fn the_audience_of_a_live_room_may_not_publish() {
     viewer.send(Message::Text(json!({"type": "publish", "sdp": "not sdp"}).to_string().into())).unwrap();
     assert_eq!(next_event(&mut viewer).unwrap()["code"], 10002);
 }
+
+/// A subscriber's answer to `offer`: every live section received (`recvonly`), closed ones
+/// answered closed, as a browser answers.
+fn answer_to(offer: &str, ice: &IceCredentials, identity: &DtlsIdentity) -> String {
+    let sections: Vec<&str> = offer.split("\r\nm=").skip(1).collect();
+    let mut live_mids = Vec::new();
+    let mut media = Vec::new();
+    for section in sections {
+        let lines: Vec<&str> = section.lines().collect();
+        let m_line = lines[0];
+        let closed = m_line.split_whitespace().nth(1) == Some("0");
+        let mid = lines.iter().find_map(|l| l.strip_prefix("a=mid:")).expect("every section has a mid");
+        media.push(format!("m={m_line}"));
+        media.push("c=IN IP4 0.0.0.0".into());
+        media.push(format!("a=mid:{mid}"));
+        if closed {
+            media.push("a=inactive".into());
+            continue;
+        }
+        live_mids.push(mid.to_owned());
+        media.push(format!("a=ice-ufrag:{}", ice.ufrag()));
+        media.push(format!("a=ice-pwd:{}", ice.pwd()));
+        media.push(format!("a=fingerprint:sha-256 {}", identity.fingerprint()));
+        media.push("a=setup:active".into());
+        media.push("a=recvonly".into());
+        media.push("a=rtcp-mux".into());
+        media.extend(
+            lines.iter().filter(|l| l.starts_with("a=rtpmap:") || l.starts_with("a=fmtp:")).map(|l| l.to_string()),
+        );
+    }
+    let mut answer = vec!["v=0".to_owned(), "o=- 1 2 IN IP4 127.0.0.1".into(), "s=-".into(), "t=0 0".into()];
+    answer.push(format!("a=group:BUNDLE {}", live_mids.join(" ")));
+    answer.extend(media);
+    answer.push(String::new());
+    answer.join("\r\n")
+}
+
+/// The next event of `socket` that is not presence (`peer-joined`, `peer-left`).
+fn next_room_event(socket: &mut Client) -> Value {
+    loop {
+        let event = next_event(socket).expect("an event");
+        if !matches!(event["type"].as_str(), Some("peer-joined" | "peer-left")) {
+            return event;
+        }
+    }
+}
+
+/// Answers the offer `event` carries and expects `subscribed`.
+fn answer_offer(socket: &mut Client, offer: &Value, ice: &IceCredentials, identity: &DtlsIdentity) {
+    assert_eq!(offer["type"], "offer", "{offer}");
+    let answer = answer_to(offer["sdp"].as_str().unwrap(), ice, identity);
+    socket.send(Message::Text(json!({"type": "answer", "sdp": answer}).to_string().into())).unwrap();
+    assert_eq!(next_room_event(socket)["type"], "subscribed");
+}
+
+#[test]
+fn subscribers_renegotiate_as_tracks_come_and_go() {
+    let srv = Server::start(&[]);
+    let (room, code) = convo(&srv, "alice", &["bob", "carol"], 0);
+    let mut bob = join(&srv, &room, code, "bob");
+    bob.send(Message::Text(json!({"type": "subscribe"}).to_string().into())).unwrap();
+    bob.send(Message::Text(json!({"type": "ping"}).to_string().into())).unwrap();
+    assert_eq!(next_event(&mut bob).unwrap()["type"], "pong", "subscribing to an empty room waits quietly");
+
+    let mut alice = join(&srv, &room, code, "alice");
+    let _alice_media = publish_video(&mut alice, 0xA1);
+    let added = next_room_event(&mut bob);
+    assert_eq!(
+        (added["type"].as_str(), added["peer"].as_str(), added["kind"].as_str()),
+        (Some("track-added"), Some("alice"), Some("video"))
+    );
+    let alice_track = added["trackId"].as_str().unwrap().to_owned();
+    let offer = next_room_event(&mut bob);
+    assert_eq!(offer["tracks"], json!([{"mid": "0", "peer": "alice", "trackId": alice_track, "kind": "video"}]));
+    let identity = DtlsIdentity::generate(DtlsVersionPolicy::Dtls12Only).unwrap();
+    let ice = IceCredentials::generate().unwrap();
+    answer_offer(&mut bob, &offer, &ice, &identity);
+    let mut subscriber = connect_media(offer["sdp"].as_str().unwrap(), ice.clone(), &identity);
+
+    let (mut carol, joined) = connect(&srv, code, "carol", &token(&srv, &room, "carol"));
+    assert_eq!(joined["tracks"], json!([{"peer": "alice", "trackId": alice_track, "kind": "video"}]), "{joined}");
+    let mut carol_media = publish_video(&mut carol, 0xC1);
+    assert_eq!(next_room_event(&mut bob)["type"], "track-added");
+    let offer = next_room_event(&mut bob);
+    let sdp = offer["sdp"].as_str().unwrap();
+    assert_eq!(offer["tracks"].as_array().unwrap().len(), 2, "{offer}");
+    assert_eq!(offer["tracks"][1]["mid"], "1");
+    assert_eq!(sdp.matches("\r\nm=video ").count(), 2, "a section added behind the first:\n{sdp}");
+    let carol_ssrc: u32 = sdp
+        .split("a=mid:1")
+        .nth(1)
+        .and_then(|rest| rest.lines().find_map(|l| l.strip_prefix("a=ssrc:")))
+        .and_then(|l| l.split_whitespace().next())
+        .unwrap()
+        .parse()
+        .unwrap();
+    answer_offer(&mut bob, &offer, &ice, &identity);
+
+    std::thread::scope(|scope| {
+        scope.spawn(|| send_video(&mut carol_media, 0xC1, 50));
+        let mut buf = vec![0u8; 2048];
+        let mut received = 0;
+        while received < 50 {
+            match subscriber.receive(&mut buf, Duration::from_secs(5)) {
+                Some(Ok(Received::Rtp { len })) => {
+                    let packet = RtpPacket::new_checked(&buf[..len]).unwrap();
+                    if packet.ssrc() == carol_ssrc {
+                        received += 1;
+                    }
+                }
+                Some(Ok(_)) => {}
+                Some(Err(e)) => panic!("a packet did not decrypt: {e}"),
+                None => panic!("carol's media did not reach bob over the renegotiated transport ({received} packets)"),
+            }
+        }
+    });
+
+    alice.send(Message::Text(json!({"type": "leave"}).to_string().into())).unwrap();
+    let removed = next_room_event(&mut bob);
+    assert_eq!(
+        (removed["type"].as_str(), removed["trackId"].as_str()),
+        (Some("track-removed"), Some(alice_track.as_str()))
+    );
+    let offer = next_room_event(&mut bob);
+    let sdp = offer["sdp"].as_str().unwrap();
+    assert!(sdp.contains("\r\nm=video 0 "), "alice's section is closed in place:\n{sdp}");
+    assert_eq!(offer["tracks"].as_array().unwrap().len(), 1);
+    answer_offer(&mut bob, &offer, &ice, &identity);
+}

@@ -58,7 +58,9 @@ fn main() {
         let (transport, client) =
             UdpPeer::connect_to_worker(worker, &identity, LOOPBACK, TIMEOUT).expect("subscriber connects");
         let ssrc = 100 + i as u32;
-        worker.request(|request| Command::AddConsumer { request, producer, transport, ssrc }, TIMEOUT).unwrap();
+        worker
+            .request(|request| Command::add_consumer_as_published(request, producer, transport, ssrc), TIMEOUT)
+            .unwrap();
         subscribers.push(client);
     }
 

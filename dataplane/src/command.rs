@@ -19,6 +19,7 @@ use crate::engine::{EngineError, TransportCreated};
 use crate::ice::IceCredentials;
 use crate::router::{ConsumerId, ProducerId, ProducerSpec, RtxStream, TransportId};
 use crate::sys::EventFd;
+use crate::wire::rtp::ExtensionIdMap;
 
 /// Matches a reply to the command it answers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -45,11 +46,14 @@ pub enum Command {
         request: RequestId,
         spec: ProducerSpec,
     },
+    /// Send `producer`'s stream to the client on `transport` as SSRC `ssrc`, its header
+    /// extensions renumbered to the ids that client negotiated.
     AddConsumer {
         request: RequestId,
         producer: ProducerId,
         transport: TransportId,
         ssrc: u32,
+        extensions: ExtensionIdMap,
     },
     /// Resend the consumer's lost packets as this RTX stream, which its subscriber negotiated.
     EnableRtx {
@@ -57,6 +61,19 @@ pub enum Command {
         consumer: ConsumerId,
         rtx: RtxStream,
     },
+}
+
+impl Command {
+    /// A consumer whose subscriber numbers header extensions as its publisher does: test
+    /// clients and the load generator, which negotiate no SDP.
+    pub fn add_consumer_as_published(
+        request: RequestId,
+        producer: ProducerId,
+        transport: TransportId,
+        ssrc: u32,
+    ) -> Self {
+        Command::AddConsumer { request, producer, transport, ssrc, extensions: ExtensionIdMap::identity() }
+    }
 }
 
 /// A worker's answer to one command.

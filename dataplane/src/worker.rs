@@ -421,8 +421,11 @@ fn apply(
         Command::AddProducer { request, spec } => {
             (request, engine.add_producer(spec).map_or_else(refused, Reply::ProducerAdded))
         }
-        Command::AddConsumer { request, producer, transport, ssrc } => {
-            (request, engine.add_consumer(producer, transport, ssrc).map_or_else(refused, Reply::ConsumerAdded))
+        Command::AddConsumer { request, producer, transport, ssrc, extensions } => {
+            let added = engine
+                .add_consumer(producer, transport, ssrc)
+                .and_then(|consumer| engine.set_extension_map(consumer, extensions).map(|()| consumer));
+            (request, added.map_or_else(refused, Reply::ConsumerAdded))
         }
         Command::EnableRtx { request, consumer, rtx } => {
             (request, engine.enable_rtx(consumer, rtx).map_or_else(refused, |()| Reply::Done))

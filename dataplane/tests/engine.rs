@@ -5,31 +5,34 @@
 use std::time::Duration;
 
 use uprtcd_dataplane::engine::{CloseReason, EngineConfig, EngineEvent};
+use uprtcd_dataplane::io::SLOT_SIZE;
 use uprtcd_dataplane::peer::Received;
-use uprtcd_dataplane::router::{MediaKind, ProducerSpec, RtxStream};
+use uprtcd_dataplane::router::{MediaKind, ProducerId, ProducerSpec, RtxStream};
 use uprtcd_dataplane::stats::DropReason;
 use uprtcd_dataplane::testnet::{Net, client_addr};
 use uprtcd_dataplane::wire::rtcp::{
     FirEntry, RtcpCompound, RtcpPacket, SenderInfo, write_fir, write_nack, write_pli, write_sender_report,
 };
-use uprtcd_dataplane::wire::rtp::RtpPacket;
+use uprtcd_dataplane::wire::rtp::{ExtensionIdMap, RtpHeader, RtpPacket};
 use uprtcd_dataplane::wire::{Datagram, classify};
 
 const PUBLISHER_SSRC: u32 = 0x1111_0000;
 
+/// `clients` connected clients, client 0 publishing a stream of `kind` as PUBLISHER_SSRC.
+fn publishing_net(clients: usize, kind: MediaKind) -> (Net, ProducerId) {
+    let mut net = Net::new(EngineConfig { handshake_budget: 1024, ..EngineConfig::default() });
+    net.add_clients(clients);
+    assert_eq!(net.connect_all(), clients, "every client completes ICE and DTLS");
+    let clock_rate = if kind == MediaKind::Audio { 48_000 } else { 90_000 };
+    let spec = ProducerSpec { transport: net.clients[0].transport, ssrc: PUBLISHER_SSRC, kind, clock_rate };
+    let producer = net.engine.add_producer(spec).unwrap();
+    (net, producer)
+}
+
 /// One publisher (client 0) and `subscribers` clients receiving its video stream, each as
 /// SSRC 0x2000 + its index.
 fn fan_out_net(subscribers: usize) -> Net {
-    let mut net = Net::new(EngineConfig { handshake_budget: 1024, ..EngineConfig::default() });
-    net.add_clients(1 + subscribers);
-    assert_eq!(net.connect_all(), 1 + subscribers, "every client completes ICE and DTLS");
-    let spec = ProducerSpec {
-        transport: net.clients[0].transport,
-        ssrc: PUBLISHER_SSRC,
-        kind: MediaKind::Video,
-        clock_rate: 90_000,
-    };
-    let producer = net.engine.add_producer(spec).unwrap();
+    let (mut net, producer) = publishing_net(1 + subscribers, MediaKind::Video);
     for i in 1..=subscribers {
         net.engine.add_consumer(producer, net.clients[i].transport, 0x2000 + i as u32).unwrap();
     }
@@ -76,6 +79,35 @@ fn every_subscriber_decrypts_every_packet_in_order_with_its_own_ssrc() {
     }
     let rtp_to_publisher = net.clients[0].inbox.iter().filter(|(kind, _)| matches!(kind, Received::Rtp { .. })).count();
     assert_eq!(rtp_to_publisher, 0, "the publisher is not sent its own stream");
+}
+
+#[test]
+fn header_extensions_reach_each_subscriber_under_its_own_ids() {
+    let (mut net, producer) = publishing_net(3, MediaKind::Audio);
+    // Subscriber 1 negotiated audio-level as 3 and nothing else; subscriber 2 kept the ids.
+    let mut renumbered = ExtensionIdMap::blank_all();
+    renumbered.map(1, 3).unwrap();
+    let first = net.engine.add_consumer(producer, net.clients[1].transport, 0x2001).unwrap();
+    net.engine.set_extension_map(first, renumbered).unwrap();
+    net.engine.add_consumer(producer, net.clients[2].transport, 0x2002).unwrap();
+
+    // The publisher's audio-level is id 1, its mid id 4 (a value only its own session knows).
+    let mut buf = vec![0u8; SLOT_SIZE];
+    let elements: [(u8, &[u8]); 2] = [(1, &[0x8a]), (4, b"0")];
+    let header = RtpHeader::new(111, 7, 960, PUBLISHER_SSRC).extensions(&elements).write(&mut buf).unwrap();
+    buf[header..header + 4].copy_from_slice(b"opus");
+    let len = net.clients[0].peer.protect_rtp(&mut buf, header + 4).unwrap();
+    buf.truncate(len);
+    net.send_raw(net.clients[0].addr, buf);
+    net.deliver();
+
+    let received = |i: usize| {
+        let (_, bytes) = net.clients[i].inbox.last().expect("a forwarded packet");
+        let packet = RtpPacket::new_checked(&bytes[..]).unwrap();
+        (packet.extensions().map(|(id, value)| (id, value.to_vec())).collect::<Vec<_>>(), packet.payload().to_vec())
+    };
+    assert_eq!(received(1), (vec![(3, vec![0x8a])], b"opus".to_vec()), "renumbered, mid blanked");
+    assert_eq!(received(2), (vec![(1, vec![0x8a]), (4, b"0".to_vec())], b"opus".to_vec()), "kept as sent");
 }
 
 /// The PLIs for the publisher's stream that reached the publisher.
@@ -231,16 +263,7 @@ fn bad_input_is_dropped_and_counted() {
 
 #[test]
 fn nacks_are_answered_on_the_rtx_stream_when_negotiated() {
-    let mut net = Net::new(EngineConfig::default());
-    net.add_clients(2);
-    assert_eq!(net.connect_all(), 2);
-    let spec = ProducerSpec {
-        transport: net.clients[0].transport,
-        ssrc: PUBLISHER_SSRC,
-        kind: MediaKind::Video,
-        clock_rate: 90_000,
-    };
-    let producer = net.engine.add_producer(spec).unwrap();
+    let (mut net, producer) = publishing_net(2, MediaKind::Video);
     let consumer = net.engine.add_consumer(producer, net.clients[1].transport, 0x2001).unwrap();
     net.engine.enable_rtx(consumer, RtxStream { ssrc: 0x3001, payload_type: 97 }).unwrap();
     for seq in 700..705u16 {

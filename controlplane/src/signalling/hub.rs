@@ -13,7 +13,7 @@ use tokio::sync::mpsc;
 use uprtcd_dataplane::router::ProducerId;
 
 use crate::ids::{PeerId, RoomId};
-use crate::sdp::{Codec, MediaKind};
+use crate::sdp::{Codec, HeaderExtensions, MediaKind};
 
 /// Messages a session holds for its client at most.
 pub const SESSION_QUEUE: usize = 64;
@@ -25,6 +25,9 @@ pub enum Outgoing {
     Event(serde_json::Value),
     /// Send this event, then close the connection.
     Close(serde_json::Value),
+    /// Send this event (`track-added`, `track-removed`): the room's published tracks
+    /// changed, so a subscribing session renegotiates.
+    Tracks(serde_json::Value),
 }
 
 /// One session's queue, with an id so that a stale session cannot detach its successor.
@@ -37,10 +40,17 @@ struct Session {
 /// A stream a client publishes in a room, as subscribers are offered it.
 #[derive(Debug, Clone)]
 pub struct PublishedTrack {
+    /// The id clients see in `track-added`, `track-removed` and `offer`: unique for the
+    /// server's lifetime, assigned by [`Hub::add_tracks`].
+    pub track_id: String,
     pub publisher: PeerId,
+    /// The publisher's session, shared by the tracks it publishes (their msid stream).
+    pub session: u64,
     pub producer: ProducerId,
     pub kind: MediaKind,
     pub codec: Codec,
+    /// The header extension ids the publisher negotiated.
+    pub extensions: HeaderExtensions,
 }
 
 #[derive(Debug, Default)]
@@ -48,6 +58,7 @@ pub struct Hub {
     rooms: Mutex<HashMap<RoomId, HashMap<PeerId, Session>>>,
     tracks: Mutex<HashMap<RoomId, Vec<PublishedTrack>>>,
     next_id: std::sync::atomic::AtomicU64,
+    next_track: std::sync::atomic::AtomicU64,
 }
 
 impl Hub {
@@ -77,20 +88,28 @@ impl Hub {
         }
     }
 
-    /// Records streams a client of `room` now publishes.
-    pub fn add_tracks(&self, room: &RoomId, tracks: Vec<PublishedTrack>) {
-        self.tracks.lock().unwrap_or_else(PoisonError::into_inner).entry(room.clone()).or_default().extend(tracks);
+    /// Records streams a client of `room` now publishes, giving each its track id; returns
+    /// them as recorded.
+    pub fn add_tracks(&self, room: &RoomId, mut added: Vec<PublishedTrack>) -> Vec<PublishedTrack> {
+        for track in &mut added {
+            let n = self.next_track.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            track.track_id = format!("t{n}");
+        }
+        let mut tracks = self.tracks.lock().unwrap_or_else(PoisonError::into_inner);
+        tracks.entry(room.clone()).or_default().extend(added.iter().cloned());
+        added
     }
 
-    /// Forgets what `publisher` published in `room` (its session ended).
-    pub fn remove_tracks(&self, room: &RoomId, publisher: &PeerId) {
+    /// Forgets what `publisher` published in `room` (its session ended); returns it.
+    pub fn remove_tracks(&self, room: &RoomId, publisher: &PeerId) -> Vec<PublishedTrack> {
         let mut tracks = self.tracks.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Some(list) = tracks.get_mut(room) {
-            list.retain(|t| &t.publisher != publisher);
-            if list.is_empty() {
-                tracks.remove(room);
-            }
+        let Some(list) = tracks.get_mut(room) else { return Vec::new() };
+        let (removed, kept) = std::mem::take(list).into_iter().partition(|t| &t.publisher == publisher);
+        *list = kept;
+        if list.is_empty() {
+            tracks.remove(room);
         }
+        removed
     }
 
     /// The streams of `room` that peers other than `subscriber` publish.

@@ -10,6 +10,8 @@
 #![forbid(unsafe_code)]
 
 pub mod hub;
+mod publish;
+mod subscribe;
 
 use std::net::SocketAddr;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -20,12 +22,13 @@ use axum::response::Response;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use uprtcd_dataplane::command::{Command, Reply};
+use uprtcd_dataplane::command::Command;
 use uprtcd_dataplane::dtls::CertificateFingerprint;
 use uprtcd_dataplane::ice::IceCredentials;
-use uprtcd_dataplane::router::{MediaKind, ProducerId, ProducerSpec, TransportId};
+use uprtcd_dataplane::router::TransportId;
 
 use self::hub::{Outgoing, PublishedTrack};
+use self::subscribe::Subscription;
 use crate::envelope::{ApiCode, ApiError};
 use crate::ids::{PeerId, RoomId};
 use crate::sdp;
@@ -106,21 +109,20 @@ async fn session(state: AppState, code: String, query: JoinQuery, mut socket: We
     let (id, mut queue) = state.hub().attach(&room, &peer);
     let peers: Vec<PeerId> =
         state.read(|reg| reg.room(&room).map(|r| r.connected.iter().cloned().collect()).unwrap_or_default());
-    let joined = event("joined", json!({"room": room, "peer": peer, "peers": peers}));
+    let tracks: Vec<Value> = state.hub().tracks_for(&room, &peer).iter().map(track_fields).collect();
+    let joined = event("joined", json!({"room": room, "peer": peer, "peers": peers, "tracks": tracks}));
     state.hub().send(&room, |p| p != &peer, &Outgoing::Event(event("peer-joined", json!({"peer": peer}))));
     if socket.send(text(&joined)).await.is_ok() {
-        let mut context = Session {
-            state: &state,
-            room: room.clone(),
-            peer: peer.clone(),
-            publishing: None,
-            offered: None,
-            subscribed: None,
-        };
+        let mut context =
+            Session { state: &state, room: room.clone(), peer: peer.clone(), id, publishing: None, subscription: None };
         run(&mut context, &mut socket, &mut queue).await;
-        state.hub().remove_tracks(&room, &peer);
+        for track in state.hub().remove_tracks(&room, &peer) {
+            let removed = event("track-removed", json!({"peer": peer, "trackId": track.track_id}));
+            state.hub().send(&room, |p| p != &peer, &Outgoing::Tracks(removed));
+        }
         let worker = state.read(|reg| reg.room(&room).map(|r| r.worker)).unwrap_or(0);
-        for transport in [context.publishing, context.subscribed].into_iter().flatten() {
+        let receiving = context.subscription.and_then(|s| s.transport());
+        for transport in [context.publishing, receiving].into_iter().flatten() {
             let _ = state.request_worker(worker, move |request| Command::CloseTransport { request, transport }).await;
         }
     }
@@ -135,35 +137,42 @@ fn text(value: &Value) -> Message {
     Message::Text(value.to_string().into())
 }
 
+/// How `track-added`, `joined` and `offer` describe a published track.
+fn track_fields(track: &PublishedTrack) -> Value {
+    json!({"peer": track.publisher, "trackId": track.track_id, "kind": track.kind.to_string()})
+}
+
 /// One admitted client: what its messages act on.
 struct Session<'a> {
     state: &'a AppState,
     room: RoomId,
     peer: PeerId,
+    /// The hub's id of this session.
+    id: u64,
     /// The transport the client publishes on, once it has.
     publishing: Option<TransportId>,
-    /// The offer made to this client for subscribing, until it answers.
-    offered: Option<PendingSubscription>,
-    /// The transport the client receives on, once it answered.
-    subscribed: Option<TransportId>,
+    /// What the client receives, once it asked to subscribe.
+    subscription: Option<Subscription>,
 }
 
-/// What the SFU offered a subscriber: its side's ICE credentials and the streams, each with
-/// the producer it comes from and the SSRC it is sent as.
-struct PendingSubscription {
-    local_ice: IceCredentials,
-    streams: Vec<(ProducerId, u32)>,
+/// What handling one client message leads to.
+enum Step {
+    /// Send these events (possibly none) and go on.
+    Reply(Vec<Value>),
+    /// The client leaves.
+    Leave,
 }
 
 /// Relays queued events to the client and answers its messages, until either side ends.
 async fn run(session: &mut Session<'_>, socket: &mut WebSocket, queue: &mut tokio::sync::mpsc::Receiver<Outgoing>) {
     loop {
-        tokio::select! {
+        let replies = tokio::select! {
             outgoing = queue.recv() => match outgoing {
-                Some(Outgoing::Event(value)) => {
-                    if socket.send(text(&value)).await.is_err() {
-                        return;
-                    }
+                Some(Outgoing::Event(value)) => vec![value],
+                Some(Outgoing::Tracks(value)) => {
+                    let mut events = vec![value];
+                    events.extend(session.tracks_changed());
+                    events
                 }
                 Some(Outgoing::Close(value)) => {
                     let _ = socket.send(text(&value)).await;
@@ -172,19 +181,19 @@ async fn run(session: &mut Session<'_>, socket: &mut WebSocket, queue: &mut toki
                 }
                 None => return,
             },
-            incoming = socket.recv() => {
-                let reply = match incoming {
-                    Some(Ok(Message::Text(body))) => match session.handle(&body).await {
-                        Some(reply) => reply,
-                        None => return,
-                    },
-                    Some(Ok(Message::Binary(_))) => error_event(&ApiError::invalid("signalling messages are JSON text")),
-                    Some(Ok(Message::Close(_))) | Some(Err(_)) | None => return,
-                    Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
-                };
-                if socket.send(text(&reply)).await.is_err() {
-                    return;
-                }
+            incoming = socket.recv() => match incoming {
+                Some(Ok(Message::Text(body))) => match session.handle(&body).await {
+                    Step::Reply(events) => events,
+                    Step::Leave => return,
+                },
+                Some(Ok(Message::Binary(_))) => vec![error_event(&ApiError::invalid("signalling messages are JSON text"))],
+                Some(Ok(Message::Close(_))) | Some(Err(_)) | None => return,
+                Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
+            },
+        };
+        for reply in &replies {
+            if socket.send(text(reply)).await.is_err() {
+                return;
             }
         }
     }
@@ -199,135 +208,30 @@ struct ClientMessage {
 }
 
 impl Session<'_> {
-    /// The event that answers `body`, or `None` when the client leaves. Unknown or malformed
-    /// messages are answered with an `error` event (10002/10003) and the session goes on.
-    async fn handle(&mut self, body: &str) -> Option<Value> {
+    /// The events that answer `body`. Unknown or malformed messages are answered with an
+    /// `error` event (10002/10003) and the session goes on.
+    async fn handle(&mut self, body: &str) -> Step {
         let message = match serde_json::from_str::<ClientMessage>(body) {
             Ok(message) => message,
-            Err(e) => return Some(error_event(&ApiError::invalid(format!("not a signalling message: {e}")))),
-        };
-        Some(match message.kind.as_str() {
-            "leave" => return None,
-            "ping" => event("pong", json!({})),
-            "publish" => match message.sdp {
-                Some(sdp) => self.publish(&sdp).await.unwrap_or_else(|e| error_event(&e)),
-                None => error_event(&ApiError::invalid("publish needs sdp: the client's offer")),
-            },
-            "subscribe" => self.subscribe().unwrap_or_else(|e| error_event(&e)),
-            "answer" => match message.sdp {
-                Some(sdp) => self.accept_answer(&sdp).await.unwrap_or_else(|e| error_event(&e)),
-                None => error_event(&ApiError::invalid("answer needs sdp: the client's answer to our offer")),
-            },
-            other => error_event(&ApiError::request(format!("unknown message type {other:?}"))),
-        })
-    }
-
-    /// Answers a publisher's offer: a transport on the room's worker, one producer per
-    /// stream the answer accepts, and the SDP answer pointing the client at that worker.
-    async fn publish(&mut self, sdp: &str) -> Result<Value, ApiError> {
-        if self.publishing.is_some() {
-            return Err(ApiError::request("this session publishes already; renegotiation comes later"));
-        }
-        let offer = sdp::RemoteDescription::parse(sdp).map_err(|e| ApiError::invalid(format!("offer refused: {e}")))?;
-        let (room, peer) = (&self.room, &self.peer);
-        let (audio, video, worker, min_bitrate, max_bitrate) = self.state.read(|reg| {
-            let (audio, video) = reg.publish_rights(room, peer)?;
-            let room = reg.room(room)?;
-            Ok::<_, ApiError>((audio, video, room.worker, room.min_bitrate, room.max_bitrate))
-        })?;
-        let remote_ice = IceCredentials::new(offer.ice_ufrag.clone(), offer.ice_pwd.clone())
-            .map_err(|e| ApiError::invalid(format!("offer's ICE credentials: {e}")))?;
-        let remote_fingerprint = offer.fingerprint;
-        let reply = self
-            .state
-            .request_worker(worker, move |request| Command::CreateTransport {
-                request,
-                local_ice: None,
-                remote_ice,
-                remote_fingerprint,
-            })
-            .await?;
-        let Reply::TransportCreated { created, address } = reply else {
-            return Err(ApiError::new(ApiCode::RtcFailed, format!("the worker refused a transport: {reply:?}")));
-        };
-        let bitrate = sdp::BitrateCaps {
-            min_bps: u32::try_from(min_bitrate).ok(),
-            max_bps: Some(u32::try_from(max_bitrate).unwrap_or(u32::MAX)),
-        };
-        let session_id = u64::from(created.transport.0) + 1;
-        let local = self.local_parameters(session_id, &created.local_ice, created.fingerprint, address.port(), bitrate);
-        let allowed = |media: &sdp::RemoteMedia| match media.kind {
-            sdp::MediaKind::Audio if audio => sdp::Direction::RecvOnly,
-            sdp::MediaKind::Video if video => sdp::Direction::RecvOnly,
-            _ => sdp::Direction::Inactive,
-        };
-        let answer = sdp::answer(&offer, &local, &sdp::CodecPolicy::default(), allowed)
-            .map_err(|e| ApiError::invalid(format!("cannot answer the offer: {e}")))?;
-        let transport = created.transport;
-        let mut published = Vec::new();
-        for section in answer.negotiated.sections.iter().filter(|s| s.direction == sdp::Direction::RecvOnly) {
-            let kind = if section.kind == sdp::MediaKind::Audio { MediaKind::Audio } else { MediaKind::Video };
-            for stream in &section.streams {
-                let spec = ProducerSpec { transport, ssrc: stream.ssrc.0, kind, clock_rate: section.codec.clock_rate };
-                match self.state.request_worker(worker, move |request| Command::AddProducer { request, spec }).await? {
-                    Reply::ProducerAdded(producer) => published.push(PublishedTrack {
-                        publisher: self.peer.clone(),
-                        producer,
-                        kind: section.kind,
-                        codec: section.codec.clone(),
-                    }),
-                    other => return Err(ApiError::new(ApiCode::RtcFailed, format!("producer refused: {other:?}"))),
-                }
+            Err(e) => {
+                return Step::Reply(vec![error_event(&ApiError::invalid(format!("not a signalling message: {e}")))]);
             }
-        }
-        self.state.hub().add_tracks(&self.room, published);
-        self.publishing = Some(transport);
-        Ok(event("answer", json!({"sdp": answer.sdp})))
-    }
-}
-
-impl Session<'_> {
-    /// Offers the client every stream the other peers of the room publish; the transport is
-    /// opened when its answer brings the client's ICE credentials and fingerprint.
-    fn subscribe(&mut self) -> Result<Value, ApiError> {
-        if self.subscribed.is_some() || self.offered.is_some() {
-            return Err(ApiError::request("this session subscribes already; renegotiation comes later"));
-        }
-        let tracks = self.state.hub().tracks_for(&self.room, &self.peer);
-        if tracks.is_empty() {
-            return Err(ApiError::new(ApiCode::NoMedia, "nobody in the room publishes yet"));
-        }
-        let worker = self.state.read(|reg| reg.room(&self.room).map(|r| r.worker))?;
-        let (address, fingerprint) =
-            self.state.worker_endpoint(worker).ok_or_else(|| ApiError::code(ApiCode::NoWorker))?;
-        let local_ice = IceCredentials::generate().map_err(|e| ApiError::system(format!("ICE credentials: {e}")))?;
-        let outgoing: Vec<sdp::OutgoingTrack> = tracks
-            .iter()
-            .enumerate()
-            .map(|(i, track)| {
-                let mut codec = track.codec.clone();
-                // RTX towards subscribers is offered once consumers negotiate it.
-                codec.rtx_payload_type = None;
-                sdp::OutgoingTrack {
-                    mid: sdp::Mid::new(format!("{i}")),
-                    kind: track.kind,
-                    codec,
-                    ssrc: sdp::Ssrc(subscriber_ssrc(track.producer)),
-                    rtx_ssrc: None,
-                    stream_id: format!("publisher-{}", track.producer.0),
-                    track_id: format!("track-{}", track.producer.0),
-                    cname: format!("cname-{}", track.producer.0),
-                }
-            })
-            .collect();
-        let session_id = u64::from(worker as u32) << 32 | 1;
-        let no_caps = sdp::BitrateCaps { min_bps: None, max_bps: None };
-        let local = self.local_parameters(session_id, &local_ice, fingerprint, address.port(), no_caps);
-        let offer = sdp::offer(&local, &sdp::OfferLayout::default(), &outgoing, &sdp::CodecPolicy::default())
-            .map_err(|e| ApiError::system(format!("cannot offer the room's streams: {e}")))?;
-        let streams = tracks.iter().map(|t| (t.producer, subscriber_ssrc(t.producer))).collect();
-        self.offered = Some(PendingSubscription { local_ice, streams });
-        Ok(event("offer", json!({"sdp": offer.sdp})))
+        };
+        let outcome = match message.kind.as_str() {
+            "leave" => return Step::Leave,
+            "ping" => Ok(vec![event("pong", json!({}))]),
+            "publish" => match message.sdp {
+                Some(sdp) => self.publish(&sdp).await.map(|answer| vec![answer]),
+                None => Err(ApiError::invalid("publish needs sdp: the client's offer")),
+            },
+            "subscribe" => self.subscribe(),
+            "answer" => match message.sdp {
+                Some(sdp) => self.accept_answer(&sdp).await,
+                None => Err(ApiError::invalid("answer needs sdp: the client's answer to our offer")),
+            },
+            other => Err(ApiError::request(format!("unknown message type {other:?}"))),
+        };
+        Step::Reply(outcome.unwrap_or_else(|e| vec![error_event(&e)]))
     }
 
     /// The SFU's side of a description: its ICE credentials and certificate, and one host
@@ -335,6 +239,7 @@ impl Session<'_> {
     fn local_parameters(
         &self,
         session_id: u64,
+        session_version: u64,
         ice: &IceCredentials,
         fingerprint: CertificateFingerprint,
         worker_port: u16,
@@ -342,7 +247,7 @@ impl Session<'_> {
     ) -> sdp::LocalParameters {
         sdp::LocalParameters {
             session_id,
-            session_version: 1,
+            session_version,
             ice_ufrag: ice.ufrag().to_owned(),
             ice_pwd: ice.pwd().to_owned(),
             fingerprint,
@@ -355,49 +260,10 @@ impl Session<'_> {
         }
     }
 
-    /// The client answered our offer: open its receiving transport and a consumer per stream.
-    async fn accept_answer(&mut self, sdp: &str) -> Result<Value, ApiError> {
-        let pending = self.offered.take().ok_or_else(|| ApiError::request("no offer is waiting for an answer"))?;
-        let answer =
-            sdp::RemoteDescription::parse(sdp).map_err(|e| ApiError::invalid(format!("answer refused: {e}")))?;
-        let remote_ice = IceCredentials::new(answer.ice_ufrag.clone(), answer.ice_pwd.clone())
-            .map_err(|e| ApiError::invalid(format!("answer's ICE credentials: {e}")))?;
-        let (local_ice, remote_fingerprint) = (Some(pending.local_ice), answer.fingerprint);
-        let worker = self.state.read(|reg| reg.room(&self.room).map(|r| r.worker))?;
-        let reply = self
-            .state
-            .request_worker(worker, move |request| Command::CreateTransport {
-                request,
-                local_ice,
-                remote_ice,
-                remote_fingerprint,
-            })
-            .await?;
-        let Reply::TransportCreated { created, .. } = reply else {
-            return Err(ApiError::new(ApiCode::RtcFailed, format!("the worker refused a transport: {reply:?}")));
-        };
-        let transport = created.transport;
-        for (producer, ssrc) in pending.streams {
-            match self
-                .state
-                .request_worker(worker, move |request| Command::AddConsumer { request, producer, transport, ssrc })
-                .await?
-            {
-                Reply::ConsumerAdded(_) => {}
-                // The publisher left between offer and answer: its stream is simply not sent.
-                Reply::Refused(_) => {}
-                other => return Err(ApiError::new(ApiCode::RtcFailed, format!("consumer refused: {other:?}"))),
-            }
-        }
-        self.subscribed = Some(transport);
-        Ok(event("subscribed", json!({})))
+    /// The worker that serves the session's room.
+    fn worker(&self) -> Result<usize, ApiError> {
+        self.state.read(|reg| reg.room(&self.room).map(|r| r.worker))
     }
-}
-
-/// The SSRC a producer's stream is sent to subscribers as: unique per producer of a worker,
-/// so the sections of one subscriber's bundle never collide.
-fn subscriber_ssrc(producer: ProducerId) -> u32 {
-    0x5500_0000 | (producer.0 & 0x00FF_FFFF)
 }
 
 /// RFC 8445 §5.1.2.1 priority of a host candidate (type preference 126, one local address,

@@ -42,7 +42,7 @@ use crate::srtp::{MAX_SRTCP_OVERHEAD, MAX_SRTP_OVERHEAD, SrtpError, SrtpSession}
 use crate::stats::{DropReason, WorkerCounters};
 use crate::wire::WireError;
 use crate::wire::rtcp::{RtcpCompound, RtcpPacket, write_pli, write_receiver_report, write_sender_report};
-use crate::wire::rtp::RtpPacket;
+use crate::wire::rtp::{ExtensionIdMap, RtpPacket};
 use crate::wire::{Datagram, classify};
 
 /// Where the engine queues the datagrams it sends.
@@ -272,6 +272,11 @@ impl Engine {
     /// Resends `consumer`'s lost packets as the RTX stream `rtx` (RFC 4588).
     pub fn enable_rtx(&mut self, consumer: ConsumerId, rtx: RtxStream) -> Result<(), EngineError> {
         Ok(self.router.enable_rtx(consumer, rtx)?)
+    }
+
+    /// Renumbers `consumer`'s header extensions to the ids its subscriber negotiated.
+    pub fn set_extension_map(&mut self, consumer: ConsumerId, map: ExtensionIdMap) -> Result<(), EngineError> {
+        Ok(self.router.set_extension_map(consumer, map)?)
     }
 
     /// The earliest time [`Engine::handle_timeouts`] has work: a DTLS retransmission or a
@@ -559,6 +564,7 @@ fn send_rtx(
     header.set_ssrc(rtx.ssrc);
     header.set_sequence_number(rtx_sequence_number);
     header.set_timestamp(rewritten.timestamp);
+    header.remap_extensions(&rewritten.extensions);
     let protected = srtp.protect_rtp(slot, len);
     commit_protected(out, destination, protected, counters);
 }
@@ -584,6 +590,7 @@ fn send_rtp(
     header.set_ssrc(rewritten.ssrc);
     header.set_sequence_number(rewritten.sequence_number);
     header.set_timestamp(rewritten.timestamp);
+    header.remap_extensions(&rewritten.extensions);
     let protected = srtp.protect_rtp(slot, plaintext.len());
     commit_protected(out, destination, protected, counters);
 }

@@ -22,6 +22,7 @@ pub use self::reception::ReceptionStats;
 pub use self::rewrite::{RewriteRefusal, Rewritten, StreamRewriter, seq_is_newer};
 pub use self::rtx_cache::RetransmissionCache;
 use crate::wire::rtcp::{ReportBlock, SenderInfo};
+use crate::wire::rtp::ExtensionIdMap;
 
 /// A transport (one client connection) of this worker.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -218,6 +219,14 @@ impl Router {
             p.consumers.push(id);
         }
         Ok(id)
+    }
+
+    /// Forwards `id`'s header extensions renumbered after `map`, the ids its subscriber
+    /// negotiated.
+    pub fn set_extension_map(&mut self, id: ConsumerId, map: ExtensionIdMap) -> Result<(), RouterError> {
+        let consumer = self.consumers.get_mut(id.0 as usize).ok_or(RouterError::UnknownConsumer)?;
+        consumer.rewriter.set_extensions(map);
+        Ok(())
     }
 
     pub fn remove_consumer(&mut self, id: ConsumerId) -> Result<(), RouterError> {

@@ -1,7 +1,8 @@
-//! Per-consumer RTP numbering: maps each incoming packet's (SSRC, sequence number,
+//! Per-consumer RTP header rewriting: maps each incoming packet's (SSRC, sequence number,
 //! timestamp) onto the consumer's own continuous stream, so a subscriber's decoder sees
 //! one unbroken stream while its source changes underneath (merged rooms, pause/resume,
-//! simulcast layer switches).
+//! simulcast layer switches), and carries the header extension ids the subscriber
+//! negotiated.
 //!
 //! Rules: feed packets in arrival order with the time they arrived; after a source change
 //! or a resume, call [`StreamRewriter::resync`] (a new SSRC resyncs by itself). Packets
@@ -9,6 +10,8 @@
 #![forbid(unsafe_code)]
 
 use std::time::Instant;
+
+use crate::wire::rtp::ExtensionIdMap;
 
 /// A mapping from one source's numbering onto the output numbering.
 #[derive(Debug, Clone, Copy)]
@@ -27,6 +30,8 @@ pub struct Rewritten {
     pub ssrc: u32,
     pub sequence_number: u16,
     pub timestamp: u32,
+    /// The publisher's extension ids as the subscriber knows them.
+    pub extensions: ExtensionIdMap,
 }
 
 /// Why a packet is not forwarded to this consumer.
@@ -41,6 +46,7 @@ pub enum RewriteRefusal {
 pub struct StreamRewriter {
     output_ssrc: u32,
     clock_rate: u32,
+    extensions: ExtensionIdMap,
     mapping: Option<Mapping>,
     resync_requested: bool,
     /// Highest output sequence number and timestamp sent, with when the packet arrived.
@@ -56,11 +62,23 @@ impl StreamRewriter {
     /// A consumer stream sent as `output_ssrc`, whose media clock runs at `clock_rate` Hz
     /// (90,000 for video, 48,000 for Opus).
     pub fn new(output_ssrc: u32, clock_rate: u32) -> Self {
-        Self { output_ssrc, clock_rate: clock_rate.max(1), mapping: None, resync_requested: false, last_output: None }
+        Self {
+            output_ssrc,
+            clock_rate: clock_rate.max(1),
+            extensions: ExtensionIdMap::identity(),
+            mapping: None,
+            resync_requested: false,
+            last_output: None,
+        }
     }
 
     pub fn output_ssrc(&self) -> u32 {
         self.output_ssrc
+    }
+
+    /// Forwards header extensions renumbered after `map` (the default keeps them as sent).
+    pub fn set_extensions(&mut self, map: ExtensionIdMap) {
+        self.extensions = map;
     }
 
     /// The next packet starts a new mapping (after a pause, or a switch to another source
@@ -86,7 +104,12 @@ impl StreamRewriter {
             Some((last_seq, _, _)) if !seq_is_newer(out_seq, last_seq) => {}
             _ => self.last_output = Some((out_seq, out_ts, now)),
         }
-        Ok(Rewritten { ssrc: self.output_ssrc, sequence_number: out_seq, timestamp: out_ts })
+        Ok(Rewritten {
+            ssrc: self.output_ssrc,
+            sequence_number: out_seq,
+            timestamp: out_ts,
+            extensions: self.extensions,
+        })
     }
 
     /// The current source's SSRC and the input sequence number that was sent as
@@ -108,6 +131,7 @@ impl StreamRewriter {
             ssrc: self.output_ssrc,
             sequence_number: input_seq.wrapping_add(m.seq_offset),
             timestamp: input_ts.wrapping_add(m.ts_offset),
+            extensions: self.extensions,
         })
     }
 
@@ -145,7 +169,10 @@ mod tests {
         let t0 = Instant::now();
         let mut rw = StreamRewriter::new(0xAAAA, 90_000);
         let out = rw.rewrite(t0, 0x1111, 100, 5000).unwrap();
-        assert_eq!(out, Rewritten { ssrc: 0xAAAA, sequence_number: 100, timestamp: 5000 });
+        assert_eq!(
+            out,
+            Rewritten { ssrc: 0xAAAA, sequence_number: 100, timestamp: 5000, extensions: ExtensionIdMap::identity() }
+        );
         let out = rw.rewrite(t0, 0x1111, 101, 8000).unwrap();
         assert_eq!((out.sequence_number, out.timestamp), (101, 8000));
     }
@@ -183,7 +210,10 @@ mod tests {
         rw.rewrite(t0, 1, 12, 0).unwrap();
         assert_eq!(rw.rewrite(t0, 1, 11, 0).unwrap().sequence_number, 11);
         assert_eq!(rw.input_seq_for(11), Some((1, 11)));
-        assert_eq!(rw.output_for(11, 3), Some(Rewritten { ssrc: 7, sequence_number: 11, timestamp: 3 }));
+        assert_eq!(
+            rw.output_for(11, 3),
+            Some(Rewritten { ssrc: 7, sequence_number: 11, timestamp: 3, extensions: ExtensionIdMap::identity() })
+        );
     }
 
     #[test]

@@ -120,6 +120,46 @@ impl Iterator for ElementWalk<'_> {
     }
 }
 
+/// How one consumer renumbers a publisher's header extensions (RFC 8285): the ids of the
+/// two sides were negotiated separately, so each element the subscriber agreed to gets its
+/// id there, and every other element is blanked into padding bytes, which keeps the packet's
+/// length (no payload moves) while the subscriber skips it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ExtensionIdMap {
+    /// Indexed by the publisher's id (1..=14); 0 blanks the element.
+    to: [u8; ONE_BYTE_STOP_ID as usize],
+}
+
+impl ExtensionIdMap {
+    /// Leaves every element as the publisher wrote it (both sides use the same ids).
+    pub fn identity() -> Self {
+        let mut to = [0; ONE_BYTE_STOP_ID as usize];
+        for id in ONE_BYTE_IDS {
+            to[usize::from(id)] = id;
+        }
+        Self { to }
+    }
+
+    /// Blanks every element.
+    pub fn blank_all() -> Self {
+        Self { to: [0; ONE_BYTE_STOP_ID as usize] }
+    }
+
+    /// Sends the publisher's element `from` as `to`; ids outside 1..=14 are refused.
+    pub fn map(&mut self, from: u8, to: u8) -> Result<(), WireError> {
+        if !ONE_BYTE_IDS.contains(&from) || !ONE_BYTE_IDS.contains(&to) {
+            return Err(WireError::Unrepresentable);
+        }
+        self.to[usize::from(from)] = to;
+        Ok(())
+    }
+
+    /// The subscriber's id for the publisher's `from`, if it is kept.
+    fn target(&self, from: u8) -> Option<u8> {
+        self.to.get(usize::from(from)).copied().filter(|&to| to != 0)
+    }
+}
+
 /// A checked view of one RTP packet (plaintext: after SRTP unprotect, before protect).
 ///
 /// `new_checked` validates the version, the CSRC list, the header extension and each of its
@@ -288,6 +328,32 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> RtpPacket<T> {
     /// Sets the SSRC.
     pub fn set_ssrc(&mut self, ssrc: u32) {
         write_u32(self.buffer.as_mut(), 8, ssrc);
+    }
+
+    /// Renumbers the header extension elements after `map`, blanking those it does not
+    /// keep. Two-byte elements keep their form; their ids above 14 are always blanked.
+    pub fn remap_extensions(&mut self, map: &ExtensionIdMap) {
+        let Some((elements_start, walk)) = self.element_walk() else { return };
+        let (form, elements_end) = (walk.form, self.header_len);
+        let mut at = 0;
+        loop {
+            let mut walk = ElementWalk { elements: &self.buffer.as_ref()[elements_start..elements_end], form, at };
+            let Some(Ok((id, value))) = walk.next() else { return };
+            at = walk.at;
+            let id_len = match form {
+                ExtensionForm::OneByte => 1,
+                ExtensionForm::TwoByte => 2,
+            };
+            let element = elements_start + value.start - id_len..elements_start + value.end;
+            let bytes = self.buffer.as_mut();
+            match map.target(id) {
+                Some(to) if form == ExtensionForm::OneByte => {
+                    bytes[element.start] = to << 4 | (bytes[element.start] & 0x0F)
+                }
+                Some(to) => bytes[element.start] = to,
+                None => bytes[element].fill(PADDING_ID),
+            }
+        }
     }
 
     /// The value of the first element with local identifier `id`, to rewrite in place (its

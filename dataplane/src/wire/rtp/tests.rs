@@ -290,3 +290,48 @@ fn a_mutable_slice_is_a_buffer_too() {
     assert_eq!(packet.sequence_number(), 7);
     assert_eq!(bytes[2..4], [0, 7]);
 }
+
+#[test]
+fn remap_renumbers_kept_elements_and_blanks_the_rest() {
+    let mut bytes = CHROMIUM_VP8;
+    let mut map = ExtensionIdMap::blank_all();
+    map.map(2, 7).unwrap();
+    map.map(3, 1).unwrap();
+    let mut packet = RtpPacket::new_checked(&mut bytes[..]).unwrap();
+    packet.remap_extensions(&map);
+    let reparsed = RtpPacket::new_checked(&bytes[..]).unwrap();
+    let extensions: Vec<_> = reparsed.extensions().collect();
+    assert_eq!(extensions, [(7, &[0x3c, 0x1e, 0x5a][..]), (1, &[0x01, 0x2c][..])]);
+    assert_eq!(reparsed.payload(), &CHROMIUM_VP8[32..], "the payload does not move");
+    assert_eq!(reparsed.header_len(), 32);
+}
+
+#[test]
+fn remap_identity_changes_nothing() {
+    let mut bytes = CHROMIUM_VP8;
+    RtpPacket::new_checked(&mut bytes[..]).unwrap().remap_extensions(&ExtensionIdMap::identity());
+    assert_eq!(bytes, CHROMIUM_VP8);
+}
+
+#[test]
+fn remap_two_byte_form_keeps_its_form_and_blanks_high_ids() {
+    // Two-byte profile, 3 words: id 5 len 2, id 200 len 3, id 9 len 0, padding.
+    let mut bytes = packet(0x90, &[0x10, 0x00, 0x00, 0x03, 5, 2, 0xaa, 0xbb, 200, 3, 1, 2, 3, 9, 0, 0]);
+    bytes.extend_from_slice(b"payload");
+    let mut map = ExtensionIdMap::blank_all();
+    map.map(5, 12).unwrap();
+    map.map(9, 3).unwrap();
+    RtpPacket::new_checked(&mut bytes[..]).unwrap().remap_extensions(&map);
+    let reparsed = RtpPacket::new_checked(&bytes[..]).unwrap();
+    let extensions: Vec<_> = reparsed.extensions().collect();
+    assert_eq!(extensions, [(12, &[0xaa, 0xbb][..]), (3, &[][..])]);
+    assert_eq!(reparsed.payload(), b"payload");
+}
+
+#[test]
+fn extension_map_refuses_ids_outside_one_byte_range() {
+    let mut map = ExtensionIdMap::blank_all();
+    assert_eq!(map.map(0, 1), Err(WireError::Unrepresentable));
+    assert_eq!(map.map(1, 15), Err(WireError::Unrepresentable));
+    assert!(map.map(14, 14).is_ok());
+}

@@ -1,0 +1,98 @@
+//! Publishing: a client's offer becomes a transport on the room's worker, a producer per
+//! stream the answer accepts, and the SDP answer pointing the client at that worker. The
+//! room's other sessions hear `track-added` for each stream, which makes the subscribing
+//! ones renegotiate.
+#![forbid(unsafe_code)]
+
+use serde_json::{Value, json};
+
+use uprtcd_dataplane::command::{Command, Reply};
+use uprtcd_dataplane::ice::IceCredentials;
+use uprtcd_dataplane::router::{MediaKind, ProducerSpec};
+
+use super::hub::{Outgoing, PublishedTrack};
+use super::{Session, event, track_fields};
+use crate::envelope::{ApiCode, ApiError};
+use crate::sdp;
+
+impl Session<'_> {
+    /// Answers a publisher's offer. Conversation members publish audio and video; in a live
+    /// room the master does, a co-host its kind, and the audience is refused (50009).
+    pub(super) async fn publish(&mut self, sdp: &str) -> Result<Value, ApiError> {
+        if self.publishing.is_some() {
+            return Err(ApiError::request("this session publishes already; publish again from a new session"));
+        }
+        let offer = sdp::RemoteDescription::parse(sdp).map_err(|e| ApiError::invalid(format!("offer refused: {e}")))?;
+        let (room, peer) = (&self.room, &self.peer);
+        let (audio, video, worker, min_bitrate, max_bitrate) = self.state.read(|reg| {
+            let (audio, video) = reg.publish_rights(room, peer)?;
+            let room = reg.room(room)?;
+            Ok::<_, ApiError>((audio, video, room.worker, room.min_bitrate, room.max_bitrate))
+        })?;
+        let remote_ice = IceCredentials::new(offer.ice_ufrag.clone(), offer.ice_pwd.clone())
+            .map_err(|e| ApiError::invalid(format!("offer's ICE credentials: {e}")))?;
+        let remote_fingerprint = offer.fingerprint;
+        let reply = self
+            .state
+            .request_worker(worker, move |request| Command::CreateTransport {
+                request,
+                local_ice: None,
+                remote_ice,
+                remote_fingerprint,
+            })
+            .await?;
+        let Reply::TransportCreated { created, address } = reply else {
+            return Err(ApiError::new(ApiCode::RtcFailed, format!("the worker refused a transport: {reply:?}")));
+        };
+        let bitrate = sdp::BitrateCaps {
+            min_bps: u32::try_from(min_bitrate).ok(),
+            max_bps: Some(u32::try_from(max_bitrate).unwrap_or(u32::MAX)),
+        };
+        let session_id = u64::from(created.transport.0) + 1;
+        let local =
+            self.local_parameters(session_id, 1, &created.local_ice, created.fingerprint, address.port(), bitrate);
+        let allowed = |media: &sdp::RemoteMedia| match media.kind {
+            sdp::MediaKind::Audio if audio => sdp::Direction::RecvOnly,
+            sdp::MediaKind::Video if video => sdp::Direction::RecvOnly,
+            _ => sdp::Direction::Inactive,
+        };
+        let transport = created.transport;
+        let answer = match sdp::answer(&offer, &local, &sdp::CodecPolicy::default(), allowed) {
+            Ok(answer) => answer,
+            Err(e) => {
+                let _ = self
+                    .state
+                    .request_worker(worker, move |request| Command::CloseTransport { request, transport })
+                    .await;
+                return Err(ApiError::invalid(format!("cannot answer the offer: {e}")));
+            }
+        };
+        // From here the transport belongs to the session, which closes it when it ends.
+        self.publishing = Some(transport);
+        let mut published = Vec::new();
+        for section in answer.negotiated.sections.iter().filter(|s| s.direction == sdp::Direction::RecvOnly) {
+            let kind = if section.kind == sdp::MediaKind::Audio { MediaKind::Audio } else { MediaKind::Video };
+            for stream in &section.streams {
+                let spec = ProducerSpec { transport, ssrc: stream.ssrc.0, kind, clock_rate: section.codec.clock_rate };
+                match self.state.request_worker(worker, move |request| Command::AddProducer { request, spec }).await? {
+                    Reply::ProducerAdded(producer) => published.push(PublishedTrack {
+                        track_id: String::new(),
+                        publisher: self.peer.clone(),
+                        session: self.id,
+                        producer,
+                        kind: section.kind,
+                        codec: section.codec.clone(),
+                        extensions: section.extensions,
+                    }),
+                    other => return Err(ApiError::new(ApiCode::RtcFailed, format!("producer refused: {other:?}"))),
+                }
+            }
+        }
+        let peer = self.peer.clone();
+        for track in self.state.hub().add_tracks(&self.room, published) {
+            let added = Outgoing::Tracks(event("track-added", track_fields(&track)));
+            self.state.hub().send(&self.room, |p| p != &peer, &added);
+        }
+        Ok(event("answer", json!({"sdp": answer.sdp})))
+    }
+}

@@ -1,0 +1,299 @@
+//! Subscribing: the SFU offers a client every stream the room's other peers publish, and
+//! offers again (server-initiated renegotiation on the same peer connection) each time that
+//! set changes. The transport opens with the first answer; each answer adds a consumer per
+//! newly accepted stream, with the subscriber's header extension ids and, when it kept RTX,
+//! an RTX stream for repairs.
+//!
+//! Rules: at most one offer is outstanding; a change while one is, is offered once the
+//! answer came. Sections keep their place (see [`sdp::offer`]): a track that went away
+//! leaves a closed section. When every track is gone, no offer is made, so that the
+//! subscriber never closes its last section (which would tear down the bundle transport
+//! the worker keeps); the next track added renegotiates as usual.
+#![forbid(unsafe_code)]
+
+use std::collections::{HashMap, HashSet};
+
+use serde_json::{Value, json};
+
+use uprtcd_dataplane::command::{Command, Reply};
+use uprtcd_dataplane::ice::IceCredentials;
+use uprtcd_dataplane::router::{ProducerId, RtxStream, TransportId};
+use uprtcd_dataplane::wire::rtp::ExtensionIdMap;
+
+use super::hub::PublishedTrack;
+use super::{Session, event, track_fields};
+use crate::envelope::{ApiCode, ApiError};
+use crate::sdp;
+
+/// One session's subscribing side.
+pub(super) struct Subscription {
+    /// The SFU's ICE credentials, chosen with the first offer and kept (no ICE restart).
+    local_ice: IceCredentials,
+    transport: Option<TransportId>,
+    /// The layout of the last offer the client answered.
+    layout: sdp::OfferLayout,
+    /// Raised for each offer (RFC 3264 §8).
+    session_version: u64,
+    /// The tracks the client receives, by track id, as of its last answer.
+    receiving: HashMap<String, Mid>,
+    /// The mid each track was offered under; a new track always takes a new one.
+    mids: HashMap<String, Mid>,
+    next_mid: u32,
+    pending: Option<PendingOffer>,
+    /// The room's tracks changed while an offer was outstanding.
+    stale: bool,
+}
+
+type Mid = sdp::Mid;
+
+/// An offer waiting for the client's answer.
+struct PendingOffer {
+    layout: sdp::OfferLayout,
+    tracks: Vec<(PublishedTrack, Mid)>,
+}
+
+impl Subscription {
+    pub(super) fn transport(&self) -> Option<TransportId> {
+        self.transport
+    }
+}
+
+/// The SSRC a producer's stream is sent to subscribers as: unique per producer of a worker,
+/// so the sections of one subscriber's bundle never collide; its RTX stream's next to it.
+fn subscriber_ssrc(producer: ProducerId) -> u32 {
+    0x5500_0000 | (producer.0 & 0x00FF_FFFF)
+}
+
+fn subscriber_rtx_ssrc(producer: ProducerId) -> u32 {
+    0x5600_0000 | (producer.0 & 0x00FF_FFFF)
+}
+
+impl Session<'_> {
+    /// The client asks for everything the room publishes, now and later.
+    pub(super) fn subscribe(&mut self) -> Result<Vec<Value>, ApiError> {
+        if self.subscription.is_some() {
+            return Err(ApiError::request("this session subscribes already"));
+        }
+        let local_ice = IceCredentials::generate().map_err(|e| ApiError::system(format!("ICE credentials: {e}")))?;
+        self.subscription = Some(Subscription {
+            local_ice,
+            transport: None,
+            layout: sdp::OfferLayout::default(),
+            session_version: 0,
+            receiving: HashMap::new(),
+            mids: HashMap::new(),
+            next_mid: 0,
+            pending: None,
+            stale: false,
+        });
+        Ok(self.offer_if_changed().map_err(|e| self.drop_unopened(e))?.into_iter().collect())
+    }
+
+    /// The room's published tracks changed: the offer to send, if any. A failure is the
+    /// client's `error` event; the subscription stays as it was.
+    pub(super) fn tracks_changed(&mut self) -> Option<Value> {
+        match self.offer_if_changed() {
+            Ok(offer) => offer,
+            Err(e) => Some(super::error_event(&e)),
+        }
+    }
+
+    /// A subscription that never got a transport is forgotten when its first offer fails,
+    /// so the client may subscribe again.
+    fn drop_unopened(&mut self, error: ApiError) -> ApiError {
+        if self.subscription.as_ref().is_some_and(|s| s.transport.is_none()) {
+            self.subscription = None;
+        }
+        error
+    }
+
+    /// Offers the room's current tracks unless the client already receives exactly them
+    /// (or an offer is outstanding, or nothing is published).
+    fn offer_if_changed(&mut self) -> Result<Option<Value>, ApiError> {
+        let tracks = self.state.hub().tracks_for(&self.room, &self.peer);
+        let worker = self.worker()?;
+        let Some(subscription) = self.subscription.as_mut() else { return Ok(None) };
+        if subscription.pending.is_some() {
+            subscription.stale = true;
+            return Ok(None);
+        }
+        let current: HashSet<&str> = tracks.iter().map(|t| t.track_id.as_str()).collect();
+        let receiving: HashSet<&str> = subscription.receiving.keys().map(String::as_str).collect();
+        if tracks.is_empty() || current == receiving {
+            return Ok(None);
+        }
+        let offered: Vec<(PublishedTrack, Mid)> = tracks
+            .into_iter()
+            .map(|track| {
+                let mid = subscription
+                    .mids
+                    .entry(track.track_id.clone())
+                    .or_insert_with(|| {
+                        subscription.next_mid += 1;
+                        Mid::new(format!("{}", subscription.next_mid - 1))
+                    })
+                    .clone();
+                (track, mid)
+            })
+            .collect();
+        let outgoing: Vec<sdp::OutgoingTrack> = offered.iter().map(|(track, mid)| outgoing_track(track, mid)).collect();
+        let (address, fingerprint) =
+            self.state.worker_endpoint(worker).ok_or_else(|| ApiError::code(ApiCode::NoWorker))?;
+        let Some(subscription) = self.subscription.as_ref() else { return Ok(None) };
+        let session_id = u64::from(worker as u32) << 32 | (self.id & 0xFFFF_FFFF);
+        let no_caps = sdp::BitrateCaps { min_bps: None, max_bps: None };
+        let local = self.local_parameters(
+            session_id,
+            subscription.session_version + 1,
+            &subscription.local_ice,
+            fingerprint,
+            address.port(),
+            no_caps,
+        );
+        let offer = sdp::offer(&local, &subscription.layout, &outgoing, &sdp::CodecPolicy::default())
+            .map_err(|e| ApiError::system(format!("cannot offer the room's streams: {e}")))?;
+        let described: Vec<Value> = offered
+            .iter()
+            .map(|(track, mid)| {
+                let mut fields = track_fields(track);
+                fields["mid"] = json!(mid.as_str());
+                fields
+            })
+            .collect();
+        if let Some(subscription) = self.subscription.as_mut() {
+            subscription.session_version += 1;
+            subscription.pending = Some(PendingOffer { layout: offer.layout, tracks: offered });
+        }
+        Ok(Some(event("offer", json!({"sdp": offer.sdp, "tracks": described}))))
+    }
+
+    /// The client answered our offer: open its receiving transport (first answer) and a
+    /// consumer per newly accepted stream; then offer again if the room changed meanwhile.
+    pub(super) async fn accept_answer(&mut self, sdp: &str) -> Result<Vec<Value>, ApiError> {
+        let subscription =
+            self.subscription.as_mut().ok_or_else(|| ApiError::request("no offer is waiting for an answer"))?;
+        let answer =
+            sdp::RemoteDescription::parse(sdp).map_err(|e| ApiError::invalid(format!("answer refused: {e}")))?;
+        let pending =
+            subscription.pending.take().ok_or_else(|| ApiError::request("no offer is waiting for an answer"))?;
+        let worker = self.worker()?;
+        let transport = match self.subscription.as_ref().and_then(|s| s.transport) {
+            Some(transport) => transport,
+            None => self.open_transport(worker, &answer).await.inspect_err(|_| self.subscription = None)?,
+        };
+        let mut receiving = HashMap::new();
+        for (track, mid) in pending.tracks {
+            let Some(media) = answer.media.iter().find(|m| m.mid == mid && !m.rejected) else { continue };
+            let already = self.subscription.as_ref().is_some_and(|s| s.receiving.contains_key(&track.track_id));
+            if already || self.add_consumer(worker, transport, &track, media).await? {
+                receiving.insert(track.track_id, mid);
+            }
+        }
+        let Some(subscription) = self.subscription.as_mut() else { return Ok(Vec::new()) };
+        subscription.receiving = receiving;
+        subscription.layout = pending.layout;
+        let mut events = vec![event("subscribed", json!({}))];
+        if std::mem::take(&mut subscription.stale) {
+            events.extend(self.tracks_changed());
+        }
+        Ok(events)
+    }
+
+    /// The transport the client receives on, with the credentials its first answer brings.
+    async fn open_transport(
+        &mut self,
+        worker: usize,
+        answer: &sdp::RemoteDescription,
+    ) -> Result<TransportId, ApiError> {
+        let remote_ice = IceCredentials::new(answer.ice_ufrag.clone(), answer.ice_pwd.clone())
+            .map_err(|e| ApiError::invalid(format!("answer's ICE credentials: {e}")))?;
+        let local_ice = self.subscription.as_ref().map(|s| s.local_ice.clone());
+        let remote_fingerprint = answer.fingerprint;
+        let reply = self
+            .state
+            .request_worker(worker, move |request| Command::CreateTransport {
+                request,
+                local_ice,
+                remote_ice,
+                remote_fingerprint,
+            })
+            .await?;
+        let Reply::TransportCreated { created, .. } = reply else {
+            return Err(ApiError::new(ApiCode::RtcFailed, format!("the worker refused a transport: {reply:?}")));
+        };
+        if let Some(subscription) = self.subscription.as_mut() {
+            subscription.transport = Some(created.transport);
+        }
+        Ok(created.transport)
+    }
+
+    /// Sends `track` to the client as its answer accepted it; false when the publisher left
+    /// in between (its stream is simply not sent).
+    async fn add_consumer(
+        &self,
+        worker: usize,
+        transport: TransportId,
+        track: &PublishedTrack,
+        media: &sdp::RemoteMedia,
+    ) -> Result<bool, ApiError> {
+        let (producer, ssrc) = (track.producer, subscriber_ssrc(track.producer));
+        let extensions = extension_map(&track.extensions, media);
+        let consumer = match self
+            .state
+            .request_worker(worker, move |request| Command::AddConsumer {
+                request,
+                producer,
+                transport,
+                ssrc,
+                extensions,
+            })
+            .await?
+        {
+            Reply::ConsumerAdded(consumer) => consumer,
+            Reply::Refused(_) => return Ok(false),
+            other => return Err(ApiError::new(ApiCode::RtcFailed, format!("consumer refused: {other:?}"))),
+        };
+        let kept_rtx =
+            media.codecs.iter().find(|c| c.payload_type == track.codec.payload_type).and_then(|c| c.rtx_payload_type);
+        if let Some(payload_type) = kept_rtx {
+            let rtx = RtxStream { ssrc: subscriber_rtx_ssrc(producer), payload_type: payload_type.0 };
+            self.state.request_worker(worker, move |request| Command::EnableRtx { request, consumer, rtx }).await?;
+        }
+        Ok(true)
+    }
+}
+
+/// The section offering `track` under `mid`, with RTX when its publisher negotiated it.
+fn outgoing_track(track: &PublishedTrack, mid: &Mid) -> sdp::OutgoingTrack {
+    let rtx_ssrc = track.codec.rtx_payload_type.map(|_| sdp::Ssrc(subscriber_rtx_ssrc(track.producer)));
+    sdp::OutgoingTrack {
+        mid: mid.clone(),
+        kind: track.kind,
+        codec: track.codec.clone(),
+        ssrc: sdp::Ssrc(subscriber_ssrc(track.producer)),
+        rtx_ssrc,
+        stream_id: format!("s{}", track.session),
+        track_id: track.track_id.clone(),
+        cname: format!("c{}", track.session),
+    }
+}
+
+/// How the publisher's header extensions reach this subscriber: those both sides
+/// negotiated under the subscriber's ids, the rest blanked. The mid travels in the
+/// subscriber's own numbering of sections, which the publisher's value is not, and rids
+/// name the publisher's layers, so both are always blanked.
+fn extension_map(publisher: &sdp::HeaderExtensions, answer: &sdp::RemoteMedia) -> ExtensionIdMap {
+    let mut map = ExtensionIdMap::blank_all();
+    let subscriber_id = |uri: &str| answer.extmaps.iter().find(|e| e.uri == uri).and_then(|e| u8::try_from(e.id).ok());
+    for (from, uri) in [
+        (publisher.abs_send_time, sdp::ABS_SEND_TIME_URI),
+        (publisher.audio_level, sdp::AUDIO_LEVEL_URI),
+        (publisher.transport_cc, sdp::TRANSPORT_CC_URI),
+    ] {
+        if let (Some(from), Some(to)) = (from, subscriber_id(uri)) {
+            // Ids outside the one-byte range are not forwarded: blanked like the rest.
+            let _ = map.map(from, to);
+        }
+    }
+    map
+}
