@@ -38,8 +38,9 @@ pub enum Error {
     Spawn(std::io::Error),
     #[error("worker socket I/O: {0}")]
     Io(std::io::Error),
-    #[error("cannot bind the media socket {addr}: {source}")]
-    Bind { addr: std::net::SocketAddr, source: std::io::Error },
+    /// `protocol` is "UDP" or "TCP": a worker's TCP listener takes its UDP socket's port.
+    #[error("cannot bind the {protocol} media socket {addr}: {source}")]
+    Bind { addr: std::net::SocketAddr, protocol: &'static str, source: std::io::Error },
     #[error("cannot create the DTLS certificate: {0}")]
     Identity(String),
     #[error("the worker did not answer in time")]

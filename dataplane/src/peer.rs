@@ -4,7 +4,8 @@
 //! Sans-IO like the rest of the dataplane: [`ClientPeer`] owns no socket and takes time as
 //! an argument; datagrams to send go to the `send` callback, received ones come in through
 //! [`ClientPeer::handle_datagram`]. [`UdpPeer`] puts one on a real UDP socket for tests that
-//! run against a worker.
+//! run against a worker; [`TcpPeer`] puts one on a TCP connection to the worker's ICE-TCP
+//! listener (the active side of RFC 6544), each packet framed as RFC 4571 says.
 //!
 //! Rules: call [`ClientPeer::start`] once, feed every datagram from the server, call
 //! [`ClientPeer::handle_timeout`] when [`ClientPeer::poll_timeout`] is due, and send media
@@ -12,7 +13,8 @@
 //! request or response does not stall the test.
 #![forbid(unsafe_code)]
 
-use std::net::{SocketAddr, UdpSocket};
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream, UdpSocket};
 use std::time::{Duration, Instant};
 
 use crate::command::{Command, Reply};
@@ -21,7 +23,8 @@ use crate::ice::client::{build_binding_request, parse_binding_response};
 use crate::ice::{IceCredentials, IceError};
 use crate::router::TransportId;
 use crate::srtp::{SrtpError, SrtpSession};
-use crate::wire::{Datagram, classify};
+use crate::wire::framing::{self, FrameReader, MAX_FRAME_LEN, PREFIX_LEN};
+use crate::wire::{Datagram, WireError, classify};
 use crate::worker::WorkerHandle;
 
 /// How often an unanswered connectivity check is repeated.
@@ -52,6 +55,10 @@ pub enum PeerError {
     Unknown,
     #[error("the worker refused or did not answer the transport request")]
     TransportRefused,
+    #[error("stream framing: {0}")]
+    Framing(WireError),
+    #[error("the TCP connection to the worker closed")]
+    ConnectionClosed,
 }
 
 /// One client transport to the SFU.
@@ -205,6 +212,27 @@ impl ClientPeer {
     }
 }
 
+/// Asks `worker` for a transport as signalling would (a fresh client ICE ufrag and
+/// `identity`'s fingerprint): its id, the peer that will connect to it, and the worker's UDP
+/// address from the reply.
+fn request_transport(
+    worker: &WorkerHandle,
+    identity: &DtlsIdentity,
+    timeout: Duration,
+) -> Result<(TransportId, ClientPeer, SocketAddr), PeerError> {
+    let local_ice = IceCredentials::generate().map_err(PeerError::Ice)?;
+    let (remote_ice, remote_fingerprint) = (local_ice.clone(), identity.fingerprint());
+    let reply = worker
+        .request(
+            |request| Command::CreateTransport { request, local_ice: None, remote_ice, remote_fingerprint },
+            timeout,
+        )
+        .map_err(|_| PeerError::TransportRefused)?;
+    let Reply::TransportCreated { created, address } = reply else { return Err(PeerError::TransportRefused) };
+    let peer = ClientPeer::new(identity, local_ice, created.local_ice, created.fingerprint, Instant::now());
+    Ok((created.transport, peer, address))
+}
+
 /// A [`ClientPeer`] on its own UDP socket, talking to one server address.
 #[derive(Debug)]
 pub struct UdpPeer {
@@ -236,18 +264,9 @@ impl UdpPeer {
         local_ip: std::net::IpAddr,
         timeout: Duration,
     ) -> Result<(TransportId, Self), PeerError> {
-        let local_ice = IceCredentials::generate().map_err(PeerError::Ice)?;
-        let (remote_ice, remote_fingerprint) = (local_ice.clone(), identity.fingerprint());
-        let reply = worker
-            .request(
-                |request| Command::CreateTransport { request, local_ice: None, remote_ice, remote_fingerprint },
-                timeout,
-            )
-            .map_err(|_| PeerError::TransportRefused)?;
-        let Reply::TransportCreated { created, address } = reply else { return Err(PeerError::TransportRefused) };
-        let peer = ClientPeer::new(identity, local_ice, created.local_ice, created.fingerprint, Instant::now());
+        let (transport, peer, address) = request_transport(worker, identity, timeout)?;
         let client = Self::bind(peer, local_ip, address).map_err(|_| PeerError::TransportRefused)?;
-        Ok((created.transport, client))
+        Ok((transport, client))
     }
 
     /// A peer bound to an ephemeral port of `local_ip`.
@@ -330,4 +349,158 @@ impl UdpPeer {
             }
         }
     }
+}
+
+/// A [`ClientPeer`] on a TCP connection to a worker's ICE-TCP listener, every packet in both
+/// directions framed as RFC 4571 says.
+#[derive(Debug)]
+pub struct TcpPeer {
+    pub peer: ClientPeer,
+    stream: TcpStream,
+    reader: FrameReader,
+    /// Where each outgoing packet is framed, so that it leaves in one write.
+    frame: Box<[u8]>,
+}
+
+impl TcpPeer {
+    /// Asks `worker` for a transport as signalling would, connects to the worker's TCP
+    /// listener and runs ICE and DTLS over the connection: all within `timeout`.
+    pub fn connect_to_worker(
+        worker: &WorkerHandle,
+        identity: &DtlsIdentity,
+        timeout: Duration,
+    ) -> Result<(TransportId, Self), PeerError> {
+        let mut client = Self::for_worker(worker, identity, timeout)?;
+        client.1.connect(timeout)?;
+        Ok(client)
+    }
+
+    /// Like [`TcpPeer::connect_to_worker`] but leaves ICE and DTLS to the caller.
+    pub fn for_worker(
+        worker: &WorkerHandle,
+        identity: &DtlsIdentity,
+        timeout: Duration,
+    ) -> Result<(TransportId, Self), PeerError> {
+        let server = worker.tcp_address().ok_or(PeerError::TransportRefused)?;
+        let (transport, peer, _) = request_transport(worker, identity, timeout)?;
+        let client = Self::open(peer, server, timeout).map_err(|_| PeerError::ConnectionClosed)?;
+        Ok((transport, client))
+    }
+
+    /// A peer on a new connection to `server`; writes give up after `timeout`.
+    pub fn open(peer: ClientPeer, server: SocketAddr, timeout: Duration) -> std::io::Result<Self> {
+        let stream = TcpStream::connect_timeout(&server, timeout)?;
+        stream.set_nodelay(true)?;
+        stream.set_write_timeout(Some(timeout))?;
+        Ok(Self {
+            peer,
+            stream,
+            reader: FrameReader::new(PREFIX_LEN + MAX_FRAME_LEN, MAX_FRAME_LEN),
+            frame: vec![0; PREFIX_LEN + MAX_FRAME_LEN].into_boxed_slice(),
+        })
+    }
+
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.stream.local_addr()
+    }
+
+    fn sender<'s>(stream: &'s TcpStream, frame: &'s mut [u8]) -> impl FnMut(&[u8]) + 's {
+        // A failed write means the connection is gone; the next read reports that.
+        move |bytes: &[u8]| {
+            let _ = write_framed(stream, frame, bytes);
+        }
+    }
+
+    /// Waits until `deadline` for the next whole frame and copies it into `buf`: its length,
+    /// or `None` when none came in time.
+    fn read_frame(&mut self, buf: &mut [u8], deadline: Instant) -> Result<Option<usize>, PeerError> {
+        loop {
+            if let Some(frame) = self.reader.next_frame().map_err(PeerError::Framing)? {
+                let out = buf.get_mut(..frame.len()).ok_or(PeerError::Framing(WireError::BufferTooSmall))?;
+                out.copy_from_slice(frame);
+                return Ok(Some(frame.len()));
+            }
+            let wait = deadline.saturating_duration_since(Instant::now());
+            if wait.is_zero() {
+                return Ok(None);
+            }
+            self.stream.set_read_timeout(Some(wait)).ok();
+            match (&self.stream).read(self.reader.spare()) {
+                Ok(0) => return Err(PeerError::ConnectionClosed),
+                Ok(n) => self.reader.filled(n),
+                Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {
+                    return Ok(None);
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(_) => return Err(PeerError::ConnectionClosed),
+            }
+        }
+    }
+
+    /// Runs ICE and DTLS over the connection until connected or `timeout` passes.
+    pub fn connect(&mut self, timeout: Duration) -> Result<(), PeerError> {
+        let deadline = Instant::now() + timeout;
+        let mut buf = vec![0u8; MAX_FRAME_LEN];
+        self.peer.start(Instant::now(), &mut Self::sender(&self.stream, &mut self.frame))?;
+        while !self.peer.is_connected() {
+            let now = Instant::now();
+            if now >= deadline {
+                return Err(PeerError::NotConnected);
+            }
+            let wake =
+                self.peer.poll_timeout().map_or(deadline, |t| t.min(deadline)).max(now + Duration::from_millis(1));
+            match self.read_frame(&mut buf, wake)? {
+                Some(len) => {
+                    let mut send = Self::sender(&self.stream, &mut self.frame);
+                    // A damaged packet is not fatal to a handshake in progress.
+                    let _ = self.peer.handle_datagram(Instant::now(), &mut buf[..len], &mut send);
+                }
+                None => self.peer.handle_timeout(Instant::now(), &mut Self::sender(&self.stream, &mut self.frame))?,
+            }
+        }
+        Ok(())
+    }
+
+    /// Protects and sends the RTP packet in `buf[..len]` (`buf` needs room for the tag).
+    pub fn send_rtp(&mut self, buf: &mut [u8], len: usize) -> Result<(), PeerError> {
+        let len = self.peer.protect_rtp(buf, len)?;
+        write_framed(&self.stream, &mut self.frame, &buf[..len])
+    }
+
+    /// Protects and sends the RTCP compound in `buf[..len]`.
+    pub fn send_rtcp(&mut self, buf: &mut [u8], len: usize) -> Result<(), PeerError> {
+        let len = self.peer.protect_rtcp(buf, len)?;
+        write_framed(&self.stream, &mut self.frame, &buf[..len])
+    }
+
+    /// Writes `bytes` to the stream as they are, without a frame around them: for tests of
+    /// what the worker does with a stream that breaks the framing.
+    pub fn send_unframed(&mut self, bytes: &[u8]) -> Result<(), PeerError> {
+        (&self.stream).write_all(bytes).map_err(|_| PeerError::ConnectionClosed)
+    }
+
+    /// Waits up to `timeout` for the next media packet and decrypts it into `buf`; `None`
+    /// when none came, `Some(Err)` for one that did not decrypt or for a closed connection.
+    pub fn receive(&mut self, buf: &mut [u8], timeout: Duration) -> Option<Result<Received, PeerError>> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let len = match self.read_frame(buf, deadline) {
+                Ok(Some(len)) => len,
+                Ok(None) => return None,
+                Err(e) => return Some(Err(e)),
+            };
+            let mut send = Self::sender(&self.stream, &mut self.frame);
+            match self.peer.handle_datagram(Instant::now(), &mut buf[..len], &mut send) {
+                Ok(Received::Control) => continue,
+                other => return Some(other),
+            }
+        }
+    }
+}
+
+/// Frames `bytes` into `frame` and writes it in one call.
+fn write_framed(stream: &TcpStream, frame: &mut [u8], bytes: &[u8]) -> Result<(), PeerError> {
+    let len = framing::encode(bytes, frame).map_err(PeerError::Framing)?;
+    let mut stream = stream;
+    stream.write_all(&frame[..len]).map_err(|_| PeerError::ConnectionClosed)
 }

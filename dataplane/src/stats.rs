@@ -34,10 +34,16 @@ pub enum DropReason {
     ReceiveNoBuffer,
     /// A handshake datagram past this turn's budget that found the backlog full.
     HandshakeBudget,
+    /// A packet for a TCP connection whose write buffer was full, or that had failed.
+    TcpWrite,
+    /// A TCP connection closed for a zero-length frame or one larger than a slot.
+    TcpBadFrame,
+    /// A TCP connection accepted past the worker's limit and closed at once.
+    TcpOverLimit,
 }
 
 impl DropReason {
-    pub const ALL: [DropReason; 12] = [
+    pub const ALL: [DropReason; 15] = [
         Self::Malformed,
         Self::UnknownSource,
         Self::StunUnknownUfrag,
@@ -50,6 +56,9 @@ impl DropReason {
         Self::Send,
         Self::ReceiveNoBuffer,
         Self::HandshakeBudget,
+        Self::TcpWrite,
+        Self::TcpBadFrame,
+        Self::TcpOverLimit,
     ];
 
     /// The label used in metrics.
@@ -67,6 +76,9 @@ impl DropReason {
             Self::Send => "send",
             Self::ReceiveNoBuffer => "receive_no_buffer",
             Self::HandshakeBudget => "handshake_budget",
+            Self::TcpWrite => "tcp_write",
+            Self::TcpBadFrame => "tcp_bad_frame",
+            Self::TcpOverLimit => "tcp_over_limit",
         }
     }
 
@@ -84,6 +96,8 @@ pub struct WorkerCounters {
     pub bytes_out: u64,
     pub drops: [u64; DropReason::ALL.len()],
     pub transports: u64,
+    /// ICE-TCP connections open.
+    pub tcp_connections: u64,
     pub loop_turns: u64,
     /// Time spent handling work (not waiting in the kernel), since start.
     pub busy: Duration,
@@ -95,6 +109,12 @@ impl WorkerCounters {
     #[inline]
     pub fn drop(&mut self, reason: DropReason) {
         self.drops[reason.index()] += 1;
+    }
+
+    /// Counts `count` drops of one reason at once.
+    #[inline]
+    pub fn drop_many(&mut self, reason: DropReason, count: u64) {
+        self.drops[reason.index()] += count;
     }
 
     pub fn drops_of(&self, reason: DropReason) -> u64 {
@@ -119,6 +139,7 @@ pub struct SharedStats {
     bytes_out: AtomicU64,
     drops: [AtomicU64; DropReason::ALL.len()],
     transports: AtomicU64,
+    tcp_connections: AtomicU64,
     loop_turns: AtomicU64,
     busy_ns: AtomicU64,
     longest_turn_ns: AtomicU64,
@@ -144,6 +165,7 @@ impl SharedStats {
             slot.store(value, r);
         }
         self.transports.store(c.transports, r);
+        self.tcp_connections.store(c.tcp_connections, r);
         self.loop_turns.store(c.loop_turns, r);
         self.busy_ns.store(nanos(c.busy), r);
         self.longest_turn_ns.store(nanos(c.longest_turn), r);
@@ -163,6 +185,7 @@ impl SharedStats {
             bytes_out: self.bytes_out.load(r),
             drops,
             transports: self.transports.load(r),
+            tcp_connections: self.tcp_connections.load(r),
             loop_turns: self.loop_turns.load(r),
             busy: Duration::from_nanos(self.busy_ns.load(r)),
             longest_turn: Duration::from_nanos(self.longest_turn_ns.load(r)),
@@ -187,9 +210,10 @@ mod tests {
 
     #[test]
     fn published_counters_read_back() {
-        let mut counters = WorkerCounters { packets_in: 5, ..WorkerCounters::default() };
+        let mut counters = WorkerCounters { packets_in: 5, tcp_connections: 3, ..WorkerCounters::default() };
         counters.drop(DropReason::SrtpAuth);
         counters.drop(DropReason::SrtpAuth);
+        counters.drop_many(DropReason::TcpWrite, 7);
         counters.turn(Duration::from_micros(30));
         counters.turn(Duration::from_micros(10));
         let shared = SharedStats::new();
@@ -197,6 +221,8 @@ mod tests {
         let seen = shared.snapshot();
         assert_eq!(seen.packets_in, 5);
         assert_eq!(seen.drops_of(DropReason::SrtpAuth), 2);
+        assert_eq!(seen.drops_of(DropReason::TcpWrite), 7);
+        assert_eq!(seen.tcp_connections, 3);
         assert_eq!(seen.loop_turns, 2);
         assert_eq!(seen.busy, Duration::from_micros(40));
         assert_eq!(seen.longest_turn, Duration::from_micros(30));

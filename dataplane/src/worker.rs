@@ -1,8 +1,9 @@
 //! Worker threads: one per dataplane core, each pinned to its core from start-up and owning
-//! everything it runs — its UDP socket, its [`Engine`] (transports and router). The control
-//! plane holds only a [`WorkerHandle`] per worker: the queue to send it commands, the queue
-//! its replies come back on, its published statistics and the facts it reports (kernel
-//! thread id, core, socket address).
+//! everything it runs — its UDP socket, the TCP listener on the same address and port (for
+//! ICE-TCP passive candidates) with its connections, its [`Engine`] (transports and router).
+//! The control plane holds only a [`WorkerHandle`] per worker: the queue to send it
+//! commands, the queue its replies come back on, its published statistics and the facts it
+//! reports (kernel thread id, core, UDP and TCP addresses).
 //!
 //! Rules: a worker shares nothing with other workers; it learns of work only through its
 //! command queue; `Workers::shutdown` (or drop) stops and joins every thread. The loop
@@ -22,7 +23,7 @@ use crate::Error;
 use crate::command::{Command, CommandReceiver, CommandSender, Reply, RequestId, command_queue};
 use crate::dtls::{CertificateFingerprint, DtlsIdentity, DtlsVersionPolicy};
 use crate::engine::{Engine, EngineConfig, Outbox};
-use crate::io::{BackendChoice, Io, SendQueue, SocketIndex, bind_udp};
+use crate::io::{BackendChoice, Io, SendQueue, SocketIndex, bind_tcp, bind_udp};
 use crate::stats::{DropReason, SharedStats};
 use crate::sys;
 
@@ -45,7 +46,8 @@ pub struct WorkerPlan {
     /// The socket backend every worker asks for.
     pub backend: BackendChoice,
     /// The media socket of worker 0; worker `i` binds the next port up (`port + i`), or an
-    /// ephemeral port of the same address when the port is 0. `None`: no media socket.
+    /// ephemeral port of the same address when the port is 0. Each worker also listens for
+    /// ICE-TCP on the port its UDP socket got. `None`: no media socket.
     pub udp: Option<SocketAddr>,
 }
 
@@ -88,6 +90,7 @@ pub struct WorkerHandle {
     pinned: bool,
     backend: &'static str,
     udp: Option<SocketAddr>,
+    tcp: Option<SocketAddr>,
     fingerprint: CertificateFingerprint,
     commands: CommandSender,
     replies: Mutex<ReplyMatcher>,
@@ -136,6 +139,12 @@ impl WorkerHandle {
         self.udp
     }
 
+    /// Where the worker listens for ICE-TCP (the SDP's `tcptype passive` host candidate):
+    /// the same address and port as [`WorkerHandle::udp_address`].
+    pub fn tcp_address(&self) -> Option<SocketAddr> {
+        self.tcp
+    }
+
     /// The fingerprint of the certificate every transport of this worker presents.
     pub fn fingerprint(&self) -> CertificateFingerprint {
         self.fingerprint
@@ -176,10 +185,18 @@ pub struct Workers {
     handles: Vec<WorkerHandle>,
 }
 
+/// What a worker reports once it is set up.
+struct Setup {
+    backend: &'static str,
+    udp: Option<SocketAddr>,
+    tcp: Option<SocketAddr>,
+    fingerprint: CertificateFingerprint,
+}
+
 struct Started {
     thread_id: i32,
     pinned: bool,
-    setup: Result<(&'static str, Option<SocketAddr>, CertificateFingerprint), Error>,
+    setup: Result<Setup, Error>,
 }
 
 /// What a worker thread owns.
@@ -194,11 +211,18 @@ fn set_up(
     wake: Arc<crate::sys::EventFd>,
     backend: BackendChoice,
 ) -> Result<WorkerState, Error> {
-    let sockets = match udp {
-        Some(addr) => vec![bind_udp(addr).map_err(|e| Error::Bind { addr, source: e })?],
-        None => Vec::new(),
+    let (sockets, listener) = match udp {
+        Some(addr) => {
+            let socket = bind_udp(addr).map_err(|e| Error::Bind { addr, protocol: "UDP", source: e })?;
+            // The TCP candidate shares the UDP one's port, so an ephemeral UDP port decides
+            // the TCP port too; a TCP socket already holding it fails start-up.
+            let bound = socket.local_addr().map_err(Error::Io)?.as_socket().unwrap_or(addr);
+            let listener = bind_tcp(bound).map_err(|e| Error::Bind { addr: bound, protocol: "TCP", source: e })?;
+            (vec![socket], Some(listener))
+        }
+        None => (Vec::new(), None),
     };
-    let io = Io::new(sockets, wake, backend).map_err(Error::Io)?;
+    let io = Io::new(sockets, listener, wake, backend).map_err(Error::Io)?;
     let udp = io.local_addr(SocketIndex(0));
     let identity = DtlsIdentity::generate(DtlsVersionPolicy::Dtls12Only).map_err(|e| Error::Identity(e.to_string()))?;
     Ok(WorkerState { io, engine: Engine::new(EngineConfig::default(), identity), udp })
@@ -224,7 +248,12 @@ impl Workers {
                     let thread_id = sys::current_thread_id();
                     match set_up(udp, inbox.wake_fd(), backend) {
                         Ok(mut state) => {
-                            let setup = Ok((state.io.backend_name(), state.udp, state.engine.fingerprint()));
+                            let setup = Ok(Setup {
+                                backend: state.io.backend_name(),
+                                udp: state.udp,
+                                tcp: state.io.tcp_local_addr(),
+                                fingerprint: state.engine.fingerprint(),
+                            });
                             // The receiver waits for this message; if it is gone, start-up
                             // failed already and this worker just ends.
                             if started_tx.send(Started { thread_id, pinned, setup }).is_ok() {
@@ -238,7 +267,7 @@ impl Workers {
                 })
                 .map_err(Error::Spawn)?;
             let started = started_rx.recv().map_err(|_| Error::WorkerGone)?;
-            let (backend, udp, fingerprint) = started.setup?;
+            let Setup { backend, udp, tcp, fingerprint } = started.setup?;
             if !started.pinned {
                 tracing::warn!(worker = index, core, "could not pin worker to its core; it runs unpinned");
             }
@@ -249,6 +278,7 @@ impl Workers {
                 pinned: started.pinned,
                 backend,
                 udp,
+                tcp,
                 fingerprint,
                 commands,
                 replies: Mutex::new(ReplyMatcher { queue: reply_rx, early: HashMap::new() }),
@@ -366,10 +396,13 @@ fn run(
         for event in engine.drain_events() {
             tracing::debug!(worker = index, ?event, "transport event");
         }
+        let tcp = io.take_tcp_counters();
         let counters = engine.counters();
-        for _ in 0..send_drops {
-            counters.drop(DropReason::Send);
-        }
+        counters.drop_many(DropReason::Send, send_drops);
+        counters.drop_many(DropReason::TcpWrite, tcp.write_drops);
+        counters.drop_many(DropReason::TcpBadFrame, tcp.bad_frames);
+        counters.drop_many(DropReason::TcpOverLimit, tcp.over_limit);
+        counters.tcp_connections = io.tcp_connections() as u64;
         counters.turn(Instant::now().saturating_duration_since(started));
         if now >= next_publish {
             stats.publish(counters);
@@ -452,6 +485,26 @@ mod tests {
         assert_eq!(plan.cores, vec![0, 1, 0]);
         assert_eq!(plan.spare_cores(&[0, 1]), vec![0, 1]);
         assert!(WorkerPlan::spread(2, &[], BackendChoice::Auto).cores.is_empty());
+    }
+
+    #[test]
+    fn the_tcp_listener_takes_the_udp_port_or_start_up_fails() {
+        let available: Vec<usize> = core_affinity::get_core_ids().unwrap_or_default().iter().map(|c| c.id).collect();
+        let mut plan = WorkerPlan::spread(1, &available, BackendChoice::Epoll);
+        plan.udp = Some("127.0.0.1:0".parse().unwrap());
+        let workers = Workers::start(&plan).unwrap();
+        let handle = &workers.handles()[0];
+        assert!(handle.udp_address().is_some_and(|a| a.port() != 0));
+        assert_eq!(handle.tcp_address(), handle.udp_address());
+        workers.shutdown();
+
+        // UDP and TCP ports are separate: the UDP socket binds, the listener cannot.
+        let squatter = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        plan.udp = Some(squatter.local_addr().unwrap());
+        match Workers::start(&plan) {
+            Err(Error::Bind { addr, protocol: "TCP", .. }) => assert_eq!(Some(addr), plan.udp),
+            other => panic!("start-up must fail on the TCP port: {other:?}"),
+        }
     }
 
     #[test]

@@ -3,12 +3,22 @@
 //! two calls to the loop — `poll` (wait, then receive a bounded batch) and `flush` (send a
 //! [`SendQueue`] with as few system calls as possible) — so the engine above never knows
 //! which one runs.
+//!
+//! The worker's ICE-TCP connections (see `tcp`) sit behind the same two calls: a frame
+//! received on one is handed up like a datagram from the connection's peer address, and a
+//! queued datagram to a connection's peer address leaves framed on that connection instead
+//! of the UDP socket. The engine never knows which transport a packet used. With the epoll
+//! backend the TCP fds share the set the UDP sockets are in; with io_uring they are in an
+//! epoll set of their own, which the ring polls.
 #![forbid(unsafe_code)]
 
 mod send_queue;
+mod tcp;
+#[cfg(test)]
+mod tcp_tests;
 
 use std::io;
-use std::net::SocketAddr;
+use std::net::{SocketAddr, TcpListener};
 use std::os::fd::AsRawFd;
 use std::sync::Arc;
 use std::time::Duration;
@@ -16,10 +26,12 @@ use std::time::Duration;
 use socket2::{Domain, Protocol, Socket, Type};
 
 pub use self::send_queue::{SLOT_SIZE, SendQueue, SocketIndex};
-use crate::sys::EventFd;
+use self::tcp::Tcp;
+pub use self::tcp::{MAX_CONNECTIONS, READ_BUFFER, TcpCounters, WRITE_BUFFER};
 use crate::sys::epoll::{EpollIo, EpollTx};
 pub use crate::sys::mmsg::FlushOutcome;
 use crate::sys::uring::{self, UringIo, UringTx};
+use crate::sys::{Epoll, Event, EventFd};
 
 /// Socket buffer size requested for each worker socket; the kernel caps it at
 /// `net.core.rmem_max` / `wmem_max` (see tuning/).
@@ -48,10 +60,13 @@ impl std::str::FromStr for BackendChoice {
     }
 }
 
+/// Connections the kernel queues for a worker's TCP listener before it accepts them.
+const LISTEN_BACKLOG: i32 = 1024;
+
 /// What one `poll` call saw.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct PollOutcome {
-    /// Datagrams handed to the callback.
+    /// Datagrams (and TCP frames) handed to the callback.
     pub received: usize,
     /// The wake-up fd fired: commands are waiting.
     pub woken: bool,
@@ -70,10 +85,26 @@ pub fn bind_udp(addr: SocketAddr) -> io::Result<Socket> {
     Ok(socket)
 }
 
-/// A worker's sockets and its backend.
+/// A TCP listener configured for a worker's ICE-TCP passive candidate: non-blocking, bound
+/// to `addr` (the UDP socket's address and port), listening.
+pub fn bind_tcp(addr: SocketAddr) -> io::Result<TcpListener> {
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    if addr.is_ipv6() {
+        socket.set_only_v6(false)?;
+    }
+    // A restarted worker rebinds at once while its old connections sit in TIME_WAIT.
+    socket.set_reuse_address(true)?;
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(LISTEN_BACKLOG)?;
+    Ok(socket.into())
+}
+
+/// A worker's sockets, its TCP connections and its backend.
 #[derive(Debug)]
 pub struct Io {
     sockets: Vec<Socket>,
+    tcp: Option<Tcp>,
     backend: Backend,
 }
 
@@ -90,11 +121,37 @@ pub fn uring_unavailable_reason() -> Option<String> {
     uring::unavailable_reason()
 }
 
+impl Backend {
+    /// The epoll set where TCP fds are registered.
+    fn registry(&self) -> Arc<Epoll> {
+        match self {
+            Self::Uring(uring) => uring.registry(),
+            Self::Epoll(epoll) => epoll.registry(),
+        }
+    }
+}
+
 impl Io {
-    /// Drives `sockets` and the wake-up fd with the backend `choice` resolves to.
-    /// With `Auto`, a failure to set io_uring up is logged with its reason and the epoll
-    /// backend runs instead; with `Uring` it is an error.
-    pub(crate) fn new(sockets: Vec<Socket>, wake: Arc<EventFd>, choice: BackendChoice) -> io::Result<Self> {
+    /// Drives `sockets`, the connections `tcp` accepts (at most [`MAX_CONNECTIONS`]) and the
+    /// wake-up fd with the backend `choice` resolves to. With `Auto`, a failure to set
+    /// io_uring up is logged with its reason and the epoll backend runs instead; with
+    /// `Uring` it is an error.
+    pub(crate) fn new(
+        sockets: Vec<Socket>,
+        tcp: Option<TcpListener>,
+        wake: Arc<EventFd>,
+        choice: BackendChoice,
+    ) -> io::Result<Self> {
+        Self::with_connection_limit(sockets, tcp, MAX_CONNECTIONS, wake, choice)
+    }
+
+    fn with_connection_limit(
+        sockets: Vec<Socket>,
+        tcp: Option<TcpListener>,
+        limit: usize,
+        wake: Arc<EventFd>,
+        choice: BackendChoice,
+    ) -> io::Result<Self> {
         let fds: Vec<_> = sockets.iter().map(AsRawFd::as_raw_fd).collect();
         let backend = match choice {
             BackendChoice::Epoll => Backend::Epoll(EpollIo::new(fds, wake)?),
@@ -118,7 +175,8 @@ impl Io {
                 }
             }
         };
-        Ok(Self { sockets, backend })
+        let tcp = tcp.map(|listener| Tcp::new(listener, backend.registry(), limit)).transpose()?;
+        Ok(Self { sockets, tcp, backend })
     }
 
     /// The backend actually running.
@@ -133,36 +191,109 @@ impl Io {
         self.sockets.get(usize::from(socket.0))?.local_addr().ok()?.as_socket()
     }
 
-    /// Waits up to `timeout` (forever when `None`) for datagrams or a wake-up, then hands
-    /// at most about `budget` received datagrams to `on_datagram`, together with a
-    /// [`Transmit`] for flushing a full send queue while the datagram is handled.
+    /// Where the TCP listener is bound, when there is one.
+    pub fn tcp_local_addr(&self) -> Option<SocketAddr> {
+        self.tcp.as_ref()?.local_addr()
+    }
+
+    /// TCP connections open now.
+    pub fn tcp_connections(&self) -> usize {
+        self.tcp.as_ref().map_or(0, Tcp::connection_count)
+    }
+
+    /// The TCP side's drops and refusals since the last call.
+    pub fn take_tcp_counters(&mut self) -> TcpCounters {
+        self.tcp.as_mut().map(Tcp::take_counters).unwrap_or_default()
+    }
+
+    /// Waits up to `timeout` (forever when `None`) for datagrams, TCP traffic or a wake-up,
+    /// then hands at most about `budget` received datagrams, and about as many TCP frames
+    /// (one read per ready connection until the budget is spent), to `on_datagram`, together
+    /// with a [`Transmit`] for flushing a full send queue while the datagram is handled. TCP
+    /// frames come with [`SocketIndex::TCP`] and their connection's peer address. TCP
+    /// connections whose writes failed are closed first.
     pub fn poll(
         &mut self,
         timeout: Option<Duration>,
         budget: usize,
         mut on_datagram: impl FnMut(SocketIndex, SocketAddr, &mut [u8], &mut Transmit<'_>),
     ) -> io::Result<PollOutcome> {
-        match &mut self.backend {
-            Backend::Uring(uring) => uring
-                .poll(timeout, budget, &mut |s, a, b, tx| on_datagram(s, a, b, &mut Transmit(TransmitSide::Uring(tx)))),
-            Backend::Epoll(epoll) => epoll
-                .poll(timeout, budget, &mut |s, a, b, tx| on_datagram(s, a, b, &mut Transmit(TransmitSide::Epoll(tx)))),
+        let tcp = &mut self.tcp;
+        if let Some(tcp) = tcp.as_mut() {
+            tcp.reap();
         }
+        let mut frames = 0;
+        let mut outcome = match &mut self.backend {
+            Backend::Uring(uring) => uring.poll(timeout, budget, &mut |event, tx| {
+                frames += dispatch(event, tx, tcp.as_mut(), budget.saturating_sub(frames), &mut on_datagram);
+            }),
+            Backend::Epoll(epoll) => epoll.poll(timeout, budget, &mut |event, tx| {
+                frames += dispatch(event, tx, tcp.as_mut(), budget.saturating_sub(frames), &mut on_datagram);
+            }),
+        }?;
+        outcome.received += frames;
+        Ok(outcome)
     }
 
     /// Sends everything in `queue` and empties it (see [`Transmit::flush`]).
     pub fn flush(&mut self, queue: &mut SendQueue) -> io::Result<FlushOutcome> {
-        match &mut self.backend {
-            Backend::Uring(uring) => Transmit(TransmitSide::Uring(&mut uring.tx)),
-            Backend::Epoll(epoll) => Transmit(TransmitSide::Epoll(&mut epoll.tx)),
-        }
-        .flush(queue)
+        let side = match &mut self.backend {
+            Backend::Uring(uring) => TransmitSide::Uring(&mut uring.tx),
+            Backend::Epoll(epoll) => TransmitSide::Epoll(&mut epoll.tx),
+        };
+        Transmit { side, tcp: self.tcp.as_mut() }.flush(queue)
     }
 }
 
-/// The send side of a backend.
+/// A backend's send side, as [`Transmit`] wraps it.
+trait SendSide {
+    fn side(&mut self) -> TransmitSide<'_>;
+}
+
+impl SendSide for UringTx {
+    fn side(&mut self) -> TransmitSide<'_> {
+        TransmitSide::Uring(self)
+    }
+}
+
+impl SendSide for EpollTx {
+    fn side(&mut self) -> TransmitSide<'_> {
+        TransmitSide::Epoll(self)
+    }
+}
+
+/// Hands what a backend reported to `on_datagram`: a datagram as it is, a ready TCP fd as
+/// the frames its connection yields while `tcp_budget` lasts (a connection left unread is
+/// reported ready again next turn). Returns the TCP frames handed up.
+fn dispatch(
+    event: Event<'_>,
+    tx: &mut impl SendSide,
+    tcp: Option<&mut Tcp>,
+    tcp_budget: usize,
+    on_datagram: &mut impl FnMut(SocketIndex, SocketAddr, &mut [u8], &mut Transmit<'_>),
+) -> usize {
+    let mut on_frame = |source: SocketAddr, bytes: &mut [u8], tcp: &mut Tcp| {
+        on_datagram(SocketIndex::TCP, source, bytes, &mut Transmit { side: tx.side(), tcp: Some(tcp) });
+    };
+    match (event, tcp) {
+        (Event::Datagram { socket, source, bytes }, tcp) => {
+            on_datagram(socket, source, bytes, &mut Transmit { side: tx.side(), tcp });
+            0
+        }
+        (Event::Ready { token, readiness }, Some(tcp)) => {
+            tcp.handle_ready(token, readiness, tcp_budget > 0, &mut on_frame)
+        }
+        (Event::RegistryReady, Some(tcp)) => tcp.drain_registry(tcp_budget, &mut on_frame),
+        (_, None) => 0,
+    }
+}
+
+/// The send side of a backend, and the worker's TCP connections.
 #[derive(Debug)]
-pub struct Transmit<'a>(TransmitSide<'a>);
+pub struct Transmit<'a> {
+    side: TransmitSide<'a>,
+    tcp: Option<&'a mut Tcp>,
+}
 
 #[derive(Debug)]
 enum TransmitSide<'a> {
@@ -171,15 +302,24 @@ enum TransmitSide<'a> {
 }
 
 impl Transmit<'_> {
-    /// Sends everything in `queue` and empties it. Never blocks on a full socket: what the
-    /// kernel will not take now is dropped and counted in the outcome.
+    /// Sends everything in `queue` and empties it: datagrams to a TCP connection's peer
+    /// are framed onto that connection, the rest go out of their UDP socket. Never blocks:
+    /// what the kernel will not take now is dropped and counted in the outcome, and what a
+    /// TCP connection's full writer will not take in the TCP counters.
     pub fn flush(&mut self, queue: &mut SendQueue) -> io::Result<FlushOutcome> {
-        let outcome = match &mut self.0 {
+        let mut on_tcp = 0;
+        if let Some(tcp) = self.tcp.as_deref_mut()
+            && tcp.has_connections()
+        {
+            on_tcp = tcp.divert(queue);
+            tcp.write_dirty();
+        }
+        let outcome = match &mut self.side {
             TransmitSide::Uring(tx) => tx.flush(queue)?,
             TransmitSide::Epoll(tx) => tx.flush(queue),
         };
         queue.clear();
-        Ok(outcome)
+        Ok(FlushOutcome { sent: outcome.sent + on_tcp, dropped: outcome.dropped })
     }
 }
 
@@ -191,7 +331,7 @@ mod tests {
         let any: SocketAddr = "127.0.0.1:0".parse().unwrap();
         let sockets = vec![bind_udp(any).unwrap(), bind_udp(any).unwrap()];
         let wake = Arc::new(EventFd::new().unwrap());
-        (Io::new(sockets, Arc::clone(&wake), choice).unwrap(), wake)
+        (Io::new(sockets, None, Arc::clone(&wake), choice).unwrap(), wake)
     }
 
     fn exchange_datagrams(choice: BackendChoice) {

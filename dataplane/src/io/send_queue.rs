@@ -4,6 +4,8 @@
 //! Rules: reserve a slot with [`SendQueue::slot`], write the datagram into it, then
 //! [`SendQueue::commit`] its length and destination; an uncommitted slot is simply reused.
 //! When the queue is full the caller flushes it through the backend before going on.
+//! A datagram whose destination is a TCP peer is moved to that connection at flush time and
+//! marked [`SocketIndex::TCP`]; the UDP backends skip what carries that mark.
 #![forbid(unsafe_code)]
 
 use std::net::SocketAddr;
@@ -15,6 +17,12 @@ pub const SLOT_SIZE: usize = 2048;
 /// Which of the worker's sockets a datagram leaves from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct SocketIndex(pub u16);
+
+impl SocketIndex {
+    /// The worker's TCP connections as a whole: frames received on any of them come with
+    /// this index, and a queued datagram handed to one of them carries it.
+    pub const TCP: SocketIndex = SocketIndex(u16::MAX);
+}
 
 #[derive(Debug, Clone, Copy)]
 struct Entry {
@@ -92,6 +100,14 @@ impl SendQueue {
         let start = index * SLOT_SIZE;
         let bytes = self.arena.get(start..start + usize::from(entry.len))?;
         Some((entry.socket, entry.destination, bytes))
+    }
+
+    /// Marks the datagram at `index` as sent on a TCP connection, so that no UDP socket
+    /// sends it.
+    pub(crate) fn divert(&mut self, index: usize) {
+        if let Some(entry) = self.entries.get_mut(index) {
+            entry.socket = SocketIndex::TCP;
+        }
     }
 
     pub fn iter(&self) -> impl Iterator<Item = (SocketIndex, SocketAddr, &[u8])> {

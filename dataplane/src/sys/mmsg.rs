@@ -137,6 +137,11 @@ impl SendBatch {
         let mut index = 0;
         while index < queue.len() {
             let Some((socket, _, _)) = queue.get(index) else { break };
+            // The io layer has written it to a TCP connection already.
+            if socket == SocketIndex::TCP {
+                index += 1;
+                continue;
+            }
             let Some(&fd) = fds.get(usize::from(socket.0)) else {
                 outcome.dropped += 1;
                 index += 1;

@@ -1,6 +1,7 @@
 //! The one module of the dataplane allowed `unsafe`: thin, checked wrappers over the kernel
 //! calls the workers need (thread ids, eventfd wake-ups, batched socket I/O through epoll
-//! or io_uring). Every wrapper returns `io::Result` and owns its file descriptors and
+//! or io_uring, and the epoll set that watches the io layer's TCP streams under either
+//! backend). Every wrapper returns `io::Result` and owns its file descriptors and
 //! kernel-visible buffers, so callers stay in safe code.
 
 pub(crate) mod epoll;
@@ -9,7 +10,23 @@ mod sockaddr;
 pub(crate) mod uring;
 
 use std::io;
+use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+
+pub(crate) use self::epoll::{Epoll, Events, Interest, REGISTRY_EVENTS, Readiness};
+use crate::io::SocketIndex;
+
+/// What a backend's `poll` hands the io layer, together with its send side.
+#[derive(Debug)]
+pub(crate) enum Event<'a> {
+    /// A datagram received on UDP socket `socket`, writable in place.
+    Datagram { socket: SocketIndex, source: SocketAddr, bytes: &'a mut [u8] },
+    /// An fd registered under `token` in the set the epoll backend waits on is ready.
+    Ready { token: u64, readiness: Readiness },
+    /// Some fd of the registry the io_uring backend polls is ready: wait on it with a zero
+    /// timeout to learn which. The ring polls it again only after this event is handled.
+    RegistryReady,
+}
 
 /// The kernel's id of the calling thread (what `/proc/self/task/<tid>` and `top -H` show).
 pub(crate) fn current_thread_id() -> i32 {

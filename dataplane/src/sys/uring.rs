@@ -1,6 +1,7 @@
 //! The io_uring socket backend: a multishot `recvmsg` per UDP socket that fills buffers
-//! from a provided-buffer ring, a multishot poll on the wake-up eventfd, and sends queued
-//! as `sendmsg` entries with one submit per flush.
+//! from a provided-buffer ring, a multishot poll on the wake-up eventfd, a one-shot poll on
+//! the registry (the epoll set of the io layer's stream fds), and sends queued as `sendmsg`
+//! entries with one submit per flush.
 //!
 //! Invariants kept here:
 //! - The buffer ring and its buffers are allocated once and outlive the ring's use of
@@ -10,6 +11,10 @@
 //!   queue's bytes may be reused.
 //! - Completions of other kinds met while waiting for sends are kept, in order, and
 //!   handled by the next `poll`.
+//! - The registry poll is one-shot and re-armed only after its event was handled: a poll
+//!   armed on an epoll set that still has ready fds completes at once, so stream fds left
+//!   ready (level-triggered) are never missed, as a multishot poll, which fires only on new
+//!   wake-ups, could miss them.
 
 use std::alloc::{Layout, alloc_zeroed, dealloc};
 use std::collections::VecDeque;
@@ -23,9 +28,8 @@ use std::time::Duration;
 use io_uring::types::{Fd, RecvMsgOut, SubmitArgs, Timespec};
 use io_uring::{IoUring, cqueue, opcode, squeue};
 
-use super::EventFd;
 use super::mmsg::FlushOutcome;
-use super::sockaddr;
+use super::{Epoll, Event, EventFd, sockaddr};
 use crate::io::{PollOutcome, SLOT_SIZE, SendQueue, SocketIndex};
 
 /// Buffers in the provided-buffer ring (a power of two). Datagrams beyond this many in
@@ -39,6 +43,7 @@ const COMPLETION_ENTRIES: u32 = 8192;
 const KIND_RECV: u64 = 1 << 56;
 const KIND_WAKE: u64 = 2 << 56;
 const KIND_SEND: u64 = 3 << 56;
+const KIND_REGISTRY: u64 = 4 << 56;
 const KIND_MASK: u64 = 0xff << 56;
 
 /// Why io_uring cannot be used, for the log line that explains the fallback.
@@ -191,6 +196,7 @@ struct UringRx {
     /// The recvmsg template the kernel reads when arming (name space, no control data).
     recv_template: Box<libc::msghdr>,
     wake: Arc<EventFd>,
+    registry: Arc<Epoll>,
 }
 
 /// The ring and the send side, usable while a received datagram is being handled.
@@ -244,13 +250,14 @@ impl UringIo {
                 send: SendHeaders::with_capacity(0),
                 deferred: VecDeque::with_capacity(COMPLETION_ENTRIES as usize),
             },
-            rx: UringRx { buffers, recv_template, wake },
+            rx: UringRx { buffers, recv_template, wake, registry: Arc::new(Epoll::new()?) },
             enobufs: 0,
         };
         for index in 0..this.tx.sockets.len() {
             this.arm_recv(index)?;
         }
         this.arm_wake()?;
+        this.arm_registry()?;
         this.tx.ring.submit()?;
         Ok(this)
     }
@@ -271,13 +278,27 @@ impl UringIo {
         self.tx.push_entry(&entry)
     }
 
+    fn arm_registry(&mut self) -> io::Result<()> {
+        let entry = opcode::PollAdd::new(Fd(self.rx.registry.as_raw_fd()), libc::POLLIN as u32)
+            .build()
+            .user_data(KIND_REGISTRY);
+        self.tx.push_entry(&entry)
+    }
+
+    /// The epoll set where the io layer registers its stream fds; the ring reports it ready
+    /// as [`Event::RegistryReady`].
+    pub(crate) fn registry(&self) -> Arc<Epoll> {
+        Arc::clone(&self.rx.registry)
+    }
+
     /// Waits up to `timeout` (forever when `None`) for a completion, then handles at most
-    /// about `budget` received datagrams, each with the send side at hand.
+    /// about `budget` received datagrams, each with the send side at hand, and reports a
+    /// ready registry.
     pub(crate) fn poll(
         &mut self,
         timeout: Option<Duration>,
         budget: usize,
-        on_datagram: &mut impl FnMut(SocketIndex, SocketAddr, &mut [u8], &mut UringTx),
+        on_event: &mut impl FnMut(Event<'_>, &mut UringTx),
     ) -> io::Result<PollOutcome> {
         let ring = &mut self.tx.ring;
         if self.tx.deferred.is_empty() && ring.completion().is_empty() {
@@ -299,6 +320,7 @@ impl UringIo {
         let mut outcome = PollOutcome::default();
         let mut rearm_recv = Vec::new();
         let mut rearm_wake = false;
+        let mut rearm_registry = false;
         let mut recycled = false;
         while outcome.received < budget.max(1) {
             let Some(done) = self.tx.next_completion() else { break };
@@ -310,8 +332,8 @@ impl UringIo {
                     }
                     if let Some(bid) = cqueue::buffer_select(done.flags) {
                         if done.result > 0 {
-                            self.rx.deliver(index, bid, done.result as usize, &mut |s, a, b| {
-                                on_datagram(s, a, b, &mut self.tx)
+                            self.rx.deliver(index, bid, done.result as usize, &mut |socket, source, bytes| {
+                                on_event(Event::Datagram { socket, source, bytes }, &mut self.tx)
                             });
                             outcome.received += 1;
                         }
@@ -326,6 +348,10 @@ impl UringIo {
                     outcome.woken = true;
                     rearm_wake |= !cqueue::more(done.flags);
                 }
+                KIND_REGISTRY => {
+                    on_event(Event::RegistryReady, &mut self.tx);
+                    rearm_registry = true;
+                }
                 _ => {}
             }
         }
@@ -337,6 +363,9 @@ impl UringIo {
         }
         if rearm_wake {
             self.arm_wake()?;
+        }
+        if rearm_registry {
+            self.arm_registry()?;
         }
         Ok(outcome)
     }
@@ -400,6 +429,10 @@ impl UringTx {
         let mut outcome = FlushOutcome::default();
         let mut pending = 0usize;
         for (i, (socket, destination, bytes)) in queue.iter().enumerate() {
+            // The io layer has written it to a TCP connection already.
+            if socket == SocketIndex::TCP {
+                continue;
+            }
             let Some(&fd) = self.sockets.get(usize::from(socket.0)) else {
                 outcome.dropped += 1;
                 continue;

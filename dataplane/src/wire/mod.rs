@@ -1,9 +1,11 @@
 //! Wire formats of the forwarding path: the first-byte demux of a received datagram
 //! (RFC 7983), and checked, zero-allocation views over RTP (RFC 3550, RFC 8285), RTCP
 //! (RFC 3550, RFC 4585, RFC 5104, REMB) and the STUN header (RFC 5389), with writers for the
-//! packets the SFU itself originates.
+//! packets the SFU itself originates; and the RFC 4571 framing that carries those packets
+//! over ICE-TCP streams.
 //!
-//! What it owns: byte layouts only. No state, no clock, no socket; nothing here allocates.
+//! What it owns: byte layouts only. No clock, no socket; nothing here allocates, except the
+//! stream framing's two buffers, once, when a connection's reader and writer are made.
 //! STUN attributes are the ICE module's (stun-rs); SRTP is the `srtp` module's.
 //!
 //! Rules for callers:
@@ -26,6 +28,7 @@
 
 mod be;
 mod demux;
+pub mod framing;
 pub mod rtcp;
 pub mod rtp;
 pub mod stun;
@@ -64,6 +67,9 @@ pub enum WireError {
     /// STUN header without the RFC 5389 magic cookie.
     #[error("STUN magic cookie missing")]
     BadMagicCookie,
+    /// An RFC 4571 length prefix of zero, or larger than the receiver accepts.
+    #[error("stream frame length out of range")]
+    BadFrameLength,
     /// The output buffer cannot hold the packet.
     #[error("output buffer too small")]
     BufferTooSmall,
