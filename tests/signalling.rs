@@ -13,7 +13,7 @@ use tungstenite::stream::MaybeTlsStream;
 use tungstenite::{Message, WebSocket};
 use uprtcd_dataplane::dtls::{CertificateFingerprint, DtlsIdentity, DtlsVersionPolicy};
 use uprtcd_dataplane::ice::IceCredentials;
-use uprtcd_dataplane::peer::{ClientPeer, Received, UdpPeer};
+use uprtcd_dataplane::peer::{ClientPeer, Received, TcpPeer, UdpPeer};
 use uprtcd_dataplane::wire::rtp::{RtpHeader, RtpPacket};
 
 type Client = WebSocket<MaybeTlsStream<TcpStream>>;
@@ -492,4 +492,211 @@ fn subscribers_renegotiate_as_tracks_come_and_go() {
     assert!(sdp.contains("\r\nm=video 0 "), "alice's section is closed in place:\n{sdp}");
     assert_eq!(offer["tracks"].as_array().unwrap().len(), 1);
     answer_offer(&mut bob, &offer, &ice, &identity);
+}
+
+/// `POST /whip|whep/{room}` with an SDP offer and a join token.
+fn whip_post(srv: &Server, kind: &str, room: &str, token: &str, offer: &str) -> ClientResp {
+    let bearer = format!("Bearer {token}");
+    let headers = [("content-type", "application/sdp"), ("authorization", bearer.as_str())];
+    srv.client_request("POST", &format!("/{kind}/{}", enc(room)), &headers, raw(offer))
+}
+
+/// A player's offer for one VP8 stream: receive-only, no SSRCs.
+fn player_offer(ice: &IceCredentials, fingerprint: &str) -> String {
+    video_offer(ice, fingerprint, 1)
+        .replace("a=sendonly", "a=recvonly")
+        .lines()
+        .filter(|l| !l.starts_with("a=ssrc"))
+        .map(|l| format!("{l}\r\n"))
+        .collect()
+}
+
+#[test]
+fn whip_publishes_and_whep_plays_without_our_signalling() {
+    let srv = Server::start(&[]);
+    let (room, _) = convo(&srv, "alice", &["bob"], 0);
+    let identity = DtlsIdentity::generate(DtlsVersionPolicy::Dtls12Only).unwrap();
+    let ice = IceCredentials::generate().unwrap();
+    let offer = video_offer(&ice, &identity.fingerprint().to_string(), 0xCAFE);
+    let published = whip_post(&srv, "whip", &room, &token(&srv, &room, "alice"), &offer);
+    assert_eq!(published.status, 201, "{}", published.text());
+    assert_eq!(published.header("content-type"), Some("application/sdp"));
+    let location = published.header("location").expect("a Location").to_owned();
+    assert!(location.starts_with(&format!("/whip/{}/", enc(&room))), "{location}");
+    assert!(joined(&srv, &room, "alice"), "a WHIP publisher is a room member");
+    let mut publisher = connect_media(&published.text(), ice, &identity);
+
+    let player_identity = DtlsIdentity::generate(DtlsVersionPolicy::Dtls12Only).unwrap();
+    let player_ice = IceCredentials::generate().unwrap();
+    let offer = player_offer(&player_ice, &player_identity.fingerprint().to_string());
+    let played = whip_post(&srv, "whep", &room, &token(&srv, &room, "bob"), &offer);
+    assert_eq!(played.status, 201, "{}", played.text());
+    let answer = played.text();
+    assert!(answer.contains("a=sendonly") && answer.contains("a=setup:passive"), "{answer}");
+    let ssrc: u32 = attribute(&answer, "ssrc").split_whitespace().next().unwrap().parse().unwrap();
+    let mut player = connect_media(&answer, player_ice, &player_identity);
+
+    std::thread::scope(|scope| {
+        scope.spawn(|| send_video(&mut publisher, 0xCAFE, 100));
+        let mut buf = vec![0u8; 2048];
+        let mut sequence = Vec::new();
+        while sequence.len() < 100 {
+            match player.receive(&mut buf, Duration::from_secs(5)) {
+                Some(Ok(Received::Rtp { len })) => {
+                    let packet = RtpPacket::new_checked(&buf[..len]).unwrap();
+                    assert_eq!(packet.ssrc(), ssrc, "sent as the SSRC the answer announced");
+                    sequence.push(packet.sequence_number());
+                }
+                Some(Ok(_)) => {}
+                Some(Err(e)) => panic!("a packet did not decrypt: {e}"),
+                None => break,
+            }
+        }
+        assert_eq!(sequence, (0..100).collect::<Vec<u16>>(), "every packet, in order");
+    });
+
+    let preflight = srv.client_request(
+        "OPTIONS",
+        &format!("/whip/{}", enc(&room)),
+        &[("origin", "http://elsewhere.example"), ("access-control-request-method", "POST")],
+        Body::None,
+    );
+    assert_eq!(preflight.header("access-control-allow-origin"), Some("*"));
+    assert_eq!(srv.client_request("DELETE", &location, &[], Body::None).status, 200);
+    poll_until(Duration::from_secs(5), || (!joined(&srv, &room, "alice")).then_some(())).expect("DELETE ends it");
+    assert_eq!(srv.client_request("DELETE", &location, &[], Body::None).status, 404, "already ended");
+}
+
+#[test]
+fn whip_refuses_what_it_cannot_take_with_the_spec_codes() {
+    let srv = Server::start(&[]);
+    let (room, _) = convo(&srv, "alice", &[], 0);
+    let (other, _) = convo(&srv, "zed", &[], 0);
+    let ice = IceCredentials::generate().unwrap();
+    let offer = video_offer(&ice, &["AB"; 32].join(":"), 7);
+    let alice = token(&srv, &room, "alice");
+    let code = |r: &ClientResp| r.json("a refusal")["code"].as_u64().unwrap_or(0);
+
+    let path = format!("/whip/{}", enc(&room));
+    let text = srv.client_request("POST", &path, &[("content-type", "text/plain")], raw(&offer));
+    assert_eq!(text.status, 415);
+    let anonymous = srv.client_request("POST", &path, &[("content-type", "application/sdp")], raw(&offer));
+    assert_eq!((anonymous.status, code(&anonymous)), (401, 50000));
+    let elsewhere = whip_post(&srv, "whip", &other, &alice, &offer);
+    assert_eq!((elsewhere.status, code(&elsewhere)), (401, 50000), "the token names another room");
+    let missing = whip_post(&srv, "whip", "nosuchroom", &alice, &offer);
+    assert_eq!((missing.status, code(&missing)), (404, 50001));
+    let uninvited = whip_post(&srv, "whip", &room, &token(&srv, &room, "mallory"), &offer);
+    assert_eq!((uninvited.status, code(&uninvited)), (403, 50003));
+    let garbage = whip_post(&srv, "whip", &room, &alice, "not sdp at all");
+    assert_eq!((garbage.status, code(&garbage)), (400, 10002));
+    assert!(!joined(&srv, &room, "alice"), "a refused offer leaves no presence behind");
+    let nothing = whip_post(&srv, "whep", &room, &alice, &player_offer(&ice, &["AB"; 32].join(":")));
+    assert_eq!((nothing.status, code(&nothing)), (409, 50016), "nothing is published");
+
+    let published = whip_post(&srv, "whip", &room, &alice, &offer);
+    assert_eq!(published.status, 201, "{}", published.text());
+    let again = whip_post(&srv, "whip", &room, &alice, &offer);
+    assert_eq!((again.status, code(&again)), (409, 50004), "one connection per peer");
+    srv.ok("DELETE", &format!("/room/{}/peer/alice", enc(&room)), Body::None);
+    poll_until(Duration::from_secs(5), || (!joined(&srv, &room, "alice")).then_some(())).expect("a kick ends WHIP");
+    let location = published.header("location").unwrap();
+    assert_eq!(srv.client_request("DELETE", location, &[], Body::None).status, 404, "the kick ended the session");
+}
+
+/// The candidates of a description as (transport, address, priority).
+fn candidates(sdp: &str) -> Vec<(String, std::net::SocketAddr, u32)> {
+    sdp.lines()
+        .filter_map(|l| l.strip_prefix("a=candidate:"))
+        .map(|c| {
+            let f: Vec<&str> = c.split_whitespace().collect();
+            (f[2].to_ascii_lowercase(), format!("{}:{}", f[4], f[5]).parse().unwrap(), f[3].parse().unwrap())
+        })
+        .collect()
+}
+
+/// Connects a test client over ICE-TCP to the `tcp` candidate of `sdp`.
+fn connect_media_tcp(sdp: &str, ice: IceCredentials, identity: &DtlsIdentity) -> TcpPeer {
+    let (_, server, _) = candidates(sdp).into_iter().find(|(t, _, _)| t == "tcp").expect("a tcp candidate");
+    let server_ice = IceCredentials::new(attribute(sdp, "ice-ufrag"), attribute(sdp, "ice-pwd")).unwrap();
+    let fingerprint = CertificateFingerprint::parse_sdp(attribute(sdp, "fingerprint")).unwrap();
+    let peer = ClientPeer::new(identity, ice, server_ice, fingerprint, std::time::Instant::now());
+    let mut client = TcpPeer::open(peer, server, Duration::from_secs(10)).unwrap();
+    client.connect(Duration::from_secs(10)).expect("ICE and DTLS over TCP with the worker");
+    client
+}
+
+#[test]
+fn the_rooms_protocol_decides_the_candidates_and_tcp_carries_media() {
+    let srv = Server::start(&[]);
+    let tcp_room = |protocol: u8| {
+        let data =
+            srv.ok("POST", "/room/convo", json!({"masterId": "alice", "memberIds": ["bob"], "protocol": protocol}));
+        (str_field(&data, "roomId").to_owned(), u64_field(&data, "invitationCode"))
+    };
+    let offer_in = |room: &str, code: u64| {
+        let mut alice = join(&srv, room, code, "alice");
+        let ice = IceCredentials::generate().unwrap();
+        let offer = video_offer(&ice, &["AB"; 32].join(":"), 5);
+        alice.send(Message::Text(json!({"type": "publish", "sdp": offer}).to_string().into())).unwrap();
+        let answer = next_event(&mut alice).unwrap();
+        candidates(answer["sdp"].as_str().unwrap())
+    };
+    let kinds = |c: &[(String, std::net::SocketAddr, u32)]| c.iter().map(|(t, _, _)| t.clone()).collect::<Vec<_>>();
+    let (udp_room, code) = tcp_room(0);
+    assert_eq!(kinds(&offer_in(&udp_room, code)), ["udp"]);
+    let (preferred, code) = tcp_room(3);
+    let both = offer_in(&preferred, code);
+    assert_eq!(kinds(&both), ["tcp", "udp"]);
+    assert!(both[0].2 > both[1].2 && both[0].1 == both[1].1, "TCP preferred, same port: {both:?}");
+    let (udp_first, code) = tcp_room(2);
+    let both = offer_in(&udp_first, code);
+    assert!(both.iter().find(|c| c.0 == "udp").unwrap().2 > both.iter().find(|c| c.0 == "tcp").unwrap().2);
+
+    let (room, code) = tcp_room(1);
+    let mut alice = join(&srv, &room, code, "alice");
+    let identity = DtlsIdentity::generate(DtlsVersionPolicy::Dtls12Only).unwrap();
+    let ice = IceCredentials::generate().unwrap();
+    let offer = video_offer(&ice, &identity.fingerprint().to_string(), 0xCAFE);
+    alice.send(Message::Text(json!({"type": "publish", "sdp": offer}).to_string().into())).unwrap();
+    let answer = next_event(&mut alice).unwrap();
+    let answer = answer["sdp"].as_str().unwrap();
+    assert_eq!(kinds(&candidates(answer)), ["tcp"]);
+    let mut publisher = connect_media_tcp(answer, ice, &identity);
+
+    let mut bob = join(&srv, &room, code, "bob");
+    bob.send(Message::Text(json!({"type": "subscribe"}).to_string().into())).unwrap();
+    let offer = next_room_event(&mut bob);
+    let sdp = offer["sdp"].as_str().unwrap().to_owned();
+    let (bob_identity, bob_ice) =
+        (DtlsIdentity::generate(DtlsVersionPolicy::Dtls12Only).unwrap(), IceCredentials::generate().unwrap());
+    answer_offer(&mut bob, &offer, &bob_ice, &bob_identity);
+    let mut subscriber = connect_media_tcp(&sdp, bob_ice, &bob_identity);
+
+    std::thread::scope(|scope| {
+        scope.spawn(|| {
+            let mut buf = vec![0u8; 2048];
+            for seq in 0..100u16 {
+                let header = RtpHeader::new(96, seq, u32::from(seq) * 3000, 0xCAFE).write(&mut buf).unwrap();
+                buf[header..header + 500].fill(seq as u8);
+                publisher.send_rtp(&mut buf, header + 500).unwrap();
+                std::thread::sleep(Duration::from_millis(2));
+            }
+        });
+        let mut buf = vec![0u8; 2048];
+        let mut sequence = Vec::new();
+        while sequence.len() < 100 {
+            match subscriber.receive(&mut buf, Duration::from_secs(5)) {
+                Some(Ok(Received::Rtp { len })) => {
+                    let packet = RtpPacket::new_checked(&buf[..len]).unwrap();
+                    assert!(packet.payload().iter().all(|&b| b == packet.sequence_number() as u8));
+                    sequence.push(packet.sequence_number());
+                }
+                Some(Ok(_)) => {}
+                Some(Err(e)) => panic!("a packet did not decrypt: {e}"),
+                None => break,
+            }
+        }
+        assert_eq!(sequence, (0..100).collect::<Vec<u16>>(), "every packet over TCP, in order");
+    });
 }

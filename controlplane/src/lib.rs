@@ -60,11 +60,12 @@ pub fn open(
     Ok(AppState::new(settings, registry, store, loads, workers))
 }
 
-/// The client listener's router: signalling at `/{invitationCode}` and a health check for
-/// load balancers. WHIP/WHEP and the demo page attach here too.
+/// The client listener's router: signalling at `/{invitationCode}`, WHIP and WHEP, and a
+/// health check for load balancers. The demo page attaches here too.
 pub fn client_router(state: AppState) -> Router {
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/{code}", get(signalling::connect))
+        .merge(signalling::whip::routes())
         .with_state(state)
 }

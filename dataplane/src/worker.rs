@@ -206,6 +206,26 @@ struct WorkerState {
     udp: Option<SocketAddr>,
 }
 
+/// Ephemeral UDP ports tried for one whose TCP twin is free too.
+const EPHEMERAL_PORT_ATTEMPTS: usize = 32;
+
+/// The worker's UDP socket and the TCP listener on the same address and port: the TCP
+/// candidate shares the UDP one's port. A configured port must be free for both; with an
+/// ephemeral one (port 0), a port whose TCP twin is taken (by any outgoing connection's
+/// local port, say) is given back and another one drawn.
+fn bind_media(addr: SocketAddr) -> Result<(socket2::Socket, std::net::TcpListener), Error> {
+    let mut attempts = if addr.port() == 0 { EPHEMERAL_PORT_ATTEMPTS } else { 1 };
+    loop {
+        let socket = bind_udp(addr).map_err(|e| Error::Bind { addr, protocol: "UDP", source: e })?;
+        let bound = socket.local_addr().map_err(Error::Io)?.as_socket().unwrap_or(addr);
+        match bind_tcp(bound) {
+            Ok(listener) => return Ok((socket, listener)),
+            Err(e) if e.kind() == std::io::ErrorKind::AddrInUse && attempts > 1 => attempts -= 1,
+            Err(e) => return Err(Error::Bind { addr: bound, protocol: "TCP", source: e }),
+        }
+    }
+}
+
 fn set_up(
     udp: Option<SocketAddr>,
     wake: Arc<crate::sys::EventFd>,
@@ -213,11 +233,7 @@ fn set_up(
 ) -> Result<WorkerState, Error> {
     let (sockets, listener) = match udp {
         Some(addr) => {
-            let socket = bind_udp(addr).map_err(|e| Error::Bind { addr, protocol: "UDP", source: e })?;
-            // The TCP candidate shares the UDP one's port, so an ephemeral UDP port decides
-            // the TCP port too; a TCP socket already holding it fails start-up.
-            let bound = socket.local_addr().map_err(Error::Io)?.as_socket().unwrap_or(addr);
-            let listener = bind_tcp(bound).map_err(|e| Error::Bind { addr: bound, protocol: "TCP", source: e })?;
+            let (socket, listener) = bind_media(addr)?;
             (vec![socket], Some(listener))
         }
         None => (Vec::new(), None),

@@ -393,6 +393,10 @@ impl ServerBuilder {
         self.secret = SecretSource::Known(s.to_string());
         self
     }
+    /// `--demo true|false`: the demo page and `POST /demo/join` on the client listener.
+    pub fn demo(self, on: bool) -> Self {
+        self.args(&["--demo", if on { "true" } else { "false" }])
+    }
 
     /// Spawns and waits for `uprtcd: ready`.
     pub fn start(self) -> Server {
@@ -680,16 +684,53 @@ impl Server {
 
     /// One HTTP request to `path` (absolute, e.g. `/nope` or `/uprtc/api/v2/room/convo`).
     pub fn request(&self, auth: &Auth, method: &str, path: &str, headers: &[(&str, &str)], body: Body) -> Resp {
-        let url = format!("http://{}{}", self.api, path);
+        let authorization = match auth {
+            Auth::Key => Some(format!("key={}", self.secret)),
+            Auth::Wrong => Some(format!("key={}x", self.secret)),
+            Auth::Header(h) => Some(h.clone()),
+            Auth::Missing => None,
+        };
+        let mut all: Vec<(&str, &str)> = authorization.iter().map(|a| ("authorization", a.as_str())).collect();
+        all.extend_from_slice(headers);
+        let mut resp = self.exchange(method, &format!("http://{}{}", self.api, path), &all, body);
+        let status = resp.status().as_u16();
+        let content_type = resp.headers().get("content-type").and_then(|v| v.to_str().ok()).map(str::to_string);
+        let body = resp
+            .body_mut()
+            .with_config()
+            .limit(256 * 1024 * 1024)
+            .read_to_vec()
+            .unwrap_or_else(|e| panic!("{method} {path}: reading the body failed: {e}"));
+        Resp { status, content_type, body }
+    }
+
+    /// One HTTP request to `path` on the client listener (no authorization), keeping every
+    /// response header.
+    pub fn client_request(&self, method: &str, path: &str, headers: &[(&str, &str)], body: Body) -> ClientResp {
+        let url = format!("http://{}{}", self.client, path);
+        let mut resp = self.exchange(method, &url, headers, body);
+        let headers = resp
+            .headers()
+            .iter()
+            .map(|(k, v)| (k.as_str().to_owned(), String::from_utf8_lossy(v.as_bytes()).into_owned()))
+            .collect();
+        let body =
+            resp.body_mut().read_to_vec().unwrap_or_else(|e| panic!("{method} {url}: reading the body failed: {e}"));
+        ClientResp { status: resp.status().as_u16(), headers, body }
+    }
+
+    /// Sends one request; any HTTP status is an answer, a failed exchange panics with the
+    /// server's log.
+    fn exchange(
+        &self,
+        method: &str,
+        url: &str,
+        headers: &[(&str, &str)],
+        body: Body,
+    ) -> ureq::http::Response<ureq::Body> {
         let mut b = ureq::http::Request::builder()
             .method(ureq::http::Method::from_bytes(method.as_bytes()).expect("method"))
-            .uri(&url);
-        match auth {
-            Auth::Key => b = b.header("authorization", format!("key={}", self.secret)),
-            Auth::Wrong => b = b.header("authorization", format!("key={}x", self.secret)),
-            Auth::Header(h) => b = b.header("authorization", h.as_str()),
-            Auth::Missing => {}
-        }
+            .uri(url);
         for (k, v) in headers {
             b = b.header(*k, *v);
         }
@@ -702,17 +743,7 @@ impl Server {
             ),
             Body::Raw(bytes) => self.agent.run(b.body(bytes).expect("request")),
         };
-        let mut resp = result
-            .unwrap_or_else(|e| panic!("{method} {path}: HTTP exchange failed: {e}; server stderr:\n{}", self.log()));
-        let status = resp.status().as_u16();
-        let content_type = resp.headers().get("content-type").and_then(|v| v.to_str().ok()).map(str::to_string);
-        let body = resp
-            .body_mut()
-            .with_config()
-            .limit(256 * 1024 * 1024)
-            .read_to_vec()
-            .unwrap_or_else(|e| panic!("{method} {path}: reading the body failed: {e}"));
-        Resp { status, content_type, body }
+        result.unwrap_or_else(|e| panic!("{method} {url}: HTTP exchange failed: {e}; server stderr:\n{}", self.log()))
     }
 
     /// `method PREFIX+path` with the right secret; returns (HTTP status, envelope).
@@ -881,6 +912,30 @@ impl Server {
         // Ends the writer thread too (shutdown applies to every clone of the socket).
         let _ = s.shutdown(std::net::Shutdown::Both);
         result
+    }
+}
+
+/// An answer of the client listener, with all its headers.
+#[derive(Debug)]
+pub struct ClientResp {
+    pub status: u16,
+    /// Names in lower case, as received.
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl ClientResp {
+    /// The first value of header `name` (lower case).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+    }
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+    /// The body as JSON; panics (showing it) when it is not.
+    pub fn json(&self, ctx: &str) -> Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("{ctx}: HTTP {} body is not JSON ({e}): {:?}", self.status, self.text()))
     }
 }
 

@@ -12,6 +12,7 @@ use super::codec::{Codec, HeaderExtensions, MAX_ONE_BYTE_EXTENSION_ID, supported
 use super::error::SdpError;
 use super::ids::{Direction, MediaKind, Mid, Ssrc};
 use super::local::{BitrateCaps, LocalParameters};
+use super::offer::{OutgoingTrack, add_track_identity};
 use super::remote::{Msid, RemoteDescription, RemoteMedia};
 use super::writer;
 
@@ -133,6 +134,57 @@ pub fn answer(
         let direction = Direction::answering(media.direction, direction_for(media));
         let tagged = bundle.first() == Some(&&media.mid);
         let (section, agreed) = accept(media, codec, direction, local, policy, tagged);
+        session.media.push(section);
+        negotiated.sections.push(agreed);
+    }
+    Ok(Answer { sdp: session.to_string(), negotiated })
+}
+
+/// Answers the offer of a peer that only receives (a WHEP player): each section that
+/// `track_for` gives a track is answered `sendonly` with that track's codec, SSRCs and msid,
+/// provided the offer lists the codec under the same payload type (the SFU forwards
+/// payload types as published); every other section is rejected with port 0.
+pub fn answer_with_tracks<'t>(
+    offer: &RemoteDescription,
+    local: &LocalParameters,
+    policy: &CodecPolicy,
+    track_for: impl Fn(&RemoteMedia) -> Option<&'t OutgoingTrack>,
+) -> Result<Answer, SdpError> {
+    local.validate()?;
+    let choices: Vec<Option<(&Codec, &OutgoingTrack)>> = offer
+        .media
+        .iter()
+        .map(|media| {
+            let track = track_for(media).filter(|t| !media.rejected && t.kind == media.kind)?;
+            let codec = media.codecs.iter().find(|c| {
+                c.payload_type == track.codec.payload_type
+                    && c.is(&track.codec.name)
+                    && c.clock_rate == track.codec.clock_rate
+            })?;
+            Some((codec, track))
+        })
+        .collect();
+    let accepted =
+        |mid: &Mid| offer.media.iter().zip(&choices).any(|(media, choice)| &media.mid == mid && choice.is_some());
+    let bundle: Vec<&Mid> = offer.bundle.iter().filter(|mid| accepted(mid)).collect();
+    let mut session = writer::new_session(local);
+    if !bundle.is_empty() {
+        writer::add_to_session(&mut session, writer::bundle_group(&bundle));
+    }
+    let mut negotiated = Negotiated { sections: Vec::new(), rejected: Vec::new() };
+    for (media, choice) in offer.media.iter().zip(choices) {
+        let Some((codec, track)) = choice else {
+            session.media.push(writer::closed_section(media.line.clone(), &media.mid, media.codecs.first()));
+            negotiated.rejected.push(media.mid.clone());
+            continue;
+        };
+        let direction = Direction::answering(media.direction, Direction::SendOnly);
+        let tagged = bundle.first() == Some(&&media.mid);
+        let (mut section, agreed) = accept(media, codec, direction, local, policy, tagged);
+        if direction.sends() {
+            let rtx_ssrc = codec.rtx_payload_type.and(track.rtx_ssrc);
+            add_track_identity(&mut section, &OutgoingTrack { rtx_ssrc, ..track.clone() });
+        }
         session.media.push(section);
         negotiated.sections.push(agreed);
     }

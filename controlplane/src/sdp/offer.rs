@@ -271,16 +271,23 @@ fn sending_section(track: &OutgoingTrack, local: &LocalParameters, policy: &Code
         }
     }
     writer::add(&mut section, writer::direction(Direction::SendOnly));
-    writer::add(
-        &mut section,
-        SdpAttribute::Msid(SdpAttributeMsid { id: track.stream_id.clone(), appdata: Some(track.track_id.clone()) }),
-    );
     writer::add(&mut section, SdpAttribute::RtcpMux);
     writer::add(&mut section, SdpAttribute::RtcpRsize);
     writer::add_codec(&mut section, codec, &codec.fmtp, &supported_feedback(&codec.rtcp_fb, policy.transport_cc));
+    add_track_identity(&mut section, track);
+    section
+}
+
+/// The msid and SSRC lines that let the receiver demultiplex `track` and group it with its
+/// publisher's other tracks (RFC 8830, RFC 5576), with its RTX SSRC when it has one.
+pub(crate) fn add_track_identity(section: &mut SdpMedia, track: &OutgoingTrack) {
+    writer::add(
+        section,
+        SdpAttribute::Msid(SdpAttributeMsid { id: track.stream_id.clone(), appdata: Some(track.track_id.clone()) }),
+    );
     if let Some(rtx) = track.rtx_ssrc {
         writer::add(
-            &mut section,
+            section,
             SdpAttribute::SsrcGroup(
                 SdpSsrcGroupSemantic::FlowIdentification,
                 vec![SdpAttributeSsrc::new(track.ssrc.0), SdpAttributeSsrc::new(rtx.0)],
@@ -291,7 +298,7 @@ fn sending_section(track: &OutgoingTrack, local: &LocalParameters, policy: &Code
     for ssrc in std::iter::once(track.ssrc).chain(track.rtx_ssrc) {
         for (attribute, value) in [("cname", &track.cname), ("msid", &msid)] {
             writer::add(
-                &mut section,
+                section,
                 SdpAttribute::Ssrc(SdpAttributeSsrc {
                     id: ssrc.0,
                     attribute: Some(attribute.to_owned()),
@@ -300,5 +307,4 @@ fn sending_section(track: &OutgoingTrack, local: &LocalParameters, policy: &Code
             );
         }
     }
-    section
 }

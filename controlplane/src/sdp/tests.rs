@@ -806,3 +806,48 @@ fn truncations_and_dropped_lines_never_panic() {
         }
     }
 }
+
+// ---- answers to players (WHEP) ----
+
+/// Chromium's offer as a player sends it: the same sections, receive-only, no SSRCs.
+fn chrome_player_offer() -> RemoteDescription {
+    let text = without_lines(&CHROME.replace("a=sendonly", "a=recvonly"), "a=ssrc");
+    parse(&text)
+}
+
+#[test]
+fn a_player_offer_is_answered_sendonly_with_our_ssrcs() {
+    let offer = chrome_player_offer();
+    let audio = track("x", MediaKind::Audio, 0x5500_0001);
+    let video = track("y", MediaKind::Video, 0x5500_0002);
+    let made = answer_with_tracks(&offer, &local(), &CodecPolicy::default(), |media| match media.kind {
+        MediaKind::Audio => Some(&audio),
+        MediaKind::Video => Some(&video),
+        MediaKind::Application => None,
+    })
+    .expect("answerable");
+    let session = check_answer(&offer, &made);
+    assert_eq!(made.negotiated.rejected, [Mid::from("2")], "the data channel is rejected");
+    for (mid, ssrc) in [("0", 0x5500_0001u32), ("1", 0x5500_0002)] {
+        let text = lines(section(&session, mid));
+        assert!(text.contains(&"sendonly".to_owned()), "{text:?}");
+        assert!(text.iter().any(|l| l.starts_with(&format!("ssrc:{ssrc} cname:"))), "{text:?}");
+        assert!(text.iter().any(|l| l.starts_with(&format!("msid:stream-{ssrc}"))), "{text:?}");
+    }
+    let video_section = &made.negotiated.sections[1];
+    assert_eq!((video_section.codec.name.as_str(), video_section.codec.payload_type), ("VP8", PayloadType(96)));
+    assert!(lines(section(&session, "1")).iter().any(|l| l.starts_with("ssrc-group:FID 1426063362 1426063363")));
+}
+
+#[test]
+fn a_player_without_the_published_payload_type_gets_the_section_rejected() {
+    let offer = chrome_player_offer();
+    let mut video = track("y", MediaKind::Video, 9);
+    video.codec.payload_type = PayloadType(45);
+    let made = answer_with_tracks(&offer, &local(), &CodecPolicy::default(), |media| {
+        (media.kind == MediaKind::Video).then_some(&video)
+    })
+    .expect("answerable");
+    check_answer(&offer, &made);
+    assert_eq!(made.negotiated.rejected, [Mid::from("0"), Mid::from("1"), Mid::from("2")]);
+}

@@ -8,7 +8,7 @@
 use std::collections::HashMap;
 use std::sync::{Mutex, PoisonError};
 
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 
 use uprtcd_dataplane::router::ProducerId;
 
@@ -59,6 +59,8 @@ pub struct Hub {
     tracks: Mutex<HashMap<RoomId, Vec<PublishedTrack>>>,
     next_id: std::sync::atomic::AtomicU64,
     next_track: std::sync::atomic::AtomicU64,
+    /// WHIP and WHEP sessions by resource id: their room, and how to stop them.
+    http_sessions: Mutex<HashMap<String, (RoomId, oneshot::Sender<()>)>>,
 }
 
 impl Hub {
@@ -86,6 +88,22 @@ impl Hub {
                 rooms.remove(room);
             }
         }
+    }
+
+    /// Records a WHIP or WHEP session of `room` under `resource`, the last path segment of
+    /// its location.
+    pub fn add_http_session(&self, resource: &str, room: &RoomId, stop: oneshot::Sender<()>) {
+        let mut sessions = self.http_sessions.lock().unwrap_or_else(PoisonError::into_inner);
+        sessions.insert(resource.to_owned(), (room.clone(), stop));
+    }
+
+    /// Takes the session at `resource` if it belongs to `room`, to stop it.
+    pub fn take_http_session(&self, resource: &str, room: &RoomId) -> Option<oneshot::Sender<()>> {
+        let mut sessions = self.http_sessions.lock().unwrap_or_else(PoisonError::into_inner);
+        if sessions.get(resource).is_some_and(|(owner, _)| owner == room) {
+            return sessions.remove(resource).map(|(_, stop)| stop);
+        }
+        None
     }
 
     /// Records streams a client of `room` now publishes, giving each its track id; returns

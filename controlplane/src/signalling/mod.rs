@@ -12,6 +12,7 @@
 pub mod hub;
 mod publish;
 mod subscribe;
+pub mod whip;
 
 use std::net::SocketAddr;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -31,6 +32,7 @@ use self::hub::{Outgoing, PublishedTrack};
 use self::subscribe::Subscription;
 use crate::envelope::{ApiCode, ApiError};
 use crate::ids::{PeerId, RoomId};
+use crate::registry::Protocol;
 use crate::sdp;
 use crate::state::AppState;
 
@@ -77,23 +79,29 @@ fn unix_now() -> u64 {
 
 /// Checks the token and lets the client into the room it names.
 async fn admit(state: &AppState, code: &str, query: JoinQuery) -> Result<(RoomId, PeerId), ApiError> {
-    let illegal = |msg: String| ApiError::new(ApiCode::IllegalClient, msg);
     let code: u32 =
         code.parse().map_err(|_| ApiError::new(ApiCode::RoomNotFound, "no room has this invitation code"))?;
-    let claims = crate::token::verify(&state.settings().app_secret, &query.token, unix_now())
-        .map_err(|e| illegal(format!("join token refused: {e}")))?;
-    if claims.peer.as_str() != query.peer {
-        return Err(illegal("the join token names another peer".into()));
-    }
     let room = state
         .read(|reg| reg.room_by_code(code).map(|room| room.id.clone()))
         .ok_or_else(|| ApiError::new(ApiCode::RoomNotFound, "no room has this invitation code"))?;
-    if claims.room != room {
-        return Err(illegal("the join token names another room".into()));
+    let peer = admit_with_token(state, &room, &query.token).await?;
+    if peer.as_str() != query.peer {
+        return Err(ApiError::new(ApiCode::IllegalClient, "the join token names another peer"));
+    }
+    Ok((room, peer))
+}
+
+/// Lets the peer a join token names into `room` under the room's rules: the token must be
+/// genuine, unexpired and name this room.
+pub(crate) async fn admit_with_token(state: &AppState, room: &RoomId, token: &str) -> Result<PeerId, ApiError> {
+    let claims = crate::token::verify(&state.settings().app_secret, token, unix_now())
+        .map_err(|e| ApiError::new(ApiCode::IllegalClient, format!("join token refused: {e}")))?;
+    if &claims.room != room {
+        return Err(ApiError::new(ApiCode::IllegalClient, "the join token names another room"));
     }
     let (admitted_room, peer) = (room.clone(), claims.peer.clone());
     state.write(move |reg| reg.admit(&admitted_room, &peer)).await?;
-    Ok((room, claims.peer))
+    Ok(claims.peer)
 }
 
 async fn session(state: AppState, code: String, query: JoinQuery, mut socket: WebSocket) {
@@ -106,31 +114,24 @@ async fn session(state: AppState, code: String, query: JoinQuery, mut socket: We
             return;
         }
     };
-    let (id, mut queue) = state.hub().attach(&room, &peer);
+    let (id, mut queue) = enter(&state, &room, &peer);
+    let tracks: Vec<Value> = state.hub().tracks_for(&room, &peer).iter().map(track_fields).collect();
     let peers: Vec<PeerId> =
         state.read(|reg| reg.room(&room).map(|r| r.connected.iter().cloned().collect()).unwrap_or_default());
-    let tracks: Vec<Value> = state.hub().tracks_for(&room, &peer).iter().map(track_fields).collect();
     let joined = event("joined", json!({"room": room, "peer": peer, "peers": peers, "tracks": tracks}));
-    state.hub().send(&room, |p| p != &peer, &Outgoing::Event(event("peer-joined", json!({"peer": peer}))));
+    let mut context = Session::new(&state, room.clone(), peer.clone(), id);
     if socket.send(text(&joined)).await.is_ok() {
-        let mut context =
-            Session { state: &state, room: room.clone(), peer: peer.clone(), id, publishing: None, subscription: None };
         run(&mut context, &mut socket, &mut queue).await;
-        for track in state.hub().remove_tracks(&room, &peer) {
-            let removed = event("track-removed", json!({"peer": peer, "trackId": track.track_id}));
-            state.hub().send(&room, |p| p != &peer, &Outgoing::Tracks(removed));
-        }
-        let worker = state.read(|reg| reg.room(&room).map(|r| r.worker)).unwrap_or(0);
-        let receiving = context.subscription.and_then(|s| s.transport());
-        for transport in [context.publishing, receiving].into_iter().flatten() {
-            let _ = state.request_worker(worker, move |request| Command::CloseTransport { request, transport }).await;
-        }
     }
-    state.hub().detach(&room, &peer, id);
-    let (left_room, left_peer) = (room.clone(), peer.clone());
-    if state.write(move |reg| Ok(reg.depart(&left_room, &left_peer))).await.unwrap_or(false) {
-        state.hub().send(&room, |p| p != &peer, &peer_left_event(&peer));
-    }
+    context.end().await;
+}
+
+/// Attaches an admitted client's session to the hub and tells the room; returns the
+/// session's id and its queue.
+fn enter(state: &AppState, room: &RoomId, peer: &PeerId) -> (u64, tokio::sync::mpsc::Receiver<Outgoing>) {
+    let attached = state.hub().attach(room, peer);
+    state.hub().send(room, |p| p != peer, &Outgoing::Event(event("peer-joined", json!({"peer": peer}))));
+    attached
 }
 
 fn text(value: &Value) -> Message {
@@ -207,6 +208,31 @@ struct ClientMessage {
     sdp: Option<String>,
 }
 
+impl<'a> Session<'a> {
+    fn new(state: &'a AppState, room: RoomId, peer: PeerId, id: u64) -> Self {
+        Session { state, room, peer, id, publishing: None, subscription: None }
+    }
+
+    /// Ends the session, whoever ended it: its streams leave the room (`track-removed`), its
+    /// transports close, and its presence goes (`peer-left`).
+    async fn end(self) {
+        let Session { state, room, peer, id, publishing, subscription } = self;
+        for track in state.hub().remove_tracks(&room, &peer) {
+            let removed = event("track-removed", json!({"peer": peer, "trackId": track.track_id}));
+            state.hub().send(&room, |p| p != &peer, &Outgoing::Tracks(removed));
+        }
+        let worker = state.read(|reg| reg.room(&room).map(|r| r.worker)).unwrap_or(0);
+        for transport in [publishing, subscription.and_then(|s| s.transport())].into_iter().flatten() {
+            let _ = state.request_worker(worker, move |request| Command::CloseTransport { request, transport }).await;
+        }
+        state.hub().detach(&room, &peer, id);
+        let (left_room, left_peer) = (room.clone(), peer.clone());
+        if state.write(move |reg| Ok(reg.depart(&left_room, &left_peer))).await.unwrap_or(false) {
+            state.hub().send(&room, |p| p != &peer, &peer_left_event(&peer));
+        }
+    }
+}
+
 impl Session<'_> {
     /// The events that answer `body`. Unknown or malformed messages are answered with an
     /// `error` event (10002/10003) and the session goes on.
@@ -234,8 +260,9 @@ impl Session<'_> {
         Step::Reply(outcome.unwrap_or_else(|e| vec![error_event(&e)]))
     }
 
-    /// The SFU's side of a description: its ICE credentials and certificate, and one host
-    /// candidate on the announced address at the worker's media port.
+    /// The SFU's side of a description: its ICE credentials and certificate, and the host
+    /// candidates the room's `protocol` allows on the announced address at the worker's
+    /// media port (UDP and ICE-TCP share the port number).
     fn local_parameters(
         &self,
         session_id: u64,
@@ -251,13 +278,31 @@ impl Session<'_> {
             ice_ufrag: ice.ufrag().to_owned(),
             ice_pwd: ice.pwd().to_owned(),
             fingerprint,
-            candidates: vec![sdp::Candidate {
-                transport: sdp::CandidateTransport::Udp,
-                address: SocketAddr::new(self.state.settings().announced_ip, worker_port),
-                priority: HOST_UDP_PRIORITY,
-            }],
+            candidates: self.candidates(SocketAddr::new(self.state.settings().announced_ip, worker_port)),
             bitrate,
         }
+    }
+
+    /// Protocol 0 and 1 give one candidate; 2 and 3 give both, the preferred one at the
+    /// higher priority so that clients nominate it when both work.
+    fn candidates(&self, address: SocketAddr) -> Vec<sdp::Candidate> {
+        use sdp::CandidateTransport::{TcpPassive, Udp};
+        let protocol = self.state.read(|reg| reg.room(&self.room).map(|r| r.protocol)).unwrap_or(Protocol::Udp);
+        let order: &[sdp::CandidateTransport] = match protocol {
+            Protocol::Udp => &[Udp],
+            Protocol::Tcp => &[TcpPassive],
+            Protocol::UdpPreferred => &[Udp, TcpPassive],
+            Protocol::TcpPreferred => &[TcpPassive, Udp],
+        };
+        order
+            .iter()
+            .zip([PREFERRED_LOCAL_PREFERENCE, FALLBACK_LOCAL_PREFERENCE])
+            .map(|(&transport, local_preference)| sdp::Candidate {
+                transport,
+                address,
+                priority: host_priority(local_preference),
+            })
+            .collect()
     }
 
     /// The worker that serves the session's room.
@@ -266,9 +311,14 @@ impl Session<'_> {
     }
 }
 
-/// RFC 8445 §5.1.2.1 priority of a host candidate (type preference 126, one local address,
-/// component 1).
-const HOST_UDP_PRIORITY: u32 = (126 << 24) | (65_535 << 8) | 255;
+/// RFC 8445 §5.1.2.1 local preferences: the preferred transport's candidate, then the other.
+const PREFERRED_LOCAL_PREFERENCE: u32 = 65_535;
+const FALLBACK_LOCAL_PREFERENCE: u32 = 32_767;
+
+/// RFC 8445 §5.1.2.1 priority of a host candidate (type preference 126, component 1).
+fn host_priority(local_preference: u32) -> u32 {
+    (126 << 24) | (local_preference << 8) | 255
+}
 
 /// Room events the REST side raises.
 pub fn message_event(data: &Value) -> Outgoing {

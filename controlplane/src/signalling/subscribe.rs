@@ -53,6 +53,22 @@ struct PendingOffer {
 }
 
 impl Subscription {
+    /// A subscription with the SFU's ICE credentials; `transport` when it opened on the
+    /// client's own offer (WHEP) rather than on its first answer.
+    pub(super) fn new(local_ice: IceCredentials, transport: Option<TransportId>) -> Self {
+        Subscription {
+            local_ice,
+            transport,
+            layout: sdp::OfferLayout::default(),
+            session_version: 0,
+            receiving: HashMap::new(),
+            mids: HashMap::new(),
+            next_mid: 0,
+            pending: None,
+            stale: false,
+        }
+    }
+
     pub(super) fn transport(&self) -> Option<TransportId> {
         self.transport
     }
@@ -75,17 +91,7 @@ impl Session<'_> {
             return Err(ApiError::request("this session subscribes already"));
         }
         let local_ice = IceCredentials::generate().map_err(|e| ApiError::system(format!("ICE credentials: {e}")))?;
-        self.subscription = Some(Subscription {
-            local_ice,
-            transport: None,
-            layout: sdp::OfferLayout::default(),
-            session_version: 0,
-            receiving: HashMap::new(),
-            mids: HashMap::new(),
-            next_mid: 0,
-            pending: None,
-            stale: false,
-        });
+        self.subscription = Some(Subscription::new(local_ice, None));
         Ok(self.offer_if_changed().map_err(|e| self.drop_unopened(e))?.into_iter().collect())
     }
 
@@ -229,7 +235,7 @@ impl Session<'_> {
 
     /// Sends `track` to the client as its answer accepted it; false when the publisher left
     /// in between (its stream is simply not sent).
-    async fn add_consumer(
+    pub(super) async fn add_consumer(
         &self,
         worker: usize,
         transport: TransportId,
@@ -264,7 +270,7 @@ impl Session<'_> {
 }
 
 /// The section offering `track` under `mid`, with RTX when its publisher negotiated it.
-fn outgoing_track(track: &PublishedTrack, mid: &Mid) -> sdp::OutgoingTrack {
+pub(super) fn outgoing_track(track: &PublishedTrack, mid: &Mid) -> sdp::OutgoingTrack {
     let rtx_ssrc = track.codec.rtx_payload_type.map(|_| sdp::Ssrc(subscriber_rtx_ssrc(track.producer)));
     sdp::OutgoingTrack {
         mid: mid.clone(),

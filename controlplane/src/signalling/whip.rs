@@ -1,0 +1,285 @@
+//! WHIP (RFC 9725) and WHEP on the client listener: standard HTTP ingest and playback for
+//! tools that speak no signalling of ours. `POST /whip/{roomId}` takes a publisher's SDP
+//! offer, `POST /whep/{roomId}` a player's; both need `Authorization: Bearer <join token>`
+//! and answer `201 Created` with the SDP answer and a `Location` whose `DELETE` ends the
+//! session. CORS lets a page from any origin use them.
+//!
+//! A WHIP or WHEP client is a room member like a signalling client: admitted under the
+//! room's rules, counted in presence, kicked or closed with the room. Its session lives in
+//! a task that holds its hub queue; a kick, the room's deletion or the `DELETE` ends it.
+//! A WHEP player receives what is published when it starts (no renegotiation over HTTP).
+#![forbid(unsafe_code)]
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{delete, post};
+use serde_json::json;
+use tokio::sync::{mpsc, oneshot};
+use tower_http::cors::{Any, CorsLayer};
+
+use uprtcd_dataplane::command::{Command, Reply};
+use uprtcd_dataplane::ice::IceCredentials;
+
+use super::hub::{Outgoing, PublishedTrack};
+use super::subscribe::outgoing_track;
+use super::{Session, admit_with_token, enter};
+use crate::envelope::{ApiCode, ApiError};
+use crate::ids::RoomId;
+use crate::sdp;
+use crate::state::AppState;
+
+/// The WHIP and WHEP routes, with their CORS policy.
+pub fn routes() -> Router<AppState> {
+    let cors = CorsLayer::new()
+        .allow_origin(Any)
+        .allow_methods([Method::POST, Method::DELETE, Method::PATCH, Method::OPTIONS])
+        .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE])
+        .expose_headers([header::LOCATION, header::ETAG]);
+    Router::new()
+        .route("/whip/{room}", post(whip))
+        .route("/whep/{room}", post(whep))
+        .route("/whip/{room}/{resource}", delete(end).patch(no_trickle))
+        .route("/whep/{room}/{resource}", delete(end).patch(no_trickle))
+        .layer(DefaultBodyLimit::max(sdp::MAX_SDP_BYTES))
+        .layer(cors)
+}
+
+/// What each side of the protocol does with the offer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Role {
+    Publisher,
+    Player,
+}
+
+impl Role {
+    fn path(self) -> &'static str {
+        match self {
+            Role::Publisher => "whip",
+            Role::Player => "whep",
+        }
+    }
+}
+
+/// An HTTP error with the spec's code in a JSON body.
+struct HttpError(StatusCode, ApiError);
+
+impl IntoResponse for HttpError {
+    fn into_response(self) -> Response {
+        let HttpError(status, error) = self;
+        (
+            status,
+            [(header::CONTENT_TYPE, "application/json")],
+            json!({"code": error.code.number(), "msg": error.msg}).to_string(),
+        )
+            .into_response()
+    }
+}
+
+impl From<ApiError> for HttpError {
+    fn from(error: ApiError) -> Self {
+        let status = match error.code {
+            ApiCode::RoomNotFound => StatusCode::NOT_FOUND,
+            ApiCode::IllegalClient => StatusCode::UNAUTHORIZED,
+            ApiCode::InvalidParameter => StatusCode::BAD_REQUEST,
+            ApiCode::AlreadyConnected | ApiCode::NoMedia => StatusCode::CONFLICT,
+            ApiCode::System | ApiCode::NoWorker | ApiCode::RtcFailed => StatusCode::SERVICE_UNAVAILABLE,
+            _ => StatusCode::FORBIDDEN,
+        };
+        HttpError(status, error)
+    }
+}
+
+async fn whip(state: State<AppState>, room: Path<String>, headers: HeaderMap, body: Bytes) -> Response {
+    start(state, room, headers, body, Role::Publisher).await.unwrap_or_else(IntoResponse::into_response)
+}
+
+async fn whep(state: State<AppState>, room: Path<String>, headers: HeaderMap, body: Bytes) -> Response {
+    start(state, room, headers, body, Role::Player).await.unwrap_or_else(IntoResponse::into_response)
+}
+
+/// Admits the client, answers its offer, and leaves the session running in a task.
+async fn start(
+    State(state): State<AppState>,
+    Path(room): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+    role: Role,
+) -> Result<Response, HttpError> {
+    let is_sdp = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.split(';').next().is_some_and(|t| t.trim().eq_ignore_ascii_case("application/sdp")));
+    if !is_sdp {
+        let error = ApiError::invalid("the body must be an SDP offer (Content-Type: application/sdp)");
+        return Err(HttpError(StatusCode::UNSUPPORTED_MEDIA_TYPE, error));
+    }
+    let offer = std::str::from_utf8(&body).map_err(|_| ApiError::invalid("the SDP offer is not UTF-8"))?.to_owned();
+    let token = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .ok_or_else(|| ApiError::new(ApiCode::IllegalClient, "Authorization: Bearer <join token> is required"))?;
+    let room = RoomId::try_from(room).map_err(|_| ApiError::new(ApiCode::RoomNotFound, "no such room"))?;
+    state.read(|reg| reg.room(&room).map(|_| ()))?;
+    let peer = admit_with_token(&state, &room, token.trim()).await?;
+    let (id, queue) = enter(&state, &room, &peer);
+    let mut session = Session::new(&state, room.clone(), peer, id);
+    let answered = match role {
+        Role::Publisher => {
+            session.publish(&offer).await.map(|event| event["sdp"].as_str().unwrap_or_default().to_owned())
+        }
+        Role::Player => session.play(&offer).await,
+    };
+    let answer = match answered {
+        Ok(answer) => answer,
+        Err(error) => {
+            session.end().await;
+            return Err(error.into());
+        }
+    };
+    let resource = format!("{:032x}", rand::random::<u128>());
+    let (stop, stopped) = oneshot::channel();
+    state.hub().add_http_session(&resource, &room, stop);
+    let owned = SessionParts::from(session);
+    let task_state = state.clone();
+    let held = resource.clone();
+    tokio::spawn(async move { hold(task_state, owned, held, queue, stopped).await });
+    let location = format!("/{}/{}/{resource}", role.path(), percent_encode(room.as_str()));
+    let mut response = (StatusCode::CREATED, [(header::CONTENT_TYPE, "application/sdp")], answer).into_response();
+    if let Ok(value) = HeaderValue::from_str(&location) {
+        response.headers_mut().insert(header::LOCATION, value);
+    }
+    Ok(response)
+}
+
+/// A session's state, without the borrow of the app state, to move into its task.
+struct SessionParts {
+    room: RoomId,
+    peer: crate::ids::PeerId,
+    id: u64,
+    publishing: Option<uprtcd_dataplane::router::TransportId>,
+    subscription: Option<super::subscribe::Subscription>,
+}
+
+impl From<Session<'_>> for SessionParts {
+    fn from(s: Session<'_>) -> Self {
+        SessionParts { room: s.room, peer: s.peer, id: s.id, publishing: s.publishing, subscription: s.subscription }
+    }
+}
+
+/// Keeps the session until its `DELETE`, a kick or the room's deletion, then ends it.
+async fn hold(
+    state: AppState,
+    parts: SessionParts,
+    resource: String,
+    mut queue: mpsc::Receiver<Outgoing>,
+    mut stopped: oneshot::Receiver<()>,
+) {
+    loop {
+        tokio::select! {
+            _ = &mut stopped => break,
+            outgoing = queue.recv() => match outgoing {
+                Some(Outgoing::Close(_)) | None => break,
+                Some(Outgoing::Event(_) | Outgoing::Tracks(_)) => {}
+            },
+        }
+    }
+    let SessionParts { room, peer, id, publishing, subscription } = parts;
+    // Ended by a kick or the room's deletion: its location goes too.
+    state.hub().take_http_session(&resource, &room);
+    Session { state: &state, room, peer, id, publishing, subscription }.end().await;
+}
+
+/// `DELETE` on a session's location.
+async fn end(State(state): State<AppState>, Path((room, resource)): Path<(String, String)>) -> Response {
+    let stop = RoomId::try_from(room).ok().and_then(|room| state.hub().take_http_session(&resource, &room));
+    match stop {
+        Some(stop) => {
+            let _ = stop.send(());
+            StatusCode::OK.into_response()
+        }
+        None => {
+            HttpError(StatusCode::NOT_FOUND, ApiError::new(ApiCode::PeerNotInRoom, "no such session")).into_response()
+        }
+    }
+}
+
+/// A room id as one path segment: everything but RFC 3986's unreserved characters escaped.
+fn percent_encode(text: &str) -> String {
+    let mut encoded = String::with_capacity(text.len());
+    for byte in text.bytes() {
+        if byte.is_ascii_alphanumeric() || b"-._~".contains(&byte) {
+            encoded.push(char::from(byte));
+        } else {
+            encoded.push_str(&format!("%{byte:02X}"));
+        }
+    }
+    encoded
+}
+
+/// Trickle ICE and ICE restarts over `PATCH` (RFC 9725 §4.3): the SFU is ICE-lite with its
+/// candidates in the answer, so it takes none.
+async fn no_trickle() -> Response {
+    (StatusCode::METHOD_NOT_ALLOWED, [(header::ALLOW, "DELETE")]).into_response()
+}
+
+impl Session<'_> {
+    /// Answers a player's offer: each receiving audio or video section gets one stream of
+    /// that kind the room publishes (in publishing order), as long as the player offered
+    /// its codec under the published payload type.
+    async fn play(&mut self, sdp: &str) -> Result<String, ApiError> {
+        let offer = sdp::RemoteDescription::parse(sdp).map_err(|e| ApiError::invalid(format!("offer refused: {e}")))?;
+        let published = self.state.hub().tracks_for(&self.room, &self.peer);
+        let mut chosen: Vec<(sdp::Mid, PublishedTrack, sdp::OutgoingTrack)> = Vec::new();
+        for media in offer.media.iter().filter(|m| !m.rejected && m.direction.receives()) {
+            let fits = |t: &&PublishedTrack| {
+                t.kind == media.kind
+                    && !chosen.iter().any(|(_, c, _)| c.track_id == t.track_id)
+                    && media.codecs.iter().any(|c| c.payload_type == t.codec.payload_type && c.is(&t.codec.name))
+            };
+            if let Some(track) = published.iter().find(fits) {
+                let outgoing = outgoing_track(track, &media.mid);
+                chosen.push((media.mid.clone(), track.clone(), outgoing));
+            }
+        }
+        if chosen.is_empty() {
+            return Err(ApiError::new(ApiCode::NoMedia, "nothing the player can receive is published in the room"));
+        }
+        let worker = self.worker()?;
+        let remote_ice = IceCredentials::new(offer.ice_ufrag.clone(), offer.ice_pwd.clone())
+            .map_err(|e| ApiError::invalid(format!("offer's ICE credentials: {e}")))?;
+        let remote_fingerprint = offer.fingerprint;
+        let reply = self
+            .state
+            .request_worker(worker, move |request| Command::CreateTransport {
+                request,
+                local_ice: None,
+                remote_ice,
+                remote_fingerprint,
+            })
+            .await?;
+        let Reply::TransportCreated { created, address } = reply else {
+            return Err(ApiError::new(ApiCode::RtcFailed, format!("the worker refused a transport: {reply:?}")));
+        };
+        let transport = created.transport;
+        self.subscription = Some(super::subscribe::Subscription::new(created.local_ice.clone(), Some(transport)));
+        let no_caps = sdp::BitrateCaps { min_bps: None, max_bps: None };
+        let local =
+            self.local_parameters(self.id + 1, 1, &created.local_ice, created.fingerprint, address.port(), no_caps);
+        let answer = sdp::answer_with_tracks(&offer, &local, &sdp::CodecPolicy::default(), |media| {
+            chosen.iter().find(|(mid, _, _)| mid == &media.mid).map(|(_, _, outgoing)| outgoing)
+        })
+        .map_err(|e| ApiError::invalid(format!("cannot answer the offer: {e}")))?;
+        for (mid, track, _) in &chosen {
+            let accepted = answer.negotiated.sections.iter().any(|s| &s.mid == mid && s.direction.sends());
+            let Some(media) = offer.media.iter().find(|m| &m.mid == mid) else { continue };
+            if accepted {
+                self.add_consumer(worker, transport, track, media).await?;
+            }
+        }
+        Ok(answer.sdp)
+    }
+}
