@@ -14,6 +14,7 @@ use tungstenite::{Message, WebSocket};
 use uprtcd_dataplane::dtls::{CertificateFingerprint, DtlsIdentity, DtlsVersionPolicy};
 use uprtcd_dataplane::ice::IceCredentials;
 use uprtcd_dataplane::peer::{ClientPeer, Received, TcpPeer, UdpPeer};
+use uprtcd_dataplane::wire::rtcp::{RtcpCompound, RtcpPacket};
 use uprtcd_dataplane::wire::rtp::{RtpHeader, RtpPacket};
 
 type Client = WebSocket<MaybeTlsStream<TcpStream>>;
@@ -699,4 +700,32 @@ fn the_rooms_protocol_decides_the_candidates_and_tcp_carries_media() {
         }
         assert_eq!(sequence, (0..100).collect::<Vec<u16>>(), "every packet over TCP, in order");
     });
+}
+
+#[test]
+fn the_rooms_max_bitrate_reaches_the_publisher_in_the_answer_and_by_remb() {
+    let srv = Server::start(&[]);
+    let data = srv.ok("POST", "/room/convo", json!({"masterId": "alice", "memberIds": [], "maxBitrate": 1_000_000}));
+    let (room, code) = (str_field(&data, "roomId").to_owned(), u64_field(&data, "invitationCode"));
+    let mut alice = join(&srv, &room, code, "alice");
+    let identity = DtlsIdentity::generate(DtlsVersionPolicy::Dtls12Only).unwrap();
+    let ice = IceCredentials::generate().unwrap();
+    let offer = video_offer(&ice, &identity.fingerprint().to_string(), 0xCAFE);
+    alice.send(Message::Text(json!({"type": "publish", "sdp": offer}).to_string().into())).unwrap();
+    let answer = next_event(&mut alice).unwrap();
+    let sdp = answer["sdp"].as_str().unwrap();
+    assert!(sdp.contains("b=AS:1000") && sdp.contains("b=TIAS:1000000"), "{sdp}");
+    let mut publisher = connect_media(sdp, ice, &identity);
+    send_video(&mut publisher, 0xCAFE, 20);
+    let mut buf = vec![0u8; 2048];
+    let remb = poll_until(Duration::from_secs(5), || match publisher.receive(&mut buf, Duration::from_millis(200)) {
+        Some(Ok(Received::Rtcp { len })) => {
+            RtcpCompound::new_checked(&buf[..len]).unwrap().packets().find_map(|p| match p {
+                RtcpPacket::Remb(remb) => Some((remb.bitrate(), remb.ssrcs().collect::<Vec<_>>())),
+                _ => None,
+            })
+        }
+        _ => None,
+    });
+    assert_eq!(remb, Some((1_000_000, vec![0xCAFE])), "the worker caps the publisher by REMB");
 }

@@ -55,6 +55,12 @@ pub enum Command {
         ssrc: u32,
         extensions: ExtensionIdMap,
     },
+    /// Cap what the client on `transport` publishes (REMB each report interval).
+    LimitBitrate {
+        request: RequestId,
+        transport: TransportId,
+        max_bps: u32,
+    },
     /// Resend the consumer's lost packets as this RTX stream, which its subscriber negotiated.
     EnableRtx {
         request: RequestId,

@@ -476,6 +476,9 @@ fn apply(
                 .and_then(|consumer| engine.set_extension_map(consumer, extensions).map(|()| consumer));
             (request, added.map_or_else(refused, Reply::ConsumerAdded))
         }
+        Command::LimitBitrate { request, transport, max_bps } => {
+            (request, engine.limit_bitrate(transport, max_bps).map_or_else(refused, |()| Reply::Done))
+        }
         Command::EnableRtx { request, consumer, rtx } => {
             (request, engine.enable_rtx(consumer, rtx).map_or_else(refused, |()| Reply::Done))
         }

@@ -321,6 +321,21 @@ fn publishers_get_receiver_reports_about_their_streams() {
 }
 
 #[test]
+fn capped_publishers_are_told_their_cap_by_remb_with_the_receiver_reports() {
+    let mut net = fan_out_net(1);
+    net.engine.limit_bitrate(net.clients[0].transport, 1_500_000).unwrap();
+    net.send_rtp(0, PUBLISHER_SSRC, 1, 3000, &payload(1));
+    net.deliver();
+    net.advance(Duration::from_millis(1100));
+    let rembs = rtcp_of(&net, 0, |p| match p {
+        RtcpPacket::Remb(remb) => Some((remb.bitrate(), remb.ssrcs().collect::<Vec<_>>())),
+        _ => None,
+    });
+    assert_eq!(rembs, [(1_500_000, vec![PUBLISHER_SSRC])], "one REMB per interval, naming the video stream");
+    assert!(rtcp_of(&net, 1, |p| matches!(p, RtcpPacket::Remb(_)).then_some(())).is_empty(), "subscribers get none");
+}
+
+#[test]
 fn sender_reports_reach_subscribers_in_their_numbering() {
     let mut net = fan_out_net(2);
     for seq in 0..10u16 {

@@ -1,5 +1,7 @@
 //! Publishing: a client's offer becomes a transport on the room's worker, a producer per
 //! stream the answer accepts, and the SDP answer pointing the client at that worker. The
+//! room's `maxBitrate` caps the publisher twice: `b=AS`/`b=TIAS` in the answer and REMB from
+//! the worker. The
 //! room's other sessions hear `track-added` for each stream, which makes the subscribing
 //! ones renegotiate.
 #![forbid(unsafe_code)]
@@ -87,6 +89,13 @@ impl Session<'_> {
                     other => return Err(ApiError::new(ApiCode::RtcFailed, format!("producer refused: {other:?}"))),
                 }
             }
+        }
+        if let Ok(max_bps) = u32::try_from(max_bitrate)
+            && max_bps > 0
+        {
+            self.state
+                .request_worker(worker, move |request| Command::LimitBitrate { request, transport, max_bps })
+                .await?;
         }
         let peer = self.peer.clone();
         for track in self.state.hub().add_tracks(&self.room, published) {

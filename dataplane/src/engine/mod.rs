@@ -35,13 +35,13 @@ use crate::dtls::{CertificateFingerprint, DtlsError, DtlsIdentity, DtlsOutput, M
 use crate::ice::{IceCredentials, IceError, StunOutcome, local_ufrag_of};
 use crate::io::SLOT_SIZE;
 use crate::router::{
-    ConsumerId, KeyframeRequest, ProducerId, ProducerSpec, Resend, Rewritten, Router, RouterConfig, RouterError,
-    RtxStream, TransportId,
+    ConsumerId, KeyframeRequest, MediaKind, ProducerId, ProducerSpec, Resend, Rewritten, Router, RouterConfig,
+    RouterError, RtxStream, TransportId,
 };
 use crate::srtp::{MAX_SRTCP_OVERHEAD, MAX_SRTP_OVERHEAD, SrtpError, SrtpSession};
 use crate::stats::{DropReason, WorkerCounters};
 use crate::wire::WireError;
-use crate::wire::rtcp::{RtcpCompound, RtcpPacket, write_pli, write_receiver_report, write_sender_report};
+use crate::wire::rtcp::{RtcpCompound, RtcpPacket, write_pli, write_receiver_report, write_remb, write_sender_report};
 use crate::wire::rtp::{ExtensionIdMap, RtpPacket};
 use crate::wire::{Datagram, classify};
 
@@ -244,10 +244,21 @@ impl Engine {
 
     /// Publishes a stream the client on `spec.transport` sends.
     pub fn add_producer(&mut self, spec: ProducerSpec) -> Result<ProducerId, EngineError> {
-        if !self.transports.contains(slot_key(spec.transport)) {
-            return Err(EngineError::UnknownTransport);
+        let transport = self.transports.get_mut(slot_key(spec.transport)).ok_or(EngineError::UnknownTransport)?;
+        let producer = self.router.add_producer(spec)?;
+        if spec.kind == MediaKind::Video {
+            transport.video_ssrcs.push(spec.ssrc);
         }
-        Ok(self.router.add_producer(spec)?)
+        Ok(producer)
+    }
+
+    /// Caps what the client on `transport` sends at `max_bps`: each receiver-report interval
+    /// tells it so in a REMB naming its video streams, which browsers take as the ceiling of
+    /// their bandwidth estimate.
+    pub fn limit_bitrate(&mut self, transport: TransportId, max_bps: u32) -> Result<(), EngineError> {
+        let transport = self.transports.get_mut(slot_key(transport)).ok_or(EngineError::UnknownTransport)?;
+        transport.bitrate_cap = Some(max_bps);
+        Ok(())
     }
 
     /// Sends `producer`'s stream to the client on `transport` as SSRC `ssrc`.
@@ -514,6 +525,12 @@ impl Engine {
                 send_rtcp(publisher, out, counters, |slot| write_receiver_report(slot, ENGINE_SSRC, &[block]));
             }
         });
+        for (_, publisher) in transports.iter_mut().filter(|(_, t)| !t.video_ssrcs.is_empty()) {
+            let Some(cap) = publisher.bitrate_cap else { continue };
+            let ssrcs = std::mem::take(&mut publisher.video_ssrcs);
+            send_rtcp(publisher, out, counters, |slot| write_remb(slot, ENGINE_SSRC, u64::from(cap), &ssrcs));
+            publisher.video_ssrcs = ssrcs;
+        }
     }
 
     /// Resends a packet a subscriber on `id` reported lost, from the producer's cache: as

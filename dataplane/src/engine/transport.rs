@@ -20,6 +20,10 @@ pub(super) struct Transport {
     /// Where the peer's last DTLS record came from: its flights are answered there even
     /// before a candidate is nominated.
     pub(super) last_dtls_source: Option<SocketAddr>,
+    /// The most this client may send, in bits per second, told to it by REMB.
+    pub(super) bitrate_cap: Option<u32>,
+    /// The SSRCs of the video it publishes, which its REMB names.
+    pub(super) video_ssrcs: Vec<u32>,
 }
 
 impl Transport {
@@ -36,6 +40,8 @@ impl Transport {
             srtp: None,
             addresses: Vec::new(),
             last_dtls_source: None,
+            bitrate_cap: None,
+            video_ssrcs: Vec::new(),
         }
     }
 
