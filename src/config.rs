@@ -52,6 +52,10 @@ pub struct Cli {
     /// [dataplane.udp_listen; default 127.0.0.1:0].
     #[arg(long, value_name = "ADDR:PORT")]
     pub udp_listen: Option<String>,
+    /// Serve the demo page, which lets anyone create rooms: true or false [client.demo;
+    /// default true].
+    #[arg(long, value_name = "true|false")]
+    pub demo: Option<String>,
 }
 
 /// A configuration error: the key and what is wrong with it.
@@ -110,6 +114,7 @@ struct ApiSection {
 #[serde(deny_unknown_fields)]
 struct ClientSection {
     listen: Option<SocketAddr>,
+    demo: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -139,6 +144,8 @@ pub struct Config {
     pub max_body_bytes: usize,
     pub max_upload_bytes: u64,
     pub client_listen: SocketAddr,
+    /// Serve `/demo` and `/demo/join` on the client listener.
+    pub demo: bool,
     pub workers: usize,
     pub io_backend: BackendChoice,
     pub udp_listen: SocketAddr,
@@ -153,6 +160,8 @@ const DEFAULT_DATA_DIR: &str = "./uprtcd-data";
 const DEFAULT_MAX_BODY_BYTES: usize = 1 << 20;
 const DEFAULT_MAX_UPLOAD_BYTES: u64 = 4 << 30;
 const DEFAULT_MAX_MEMBERS: u32 = 16;
+/// On for `cargo run`, so the demo page works out of the box; the systemd example turns it off.
+const DEFAULT_DEMO: bool = true;
 /// More workers than this is a typo, not a machine.
 const MAX_WORKERS: usize = 1024;
 
@@ -235,6 +244,10 @@ impl Config {
         {
             return Err(ConfigError::new("server.app_secret", crate::secret::RULE));
         }
+        let demo = match &cli.demo {
+            Some(v) => parse_flag(v, "client.demo", "--demo")?,
+            None => file.client.demo.unwrap_or(DEFAULT_DEMO),
+        };
         let max_body_bytes = file.api.max_body_bytes.unwrap_or(DEFAULT_MAX_BODY_BYTES);
         if max_body_bytes < 1024 {
             return Err(ConfigError::new("api.max_body_bytes", "must be at least 1024"));
@@ -249,6 +262,7 @@ impl Config {
             max_body_bytes,
             max_upload_bytes: file.api.max_upload_bytes.unwrap_or(DEFAULT_MAX_UPLOAD_BYTES),
             client_listen,
+            demo,
             workers,
             io_backend,
             udp_listen,
@@ -325,6 +339,21 @@ mod tests {
         assert_eq!(config.worker_count(1), 1);
         assert_eq!(config.worker_count(8), 7);
         assert_eq!(config.default_max_members, 16);
+        assert!(config.demo);
+    }
+
+    #[test]
+    fn demo_from_the_file_and_the_flag() {
+        assert!(!with_file("[client]\ndemo = false\n").unwrap().demo);
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
+        std::fs::write(&path, "[client]\ndemo = false\n").unwrap();
+        assert!(Config::resolve(&cli(&["--config", path.to_str().unwrap(), "--demo", "true"])).unwrap().demo);
+        assert!(!Config::resolve(&cli(&["--demo", "false"])).unwrap().demo);
+        let e = Config::resolve(&cli(&["--demo", "yes"])).unwrap_err().to_string();
+        assert!(e.contains("client.demo (--demo)"), "{e}");
+        let e = with_file("[client]\ndemo = 1\n").unwrap_err().to_string();
+        assert!(e.contains("client.demo"), "{e}");
     }
 
     #[test]

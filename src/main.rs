@@ -129,6 +129,7 @@ fn settings(config: &Config, app_secret: String, api: &TcpListener, client: &Tcp
         max_body_bytes: config.max_body_bytes,
         max_upload_bytes: config.max_upload_bytes,
         recordings_dir: config.data_dir.join(uprtcd_controlplane::RECORDINGS_DIR),
+        demo: config.demo,
     })
 }
 

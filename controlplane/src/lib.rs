@@ -7,6 +7,7 @@
 #![forbid(unsafe_code)]
 
 pub mod api;
+pub mod demo;
 pub mod envelope;
 pub mod ids;
 pub mod load;
@@ -22,7 +23,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use axum::Router;
-use axum::routing::get;
+use axum::routing::{get, post};
 
 use crate::load::WorkerLoads;
 use crate::registry::Registry;
@@ -60,11 +61,16 @@ pub fn open(
     Ok(AppState::new(settings, registry, store, loads, workers))
 }
 
-/// The client listener's router: signalling at `/{invitationCode}`, WHIP and WHEP, and a
-/// health check for load balancers. The demo page attaches here too.
+/// The client listener's router: signalling at `/{invitationCode}`, WHIP and WHEP, a health
+/// check for load balancers, the JavaScript SDK and the demo page. Static paths win over the
+/// `/{code}` capture, so none of them can be taken for an invitation code.
 pub fn client_router(state: AppState) -> Router {
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
+        .route("/uprtc.js", get(demo::sdk))
+        .route("/favicon.ico", get(demo::favicon))
+        .route("/demo", get(demo::page))
+        .route("/demo/join", post(demo::join))
         .route("/{code}", get(signalling::connect))
         .merge(signalling::whip::routes())
         .with_state(state)

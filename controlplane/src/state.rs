@@ -43,6 +43,9 @@ pub struct Settings {
     pub max_upload_bytes: u64,
     /// Where uploaded and recorded files are kept.
     pub recordings_dir: PathBuf,
+    /// Demo mode: `/demo` and `/demo/join` let anyone create and join rooms (see
+    /// [`crate::demo`]).
+    pub demo: bool,
 }
 
 #[derive(Debug)]

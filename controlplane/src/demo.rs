@@ -1,0 +1,214 @@
+//! The JavaScript SDK and the demo page, on the client listener.
+//!
+//! `GET /uprtc.js` (the SDK, `static/uprtc.js`) is always served, to any origin, and so is an
+//! empty `GET /favicon.ico` that browsers ask for by themselves. In demo mode
+//! (`client.demo`) `GET /demo` serves the demo page and `POST /demo/join` lets anyone create a
+//! conversation room or invite themselves into one by its invitation code, and hands back a
+//! join token: exactly what a business server would do through the REST API, without the
+//! AppSecret. With demo mode off both answer 404.
+//!
+//! Rules: rooms and invitations go through [`AppState::write`], the registry's one write path,
+//! so what the demo creates is committed before it is answered, like any REST change. Errors
+//! carry the spec's code in an envelope-like body with a real HTTP status (400, 404, 413, 500,
+//! 503): the page is not a business server and reads the status first.
+#![forbid(unsafe_code)]
+
+use std::time::{Duration, SystemTime};
+
+use axum::Json;
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::envelope::{ApiCode, ApiError, Empty, Envelope};
+use crate::ids::{PeerId, RoomId};
+use crate::registry::{NewRoom, NewRoomKind, Protocol};
+use crate::state::AppState;
+use crate::token;
+
+/// The SDK, an ES module without dependencies.
+pub const SDK: &str = include_str!("../static/uprtc.js");
+/// The demo page; it imports `/uprtc.js`.
+pub const PAGE: &str = include_str!("../static/demo.html");
+
+/// A demo join is a peer name and perhaps a code: anything larger is not from the page.
+const MAX_JOIN_BODY: usize = 4096;
+/// How long a demo token lasts (as `POST /room/{id}/token` by default).
+const TOKEN_TTL: Duration = Duration::from_secs(3600);
+/// The REST API's defaults for a room whose request names no bitrates.
+const MIN_BITRATE: u64 = 600_000;
+const MAX_BITRATE: u64 = 3_000_000;
+
+/// `GET /uprtc.js`: the SDK, importable from any origin.
+pub async fn sdk() -> Response {
+    let mut response = static_file(SDK, "application/javascript; charset=utf-8");
+    response.headers_mut().insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, HeaderValue::from_static("*"));
+    response
+}
+
+/// `GET /demo`: the demo page, in demo mode.
+pub async fn page(State(state): State<AppState>) -> Response {
+    if !state.settings().demo {
+        return (StatusCode::NOT_FOUND, "demo mode is off\n").into_response();
+    }
+    static_file(PAGE, "text/html; charset=utf-8")
+}
+
+/// `GET /favicon.ico`: nothing, so that a browser's automatic request is not taken for an
+/// invitation code by the signalling route (which would answer 400).
+pub async fn favicon() -> StatusCode {
+    StatusCode::NO_CONTENT
+}
+
+fn static_file(body: &'static str, content_type: &'static str) -> Response {
+    let mut response = Response::new(Body::from(body));
+    let headers = response.headers_mut();
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    // The binary carries the file: a new binary must not be hidden behind a cached copy.
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    response
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct JoinRequest {
+    peer: String,
+    /// A number or a string of digits; absent or null: create a room.
+    invitation_code: Option<Value>,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Joined {
+    room_id: RoomId,
+    invitation_code: u32,
+    /// Clients connect to `serverUrl + invitationCode`.
+    server_url: String,
+    /// A join token for the peer, valid for an hour.
+    token: String,
+}
+
+/// An error as the page sees it: the spec's code in an envelope, and an HTTP status.
+#[derive(Debug)]
+struct DemoError(StatusCode, ApiError);
+
+impl From<ApiError> for DemoError {
+    fn from(error: ApiError) -> Self {
+        let status = match error.code {
+            ApiCode::RoomNotFound => StatusCode::NOT_FOUND,
+            ApiCode::System => StatusCode::INTERNAL_SERVER_ERROR,
+            ApiCode::NoWorker => StatusCode::SERVICE_UNAVAILABLE,
+            _ => StatusCode::BAD_REQUEST,
+        };
+        Self(status, error)
+    }
+}
+
+impl IntoResponse for DemoError {
+    fn into_response(self) -> Response {
+        let Self(status, error) = self;
+        (status, Json(Envelope { code: error.code.number(), data: Empty {}, msg: error.msg })).into_response()
+    }
+}
+
+/// `POST /demo/join` `{peer, invitationCode?}`: without a code, a new conversation room
+/// mastered by `peer`; with one, `peer` invited into that room. Answers where to connect and
+/// a join token.
+pub async fn join(State(state): State<AppState>, request: Request) -> Response {
+    if !state.settings().demo {
+        return DemoError(StatusCode::NOT_FOUND, ApiError::request("demo mode is off")).into_response();
+    }
+    match join_room(&state, request).await {
+        Ok(joined) => Json(joined).into_response(),
+        Err(error) => error.into_response(),
+    }
+}
+
+async fn join_room(state: &AppState, request: Request) -> Result<Joined, DemoError> {
+    let body = axum::body::to_bytes(request.into_body(), MAX_JOIN_BODY).await.map_err(|_| {
+        DemoError(StatusCode::PAYLOAD_TOO_LARGE, ApiError::invalid(format!("body exceeds {MAX_JOIN_BODY} bytes")))
+    })?;
+    let body: JoinRequest = serde_json::from_slice(&body)
+        .map_err(|e| ApiError::invalid(format!("expected {{peer, invitationCode?}}: {e}")))?;
+    let peer = PeerId::try_from(body.peer).map_err(|_| ApiError::invalid("peer: 1 to 128 characters"))?;
+    let code = body.invitation_code.map(invitation_code).transpose()?.flatten();
+    let invited = peer.clone();
+    let (room, code) = state
+        .write(move |reg| {
+            if reg.is_blocked(&invited) {
+                return Err(ApiError::request(format!("user {invited} is blocked")));
+            }
+            match code {
+                None => {
+                    let new = NewRoom {
+                        master: invited,
+                        requested_id: None,
+                        protocol: Protocol::Udp,
+                        min_bitrate: MIN_BITRATE,
+                        max_bitrate: MAX_BITRATE,
+                        kind: NewRoomKind::Convo { members: Vec::new(), max_members: None },
+                    };
+                    reg.create(new).map(|room| (room.id.clone(), room.invitation_code))
+                }
+                Some(code) => {
+                    let id = reg
+                        .room_by_code(code)
+                        .map(|room| room.id.clone())
+                        .ok_or_else(|| ApiError::new(ApiCode::RoomNotFound, "no room has this invitation code"))?;
+                    reg.add_convo_members(&id, vec![invited])?;
+                    Ok((id, code))
+                }
+            }
+        })
+        .await?;
+    let now_unix = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_err(|_| ApiError::system("the system clock is set before 1970"))?
+        .as_secs();
+    let settings = state.settings();
+    let token = token::mint(&settings.app_secret, room.clone(), peer, now_unix, TOKEN_TTL)
+        .map_err(|e| ApiError::system(e.to_string()))?;
+    Ok(Joined { room_id: room, invitation_code: code, server_url: settings.client_url.clone(), token })
+}
+
+/// An invitation code as the page may send it: a number or a string of digits (`null`: none).
+fn invitation_code(value: Value) -> Result<Option<u32>, ApiError> {
+    let bad = || ApiError::invalid("invitationCode: a nine-digit number");
+    match value {
+        Value::Null => Ok(None),
+        Value::Number(n) => n.as_u64().and_then(|n| u32::try_from(n).ok()).map(Some).ok_or_else(bad),
+        Value::String(s) => {
+            let s = s.trim();
+            if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
+                return Err(bad());
+            }
+            s.parse().map(Some).map_err(|_| bad())
+        }
+        _ => Err(bad()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn invitation_codes_as_numbers_or_digits() {
+        assert_eq!(invitation_code(json!(123456789)).unwrap(), Some(123_456_789));
+        assert_eq!(invitation_code(json!(" 123456789 ")).unwrap(), Some(123_456_789));
+        assert_eq!(invitation_code(Value::Null).unwrap(), None);
+        for bad in [json!(""), json!("12a"), json!(-1), json!(1.5), json!(99_999_999_999u64), json!([1]), json!(true)] {
+            assert_eq!(invitation_code(bad.clone()).unwrap_err().code, ApiCode::InvalidParameter, "{bad}");
+        }
+    }
+
+    #[test]
+    fn the_page_imports_the_sdk_it_is_served_with() {
+        assert!(PAGE.contains("/uprtc.js"));
+        assert!(SDK.contains("export class Room"));
+    }
+}

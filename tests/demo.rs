@@ -1,0 +1,159 @@
+//! The SDK and the demo mode on the client listener, against the real binary: `/uprtc.js` is
+//! always served to any origin; `/demo` and `POST /demo/join` exist only in demo mode, create
+//! and join rooms through the registry (so they persist and the REST API sees them), hand out
+//! working join tokens, and refuse bad input with the spec's codes.
+
+mod support;
+
+use std::time::Duration;
+
+use support::*;
+
+fn demo_join(srv: &Server, body: Value) -> ClientResp {
+    srv.client_request("POST", "/demo/join", &[], Body::Json(body))
+}
+
+/// Joins a room over signalling with what `/demo/join` answered; returns the first event.
+fn first_event(joined: &Value, peer: &str) -> Value {
+    let url = format!(
+        "{}{}?peer={}&token={}",
+        str_field(joined, "serverUrl"),
+        u64_field(joined, "invitationCode"),
+        enc(peer),
+        str_field(joined, "token")
+    );
+    let (mut socket, _) = tungstenite::connect(url.as_str()).unwrap_or_else(|e| panic!("connect {url}: {e}"));
+    if let tungstenite::stream::MaybeTlsStream::Plain(stream) = socket.get_ref() {
+        stream.set_read_timeout(Some(Duration::from_secs(5))).expect("read timeout");
+    }
+    let event: Value = loop {
+        match socket.read().expect("a first event") {
+            tungstenite::Message::Text(text) => break serde_json::from_str(&text).expect("JSON event"),
+            _ => continue,
+        }
+    };
+    let _ = socket.close(None);
+    event
+}
+
+#[test]
+fn the_sdk_is_served_to_any_origin() {
+    let srv = Server::builder().demo(false).start();
+    let r = srv.client_request("GET", "/uprtc.js", &[], Body::None);
+    assert_eq!(r.status, 200);
+    assert!(r.header("content-type").is_some_and(|t| t.starts_with("application/javascript")), "{:?}", r.headers);
+    assert_eq!(r.header("access-control-allow-origin"), Some("*"));
+    let text = r.text();
+    assert!(text.contains("export class Room") && text.contains("static join("), "the SDK's entry point");
+}
+
+#[test]
+fn the_demo_page_imports_the_sdk() {
+    let srv = Server::start(&[]);
+    let r = srv.client_request("GET", "/demo", &[], Body::None);
+    assert_eq!(r.status, 200, "demo mode is on by default: {}", r.text());
+    assert!(r.header("content-type").is_some_and(|t| t.starts_with("text/html")), "{:?}", r.headers);
+    let page = r.text();
+    assert!(page.contains("from '/uprtc.js'"), "the page uses the SDK");
+    // The health check still answers beside the static routes, and a browser's own favicon
+    // request is not taken for an invitation code.
+    assert_eq!(srv.client_request("GET", "/healthz", &[], Body::None).status, 200);
+    assert_eq!(srv.client_request("GET", "/favicon.ico", &[], Body::None).status, 204);
+}
+
+#[test]
+fn create_then_join_a_room_with_tokens_that_work() {
+    let srv = Server::start(&[]);
+    let created = demo_join(&srv, json!({"peer": "alice"}));
+    assert_eq!(created.status, 200, "{}", created.text());
+    let created = created.json("create");
+    let room = str_field(&created, "roomId").to_owned();
+    assert_generated_id(&room);
+    let code = u64_field(&created, "invitationCode");
+    assert!((100_000_000..=999_999_999).contains(&code), "{created}");
+    assert_eq!(str_field(&created, "serverUrl"), srv.url_prefix());
+    assert!(!str_field(&created, "token").is_empty());
+
+    let info = srv.room(&room);
+    assert_eq!(info["type"], "convo");
+    assert_eq!(info["masterId"], "alice");
+    assert_eq!(sorted(&info["invitedUserIds"]), set_of(&["alice"]));
+
+    // The code as a string (from the page's input) or as a number.
+    let joined = demo_join(&srv, json!({"peer": "bob", "invitationCode": code.to_string()}));
+    assert_eq!(joined.status, 200, "{}", joined.text());
+    let joined = joined.json("join");
+    assert_eq!(str_field(&joined, "roomId"), room);
+    assert_eq!(u64_field(&joined, "invitationCode"), code);
+    let again = demo_join(&srv, json!({"peer": "carol", "invitationCode": code}));
+    assert_eq!(again.status, 200, "{}", again.text());
+    assert_eq!(sorted(&srv.room(&room)["invitedUserIds"]), set_of(&["alice", "bob", "carol"]));
+
+    // The tokens admit their peers; someone not invited is still refused.
+    let event = first_event(&created, "alice");
+    assert_eq!(event["type"], "joined", "{event}");
+    let event = first_event(&joined, "bob");
+    assert_eq!(event["type"], "joined", "{event}");
+    assert_eq!(event["room"], room.as_str());
+    let data = srv.ok("POST", &format!("/room/{}/token", enc(&room)), json!({"peerId": "mallory"}));
+    let outsider = json!({"serverUrl": srv.url_prefix(), "invitationCode": code, "token": data["token"]});
+    let event = first_event(&outsider, "mallory");
+    assert_eq!((event["type"].as_str(), event["code"].as_u64()), (Some("error"), Some(50003)), "{event}");
+}
+
+#[test]
+fn invitations_are_persisted() {
+    let mut srv = Server::start(&[]);
+    let created = demo_join(&srv, json!({"peer": "alice"})).json("create");
+    let room = str_field(&created, "roomId").to_owned();
+    let code = u64_field(&created, "invitationCode");
+    assert_eq!(demo_join(&srv, json!({"peer": "bob", "invitationCode": code})).status, 200);
+    srv.kill9();
+    srv.restart();
+    assert_eq!(sorted(&srv.room(&room)["invitedUserIds"]), set_of(&["alice", "bob"]));
+}
+
+#[test]
+fn bad_input_gets_the_spec_codes() {
+    let srv = Server::start(&[]);
+    let mut soft = Soft::new();
+    let cases: [(&str, Body, u16, u64); 9] = [
+        ("no body", Body::None, 400, 10002),
+        ("not JSON", raw("{peer"), 400, 10002),
+        ("no peer", Body::Json(json!({})), 400, 10002),
+        ("empty peer", Body::Json(json!({"peer": ""})), 400, 10002),
+        ("peer too long", Body::Json(json!({"peer": "p".repeat(129)})), 400, 10002),
+        ("peer not a string", Body::Json(json!({"peer": 7})), 400, 10002),
+        ("code not digits", Body::Json(json!({"peer": "bob", "invitationCode": "12ab"})), 400, 10002),
+        ("code negative", Body::Json(json!({"peer": "bob", "invitationCode": -5})), 400, 10002),
+        ("no such room", Body::Json(json!({"peer": "bob", "invitationCode": 123_456_789})), 404, 50001),
+    ];
+    for (what, body, status, code) in cases {
+        let r = srv.client_request("POST", "/demo/join", &[], body);
+        let env: Value = serde_json::from_slice(&r.body).unwrap_or(Value::Null);
+        soft.check(r.status == status && env["code"].as_u64() == Some(code), || {
+            format!("{what}: expected HTTP {status} code {code}, got HTTP {} {}", r.status, r.text())
+        });
+        soft.add(envelope_problem(&env, what));
+    }
+    let big = format!("{{\"peer\": \"{}\"}}", "x".repeat(8192));
+    let r = srv.client_request("POST", "/demo/join", &[], raw(big));
+    soft.check(r.status == 413, || format!("an oversized body: expected HTTP 413, got {} {}", r.status, r.text()));
+    // A live room has no invitations.
+    let live = srv.create_live("host");
+    let r = demo_join(&srv, json!({"peer": "bob", "invitationCode": live["invitationCode"]}));
+    let env: Value = serde_json::from_slice(&r.body).unwrap_or(Value::Null);
+    soft.check(r.status == 400 && env["code"] == 10003, || format!("a live room: got HTTP {} {}", r.status, r.text()));
+    soft.done();
+}
+
+#[test]
+fn demo_mode_off_answers_404() {
+    let srv = Server::builder().demo(false).start();
+    let page = srv.client_request("GET", "/demo", &[], Body::None);
+    assert_eq!(page.status, 404, "{}", page.text());
+    let join = demo_join(&srv, json!({"peer": "alice"}));
+    assert_eq!(join.status, 404, "{}", join.text());
+    assert_eq!(srv.ok("GET", "/server/room/num", ())["num"], 0, "no room was created");
+    assert_eq!(srv.client_request("GET", "/uprtc.js", &[], Body::None).status, 200, "the SDK is always served");
+}
