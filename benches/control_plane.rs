@@ -8,7 +8,7 @@ use std::hint::black_box;
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use uprtcd_controlplane::ids::{PeerId, ServerIdentity};
-use uprtcd_controlplane::registry::{Contents, NewRoom, NewRoomKind, Protocol, Registry};
+use uprtcd_controlplane::registry::{Contents, Limits, NewRoom, NewRoomKind, Protocol, Registry};
 use uprtcd_controlplane::store::Store;
 
 fn live_room(master: &PeerId) -> NewRoom {
@@ -25,7 +25,7 @@ fn live_room(master: &PeerId) -> NewRoom {
 fn registry_rules(c: &mut Criterion) {
     let master = PeerId::try_from("bench-master".to_owned()).expect("valid id");
     c.bench_function("registry/create_and_close_live_room", |b| {
-        let mut registry = Registry::new(ServerIdentity::generate(), 4, 16, Contents::default());
+        let mut registry = Registry::new(ServerIdentity::generate(), 4, Limits::default(), Contents::default());
         b.iter(|| {
             let id = registry.create(live_room(&master)).expect("room opens").id.clone();
             registry.close(black_box(&id)).expect("room closes");
@@ -37,7 +37,7 @@ fn registry_rules(c: &mut Criterion) {
 fn durable_commit(c: &mut Criterion) {
     let dir = tempfile::tempdir().expect("temporary dir");
     let store = Store::open(&dir.path().join("bench.redb")).expect("store opens");
-    let mut registry = Registry::new(store.identity().expect("identity"), 4, 16, Contents::default());
+    let mut registry = Registry::new(store.identity().expect("identity"), 4, Limits::default(), Contents::default());
     let master = PeerId::try_from("bench-master".to_owned()).expect("valid id");
     c.bench_function("store/commit_one_new_room", |b| {
         b.iter(|| {

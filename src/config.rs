@@ -56,6 +56,10 @@ pub struct Cli {
     /// default true].
     #[arg(long, value_name = "true|false")]
     pub demo: Option<String>,
+    /// Clients connected at once over every room, the licensed maximum (50018 beyond it);
+    /// 0 for no cap [rooms.max_connections; default 0].
+    #[arg(long, value_name = "N")]
+    pub max_connections: Option<String>,
 }
 
 /// A configuration error: the key and what is wrong with it.
@@ -129,6 +133,7 @@ struct DataplaneSection {
 #[serde(deny_unknown_fields)]
 struct RoomsSection {
     default_max_members: Option<u32>,
+    max_connections: Option<u32>,
 }
 
 /// The configuration in force.
@@ -150,6 +155,8 @@ pub struct Config {
     pub io_backend: BackendChoice,
     pub udp_listen: SocketAddr,
     pub default_max_members: u32,
+    /// Clients connected at once over every room (the licensed maximum); 0 = no cap.
+    pub max_connections: u32,
 }
 
 const DEFAULT_API_LISTEN: &str = "127.0.0.1:6017";
@@ -267,6 +274,10 @@ impl Config {
             io_backend,
             udp_listen,
             default_max_members: file.rooms.default_max_members.unwrap_or(DEFAULT_MAX_MEMBERS),
+            max_connections: match &cli.max_connections {
+                Some(v) => parse_flag(v, "rooms.max_connections", "--max-connections")?,
+                None => file.rooms.max_connections.unwrap_or(0),
+            },
         })
     }
 
@@ -340,6 +351,15 @@ mod tests {
         assert_eq!(config.worker_count(8), 7);
         assert_eq!(config.default_max_members, 16);
         assert!(config.demo);
+    }
+
+    #[test]
+    fn max_connections_from_the_file_and_the_flag() {
+        assert_eq!(with_file("[rooms]\nmax_connections = 500\n").unwrap().max_connections, 500);
+        assert_eq!(Config::resolve(&cli(&["--max-connections", "7"])).unwrap().max_connections, 7);
+        assert_eq!(Config::resolve(&cli(&[])).unwrap().max_connections, 0, "no cap by default");
+        let e = Config::resolve(&cli(&["--max-connections", "many"])).unwrap_err().to_string();
+        assert!(e.contains("rooms.max_connections (--max-connections)"), "{e}");
     }
 
     #[test]

@@ -92,7 +92,10 @@ fn run(cli: &Cli) -> Result<(), String> {
         &config.data_dir,
         Arc::clone(&loads),
         Arc::clone(&workers),
-        config.default_max_members,
+        uprtcd_controlplane::registry::Limits {
+            default_max_members: config.default_max_members,
+            max_connections: config.max_connections,
+        },
     )
     .map_err(|e| format!("server.data_dir: {e}"))?;
 

@@ -114,6 +114,19 @@ fn the_conversation_room_rules_refuse_with_the_spec_codes() {
 }
 
 #[test]
+fn the_licensed_maximum_of_connections_counts_every_room() {
+    let srv = Server::start(&["--max-connections", "2"]);
+    let (first, first_code) = convo(&srv, "alice", &["bob"], 0);
+    let (second, second_code) = convo(&srv, "carol", &[], 0);
+    let _alice = join(&srv, &first, first_code, "alice");
+    let carol = join(&srv, &second, second_code, "carol");
+    assert_eq!(refused(&srv, first_code, "bob", &token(&srv, &first, "bob")), 50018, "two connected, two licensed");
+    drop(carol);
+    poll_until(Duration::from_secs(5), || (!joined(&srv, &second, "carol")).then_some(())).expect("carol left");
+    let _bob = join(&srv, &first, first_code, "bob");
+}
+
+#[test]
 fn bad_tokens_are_illegal_connections() {
     let srv = Server::start(&[]);
     let (room, code) = convo(&srv, "alice", &["bob"], 0);

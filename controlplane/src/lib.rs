@@ -51,13 +51,13 @@ pub fn open(
     data_dir: &Path,
     loads: Arc<WorkerLoads>,
     workers: Arc<uprtcd_dataplane::worker::Workers>,
-    default_max_members: u32,
+    limits: registry::Limits,
 ) -> Result<AppState, Error> {
     std::fs::create_dir_all(&settings.recordings_dir)
         .map_err(|source| Error::Folder { path: settings.recordings_dir.display().to_string(), source })?;
     let store = Store::open(&data_dir.join(STORE_FILE))?;
     let identity = store.identity()?;
-    let registry = Registry::new(identity, workers.handles().len(), default_max_members, store.load()?);
+    let registry = Registry::new(identity, workers.handles().len(), limits, store.load()?);
     Ok(AppState::new(settings, registry, store, loads, workers))
 }
 

@@ -173,11 +173,26 @@ pub struct Contents {
     pub recordings: Vec<Recording>,
 }
 
+/// The server-wide limits the operator configures (`[rooms]`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// `maxMemberNum` of a conversation room when its creation omits it.
+    pub default_max_members: u32,
+    /// Clients connected at once over every room, the licensed maximum (50018); 0 = no cap.
+    pub max_connections: u32,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits { default_max_members: 16, max_connections: 0 }
+    }
+}
+
 #[derive(Debug)]
 pub struct Registry {
     identity: ServerIdentity,
     workers: usize,
-    default_max_members: u32,
+    limits: Limits,
     rooms: HashMap<RoomId, Room>,
     codes: HashMap<u32, RoomId>,
     groups: HashMap<u64, BTreeSet<RoomId>>,
@@ -194,12 +209,12 @@ fn room_not_found(id: &RoomId) -> ApiError {
 impl Registry {
     /// A registry over `contents`, for a server with `workers` dataplane workers (at least 1).
     /// Rooms placed on workers that no longer exist are moved onto the ones that do.
-    pub fn new(identity: ServerIdentity, workers: usize, default_max_members: u32, contents: Contents) -> Self {
+    pub fn new(identity: ServerIdentity, workers: usize, limits: Limits, contents: Contents) -> Self {
         let workers = workers.max(1);
         let mut registry = Self {
             identity,
             workers,
-            default_max_members,
+            limits,
             rooms: HashMap::new(),
             codes: HashMap::new(),
             groups: HashMap::new(),
@@ -231,7 +246,7 @@ impl Registry {
     /// Replaces the persisted part with `contents` (after a failed commit), keeping what is
     /// not persisted: connections and the recycling flag.
     pub fn reload(&mut self, contents: Contents) {
-        let mut fresh = Self::new(self.identity.clone(), self.workers, self.default_max_members, contents);
+        let mut fresh = Self::new(self.identity.clone(), self.workers, self.limits, contents);
         fresh.recycling = self.recycling;
         for (id, room) in &mut fresh.rooms {
             if let Some(old) = self.rooms.get_mut(id) {
@@ -326,7 +341,7 @@ impl Registry {
             NewRoomKind::Convo { members, max_members } => {
                 let mut invited = vec![new.master.clone()];
                 push_unique(&mut invited, members);
-                RoomKind::Convo { invited, max_members: max_members.unwrap_or(self.default_max_members) }
+                RoomKind::Convo { invited, max_members: max_members.unwrap_or(self.limits.default_max_members) }
             }
             NewRoomKind::Live => RoomKind::Live { live_members: Vec::new() },
         };
@@ -430,6 +445,7 @@ impl Registry {
         if self.is_blocked(peer) {
             return Err(ApiError::new(ApiCode::IllegalClient, format!("user {peer} is blocked")));
         }
+        let connections: usize = self.rooms.values().map(|room| room.connected.len()).sum();
         let room = self.rooms.get_mut(id).ok_or_else(|| room_not_found(id))?;
         if let RoomKind::Convo { invited, .. } = &room.kind
             && !invited.contains(peer)
@@ -450,6 +466,13 @@ impl Registry {
             && room.connected.len() >= max_members as usize
         {
             return Err(ApiError::new(ApiCode::RoomFull, format!("room {id} has its {max_members} members")));
+        }
+        let licensed = self.limits.max_connections;
+        if licensed > 0 && connections >= licensed as usize {
+            return Err(ApiError::new(
+                ApiCode::LicenceExceeded,
+                format!("this server is licensed for {licensed} connections at once"),
+            ));
         }
         room.connected.insert(peer.clone());
         Ok(())
@@ -692,7 +715,7 @@ mod tests {
     }
 
     fn registry(workers: usize) -> Registry {
-        Registry::new(ServerIdentity::from_key([7; 32]), workers, 16, Contents::default())
+        Registry::new(ServerIdentity::from_key([7; 32]), workers, Limits::default(), Contents::default())
     }
 
     fn live(master: &str) -> NewRoom {
@@ -845,8 +868,12 @@ mod tests {
         let ids: Vec<RoomId> = (0..8).map(|i| open_live(&mut reg, &format!("m{i}"))).collect();
         reg.add_mirror(&ids[0], None, &[]).unwrap();
         let rooms: Vec<Room> = reg.rooms().cloned().collect();
-        let reloaded =
-            Registry::new(ServerIdentity::from_key([7; 32]), 1, 16, Contents { rooms, ..Contents::default() });
+        let reloaded = Registry::new(
+            ServerIdentity::from_key([7; 32]),
+            1,
+            Limits::default(),
+            Contents { rooms, ..Contents::default() },
+        );
         for id in &ids {
             let room = reloaded.room(id).unwrap();
             assert_eq!(room.worker, 0);

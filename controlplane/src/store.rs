@@ -150,7 +150,7 @@ fn decode<T: serde::de::DeserializeOwned>(key: &str, bytes: &[u8]) -> Result<T, 
 mod tests {
     use super::*;
     use crate::ids::RoomId;
-    use crate::registry::{NewRoom, NewRoomKind, Protocol};
+    use crate::registry::{Limits, NewRoom, NewRoomKind, Protocol};
 
     fn stored_room_ids(store: &Store) -> Vec<RoomId> {
         store.load().unwrap().rooms.into_iter().map(|r| r.id).collect()
@@ -174,7 +174,7 @@ mod tests {
         let (identity_key, rooms_before) = {
             let store = Store::open(&path).unwrap();
             let identity = store.identity().unwrap();
-            let mut reg = Registry::new(identity.clone(), 2, 16, store.load().unwrap());
+            let mut reg = Registry::new(identity.clone(), 2, Limits::default(), store.load().unwrap());
             let a = reg.create(new_room("a", NewRoomKind::Live)).unwrap().id.clone();
             let b = reg.create(new_room("b", NewRoomKind::Live)).unwrap().id.clone();
             let members = vec![PeerId::try_from("m".to_owned()).unwrap()];
@@ -199,7 +199,7 @@ mod tests {
     fn closed_rooms_are_deleted_from_the_store() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(&dir.path().join("s.redb")).unwrap();
-        let mut reg = Registry::new(store.identity().unwrap(), 1, 16, Contents::default());
+        let mut reg = Registry::new(store.identity().unwrap(), 1, Limits::default(), Contents::default());
         let a = reg.create(new_room("a", NewRoomKind::Live)).unwrap().id.clone();
         let changes = reg.take_changes();
         store.commit(&reg, &changes).unwrap();
