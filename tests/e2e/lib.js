@@ -399,6 +399,39 @@ export class Scenario {
   constructor() {
     this.servers = [];
     this.browsers = [];
+    this.tools = [];
+  }
+
+  /**
+   * Starts another client program (`command args`) whose stdout is one JSON object per line;
+   * returns it with `next(step, ms)`, which waits for the line whose `step` is `step`.
+   */
+  tool(command, args) {
+    const child = spawn(command, args, { stdio: ['ignore', 'pipe', 'pipe'] });
+    living.add(child.pid);
+    const tool = { child, pid: child.pid, lines: [], errors: [] };
+    tool.exited = new Promise((resolve) => child.once('exit', (code) => resolve(code)));
+    tool.exited.then(() => living.delete(child.pid));
+    let buffered = '';
+    child.stdout.on('data', (chunk) => {
+      buffered += chunk;
+      let newline;
+      while ((newline = buffered.indexOf('\n')) >= 0) {
+        tool.lines.push(buffered.slice(0, newline));
+        buffered = buffered.slice(newline + 1);
+      }
+    });
+    child.stderr.on('data', (chunk) => tool.errors.push(String(chunk)));
+    // A step the tool reports as failed ends the wait at once.
+    const failed = new Set(['refused', 'not-connected']);
+    tool.next = (step, ms) =>
+      poll(ms, `${command} step ${step}`, async () => {
+        const steps = tool.lines.map((l) => JSON.parse(l));
+        if (steps.some((l) => failed.has(l.step))) throw new Error(`${command}: ${tool.lines.join(' ')}`);
+        return steps.find((l) => l.step === step);
+      });
+    this.tools.push(tool);
+    return tool;
   }
 
   async server(extraArgs) {
@@ -427,10 +460,12 @@ export class Scenario {
       parts.push(`--- ${b.name}: SDK ---\n${JSON.stringify(await within(5000, 'diagnostics', b.diagnostics()).catch((e) => e.message))}`);
     }
     for (const s of this.servers) parts.push(`--- uprtcd ${s.client} log ---\n${s.log(60)}`);
+    for (const t of this.tools) parts.push(`--- ${t.child.spawnfile} ---\n${t.lines.join('\n')}\n${t.errors.join('').slice(-3000)}`);
     return parts.join('\n');
   }
 
   async close() {
+    await Promise.all(this.tools.map((t) => terminate(t)));
     await Promise.all(this.browsers.map((b) => b.close()));
     await Promise.all(this.servers.map((s) => s.stop()));
   }

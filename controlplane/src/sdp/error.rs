@@ -30,14 +30,10 @@ pub enum SdpError {
     NotBundled { mid: Mid },
     #[error("media section {mid} has no ICE credentials (a=ice-ufrag and a=ice-pwd)")]
     MissingIceCredentials { mid: Mid },
-    #[error("media section {mid} has ICE credentials that differ from the rest of its BUNDLE group")]
-    IceCredentialsDiffer { mid: Mid },
     #[error("no a=fingerprint")]
     MissingFingerprint,
     #[error("fingerprint hash {0} is not supported: sha-256 only")]
     UnsupportedFingerprint(String),
-    #[error("media section {mid} has a fingerprint that differs from the rest of its BUNDLE group")]
-    FingerprintsDiffer { mid: Mid },
     #[error("a=setup:{0} leaves no DTLS client: the SFU is always the passive side")]
     UnusableSetup(&'static str),
     #[error("media section {mid} lacks a=rtcp-mux")]

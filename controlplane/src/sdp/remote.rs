@@ -399,10 +399,12 @@ fn bundle_group(session: &SdpSession, media: &[RemoteMedia]) -> Result<Vec<Mid>,
     Ok(bundle)
 }
 
-/// The transport parameters of the BUNDLE group, which the tagged (first) section must carry.
-/// Each section's own attribute wins over the session-level one (RFC 8839, RFC 8122). Other
-/// bundled sections may leave theirs to the tagged one, as `a=bundle-only` sections do; any
-/// they do carry must match it.
+/// The transport parameters of the BUNDLE group: the tagged (first) section's, each section's
+/// own attribute winning over the session-level one (RFC 8839, RFC 8122). Other sections'
+/// parameters are not used: an offer made under the `balanced` bundle policy (aiortc's
+/// default, libwebrtc's with `balanced`) gives each section its own credentials in case the
+/// answerer refuses BUNDLE, and one that accepts uses the tagged section's transport for
+/// all of them (RFC 8843 §7.3.1).
 struct Transport {
     ice_ufrag: String,
     ice_pwd: String,
@@ -412,42 +414,26 @@ struct Transport {
 
 impl Transport {
     fn of(session: &SdpSession, media: &[RemoteMedia], bundle: &[Mid]) -> Result<Self, SdpError> {
-        let sections =
-            bundle.iter().filter_map(|mid| session.media.iter().zip(media).find(|(_, parsed)| &parsed.mid == mid));
-        let mut shared: Option<Transport> = None;
-        for (section, parsed) in sections {
-            let mid = || parsed.mid.clone();
-            let own = section.get_attributes();
-            let ufrag = ice_value(own, &session.attribute, SdpAttributeType::IceUfrag);
-            let pwd = ice_value(own, &session.attribute, SdpAttributeType::IcePwd);
-            let fingerprint = fingerprint_of(own).or_else(|| fingerprint_of(&session.attribute)).transpose()?;
-            let setup = setup_of(own).or_else(|| setup_of(&session.attribute)).transpose()?;
-            if ufrag.is_some() != pwd.is_some() {
-                return Err(SdpError::MissingIceCredentials { mid: mid() });
-            }
-            let Some(tagged) = &shared else {
-                let (Some(ice_ufrag), Some(ice_pwd)) = (ufrag, pwd) else {
-                    return Err(SdpError::MissingIceCredentials { mid: mid() });
-                };
-                shared = Some(Transport {
-                    ice_ufrag: ice_ufrag.to_owned(),
-                    ice_pwd: ice_pwd.to_owned(),
-                    fingerprint: fingerprint.ok_or_else(|| missing_fingerprint(session))?,
-                    // RFC 4145's default.
-                    setup: setup.unwrap_or(RemoteSetup::Active),
-                });
-                continue;
-            };
-            if ufrag.is_some_and(|ufrag| ufrag != tagged.ice_ufrag) || pwd.is_some_and(|pwd| pwd != tagged.ice_pwd) {
-                return Err(SdpError::IceCredentialsDiffer { mid: mid() });
-            }
-            if fingerprint.is_some_and(|fingerprint| fingerprint != tagged.fingerprint) {
-                return Err(SdpError::FingerprintsDiffer { mid: mid() });
-            }
-        }
         // The caller returned `NoMedia` already when no section is live, and every live
         // section is in the group.
-        shared.ok_or(SdpError::NoMedia)
+        let tagged = bundle.first().ok_or(SdpError::NoMedia)?;
+        let (section, parsed) =
+            session.media.iter().zip(media).find(|(_, parsed)| &parsed.mid == tagged).ok_or(SdpError::NoMedia)?;
+        let own = section.get_attributes();
+        let ufrag = ice_value(own, &session.attribute, SdpAttributeType::IceUfrag);
+        let pwd = ice_value(own, &session.attribute, SdpAttributeType::IcePwd);
+        let fingerprint = fingerprint_of(own).or_else(|| fingerprint_of(&session.attribute)).transpose()?;
+        let setup = setup_of(own).or_else(|| setup_of(&session.attribute)).transpose()?;
+        let (Some(ice_ufrag), Some(ice_pwd)) = (ufrag, pwd) else {
+            return Err(SdpError::MissingIceCredentials { mid: parsed.mid.clone() });
+        };
+        Ok(Transport {
+            ice_ufrag: ice_ufrag.to_owned(),
+            ice_pwd: ice_pwd.to_owned(),
+            fingerprint: fingerprint.ok_or_else(|| missing_fingerprint(session))?,
+            // RFC 4145's default.
+            setup: setup.unwrap_or(RemoteSetup::Active),
+        })
     }
 }
 
