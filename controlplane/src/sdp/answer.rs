@@ -42,7 +42,13 @@ pub struct CodecPolicy {
 
 impl Default for CodecPolicy {
     fn default() -> Self {
-        CodecPolicy { video: vec![VideoCodec::Vp8], transport_cc: false, simulcast: false }
+        // VP8 first, since every WebRTC endpoint decodes it; H.264 and VP9 for publishers that
+        // offer no VP8 (OBS and other WHIP encoders offer H.264 only).
+        CodecPolicy {
+            video: vec![VideoCodec::Vp8, VideoCodec::H264, VideoCodec::Vp9],
+            transport_cc: false,
+            simulcast: false,
+        }
     }
 }
 
