@@ -5,73 +5,16 @@
 
 mod support;
 
-use std::net::TcpStream;
 use std::time::Duration;
 
+use support::client::*;
 use support::*;
-use tungstenite::stream::MaybeTlsStream;
-use tungstenite::{Message, WebSocket};
-use uprtcd_dataplane::dtls::{CertificateFingerprint, DtlsIdentity, DtlsVersionPolicy};
+use tungstenite::Message;
+use uprtcd_dataplane::dtls::{DtlsIdentity, DtlsVersionPolicy};
 use uprtcd_dataplane::ice::IceCredentials;
-use uprtcd_dataplane::peer::{ClientPeer, Received, TcpPeer, UdpPeer};
+use uprtcd_dataplane::peer::Received;
 use uprtcd_dataplane::wire::rtcp::{RtcpCompound, RtcpPacket};
-use uprtcd_dataplane::wire::rtp::{RtpHeader, RtpPacket};
-
-type Client = WebSocket<MaybeTlsStream<TcpStream>>;
-
-/// A room's id and invitation code.
-fn convo(srv: &Server, master: &str, members: &[&str], max: u32) -> (String, u64) {
-    let data = srv.ok("POST", "/room/convo", json!({"masterId": master, "memberIds": members, "maxMemberNum": max}));
-    (str_field(&data, "roomId").to_owned(), u64_field(&data, "invitationCode"))
-}
-
-fn token(srv: &Server, room: &str, peer: &str) -> String {
-    let data = srv.ok("POST", &format!("/room/{}/token", enc(room)), json!({"peerId": peer}));
-    str_field(&data, "token").to_owned()
-}
-
-/// Opens a signalling connection and returns it with its first event.
-fn connect(srv: &Server, code: u64, peer: &str, token: &str) -> (Client, Value) {
-    let url = format!("ws://{}/{code}?peer={}&token={token}", srv.client, enc(peer));
-    let (mut socket, _) = tungstenite::connect(url.as_str()).unwrap_or_else(|e| panic!("connect {url}: {e}"));
-    if let MaybeTlsStream::Plain(stream) = socket.get_ref() {
-        stream.set_read_timeout(Some(Duration::from_secs(5))).expect("read timeout");
-    }
-    let first = next_event(&mut socket).expect("a first event");
-    (socket, first)
-}
-
-/// The next JSON event, or `None` once the server closed the connection.
-fn next_event(socket: &mut Client) -> Option<Value> {
-    loop {
-        match socket.read() {
-            Ok(Message::Text(text)) => return Some(serde_json::from_str(&text).expect("events are JSON")),
-            Ok(Message::Close(_)) => return None,
-            Ok(_) => continue,
-            Err(tungstenite::Error::ConnectionClosed | tungstenite::Error::AlreadyClosed) => return None,
-            Err(e) => panic!("signalling read failed: {e}"),
-        }
-    }
-}
-
-fn join(srv: &Server, room: &str, code: u64, peer: &str) -> Client {
-    let (socket, first) = connect(srv, code, peer, &token(srv, room, peer));
-    assert_eq!(first["type"], "joined", "{first}");
-    assert_eq!(first["v"], 1);
-    assert_eq!(first["peer"], peer);
-    socket
-}
-
-fn refused(srv: &Server, code: u64, peer: &str, token: &str) -> u64 {
-    let (mut socket, first) = connect(srv, code, peer, token);
-    assert_eq!(first["type"], "error", "{first}");
-    assert!(next_event(&mut socket).is_none(), "a refused client is closed");
-    first["code"].as_u64().expect("an error carries the spec's code")
-}
-
-fn joined(srv: &Server, room: &str, peer: &str) -> bool {
-    bool_field(&srv.ok("GET", &format!("/room/{}/peer/{}", enc(room), enc(peer)), ()), "joined")
-}
+use uprtcd_dataplane::wire::rtp::RtpHeader;
 
 #[test]
 fn members_join_see_each_other_and_are_counted() {
@@ -201,89 +144,6 @@ fn malformed_client_messages_get_an_error_and_the_session_goes_on() {
     assert!(joined(&srv, &room, "alice"));
 }
 
-/// A browser-like offer to publish one VP8 stream as `ssrc`.
-fn video_offer(ice: &IceCredentials, fingerprint: &str, ssrc: u32) -> String {
-    let (ufrag, pwd) = (ice.ufrag(), ice.pwd());
-    [
-        "v=0",
-        "o=- 4611731400430051336 2 IN IP4 127.0.0.1",
-        "s=-",
-        "t=0 0",
-        "a=group:BUNDLE 0",
-        "a=msid-semantic: WMS stream",
-        "m=video 9 UDP/TLS/RTP/SAVPF 96",
-        "c=IN IP4 0.0.0.0",
-        "a=rtcp:9 IN IP4 0.0.0.0",
-        &format!("a=ice-ufrag:{ufrag}"),
-        &format!("a=ice-pwd:{pwd}"),
-        &format!("a=fingerprint:sha-256 {fingerprint}"),
-        "a=setup:actpass",
-        "a=mid:0",
-        "a=sendonly",
-        "a=msid:stream track",
-        "a=rtcp-mux",
-        "a=rtpmap:96 VP8/90000",
-        "a=rtcp-fb:96 nack",
-        "a=rtcp-fb:96 nack pli",
-        &format!("a=ssrc:{ssrc} cname:publisher"),
-        &format!("a=ssrc:{ssrc} msid:stream track"),
-        "",
-    ]
-    .join("\r\n")
-}
-
-/// The value of the first `a=<name>:` line of `sdp`.
-fn attribute<'a>(sdp: &'a str, name: &str) -> &'a str {
-    let prefix = format!("a={name}:");
-    sdp.lines().find_map(|l| l.strip_prefix(prefix.as_str())).unwrap_or_else(|| panic!("no a={name} in:\n{sdp}")).trim()
-}
-
-/// A worker's counter from `/metrics`.
-fn metric(srv: &Server, line_start: &str) -> u64 {
-    let text = srv.request(&Auth::Missing, "GET", "/metrics", &[], Body::None).text();
-    text.lines()
-        .find(|l| l.starts_with(line_start))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse::<f64>().ok())
-        .unwrap_or_else(|| panic!("{line_start} missing from:\n{text}")) as u64
-}
-
-/// Connects a test client to the worker a description (our answer or offer) names, as the
-/// client with `ice` and `identity`.
-fn connect_media(sdp: &str, ice: IceCredentials, identity: &DtlsIdentity) -> UdpPeer {
-    let candidate: Vec<&str> = attribute(sdp, "candidate").split_whitespace().collect();
-    let server: std::net::SocketAddr = format!("{}:{}", candidate[4], candidate[5]).parse().unwrap();
-    let server_ice = IceCredentials::new(attribute(sdp, "ice-ufrag"), attribute(sdp, "ice-pwd")).unwrap();
-    let fingerprint = CertificateFingerprint::parse_sdp(attribute(sdp, "fingerprint")).unwrap();
-    let peer = ClientPeer::new(identity, ice, server_ice, fingerprint, std::time::Instant::now());
-    let mut client = UdpPeer::bind(peer, server.ip(), server).unwrap();
-    client.connect(Duration::from_secs(10)).expect("ICE and DTLS with the worker the description names");
-    client
-}
-
-/// Publishes one VP8 stream as `ssrc` over `signalling`; returns the connected media client.
-fn publish_video(signalling: &mut Client, ssrc: u32) -> UdpPeer {
-    let identity = DtlsIdentity::generate(DtlsVersionPolicy::Dtls12Only).unwrap();
-    let ice = IceCredentials::generate().unwrap();
-    let offer = video_offer(&ice, &identity.fingerprint().to_string(), ssrc);
-    signalling.send(Message::Text(json!({"type": "publish", "sdp": offer}).to_string().into())).unwrap();
-    let answer = next_event(signalling).unwrap();
-    assert_eq!(answer["type"], "answer", "{answer}");
-    let sdp = answer["sdp"].as_str().unwrap();
-    assert!(sdp.contains("a=ice-lite") && sdp.contains("a=setup:passive") && sdp.contains("a=recvonly"), "{sdp}");
-    connect_media(sdp, ice, &identity)
-}
-
-fn send_video(client: &mut UdpPeer, ssrc: u32, packets: u16) {
-    let mut buf = vec![0u8; 2048];
-    for seq in 0..packets {
-        let header = RtpHeader::new(96, seq, u32::from(seq) * 3000, ssrc).write(&mut buf).unwrap();
-        buf[header..header + 500].fill(seq as u8);
-        client.send_rtp(&mut buf, header + 500).unwrap();
-        std::thread::sleep(Duration::from_millis(2));
-    }
-}
-
 #[test]
 fn a_member_publishes_and_its_media_reaches_the_worker() {
     let srv = Server::start(&[]);
@@ -346,22 +206,9 @@ fn a_subscriber_is_offered_the_room_and_decrypts_the_publishers_media() {
 
     std::thread::scope(|scope| {
         scope.spawn(|| send_video(&mut publisher, 0xCAFE, 100));
-        let mut buf = vec![0u8; 2048];
-        let mut sequence = Vec::new();
-        while sequence.len() < 100 {
-            match subscriber.receive(&mut buf, Duration::from_secs(5)) {
-                Some(Ok(Received::Rtp { len })) => {
-                    let packet = RtpPacket::new_checked(&buf[..len]).unwrap();
-                    assert_eq!(packet.ssrc(), offered_ssrc, "sent as the SSRC the offer announced");
-                    assert!(packet.payload().iter().all(|&b| b == packet.sequence_number() as u8));
-                    sequence.push(packet.sequence_number());
-                }
-                Some(Ok(_)) => {}
-                Some(Err(e)) => panic!("a packet did not decrypt: {e}"),
-                None => break,
-            }
-        }
-        assert_eq!(sequence, (0..100).collect::<Vec<u16>>(), "every packet, in order");
+        let arrived = receive_video(|buf, wait| subscriber.receive(buf, wait), None, 100);
+        assert!(arrived.iter().all(|&(ssrc, _)| ssrc == offered_ssrc), "sent as the SSRC the offer announced");
+        assert_eq!(sequence(&arrived), (0..100).collect::<Vec<u16>>(), "every packet, in order");
     });
 }
 
@@ -377,60 +224,6 @@ fn the_audience_of_a_live_room_may_not_publish() {
     assert_eq!(next_event(&mut viewer).unwrap()["code"], 50009);
     viewer.send(Message::Text(json!({"type": "publish", "sdp": "not sdp"}).to_string().into())).unwrap();
     assert_eq!(next_event(&mut viewer).unwrap()["code"], 10002);
-}
-
-/// A subscriber's answer to `offer`: every live section received (`recvonly`), closed ones
-/// answered closed, as a browser answers.
-fn answer_to(offer: &str, ice: &IceCredentials, identity: &DtlsIdentity) -> String {
-    let sections: Vec<&str> = offer.split("\r\nm=").skip(1).collect();
-    let mut live_mids = Vec::new();
-    let mut media = Vec::new();
-    for section in sections {
-        let lines: Vec<&str> = section.lines().collect();
-        let m_line = lines[0];
-        let closed = m_line.split_whitespace().nth(1) == Some("0");
-        let mid = lines.iter().find_map(|l| l.strip_prefix("a=mid:")).expect("every section has a mid");
-        media.push(format!("m={m_line}"));
-        media.push("c=IN IP4 0.0.0.0".into());
-        media.push(format!("a=mid:{mid}"));
-        if closed {
-            media.push("a=inactive".into());
-            continue;
-        }
-        live_mids.push(mid.to_owned());
-        media.push(format!("a=ice-ufrag:{}", ice.ufrag()));
-        media.push(format!("a=ice-pwd:{}", ice.pwd()));
-        media.push(format!("a=fingerprint:sha-256 {}", identity.fingerprint()));
-        media.push("a=setup:active".into());
-        media.push("a=recvonly".into());
-        media.push("a=rtcp-mux".into());
-        media.extend(
-            lines.iter().filter(|l| l.starts_with("a=rtpmap:") || l.starts_with("a=fmtp:")).map(|l| l.to_string()),
-        );
-    }
-    let mut answer = vec!["v=0".to_owned(), "o=- 1 2 IN IP4 127.0.0.1".into(), "s=-".into(), "t=0 0".into()];
-    answer.push(format!("a=group:BUNDLE {}", live_mids.join(" ")));
-    answer.extend(media);
-    answer.push(String::new());
-    answer.join("\r\n")
-}
-
-/// The next event of `socket` that is not presence (`peer-joined`, `peer-left`).
-fn next_room_event(socket: &mut Client) -> Value {
-    loop {
-        let event = next_event(socket).expect("an event");
-        if !matches!(event["type"].as_str(), Some("peer-joined" | "peer-left")) {
-            return event;
-        }
-    }
-}
-
-/// Answers the offer `event` carries and expects `subscribed`.
-fn answer_offer(socket: &mut Client, offer: &Value, ice: &IceCredentials, identity: &DtlsIdentity) {
-    assert_eq!(offer["type"], "offer", "{offer}");
-    let answer = answer_to(offer["sdp"].as_str().unwrap(), ice, identity);
-    socket.send(Message::Text(json!({"type": "answer", "sdp": answer}).to_string().into())).unwrap();
-    assert_eq!(next_room_event(socket)["type"], "subscribed");
 }
 
 #[test]
@@ -451,7 +244,10 @@ fn subscribers_renegotiate_as_tracks_come_and_go() {
     );
     let alice_track = added["trackId"].as_str().unwrap().to_owned();
     let offer = next_room_event(&mut bob);
-    assert_eq!(offer["tracks"], json!([{"mid": "0", "peer": "alice", "trackId": alice_track, "kind": "video"}]));
+    let offered = &offer["tracks"][0];
+    assert_eq!((&offered["mid"], &offered["peer"], &offered["kind"]), (&json!("0"), &json!("alice"), &json!("video")));
+    assert_eq!(offered["trackId"], alice_track.as_str());
+    assert!(offered["ssrc"].is_u64(), "{offer}");
     let identity = DtlsIdentity::generate(DtlsVersionPolicy::Dtls12Only).unwrap();
     let ice = IceCredentials::generate().unwrap();
     answer_offer(&mut bob, &offer, &ice, &identity);
@@ -478,21 +274,8 @@ fn subscribers_renegotiate_as_tracks_come_and_go() {
 
     std::thread::scope(|scope| {
         scope.spawn(|| send_video(&mut carol_media, 0xC1, 50));
-        let mut buf = vec![0u8; 2048];
-        let mut received = 0;
-        while received < 50 {
-            match subscriber.receive(&mut buf, Duration::from_secs(5)) {
-                Some(Ok(Received::Rtp { len })) => {
-                    let packet = RtpPacket::new_checked(&buf[..len]).unwrap();
-                    if packet.ssrc() == carol_ssrc {
-                        received += 1;
-                    }
-                }
-                Some(Ok(_)) => {}
-                Some(Err(e)) => panic!("a packet did not decrypt: {e}"),
-                None => panic!("carol's media did not reach bob over the renegotiated transport ({received} packets)"),
-            }
-        }
+        let arrived = receive_video(|buf, wait| subscriber.receive(buf, wait), Some(carol_ssrc), 50);
+        assert_eq!(arrived.len(), 50, "carol's media reaches bob over the renegotiated transport");
     });
 
     alice.send(Message::Text(json!({"type": "leave"}).to_string().into())).unwrap();
@@ -506,23 +289,6 @@ fn subscribers_renegotiate_as_tracks_come_and_go() {
     assert!(sdp.contains("\r\nm=video 0 "), "alice's section is closed in place:\n{sdp}");
     assert_eq!(offer["tracks"].as_array().unwrap().len(), 1);
     answer_offer(&mut bob, &offer, &ice, &identity);
-}
-
-/// `POST /whip|whep/{room}` with an SDP offer and a join token.
-fn whip_post(srv: &Server, kind: &str, room: &str, token: &str, offer: &str) -> ClientResp {
-    let bearer = format!("Bearer {token}");
-    let headers = [("content-type", "application/sdp"), ("authorization", bearer.as_str())];
-    srv.client_request("POST", &format!("/{kind}/{}", enc(room)), &headers, raw(offer))
-}
-
-/// A player's offer for one VP8 stream: receive-only, no SSRCs.
-fn player_offer(ice: &IceCredentials, fingerprint: &str) -> String {
-    video_offer(ice, fingerprint, 1)
-        .replace("a=sendonly", "a=recvonly")
-        .lines()
-        .filter(|l| !l.starts_with("a=ssrc"))
-        .map(|l| format!("{l}\r\n"))
-        .collect()
 }
 
 #[test]
@@ -552,21 +318,9 @@ fn whip_publishes_and_whep_plays_without_our_signalling() {
 
     std::thread::scope(|scope| {
         scope.spawn(|| send_video(&mut publisher, 0xCAFE, 100));
-        let mut buf = vec![0u8; 2048];
-        let mut sequence = Vec::new();
-        while sequence.len() < 100 {
-            match player.receive(&mut buf, Duration::from_secs(5)) {
-                Some(Ok(Received::Rtp { len })) => {
-                    let packet = RtpPacket::new_checked(&buf[..len]).unwrap();
-                    assert_eq!(packet.ssrc(), ssrc, "sent as the SSRC the answer announced");
-                    sequence.push(packet.sequence_number());
-                }
-                Some(Ok(_)) => {}
-                Some(Err(e)) => panic!("a packet did not decrypt: {e}"),
-                None => break,
-            }
-        }
-        assert_eq!(sequence, (0..100).collect::<Vec<u16>>(), "every packet, in order");
+        let arrived = receive_video(|buf, wait| player.receive(buf, wait), None, 100);
+        assert!(arrived.iter().all(|&(sent_as, _)| sent_as == ssrc), "sent as the SSRC the answer announced");
+        assert_eq!(sequence(&arrived), (0..100).collect::<Vec<u16>>(), "every packet, in order");
     });
 
     let preflight = srv.client_request(
@@ -616,28 +370,6 @@ fn whip_refuses_what_it_cannot_take_with_the_spec_codes() {
     poll_until(Duration::from_secs(5), || (!joined(&srv, &room, "alice")).then_some(())).expect("a kick ends WHIP");
     let location = published.header("location").unwrap();
     assert_eq!(srv.client_request("DELETE", location, &[], Body::None).status, 404, "the kick ended the session");
-}
-
-/// The candidates of a description as (transport, address, priority).
-fn candidates(sdp: &str) -> Vec<(String, std::net::SocketAddr, u32)> {
-    sdp.lines()
-        .filter_map(|l| l.strip_prefix("a=candidate:"))
-        .map(|c| {
-            let f: Vec<&str> = c.split_whitespace().collect();
-            (f[2].to_ascii_lowercase(), format!("{}:{}", f[4], f[5]).parse().unwrap(), f[3].parse().unwrap())
-        })
-        .collect()
-}
-
-/// Connects a test client over ICE-TCP to the `tcp` candidate of `sdp`.
-fn connect_media_tcp(sdp: &str, ice: IceCredentials, identity: &DtlsIdentity) -> TcpPeer {
-    let (_, server, _) = candidates(sdp).into_iter().find(|(t, _, _)| t == "tcp").expect("a tcp candidate");
-    let server_ice = IceCredentials::new(attribute(sdp, "ice-ufrag"), attribute(sdp, "ice-pwd")).unwrap();
-    let fingerprint = CertificateFingerprint::parse_sdp(attribute(sdp, "fingerprint")).unwrap();
-    let peer = ClientPeer::new(identity, ice, server_ice, fingerprint, std::time::Instant::now());
-    let mut client = TcpPeer::open(peer, server, Duration::from_secs(10)).unwrap();
-    client.connect(Duration::from_secs(10)).expect("ICE and DTLS over TCP with the worker");
-    client
 }
 
 #[test]
@@ -697,21 +429,8 @@ fn the_rooms_protocol_decides_the_candidates_and_tcp_carries_media() {
                 std::thread::sleep(Duration::from_millis(2));
             }
         });
-        let mut buf = vec![0u8; 2048];
-        let mut sequence = Vec::new();
-        while sequence.len() < 100 {
-            match subscriber.receive(&mut buf, Duration::from_secs(5)) {
-                Some(Ok(Received::Rtp { len })) => {
-                    let packet = RtpPacket::new_checked(&buf[..len]).unwrap();
-                    assert!(packet.payload().iter().all(|&b| b == packet.sequence_number() as u8));
-                    sequence.push(packet.sequence_number());
-                }
-                Some(Ok(_)) => {}
-                Some(Err(e)) => panic!("a packet did not decrypt: {e}"),
-                None => break,
-            }
-        }
-        assert_eq!(sequence, (0..100).collect::<Vec<u16>>(), "every packet over TCP, in order");
+        let arrived = receive_video(|buf, wait| subscriber.receive(buf, wait), None, 100);
+        assert_eq!(sequence(&arrived), (0..100).collect::<Vec<u16>>(), "every packet over TCP, in order");
     });
 }
 

@@ -173,6 +173,15 @@ pub struct Contents {
     pub recordings: Vec<Recording>,
 }
 
+/// What a peer may publish in a room, and the most it may send (bits per second).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PublishRights {
+    pub audio: bool,
+    pub video: bool,
+    /// The room's `maxBitrate`, or a co-host's own when lower.
+    pub max_bitrate: u64,
+}
+
 /// The server-wide limits the operator configures (`[rooms]`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limits {
@@ -481,18 +490,29 @@ impl Registry {
     /// What `peer` may publish in the room: (audio, video). Conversation members publish
     /// both; in a live room the master does, a co-host what its kind allows, and the
     /// audience nothing (50009).
-    pub fn publish_rights(&self, id: &RoomId, peer: &PeerId) -> Result<(bool, bool), ApiError> {
+    pub fn publish_rights(&self, id: &RoomId, peer: &PeerId) -> Result<PublishRights, ApiError> {
         let room = self.room(id)?;
+        let full = PublishRights { audio: true, video: true, max_bitrate: room.max_bitrate };
         match &room.kind {
-            RoomKind::Convo { .. } => Ok((true, true)),
-            RoomKind::Live { .. } if room.master == *peer => Ok((true, true)),
+            RoomKind::Convo { .. } => Ok(full),
+            RoomKind::Live { .. } if room.master == *peer => Ok(full),
             RoomKind::Live { live_members } => match live_members.iter().find(|m| m.peer == *peer) {
-                Some(member) => Ok((true, member.kind == MediaKind::Video)),
+                Some(member) => Ok(PublishRights {
+                    audio: true,
+                    video: member.kind == MediaKind::Video,
+                    max_bitrate: member.max_bitrate.min(room.max_bitrate),
+                }),
                 None => {
                     Err(ApiError::new(ApiCode::MayNotProduce, format!("user {peer} is in the audience of room {id}")))
                 }
             },
         }
+    }
+
+    /// The rooms whose published tracks the clients of `id` see: itself and its merge group,
+    /// `id` first.
+    pub fn visible_rooms(&self, id: &RoomId) -> Vec<RoomId> {
+        std::iter::once(id.clone()).chain(self.merged_with(id).unwrap_or_default()).collect()
     }
 
     /// `peer`'s client left (or was removed); false when it was not connected.

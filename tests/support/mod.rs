@@ -9,6 +9,8 @@
 //! - everything binds to 127.0.0.1 (or ::1) with port 0.
 #![allow(dead_code)]
 
+pub mod client;
+
 use std::collections::hash_map::RandomState;
 use std::hash::{BuildHasher, Hasher};
 use std::io::{BufRead, BufReader, Read, Write};

@@ -10,6 +10,7 @@ use super::rooms::{CommonRoomFields, CreatedRoom, open_room};
 use crate::envelope::{Answer, ApiCode, ApiError, ApiJson, ApiPath, ApiResult, Empty, Envelope, done};
 use crate::ids::{PeerId, RoomId, TrackId};
 use crate::registry::{LiveMember, MediaKind, NewRoomKind, Protocol};
+use crate::signalling;
 use crate::state::AppState;
 
 const DEFAULT_CO_HOST_BITRATE: u64 = 3_000_000;
@@ -166,7 +167,9 @@ pub(super) async fn remove_live_member(
     State(state): State<AppState>,
     ApiPath((id, peer)): ApiPath<(RoomId, PeerId)>,
 ) -> ApiResult<Empty> {
-    state.write(move |reg| reg.remove_live_member(&id, &peer)).await?;
+    let (room, member) = (id.clone(), peer.clone());
+    state.write(move |reg| reg.remove_live_member(&room, &member)).await?;
+    state.hub().send(&id, |p| p == &peer, &signalling::unpublished_event());
     done()
 }
 
@@ -185,7 +188,10 @@ pub(super) async fn merge(
     ApiPath(id): ApiPath<RoomId>,
     ApiJson(body): ApiJson<OtherRoom>,
 ) -> ApiResult<Empty> {
-    state.write(move |reg| reg.merge(&id, &body.room_id)).await?;
+    let affected = state.read(|reg| [reg.visible_rooms(&id), reg.visible_rooms(&body.room_id)].concat());
+    let room = id.clone();
+    state.write(move |reg| reg.merge(&room, &body.room_id)).await?;
+    signalling::announce_merge_change(&state, &affected);
     done()
 }
 
@@ -221,7 +227,9 @@ pub(super) async fn separate_by_host(
     State(state): State<AppState>,
     ApiPath((id, host)): ApiPath<(RoomId, PeerId)>,
 ) -> ApiResult<Empty> {
+    let affected = state.read(|reg| reg.visible_rooms(&id));
     state.write(move |reg| reg.separate_by_host(&id, &host)).await?;
+    signalling::announce_merge_change(&state, &affected);
     done()
 }
 
@@ -233,7 +241,9 @@ pub(super) async fn separate(
     ApiPath(id): ApiPath<RoomId>,
     ApiJson(body): ApiJson<OtherRoom>,
 ) -> ApiResult<Empty> {
+    let affected = state.read(|reg| reg.visible_rooms(&id));
     state.write(move |reg| reg.separate(&id, &body.room_id)).await?;
+    signalling::announce_merge_change(&state, &affected);
     done()
 }
 

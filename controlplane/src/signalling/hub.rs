@@ -25,9 +25,11 @@ pub enum Outgoing {
     Event(serde_json::Value),
     /// Send this event, then close the connection.
     Close(serde_json::Value),
-    /// Send this event (`track-added`, `track-removed`): the room's published tracks
-    /// changed, so a subscribing session renegotiates.
+    /// Send this event (`track-added`, `track-removed`, `merge-changed`): the tracks the
+    /// session may see changed, so a subscribing session renegotiates.
     Tracks(serde_json::Value),
+    /// Stop publishing (a co-host taken back to the audience), then send this event.
+    Unpublish(serde_json::Value),
 }
 
 /// One session's queue, with an id so that a stale session cannot detach its successor.
@@ -46,6 +48,8 @@ pub struct PublishedTrack {
     pub publisher: PeerId,
     /// The publisher's session, shared by the tracks it publishes (their msid stream).
     pub session: u64,
+    /// The worker the producer lives on.
+    pub worker: usize,
     pub producer: ProducerId,
     pub kind: MediaKind,
     pub codec: Codec,
@@ -130,13 +134,17 @@ impl Hub {
         removed
     }
 
-    /// The streams of `room` that peers other than `subscriber` publish.
-    pub fn tracks_for(&self, room: &RoomId, subscriber: &PeerId) -> Vec<PublishedTrack> {
+    /// The streams of `rooms` (a room and its merge group) that peers other than
+    /// `subscriber` publish, room by room in the order given.
+    pub fn tracks_for(&self, rooms: &[RoomId], subscriber: &PeerId) -> Vec<PublishedTrack> {
         let tracks = self.tracks.lock().unwrap_or_else(PoisonError::into_inner);
-        tracks
-            .get(room)
-            .map(|list| list.iter().filter(|t| &t.publisher != subscriber).cloned().collect())
-            .unwrap_or_default()
+        rooms
+            .iter()
+            .filter_map(|room| tracks.get(room))
+            .flatten()
+            .filter(|t| &t.publisher != subscriber)
+            .cloned()
+            .collect()
     }
 
     /// Queues `message` for the sessions of `room` whose peer `to` accepts; returns how many

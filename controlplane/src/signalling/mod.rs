@@ -115,7 +115,7 @@ async fn session(state: AppState, code: String, query: JoinQuery, mut socket: We
         }
     };
     let (id, mut queue) = enter(&state, &room, &peer);
-    let tracks: Vec<Value> = state.hub().tracks_for(&room, &peer).iter().map(track_fields).collect();
+    let tracks: Vec<Value> = visible_tracks(&state, &room, &peer).iter().map(track_fields).collect();
     let peers: Vec<PeerId> =
         state.read(|reg| reg.room(&room).map(|r| r.connected.iter().cloned().collect()).unwrap_or_default());
     let joined = event("joined", json!({"room": room, "peer": peer, "peers": peers, "tracks": tracks}));
@@ -136,6 +136,22 @@ fn enter(state: &AppState, room: &RoomId, peer: &PeerId) -> (u64, tokio::sync::m
 
 fn text(value: &Value) -> Message {
     Message::Text(value.to_string().into())
+}
+
+/// The tracks the clients of `room` see: those its other peers and its merge group publish.
+fn visible_tracks(state: &AppState, room: &RoomId, peer: &PeerId) -> Vec<PublishedTrack> {
+    let rooms = state.read(|reg| reg.visible_rooms(room));
+    state.hub().tracks_for(&rooms, peer)
+}
+
+/// Tells every client of `rooms` that its merge group changed (`merge-changed` with the
+/// other rooms of its group now), so that subscribers renegotiate to the group's tracks.
+pub fn announce_merge_change(state: &AppState, rooms: &[RoomId]) {
+    for room in rooms {
+        let merged = state.read(|reg| reg.merged_with(room).unwrap_or_default());
+        let changed = event("merge-changed", json!({"mergeRoomIds": merged}));
+        state.hub().send(room, |_| true, &Outgoing::Tracks(changed));
+    }
 }
 
 /// How `track-added`, `joined` and `offer` describe a published track.
@@ -174,6 +190,10 @@ async fn run(session: &mut Session<'_>, socket: &mut WebSocket, queue: &mut toki
                     let mut events = vec![value];
                     events.extend(session.tracks_changed());
                     events
+                }
+                Some(Outgoing::Unpublish(value)) => {
+                    session.unpublish().await;
+                    vec![value]
                 }
                 Some(Outgoing::Close(value)) => {
                     let _ = socket.send(text(&value)).await;
@@ -215,14 +235,11 @@ impl<'a> Session<'a> {
 
     /// Ends the session, whoever ended it: its streams leave the room (`track-removed`), its
     /// transports close, and its presence goes (`peer-left`).
-    async fn end(self) {
-        let Session { state, room, peer, id, publishing, subscription } = self;
-        for track in state.hub().remove_tracks(&room, &peer) {
-            let removed = event("track-removed", json!({"peer": peer, "trackId": track.track_id}));
-            state.hub().send(&room, |p| p != &peer, &Outgoing::Tracks(removed));
-        }
-        let worker = state.read(|reg| reg.room(&room).map(|r| r.worker)).unwrap_or(0);
-        for transport in [publishing, subscription.and_then(|s| s.transport())].into_iter().flatten() {
+    async fn end(mut self) {
+        self.unpublish().await;
+        let Session { state, room, peer, id, subscription, .. } = self;
+        if let Some(transport) = subscription.and_then(|s| s.transport()) {
+            let worker = state.read(|reg| reg.room(&room).map(|r| r.worker)).unwrap_or(0);
             let _ = state.request_worker(worker, move |request| Command::CloseTransport { request, transport }).await;
         }
         state.hub().detach(&room, &peer, id);
@@ -234,6 +251,31 @@ impl<'a> Session<'a> {
 }
 
 impl Session<'_> {
+    /// Ends what the session publishes: its tracks leave the room and its merge group
+    /// (`track-removed`, and subscribers renegotiate) and its publishing transport closes.
+    async fn unpublish(&mut self) {
+        let (state, room, peer) = (self.state, &self.room, &self.peer);
+        for track in state.hub().remove_tracks(room, peer) {
+            let removed = event("track-removed", json!({"peer": peer, "trackId": track.track_id}));
+            for visible in state.read(|reg| reg.visible_rooms(room)) {
+                state.hub().send(&visible, |p| p != peer, &Outgoing::Tracks(removed.clone()));
+            }
+        }
+        if let Some(transport) = self.publishing.take() {
+            let worker = state.read(|reg| reg.room(room).map(|r| r.worker)).unwrap_or(0);
+            let _ = state.request_worker(worker, move |request| Command::CloseTransport { request, transport }).await;
+        }
+    }
+
+    /// The tracks this session's client can receive: those it sees that the worker serving
+    /// it holds (a producer id names a stream of one worker only).
+    fn visible_tracks(&self) -> Vec<PublishedTrack> {
+        let worker = self.worker().unwrap_or(0);
+        let mut tracks = visible_tracks(self.state, &self.room, &self.peer);
+        tracks.retain(|t| t.worker == worker);
+        tracks
+    }
+
     /// The events that answer `body`. Unknown or malformed messages are answered with an
     /// `error` event (10002/10003) and the session goes on.
     async fn handle(&mut self, body: &str) -> Step {
@@ -331,6 +373,11 @@ pub fn peer_left_event(peer: &PeerId) -> Outgoing {
 
 pub fn kicked_event() -> Outgoing {
     Outgoing::Close(event("kicked", json!({})))
+}
+
+/// A co-host was taken back to the audience: its media stops, its session goes on.
+pub fn unpublished_event() -> Outgoing {
+    Outgoing::Unpublish(event("unpublished", json!({"reason": "no longer a live member"})))
 }
 
 pub fn room_closed_event() -> Outgoing {

@@ -15,22 +15,25 @@ use uprtcd_dataplane::router::{MediaKind, ProducerSpec};
 use super::hub::{Outgoing, PublishedTrack};
 use super::{Session, event, track_fields};
 use crate::envelope::{ApiCode, ApiError};
+use crate::registry::PublishRights;
 use crate::sdp;
 
 impl Session<'_> {
     /// Answers a publisher's offer. Conversation members publish audio and video; in a live
-    /// room the master does, a co-host its kind, and the audience is refused (50009).
+    /// room the master does, a co-host its kind within its own cap, and the audience is
+    /// refused (50009).
     pub(super) async fn publish(&mut self, sdp: &str) -> Result<Value, ApiError> {
         if self.publishing.is_some() {
             return Err(ApiError::request("this session publishes already; publish again from a new session"));
         }
         let offer = sdp::RemoteDescription::parse(sdp).map_err(|e| ApiError::invalid(format!("offer refused: {e}")))?;
         let (room, peer) = (&self.room, &self.peer);
-        let (audio, video, worker, min_bitrate, max_bitrate) = self.state.read(|reg| {
-            let (audio, video) = reg.publish_rights(room, peer)?;
+        let (rights, worker, min_bitrate) = self.state.read(|reg| {
+            let rights = reg.publish_rights(room, peer)?;
             let room = reg.room(room)?;
-            Ok::<_, ApiError>((audio, video, room.worker, room.min_bitrate, room.max_bitrate))
+            Ok::<_, ApiError>((rights, room.worker, room.min_bitrate))
         })?;
+        let PublishRights { audio, video, max_bitrate } = rights;
         let remote_ice = IceCredentials::new(offer.ice_ufrag.clone(), offer.ice_pwd.clone())
             .map_err(|e| ApiError::invalid(format!("offer's ICE credentials: {e}")))?;
         let remote_fingerprint = offer.fingerprint;
@@ -47,7 +50,8 @@ impl Session<'_> {
             return Err(ApiError::new(ApiCode::RtcFailed, format!("the worker refused a transport: {reply:?}")));
         };
         let bitrate = sdp::BitrateCaps {
-            min_bps: u32::try_from(min_bitrate).ok(),
+            // A co-host's own cap may be below the room's floor: the cap wins.
+            min_bps: u32::try_from(min_bitrate.min(max_bitrate)).ok(),
             max_bps: Some(u32::try_from(max_bitrate).unwrap_or(u32::MAX)),
         };
         let session_id = u64::from(created.transport.0) + 1;
@@ -81,6 +85,7 @@ impl Session<'_> {
                         track_id: String::new(),
                         publisher: self.peer.clone(),
                         session: self.id,
+                        worker,
                         producer,
                         kind: section.kind,
                         codec: section.codec.clone(),
@@ -98,9 +103,12 @@ impl Session<'_> {
                 .await?;
         }
         let peer = self.peer.clone();
+        let audiences = self.state.read(|reg| reg.visible_rooms(&self.room));
         for track in self.state.hub().add_tracks(&self.room, published) {
             let added = Outgoing::Tracks(event("track-added", track_fields(&track)));
-            self.state.hub().send(&self.room, |p| p != &peer, &added);
+            for audience in &audiences {
+                self.state.hub().send(audience, |p| p != &peer, &added);
+            }
         }
         Ok(event("answer", json!({"sdp": answer.sdp})))
     }

@@ -116,7 +116,7 @@ impl Session<'_> {
     /// Offers the room's current tracks unless the client already receives exactly them
     /// (or an offer is outstanding, or nothing is published).
     fn offer_if_changed(&mut self) -> Result<Option<Value>, ApiError> {
-        let tracks = self.state.hub().tracks_for(&self.room, &self.peer);
+        let tracks = self.visible_tracks();
         let worker = self.worker()?;
         let Some(subscription) = self.subscription.as_mut() else { return Ok(None) };
         if subscription.pending.is_some() {
@@ -163,6 +163,7 @@ impl Session<'_> {
             .map(|(track, mid)| {
                 let mut fields = track_fields(track);
                 fields["mid"] = json!(mid.as_str());
+                fields["ssrc"] = json!(subscriber_ssrc(track.producer));
                 fields
             })
             .collect();
@@ -272,10 +273,14 @@ impl Session<'_> {
 /// The section offering `track` under `mid`, with RTX when its publisher negotiated it.
 pub(super) fn outgoing_track(track: &PublishedTrack, mid: &Mid) -> sdp::OutgoingTrack {
     let rtx_ssrc = track.codec.rtx_payload_type.map(|_| sdp::Ssrc(subscriber_rtx_ssrc(track.producer)));
+    // What the SFU asked of the publisher (`x-google-*` bitrates) is no property of the
+    // stream: left out, so that publishers with other caps still share a payload type.
+    let fmtp = track.codec.fmtp.split(';').filter(|p| !p.is_empty() && !p.starts_with("x-google-"));
+    let codec = sdp::Codec { fmtp: fmtp.collect::<Vec<_>>().join(";"), ..track.codec.clone() };
     sdp::OutgoingTrack {
         mid: mid.clone(),
         kind: track.kind,
-        codec: track.codec.clone(),
+        codec,
         ssrc: sdp::Ssrc(subscriber_ssrc(track.producer)),
         rtx_ssrc,
         stream_id: format!("s{}", track.session),

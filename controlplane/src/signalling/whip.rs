@@ -182,7 +182,7 @@ async fn hold(
         tokio::select! {
             _ = &mut stopped => break,
             outgoing = queue.recv() => match outgoing {
-                Some(Outgoing::Close(_)) | None => break,
+                Some(Outgoing::Close(_) | Outgoing::Unpublish(_)) | None => break,
                 Some(Outgoing::Event(_) | Outgoing::Tracks(_)) => {}
             },
         }
@@ -232,7 +232,7 @@ impl Session<'_> {
     /// its codec under the published payload type.
     async fn play(&mut self, sdp: &str) -> Result<String, ApiError> {
         let offer = sdp::RemoteDescription::parse(sdp).map_err(|e| ApiError::invalid(format!("offer refused: {e}")))?;
-        let published = self.state.hub().tracks_for(&self.room, &self.peer);
+        let published = self.visible_tracks();
         let mut chosen: Vec<(sdp::Mid, PublishedTrack, sdp::OutgoingTrack)> = Vec::new();
         for media in offer.media.iter().filter(|m| !m.rejected && m.direction.receives()) {
             let fits = |t: &&PublishedTrack| {

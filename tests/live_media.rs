@@ -1,0 +1,190 @@
+//! Live rooms with real media through the binary: the host and co-hosts publish within their
+//! rights and caps, the audience only watches, removing a co-host stops its media at once,
+//! and merged rooms' audiences receive every host of the group.
+
+mod support;
+
+use std::time::Duration;
+
+use support::client::*;
+use support::*;
+use tungstenite::Message;
+use uprtcd_dataplane::dtls::{DtlsIdentity, DtlsVersionPolicy};
+use uprtcd_dataplane::ice::IceCredentials;
+use uprtcd_dataplane::peer::{Received, UdpPeer};
+use uprtcd_dataplane::wire::rtcp::{RtcpCompound, RtcpPacket};
+
+fn live_room(srv: &Server, host: &str) -> (String, u64) {
+    let data = srv.ok("POST", "/room/live", json!({"masterId": host}));
+    let room = str_field(&data, "roomId").to_owned();
+    let code = u64_field(&srv.ok("GET", &format!("/room/{}", enc(&room)), Body::None), "invitationCode");
+    (room, code)
+}
+
+/// Publishes audio and video from `peer`; returns the answer and the connected media client.
+fn publish_av(signalling: &mut Client, audio_ssrc: u32, video_ssrc: u32) -> (String, UdpPeer) {
+    let identity = DtlsIdentity::generate(DtlsVersionPolicy::Dtls12Only).unwrap();
+    let ice = IceCredentials::generate().unwrap();
+    let offer = audio_video_offer(&ice, &identity.fingerprint().to_string(), audio_ssrc, video_ssrc);
+    let answer = publish_offer(signalling, &offer);
+    let media = connect_media(&answer, ice, &identity);
+    (answer, media)
+}
+
+/// The direction the answer gives the section with `mid`.
+fn direction(answer: &str, mid: &str) -> &'static str {
+    let section = answer.split(&format!("a=mid:{mid}\r\n")).nth(1).expect("the section");
+    ["recvonly", "inactive", "sendonly", "sendrecv"]
+        .into_iter()
+        .find(|d| section.split("\r\nm=").next().is_some_and(|s| s.contains(&format!("a={d}"))))
+        .expect("a direction")
+}
+
+/// The REMB bitrate the worker tells `publisher`, waiting up to 5 s while it sends video.
+fn remb_of(publisher: &mut UdpPeer, ssrc: u32) -> Option<u64> {
+    send_video(publisher, ssrc, 20);
+    let mut buf = vec![0u8; 2048];
+    poll_until(Duration::from_secs(5), || match publisher.receive(&mut buf, Duration::from_millis(200)) {
+        Some(Ok(Received::Rtcp { len })) => {
+            RtcpCompound::new_checked(&buf[..len]).ok()?.packets().find_map(|p| match p {
+                RtcpPacket::Remb(remb) => Some(remb.bitrate()),
+                _ => None,
+            })
+        }
+        _ => None,
+    })
+}
+
+#[test]
+fn co_hosts_publish_their_kind_within_their_cap_and_stop_when_removed() {
+    let srv = Server::start(&[]);
+    let (room, code) = live_room(&srv, "host");
+    srv.ok("POST", &format!("/room/{}/live/member", enc(&room)), json!({"peerId": "voice", "kind": "audio"}));
+    let cap = json!({"peerId": "guest", "kind": "video", "maxBitrate": 500_000});
+    srv.ok("POST", &format!("/room/{}/live/member", enc(&room)), cap);
+
+    let mut viewer = Viewer::join(&srv, &room, code, "viewer");
+    let mut host = join(&srv, &room, code, "host");
+    let (answer, _host_media) = publish_av(&mut host, 0xA0, 0xB0);
+    assert_eq!((direction(&answer, "0"), direction(&answer, "1")), ("recvonly", "recvonly"), "the host publishes both");
+
+    let mut voice = join(&srv, &room, code, "voice");
+    let (answer, _voice_media) = publish_av(&mut voice, 0xA1, 0xB1);
+    assert_eq!(
+        (direction(&answer, "0"), direction(&answer, "1")),
+        ("recvonly", "inactive"),
+        "an audio co-host: audio only"
+    );
+
+    let mut guest = join(&srv, &room, code, "guest");
+    let (answer, mut guest_media) = publish_av(&mut guest, 0xA2, 0xB2);
+    assert!(answer.contains("b=AS:500\r\n"), "the co-host's own cap, below the room's:\n{answer}");
+    assert_eq!(remb_of(&mut guest_media, 0xB2), Some(500_000));
+
+    let tracks = loop {
+        let tracks = viewer.renegotiate();
+        if tracks.len() == 5 {
+            break tracks;
+        }
+    };
+    let peers: Vec<&str> = tracks.iter().filter_map(|t| t["peer"].as_str()).collect();
+    assert_eq!(peers.iter().filter(|p| **p == "voice").count(), 1, "{tracks:?}");
+
+    let mut audience = join(&srv, &room, code, "audience");
+    let ice = IceCredentials::generate().unwrap();
+    let refused = publish_offer_error(&mut audience, &audio_video_offer(&ice, &["AB"; 32].join(":"), 1, 2));
+    assert_eq!(refused, 50009, "the audience may not publish");
+    let total = u64_field(&srv.ok("GET", &format!("/room/{}", enc(&room)), Body::None), "total");
+    assert_eq!(total, 5, "host, two co-hosts and two of the audience are counted");
+
+    srv.ok("DELETE", &format!("/room/{}/live/member/guest", enc(&room)), Body::None);
+    assert_eq!(next_room_event(&mut guest)["type"], "unpublished", "the co-host is told");
+    let tracks = viewer.renegotiate();
+    assert!(tracks.iter().all(|t| t["peer"] != "guest"), "the co-host's tracks left every offer: {tracks:?}");
+    let stats = srv.ok("GET", &format!("/room/{}/peer/guest", enc(&room)), Body::None);
+    assert_eq!(stats["joined"], true, "the former co-host stays, in the audience");
+    let before = received_from(viewer.media.as_mut().unwrap(), Duration::from_millis(300));
+    send_video(&mut guest_media, 0xB2, 30);
+    let after = received_from(viewer.media.as_mut().unwrap(), Duration::from_millis(500));
+    assert_eq!((before, after), (0, 0), "no packet of the removed co-host reaches the audience");
+}
+
+/// Publishes `offer` where it must be refused; returns the code.
+fn publish_offer_error(signalling: &mut Client, offer: &str) -> u64 {
+    signalling.send(Message::Text(json!({"type": "publish", "sdp": offer}).to_string().into())).unwrap();
+    let refused = next_room_event(signalling);
+    assert_eq!(refused["type"], "error", "{refused}");
+    refused["code"].as_u64().unwrap()
+}
+
+/// RTP packets that reach `media` within `wait`.
+fn received_from(media: &mut UdpPeer, wait: Duration) -> usize {
+    let deadline = std::time::Instant::now() + wait;
+    let mut buf = vec![0u8; 2048];
+    let mut count = 0;
+    while let Some(left) = deadline.checked_duration_since(std::time::Instant::now()) {
+        match media.receive(&mut buf, left) {
+            Some(Ok(Received::Rtp { .. })) => count += 1,
+            Some(_) => {}
+            None => break,
+        }
+    }
+    count
+}
+
+#[test]
+fn merged_rooms_audiences_see_every_host_of_the_group_until_separated() {
+    let srv = Server::start(&[]);
+    let rooms: Vec<(String, u64)> = ["anna", "ben", "cleo"].iter().map(|h| live_room(&srv, h)).collect();
+    let mut hosts = Vec::new();
+    for ((room, code), (host, ssrc)) in rooms.iter().zip([("anna", 0xA0u32), ("ben", 0xB0), ("cleo", 0xC0)]) {
+        let mut signalling = join(&srv, room, *code, host);
+        let media = publish_video(&mut signalling, ssrc);
+        hosts.push((signalling, media, ssrc));
+    }
+    let (first, first_code) = rooms[0].clone();
+    let mut viewer = Viewer::join(&srv, &first, first_code, "viewer");
+    let only_anna = viewer.renegotiate();
+    assert_eq!(only_anna.len(), 1, "before merging, only the room's own host: {only_anna:?}");
+
+    let merge = |a: usize, b: usize| {
+        srv.ok("POST", &format!("/room/{}/live/merge", enc(&rooms[a].0)), json!({"roomId": rooms[b].0}))
+    };
+    merge(0, 1);
+    merge(1, 2);
+    let everyone = loop {
+        let tracks = viewer.renegotiate();
+        if tracks.len() == 3 {
+            break tracks;
+        }
+    };
+    let mut peers: Vec<&str> = everyone.iter().filter_map(|t| t["peer"].as_str()).collect();
+    peers.sort_unstable();
+    assert_eq!(peers, ["anna", "ben", "cleo"], "A+B and B+C: the audience of A sees all three hosts");
+    let merged = srv.ok("GET", &format!("/room/{}/live/merge", enc(&first)), Body::None);
+    assert_eq!(merged.as_array().map(Vec::len), Some(2), "{merged}");
+
+    let cleo_ssrc = sent_ssrc_of(&everyone, "cleo");
+    std::thread::scope(|scope| {
+        let (_, cleo_media, ssrc) = &mut hosts[2];
+        scope.spawn(|| send_video(cleo_media, *ssrc, 40));
+        let media = viewer.media.as_mut().unwrap();
+        let arrived = receive_video(|buf, wait| media.receive(buf, wait), Some(cleo_ssrc), 40);
+        assert_eq!(arrived.len(), 40, "the merged host's media reaches room A's audience");
+    });
+
+    srv.ok("POST", &format!("/room/{}/live/separate", enc(&rooms[1].0)), json!({"roomId": rooms[2].0}));
+    let after = loop {
+        let tracks = viewer.renegotiate();
+        if tracks.len() == 2 {
+            break tracks;
+        }
+    };
+    assert!(after.iter().all(|t| t["peer"] != "cleo"), "separated: cleo's track left A's offer: {after:?}");
+}
+
+/// The SSRC the audience receives `host`'s track as, from the offer's `tracks`.
+fn sent_ssrc_of(tracks: &[Value], host: &str) -> u32 {
+    let track = tracks.iter().find(|t| t["peer"] == host).expect("the host's track");
+    track["ssrc"].as_u64().expect("offers name each track's SSRC") as u32
+}
