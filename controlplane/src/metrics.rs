@@ -74,6 +74,34 @@ pub fn render(state: &AppState) -> String {
     );
     family(
         &mut out,
+        "uprtcd_worker_producers",
+        "gauge",
+        "Producers the worker holds, those imported from other workers included.",
+        per_worker(&|c| c.producers as f64),
+    );
+    family(
+        &mut out,
+        "uprtcd_worker_consumers",
+        "gauge",
+        "Consumers the worker holds.",
+        per_worker(&|c| c.consumers as f64),
+    );
+    family(
+        &mut out,
+        "uprtcd_worker_relayed_packets_out_total",
+        "counter",
+        "Packets the worker relayed to other workers, one per destination worker.",
+        per_worker(&|c| c.relayed_out as f64),
+    );
+    family(
+        &mut out,
+        "uprtcd_worker_relayed_packets_in_total",
+        "counter",
+        "Packets other workers relayed to this one.",
+        per_worker(&|c| c.relayed_in as f64),
+    );
+    family(
+        &mut out,
         "uprtcd_worker_loop_turns_total",
         "counter",
         "Loop turns the worker ran.",

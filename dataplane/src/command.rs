@@ -6,6 +6,17 @@
 //! [`Error::QueueFull`] (the REST side turns it into code 10000) so a stuck worker can
 //! never stall the control plane. The worker never blocks on replies either: a reply that
 //! finds the reply queue full is dropped, and its caller times out.
+//!
+//! Relaying a producer to consumers on another worker takes two commands, in this order:
+//! [`Command::ExportProducer`] to the producer's (origin) worker, whose reply names the
+//! relayed stream, then [`Command::ImportProducer`] with that name to the destination
+//! worker, whose reply is the local producer that consumers there attach to with
+//! [`Command::AddConsumer`] as to any other. Packets the origin relays before the import
+//! is done are dropped and counted (`relay_unknown_stream`); the subscribers' decoders
+//! start at the keyframe the first consumer asks for anyway. The imported producer goes
+//! away by itself, with its consumers, when the origin's producer does (its transport
+//! closed) or after [`Command::UnexportProducer`]; the destination then reports
+//! `EngineEvent::ImportEnded`. An import of a stream that ended already is refused.
 #![forbid(unsafe_code)]
 
 use std::net::SocketAddr;
@@ -17,7 +28,8 @@ use crate::Error;
 use crate::dtls::CertificateFingerprint;
 use crate::engine::{EngineError, TransportCreated};
 use crate::ice::IceCredentials;
-use crate::router::{ConsumerId, ProducerId, ProducerSpec, RtxStream, TransportId};
+use crate::relay::{RelayStreamId, WorkerIndex};
+use crate::router::{ConsumerId, MediaKind, ProducerId, ProducerSpec, RtxStream, TransportId};
 use crate::sys::EventFd;
 use crate::wire::rtp::ExtensionIdMap;
 
@@ -67,6 +79,33 @@ pub enum Command {
         consumer: ConsumerId,
         rtx: RtxStream,
     },
+    /// To the producer's worker: relay `producer`'s packets to worker `to_worker` too, from
+    /// now on. Replies [`Reply::Exported`] with the relayed stream's id, the same id when it
+    /// is relayed there already; refused for an unknown producer, an imported one, or a
+    /// worker that is this one or does not exist.
+    ExportProducer {
+        request: RequestId,
+        producer: ProducerId,
+        to_worker: WorkerIndex,
+    },
+    /// To the producer's worker: stop relaying `producer` to `to_worker`, whose imported
+    /// producer is then removed with its consumers. [`Reply::Done`], also when it was not
+    /// relayed there.
+    UnexportProducer {
+        request: RequestId,
+        producer: ProducerId,
+        to_worker: WorkerIndex,
+    },
+    /// To the destination worker: a producer fed by the stream `stream` that `from_worker`
+    /// relays (the id its [`Reply::Exported`] gave). Replies [`Reply::ProducerAdded`], the
+    /// same producer when it was imported already.
+    ImportProducer {
+        request: RequestId,
+        from_worker: WorkerIndex,
+        stream: RelayStreamId,
+        kind: MediaKind,
+        clock_rate: u32,
+    },
 }
 
 impl Command {
@@ -93,6 +132,8 @@ pub enum Reply {
     Done,
     ProducerAdded(ProducerId),
     ConsumerAdded(ConsumerId),
+    /// The producer is relayed to the worker asked for, as this stream.
+    Exported(RelayStreamId),
     Refused(EngineError),
 }
 

@@ -5,7 +5,8 @@
 //! - `wire`, `ice`, `srtp` are sans-IO: they own no socket, thread or clock; time is an
 //!   argument and bad input is an error value, never a panic.
 //! - `worker` runs the loops; `sys` is the one module allowed `unsafe` (kernel calls).
-//! - The control plane talks to workers only through `command` queues.
+//! - The control plane talks to workers only through `command` queues; workers talk to each
+//!   other only through `relay` links (bounded queues of relayed packets and feedback).
 #![deny(unsafe_code)]
 
 pub mod command;
@@ -15,6 +16,7 @@ pub mod engine;
 pub mod ice;
 pub mod io;
 pub mod peer;
+pub mod relay;
 pub mod router;
 pub mod srtp;
 pub mod stats;

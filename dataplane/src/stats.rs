@@ -40,10 +40,17 @@ pub enum DropReason {
     TcpBadFrame,
     /// A TCP connection accepted past the worker's limit and closed at once.
     TcpOverLimit,
+    /// A relay message (packet, sender report, keyframe request) that found the queue to
+    /// its worker full, or that worker stopped; counted once per destination.
+    RelayQueueFull,
+    /// A relayed packet for a stream this worker has not imported (yet, or any more).
+    RelayUnknownStream,
+    /// A packet to relay while every relay buffer was still held by destinations.
+    RelayPoolExhausted,
 }
 
 impl DropReason {
-    pub const ALL: [DropReason; 15] = [
+    pub const ALL: [DropReason; 18] = [
         Self::Malformed,
         Self::UnknownSource,
         Self::StunUnknownUfrag,
@@ -59,6 +66,9 @@ impl DropReason {
         Self::TcpWrite,
         Self::TcpBadFrame,
         Self::TcpOverLimit,
+        Self::RelayQueueFull,
+        Self::RelayUnknownStream,
+        Self::RelayPoolExhausted,
     ];
 
     /// The label used in metrics.
@@ -79,6 +89,9 @@ impl DropReason {
             Self::TcpWrite => "tcp_write",
             Self::TcpBadFrame => "tcp_bad_frame",
             Self::TcpOverLimit => "tcp_over_limit",
+            Self::RelayQueueFull => "relay_queue_full",
+            Self::RelayUnknownStream => "relay_unknown_stream",
+            Self::RelayPoolExhausted => "relay_pool_exhausted",
         }
     }
 
@@ -95,7 +108,14 @@ pub struct WorkerCounters {
     pub packets_out: u64,
     pub bytes_out: u64,
     pub drops: [u64; DropReason::ALL.len()],
+    /// Relayed packets queued to other workers (one per destination worker).
+    pub relayed_out: u64,
+    /// Relayed packets taken from other workers' links.
+    pub relayed_in: u64,
     pub transports: u64,
+    /// Producers held, imported ones included.
+    pub producers: u64,
+    pub consumers: u64,
     /// ICE-TCP connections open.
     pub tcp_connections: u64,
     pub loop_turns: u64,
@@ -138,7 +158,11 @@ pub struct SharedStats {
     packets_out: AtomicU64,
     bytes_out: AtomicU64,
     drops: [AtomicU64; DropReason::ALL.len()],
+    relayed_out: AtomicU64,
+    relayed_in: AtomicU64,
     transports: AtomicU64,
+    producers: AtomicU64,
+    consumers: AtomicU64,
     tcp_connections: AtomicU64,
     loop_turns: AtomicU64,
     busy_ns: AtomicU64,
@@ -164,7 +188,11 @@ impl SharedStats {
         for (slot, &value) in self.drops.iter().zip(c.drops.iter()) {
             slot.store(value, r);
         }
+        self.relayed_out.store(c.relayed_out, r);
+        self.relayed_in.store(c.relayed_in, r);
         self.transports.store(c.transports, r);
+        self.producers.store(c.producers, r);
+        self.consumers.store(c.consumers, r);
         self.tcp_connections.store(c.tcp_connections, r);
         self.loop_turns.store(c.loop_turns, r);
         self.busy_ns.store(nanos(c.busy), r);
@@ -184,7 +212,11 @@ impl SharedStats {
             packets_out: self.packets_out.load(r),
             bytes_out: self.bytes_out.load(r),
             drops,
+            relayed_out: self.relayed_out.load(r),
+            relayed_in: self.relayed_in.load(r),
             transports: self.transports.load(r),
+            producers: self.producers.load(r),
+            consumers: self.consumers.load(r),
             tcp_connections: self.tcp_connections.load(r),
             loop_turns: self.loop_turns.load(r),
             busy: Duration::from_nanos(self.busy_ns.load(r)),
@@ -210,7 +242,15 @@ mod tests {
 
     #[test]
     fn published_counters_read_back() {
-        let mut counters = WorkerCounters { packets_in: 5, tcp_connections: 3, ..WorkerCounters::default() };
+        let mut counters = WorkerCounters {
+            packets_in: 5,
+            tcp_connections: 3,
+            relayed_out: 4,
+            relayed_in: 6,
+            producers: 2,
+            consumers: 9,
+            ..WorkerCounters::default()
+        };
         counters.drop(DropReason::SrtpAuth);
         counters.drop(DropReason::SrtpAuth);
         counters.drop_many(DropReason::TcpWrite, 7);
@@ -223,6 +263,7 @@ mod tests {
         assert_eq!(seen.drops_of(DropReason::SrtpAuth), 2);
         assert_eq!(seen.drops_of(DropReason::TcpWrite), 7);
         assert_eq!(seen.tcp_connections, 3);
+        assert_eq!((seen.relayed_out, seen.relayed_in, seen.producers, seen.consumers), (4, 6, 2, 9));
         assert_eq!(seen.loop_turns, 2);
         assert_eq!(seen.busy, Duration::from_micros(40));
         assert_eq!(seen.longest_turn, Duration::from_micros(30));

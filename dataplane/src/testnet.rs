@@ -1,7 +1,9 @@
 //! An in-memory network for driving one [`Engine`] with [`ClientPeer`]s in virtual time,
 //! for the dataplane's tests and the benches: every datagram either side sends is
 //! delivered to its destination in order, and the clock moves only when the caller moves
-//! it. Addresses are plain values; nothing touches a socket.
+//! it. Addresses are plain values; nothing touches a socket. Two networks whose engines
+//! share relay links (`Engine::attach_links`) play two workers: what one relays, the other
+//! takes at the start of its next [`Net::deliver`].
 #![forbid(unsafe_code)]
 
 use std::collections::VecDeque;
@@ -150,8 +152,11 @@ impl Net {
         self.outbox.0.clear();
     }
 
-    /// Delivers every datagram in flight, and everything sent in answer, in order.
+    /// Takes what other engines relayed here, then delivers every datagram in flight, and
+    /// everything sent in answer, in order.
     pub fn deliver(&mut self) {
+        self.engine.handle_relay(self.now, &mut self.outbox);
+        self.take_outbox();
         self.engine.begin_turn(self.now, &mut self.outbox);
         self.take_outbox();
         while let Some((from, to, mut bytes)) = self.in_flight.pop_front() {

@@ -5,9 +5,13 @@
 //! commands, the queue its replies come back on, its published statistics and the facts it
 //! reports (kernel thread id, core, UDP and TCP addresses).
 //!
-//! Rules: a worker shares nothing with other workers; it learns of work only through its
-//! command queue; `Workers::shutdown` (or drop) stops and joins every thread. The loop
-//! reads the clock once per turn and passes that time down; everything below it is sans-IO.
+//! Rules: a worker shares nothing with other workers but the relay links between each pair
+//! of them (bounded queues, see `relay`), created before any worker starts; it learns of
+//! work only through its command queue and those links, and both wake it through the same
+//! eventfd. `Workers::shutdown` (or drop) stops and joins every thread. The loop reads the
+//! clock once per turn and passes that time down; everything below it is sans-IO. Once per
+//! turn, just before it waits, the loop sends what the turn queued and wakes each worker it
+//! relayed something to, once.
 #![forbid(unsafe_code)]
 
 use std::collections::HashMap;
@@ -24,8 +28,9 @@ use crate::command::{Command, CommandReceiver, CommandSender, Reply, RequestId, 
 use crate::dtls::{CertificateFingerprint, DtlsIdentity, DtlsVersionPolicy};
 use crate::engine::{Engine, EngineConfig, Outbox};
 use crate::io::{BackendChoice, Io, SendQueue, SocketIndex, bind_tcp, bind_udp};
+use crate::relay::{RelayConfig, RelayLinks, mesh};
 use crate::stats::{DropReason, SharedStats};
-use crate::sys;
+use crate::sys::{self, EventFd};
 
 /// Commands a worker may have outstanding before senders are told it is busy.
 const COMMAND_QUEUE_CAPACITY: usize = 1024;
@@ -49,6 +54,8 @@ pub struct WorkerPlan {
     /// ephemeral port of the same address when the port is 0. Each worker also listens for
     /// ICE-TCP on the port its UDP socket got. `None`: no media socket.
     pub udp: Option<SocketAddr>,
+    /// Sizes of the relay links between every pair of workers.
+    pub relay: RelayConfig,
 }
 
 impl WorkerPlan {
@@ -64,7 +71,7 @@ impl WorkerPlan {
             let first = sorted.len().saturating_sub(count).min(sorted.len() - 1);
             (0..count).map(|i| sorted[first + (i % (sorted.len() - first))]).collect()
         };
-        Self { cores, backend, udp: None }
+        Self { cores, backend, udp: None, relay: RelayConfig::default() }
     }
 
     /// The address worker `index` binds its media socket to.
@@ -204,6 +211,8 @@ struct WorkerState {
     io: Io,
     engine: Engine,
     udp: Option<SocketAddr>,
+    /// Every worker's wake-up fd, by worker index, for waking those this one relays to.
+    peers: Vec<Arc<EventFd>>,
 }
 
 /// Ephemeral UDP ports tried for one whose TCP twin is free too.
@@ -228,8 +237,10 @@ fn bind_media(addr: SocketAddr) -> Result<(socket2::Socket, std::net::TcpListene
 
 fn set_up(
     udp: Option<SocketAddr>,
-    wake: Arc<crate::sys::EventFd>,
+    wake: Arc<EventFd>,
     backend: BackendChoice,
+    links: RelayLinks,
+    peers: Vec<Arc<EventFd>>,
 ) -> Result<WorkerState, Error> {
     let (sockets, listener) = match udp {
         Some(addr) => {
@@ -241,17 +252,23 @@ fn set_up(
     let io = Io::new(sockets, listener, wake, backend).map_err(Error::Io)?;
     let udp = io.local_addr(SocketIndex(0));
     let identity = DtlsIdentity::generate(DtlsVersionPolicy::Dtls12Only).map_err(|e| Error::Identity(e.to_string()))?;
-    Ok(WorkerState { io, engine: Engine::new(EngineConfig::default(), identity), udp })
+    let mut engine = Engine::new(EngineConfig::default(), identity);
+    engine.attach_links(links);
+    Ok(WorkerState { io, engine, udp, peers })
 }
 
 impl Workers {
-    /// Spawns one pinned worker per entry of `plan.cores` and waits until each has pinned
-    /// itself and reported its thread id.
+    /// Spawns one pinned worker per entry of `plan.cores`, linked to each other for relaying
+    /// (`plan.relay`), and waits until each has pinned itself and reported its thread id.
     pub fn start(plan: &WorkerPlan) -> Result<Self, Error> {
         let mut workers = Self { handles: Vec::with_capacity(plan.cores.len()) };
-        for (index, &core) in plan.cores.iter().enumerate() {
-            let (commands, inbox) = command_queue(COMMAND_QUEUE_CAPACITY)?;
+        let queues =
+            (0..plan.cores.len()).map(|_| command_queue(COMMAND_QUEUE_CAPACITY)).collect::<Result<Vec<_>, _>>()?;
+        let wakes: Vec<Arc<EventFd>> = queues.iter().map(|(_, inbox)| inbox.wake_fd()).collect();
+        let links = mesh(plan.cores.len(), plan.relay);
+        for (index, ((&core, (commands, inbox)), links)) in plan.cores.iter().zip(queues).zip(links).enumerate() {
             let (reply_tx, reply_rx) = crossbeam_channel::bounded(REPLY_QUEUE_CAPACITY);
+            let peers = wakes.clone();
             let (started_tx, started_rx) = std::sync::mpsc::sync_channel(1);
             let backend = plan.backend;
             let udp = plan.udp_address(index);
@@ -262,7 +279,7 @@ impl Workers {
                 .spawn(move || {
                     let pinned = core_affinity::set_for_current(core_affinity::CoreId { id: core });
                     let thread_id = sys::current_thread_id();
-                    match set_up(udp, inbox.wake_fd(), backend) {
+                    match set_up(udp, inbox.wake_fd(), backend, links, peers) {
                         Ok(mut state) => {
                             let setup = Ok(Setup {
                                 backend: state.io.backend_name(),
@@ -357,7 +374,8 @@ impl<F: FnMut(&mut SendQueue)> Outbox for FlushingOutbox<'_, F> {
     }
 }
 
-/// The worker loop: apply queued commands, wait for datagrams or the next timer, handle
+/// The worker loop: apply queued commands, take what other workers relayed, send what that
+/// queued and wake the workers it relayed to, wait for datagrams or the next timer, handle
 /// what came, run due timers, send the batch, publish counters once a second.
 fn run(
     index: usize,
@@ -367,7 +385,7 @@ fn run(
     stats: &SharedStats,
 ) {
     tracing::debug!(worker = index, backend = state.io.backend_name(), udp = ?state.udp, "worker running");
-    let WorkerState { io, engine, udp } = state;
+    let WorkerState { io, engine, udp, peers } = state;
     let address = *udp;
     let mut queue = SendQueue::new(SEND_BATCH);
     let mut next_publish = Instant::now() + PUBLISH_INTERVAL;
@@ -382,18 +400,28 @@ fn run(
                 tracing::warn!(worker = index, "reply queue full; a control request will time out");
             }
         }
-        let mut flush_now = |q: &mut SendQueue| io_flush(io, q);
-        engine.begin_turn(
-            now,
-            &mut FlushingOutbox {
-                queue: &mut queue,
-                flush: |q: &mut SendQueue| {
-                    flush_now(q);
-                },
-            },
-        );
-        let deadline = engine.poll_timeout().map_or(next_publish, |t| t.min(next_publish));
         let mut send_drops = 0u64;
+        let mut flush_now = |q: &mut SendQueue| send_drops += io_flush(io, q);
+        engine.handle_relay(now, &mut FlushingOutbox { queue: &mut queue, flush: &mut flush_now });
+        engine.begin_turn(now, &mut FlushingOutbox { queue: &mut queue, flush: &mut flush_now });
+        // What the turn's start queued (relayed media, keyframe requests, handshake flights)
+        // leaves now, not after the wait.
+        flush_now(&mut queue);
+        engine.take_relay_wakeups(|to| {
+            // Not fatal: the destination still takes the messages on its next turn, which
+            // its own timers bring within a second.
+            if let Some(Err(e)) = peers.get(to.0).map(|peer| peer.notify()) {
+                tracing::warn!(worker = index, to = to.0, error = %e, "cannot wake a relay destination");
+            }
+        });
+        // The turn's start is work too: on a worker that only serves relayed streams, it is
+        // all of the forwarding.
+        let head = Instant::now().saturating_duration_since(now);
+        let deadline = if engine.relay_pending() {
+            now
+        } else {
+            engine.poll_timeout().map_or(next_publish, |t| t.min(next_publish))
+        };
         let mut work_started: Option<Instant> = None;
         let polled = io.poll(Some(deadline.saturating_duration_since(now)), RECEIVE_BUDGET, |_, from, datagram, tx| {
             let now = *work_started.get_or_insert_with(Instant::now);
@@ -413,13 +441,16 @@ fn run(
             tracing::debug!(worker = index, ?event, "transport event");
         }
         let tcp = io.take_tcp_counters();
+        let (producers, consumers) = (engine.producer_count() as u64, engine.consumer_count() as u64);
         let counters = engine.counters();
         counters.drop_many(DropReason::Send, send_drops);
         counters.drop_many(DropReason::TcpWrite, tcp.write_drops);
         counters.drop_many(DropReason::TcpBadFrame, tcp.bad_frames);
         counters.drop_many(DropReason::TcpOverLimit, tcp.over_limit);
         counters.tcp_connections = io.tcp_connections() as u64;
-        counters.turn(Instant::now().saturating_duration_since(started));
+        counters.producers = producers;
+        counters.consumers = consumers;
+        counters.turn(head + Instant::now().saturating_duration_since(started));
         if now >= next_publish {
             stats.publish(counters);
             counters.longest_turn = Duration::ZERO;
@@ -481,6 +512,16 @@ fn apply(
         }
         Command::EnableRtx { request, consumer, rtx } => {
             (request, engine.enable_rtx(consumer, rtx).map_or_else(refused, |()| Reply::Done))
+        }
+        Command::ExportProducer { request, producer, to_worker } => {
+            (request, engine.export_producer(producer, to_worker).map_or_else(refused, Reply::Exported))
+        }
+        Command::UnexportProducer { request, producer, to_worker } => {
+            (request, engine.unexport_producer(producer, to_worker).map_or_else(refused, |()| Reply::Done))
+        }
+        Command::ImportProducer { request, from_worker, stream, kind, clock_rate } => {
+            let imported = engine.import_producer(from_worker, stream, kind, clock_rate);
+            (request, imported.map_or_else(refused, Reply::ProducerAdded))
         }
     })
 }

@@ -3,17 +3,19 @@
 //! unprotect, route, protect, the hash lookup of the destination, framing, the writes) makes
 //! zero allocations per packet once the streams are running, on both backends.
 
+mod common;
+
 use std::alloc::System;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
-use stats_alloc::{INSTRUMENTED_SYSTEM, Region, StatsAlloc};
+use stats_alloc::{INSTRUMENTED_SYSTEM, StatsAlloc};
 use uprtcd_dataplane::command::{Command, Reply};
 use uprtcd_dataplane::dtls::{DtlsIdentity, DtlsVersionPolicy};
 use uprtcd_dataplane::io::{BackendChoice, uring_unavailable_reason};
-use uprtcd_dataplane::peer::{Received, TcpPeer};
+use uprtcd_dataplane::peer::TcpPeer;
 use uprtcd_dataplane::router::{MediaKind, ProducerSpec};
-use uprtcd_dataplane::wire::rtp::{ExtensionIdMap, RtpHeader};
+use uprtcd_dataplane::wire::rtp::ExtensionIdMap;
 use uprtcd_dataplane::worker::{WorkerPlan, Workers};
 
 #[global_allocator]
@@ -44,43 +46,12 @@ fn forwarding_over_tcp_allocates_nothing(backend: BackendChoice) {
         .unwrap();
     assert!(matches!(reply, Reply::ConsumerAdded(_)), "{reply:?}");
 
-    let mut send = vec![0u8; 2048];
-    let mut receive = vec![0u8; 2048];
-    let mut seq = 0u16;
-    // One round: a burst the socket buffers hold, then every packet received. The receiving
-    // runs on this thread too, so that the count sees no thread being started.
-    let mut round = || {
-        for _ in 0..ROUND {
-            let header = RtpHeader::new(96, seq, u32::from(seq) * 3000, SSRC).write(&mut send).unwrap();
-            send[header..header + 1100].fill(0x5A);
-            publisher.send_rtp(&mut send, header + 1100).unwrap();
-            seq = seq.wrapping_add(1);
-        }
-        let mut received = 0;
-        while received < ROUND {
-            match subscriber.receive(&mut receive, TIMEOUT) {
-                Some(Ok(Received::Rtp { .. })) => received += 1,
-                Some(Ok(_)) => {}
-                other => panic!("after {received} packets: {other:?}"),
-            }
-        }
+    let (mut seq, mut buffers) = (0u16, (vec![0u8; 2048], vec![0u8; 2048]));
+    let round = || {
+        let send = |buf: &mut [u8], len| publisher.send_rtp(buf, len);
+        common::burst(send, |buf, wait| subscriber.receive(buf, wait), SSRC, &mut seq, ROUND, &mut buffers);
     };
-    // Warm-up: per-SSRC SRTP state, the retransmission cache, the keyframe request.
-    for _ in 0..5 {
-        round();
-    }
-    // The counting allocator sees every thread of the process (the worker's too, which is
-    // what is measured, and the harness's, which may allocate now and then). An allocation
-    // per packet would show in every measurement, so one of five that counts none proves
-    // the path free of them.
-    let mut measurements = Vec::new();
-    for _ in 0..5 {
-        let region = Region::new(GLOBAL);
-        round();
-        let stats = region.change();
-        measurements.push((stats.allocations, stats.reallocations));
-    }
-    assert!(measurements.contains(&(0, 0)), "allocations while forwarding {ROUND} packets over TCP: {measurements:?}");
+    common::assert_rounds_allocate_nothing(GLOBAL, &format!("forwarding {ROUND} packets over TCP"), round);
     workers.shutdown();
 }
 

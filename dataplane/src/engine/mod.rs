@@ -1,6 +1,8 @@
 //! One worker's forwarding engine: its transports (ICE-lite, DTLS, SRTP per client
-//! connection), its router, and what happens to each received datagram — demux, answer,
-//! handshake, unprotect, route, rewrite, protect, queue.
+//! connection), its router, its ends of the relay links to other workers with the buffer
+//! pool it relays from, and what happens to each received datagram — demux, answer,
+//! handshake, unprotect, route, rewrite, protect, queue, relay — and to each packet another
+//! worker relays to it (see `relay`).
 //!
 //! Sans-IO: the engine owns no socket, thread or clock. The worker loop hands it each
 //! datagram with the time it arrived and an [`Outbox`] to queue datagrams in, and calls
@@ -20,8 +22,12 @@
 //!   when the backlog is full is a handshake datagram dropped and counted; the peer's DTLS
 //!   retransmits it. So a join storm cannot stall forwarding.
 //! - **Every drop is counted** by reason in [`WorkerCounters`]; nothing here panics on input.
+//! - **One copy per relayed packet.** A packet of an exported producer is copied once into a
+//!   pooled buffer that every destination worker shares; a destination copies it into its
+//!   own send slots and protects it there like a local packet. A full link drops and counts.
 #![forbid(unsafe_code)]
 
+mod relay;
 mod transport;
 
 use std::collections::{HashMap, VecDeque};
@@ -34,6 +40,7 @@ use self::transport::Transport;
 use crate::dtls::{CertificateFingerprint, DtlsError, DtlsIdentity, DtlsOutput, MIN_OUTPUT_BUFFER_LEN};
 use crate::ice::{IceCredentials, IceError, StunOutcome, local_ufrag_of};
 use crate::io::SLOT_SIZE;
+use crate::relay::{PacketPool, RelayLinks};
 use crate::router::{
     ConsumerId, KeyframeRequest, MediaKind, ProducerId, ProducerSpec, Resend, Rewritten, Router, RouterConfig,
     RouterError, RtxStream, TransportId,
@@ -86,6 +93,10 @@ pub enum EngineError {
     UfragInUse,
     #[error("cannot generate ICE credentials: {0}")]
     Ice(IceError),
+    #[error("no relay link to that worker (it is this one, or no such worker runs)")]
+    UnknownWorker,
+    #[error("the relayed stream has ended")]
+    RelayStreamEnded,
     #[error(transparent)]
     Router(#[from] RouterError),
 }
@@ -105,6 +116,9 @@ pub enum EngineEvent {
     TransportConnected(TransportId),
     /// The transport ended (consent expired, DTLS failed or closed) and was removed.
     TransportClosed { transport: TransportId, reason: CloseReason },
+    /// The stream an imported producer relayed ended at its origin; the producer and its
+    /// consumers were removed.
+    ImportEnded(ProducerId),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -143,6 +157,9 @@ pub struct Engine {
     next_receiver_reports: Option<Instant>,
     /// Producers that gained a consumer since the last turn began.
     keyframes_wanted: Vec<ProducerId>,
+    links: RelayLinks,
+    /// Where exported producers' packets are copied for their destinations.
+    relay_pool: PacketPool,
 }
 
 fn slot_key(id: TransportId) -> usize {
@@ -165,6 +182,8 @@ impl Engine {
             dtls_out: vec![0; MIN_OUTPUT_BUFFER_LEN].into_boxed_slice(),
             next_receiver_reports: None,
             keyframes_wanted: Vec::new(),
+            links: RelayLinks::unlinked(),
+            relay_pool: PacketPool::new(0),
         }
     }
 
@@ -181,6 +200,15 @@ impl Engine {
         self.transports.len()
     }
 
+    /// Producers held, imported ones included.
+    pub fn producer_count(&self) -> usize {
+        self.router.producer_total()
+    }
+
+    pub fn consumer_count(&self) -> usize {
+        self.router.consumer_total()
+    }
+
     /// Takes the events since the last call.
     pub fn drain_events(&mut self) -> impl Iterator<Item = EngineEvent> + '_ {
         self.events.drain(..)
@@ -191,7 +219,7 @@ impl Engine {
     pub fn begin_turn(&mut self, now: Instant, out: &mut impl Outbox) {
         for producer in std::mem::take(&mut self.keyframes_wanted) {
             if let Some(request) = self.router.request_keyframe(now, producer) {
-                self.send_pli(request, out);
+                self.send_keyframe_request(request, out);
             }
         }
         self.handshakes_this_turn = 0;
@@ -339,6 +367,7 @@ impl Engine {
             self.by_addr.remove(addr);
         }
         self.router.remove_transport(id);
+        self.end_exports();
         self.counters.transports = self.transports.len() as u64;
         self.events.push(EngineEvent::TransportClosed { transport: id, reason });
     }
@@ -455,15 +484,21 @@ impl Engine {
             self.counters.drop(DropReason::Malformed);
             return;
         };
-        let (ssrc, seq, timestamp) = (packet.ssrc(), packet.sequence_number(), packet.timestamp());
-        let Some(producer) = self.router.producer_for(id, ssrc) else {
+        let Some(producer) = self.router.producer_for(id, packet.ssrc()) else {
             self.counters.drop(DropReason::UnknownSsrc);
             return;
         };
         self.next_receiver_reports.get_or_insert(now + RECEIVER_REPORT_INTERVAL);
+        self.forward(now, producer, &packet, out);
+        self.relay_packet(producer, plaintext);
+    }
+
+    /// Sends a decrypted packet of `producer` to each of its consumers on this worker.
+    fn forward(&mut self, now: Instant, producer: ProducerId, packet: &RtpPacket<&[u8]>, out: &mut impl Outbox) {
         let transports = &mut self.transports;
         let counters = &mut self.counters;
-        self.router.fan_out(now, producer, seq, timestamp, plaintext, |_, consumer_transport, rewritten| {
+        let plaintext = packet.as_bytes();
+        self.router.fan_out(now, producer, packet, |_, consumer_transport, rewritten| {
             let Some(subscriber) = transports.get_mut(slot_key(consumer_transport)) else { return };
             send_rtp(subscriber, plaintext, rewritten, out, counters);
         });
@@ -496,6 +531,7 @@ impl Engine {
                             send_rtcp(subscriber, out, counters, |slot| write_sender_report(slot, &info, &[]));
                         }
                     });
+                    self.relay_sender_report(id, report.info());
                 }
                 _ => {}
             }
@@ -503,17 +539,24 @@ impl Engine {
     }
 
     /// A subscriber on `id` asked for a keyframe of its stream `media_ssrc`: a PLI to the
-    /// publisher, at most one per producer per the configured interval.
+    /// publisher (through the origin worker for an imported producer), at most one per
+    /// producer per the configured interval.
     fn forward_keyframe_request(&mut self, now: Instant, id: TransportId, media_ssrc: u32, out: &mut impl Outbox) {
         if let Some(request) = self.router.keyframe_request(now, id, media_ssrc) {
-            self.send_pli(request, out);
+            self.send_keyframe_request(request, out);
         }
     }
 
-    /// Sends the publisher a PLI for the stream `request` names.
-    fn send_pli(&mut self, request: KeyframeRequest, out: &mut impl Outbox) {
-        let Some(publisher) = self.transports.get_mut(slot_key(request.transport)) else { return };
-        send_rtcp(publisher, out, &mut self.counters, |slot| write_pli(slot, ENGINE_SSRC, request.media_ssrc));
+    /// Sends the publisher a PLI for the stream `request` names, or passes the request to
+    /// the origin worker of an imported stream.
+    fn send_keyframe_request(&mut self, request: KeyframeRequest, out: &mut impl Outbox) {
+        match request {
+            KeyframeRequest::Publisher { transport, media_ssrc } => {
+                let Some(publisher) = self.transports.get_mut(slot_key(transport)) else { return };
+                send_rtcp(publisher, out, &mut self.counters, |slot| write_pli(slot, ENGINE_SSRC, media_ssrc));
+            }
+            KeyframeRequest::Origin(source) => self.request_keyframe_from_origin(source),
+        }
     }
 
     /// A receiver report to every publisher about each stream it sends.

@@ -1,12 +1,22 @@
 //! Routing inside one worker: which producer an incoming stream feeds, which consumers
-//! receive it, and how each consumer's stream is numbered. The router decides; it never
-//! touches packet bytes beyond keeping copies for retransmission, and never does I/O.
+//! receive it, which other workers it is relayed to, and how each consumer's stream is
+//! numbered. The router decides; it never touches packet bytes beyond keeping copies for
+//! retransmission, and never does I/O.
+//!
+//! A producer is fed either by a publisher on one of this worker's transports, or by
+//! another worker over a relay link (an *imported* producer, named by its [`RelaySource`]).
+//! Consumers, rewriting, retransmission and keyframe throttling are the same for both;
+//! only where a keyframe request goes differs ([`KeyframeRequest`]). A publisher's producer
+//! may be *exported* to other workers ([`Export`]); an imported one is relayed no further.
 //!
 //! Rules for the engine that drives it: look the producer up with
-//! [`Router::producer_for`], then call [`Router::fan_out`] with the decrypted packet; for
-//! each consumer it reports, copy the packet, apply the [`Rewritten`] header fields, protect
-//! and queue. RTCP feedback from a subscriber names the consumer's SSRC; the router turns
-//! it into a (throttled) keyframe request or retransmissions for the producer.
+//! [`Router::producer_for`] (or [`Router::producer_for_relay`]), then call
+//! [`Router::fan_out`] with the decrypted packet; for each consumer it reports, copy the
+//! packet, apply the [`Rewritten`] header fields, protect and queue; then relay it to each
+//! of [`Router::exports`]. RTCP feedback from a subscriber names the consumer's SSRC; the
+//! router turns it into a (throttled) keyframe request or retransmissions for the producer.
+//! Exports that end (their producer went, or were withdrawn) are collected until the engine
+//! takes them with [`Router::drain_ended_exports`] to tell their destinations.
 #![forbid(unsafe_code)]
 
 pub mod reception;
@@ -21,8 +31,9 @@ use slab::Slab;
 pub use self::reception::ReceptionStats;
 pub use self::rewrite::{RewriteRefusal, Rewritten, StreamRewriter, seq_is_newer};
 pub use self::rtx_cache::RetransmissionCache;
+use crate::relay::{RelayStreamId, WorkerIndex};
 use crate::wire::rtcp::{ReportBlock, SenderInfo};
-use crate::wire::rtp::ExtensionIdMap;
+use crate::wire::rtp::{ExtensionIdMap, RtpPacket};
 
 /// A transport (one client connection) of this worker.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -82,15 +93,46 @@ pub enum RouterError {
     DuplicateSource,
     #[error("the consumer SSRC is already used on this transport")]
     DuplicateConsumerSsrc,
+    #[error("an imported producer is not relayed any further")]
+    NotLocal,
+}
+
+/// Where an imported producer's packets come from: the origin worker and the id it gave
+/// the export.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct RelaySource {
+    pub worker: WorkerIndex,
+    pub stream: RelayStreamId,
+}
+
+/// A worker a producer is relayed to, and the id of that relayed stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Export {
+    pub to: WorkerIndex,
+    pub stream: RelayStreamId,
+}
+
+/// What feeds a producer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Origin {
+    /// A publisher on this transport, sending as the producer's SSRC.
+    Publisher(TransportId),
+    Relay(RelaySource),
 }
 
 #[derive(Debug)]
 struct Producer {
-    spec: ProducerSpec,
+    origin: Origin,
+    /// The SSRC the producer's packets carry: given for a publisher's, taken from each
+    /// packet for an imported one (the import does not name it).
+    ssrc: u32,
+    kind: MediaKind,
+    clock_rate: u32,
     consumers: Vec<ConsumerId>,
     cache: Option<RetransmissionCache>,
     last_keyframe_request: Option<Instant>,
     reception: ReceptionStats,
+    exports: Vec<Export>,
 }
 
 #[derive(Debug)]
@@ -124,11 +166,13 @@ pub enum Resend<'a> {
     Rtx { packet: &'a [u8], rewritten: Rewritten, rtx: RtxStream, rtx_sequence_number: u16 },
 }
 
-/// A keyframe request to send to a publisher: RTCP PLI for `media_ssrc` on `transport`.
+/// A keyframe request for a producer, to send where its packets come from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct KeyframeRequest {
-    pub transport: TransportId,
-    pub media_ssrc: u32,
+pub enum KeyframeRequest {
+    /// RTCP PLI for `media_ssrc` to the publisher on `transport`.
+    Publisher { transport: TransportId, media_ssrc: u32 },
+    /// The producer is imported: ask its origin worker, which asks the publisher.
+    Origin(RelaySource),
 }
 
 /// The producers and consumers of one worker.
@@ -138,7 +182,13 @@ pub struct Router {
     producers: Slab<Producer>,
     consumers: Slab<Consumer>,
     by_source: HashMap<(TransportId, u32), ProducerId>,
+    by_relay: HashMap<RelaySource, ProducerId>,
+    by_export: HashMap<RelayStreamId, ProducerId>,
     by_consumer_ssrc: HashMap<(TransportId, u32), ConsumerId>,
+    /// The id the next export gets; ids are never reused.
+    next_stream: u64,
+    /// Exports that ended since the engine last took them.
+    ended_exports: Vec<Export>,
 }
 
 fn slab_key<T: From<u32>>(key: usize) -> T {
@@ -163,28 +213,100 @@ impl Router {
         Self { config, ..Self::default() }
     }
 
+    fn insert_producer(&mut self, origin: Origin, ssrc: u32, kind: MediaKind, clock_rate: u32) -> ProducerId {
+        let cache = (kind == MediaKind::Video && self.config.video_cache_packets > 0)
+            .then(|| RetransmissionCache::new(self.config.video_cache_packets, self.config.cache_max_age));
+        slab_key(self.producers.insert(Producer {
+            origin,
+            ssrc,
+            kind,
+            clock_rate,
+            consumers: Vec::new(),
+            cache,
+            last_keyframe_request: None,
+            reception: ReceptionStats::default(),
+            exports: Vec::new(),
+        }))
+    }
+
     /// Registers a stream that `spec.transport` publishes as `spec.ssrc`.
     pub fn add_producer(&mut self, spec: ProducerSpec) -> Result<ProducerId, RouterError> {
         if self.by_source.contains_key(&(spec.transport, spec.ssrc)) {
             return Err(RouterError::DuplicateSource);
         }
-        let cache = (spec.kind == MediaKind::Video && self.config.video_cache_packets > 0)
-            .then(|| RetransmissionCache::new(self.config.video_cache_packets, self.config.cache_max_age));
-        let id = slab_key(self.producers.insert(Producer {
-            spec,
-            consumers: Vec::new(),
-            cache,
-            last_keyframe_request: None,
-            reception: ReceptionStats::default(),
-        }));
+        let id = self.insert_producer(Origin::Publisher(spec.transport), spec.ssrc, spec.kind, spec.clock_rate);
         self.by_source.insert((spec.transport, spec.ssrc), id);
         Ok(id)
     }
 
-    /// Removes a producer and every consumer of it; returns those consumers.
+    /// Registers a producer fed by the relayed stream `source`; the one already fed by it
+    /// when there is one (an import is idempotent).
+    pub fn import_producer(&mut self, source: RelaySource, kind: MediaKind, clock_rate: u32) -> ProducerId {
+        if let Some(&id) = self.by_relay.get(&source) {
+            return id;
+        }
+        let id = self.insert_producer(Origin::Relay(source), 0, kind, clock_rate);
+        self.by_relay.insert(source, id);
+        id
+    }
+
+    /// Relays `producer` to worker `to` from now on: the id of that relayed stream, the
+    /// same one again when it is relayed there already.
+    pub fn export(&mut self, producer: ProducerId, to: WorkerIndex) -> Result<RelayStreamId, RouterError> {
+        let p = self.producers.get_mut(producer.0 as usize).ok_or(RouterError::UnknownProducer)?;
+        if !matches!(p.origin, Origin::Publisher(_)) {
+            return Err(RouterError::NotLocal);
+        }
+        if let Some(export) = p.exports.iter().find(|e| e.to == to) {
+            return Ok(export.stream);
+        }
+        let stream = RelayStreamId(self.next_stream);
+        self.next_stream += 1;
+        p.exports.push(Export { to, stream });
+        self.by_export.insert(stream, producer);
+        Ok(stream)
+    }
+
+    /// Stops relaying `producer` to worker `to` (nothing to do when it is not); the export
+    /// is among the ended ones.
+    pub fn unexport(&mut self, producer: ProducerId, to: WorkerIndex) -> Result<(), RouterError> {
+        let p = self.producers.get_mut(producer.0 as usize).ok_or(RouterError::UnknownProducer)?;
+        if let Some(index) = p.exports.iter().position(|e| e.to == to) {
+            let export = p.exports.swap_remove(index);
+            self.by_export.remove(&export.stream);
+            self.ended_exports.push(export);
+        }
+        Ok(())
+    }
+
+    /// The workers `producer` is relayed to.
+    #[inline]
+    pub fn exports(&self, producer: ProducerId) -> &[Export] {
+        self.producers.get(producer.0 as usize).map_or(&[], |p| &p.exports)
+    }
+
+    /// The producer that the export `stream` relays.
+    pub fn exported_producer(&self, stream: RelayStreamId) -> Option<ProducerId> {
+        self.by_export.get(&stream).copied()
+    }
+
+    /// Takes the exports that ended since the last call, whose destinations must be told.
+    pub fn drain_ended_exports(&mut self) -> impl Iterator<Item = Export> + '_ {
+        self.ended_exports.drain(..)
+    }
+
+    /// Removes a producer and every consumer of it; returns those consumers. Its exports
+    /// are among the ended ones.
     pub fn remove_producer(&mut self, id: ProducerId) -> Result<Vec<ConsumerId>, RouterError> {
         let producer = self.producers.try_remove(id.0 as usize).ok_or(RouterError::UnknownProducer)?;
-        self.by_source.remove(&(producer.spec.transport, producer.spec.ssrc));
+        match producer.origin {
+            Origin::Publisher(transport) => self.by_source.remove(&(transport, producer.ssrc)),
+            Origin::Relay(source) => self.by_relay.remove(&source),
+        };
+        for export in &producer.exports {
+            self.by_export.remove(&export.stream);
+        }
+        self.ended_exports.extend_from_slice(&producer.exports);
         for &consumer in &producer.consumers {
             if let Some(c) = self.consumers.try_remove(consumer.0 as usize) {
                 self.by_consumer_ssrc.remove(&(c.transport, c.rewriter.output_ssrc()));
@@ -200,7 +322,7 @@ impl Router {
         transport: TransportId,
         output_ssrc: u32,
     ) -> Result<ConsumerId, RouterError> {
-        let clock_rate = self.producers.get(producer.0 as usize).ok_or(RouterError::UnknownProducer)?.spec.clock_rate;
+        let clock_rate = self.producers.get(producer.0 as usize).ok_or(RouterError::UnknownProducer)?.clock_rate;
         if self.by_consumer_ssrc.contains_key(&(transport, output_ssrc)) {
             return Err(RouterError::DuplicateConsumerSsrc);
         }
@@ -287,8 +409,24 @@ impl Router {
         self.by_source.get(&(transport, ssrc)).copied()
     }
 
+    /// The producer that the relayed stream `source` feeds, once it is imported.
+    #[inline]
+    pub fn producer_for_relay(&self, source: RelaySource) -> Option<ProducerId> {
+        self.by_relay.get(&source).copied()
+    }
+
     pub fn consumer_count(&self, producer: ProducerId) -> usize {
         self.producers.get(producer.0 as usize).map_or(0, |p| p.consumers.len())
+    }
+
+    /// Producers of this worker, imported ones included.
+    pub fn producer_total(&self) -> usize {
+        self.producers.len()
+    }
+
+    /// Consumers of this worker.
+    pub fn consumer_total(&self) -> usize {
+        self.consumers.len()
     }
 
     /// Records a decrypted packet of `producer` (for retransmissions) and reports, for each
@@ -297,17 +435,19 @@ impl Router {
         &mut self,
         now: Instant,
         producer: ProducerId,
-        seq: u16,
-        timestamp: u32,
-        packet: &[u8],
+        packet: &RtpPacket<&[u8]>,
         mut emit: impl FnMut(ConsumerId, TransportId, Rewritten),
     ) {
         let Some(p) = self.producers.get_mut(producer.0 as usize) else { return };
+        let (seq, timestamp) = (packet.sequence_number(), packet.timestamp());
         if let Some(cache) = &mut p.cache {
-            cache.store(now, seq, packet);
+            cache.store(now, seq, packet.as_bytes());
         }
-        p.reception.record(now, seq, timestamp, p.spec.clock_rate);
-        let ssrc = p.spec.ssrc;
+        p.reception.record(now, seq, timestamp, p.clock_rate);
+        // A publisher's packets carry its SSRC already (that is how they were routed here).
+        p.ssrc = packet.ssrc();
+        let ssrc = p.ssrc;
+        let len = packet.as_bytes().len() as u32;
         for &id in &p.consumers {
             let Some(consumer) = self.consumers.get_mut(id.0 as usize) else { continue };
             if consumer.paused {
@@ -315,7 +455,7 @@ impl Router {
             }
             if let Ok(rewritten) = consumer.rewriter.rewrite(now, ssrc, seq, timestamp) {
                 consumer.packets_sent = consumer.packets_sent.wrapping_add(1);
-                consumer.octets_sent = consumer.octets_sent.wrapping_add(packet.len() as u32);
+                consumer.octets_sent = consumer.octets_sent.wrapping_add(len);
                 emit(id, consumer.transport, rewritten);
             }
         }
@@ -340,22 +480,27 @@ impl Router {
     pub fn request_keyframe(&mut self, now: Instant, producer: ProducerId) -> Option<KeyframeRequest> {
         let interval = self.config.keyframe_request_interval;
         let p = self.producers.get_mut(producer.0 as usize)?;
-        if p.spec.kind != MediaKind::Video {
+        if p.kind != MediaKind::Video {
             return None;
         }
         if p.last_keyframe_request.is_some_and(|last| now.saturating_duration_since(last) < interval) {
             return None;
         }
         p.last_keyframe_request = Some(now);
-        Some(KeyframeRequest { transport: p.spec.transport, media_ssrc: p.spec.ssrc })
+        Some(match p.origin {
+            Origin::Publisher(transport) => KeyframeRequest::Publisher { transport, media_ssrc: p.ssrc },
+            Origin::Relay(source) => KeyframeRequest::Origin(source),
+        })
     }
 
     /// A receiver report block about each published stream, with the transport of its
-    /// publisher; starts each stream's next report interval.
+    /// publisher; starts each stream's next report interval. Imported streams are reported
+    /// on by their origin worker.
     pub fn receiver_reports(&mut self, now: Instant, mut emit: impl FnMut(TransportId, ReportBlock)) {
         for (_, producer) in &mut self.producers {
-            if let Some(block) = producer.reception.report_block(producer.spec.ssrc, now) {
-                emit(producer.spec.transport, block);
+            let Origin::Publisher(transport) = producer.origin else { continue };
+            if let Some(block) = producer.reception.report_block(producer.ssrc, now) {
+                emit(transport, block);
             }
         }
     }
@@ -369,11 +514,29 @@ impl Router {
         now: Instant,
         transport: TransportId,
         info: SenderInfo,
-        mut emit: impl FnMut(TransportId, SenderInfo),
+        emit: impl FnMut(TransportId, SenderInfo),
     ) {
         let Some(&id) = self.by_source.get(&(transport, info.ssrc)) else { return };
         let Some(producer) = self.producers.get_mut(id.0 as usize) else { return };
         producer.reception.sender_report(info.ntp_timestamp, now);
+        self.report_to_consumers(id, info, emit);
+    }
+
+    /// The origin relayed its publisher's sender report for the imported stream `source`:
+    /// each consumer's subscriber gets it in that consumer's numbering, as for a local one.
+    pub fn relayed_sender_report(
+        &self,
+        source: RelaySource,
+        info: SenderInfo,
+        emit: impl FnMut(TransportId, SenderInfo),
+    ) {
+        if let Some(&id) = self.by_relay.get(&source) {
+            self.report_to_consumers(id, info, emit);
+        }
+    }
+
+    fn report_to_consumers(&self, id: ProducerId, info: SenderInfo, mut emit: impl FnMut(TransportId, SenderInfo)) {
+        let Some(producer) = self.producers.get(id.0 as usize) else { return };
         for consumer in producer.consumers.iter().filter_map(|c| self.consumers.get(c.0 as usize)) {
             let Some(ts_offset) = consumer.rewriter.timestamp_offset_for(info.ssrc) else { continue };
             emit(
@@ -409,7 +572,7 @@ impl Router {
         let consumer = self.consumers.get_mut(consumer_id.0 as usize)?;
         let producer = self.producers.get(consumer.producer.0 as usize)?;
         let (source_ssrc, input_seq) = consumer.rewriter.input_seq_for(lost_seq)?;
-        if source_ssrc != producer.spec.ssrc {
+        if source_ssrc != producer.ssrc {
             return None;
         }
         let packet = producer.cache.as_ref()?.get(now, input_seq)?;
@@ -438,10 +601,29 @@ mod tests {
         ProducerSpec { transport: PUB, ssrc, kind: MediaKind::Video, clock_rate: 90_000 }
     }
 
-    fn collect(router: &mut Router, now: Instant, producer: ProducerId, seq: u16) -> Vec<(TransportId, Rewritten)> {
+    /// An RTP packet of `ssrc` with a short payload.
+    fn rtp(ssrc: u32, seq: u16, timestamp: u32) -> Vec<u8> {
+        let mut buf = vec![0; 64];
+        let len = crate::wire::rtp::RtpHeader::new(96, seq, timestamp, ssrc).write(&mut buf).unwrap();
+        buf[len..len + 7].copy_from_slice(b"payload");
+        buf.truncate(len + 7);
+        buf
+    }
+
+    fn fan_out_packet(
+        router: &mut Router,
+        now: Instant,
+        producer: ProducerId,
+        packet: &[u8],
+    ) -> Vec<(TransportId, Rewritten)> {
         let mut out = Vec::new();
-        router.fan_out(now, producer, seq, u32::from(seq) * 3000, b"payload", |_, t, r| out.push((t, r)));
+        let packet = RtpPacket::new_checked(packet).unwrap();
+        router.fan_out(now, producer, &packet, |_, t, r| out.push((t, r)));
         out
+    }
+
+    fn collect(router: &mut Router, now: Instant, producer: ProducerId, seq: u16) -> Vec<(TransportId, Rewritten)> {
+        fan_out_packet(router, now, producer, &rtp(0x10, seq, u32::from(seq) * 3000))
     }
 
     #[test]
@@ -481,7 +663,7 @@ mod tests {
         let producer = router.add_producer(video(0x10)).unwrap();
         router.add_consumer(producer, TransportId(2), 0xA).unwrap();
         router.add_consumer(producer, TransportId(3), 0xB).unwrap();
-        let expected = Some(KeyframeRequest { transport: PUB, media_ssrc: 0x10 });
+        let expected = Some(KeyframeRequest::Publisher { transport: PUB, media_ssrc: 0x10 });
         assert_eq!(router.keyframe_request(t0, TransportId(2), 0xA), expected);
         assert_eq!(router.keyframe_request(t0 + Duration::from_millis(100), TransportId(3), 0xB), None);
         assert_eq!(router.keyframe_request(t0 + Duration::from_millis(600), TransportId(3), 0xB), expected);
@@ -497,9 +679,9 @@ mod tests {
         let consumer = router.add_consumer(first, TransportId(2), 0xA).unwrap();
         collect(&mut router, t0, first, 100);
         router.switch_source(consumer, second).unwrap();
-        let mut out = Vec::new();
         let packet = [0x80, 96, 0x23, 0x28, 0, 0, 0x10, 0, 0, 0, 0, 0x20, 0xEE];
-        router.fan_out(t0, second, 9000, 0x1000, &packet, |_, _, r| out.push(r));
+        let out: Vec<Rewritten> =
+            fan_out_packet(&mut router, t0, second, &packet).into_iter().map(|(_, r)| r).collect();
         assert_eq!(out[0].sequence_number, 101);
         let Some(Resend::Original { packet: cached, rewritten }) = router.retransmission(t0, TransportId(2), 0xA, 101)
         else {
@@ -543,5 +725,63 @@ mod tests {
         assert_eq!(router.producer_for(PUB, 1), None);
         assert_eq!(router.consumer_count(other), 1, "only transport 3 still receives");
         assert!(router.add_consumer(other, PUB, 6).is_ok(), "PUB's consumer SSRC is free again");
+    }
+
+    const ORIGIN: RelaySource = RelaySource { worker: WorkerIndex(0), stream: RelayStreamId(4) };
+
+    #[test]
+    fn an_imported_producer_takes_its_ssrc_from_its_packets_and_asks_its_origin_for_keyframes() {
+        let t0 = Instant::now();
+        let mut router = Router::new(RouterConfig::default());
+        let imported = router.import_producer(ORIGIN, MediaKind::Video, 90_000);
+        assert_eq!(router.import_producer(ORIGIN, MediaKind::Video, 90_000), imported, "idempotent");
+        assert_eq!(router.producer_for_relay(ORIGIN), Some(imported));
+        router.add_consumer(imported, TransportId(2), 0xA).unwrap();
+        let out = fan_out_packet(&mut router, t0, imported, &rtp(0x77, 5, 500));
+        assert_eq!((out[0].0, out[0].1.ssrc, out[0].1.sequence_number), (TransportId(2), 0xA, 5));
+        assert_eq!(router.keyframe_request(t0, TransportId(2), 0xA), Some(KeyframeRequest::Origin(ORIGIN)));
+        assert_eq!(router.keyframe_request(t0, TransportId(2), 0xA), None, "throttled here too");
+        let Some(Resend::Original { rewritten, .. }) = router.retransmission(t0, TransportId(2), 0xA, 5) else {
+            panic!("NACKs are answered from this worker's own cache")
+        };
+        assert_eq!(rewritten.ssrc, 0xA);
+        let mut reports = Vec::new();
+        router.receiver_reports(t0, |t, _| reports.push(t));
+        assert!(reports.is_empty(), "the origin reports to the publisher");
+        let info = SenderInfo { ssrc: 0x77, rtp_timestamp: 600, ..SenderInfo::default() };
+        let mut relayed = Vec::new();
+        router.relayed_sender_report(ORIGIN, info, |t, info| relayed.push((t, info.ssrc, info.rtp_timestamp)));
+        assert_eq!(relayed, [(TransportId(2), 0xA, 600)]);
+        assert_eq!(router.export(imported, WorkerIndex(2)), Err(RouterError::NotLocal));
+        assert_eq!(router.remove_producer(imported).unwrap().len(), 1);
+        assert_eq!(router.producer_for_relay(ORIGIN), None);
+        assert_eq!((router.producer_total(), router.consumer_total()), (0, 0));
+    }
+
+    #[test]
+    fn exports_are_idempotent_per_worker_and_end_with_their_producer() {
+        let mut router = Router::new(RouterConfig::default());
+        let producer = router.add_producer(video(1)).unwrap();
+        let to_1 = router.export(producer, WorkerIndex(1)).unwrap();
+        assert_eq!(router.export(producer, WorkerIndex(1)), Ok(to_1));
+        let to_2 = router.export(producer, WorkerIndex(2)).unwrap();
+        assert_ne!(to_1, to_2);
+        assert_eq!(
+            router.exports(producer),
+            [Export { to: WorkerIndex(1), stream: to_1 }, Export { to: WorkerIndex(2), stream: to_2 }]
+        );
+        assert_eq!(router.exported_producer(to_2), Some(producer));
+        router.unexport(producer, WorkerIndex(1)).unwrap();
+        router.unexport(producer, WorkerIndex(1)).unwrap();
+        assert_eq!(router.drain_ended_exports().collect::<Vec<_>>(), [Export { to: WorkerIndex(1), stream: to_1 }]);
+        let again = router.export(producer, WorkerIndex(1)).unwrap();
+        assert!(again != to_1 && again != to_2, "a new export gets a new id");
+        router.remove_transport(PUB);
+        let mut ended: Vec<_> = router.drain_ended_exports().map(|e| e.stream).collect();
+        ended.sort_unstable();
+        assert_eq!(ended, [to_2, again]);
+        assert_eq!(router.exported_producer(to_2), None);
+        assert!(router.exports(producer).is_empty());
+        assert_eq!(router.export(producer, WorkerIndex(1)), Err(RouterError::UnknownProducer));
     }
 }

@@ -6,7 +6,9 @@
 //!
 //! Rules: feed packets in arrival order with the time they arrived; after a source change
 //! or a resume, call [`StreamRewriter::resync`] (a new SSRC resyncs by itself). Packets
-//! from before the current mapping began are refused, never numbered twice.
+//! from before the current mapping began are refused, never numbered twice; that floor is
+//! dropped once the stream is half the 16-bit sequence space past it, where nothing from
+//! before it can still arrive and the circle could no longer tell older from newer.
 #![forbid(unsafe_code)]
 
 use std::time::Instant;
@@ -22,6 +24,12 @@ struct Mapping {
     ts_offset: u32,
     /// The first input sequence number of this mapping: older packets are refused.
     first_seq: u16,
+    /// The newest input sequence number of this mapping.
+    highest_seq: u16,
+    /// Whether `first_seq` still tells older packets apart. Once the stream is half the
+    /// sequence space past it, no packet from before the mapping can still arrive, and on
+    /// the 16-bit circle every newer packet would look older than `first_seq`.
+    floor: bool,
 }
 
 /// The rewritten header fields of one forwarded packet.
@@ -89,12 +97,15 @@ impl StreamRewriter {
 
     /// Numbers a packet that arrived at `now`.
     pub fn rewrite(&mut self, now: Instant, ssrc: u32, seq: u16, ts: u32) -> Result<Rewritten, RewriteRefusal> {
-        let mapping = match self.mapping {
+        let mapping = match &mut self.mapping {
             Some(m) if m.source_ssrc == ssrc && !self.resync_requested => {
-                if seq != m.first_seq && !seq_is_newer(seq, m.first_seq) {
+                if seq_is_newer(seq, m.highest_seq) {
+                    m.highest_seq = seq;
+                    m.floor &= seq.wrapping_sub(m.first_seq) < 0x8000;
+                } else if m.floor && m.highest_seq.wrapping_sub(seq) > m.highest_seq.wrapping_sub(m.first_seq) {
                     return Err(RewriteRefusal::BeforeMapping);
                 }
-                m
+                *m
             }
             _ => self.start_mapping(now, ssrc, seq, ts),
         };
@@ -153,6 +164,8 @@ impl StreamRewriter {
             seq_offset: out_seq.wrapping_sub(seq),
             ts_offset: out_ts.wrapping_sub(ts),
             first_seq: seq,
+            highest_seq: seq,
+            floor: true,
         };
         self.mapping = Some(mapping);
         mapping
@@ -214,6 +227,20 @@ mod tests {
             rw.output_for(11, 3),
             Some(Rewritten { ssrc: 7, sequence_number: 11, timestamp: 3, extensions: ExtensionIdMap::identity() })
         );
+    }
+
+    #[test]
+    fn a_long_stream_is_never_refused() {
+        let t0 = Instant::now();
+        let mut rw = StreamRewriter::new(7, 90_000);
+        for i in 0..200_000u32 {
+            let seq = (i + 40_000) as u16;
+            assert_eq!(rw.rewrite(t0, 1, seq, i).map(|r| r.sequence_number), Ok(seq), "packet {i}");
+            if i % 1000 == 999 {
+                let late = seq.wrapping_sub(5);
+                assert!(rw.rewrite(t0, 1, late, i - 5).is_ok(), "a late packet {i} in keeps its place");
+            }
+        }
     }
 
     #[test]
