@@ -180,6 +180,9 @@ async fn serve(
         axum::serve(api, uprtcd_controlplane::api::router(state)).with_graceful_shutdown(stopped(stop_rx.clone()));
     let api_task = tokio::spawn(async move { api_server.await });
     let client_task = tokio::spawn(async move { client_server.await });
+    // Watched before anyone is told the server is up: a SIGTERM right after READY must stop
+    // it gracefully, not kill it with the default action.
+    let shutdown = ShutdownSignals::install().map_err(|e| format!("cannot watch for signals: {e}"))?;
 
     eprintln!("uprtcd: api listening on {api_addr}");
     eprintln!("uprtcd: client listening on {client_addr}");
@@ -189,7 +192,7 @@ async fn serve(
     }
     eprintln!("uprtcd: ready");
 
-    shutdown_signal().await.map_err(|e| format!("cannot watch for signals: {e}"))?;
+    shutdown.wait().await;
     tracing::info!("shutting down");
     let _ = stop_tx.send(true);
     for (task, key) in [(api_task, "api.listen"), (client_task, "client.listen")] {
@@ -211,13 +214,22 @@ async fn watchdog(every: Duration) {
     }
 }
 
-async fn shutdown_signal() -> std::io::Result<()> {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut terminate = signal(SignalKind::terminate())?;
-    let mut interrupt = signal(SignalKind::interrupt())?;
-    tokio::select! {
-        _ = terminate.recv() => {}
-        _ = interrupt.recv() => {}
+/// SIGTERM and SIGINT, each ending the server gracefully.
+struct ShutdownSignals {
+    terminate: tokio::signal::unix::Signal,
+    interrupt: tokio::signal::unix::Signal,
+}
+
+impl ShutdownSignals {
+    fn install() -> std::io::Result<Self> {
+        use tokio::signal::unix::{SignalKind, signal};
+        Ok(Self { terminate: signal(SignalKind::terminate())?, interrupt: signal(SignalKind::interrupt())? })
     }
-    Ok(())
+
+    async fn wait(mut self) {
+        tokio::select! {
+            _ = self.terminate.recv() => {}
+            _ = self.interrupt.recv() => {}
+        }
+    }
 }
