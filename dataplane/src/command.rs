@@ -79,6 +79,12 @@ pub enum Command {
         consumer: ConsumerId,
         rtx: RtxStream,
     },
+    /// Stop (or resume) forwarding to the consumer; its numbering continues without a gap.
+    PauseConsumer {
+        request: RequestId,
+        consumer: ConsumerId,
+        paused: bool,
+    },
     /// To the producer's worker: relay `producer`'s packets to worker `to_worker` too, from
     /// now on. Replies [`Reply::Exported`] with the relayed stream's id, the same id when it
     /// is relayed there already; refused for an unknown producer, an imported one, or a

@@ -513,6 +513,9 @@ fn apply(
         Command::EnableRtx { request, consumer, rtx } => {
             (request, engine.enable_rtx(consumer, rtx).map_or_else(refused, |()| Reply::Done))
         }
+        Command::PauseConsumer { request, consumer, paused } => {
+            (request, engine.set_paused(consumer, paused).map_or_else(refused, |()| Reply::Done))
+        }
         Command::ExportProducer { request, producer, to_worker } => {
             (request, engine.export_producer(producer, to_worker).map_or_else(refused, Reply::Exported))
         }

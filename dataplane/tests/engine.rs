@@ -123,6 +123,41 @@ fn new_consumers_ask_the_publisher_for_one_keyframe() {
 }
 
 #[test]
+fn a_paused_consumer_gets_nothing_and_resumes_continuously_with_a_fresh_keyframe() {
+    let (mut net, producer) = publishing_net(3, MediaKind::Video);
+    let paused = net.engine.add_consumer(producer, net.clients[1].transport, 0x2001).unwrap();
+    net.engine.add_consumer(producer, net.clients[2].transport, 0x2002).unwrap();
+    for seq in 0..10u16 {
+        net.send_rtp(0, PUBLISHER_SSRC, seq, u32::from(seq) * 3000, &payload(seq));
+    }
+    net.deliver();
+    net.engine.set_paused(paused, true).unwrap();
+    for seq in 10..20u16 {
+        net.send_rtp(0, PUBLISHER_SSRC, seq, u32::from(seq) * 3000, &payload(seq));
+    }
+    net.deliver();
+    assert_eq!(net.clients[1].inbox.len(), 10, "nothing while paused");
+    assert_eq!(net.clients[2].inbox.len(), 20, "the other consumer is unaffected");
+    let plis_before = plis_to_publisher(&net);
+    net.advance(Duration::from_millis(600));
+    net.engine.set_paused(paused, false).unwrap();
+    net.advance(Duration::from_millis(1));
+    assert_eq!(plis_to_publisher(&net), plis_before + 1, "a resumed video stream asks for a keyframe");
+    for seq in 20..25u16 {
+        net.send_rtp(0, PUBLISHER_SSRC, seq, u32::from(seq) * 3000, &payload(seq));
+    }
+    net.deliver();
+    let numbers: Vec<u16> = net.clients[1]
+        .inbox
+        .iter()
+        .filter(|(kind, _)| matches!(kind, Received::Rtp { .. }))
+        .map(|(_, bytes)| RtpPacket::new_checked(&bytes[..]).unwrap().sequence_number())
+        .collect();
+    assert_eq!(numbers.len(), 15);
+    assert!(numbers.windows(2).all(|w| w[1] == w[0].wrapping_add(1)), "no gap in its numbering: {numbers:?}");
+}
+
+#[test]
 fn subscriber_keyframe_requests_reach_the_publisher_throttled() {
     let mut net = fan_out_net(2);
     // Past the request the new consumers triggered, and its throttling interval.

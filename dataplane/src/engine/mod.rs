@@ -308,6 +308,16 @@ impl Engine {
         Ok(consumer)
     }
 
+    /// Stops or resumes forwarding to `consumer`. A resumed video stream needs a keyframe
+    /// to decode again: the next turn asks the publisher for one, as for a new consumer.
+    pub fn set_paused(&mut self, consumer: ConsumerId, paused: bool) -> Result<(), EngineError> {
+        let producer = self.router.set_paused(consumer, paused)?;
+        if !paused && !self.keyframes_wanted.contains(&producer) {
+            self.keyframes_wanted.push(producer);
+        }
+        Ok(())
+    }
+
     /// Resends `consumer`'s lost packets as the RTX stream `rtx` (RFC 4588).
     pub fn enable_rtx(&mut self, consumer: ConsumerId, rtx: RtxStream) -> Result<(), EngineError> {
         Ok(self.router.enable_rtx(consumer, rtx)?)

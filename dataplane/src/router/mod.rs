@@ -376,13 +376,14 @@ impl Router {
     }
 
     /// Pauses or resumes one consumer; a resumed stream continues its numbering without a gap.
-    pub fn set_paused(&mut self, id: ConsumerId, paused: bool) -> Result<(), RouterError> {
+    /// Returns the consumer's producer.
+    pub fn set_paused(&mut self, id: ConsumerId, paused: bool) -> Result<ProducerId, RouterError> {
         let consumer = self.consumers.get_mut(id.0 as usize).ok_or(RouterError::UnknownConsumer)?;
         if consumer.paused && !paused {
             consumer.rewriter.resync();
         }
         consumer.paused = paused;
-        Ok(())
+        Ok(consumer.producer)
     }
 
     /// Feeds `consumer` from another producer of the same kind (a merge or a layer
