@@ -134,6 +134,7 @@ struct DataplaneSection {
 struct RoomsSection {
     default_max_members: Option<u32>,
     max_connections: Option<u32>,
+    mirror_load_percent: Option<f64>,
 }
 
 /// The configuration in force.
@@ -157,6 +158,8 @@ pub struct Config {
     pub default_max_members: u32,
     /// Clients connected at once over every room (the licensed maximum); 0 = no cap.
     pub max_connections: u32,
+    /// CPU % of the workers serving a live room at which its audience opens a mirror; 0 = never.
+    pub mirror_load_percent: f64,
 }
 
 const DEFAULT_API_LISTEN: &str = "127.0.0.1:6017";
@@ -167,6 +170,8 @@ const DEFAULT_DATA_DIR: &str = "./uprtcd-data";
 const DEFAULT_MAX_BODY_BYTES: usize = 1 << 20;
 const DEFAULT_MAX_UPLOAD_BYTES: u64 = 4 << 30;
 const DEFAULT_MAX_MEMBERS: u32 = 16;
+/// A worker this busy leaves headroom for the longest loop turns to stay short.
+const DEFAULT_MIRROR_LOAD_PERCENT: f64 = 70.0;
 /// On for `cargo run`, so the demo page works out of the box; the systemd example turns it off.
 const DEFAULT_DEMO: bool = true;
 /// More workers than this is a typo, not a machine.
@@ -274,6 +279,16 @@ impl Config {
             io_backend,
             udp_listen,
             default_max_members: file.rooms.default_max_members.unwrap_or(DEFAULT_MAX_MEMBERS),
+            mirror_load_percent: match file.rooms.mirror_load_percent {
+                Some(p) if !(0.0..=100.0).contains(&p) => {
+                    return Err(ConfigError::new(
+                        "rooms.mirror_load_percent",
+                        format!("{p} is not a percentage (0 to 100)"),
+                    ));
+                }
+                Some(p) => p,
+                None => DEFAULT_MIRROR_LOAD_PERCENT,
+            },
             max_connections: match &cli.max_connections {
                 Some(v) => parse_flag(v, "rooms.max_connections", "--max-connections")?,
                 None => file.rooms.max_connections.unwrap_or(0),
@@ -360,6 +375,14 @@ mod tests {
         assert_eq!(Config::resolve(&cli(&[])).unwrap().max_connections, 0, "no cap by default");
         let e = Config::resolve(&cli(&["--max-connections", "many"])).unwrap_err().to_string();
         assert!(e.contains("rooms.max_connections (--max-connections)"), "{e}");
+    }
+
+    #[test]
+    fn mirror_load_percent_is_a_percentage() {
+        assert_eq!(Config::resolve(&cli(&[])).unwrap().mirror_load_percent, 70.0);
+        assert_eq!(with_file("[rooms]\nmirror_load_percent = 0\n").unwrap().mirror_load_percent, 0.0);
+        let e = with_file("[rooms]\nmirror_load_percent = 150\n").unwrap_err().to_string();
+        assert!(e.contains("rooms.mirror_load_percent"), "{e}");
     }
 
     #[test]

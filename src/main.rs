@@ -133,6 +133,7 @@ fn settings(config: &Config, app_secret: String, api: &TcpListener, client: &Tcp
         max_upload_bytes: config.max_upload_bytes,
         recordings_dir: config.data_dir.join(uprtcd_controlplane::RECORDINGS_DIR),
         demo: config.demo,
+        mirror_load_percent: config.mirror_load_percent,
     })
 }
 

@@ -188,3 +188,140 @@ fn sent_ssrc_of(tracks: &[Value], host: &str) -> u32 {
     let track = tracks.iter().find(|t| t["peer"] == host).expect("the host's track");
     track["ssrc"].as_u64().expect("offers name each track's SSRC") as u32
 }
+
+/// The first value of a Prometheus line starting with `start`, summed over workers.
+fn metric_sum(srv: &Server, start: &str) -> u64 {
+    let text = srv.request(&Auth::Missing, "GET", "/metrics", &[], Body::None).text();
+    text.lines().filter(|l| l.starts_with(start)).filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok()).sum::<f64>()
+        as u64
+}
+
+#[test]
+fn an_audience_spread_over_two_workers_and_a_merged_host_on_the_other_one_can_be_paused() {
+    let srv = Server::builder().workers(2).start();
+    let (main, main_code) = live_room(&srv, "anna");
+    let (other, other_code) = live_room(&srv, "ben");
+    let mut anna = join(&srv, &main, main_code, "anna");
+    let mut anna_media = publish_video(&mut anna, 0xA0);
+    let mut ben = join(&srv, &other, other_code, "ben");
+    let mut ben_media = publish_video(&mut ben, 0xB0);
+
+    let alias = str_field(&srv.ok("GET", &format!("/room/{}", enc(&main)), Body::None), "serverAlias").to_owned();
+    srv.ok("POST", &format!("/room/{}/live/mirror", enc(&main)), json!({"serverAlias": alias}));
+    let mirrors = srv.ok("GET", &format!("/room/{}/live/mirrors", enc(&main)), Body::None);
+    assert_eq!(mirrors.as_array().map(Vec::len), Some(1), "{mirrors}");
+
+    let mut viewers: Vec<Viewer> =
+        (0..4).map(|i| Viewer::join(&srv, &main, main_code, &format!("viewer{i}"))).collect();
+    for viewer in &mut viewers {
+        assert_eq!(viewer.renegotiate().len(), 1, "anna's track");
+    }
+    let relayed_before = metric_sum(&srv, "uprtcd_worker_relayed_packets_out_total");
+    std::thread::scope(|scope| {
+        scope.spawn(|| send_video(&mut anna_media, 0xA0, 60));
+        for viewer in &mut viewers {
+            let media = viewer.media.as_mut().unwrap();
+            let arrived = receive_video(|buf, wait| media.receive(buf, wait), None, 60);
+            assert_eq!(sequence(&arrived), (0..60).collect::<Vec<u16>>(), "every packet, in order, on either worker");
+        }
+    });
+    // Counters are published about once a second.
+    let relayed = poll_until(Duration::from_secs(5), || {
+        let relayed = metric_sum(&srv, "uprtcd_worker_relayed_packets_out_total") - relayed_before;
+        (relayed >= 60).then_some(relayed)
+    });
+    assert!(relayed.is_some(), "half the audience is on the mirror's worker, fed by relayed packets");
+
+    srv.ok("POST", &format!("/room/{}/live/merge", enc(&main)), json!({"roomId": other}));
+    let mut tracks = Vec::new();
+    for viewer in &mut viewers {
+        tracks = loop {
+            let tracks = viewer.renegotiate();
+            if tracks.len() == 2 {
+                break tracks;
+            }
+        };
+    }
+    let ben_track =
+        tracks.iter().find(|t| t["peer"] == "ben").expect("ben's track")["trackId"].as_str().unwrap().to_owned();
+    let ben_ssrc = sent_ssrc_of(&tracks, "ben");
+    let watch = |viewers: &mut Vec<Viewer>, ben_media: &mut UdpPeer, first: u16, packets: u16| {
+        std::thread::scope(|scope| {
+            scope.spawn(|| send_video_from(ben_media, 0xB0, first, packets));
+            viewers
+                .iter_mut()
+                .map(|v| {
+                    let media = v.media.as_mut().unwrap();
+                    receive_video(|buf, wait| media.receive(buf, wait), Some(ben_ssrc), usize::from(packets)).len()
+                })
+                .collect::<Vec<usize>>()
+        })
+    };
+    assert_eq!(
+        watch(&mut viewers, &mut ben_media, 0, 40),
+        [40; 4],
+        "the merged host from the other worker reaches all"
+    );
+
+    let pause = format!("/room/{}/live/pause/mergeTrack/{ben_track}", enc(&main));
+    srv.ok("POST", &pause, Body::None);
+    send_video_from(&mut ben_media, 0xB0, 40, 30);
+    for viewer in &mut viewers {
+        let media = viewer.media.as_mut().unwrap();
+        assert!(
+            receive_video_within(media, ben_ssrc, Duration::from_millis(300)).is_empty(),
+            "paused for this audience"
+        );
+    }
+    srv.ok("POST", &format!("/room/{}/live/resume/mergeTrack/{ben_track}", enc(&main)), Body::None);
+    std::thread::scope(|scope| {
+        scope.spawn(|| send_video_from(&mut ben_media, 0xB0, 70, 40));
+        for viewer in &mut viewers {
+            let resumed = receive_renumbered(viewer.media.as_mut().unwrap(), ben_ssrc, 40);
+            assert_eq!(resumed, (40..80).collect::<Vec<u16>>(), "resumed, numbered on from where the pause left it");
+        }
+    });
+    let (status, refused) = srv.call("POST", &format!("/room/{}/live/pause/mergeTrack/t999", enc(&main)), Body::None);
+    assert_eq!((status, refused["code"].as_u64()), (200, Some(50016)), "a track no merged room publishes");
+}
+
+/// The sequence numbers of the first `count` packets of `ssrc` that reach `media` (none
+/// coming for 5 s ends the wait).
+fn receive_renumbered(media: &mut UdpPeer, ssrc: u32, count: usize) -> Vec<u16> {
+    let mut buf = vec![0u8; 2048];
+    let mut seen = Vec::new();
+    while seen.len() < count {
+        match media.receive(&mut buf, Duration::from_secs(5)) {
+            Some(Ok(Received::Rtp { len })) => {
+                let packet = uprtcd_dataplane::wire::rtp::RtpPacket::new_checked(&buf[..len]).unwrap();
+                if packet.ssrc() == ssrc {
+                    seen.push(packet.sequence_number());
+                }
+            }
+            Some(Ok(_)) => {}
+            Some(Err(e)) => panic!("a packet did not decrypt: {e}"),
+            None => break,
+        }
+    }
+    seen
+}
+
+/// The sequence numbers of `ssrc`'s packets that reach `media` within `wait`.
+fn receive_video_within(media: &mut UdpPeer, ssrc: u32, wait: Duration) -> Vec<u16> {
+    let deadline = std::time::Instant::now() + wait;
+    let mut buf = vec![0u8; 2048];
+    let mut seen = Vec::new();
+    while let Some(left) = deadline.checked_duration_since(std::time::Instant::now()) {
+        match media.receive(&mut buf, left) {
+            Some(Ok(Received::Rtp { len })) => {
+                let packet = uprtcd_dataplane::wire::rtp::RtpPacket::new_checked(&buf[..len]).unwrap();
+                if packet.ssrc() == ssrc {
+                    seen.push(packet.sequence_number());
+                }
+            }
+            Some(_) => {}
+            None => break,
+        }
+    }
+    seen
+}

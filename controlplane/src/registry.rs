@@ -13,7 +13,7 @@ use rand::Rng;
 use serde::{Deserialize, Serialize};
 
 use crate::envelope::{ApiCode, ApiError};
-use crate::ids::{PeerId, RecordId, RoomId, ServerIdentity, TrackId};
+use crate::ids::{PeerId, RecordId, RoomId, ServerIdentity};
 
 /// Invitation codes are nine-digit numbers.
 const INVITATION_CODES: std::ops::RangeInclusive<u32> = 100_000_000..=999_999_999;
@@ -659,13 +659,13 @@ impl Registry {
         }
     }
 
-    /// Checks a pause/resume of a merged track: the room must be merged and some room of its
-    /// group must publish `track`. Tracks exist only while clients publish them.
-    pub fn merged_track(&self, id: &RoomId, track: &TrackId) -> Result<(), ApiError> {
+    /// The rooms merged with live room `id`, whose tracks its audience may pause; 50010 when
+    /// it is not merged.
+    pub fn merged_rooms(&self, id: &RoomId) -> Result<Vec<RoomId>, ApiError> {
         if self.live_room(id)?.merge_group.is_none() {
             return Err(ApiError::new(ApiCode::MergedRoomNotFound, format!("room {id} is not merged")));
         }
-        Err(ApiError::new(ApiCode::NoMedia, format!("no merged room publishes track {track}")))
+        self.merged_with(id)
     }
 
     /// Adds a mirror of live room `id` on `worker`, or on the least loaded worker that holds

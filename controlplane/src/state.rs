@@ -41,6 +41,9 @@ pub struct Settings {
     pub app_secret: String,
     pub max_body_bytes: usize,
     pub max_upload_bytes: u64,
+    /// A live room's audience opens a mirror on another worker when every worker serving it
+    /// is at least this busy (CPU %); 0 never opens one by itself.
+    pub mirror_load_percent: f64,
     /// Where uploaded and recorded files are kept.
     pub recordings_dir: PathBuf,
     /// Demo mode: `/demo` and `/demo/join` let anyone create and join rooms (see

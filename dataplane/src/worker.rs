@@ -222,7 +222,7 @@ const EPHEMERAL_PORT_ATTEMPTS: usize = 32;
 /// candidate shares the UDP one's port. A configured port must be free for both; with an
 /// ephemeral one (port 0), a port whose TCP twin is taken (by any outgoing connection's
 /// local port, say) is given back and another one drawn.
-fn bind_media(addr: SocketAddr) -> Result<(socket2::Socket, std::net::TcpListener), Error> {
+pub(crate) fn bind_media(addr: SocketAddr) -> Result<(socket2::Socket, std::net::TcpListener), Error> {
     let mut attempts = if addr.port() == 0 { EPHEMERAL_PORT_ATTEMPTS } else { 1 };
     loop {
         let socket = bind_udp(addr).map_err(|e| Error::Bind { addr, protocol: "UDP", source: e })?;

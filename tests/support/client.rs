@@ -144,8 +144,14 @@ pub fn publish_video(signalling: &mut Client, ssrc: u32) -> UdpPeer {
 }
 
 pub fn send_video(client: &mut UdpPeer, ssrc: u32, packets: u16) {
+    send_video_from(client, ssrc, 0, packets);
+}
+
+/// [`send_video`] with sequence numbers `first..first + packets` (a stream that goes on:
+/// SRTP refuses a sequence number it has seen as a replay).
+pub fn send_video_from(client: &mut UdpPeer, ssrc: u32, first: u16, packets: u16) {
     let mut buf = vec![0u8; 2048];
-    for seq in 0..packets {
+    for seq in first..first + packets {
         let header = RtpHeader::new(96, seq, u32::from(seq) * 3000, ssrc).write(&mut buf).unwrap();
         buf[header..header + 500].fill(seq as u8);
         client.send_rtp(&mut buf, header + 500).unwrap();

@@ -5,7 +5,7 @@
 //! waited for, so one slow client never holds up a REST call or other clients.
 #![forbid(unsafe_code)]
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Mutex, PoisonError};
 
 use tokio::sync::{mpsc, oneshot};
@@ -30,6 +30,9 @@ pub enum Outgoing {
     Tracks(serde_json::Value),
     /// Stop publishing (a co-host taken back to the audience), then send this event.
     Unpublish(serde_json::Value),
+    /// Pause or resume the track with this id for the session's client (a merged track
+    /// paused for this room's audience), then report on `done`; nothing is sent.
+    PauseTrack { track_id: String, paused: bool, done: mpsc::Sender<()> },
 }
 
 /// One session's queue, with an id so that a stale session cannot detach its successor.
@@ -45,6 +48,10 @@ pub struct PublishedTrack {
     /// The id clients see in `track-added`, `track-removed` and `offer`: unique for the
     /// server's lifetime, assigned by [`Hub::add_tracks`].
     pub track_id: String,
+    /// The number in the track id; it also makes the SSRC subscribers receive it as.
+    pub number: u64,
+    /// The room it is published in.
+    pub room: RoomId,
     pub publisher: PeerId,
     /// The publisher's session, shared by the tracks it publishes (their msid stream).
     pub session: u64,
@@ -57,6 +64,12 @@ pub struct PublishedTrack {
     pub extensions: HeaderExtensions,
 }
 
+/// Every change under these locks is a single insert, remove or count: no half-made state to
+/// poison.
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
 #[derive(Debug, Default)]
 pub struct Hub {
     rooms: Mutex<HashMap<RoomId, HashMap<PeerId, Session>>>,
@@ -65,6 +78,13 @@ pub struct Hub {
     next_track: std::sync::atomic::AtomicU64,
     /// WHIP and WHEP sessions by resource id: their room, and how to stop them.
     http_sessions: Mutex<HashMap<String, (RoomId, oneshot::Sender<()>)>>,
+    /// Where a track is relayed to: its imported producer on another worker, by track id
+    /// and worker. Track ids are never reused, so an entry cannot outlive its stream's name.
+    imports: Mutex<HashMap<(String, usize), ProducerId>>,
+    /// Merged tracks paused for a room's audience: (the audience's room, track id).
+    paused: Mutex<HashSet<(RoomId, String)>>,
+    /// Subscribers placed per room and worker, to spread an audience over its workers.
+    placements: Mutex<HashMap<(RoomId, usize), usize>>,
 }
 
 impl Hub {
@@ -114,8 +134,8 @@ impl Hub {
     /// them as recorded.
     pub fn add_tracks(&self, room: &RoomId, mut added: Vec<PublishedTrack>) -> Vec<PublishedTrack> {
         for track in &mut added {
-            let n = self.next_track.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            track.track_id = format!("t{n}");
+            track.number = self.next_track.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            track.track_id = format!("t{}", track.number);
         }
         let mut tracks = self.tracks.lock().unwrap_or_else(PoisonError::into_inner);
         tracks.entry(room.clone()).or_default().extend(added.iter().cloned());
@@ -126,12 +146,75 @@ impl Hub {
     pub fn remove_tracks(&self, room: &RoomId, publisher: &PeerId) -> Vec<PublishedTrack> {
         let mut tracks = self.tracks.lock().unwrap_or_else(PoisonError::into_inner);
         let Some(list) = tracks.get_mut(room) else { return Vec::new() };
-        let (removed, kept) = std::mem::take(list).into_iter().partition(|t| &t.publisher == publisher);
+        let (removed, kept): (Vec<PublishedTrack>, _) =
+            std::mem::take(list).into_iter().partition(|t| &t.publisher == publisher);
         *list = kept;
         if list.is_empty() {
             tracks.remove(room);
         }
+        let gone: HashSet<&str> = removed.iter().map(|t| t.track_id.as_str()).collect();
+        lock(&self.imports).retain(|(track, _), _| !gone.contains(track.as_str()));
+        lock(&self.paused).retain(|(_, track)| !gone.contains(track.as_str()));
         removed
+    }
+
+    /// The producer that carries `track_id` on `worker`, if it was imported there.
+    pub fn import(&self, track_id: &str, worker: usize) -> Option<ProducerId> {
+        lock(&self.imports).get(&(track_id.to_owned(), worker)).copied()
+    }
+
+    /// Records that `track_id` is imported on `worker` as `producer`, unless the track went
+    /// away meanwhile (then the import is no one's and ends with its stream).
+    pub fn record_import(&self, room: &RoomId, track_id: &str, worker: usize, producer: ProducerId) {
+        let published = self
+            .tracks
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(room)
+            .is_some_and(|list| list.iter().any(|t| t.track_id == track_id));
+        if published {
+            lock(&self.imports).insert((track_id.to_owned(), worker), producer);
+        }
+    }
+
+    /// Whether some room of `rooms` publishes `track_id`.
+    pub fn publishes(&self, rooms: &[RoomId], track_id: &str) -> bool {
+        let tracks = self.tracks.lock().unwrap_or_else(PoisonError::into_inner);
+        rooms.iter().filter_map(|room| tracks.get(room)).flatten().any(|t| t.track_id == track_id)
+    }
+
+    /// Pauses or resumes `track_id` for the audience of `room`.
+    pub fn set_paused(&self, room: &RoomId, track_id: &str, paused: bool) {
+        let key = (room.clone(), track_id.to_owned());
+        let mut set = lock(&self.paused);
+        if paused {
+            set.insert(key);
+        } else {
+            set.remove(&key);
+        }
+    }
+
+    pub fn is_paused(&self, room: &RoomId, track_id: &str) -> bool {
+        lock(&self.paused).contains(&(room.clone(), track_id.to_owned()))
+    }
+
+    /// How many subscribers of `room` were placed on `worker` and are still there.
+    pub fn placed(&self, room: &RoomId, worker: usize) -> usize {
+        lock(&self.placements).get(&(room.clone(), worker)).copied().unwrap_or(0)
+    }
+
+    /// A subscriber of `room` was placed on `worker` (`joined`), or left it.
+    pub fn place(&self, room: &RoomId, worker: usize, joined: bool) {
+        let mut placements = lock(&self.placements);
+        let count = placements.entry((room.clone(), worker)).or_default();
+        if joined {
+            *count += 1;
+        } else {
+            *count = count.saturating_sub(1);
+        }
+        if *count == 0 {
+            placements.remove(&(room.clone(), worker));
+        }
     }
 
     /// The streams of `rooms` (a room and its merge group) that peers other than

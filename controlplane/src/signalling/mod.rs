@@ -195,6 +195,11 @@ async fn run(session: &mut Session<'_>, socket: &mut WebSocket, queue: &mut toki
                     session.unpublish().await;
                     vec![value]
                 }
+                Some(Outgoing::PauseTrack { track_id, paused, done }) => {
+                    session.set_track_paused(&track_id, paused).await;
+                    let _ = done.try_send(());
+                    continue;
+                }
                 Some(Outgoing::Close(value)) => {
                     let _ = socket.send(text(&value)).await;
                     let _ = socket.send(Message::Close(Some(CloseFrame { code: CLOSE_REFUSED, reason: "ended".into() }))).await;
@@ -238,9 +243,13 @@ impl<'a> Session<'a> {
     async fn end(mut self) {
         self.unpublish().await;
         let Session { state, room, peer, id, subscription, .. } = self;
-        if let Some(transport) = subscription.and_then(|s| s.transport()) {
-            let worker = state.read(|reg| reg.room(&room).map(|r| r.worker)).unwrap_or(0);
-            let _ = state.request_worker(worker, move |request| Command::CloseTransport { request, transport }).await;
+        if let Some(subscription) = subscription {
+            let worker = subscription.worker();
+            if let Some(transport) = subscription.transport() {
+                let _ =
+                    state.request_worker(worker, move |request| Command::CloseTransport { request, transport }).await;
+            }
+            state.hub().place(&room, worker, false);
         }
         state.hub().detach(&room, &peer, id);
         let (left_room, left_peer) = (room.clone(), peer.clone());
@@ -267,13 +276,9 @@ impl Session<'_> {
         }
     }
 
-    /// The tracks this session's client can receive: those it sees that the worker serving
-    /// it holds (a producer id names a stream of one worker only).
+    /// The tracks this session's client sees (from whichever worker: streams cross workers).
     fn visible_tracks(&self) -> Vec<PublishedTrack> {
-        let worker = self.worker().unwrap_or(0);
-        let mut tracks = visible_tracks(self.state, &self.room, &self.peer);
-        tracks.retain(|t| t.worker == worker);
-        tracks
+        visible_tracks(self.state, &self.room, &self.peer)
     }
 
     /// The events that answer `body`. Unknown or malformed messages are answered with an
@@ -292,7 +297,7 @@ impl Session<'_> {
                 Some(sdp) => self.publish(&sdp).await.map(|answer| vec![answer]),
                 None => Err(ApiError::invalid("publish needs sdp: the client's offer")),
             },
-            "subscribe" => self.subscribe(),
+            "subscribe" => self.subscribe().await,
             "answer" => match message.sdp {
                 Some(sdp) => self.accept_answer(&sdp).await,
                 None => Err(ApiError::invalid("answer needs sdp: the client's answer to our offer")),
@@ -345,11 +350,6 @@ impl Session<'_> {
                 priority: host_priority(local_preference),
             })
             .collect()
-    }
-
-    /// The worker that serves the session's room.
-    fn worker(&self) -> Result<usize, ApiError> {
-        self.state.read(|reg| reg.room(&self.room).map(|r| r.worker))
     }
 }
 

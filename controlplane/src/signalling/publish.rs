@@ -83,6 +83,8 @@ impl Session<'_> {
                 match self.state.request_worker(worker, move |request| Command::AddProducer { request, spec }).await? {
                     Reply::ProducerAdded(producer) => published.push(PublishedTrack {
                         track_id: String::new(),
+                        number: 0,
+                        room: self.room.clone(),
                         publisher: self.peer.clone(),
                         session: self.id,
                         worker,

@@ -17,7 +17,8 @@ use serde_json::{Value, json};
 
 use uprtcd_dataplane::command::{Command, Reply};
 use uprtcd_dataplane::ice::IceCredentials;
-use uprtcd_dataplane::router::{ProducerId, RtxStream, TransportId};
+use uprtcd_dataplane::relay::WorkerIndex;
+use uprtcd_dataplane::router::{ConsumerId, MediaKind, ProducerId, RtxStream, TransportId};
 use uprtcd_dataplane::wire::rtp::ExtensionIdMap;
 
 use super::hub::PublishedTrack;
@@ -29,13 +30,16 @@ use crate::sdp;
 pub(super) struct Subscription {
     /// The SFU's ICE credentials, chosen with the first offer and kept (no ICE restart).
     local_ice: IceCredentials,
+    /// The worker the client receives from: its room's, or a mirror's in a live room.
+    worker: usize,
     transport: Option<TransportId>,
     /// The layout of the last offer the client answered.
     layout: sdp::OfferLayout,
     /// Raised for each offer (RFC 3264 §8).
     session_version: u64,
-    /// The tracks the client receives, by track id, as of its last answer.
-    receiving: HashMap<String, Mid>,
+    /// The tracks the client receives, by track id, as of its last answer, with their
+    /// consumers on the subscription's worker.
+    receiving: HashMap<String, (Mid, ConsumerId)>,
     /// The mid each track was offered under; a new track always takes a new one.
     mids: HashMap<String, Mid>,
     next_mid: u32,
@@ -55,9 +59,10 @@ struct PendingOffer {
 impl Subscription {
     /// A subscription with the SFU's ICE credentials; `transport` when it opened on the
     /// client's own offer (WHEP) rather than on its first answer.
-    pub(super) fn new(local_ice: IceCredentials, transport: Option<TransportId>) -> Self {
+    pub(super) fn new(local_ice: IceCredentials, worker: usize, transport: Option<TransportId>) -> Self {
         Subscription {
             local_ice,
+            worker,
             transport,
             layout: sdp::OfferLayout::default(),
             session_version: 0,
@@ -72,26 +77,32 @@ impl Subscription {
     pub(super) fn transport(&self) -> Option<TransportId> {
         self.transport
     }
+
+    pub(super) fn worker(&self) -> usize {
+        self.worker
+    }
 }
 
-/// The SSRC a producer's stream is sent to subscribers as: unique per producer of a worker,
-/// so the sections of one subscriber's bundle never collide; its RTX stream's next to it.
-fn subscriber_ssrc(producer: ProducerId) -> u32 {
-    0x5500_0000 | (producer.0 & 0x00FF_FFFF)
+/// The SSRC a track is sent to subscribers as: from its number, unique on the server (for
+/// 16 million tracks at a time), so the sections of one bundle never collide whichever
+/// workers their streams come from; its RTX stream's next to it.
+fn subscriber_ssrc(track: &PublishedTrack) -> u32 {
+    0x5500_0000 | (track.number & 0x00FF_FFFF) as u32
 }
 
-fn subscriber_rtx_ssrc(producer: ProducerId) -> u32 {
-    0x5600_0000 | (producer.0 & 0x00FF_FFFF)
+fn subscriber_rtx_ssrc(track: &PublishedTrack) -> u32 {
+    0x5600_0000 | (track.number & 0x00FF_FFFF) as u32
 }
 
 impl Session<'_> {
     /// The client asks for everything the room publishes, now and later.
-    pub(super) fn subscribe(&mut self) -> Result<Vec<Value>, ApiError> {
+    pub(super) async fn subscribe(&mut self) -> Result<Vec<Value>, ApiError> {
         if self.subscription.is_some() {
             return Err(ApiError::request("this session subscribes already"));
         }
         let local_ice = IceCredentials::generate().map_err(|e| ApiError::system(format!("ICE credentials: {e}")))?;
-        self.subscription = Some(Subscription::new(local_ice, None));
+        let worker = self.place_subscriber().await?;
+        self.subscription = Some(Subscription::new(local_ice, worker, None));
         Ok(self.offer_if_changed().map_err(|e| self.drop_unopened(e))?.into_iter().collect())
     }
 
@@ -117,8 +128,8 @@ impl Session<'_> {
     /// (or an offer is outstanding, or nothing is published).
     fn offer_if_changed(&mut self) -> Result<Option<Value>, ApiError> {
         let tracks = self.visible_tracks();
-        let worker = self.worker()?;
         let Some(subscription) = self.subscription.as_mut() else { return Ok(None) };
+        let worker = subscription.worker;
         if subscription.pending.is_some() {
             subscription.stale = true;
             return Ok(None);
@@ -163,7 +174,7 @@ impl Session<'_> {
             .map(|(track, mid)| {
                 let mut fields = track_fields(track);
                 fields["mid"] = json!(mid.as_str());
-                fields["ssrc"] = json!(subscriber_ssrc(track.producer));
+                fields["ssrc"] = json!(subscriber_ssrc(track));
                 fields
             })
             .collect();
@@ -183,7 +194,7 @@ impl Session<'_> {
             sdp::RemoteDescription::parse(sdp).map_err(|e| ApiError::invalid(format!("answer refused: {e}")))?;
         let pending =
             subscription.pending.take().ok_or_else(|| ApiError::request("no offer is waiting for an answer"))?;
-        let worker = self.worker()?;
+        let worker = subscription.worker;
         let transport = match self.subscription.as_ref().and_then(|s| s.transport) {
             Some(transport) => transport,
             None => self.open_transport(worker, &answer).await.inspect_err(|_| self.subscription = None)?,
@@ -191,9 +202,13 @@ impl Session<'_> {
         let mut receiving = HashMap::new();
         for (track, mid) in pending.tracks {
             let Some(media) = answer.media.iter().find(|m| m.mid == mid && !m.rejected) else { continue };
-            let already = self.subscription.as_ref().is_some_and(|s| s.receiving.contains_key(&track.track_id));
-            if already || self.add_consumer(worker, transport, &track, media).await? {
-                receiving.insert(track.track_id, mid);
+            let already = self.subscription.as_ref().and_then(|s| s.receiving.get(&track.track_id).map(|(_, c)| *c));
+            let consumer = match already {
+                Some(consumer) => Some(consumer),
+                None => self.add_consumer(worker, transport, &track, media).await?,
+            };
+            if let Some(consumer) = consumer {
+                receiving.insert(track.track_id, (mid, consumer));
             }
         }
         let Some(subscription) = self.subscription.as_mut() else { return Ok(Vec::new()) };
@@ -234,16 +249,19 @@ impl Session<'_> {
         Ok(created.transport)
     }
 
-    /// Sends `track` to the client as its answer accepted it; false when the publisher left
-    /// in between (its stream is simply not sent).
+    /// Sends `track` to the client as its answer accepted it, from the subscription's worker
+    /// (imported there when it is published on another); `None` when the publisher left in
+    /// between (its stream is simply not sent). A track paused for this room's audience
+    /// starts paused.
     pub(super) async fn add_consumer(
         &self,
         worker: usize,
         transport: TransportId,
         track: &PublishedTrack,
         media: &sdp::RemoteMedia,
-    ) -> Result<bool, ApiError> {
-        let (producer, ssrc) = (track.producer, subscriber_ssrc(track.producer));
+    ) -> Result<Option<ConsumerId>, ApiError> {
+        let Some(producer) = self.producer_on(worker, track).await? else { return Ok(None) };
+        let ssrc = subscriber_ssrc(track);
         let extensions = extension_map(&track.extensions, media);
         let consumer = match self
             .state
@@ -257,22 +275,116 @@ impl Session<'_> {
             .await?
         {
             Reply::ConsumerAdded(consumer) => consumer,
-            Reply::Refused(_) => return Ok(false),
+            Reply::Refused(_) => return Ok(None),
             other => return Err(ApiError::new(ApiCode::RtcFailed, format!("consumer refused: {other:?}"))),
         };
         let kept_rtx =
             media.codecs.iter().find(|c| c.payload_type == track.codec.payload_type).and_then(|c| c.rtx_payload_type);
         if let Some(payload_type) = kept_rtx {
-            let rtx = RtxStream { ssrc: subscriber_rtx_ssrc(producer), payload_type: payload_type.0 };
+            let rtx = RtxStream { ssrc: subscriber_rtx_ssrc(track), payload_type: payload_type.0 };
             self.state.request_worker(worker, move |request| Command::EnableRtx { request, consumer, rtx }).await?;
         }
-        Ok(true)
+        if self.state.hub().is_paused(&self.room, &track.track_id) {
+            self.pause_consumer(worker, consumer, true).await?;
+        }
+        Ok(Some(consumer))
+    }
+
+    /// The producer that carries `track` on `worker`: its own there, else its import,
+    /// exported from its worker and imported on first use (both are idempotent, so
+    /// subscribers racing for the same import agree). `None` when the track has ended.
+    async fn producer_on(&self, worker: usize, track: &PublishedTrack) -> Result<Option<ProducerId>, ApiError> {
+        if track.worker == worker {
+            return Ok(Some(track.producer));
+        }
+        if let Some(imported) = self.state.hub().import(&track.track_id, worker) {
+            return Ok(Some(imported));
+        }
+        let (producer, to_worker, from_worker) = (track.producer, WorkerIndex(worker), WorkerIndex(track.worker));
+        let stream = match self
+            .state
+            .request_worker(track.worker, move |request| Command::ExportProducer { request, producer, to_worker })
+            .await?
+        {
+            Reply::Exported(stream) => stream,
+            Reply::Refused(_) => return Ok(None),
+            other => return Err(ApiError::new(ApiCode::RtcFailed, format!("export refused: {other:?}"))),
+        };
+        let kind = if track.kind == sdp::MediaKind::Audio { MediaKind::Audio } else { MediaKind::Video };
+        let clock_rate = track.codec.clock_rate;
+        let imported = match self
+            .state
+            .request_worker(worker, move |request| Command::ImportProducer {
+                request,
+                from_worker,
+                stream,
+                kind,
+                clock_rate,
+            })
+            .await?
+        {
+            Reply::ProducerAdded(imported) => imported,
+            Reply::Refused(_) => return Ok(None),
+            other => return Err(ApiError::new(ApiCode::RtcFailed, format!("import refused: {other:?}"))),
+        };
+        self.state.hub().record_import(&track.room, &track.track_id, worker, imported);
+        Ok(Some(imported))
+    }
+
+    async fn pause_consumer(&self, worker: usize, consumer: ConsumerId, paused: bool) -> Result<(), ApiError> {
+        match self
+            .state
+            .request_worker(worker, move |request| Command::PauseConsumer { request, consumer, paused })
+            .await?
+        {
+            Reply::Done | Reply::Refused(_) => Ok(()),
+            other => Err(ApiError::new(ApiCode::RtcFailed, format!("pause refused: {other:?}"))),
+        }
+    }
+
+    /// Pauses or resumes the client's consumer of `track_id`, if it receives that track.
+    pub(super) async fn set_track_paused(&self, track_id: &str, paused: bool) {
+        let Some(subscription) = self.subscription.as_ref() else { return };
+        if let Some(&(_, consumer)) = subscription.receiving.get(track_id) {
+            let _ = self.pause_consumer(subscription.worker, consumer, paused).await;
+        }
+    }
+
+    /// The worker a new subscriber receives from. A conversation room has one. A live
+    /// room's audience goes to the least loaded worker serving it (the fewest subscribers
+    /// placed breaks ties); when even that one is at `mirror_load_percent`, a mirror opens on
+    /// the least loaded other worker and takes it.
+    pub(super) async fn place_subscriber(&self) -> Result<usize, ApiError> {
+        let (origin, mirrors, live) =
+            self.state.read(|reg| reg.room(&self.room).map(|r| (r.worker, r.mirrors.clone(), r.is_live())))?;
+        let worker = if live {
+            let cpu = self.state.loads().cpu();
+            let load = |w: usize| cpu.get(w).copied().unwrap_or(0.0);
+            let hub = self.state.hub();
+            let least = std::iter::once(origin)
+                .chain(mirrors)
+                .min_by(|&a, &b| {
+                    load(a).total_cmp(&load(b)).then(hub.placed(&self.room, a).cmp(&hub.placed(&self.room, b)))
+                })
+                .unwrap_or(origin);
+            let threshold = self.state.settings().mirror_load_percent;
+            let room = self.room.clone();
+            if threshold > 0.0 && load(least) >= threshold {
+                self.state.write(move |reg| reg.add_mirror(&room, None, &cpu)).await.unwrap_or(least)
+            } else {
+                least
+            }
+        } else {
+            origin
+        };
+        self.state.hub().place(&self.room, worker, true);
+        Ok(worker)
     }
 }
 
 /// The section offering `track` under `mid`, with RTX when its publisher negotiated it.
 pub(super) fn outgoing_track(track: &PublishedTrack, mid: &Mid) -> sdp::OutgoingTrack {
-    let rtx_ssrc = track.codec.rtx_payload_type.map(|_| sdp::Ssrc(subscriber_rtx_ssrc(track.producer)));
+    let rtx_ssrc = track.codec.rtx_payload_type.map(|_| sdp::Ssrc(subscriber_rtx_ssrc(track)));
     // What the SFU asked of the publisher (`x-google-*` bitrates) is no property of the
     // stream: left out, so that publishers with other caps still share a payload type.
     let fmtp = track.codec.fmtp.split(';').filter(|p| !p.is_empty() && !p.starts_with("x-google-"));
@@ -281,7 +393,7 @@ pub(super) fn outgoing_track(track: &PublishedTrack, mid: &Mid) -> sdp::Outgoing
         mid: mid.clone(),
         kind: track.kind,
         codec,
-        ssrc: sdp::Ssrc(subscriber_ssrc(track.producer)),
+        ssrc: sdp::Ssrc(subscriber_ssrc(track)),
         rtx_ssrc,
         stream_id: format!("s{}", track.session),
         track_id: track.track_id.clone(),

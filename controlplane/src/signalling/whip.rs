@@ -178,19 +178,24 @@ async fn hold(
     mut queue: mpsc::Receiver<Outgoing>,
     mut stopped: oneshot::Receiver<()>,
 ) {
+    let SessionParts { room, peer, id, publishing, subscription } = parts;
+    let session = Session { state: &state, room, peer, id, publishing, subscription };
     loop {
         tokio::select! {
             _ = &mut stopped => break,
             outgoing = queue.recv() => match outgoing {
                 Some(Outgoing::Close(_) | Outgoing::Unpublish(_)) | None => break,
+                Some(Outgoing::PauseTrack { track_id, paused, done }) => {
+                    session.set_track_paused(&track_id, paused).await;
+                    let _ = done.try_send(());
+                }
                 Some(Outgoing::Event(_) | Outgoing::Tracks(_)) => {}
             },
         }
     }
-    let SessionParts { room, peer, id, publishing, subscription } = parts;
     // Ended by a kick or the room's deletion: its location goes too.
-    state.hub().take_http_session(&resource, &room);
-    Session { state: &state, room, peer, id, publishing, subscription }.end().await;
+    state.hub().take_http_session(&resource, &session.room);
+    session.end().await;
 }
 
 /// `DELETE` on a session's location.
@@ -248,7 +253,7 @@ impl Session<'_> {
         if chosen.is_empty() {
             return Err(ApiError::new(ApiCode::NoMedia, "nothing the player can receive is published in the room"));
         }
-        let worker = self.worker()?;
+        let worker = self.place_subscriber().await?;
         let remote_ice = IceCredentials::new(offer.ice_ufrag.clone(), offer.ice_pwd.clone())
             .map_err(|e| ApiError::invalid(format!("offer's ICE credentials: {e}")))?;
         let remote_fingerprint = offer.fingerprint;
@@ -265,7 +270,8 @@ impl Session<'_> {
             return Err(ApiError::new(ApiCode::RtcFailed, format!("the worker refused a transport: {reply:?}")));
         };
         let transport = created.transport;
-        self.subscription = Some(super::subscribe::Subscription::new(created.local_ice.clone(), Some(transport)));
+        self.subscription =
+            Some(super::subscribe::Subscription::new(created.local_ice.clone(), worker, Some(transport)));
         let no_caps = sdp::BitrateCaps { min_bps: None, max_bps: None };
         let local =
             self.local_parameters(self.id + 1, 1, &created.local_ice, created.fingerprint, address.port(), no_caps);

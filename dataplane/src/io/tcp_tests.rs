@@ -13,10 +13,8 @@ use crate::wire::framing::{FrameReader, MAX_FRAME_LEN, PREFIX_LEN, encode};
 const WAIT: Duration = Duration::from_secs(10);
 
 fn tcp_io(choice: BackendChoice, limit: usize) -> (Io, SocketAddr) {
-    let any: SocketAddr = "127.0.0.1:0".parse().unwrap();
-    let udp = bind_udp(any).unwrap();
-    let port = udp.local_addr().unwrap().as_socket().unwrap();
-    let listener = bind_tcp(port).unwrap();
+    // Drawn as a worker draws them: an ephemeral UDP port whose TCP twin is free too.
+    let (udp, listener) = crate::worker::bind_media("127.0.0.1:0".parse().unwrap()).unwrap();
     let wake = Arc::new(EventFd::new().unwrap());
     let io = Io::with_connection_limit(vec![udp], Some(listener), limit, wake, choice).unwrap();
     let tcp = io.tcp_local_addr().unwrap();
