@@ -181,6 +181,10 @@ fn merged_rooms_audiences_see_every_host_of_the_group_until_separated() {
         }
     };
     assert!(after.iter().all(|t| t["peer"] != "cleo"), "separated: cleo's track left A's offer: {after:?}");
+    let (_, cleo_media, ssrc) = &mut hosts[2];
+    send_video_from(cleo_media, *ssrc, 40, 30);
+    let media = viewer.media.as_mut().unwrap();
+    assert!(receive_video_within(media, cleo_ssrc, Duration::from_millis(300)).is_empty(), "nor do its packets");
 }
 
 /// The SSRC the audience receives `host`'s track as, from the offer's `tracks`.

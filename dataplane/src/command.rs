@@ -79,6 +79,12 @@ pub enum Command {
         consumer: ConsumerId,
         rtx: RtxStream,
     },
+    /// Stop for good what the client on `transport` receives as `ssrc`.
+    RemoveConsumer {
+        request: RequestId,
+        transport: TransportId,
+        ssrc: u32,
+    },
     /// Stop (or resume) forwarding to the consumer; its numbering continues without a gap.
     PauseConsumer {
         request: RequestId,

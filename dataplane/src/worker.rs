@@ -513,6 +513,9 @@ fn apply(
         Command::EnableRtx { request, consumer, rtx } => {
             (request, engine.enable_rtx(consumer, rtx).map_or_else(refused, |()| Reply::Done))
         }
+        Command::RemoveConsumer { request, transport, ssrc } => {
+            (request, engine.remove_consumer(transport, ssrc).map_or_else(refused, |()| Reply::Done))
+        }
         Command::PauseConsumer { request, consumer, paused } => {
             (request, engine.set_paused(consumer, paused).map_or_else(refused, |()| Reply::Done))
         }

@@ -169,6 +169,7 @@ pub fn answer_to(offer: &str, ice: &IceCredentials, identity: &DtlsIdentity) -> 
         let lines: Vec<&str> = section.lines().collect();
         let m_line = lines[0];
         let closed = m_line.split_whitespace().nth(1) == Some("0");
+        let idle = lines.contains(&"a=inactive");
         let mid = lines.iter().find_map(|l| l.strip_prefix("a=mid:")).expect("every section has a mid");
         media.push(format!("m={m_line}"));
         media.push("c=IN IP4 0.0.0.0".into());
@@ -182,7 +183,7 @@ pub fn answer_to(offer: &str, ice: &IceCredentials, identity: &DtlsIdentity) -> 
         media.push(format!("a=ice-pwd:{}", ice.pwd()));
         media.push(format!("a=fingerprint:sha-256 {}", identity.fingerprint()));
         media.push("a=setup:active".into());
-        media.push("a=recvonly".into());
+        media.push(if idle { "a=inactive" } else { "a=recvonly" }.into());
         media.push("a=rtcp-mux".into());
         media.extend(
             lines.iter().filter(|l| l.starts_with("a=rtpmap:") || l.starts_with("a=fmtp:")).map(|l| l.to_string()),

@@ -74,6 +74,11 @@ pub struct OfferedSection {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SectionState {
     Sending,
+    /// `a=inactive` but still in the BUNDLE group with its port: the first section of the
+    /// group, whose track went away. It carries the group's transport, and a browser
+    /// (Chromium) whose tagged section is closed starts a new transport, which the SFU's
+    /// ICE-lite, DTLS-server side would never complete; so it idles for the session instead.
+    Idle,
     /// Port 0 and `a=inactive`: its track went away. Recyclable once an answer to the offer
     /// that closed it has been applied.
     Closed,
@@ -114,17 +119,17 @@ pub fn offer(
     let layout = arrange(previous, tracks)?;
 
     let mut session = writer::new_session(local);
-    let sending: Vec<&Mid> =
-        layout.sections.iter().filter(|s| s.state == SectionState::Sending).map(|s| &s.mid).collect();
-    if !sending.is_empty() {
-        writer::add_to_session(&mut session, writer::bundle_group(&sending));
+    let bundled: Vec<&Mid> =
+        layout.sections.iter().filter(|s| s.state != SectionState::Closed).map(|s| &s.mid).collect();
+    if !bundled.is_empty() {
+        writer::add_to_session(&mut session, writer::bundle_group(&bundled));
     }
     for section in &layout.sections {
         let track = tracks.iter().find(|t| t.mid == section.mid);
+        let tagged = bundled.first() == Some(&&section.mid);
         session.media.push(match (section.state, track) {
-            (SectionState::Sending, Some(track)) => {
-                sending_section(track, local, policy, sending.first() == Some(&&track.mid))
-            }
+            (SectionState::Sending, Some(track)) => sending_section(track, local, policy, tagged),
+            (SectionState::Idle, _) => idle_section(section, local, tagged),
             _ => {
                 let line = writer::rtp_media_line(section.kind, vec![u32::from(section.codec.payload_type.0)]);
                 writer::closed_section(line, &section.mid, Some(&section.codec))
@@ -139,16 +144,21 @@ pub fn offer(
 fn arrange(previous: &OfferLayout, tracks: &[OutgoingTrack]) -> Result<OfferLayout, SdpError> {
     let mut layout =
         OfferLayout { sections: Vec::with_capacity(previous.sections.len()), retired: previous.retired.clone() };
+    let tagged = previous.sections.iter().find(|s| s.state != SectionState::Closed).map(|s| &s.mid);
     for old in &previous.sections {
         let track = tracks.iter().find(|t| t.mid == old.mid);
         layout.sections.push(match (old.state, track) {
-            (SectionState::Closed, Some(track)) => {
+            (SectionState::Closed | SectionState::Idle, Some(track)) => {
                 return Err(invalid(track, "its mid names a closed section; a new track takes a new mid"));
             }
             (SectionState::Sending, Some(track)) if track.kind != old.kind => {
                 return Err(invalid(track, "its section carried the other kind"));
             }
             (SectionState::Sending, Some(track)) => OfferedSection { codec: track.codec.clone(), ..old.clone() },
+            // The group's transport stays on its first section.
+            (SectionState::Sending | SectionState::Idle, None) if Some(&old.mid) == tagged => {
+                OfferedSection { state: SectionState::Idle, ..old.clone() }
+            }
             (_, None) => OfferedSection { state: SectionState::Closed, ..old.clone() },
         });
     }
@@ -249,6 +259,19 @@ fn check_tracks(tracks: &[OutgoingTrack], previous: &OfferLayout) -> Result<(), 
 /// RFC 4566 token-char: visible ASCII but `"(),/:;<=>?@[\]{}`.
 fn is_token(text: &str) -> bool {
     !text.is_empty() && text.bytes().all(|b| b.is_ascii_graphic() && !br#""(),/:;<=>?@[\]{}"#.contains(&b))
+}
+
+/// An idle section: its m-line and codec, the transport (candidates when tagged), and
+/// `a=inactive`, with no track.
+fn idle_section(section: &OfferedSection, local: &LocalParameters, tagged: bool) -> SdpMedia {
+    let line = writer::rtp_media_line(section.kind, vec![u32::from(section.codec.payload_type.0)]);
+    let mut media = writer::live_section(line, local);
+    writer::add(&mut media, SdpAttribute::Mid(section.mid.to_string()));
+    writer::add_transport(&mut media, local, SdpAttributeSetup::Actpass, tagged);
+    writer::add(&mut media, writer::direction(Direction::Inactive));
+    writer::add(&mut media, SdpAttribute::RtcpMux);
+    writer::add_codec(&mut media, &section.codec, &section.codec.fmtp, &[]);
+    media
 }
 
 fn sending_section(track: &OutgoingTrack, local: &LocalParameters, policy: &CodecPolicy, tagged: bool) -> SdpMedia {

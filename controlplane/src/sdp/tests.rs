@@ -672,11 +672,21 @@ fn renegotiation_keeps_mids_and_their_order() {
         [("a0", SectionState::Sending), ("v3", SectionState::Sending), ("v2", SectionState::Sending)]
     );
 
-    // The first section closing moves the candidates to the next bundled one.
-    let (session, _) = subscribe(&fourth.layout, &[v2.clone(), v3.clone()]);
-    assert_eq!(section(&session, "a0").get_port(), 0);
-    assert_eq!(bundle(&session), ["v3", "v2"]);
-    assert_eq!(section(&session, "v3").get_attributes_of_type(SdpAttributeType::Candidate).len(), 3);
+    // The first section's track going away leaves it idle, not closed: it stays the tagged
+    // section of the group, with the candidates, so the browser keeps its transport.
+    let (session, fifth) = subscribe(&fourth.layout, &[v2.clone(), v3.clone()]);
+    assert_eq!(layout_of(&fifth)[0], ("a0", SectionState::Idle));
+    let idle = section(&session, "a0");
+    assert_eq!(idle.get_port(), 40000);
+    assert_eq!(bundle(&session), ["a0", "v3", "v2"]);
+    assert!(has(idle, SdpAttributeType::Inactive) && !has(idle, SdpAttributeType::Msid), "{:?}", lines(idle));
+    assert_eq!(idle.get_attributes_of_type(SdpAttributeType::Candidate).len(), 3);
+    assert_eq!(section(&session, "v3").get_attributes_of_type(SdpAttributeType::Candidate).len(), 0);
+    // It idles for the session: never recycled, and its mid is never handed out again.
+    let (session, _) = subscribe(&fifth.layout, &[v2.clone(), v3.clone(), track("a8", MediaKind::Audio, 7000)]);
+    assert_eq!(session.media.iter().map(mid).collect::<Vec<_>>(), ["a0", "v3", "v2", "a8"]);
+    let reused = offer(&local(), &fifth.layout, &[track("a0", MediaKind::Audio, 5000)], &CodecPolicy::default());
+    assert!(matches!(reused, Err(SdpError::InvalidTrack { .. })), "{reused:?}");
 
     // A mid that was recycled away, or that names a closed section, is never handed out again.
     let reused = offer(&local(), &fourth.layout, &[track("v1", MediaKind::Video, 5000)], &CodecPolicy::default());

@@ -38,8 +38,8 @@ pub(super) struct Subscription {
     /// Raised for each offer (RFC 3264 §8).
     session_version: u64,
     /// The tracks the client receives, by track id, as of its last answer, with their
-    /// consumers on the subscription's worker.
-    receiving: HashMap<String, (Mid, ConsumerId)>,
+    /// consumers on the subscription's worker and the SSRC they are sent as.
+    receiving: HashMap<String, (Mid, ConsumerId, u32)>,
     /// The mid each track was offered under; a new track always takes a new one.
     mids: HashMap<String, Mid>,
     next_mid: u32,
@@ -49,6 +49,9 @@ pub(super) struct Subscription {
 }
 
 type Mid = sdp::Mid;
+
+/// CPU loads this close count as equal when placing a subscriber.
+const LOAD_BAND_PERCENT: f64 = 10.0;
 
 /// An offer waiting for the client's answer.
 struct PendingOffer {
@@ -202,14 +205,29 @@ impl Session<'_> {
         let mut receiving = HashMap::new();
         for (track, mid) in pending.tracks {
             let Some(media) = answer.media.iter().find(|m| m.mid == mid && !m.rejected) else { continue };
-            let already = self.subscription.as_ref().and_then(|s| s.receiving.get(&track.track_id).map(|(_, c)| *c));
+            let already = self.subscription.as_ref().and_then(|s| s.receiving.get(&track.track_id).map(|&(_, c, _)| c));
             let consumer = match already {
                 Some(consumer) => Some(consumer),
                 None => self.add_consumer(worker, transport, &track, media).await?,
             };
             if let Some(consumer) = consumer {
-                receiving.insert(track.track_id, (mid, consumer));
+                receiving.insert(track.track_id.clone(), (mid, consumer, subscriber_ssrc(&track)));
             }
+        }
+        // Streams no longer offered whose producers live on (a separated room's) stop here;
+        // those whose publisher left went with their producer (then this is refused).
+        let dropped: Vec<u32> = self
+            .subscription
+            .as_ref()
+            .map(|s| {
+                s.receiving.iter().filter(|(t, _)| !receiving.contains_key(*t)).map(|(_, (_, _, ssrc))| *ssrc).collect()
+            })
+            .unwrap_or_default();
+        for ssrc in dropped {
+            let _ = self
+                .state
+                .request_worker(worker, move |request| Command::RemoveConsumer { request, transport, ssrc })
+                .await;
         }
         let Some(subscription) = self.subscription.as_mut() else { return Ok(Vec::new()) };
         subscription.receiving = receiving;
@@ -345,14 +363,14 @@ impl Session<'_> {
     /// Pauses or resumes the client's consumer of `track_id`, if it receives that track.
     pub(super) async fn set_track_paused(&self, track_id: &str, paused: bool) {
         let Some(subscription) = self.subscription.as_ref() else { return };
-        if let Some(&(_, consumer)) = subscription.receiving.get(track_id) {
+        if let Some(&(_, consumer, _)) = subscription.receiving.get(track_id) {
             let _ = self.pause_consumer(subscription.worker, consumer, paused).await;
         }
     }
 
     /// The worker a new subscriber receives from. A conversation room has one. A live
-    /// room's audience goes to the least loaded worker serving it (the fewest subscribers
-    /// placed breaks ties); when even that one is at `mirror_load_percent`, a mirror opens on
+    /// room's audience goes to the least loaded worker serving it (in bands of
+    /// [`LOAD_BAND_PERCENT`]; the fewest subscribers placed breaks ties); when even that one is at `mirror_load_percent`, a mirror opens on
     /// the least loaded other worker and takes it.
     pub(super) async fn place_subscriber(&self) -> Result<usize, ApiError> {
         let (origin, mirrors, live) =
@@ -361,11 +379,11 @@ impl Session<'_> {
             let cpu = self.state.loads().cpu();
             let load = |w: usize| cpu.get(w).copied().unwrap_or(0.0);
             let hub = self.state.hub();
+            // Loads within one band count as equal (a second's CPU sample is noisy at low
+            // load), so the subscribers already placed decide among them.
             let least = std::iter::once(origin)
                 .chain(mirrors)
-                .min_by(|&a, &b| {
-                    load(a).total_cmp(&load(b)).then(hub.placed(&self.room, a).cmp(&hub.placed(&self.room, b)))
-                })
+                .min_by_key(|&w| ((load(w) / LOAD_BAND_PERCENT).floor() as i64, hub.placed(&self.room, w)))
                 .unwrap_or(origin);
             let threshold = self.state.settings().mirror_load_percent;
             let room = self.room.clone();

@@ -308,6 +308,14 @@ impl Engine {
         Ok(consumer)
     }
 
+    /// Stops for good what the client on `transport` receives as `ssrc` (its subscriber no
+    /// longer receives that stream). Named by transport and SSRC rather than consumer id, so a
+    /// consumer that already went with its producer cannot be mistaken for a newer one.
+    pub fn remove_consumer(&mut self, transport: TransportId, ssrc: u32) -> Result<(), EngineError> {
+        let consumer = self.router.consumer_of(transport, ssrc).ok_or(RouterError::UnknownConsumer)?;
+        Ok(self.router.remove_consumer(consumer)?)
+    }
+
     /// Stops or resumes forwarding to `consumer`. A resumed video stream needs a keyframe
     /// to decode again: the next turn asks the publisher for one, as for a new consumer.
     pub fn set_paused(&mut self, consumer: ConsumerId, paused: bool) -> Result<(), EngineError> {

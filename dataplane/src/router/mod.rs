@@ -351,6 +351,11 @@ impl Router {
         Ok(())
     }
 
+    /// The consumer the client on `transport` receives as `ssrc`.
+    pub fn consumer_of(&self, transport: TransportId, ssrc: u32) -> Option<ConsumerId> {
+        self.by_consumer_ssrc.get(&(transport, ssrc)).copied()
+    }
+
     pub fn remove_consumer(&mut self, id: ConsumerId) -> Result<(), RouterError> {
         let consumer = self.consumers.try_remove(id.0 as usize).ok_or(RouterError::UnknownConsumer)?;
         self.by_consumer_ssrc.remove(&(consumer.transport, consumer.rewriter.output_ssrc()));
