@@ -114,7 +114,8 @@ export class Server {
       '--client-listen', '127.0.0.1:0',
       '--udp-listen', '127.0.0.1:0',
       '--announced-ip', '127.0.0.1',
-      '--workers', '1',
+      // One worker unless a test asks for more (a 2-core machine pins one per core).
+      ...(extraArgs.includes('--workers') ? [] : ['--workers', '1']),
       '--app-secret', secret,
       '--data-dir', join(dataDir, 'data'),
       ...(IO_BACKEND ? ['--io-backend', IO_BACKEND] : []),
@@ -182,6 +183,15 @@ export class Server {
   }
 
   /** A REST call that must succeed (code 0); returns `data`. */
+  /** The sum over workers of the Prometheus counter `name` (published about once a second). */
+  async metric(name) {
+    const text = await (await within(10_000, 'GET /metrics', fetch(`http://${this.api}/metrics`))).text();
+    return text
+      .split('\n')
+      .filter((l) => l.startsWith(`${name}{`))
+      .reduce((sum, l) => sum + Number(l.slice(l.lastIndexOf(' ') + 1)), 0);
+  }
+
   async ok(method, path, body) {
     const envelope = await this.call(method, path, body);
     if (envelope.code !== 0) throw new Error(`${method} ${path} ${JSON.stringify(body)}: ${JSON.stringify(envelope)}`);
