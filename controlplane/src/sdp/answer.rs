@@ -120,30 +120,10 @@ pub fn answer(
     policy: &CodecPolicy,
     direction_for: impl Fn(&RemoteMedia) -> Direction,
 ) -> Result<Answer, SdpError> {
-    local.validate()?;
-    let choices: Vec<Option<&Codec>> = offer.media.iter().map(|media| choose(media, policy)).collect();
-    let accepted =
-        |mid: &Mid| offer.media.iter().zip(&choices).any(|(media, choice)| &media.mid == mid && choice.is_some());
-    let bundle: Vec<&Mid> = offer.bundle.iter().filter(|mid| accepted(mid)).collect();
-
-    let mut session = writer::new_session(local);
-    if !bundle.is_empty() {
-        writer::add_to_session(&mut session, writer::bundle_group(&bundle));
-    }
-    let mut negotiated = Negotiated { sections: Vec::new(), rejected: Vec::new() };
-    for (media, choice) in offer.media.iter().zip(choices) {
-        let Some(codec) = choice else {
-            session.media.push(writer::closed_section(media.line.clone(), &media.mid, media.codecs.first()));
-            negotiated.rejected.push(media.mid.clone());
-            continue;
-        };
-        let direction = Direction::answering(media.direction, direction_for(media));
-        let tagged = bundle.first() == Some(&&media.mid);
-        let (section, agreed) = accept(media, codec, direction, local, policy, tagged);
-        session.media.push(section);
-        negotiated.sections.push(agreed);
-    }
-    Ok(Answer { sdp: session.to_string(), negotiated })
+    let plans = offer.media.iter().map(|media| {
+        choose(media, policy).map(|codec| SectionPlan { codec, wanted: direction_for(media), sending: None })
+    });
+    answer_sections(offer, local, policy, plans.collect())
 }
 
 /// Answers the offer of a peer that only receives (a WHEP player): each section that
@@ -156,38 +136,53 @@ pub fn answer_with_tracks<'t>(
     policy: &CodecPolicy,
     track_for: impl Fn(&RemoteMedia) -> Option<&'t OutgoingTrack>,
 ) -> Result<Answer, SdpError> {
+    let plans = offer.media.iter().map(|media| {
+        let track = track_for(media).filter(|t| !media.rejected && t.kind == media.kind)?;
+        let codec = media.codecs.iter().find(|c| {
+            c.payload_type == track.codec.payload_type
+                && c.is(&track.codec.name)
+                && c.clock_rate == track.codec.clock_rate
+        })?;
+        Some(SectionPlan { codec, wanted: Direction::SendOnly, sending: Some(track) })
+    });
+    answer_sections(offer, local, policy, plans.collect())
+}
+
+/// How one offered section is answered: with which of its codecs, wanting which direction,
+/// and the track the SFU sends on it, if any.
+struct SectionPlan<'a> {
+    codec: &'a Codec,
+    wanted: Direction,
+    sending: Option<&'a OutgoingTrack>,
+}
+
+/// The answer both kinds share: a BUNDLE group of the planned sections in the offer's order,
+/// each planned section accepted (with its track's msid and SSRCs when it sends one), every
+/// other one rejected with port 0.
+fn answer_sections(
+    offer: &RemoteDescription,
+    local: &LocalParameters,
+    policy: &CodecPolicy,
+    plans: Vec<Option<SectionPlan<'_>>>,
+) -> Result<Answer, SdpError> {
     local.validate()?;
-    let choices: Vec<Option<(&Codec, &OutgoingTrack)>> = offer
-        .media
-        .iter()
-        .map(|media| {
-            let track = track_for(media).filter(|t| !media.rejected && t.kind == media.kind)?;
-            let codec = media.codecs.iter().find(|c| {
-                c.payload_type == track.codec.payload_type
-                    && c.is(&track.codec.name)
-                    && c.clock_rate == track.codec.clock_rate
-            })?;
-            Some((codec, track))
-        })
-        .collect();
-    let accepted =
-        |mid: &Mid| offer.media.iter().zip(&choices).any(|(media, choice)| &media.mid == mid && choice.is_some());
+    let accepted = |mid: &Mid| offer.media.iter().zip(&plans).any(|(media, plan)| &media.mid == mid && plan.is_some());
     let bundle: Vec<&Mid> = offer.bundle.iter().filter(|mid| accepted(mid)).collect();
     let mut session = writer::new_session(local);
     if !bundle.is_empty() {
         writer::add_to_session(&mut session, writer::bundle_group(&bundle));
     }
     let mut negotiated = Negotiated { sections: Vec::new(), rejected: Vec::new() };
-    for (media, choice) in offer.media.iter().zip(choices) {
-        let Some((codec, track)) = choice else {
+    for (media, plan) in offer.media.iter().zip(plans) {
+        let Some(SectionPlan { codec, wanted, sending }) = plan else {
             session.media.push(writer::closed_section(media.line.clone(), &media.mid, media.codecs.first()));
             negotiated.rejected.push(media.mid.clone());
             continue;
         };
-        let direction = Direction::answering(media.direction, Direction::SendOnly);
+        let direction = Direction::answering(media.direction, wanted);
         let tagged = bundle.first() == Some(&&media.mid);
         let (mut section, agreed) = accept(media, codec, direction, local, policy, tagged);
-        if direction.sends() {
+        if let Some(track) = sending.filter(|_| direction.sends()) {
             let rtx_ssrc = codec.rtx_payload_type.and(track.rtx_ssrc);
             add_track_identity(&mut section, &OutgoingTrack { rtx_ssrc, ..track.clone() });
         }

@@ -23,8 +23,9 @@ use axum::response::Response;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use uprtcd_dataplane::command::Command;
+use uprtcd_dataplane::command::{Command, Reply};
 use uprtcd_dataplane::dtls::CertificateFingerprint;
+use uprtcd_dataplane::engine::TransportCreated;
 use uprtcd_dataplane::ice::IceCredentials;
 use uprtcd_dataplane::router::TransportId;
 
@@ -264,15 +265,46 @@ impl Session<'_> {
     /// (`track-removed`, and subscribers renegotiate) and its publishing transport closes.
     async fn unpublish(&mut self) {
         let (state, room, peer) = (self.state, &self.room, &self.peer);
-        for track in state.hub().remove_tracks(room, peer) {
-            let removed = event("track-removed", json!({"peer": peer, "trackId": track.track_id}));
-            for visible in state.read(|reg| reg.visible_rooms(room)) {
-                state.hub().send(&visible, |p| p != peer, &Outgoing::Tracks(removed.clone()));
+        let removed = state.hub().remove_tracks(room, peer);
+        let audiences = if removed.is_empty() { Vec::new() } else { state.read(|reg| reg.visible_rooms(room)) };
+        for track in removed {
+            let removed = Outgoing::Tracks(event("track-removed", json!({"peer": peer, "trackId": track.track_id})));
+            for audience in &audiences {
+                state.hub().send(audience, |p| p != peer, &removed);
             }
         }
         if let Some(transport) = self.publishing.take() {
             let worker = state.read(|reg| reg.room(room).map(|r| r.worker)).unwrap_or(0);
             let _ = state.request_worker(worker, move |request| Command::CloseTransport { request, transport }).await;
+        }
+    }
+
+    /// Opens a transport on `worker` for the client whose `remote` description (its
+    /// "offer" or "answer", as `described` says in errors) brings its ICE credentials and
+    /// fingerprint; `local_ice` when the SFU's side was already offered. Returns it with the
+    /// worker's media address.
+    async fn create_transport(
+        &self,
+        worker: usize,
+        local_ice: Option<IceCredentials>,
+        remote: &sdp::RemoteDescription,
+        described: &str,
+    ) -> Result<(TransportCreated, SocketAddr), ApiError> {
+        let remote_ice = IceCredentials::new(remote.ice_ufrag.clone(), remote.ice_pwd.clone())
+            .map_err(|e| ApiError::invalid(format!("{described}'s ICE credentials: {e}")))?;
+        let remote_fingerprint = remote.fingerprint;
+        let reply = self
+            .state
+            .request_worker(worker, move |request| Command::CreateTransport {
+                request,
+                local_ice,
+                remote_ice,
+                remote_fingerprint,
+            })
+            .await?;
+        match reply {
+            Reply::TransportCreated { created, address } => Ok((created, address)),
+            other => Err(ApiError::new(ApiCode::RtcFailed, format!("the worker refused a transport: {other:?}"))),
         }
     }
 

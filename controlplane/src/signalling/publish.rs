@@ -9,7 +9,6 @@
 use serde_json::{Value, json};
 
 use uprtcd_dataplane::command::{Command, Reply};
-use uprtcd_dataplane::ice::IceCredentials;
 use uprtcd_dataplane::router::{MediaKind, ProducerSpec};
 
 use super::hub::{Outgoing, PublishedTrack};
@@ -34,21 +33,7 @@ impl Session<'_> {
             Ok::<_, ApiError>((rights, room.worker, room.min_bitrate))
         })?;
         let PublishRights { audio, video, max_bitrate } = rights;
-        let remote_ice = IceCredentials::new(offer.ice_ufrag.clone(), offer.ice_pwd.clone())
-            .map_err(|e| ApiError::invalid(format!("offer's ICE credentials: {e}")))?;
-        let remote_fingerprint = offer.fingerprint;
-        let reply = self
-            .state
-            .request_worker(worker, move |request| Command::CreateTransport {
-                request,
-                local_ice: None,
-                remote_ice,
-                remote_fingerprint,
-            })
-            .await?;
-        let Reply::TransportCreated { created, address } = reply else {
-            return Err(ApiError::new(ApiCode::RtcFailed, format!("the worker refused a transport: {reply:?}")));
-        };
+        let (created, address) = self.create_transport(worker, None, &offer, "offer").await?;
         let bitrate = sdp::BitrateCaps {
             // A co-host's own cap may be below the room's floor: the cap wins.
             min_bps: u32::try_from(min_bitrate.min(max_bitrate)).ok(),

@@ -245,22 +245,8 @@ impl Session<'_> {
         worker: usize,
         answer: &sdp::RemoteDescription,
     ) -> Result<TransportId, ApiError> {
-        let remote_ice = IceCredentials::new(answer.ice_ufrag.clone(), answer.ice_pwd.clone())
-            .map_err(|e| ApiError::invalid(format!("answer's ICE credentials: {e}")))?;
         let local_ice = self.subscription.as_ref().map(|s| s.local_ice.clone());
-        let remote_fingerprint = answer.fingerprint;
-        let reply = self
-            .state
-            .request_worker(worker, move |request| Command::CreateTransport {
-                request,
-                local_ice,
-                remote_ice,
-                remote_fingerprint,
-            })
-            .await?;
-        let Reply::TransportCreated { created, .. } = reply else {
-            return Err(ApiError::new(ApiCode::RtcFailed, format!("the worker refused a transport: {reply:?}")));
-        };
+        let (created, _) = self.create_transport(worker, local_ice, answer, "answer").await?;
         if let Some(subscription) = self.subscription.as_mut() {
             subscription.transport = Some(created.transport);
         }

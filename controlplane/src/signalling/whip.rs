@@ -20,9 +20,6 @@ use serde_json::json;
 use tokio::sync::{mpsc, oneshot};
 use tower_http::cors::{Any, CorsLayer};
 
-use uprtcd_dataplane::command::{Command, Reply};
-use uprtcd_dataplane::ice::IceCredentials;
-
 use super::hub::{Outgoing, PublishedTrack};
 use super::subscribe::outgoing_track;
 use super::{Session, admit_with_token, enter};
@@ -254,21 +251,7 @@ impl Session<'_> {
             return Err(ApiError::new(ApiCode::NoMedia, "nothing the player can receive is published in the room"));
         }
         let worker = self.place_subscriber().await?;
-        let remote_ice = IceCredentials::new(offer.ice_ufrag.clone(), offer.ice_pwd.clone())
-            .map_err(|e| ApiError::invalid(format!("offer's ICE credentials: {e}")))?;
-        let remote_fingerprint = offer.fingerprint;
-        let reply = self
-            .state
-            .request_worker(worker, move |request| Command::CreateTransport {
-                request,
-                local_ice: None,
-                remote_ice,
-                remote_fingerprint,
-            })
-            .await?;
-        let Reply::TransportCreated { created, address } = reply else {
-            return Err(ApiError::new(ApiCode::RtcFailed, format!("the worker refused a transport: {reply:?}")));
-        };
+        let (created, address) = self.create_transport(worker, None, &offer, "offer").await?;
         let transport = created.transport;
         self.subscription =
             Some(super::subscribe::Subscription::new(created.local_ice.clone(), worker, Some(transport)));
