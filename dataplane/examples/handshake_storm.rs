@@ -7,7 +7,7 @@
 //!
 //! `cargo run --release -p uprtcd-dataplane --example handshake_storm [epoll|uring]`
 
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
@@ -38,9 +38,7 @@ fn main() {
         Some("uring") => BackendChoice::Uring,
         _ => BackendChoice::Epoll,
     };
-    let available: Vec<usize> = core_affinity::get_core_ids().unwrap_or_default().iter().map(|c| c.id).collect();
-    let mut plan = WorkerPlan::spread(1, &available, backend);
-    plan.udp = Some(SocketAddr::new(LOOPBACK, 0));
+    let plan = WorkerPlan::on_loopback(1, backend);
     let workers = Workers::start(&plan).expect("worker starts");
     let worker = &workers.handles()[0];
     let identity = DtlsIdentity::generate(DtlsVersionPolicy::Dtls12Only).expect("identity");

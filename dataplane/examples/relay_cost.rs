@@ -7,7 +7,7 @@
 //!
 //! `cargo run --release -p uprtcd-dataplane --example relay_cost [packets]`
 
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr};
 use std::time::{Duration, Instant};
 
 use uprtcd_dataplane::command::{Command, Reply};
@@ -40,9 +40,7 @@ fn cpu(worker: &WorkerHandle) -> Duration {
 }
 
 fn measure(relayed: bool, packets: usize) {
-    let available: Vec<usize> = core_affinity::get_core_ids().unwrap_or_default().iter().map(|c| c.id).collect();
-    let mut plan = WorkerPlan::spread(2, &available, BackendChoice::Epoll);
-    plan.udp = Some(SocketAddr::new(LOOPBACK, 0));
+    let plan = WorkerPlan::on_loopback(2, BackendChoice::Epoll);
     let workers = Workers::start(&plan).expect("workers start");
     let (origin, destination) = (&workers.handles()[0], &workers.handles()[1]);
     let identity = DtlsIdentity::generate(DtlsVersionPolicy::Dtls12Only).expect("identity");

@@ -5,7 +5,7 @@
 //!
 //! `cargo run --release -p uprtcd-dataplane --example worker_cost [packets]`
 
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr};
 use std::time::{Duration, Instant};
 
 use uprtcd_dataplane::command::{Command, Reply};
@@ -32,9 +32,7 @@ fn published(worker: &WorkerHandle) -> uprtcd_dataplane::stats::WorkerCounters {
 }
 
 fn measure(backend: BackendChoice, packets: usize) {
-    let available: Vec<usize> = core_affinity::get_core_ids().unwrap_or_default().iter().map(|c| c.id).collect();
-    let mut plan = WorkerPlan::spread(1, &available, backend);
-    plan.udp = Some(SocketAddr::new(LOOPBACK, 0));
+    let plan = WorkerPlan::on_loopback(1, backend);
     let workers = Workers::start(&plan).expect("worker starts");
     let worker = &workers.handles()[0];
     let identity = DtlsIdentity::generate(DtlsVersionPolicy::Dtls12Only).expect("identity");

@@ -74,6 +74,15 @@ impl WorkerPlan {
         Self { cores, backend, udp: None, relay: RelayConfig::default() }
     }
 
+    /// `count` workers spread over this machine's usable cores, each on an ephemeral
+    /// loopback media port: what the tests, examples and benches run.
+    pub fn on_loopback(count: usize, backend: BackendChoice) -> Self {
+        let available: Vec<usize> = core_affinity::get_core_ids().unwrap_or_default().iter().map(|c| c.id).collect();
+        let mut plan = Self::spread(count, &available, backend);
+        plan.udp = Some(SocketAddr::new(std::net::Ipv4Addr::LOCALHOST.into(), 0));
+        plan
+    }
+
     /// The address worker `index` binds its media socket to.
     pub fn udp_address(&self, index: usize) -> Option<SocketAddr> {
         let base = self.udp?;
@@ -555,9 +564,7 @@ mod tests {
 
     #[test]
     fn the_tcp_listener_takes_the_udp_port_or_start_up_fails() {
-        let available: Vec<usize> = core_affinity::get_core_ids().unwrap_or_default().iter().map(|c| c.id).collect();
-        let mut plan = WorkerPlan::spread(1, &available, BackendChoice::Epoll);
-        plan.udp = Some("127.0.0.1:0".parse().unwrap());
+        let mut plan = WorkerPlan::on_loopback(1, BackendChoice::Epoll);
         let workers = Workers::start(&plan).unwrap();
         let handle = &workers.handles()[0];
         assert!(handle.udp_address().is_some_and(|a| a.port() != 0));

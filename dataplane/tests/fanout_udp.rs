@@ -3,7 +3,7 @@
 //! DTLS and SRTP session; every subscriber must decrypt every packet, in order. Then a
 //! subscriber's PLI reaches the publisher and a NACK is answered.
 
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr};
 use std::time::Duration;
 
 use uprtcd_dataplane::command::{Command, Reply};
@@ -22,9 +22,7 @@ const TIMEOUT: Duration = Duration::from_secs(10);
 const LOOPBACK: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
 
 fn start_worker(backend: BackendChoice) -> Workers {
-    let available: Vec<usize> = core_affinity::get_core_ids().unwrap_or_default().iter().map(|c| c.id).collect();
-    let mut plan = WorkerPlan::spread(1, &available, backend);
-    plan.udp = Some(SocketAddr::new(LOOPBACK, 0));
+    let plan = WorkerPlan::on_loopback(1, backend);
     Workers::start(&plan).expect("worker starts")
 }
 

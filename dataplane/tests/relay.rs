@@ -13,7 +13,7 @@
 //! request travelling back to the publisher, and the end of a stream (unexport, or the
 //! publisher leaving) removing the import, also when it comes before the import.
 
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr};
 use std::time::{Duration, Instant};
 
 use uprtcd_dataplane::command::{Command, Reply};
@@ -36,9 +36,7 @@ const TIMEOUT: Duration = Duration::from_secs(10);
 const LOOPBACK: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
 
 fn start_workers(backend: BackendChoice, relay: RelayConfig) -> Workers {
-    let available: Vec<usize> = core_affinity::get_core_ids().unwrap_or_default().iter().map(|c| c.id).collect();
-    let mut plan = WorkerPlan::spread(2, &available, backend);
-    plan.udp = Some(SocketAddr::new(LOOPBACK, 0));
+    let mut plan = WorkerPlan::on_loopback(2, backend);
     plan.relay = relay;
     Workers::start(&plan).expect("workers start")
 }

@@ -7,7 +7,7 @@
 mod common;
 
 use std::alloc::System;
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr};
 use std::time::Duration;
 
 use stats_alloc::{INSTRUMENTED_SYSTEM, Region, StatsAlloc};
@@ -90,9 +90,7 @@ fn relaying_between_engines_allocates_nothing_per_packet() {
 fn relaying_through_workers_allocates_nothing(backend: BackendChoice) {
     const ROUND: u16 = 100;
     const LOOPBACK: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
-    let available: Vec<usize> = core_affinity::get_core_ids().unwrap_or_default().iter().map(|c| c.id).collect();
-    let mut plan = WorkerPlan::spread(2, &available, backend);
-    plan.udp = Some(SocketAddr::new(LOOPBACK, 0));
+    let plan = WorkerPlan::on_loopback(2, backend);
     let workers = Workers::start(&plan).expect("workers start");
     let (origin, destination) = (&workers.handles()[0], &workers.handles()[1]);
     let identity = DtlsIdentity::generate(DtlsVersionPolicy::Dtls12Only).unwrap();

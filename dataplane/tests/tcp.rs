@@ -5,7 +5,7 @@
 //! that breaks the framing loses its connection and no one else's.
 
 use std::io::Write;
-use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream};
+use std::net::{IpAddr, Ipv4Addr, TcpStream};
 use std::time::{Duration, Instant};
 
 use uprtcd_dataplane::command::{Command, Reply};
@@ -25,9 +25,7 @@ const TIMEOUT: Duration = Duration::from_secs(10);
 const LOOPBACK: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
 
 fn start_worker(backend: BackendChoice) -> Workers {
-    let available: Vec<usize> = core_affinity::get_core_ids().unwrap_or_default().iter().map(|c| c.id).collect();
-    let mut plan = WorkerPlan::spread(1, &available, backend);
-    plan.udp = Some(SocketAddr::new(LOOPBACK, 0));
+    let plan = WorkerPlan::on_loopback(1, backend);
     Workers::start(&plan).expect("worker starts")
 }
 

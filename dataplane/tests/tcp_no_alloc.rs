@@ -6,7 +6,6 @@
 mod common;
 
 use std::alloc::System;
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
 use stats_alloc::{INSTRUMENTED_SYSTEM, StatsAlloc};
@@ -26,9 +25,7 @@ const ROUND: u16 = 100;
 const TIMEOUT: Duration = Duration::from_secs(10);
 
 fn forwarding_over_tcp_allocates_nothing(backend: BackendChoice) {
-    let available: Vec<usize> = core_affinity::get_core_ids().unwrap_or_default().iter().map(|c| c.id).collect();
-    let mut plan = WorkerPlan::spread(1, &available, backend);
-    plan.udp = Some(SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 0));
+    let plan = WorkerPlan::on_loopback(1, backend);
     let workers = Workers::start(&plan).expect("worker starts");
     let worker = &workers.handles()[0];
     let identity = DtlsIdentity::generate(DtlsVersionPolicy::Dtls12Only).unwrap();
