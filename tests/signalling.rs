@@ -14,7 +14,6 @@ use uprtcd_dataplane::dtls::{DtlsIdentity, DtlsVersionPolicy};
 use uprtcd_dataplane::ice::IceCredentials;
 use uprtcd_dataplane::peer::Received;
 use uprtcd_dataplane::wire::rtcp::{RtcpCompound, RtcpPacket};
-use uprtcd_dataplane::wire::rtp::RtpHeader;
 
 #[test]
 fn members_join_see_each_other_and_are_counted() {
@@ -204,12 +203,7 @@ fn a_subscriber_is_offered_the_room_and_decrypts_the_publishers_media() {
     assert_eq!(next_event(&mut bob).unwrap()["type"], "subscribed");
     let mut subscriber = connect_media(&sdp, ice, &identity);
 
-    std::thread::scope(|scope| {
-        scope.spawn(|| send_video(&mut publisher, 0xCAFE, 100));
-        let arrived = receive_video(|buf, wait| subscriber.receive(buf, wait), None, 100);
-        assert!(arrived.iter().all(|&(ssrc, _)| ssrc == offered_ssrc), "sent as the SSRC the offer announced");
-        assert_eq!(sequence(&arrived), (0..100).collect::<Vec<u16>>(), "every packet, in order");
-    });
+    assert_forwarded_in_order(&mut publisher, 0xCAFE, |buf, wait| subscriber.receive(buf, wait), offered_ssrc);
 }
 
 #[test]
@@ -318,12 +312,7 @@ fn whip_publishes_and_whep_plays_without_our_signalling() {
     let ssrc: u32 = attribute(&answer, "ssrc").split_whitespace().next().unwrap().parse().unwrap();
     let mut player = connect_media(&answer, player_ice, &player_identity);
 
-    std::thread::scope(|scope| {
-        scope.spawn(|| send_video(&mut publisher, 0xCAFE, 100));
-        let arrived = receive_video(|buf, wait| player.receive(buf, wait), None, 100);
-        assert!(arrived.iter().all(|&(sent_as, _)| sent_as == ssrc), "sent as the SSRC the answer announced");
-        assert_eq!(sequence(&arrived), (0..100).collect::<Vec<u16>>(), "every packet, in order");
-    });
+    assert_forwarded_in_order(&mut publisher, 0xCAFE, |buf, wait| player.receive(buf, wait), ssrc);
 
     let preflight = srv.client_request(
         "OPTIONS",
@@ -422,15 +411,7 @@ fn the_rooms_protocol_decides_the_candidates_and_tcp_carries_media() {
     let mut subscriber = connect_media_tcp(&sdp, bob_ice, &bob_identity);
 
     std::thread::scope(|scope| {
-        scope.spawn(|| {
-            let mut buf = vec![0u8; 2048];
-            for seq in 0..100u16 {
-                let header = RtpHeader::new(96, seq, u32::from(seq) * 3000, 0xCAFE).write(&mut buf).unwrap();
-                buf[header..header + 500].fill(seq as u8);
-                publisher.send_rtp(&mut buf, header + 500).unwrap();
-                std::thread::sleep(Duration::from_millis(2));
-            }
-        });
+        scope.spawn(|| send_video_with(|buf, len| publisher.send_rtp(buf, len), 0xCAFE, 0, 100));
         let arrived = receive_video(|buf, wait| subscriber.receive(buf, wait), None, 100);
         assert_eq!(sequence(&arrived), (0..100).collect::<Vec<u16>>(), "every packet over TCP, in order");
     });

@@ -150,13 +150,39 @@ pub fn send_video(client: &mut UdpPeer, ssrc: u32, packets: u16) {
 /// [`send_video`] with sequence numbers `first..first + packets` (a stream that goes on:
 /// SRTP refuses a sequence number it has seen as a replay).
 pub fn send_video_from(client: &mut UdpPeer, ssrc: u32, first: u16, packets: u16) {
+    send_video_with(|buf, len| client.send_rtp(buf, len), ssrc, first, packets);
+}
+
+/// [`send_video_from`] through any client's `send_rtp` (UDP or ICE-TCP).
+pub fn send_video_with(
+    mut send_rtp: impl FnMut(&mut [u8], usize) -> Result<(), PeerError>,
+    ssrc: u32,
+    first: u16,
+    packets: u16,
+) {
     let mut buf = vec![0u8; 2048];
     for seq in first..first + packets {
         let header = RtpHeader::new(96, seq, u32::from(seq) * 3000, ssrc).write(&mut buf).unwrap();
         buf[header..header + 500].fill(seq as u8);
-        client.send_rtp(&mut buf, header + 500).unwrap();
+        send_rtp(&mut buf, header + 500).unwrap();
         std::thread::sleep(Duration::from_millis(2));
     }
+}
+
+/// Sends 100 packets with [`send_video`] from `publisher` (as `publisher_ssrc`) while
+/// `receive` takes them: every one must arrive, in order, as `ssrc`.
+pub fn assert_forwarded_in_order(
+    publisher: &mut UdpPeer,
+    publisher_ssrc: u32,
+    receive: impl FnMut(&mut [u8], Duration) -> Option<Result<Received, PeerError>>,
+    ssrc: u32,
+) {
+    std::thread::scope(|scope| {
+        scope.spawn(|| send_video(publisher, publisher_ssrc, 100));
+        let arrived = receive_video(receive, None, 100);
+        assert!(arrived.iter().all(|&(sent_as, _)| sent_as == ssrc), "sent as the SSRC the description announced");
+        assert_eq!(sequence(&arrived), (0..100).collect::<Vec<u16>>(), "every packet, in order");
+    });
 }
 
 /// A subscriber's answer to `offer`: every live section received (`recvonly`), closed ones
