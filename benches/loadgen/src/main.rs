@@ -1,0 +1,3 @@
+//! `uprtcd-load`: the load generator's command line.
+
+fn main() {}
