@@ -133,6 +133,14 @@ impl ClientPeer {
         Ok(())
     }
 
+    /// Sends a fresh connectivity check on a connected transport: the SFU's consent lasts
+    /// 30 s from the last one (RFC 7675), so a client that stays longer repeats it, as
+    /// browsers do every few seconds. The answer is taken by
+    /// [`ClientPeer::handle_datagram`] like the first.
+    pub fn refresh_consent(&mut self, now: Instant, send: &mut dyn FnMut(&[u8])) -> Result<(), PeerError> {
+        self.send_check(now, send)
+    }
+
     /// When [`ClientPeer::handle_timeout`] has work next.
     pub fn poll_timeout(&self) -> Option<Instant> {
         if !self.ice_done {
@@ -271,7 +279,12 @@ impl UdpPeer {
 
     /// A peer bound to an ephemeral port of `local_ip`.
     pub fn bind(peer: ClientPeer, local_ip: std::net::IpAddr, server: SocketAddr) -> std::io::Result<Self> {
-        let socket = UdpSocket::bind(SocketAddr::new(local_ip, 0))?;
+        Self::with_socket(peer, UdpSocket::bind(SocketAddr::new(local_ip, 0))?, server)
+    }
+
+    /// A peer on a socket bound already, for a client that announced the socket's address
+    /// as its candidate before it knew the SFU's credentials.
+    pub fn with_socket(peer: ClientPeer, socket: UdpSocket, server: SocketAddr) -> std::io::Result<Self> {
         // As much buffer as net.core.rmem_max allows, so a test thread that is scheduled
         // late does not lose media.
         socket2::SockRef::from(&socket).set_recv_buffer_size(4 << 20)?;
@@ -280,6 +293,22 @@ impl UdpPeer {
 
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
         self.socket.local_addr()
+    }
+
+    /// The socket, for callers that receive themselves (the load generator's meters read
+    /// kernel timestamps) or size its buffers.
+    pub fn socket(&self) -> &UdpSocket {
+        &self.socket
+    }
+
+    /// The SFU address this peer talks to.
+    pub fn server(&self) -> SocketAddr {
+        self.server
+    }
+
+    /// Sends a consent check ([`ClientPeer::refresh_consent`]).
+    pub fn refresh_consent(&mut self) -> Result<(), PeerError> {
+        self.peer.refresh_consent(Instant::now(), &mut Self::sender(&self.socket, self.server))
     }
 
     fn sender(socket: &UdpSocket, server: SocketAddr) -> impl FnMut(&[u8]) + '_ {

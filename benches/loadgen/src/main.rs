@@ -1,3 +1,196 @@
-//! `uprtcd-load`: the load generator's command line.
+//! `uprtcd-load`: runs the standard benchmark set (or the parts asked for) and writes
+//! `results.json`, `results.csv` and `summary.txt`. `benches/run` starts it inside a private
+//! network namespace with the veth pair Janus needs; see benches/README.md.
 
-fn main() {}
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Parser;
+use uprtcd_loadgen::raw::{self, RawMode};
+use uprtcd_loadgen::report::{Machine, Progress, Results, Run};
+use uprtcd_loadgen::scenario::{self, Context, FanoutPlan};
+use uprtcd_loadgen::uprtcd::{Uprtcd, UprtcdOptions};
+use uprtcd_loadgen::{LoadError, janus};
+
+#[derive(Debug, Parser)]
+#[command(about = "Load generator for uprtcd, beside the kernel's UDP limit and Janus")]
+struct Args {
+    /// The uprtcd binary to measure.
+    #[arg(long, default_value = "target/release/uprtcd")]
+    uprtcd: PathBuf,
+    /// Where results go.
+    #[arg(long, default_value = "benches/results")]
+    out: PathBuf,
+    /// What to run, comma-separated: raw, fanout, conference, live, janus.
+    #[arg(long, value_delimiter = ',', default_value = "raw,fanout,conference,live,janus")]
+    scenarios: Vec<String>,
+    /// Socket backends for uprtcd's fan-out and conference.
+    #[arg(long, value_delimiter = ',', default_value = "uring,epoll")]
+    backends: Vec<String>,
+    /// Total subscribers at each fan-out step (the first `--meters` are meters).
+    #[arg(long, value_delimiter = ',', default_value = "100,250,500,1000,1500,2000,2500,3000,3500,4000")]
+    fanout_steps: Vec<usize>,
+    /// Subscribers at each step of the live room spread over every worker.
+    #[arg(long, value_delimiter = ',', default_value = "250,500,1000,2000")]
+    live_steps: Vec<usize>,
+    /// Members of each conference size.
+    #[arg(long, value_delimiter = ',', default_value = "4,8,12,16")]
+    conference_sizes: Vec<usize>,
+    /// Subscribers at each Janus fan-out step.
+    #[arg(long, value_delimiter = ',', default_value = "50,100,200,300,400,600")]
+    janus_steps: Vec<usize>,
+    /// Members of each Janus conference size.
+    #[arg(long, value_delimiter = ',', default_value = "4,8")]
+    janus_conference_sizes: Vec<usize>,
+    /// Subscribers that decrypt and check every packet (the rest are sinks).
+    #[arg(long, default_value_t = 10)]
+    meters: usize,
+    /// Seconds measured at each step.
+    #[arg(long, default_value_t = 4)]
+    window: u64,
+    /// Address uprtcd's media and the clients use.
+    #[arg(long, default_value = "127.0.0.1")]
+    media_ip: IpAddr,
+    /// Janus ignores loopback: its media address, on `--janus-interface`, and the address
+    /// its clients bind to (the veth pair's other end).
+    #[arg(long, default_value = "10.99.0.1")]
+    janus_ip: IpAddr,
+    #[arg(long, default_value = "10.99.0.2")]
+    janus_client_ip: IpAddr,
+    #[arg(long, default_value = "ubench0")]
+    janus_interface: String,
+    /// The core the SFU's forwarding runs on (uprtcd's single worker, Janus, the raw
+    /// sender); the load generator keeps to the others.
+    #[arg(long, default_value_t = 1)]
+    sfu_core: usize,
+}
+
+fn main() {
+    let args = Args::parse();
+    if let Err(e) = run(&args) {
+        eprintln!("\nuprtcd-load: {e}");
+        std::process::exit(1);
+    }
+}
+
+fn wants(args: &Args, scenario: &str) -> bool {
+    args.scenarios.iter().any(|s| s == scenario)
+}
+
+fn run(args: &Args) -> Result<(), LoadError> {
+    // Read before pinning: the count of usable CPUs follows this thread's affinity.
+    let mut results = Results { started: timestamp(), machine: Machine::this(), ..Results::default() };
+    pin_away_from(args.sfu_core);
+    let window = Duration::from_secs(args.window);
+    let planned = usize::from(wants(args, "raw")) * 2
+        + args.backends.len()
+            * (usize::from(wants(args, "fanout")) * args.fanout_steps.len()
+                + usize::from(wants(args, "conference")) * args.conference_sizes.len())
+        + usize::from(wants(args, "live")) * args.live_steps.len()
+        + usize::from(wants(args, "janus")) * (args.janus_steps.len() + args.janus_conference_sizes.len());
+    let mut progress = Progress::new(planned);
+
+    if wants(args, "raw") {
+        for mode in [RawMode::Sendmmsg, RawMode::Gso] {
+            progress.show(&format!("raw {mode:?}"));
+            // 1,100 payload bytes, the RTP header and an AES-GCM tag: what an SFU sends.
+            match raw::measure(mode, 1128, 200, args.media_ip, Duration::from_secs(3), Some(args.sfu_core)) {
+                Ok(result) => results.raw.push(result),
+                Err(e) => results.notes.push(format!("raw {mode:?}: not measured: {e}")),
+            }
+            progress.advance();
+        }
+    }
+
+    for backend in &args.backends {
+        if !(wants(args, "fanout") || wants(args, "conference")) {
+            break;
+        }
+        let server = start_uprtcd(args, backend, 1)?;
+        let ctx = Context::new(&server, Some(&server), window)?;
+        if wants(args, "fanout") {
+            let plan = FanoutPlan { steps: args.fanout_steps.clone(), meters: args.meters, across_workers: false };
+            record(&mut results, scenario::fanout(&ctx, &plan, &mut progress), "fanout");
+        }
+        if wants(args, "conference") {
+            record(&mut results, scenario::conference(&ctx, &args.conference_sizes, &mut progress), "conference");
+        }
+    }
+
+    if wants(args, "live") {
+        let workers = results.machine.cpus.max(2);
+        let server = start_uprtcd(args, "auto", workers)?;
+        let ctx = Context::new(&server, Some(&server), window)?;
+        let plan = FanoutPlan { steps: args.live_steps.clone(), meters: args.meters, across_workers: true };
+        record(&mut results, scenario::fanout(&ctx, &plan, &mut progress), "live across workers");
+    }
+
+    if wants(args, "janus") {
+        match start_janus(args) {
+            Ok(server) => {
+                let ctx = Context::new(&server, None, window)?;
+                let plan = FanoutPlan { steps: args.janus_steps.clone(), meters: args.meters, across_workers: false };
+                record(&mut results, scenario::fanout(&ctx, &plan, &mut progress), "janus fanout");
+                record(
+                    &mut results,
+                    scenario::conference(&ctx, &args.janus_conference_sizes, &mut progress),
+                    "janus conference",
+                );
+            }
+            Err(e) => results.notes.push(format!("Janus: not measured: {e}")),
+        }
+    }
+    progress.finish();
+    results.write(&args.out)?;
+    print!("{}", results.summary());
+    println!("results in {}", args.out.display());
+    Ok(())
+}
+
+/// Keeps a scenario's run, or notes why it failed, so that one failure does not lose the
+/// rest of the set.
+fn record(results: &mut Results, run: Result<Run, LoadError>, what: &str) {
+    match run {
+        Ok(run) => results.runs.push(run),
+        Err(e) => results.notes.push(format!("{what}: failed: {e}")),
+    }
+}
+
+fn start_uprtcd(args: &Args, backend: &str, workers: usize) -> Result<Uprtcd, LoadError> {
+    Uprtcd::start(UprtcdOptions {
+        binary: args.uprtcd.clone(),
+        workers,
+        backend: backend.to_owned(),
+        media_ip: args.media_ip,
+    })
+}
+
+fn start_janus(args: &Args) -> Result<janus::Janus, LoadError> {
+    janus::Janus::start(janus::JanusOptions {
+        media_ip: args.janus_ip,
+        client_ip: args.janus_client_ip,
+        interface: args.janus_interface.clone(),
+        http_port: 18088,
+        event_loops: 1,
+        cores: vec![args.sfu_core],
+    })
+}
+
+/// Keeps the load generator's own threads off the SFU's core, so that the SFU's CPU
+/// accounting is its own work (on a two-core machine the control plane shares the other
+/// core with the load generator).
+fn pin_away_from(sfu_core: usize) {
+    let cores = core_affinity::get_core_ids().unwrap_or_default();
+    if let Some(core) = cores.iter().find(|c| c.id != sfu_core) {
+        core_affinity::set_for_current(*core);
+    }
+}
+
+fn timestamp() -> String {
+    std::process::Command::new("date")
+        .args(["-u", "+%Y-%m-%dT%H:%M:%SZ"])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+        .unwrap_or_default()
+}

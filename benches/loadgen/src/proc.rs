@@ -1,1 +1,49 @@
-//! (in progress)
+//! What the kernel accounts for a process under test: CPU time of each thread and of the
+//! whole process (from `/proc/<pid>/task/<tid>/schedstat`, nanoseconds on CPU, system calls
+//! included) and resident memory.
+
+use std::time::Duration;
+
+/// Time thread `tid` of `pid` has spent on a CPU; `None` once it is gone.
+pub fn thread_cpu(pid: u32, tid: u32) -> Option<Duration> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/schedstat")).ok()?;
+    text.split_whitespace().next()?.parse().ok().map(Duration::from_nanos)
+}
+
+/// Time all of `pid`'s live threads have spent on a CPU. Threads that ended are not
+/// counted; the SFUs measured keep theirs for the process's life.
+pub fn process_cpu(pid: u32) -> Duration {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else { return Duration::ZERO };
+    tasks.filter_map(|t| t.ok()?.file_name().to_str()?.parse::<u32>().ok()).filter_map(|tid| thread_cpu(pid, tid)).sum()
+}
+
+/// CPU time of `tids` of `pid`, summed.
+pub fn threads_cpu(pid: u32, tids: &[u32]) -> Duration {
+    tids.iter().filter_map(|&tid| thread_cpu(pid, tid)).sum()
+}
+
+/// Resident set size of `pid` in bytes.
+pub fn rss_bytes(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let kb: u64 =
+        status.lines().find_map(|l| l.strip_prefix("VmRSS:"))?.trim().trim_end_matches("kB").trim().parse().ok()?;
+    Some(kb * 1024)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_busy_thread_shows_its_cpu_time() {
+        let pid = std::process::id();
+        let before = process_cpu(pid);
+        let started = std::time::Instant::now();
+        let mut x = 0u64;
+        while started.elapsed() < Duration::from_millis(50) {
+            x = std::hint::black_box(x.wrapping_mul(31).wrapping_add(7));
+        }
+        assert!(process_cpu(pid) - before >= Duration::from_millis(30), "{x}");
+        assert!(rss_bytes(pid).is_some_and(|rss| rss > 1 << 20));
+    }
+}

@@ -32,11 +32,7 @@ impl LocalEnd<'_> {
             format!("a=ice-pwd:{}", self.ice.pwd()),
             format!("a=fingerprint:sha-256 {}", self.fingerprint),
             "a=setup:active".to_owned(),
-            format!(
-                "a=candidate:1 1 udp 2130706431 {} {} typ host",
-                self.candidate.ip(),
-                self.candidate.port()
-            ),
+            format!("a=candidate:1 1 udp 2130706431 {} {} typ host", self.candidate.ip(), self.candidate.port()),
             "a=end-of-candidates".to_owned(),
             "a=rtcp-mux".to_owned(),
         ]
@@ -61,35 +57,29 @@ pub fn publisher_offer(local: &LocalEnd<'_>, audio_ssrc: u32, video_ssrc: u32) -
     lines.push(format!("m=audio 9 UDP/TLS/RTP/SAVPF {OPUS_PT}"));
     lines.push(format!("c=IN IP4 {}", local.candidate.ip()));
     lines.extend(local.transport_lines());
-    lines.extend(
-        [
-            "a=mid:0".to_owned(),
-            "a=sendonly".into(),
-            "a=msid:load audio".into(),
-            format!("a=rtpmap:{OPUS_PT} opus/48000/2"),
-            format!("a=fmtp:{OPUS_PT} minptime=10;useinbandfec=1"),
-            format!("a=ssrc:{audio_ssrc} cname:load"),
-            format!("a=ssrc:{audio_ssrc} msid:load audio"),
-        ]
-        .into_iter(),
-    );
+    lines.extend([
+        "a=mid:0".to_owned(),
+        "a=sendonly".into(),
+        "a=msid:load audio".into(),
+        format!("a=rtpmap:{OPUS_PT} opus/48000/2"),
+        format!("a=fmtp:{OPUS_PT} minptime=10;useinbandfec=1"),
+        format!("a=ssrc:{audio_ssrc} cname:load"),
+        format!("a=ssrc:{audio_ssrc} msid:load audio"),
+    ]);
     lines.push(format!("m=video 9 UDP/TLS/RTP/SAVPF {VP8_PT}"));
     lines.push(format!("c=IN IP4 {}", local.candidate.ip()));
     lines.extend(local.transport_lines());
-    lines.extend(
-        [
-            "a=mid:1".to_owned(),
-            "a=sendonly".into(),
-            "a=msid:load video".into(),
-            format!("a=rtpmap:{VP8_PT} VP8/90000"),
-            format!("a=rtcp-fb:{VP8_PT} nack"),
-            format!("a=rtcp-fb:{VP8_PT} nack pli"),
-            format!("a=rtcp-fb:{VP8_PT} ccm fir"),
-            format!("a=ssrc:{video_ssrc} cname:load"),
-            format!("a=ssrc:{video_ssrc} msid:load video"),
-        ]
-        .into_iter(),
-    );
+    lines.extend([
+        "a=mid:1".to_owned(),
+        "a=sendonly".into(),
+        "a=msid:load video".into(),
+        format!("a=rtpmap:{VP8_PT} VP8/90000"),
+        format!("a=rtcp-fb:{VP8_PT} nack"),
+        format!("a=rtcp-fb:{VP8_PT} nack pli"),
+        format!("a=rtcp-fb:{VP8_PT} ccm fir"),
+        format!("a=ssrc:{video_ssrc} cname:load"),
+        format!("a=ssrc:{video_ssrc} msid:load video"),
+    ]);
     lines.push(String::new());
     lines.join("\r\n")
 }

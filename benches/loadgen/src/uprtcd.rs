@@ -1,1 +1,347 @@
-//! (in progress)
+//! uprtcd as the SFU under test: the real binary started on loopback with a private data
+//! directory, rooms and join tokens through REST API v2, members through signalling v1
+//! (one WebSocket each, as a browser's SDK holds), and the worker counters of `/metrics`.
+
+use std::io::{BufRead, BufReader};
+use std::net::{IpAddr, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use tungstenite::stream::MaybeTlsStream;
+use tungstenite::{Message, WebSocket};
+
+use crate::LoadError;
+use crate::sfu::{Member, RoomKind, Sfu};
+
+const READY_TIMEOUT: Duration = Duration::from_secs(30);
+const EVENT_TIMEOUT: Duration = Duration::from_secs(20);
+/// The `serverAlias` the server is started with, which `POST /live/mirror` names.
+const SERVER_ALIAS: &str = "uprtcd-load";
+
+/// How to start uprtcd.
+#[derive(Debug, Clone)]
+pub struct UprtcdOptions {
+    pub binary: PathBuf,
+    pub workers: usize,
+    /// `uring` or `epoll`.
+    pub backend: String,
+    /// Where media sockets bind and what the candidates announce.
+    pub media_ip: IpAddr,
+}
+
+/// One worker's counters from `/metrics`.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct WorkerMetrics {
+    pub packets_out: u64,
+    pub longest_turn: Duration,
+    pub drops: u64,
+}
+
+/// A running uprtcd, stopped (SIGTERM, then SIGKILL) when dropped.
+#[derive(Debug)]
+pub struct Uprtcd {
+    child: Child,
+    options: UprtcdOptions,
+    data_dir: PathBuf,
+    api: String,
+    client: String,
+    secret: String,
+    agent: ureq::Agent,
+    worker_tids: Vec<u32>,
+}
+
+impl Uprtcd {
+    pub fn start(options: UprtcdOptions) -> Result<Self, LoadError> {
+        let data_dir = std::env::temp_dir().join(format!("uprtcd-load-{}-{}", std::process::id(), options.backend));
+        let _ = std::fs::remove_dir_all(&data_dir);
+        std::fs::create_dir_all(&data_dir).map_err(LoadError::io(format!("create {}", data_dir.display())))?;
+        // Random, so that no other local user can drive this server while it runs.
+        let secret = uprtcd_dataplane::ice::IceCredentials::generate()
+            .map_err(|e| LoadError::Setup(format!("a random secret: {e}")))?
+            .pwd()
+            .to_owned();
+        let mut child = Command::new(&options.binary)
+            .args(["--api-listen", "127.0.0.1:0", "--client-listen", "127.0.0.1:0"])
+            .args(["--announced-ip", &options.media_ip.to_string()])
+            .args(["--udp-listen", &format!("{}:0", options.media_ip)])
+            .args(["--app-secret", &secret, "--server-alias", SERVER_ALIAS])
+            .arg("--data-dir")
+            .arg(&data_dir)
+            .args(["--workers", &options.workers.to_string(), "--io-backend", &options.backend])
+            .env("RUST_LOG", "warn")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(LoadError::io(format!("start {}", options.binary.display())))?;
+        let stderr = child.stderr.take().ok_or_else(|| LoadError::Setup("uprtcd's stderr".into()))?;
+        let (api, client) = match await_ready(stderr) {
+            Ok(listeners) => listeners,
+            Err(e) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(e);
+            }
+        };
+        let agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .timeout_global(Some(Duration::from_secs(30)))
+            .build()
+            .new_agent();
+        let mut server = Self { child, options, data_dir, api, client, secret, agent, worker_tids: Vec::new() };
+        let loads = server.call("GET", "/server/cpu/load", Value::Null)?;
+        server.worker_tids = loads
+            .as_array()
+            .map(|rows| rows.iter().filter_map(|r| r["workPid"].as_u64()).map(|t| t as u32).collect())
+            .unwrap_or_default();
+        Ok(server)
+    }
+
+    /// One REST call: the envelope's `data` when `code` is 0.
+    pub fn call(&self, method: &str, path: &str, body: Value) -> Result<Value, LoadError> {
+        let uri = format!("http://{}/uprtc/api/v2{path}", self.api);
+        let request = ureq::http::Request::builder()
+            .method(method)
+            .uri(&uri)
+            .header("authorization", format!("key={}", self.secret))
+            .header("content-type", "application/json");
+        let request = request
+            .body(if body.is_null() { Vec::new() } else { body.to_string().into_bytes() })
+            .map_err(|e| LoadError::Http { what: uri.clone(), detail: e.to_string() })?;
+        let mut response =
+            self.agent.run(request).map_err(|e| LoadError::Http { what: uri.clone(), detail: e.to_string() })?;
+        let envelope: Value = response
+            .body_mut()
+            .read_json()
+            .map_err(|e| LoadError::Http { what: uri.clone(), detail: e.to_string() })?;
+        if envelope["code"] != 0 {
+            return Err(LoadError::Refused { what: format!("{method} {path}"), detail: envelope.to_string() });
+        }
+        Ok(envelope["data"].clone())
+    }
+
+    /// Each worker's counters, in worker order.
+    pub fn metrics(&self) -> Result<Vec<WorkerMetrics>, LoadError> {
+        let uri = format!("http://{}/metrics", self.api);
+        let text = self
+            .agent
+            .get(&uri)
+            .call()
+            .and_then(|mut r| r.body_mut().read_to_string())
+            .map_err(|e| LoadError::Http { what: uri, detail: e.to_string() })?;
+        let mut workers = vec![WorkerMetrics::default(); self.worker_tids.len().max(1)];
+        for line in text.lines().filter(|l| !l.starts_with('#')) {
+            let Some((name, value)) = line.rsplit_once(' ') else { continue };
+            let Ok(value) = value.parse::<f64>() else { continue };
+            let Some(index) = label(name, "worker").and_then(|w| w.parse::<usize>().ok()) else { continue };
+            let Some(worker) = workers.get_mut(index) else { continue };
+            if name.starts_with("uprtcd_worker_packets_out_total") {
+                worker.packets_out = value as u64;
+            } else if name.starts_with("uprtcd_worker_longest_turn_seconds") {
+                worker.longest_turn = Duration::from_secs_f64(value);
+            } else if name.starts_with("uprtcd_worker_drops_total") {
+                worker.drops += value as u64;
+            }
+        }
+        Ok(workers)
+    }
+
+    /// Mirrors live room `room` onto the worker with kernel thread id `worker_tid`.
+    pub fn mirror(&self, room: &str, worker_tid: u32) -> Result<(), LoadError> {
+        let body = json!({ "serverAlias": SERVER_ALIAS, "pid": worker_tid });
+        self.call("POST", &format!("/room/{room}/live/mirror"), body).map(drop)
+    }
+
+    fn invitation_code(&self, room: &str) -> Result<u64, LoadError> {
+        let data = self.call("GET", &format!("/room/{room}"), Value::Null)?;
+        data["invitationCode"]
+            .as_u64()
+            .ok_or_else(|| LoadError::Refused { what: format!("GET /room/{room}"), detail: data.to_string() })
+    }
+}
+
+impl Drop for Uprtcd {
+    fn drop(&mut self) {
+        terminate(self.child.id());
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            if matches!(self.child.try_wait(), Ok(Some(_))) {
+                let _ = std::fs::remove_dir_all(&self.data_dir);
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.data_dir);
+    }
+}
+
+/// SIGTERM (an orderly stop) to a child we started, by its PID.
+pub fn terminate(pid: u32) {
+    let _ = Command::new("kill").args(["-TERM", &pid.to_string()]).status();
+}
+
+/// Reads stderr until `uprtcd: ready`; returns the API and client listeners it printed. The
+/// rest of stderr is drained by a thread so that the server never blocks on it.
+fn await_ready(stderr: std::process::ChildStderr) -> Result<(String, String), LoadError> {
+    let (tx, rx) = mpsc::channel::<String>();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines() {
+            let Ok(line) = line else { break };
+            if tx.send(line.clone()).is_err() {
+                // Nobody listens any more: keep draining, print what the server reports.
+                eprintln!("{line}");
+            }
+        }
+    });
+    let deadline = Instant::now() + READY_TIMEOUT;
+    let (mut api, mut client, mut log) = (None, None, Vec::new());
+    loop {
+        let line = rx
+            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+            .map_err(|_| LoadError::Setup(format!("uprtcd did not become ready:\n{}", log.join("\n"))))?;
+        if let Some(a) = line.strip_prefix("uprtcd: api listening on ") {
+            api = Some(a.trim().to_owned());
+        } else if let Some(a) = line.strip_prefix("uprtcd: client listening on ") {
+            client = Some(a.trim().to_owned());
+        } else if line.trim() == "uprtcd: ready" {
+            break;
+        }
+        log.push(line);
+    }
+    match (api, client) {
+        (Some(api), Some(client)) => Ok((api, client)),
+        _ => Err(LoadError::Setup(format!("uprtcd printed no listeners:\n{}", log.join("\n")))),
+    }
+}
+
+/// The value of `key="..."` in a Prometheus sample name.
+fn label<'a>(name: &'a str, key: &str) -> Option<&'a str> {
+    let start = name.find(&format!("{key}=\""))? + key.len() + 2;
+    let len = name[start..].find('"')?;
+    Some(&name[start..start + len])
+}
+
+impl Sfu for Uprtcd {
+    fn label(&self) -> String {
+        format!("uprtcd {} ×{}", self.options.backend, self.options.workers)
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    fn media_threads(&self) -> Vec<u32> {
+        self.worker_tids.clone()
+    }
+
+    fn client_ip(&self) -> IpAddr {
+        self.options.media_ip
+    }
+
+    fn create_room(&self, kind: RoomKind, host: &str) -> Result<String, LoadError> {
+        let data = match kind {
+            RoomKind::Live => self.call("POST", "/room/live", json!({ "masterId": host }))?,
+            RoomKind::Conversation { max_members } => self.call(
+                "POST",
+                "/room/convo",
+                json!({ "masterId": host, "memberIds": [], "maxMemberNum": max_members }),
+            )?,
+        };
+        data["roomId"]
+            .as_str()
+            .map(str::to_owned)
+            .ok_or_else(|| LoadError::Refused { what: "a room".into(), detail: data.to_string() })
+    }
+
+    fn join(&self, room: &str, peer: &str) -> Result<Box<dyn Member>, LoadError> {
+        let token = self.call("POST", &format!("/room/{room}/token"), json!({ "peerId": peer }))?;
+        let token = token["token"].as_str().unwrap_or_default().to_owned();
+        let code = self.invitation_code(room)?;
+        let url = format!("ws://{}/{code}?peer={peer}&token={token}", self.client);
+        let (socket, _) =
+            tungstenite::connect(url.as_str()).map_err(|e| LoadError::Signalling(format!("connect {url}: {e}")))?;
+        if let MaybeTlsStream::Plain(stream) = socket.get_ref() {
+            stream.set_read_timeout(Some(EVENT_TIMEOUT)).map_err(LoadError::io("signalling read timeout"))?;
+            stream.set_nodelay(true).map_err(LoadError::io("signalling nodelay"))?;
+        }
+        let mut member = Signalling { socket };
+        let joined = member.next_event()?;
+        if joined["type"] != "joined" {
+            return Err(LoadError::Refused { what: format!("{peer} joining {room}"), detail: joined.to_string() });
+        }
+        Ok(Box::new(member))
+    }
+}
+
+/// A member's signalling connection.
+struct Signalling {
+    socket: WebSocket<MaybeTlsStream<TcpStream>>,
+}
+
+impl Signalling {
+    fn send(&mut self, event: Value) -> Result<(), LoadError> {
+        self.socket.send(Message::Text(event.to_string().into())).map_err(|e| LoadError::Signalling(e.to_string()))
+    }
+
+    fn next_event(&mut self) -> Result<Value, LoadError> {
+        loop {
+            match self.socket.read() {
+                Ok(Message::Text(text)) => {
+                    return serde_json::from_str(&text).map_err(|e| LoadError::Signalling(e.to_string()));
+                }
+                Ok(Message::Close(_)) => return Err(LoadError::Signalling("the server closed the session".into())),
+                Ok(_) => continue,
+                Err(e) => return Err(LoadError::Signalling(e.to_string())),
+            }
+        }
+    }
+
+    /// The next event of `wanted` type; presence and track announcements on the way are
+    /// skipped, an `error` event is the SFU's refusal.
+    fn expect(&mut self, wanted: &str) -> Result<Value, LoadError> {
+        loop {
+            let event = self.next_event()?;
+            match event["type"].as_str() {
+                Some(t) if t == wanted => return Ok(event),
+                Some("error") => return Err(LoadError::Refused { what: wanted.into(), detail: event.to_string() }),
+                _ => continue,
+            }
+        }
+    }
+}
+
+impl Member for Signalling {
+    fn publish(&mut self, offer: &str) -> Result<String, LoadError> {
+        self.send(json!({ "type": "publish", "sdp": offer }))?;
+        let answer = self.expect("answer")?;
+        Ok(answer["sdp"].as_str().unwrap_or_default().to_owned())
+    }
+
+    fn subscribe(&mut self, answer: &mut dyn FnMut(&str) -> Result<String, LoadError>) -> Result<String, LoadError> {
+        self.send(json!({ "type": "subscribe" }))?;
+        let offer = self.expect("offer")?;
+        let offer = offer["sdp"].as_str().unwrap_or_default().to_owned();
+        let answer = answer(&offer)?;
+        self.send(json!({ "type": "answer", "sdp": answer }))?;
+        self.expect("subscribed")?;
+        Ok(offer)
+    }
+
+    fn tick(&mut self) {
+        // Drain without waiting: events that came meanwhile (presence, offers for tracks a
+        // scenario does not add) are read so the server's writes never back up.
+        let MaybeTlsStream::Plain(stream) = self.socket.get_ref() else { return };
+        if stream.set_nonblocking(true).is_err() {
+            return;
+        }
+        while self.socket.read().is_ok() {}
+        if let MaybeTlsStream::Plain(stream) = self.socket.get_ref() {
+            let _ = stream.set_nonblocking(false);
+        }
+    }
+}
