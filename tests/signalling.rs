@@ -108,6 +108,37 @@ fn messages_reach_exactly_the_right_clients() {
 }
 
 #[test]
+fn a_live_audience_hears_of_the_hosts_but_not_of_each_other() {
+    let srv = Server::start(&[]);
+    let room = str_field(&srv.ok("POST", "/room/live", json!({"masterId": "host"})), "roomId").to_owned();
+    let code = u64_field(&srv.ok("GET", &format!("/room/{}", enc(&room)), Body::None), "invitationCode");
+    srv.ok("POST", &format!("/room/{}/live/member", enc(&room)), json!({"peerId": "cohost", "kind": "audio"}));
+    let mut host = join(&srv, &room, code, "host");
+    let (mut viewer, first) = connect(&srv, code, "viewer", &token(&srv, &room, "viewer"));
+    assert_eq!(sorted(&first["peers"]), set_of(&["host", "viewer"]), "the audience is told of the stage: {first}");
+    let (mut second, first) = connect(&srv, code, "second", &token(&srv, &room, "second"));
+    assert_eq!(sorted(&first["peers"]), set_of(&["host", "second"]), "and itself, not the rest: {first}");
+    let mut cohost = join(&srv, &room, code, "cohost");
+    for (peer, event) in ["viewer", "second", "cohost"].into_iter().zip(std::iter::repeat_with(|| next_event(&mut host))) {
+        let event = event.unwrap();
+        assert_eq!((event["type"].as_str(), event["peer"].as_str()), (Some("peer-joined"), Some(peer)));
+    }
+    drop(second);
+    let event = next_event(&mut host).unwrap();
+    assert_eq!((event["type"].as_str(), event["peer"].as_str()), (Some("peer-left"), Some("second")));
+    let event = next_event(&mut cohost).unwrap();
+    assert_eq!((event["type"].as_str(), event["peer"].as_str()), (Some("peer-left"), Some("second")));
+
+    // A message to everyone is the viewer's next event: it heard of the co-host but not of
+    // the other viewer's coming and going.
+    srv.ok("POST", &format!("/room/{}/message", enc(&room)), json!("to everyone"));
+    let event = next_event(&mut viewer).unwrap();
+    assert_eq!((event["type"].as_str(), event["peer"].as_str()), (Some("peer-joined"), Some("cohost")));
+    assert_eq!(next_event(&mut viewer).unwrap()["data"], json!("to everyone"), "no presence of the audience");
+    assert_eq!(u64_field(&srv.room(&room), "total"), 3, "the audience is still counted");
+}
+
+#[test]
 fn kick_and_room_deletion_disconnect_the_right_clients() {
     let srv = Server::start(&[]);
     let (room, code) = convo(&srv, "alice", &["bob"], 0);

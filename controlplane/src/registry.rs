@@ -115,7 +115,18 @@ impl Room {
         self.connected.iter().filter(|peer| self.is_member(peer)).cloned().collect()
     }
 
-    fn is_member(&self, peer: &PeerId) -> bool {
+    /// The connected peers `peer` is told of when it joins (`joined.peers`, itself
+    /// included): everyone, except that a live room's audience is told only of the
+    /// connected master and co-hosts.
+    pub fn peers_visible_to(&self, peer: &PeerId) -> Vec<PeerId> {
+        self.connected.iter().filter(|p| *p == peer || self.is_member(peer) || self.is_member(p)).cloned().collect()
+    }
+
+    /// Whether `peer` is a member: every peer of a conversation room, the master and the
+    /// co-hosts of a live room. Members' presence is announced to the whole room; an
+    /// audience member's only to the members, so that an audience of thousands does not
+    /// hear of each join and leave among itself.
+    pub fn is_member(&self, peer: &PeerId) -> bool {
         match &self.kind {
             RoomKind::Convo { .. } => true,
             RoomKind::Live { live_members } => *peer == self.master || live_members.iter().any(|m| m.peer == *peer),

@@ -300,7 +300,7 @@ pub(super) async fn kick_peer(
         })
         .await?;
     state.hub().send(&id, |p| p == &peer, &signalling::kicked_event());
-    state.hub().send(&id, |p| p != &peer, &signalling::peer_left_event(&peer));
+    signalling::announce_presence(&state, &id, &peer, &signalling::peer_left_event(&peer));
     done()
 }
 

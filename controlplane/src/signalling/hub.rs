@@ -244,10 +244,33 @@ impl Hub {
                 Err(_) => stalled.push(peer.clone()),
             }
         }
+        Self::close_stalled(room, peers, stalled);
+        delivered
+    }
+
+    /// [`Hub::send`] to the sessions of `to` only, looked up one by one: what costs a message
+    /// to a live room's few members does not grow with its audience.
+    pub fn send_to(&self, room: &RoomId, to: &[PeerId], message: &Outgoing) -> usize {
+        let mut rooms = self.rooms();
+        let Some(peers) = rooms.get_mut(room) else { return 0 };
+        let mut delivered = 0;
+        let mut stalled = Vec::new();
+        for peer in to {
+            match peers.get(peer).map(|session| session.queue.try_send(message.clone())) {
+                Some(Ok(())) => delivered += 1,
+                Some(Err(_)) => stalled.push(peer.clone()),
+                None => {}
+            }
+        }
+        Self::close_stalled(room, peers, stalled);
+        delivered
+    }
+
+    /// Drops the sessions whose queue is full: their clients do not read their signalling.
+    fn close_stalled(room: &RoomId, peers: &mut HashMap<PeerId, Session>, stalled: Vec<PeerId>) {
         for peer in stalled {
             tracing::warn!(%room, %peer, "client does not read its signalling; closing it");
             peers.remove(&peer);
         }
-        delivered
     }
 }

@@ -117,8 +117,7 @@ async fn session(state: AppState, code: String, query: JoinQuery, mut socket: We
     };
     let (id, mut queue) = enter(&state, &room, &peer);
     let tracks: Vec<Value> = visible_tracks(&state, &room, &peer).iter().map(track_fields).collect();
-    let peers: Vec<PeerId> =
-        state.read(|reg| reg.room(&room).map(|r| r.connected.iter().cloned().collect()).unwrap_or_default());
+    let peers: Vec<PeerId> = state.read(|reg| reg.room(&room).map(|r| r.peers_visible_to(&peer)).unwrap_or_default());
     let joined = event("joined", json!({"room": room, "peer": peer, "peers": peers, "tracks": tracks}));
     let mut context = Session::new(&state, room.clone(), peer.clone(), id);
     if socket.send(text(&joined)).await.is_ok() {
@@ -131,8 +130,18 @@ async fn session(state: AppState, code: String, query: JoinQuery, mut socket: We
 /// session's id and its queue.
 fn enter(state: &AppState, room: &RoomId, peer: &PeerId) -> (u64, tokio::sync::mpsc::Receiver<Outgoing>) {
     let attached = state.hub().attach(room, peer);
-    state.hub().send(room, |p| p != peer, &Outgoing::Event(event("peer-joined", json!({"peer": peer}))));
+    announce_presence(state, room, peer, &Outgoing::Event(event("peer-joined", json!({"peer": peer}))));
     attached
+}
+
+/// Tells those who hear of `peer`'s presence ([`crate::registry::Room::is_member`]) that it
+/// came or went: the whole room for a member, only the members for a live room's audience.
+pub fn announce_presence(state: &AppState, room: &RoomId, peer: &PeerId, message: &Outgoing) {
+    let audience_of = state.read(|reg| reg.room(room).ok().filter(|r| !r.is_member(peer)).map(|r| r.connected_members()));
+    match audience_of {
+        Some(members) => state.hub().send_to(room, &members, message),
+        None => state.hub().send(room, |p| p != peer, message),
+    };
 }
 
 fn text(value: &Value) -> Message {
@@ -255,7 +264,7 @@ impl<'a> Session<'a> {
         state.hub().detach(&room, &peer, id);
         let (left_room, left_peer) = (room.clone(), peer.clone());
         if state.write(move |reg| Ok(reg.depart(&left_room, &left_peer))).await.unwrap_or(false) {
-            state.hub().send(&room, |p| p != &peer, &peer_left_event(&peer));
+            announce_presence(state, &room, &peer, &peer_left_event(&peer));
         }
     }
 }
