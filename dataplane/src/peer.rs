@@ -19,7 +19,9 @@ use std::time::{Duration, Instant};
 
 use crate::command::{Command, Reply};
 use crate::dtls::{CertificateFingerprint, DtlsError, DtlsIdentity, DtlsOutput, DtlsTransport, MIN_OUTPUT_BUFFER_LEN};
-use crate::ice::client::{build_binding_request, parse_binding_response};
+use crate::ice::client::{
+    ServerStun, answer_binding_request, build_binding_request, classify_server_stun, parse_binding_response,
+};
 use crate::ice::{IceCredentials, IceError};
 use crate::router::TransportId;
 use crate::srtp::{SrtpError, SrtpSession};
@@ -161,23 +163,26 @@ impl ClientPeer {
         self.drain_dtls(send)
     }
 
-    /// Handles one datagram from the server; RTP and RTCP are decrypted in place.
+    /// Handles one datagram from the server, which came from `from`; RTP and RTCP are
+    /// decrypted in place, the server's own checks answered.
     pub fn handle_datagram(
         &mut self,
         now: Instant,
+        from: SocketAddr,
         buf: &mut [u8],
         send: &mut dyn FnMut(&[u8]),
     ) -> Result<Received, PeerError> {
         match classify(buf) {
-            Datagram::Stun => {
-                parse_binding_response(buf, self.transaction_id, &self.server_ice).map_err(PeerError::Ice)?;
-                if !self.ice_done {
-                    // ICE succeeded: the DTLS client speaks first.
-                    self.ice_done = true;
-                    self.drain_dtls(send)?;
+            Datagram::Stun => match classify_server_stun(buf).map_err(PeerError::Ice)? {
+                ServerStun::Request => {
+                    let len = answer_binding_request(buf, from, &self.local_ice, &self.server_ice, &mut self.scratch)
+                        .map_err(PeerError::Ice)?;
+                    send(&self.scratch[..len]);
+                    Ok(Received::Control)
                 }
-                Ok(Received::Control)
-            }
+                ServerStun::Indication => Ok(Received::Control),
+                ServerStun::Response => self.handle_check_response(buf, send),
+            },
             Datagram::Dtls => {
                 self.dtls.handle_packet(now, buf).map_err(PeerError::Dtls)?;
                 self.drain_dtls(send)?;
@@ -193,6 +198,16 @@ impl ClientPeer {
             }
             Datagram::Unknown => Err(PeerError::Unknown),
         }
+    }
+
+    fn handle_check_response(&mut self, buf: &[u8], send: &mut dyn FnMut(&[u8])) -> Result<Received, PeerError> {
+        parse_binding_response(buf, self.transaction_id, &self.server_ice).map_err(PeerError::Ice)?;
+        if !self.ice_done {
+            // ICE succeeded: the DTLS client speaks first.
+            self.ice_done = true;
+            self.drain_dtls(send)?;
+        }
+        Ok(Received::Control)
     }
 
     fn drain_dtls(&mut self, send: &mut dyn FnMut(&[u8])) -> Result<(), PeerError> {
@@ -334,7 +349,7 @@ impl UdpPeer {
                 Ok((len, from)) if from == self.server => {
                     let mut send = Self::sender(&self.socket, self.server);
                     // A stray or damaged datagram is not fatal to a handshake in progress.
-                    let _ = self.peer.handle_datagram(Instant::now(), &mut buf[..len], &mut send);
+                    let _ = self.peer.handle_datagram(Instant::now(), self.server, &mut buf[..len], &mut send);
                 }
                 Ok(_) => {}
                 Err(_) => self.peer.handle_timeout(Instant::now(), &mut Self::sender(&self.socket, self.server))?,
@@ -372,7 +387,7 @@ impl UdpPeer {
                 continue;
             }
             let mut send = Self::sender(&self.socket, self.server);
-            match self.peer.handle_datagram(Instant::now(), &mut buf[..len], &mut send) {
+            match self.peer.handle_datagram(Instant::now(), self.server, &mut buf[..len], &mut send) {
                 Ok(Received::Control) => continue,
                 other => return Some(other),
             }
@@ -386,6 +401,7 @@ impl UdpPeer {
 pub struct TcpPeer {
     pub peer: ClientPeer,
     stream: TcpStream,
+    server: SocketAddr,
     reader: FrameReader,
     /// Where each outgoing packet is framed, so that it leaves in one write.
     frame: Box<[u8]>,
@@ -424,6 +440,7 @@ impl TcpPeer {
         Ok(Self {
             peer,
             stream,
+            server,
             reader: FrameReader::new(PREFIX_LEN + MAX_FRAME_LEN, MAX_FRAME_LEN),
             frame: vec![0; PREFIX_LEN + MAX_FRAME_LEN].into_boxed_slice(),
         })
@@ -482,7 +499,7 @@ impl TcpPeer {
                 Some(len) => {
                     let mut send = Self::sender(&self.stream, &mut self.frame);
                     // A damaged packet is not fatal to a handshake in progress.
-                    let _ = self.peer.handle_datagram(Instant::now(), &mut buf[..len], &mut send);
+                    let _ = self.peer.handle_datagram(Instant::now(), self.server, &mut buf[..len], &mut send);
                 }
                 None => self.peer.handle_timeout(Instant::now(), &mut Self::sender(&self.stream, &mut self.frame))?,
             }
@@ -519,7 +536,7 @@ impl TcpPeer {
                 Err(e) => return Some(Err(e)),
             };
             let mut send = Self::sender(&self.stream, &mut self.frame);
-            match self.peer.handle_datagram(Instant::now(), &mut buf[..len], &mut send) {
+            match self.peer.handle_datagram(Instant::now(), self.server, &mut buf[..len], &mut send) {
                 Ok(Received::Control) => continue,
                 other => return Some(other),
             }

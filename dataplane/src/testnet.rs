@@ -171,10 +171,9 @@ impl Net {
             let Some(client) = self.clients.iter_mut().find(|c| c.addr == to) else { continue };
             let addr = client.addr;
             let flight = &mut self.in_flight;
-            match client
-                .peer
-                .handle_datagram(self.now, &mut bytes, &mut |out| flight.push_back((addr, SERVER, out.to_vec())))
-            {
+            match client.peer.handle_datagram(self.now, SERVER, &mut bytes, &mut |out| {
+                flight.push_back((addr, SERVER, out.to_vec()))
+            }) {
                 Ok(Received::Control) => {}
                 Ok(media @ Received::Rtp { len }) | Ok(media @ Received::Rtcp { len }) => {
                     client.inbox.push((media, bytes[..len].to_vec()))
