@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Parser;
+use uprtcd_loadgen::media::StreamProfile;
 use uprtcd_loadgen::raw::{self, RawMode};
 use uprtcd_loadgen::report::{Machine, Progress, Results, Run};
 use uprtcd_loadgen::scenario::{self, Context, FanoutPlan};
@@ -46,6 +47,9 @@ struct Args {
     /// Subscribers that decrypt and check every packet (the rest are sinks).
     #[arg(long, default_value_t = 10)]
     meters: usize,
+    /// Send each video frame back to back instead of pacing it as libwebrtc does.
+    #[arg(long)]
+    unpaced: bool,
     /// Seconds measured at each step.
     #[arg(long, default_value_t = 4)]
     window: u64,
@@ -83,6 +87,7 @@ fn run(args: &Args) -> Result<(), LoadError> {
     let mut results = Results { started: timestamp(), machine: Machine::this(), ..Results::default() };
     pin_away_from(args.sfu_core);
     let window = Duration::from_secs(args.window);
+    let stream = StreamProfile { pacing: (!args.unpaced).then_some(2.5), ..StreamProfile::default() };
     let planned = usize::from(wants(args, "raw")) * 2
         + args.backends.len()
             * (usize::from(wants(args, "fanout")) * args.fanout_steps.len()
@@ -108,7 +113,7 @@ fn run(args: &Args) -> Result<(), LoadError> {
             break;
         }
         let server = start_uprtcd(args, backend, 1)?;
-        let ctx = Context::new(&server, Some(&server), window)?;
+        let ctx = Context::new(&server, Some(&server), stream, window)?;
         if wants(args, "fanout") {
             let plan = FanoutPlan { steps: args.fanout_steps.clone(), meters: args.meters, across_workers: false };
             record(&mut results, scenario::fanout(&ctx, &plan, &mut progress), "fanout");
@@ -121,7 +126,7 @@ fn run(args: &Args) -> Result<(), LoadError> {
     if wants(args, "live") {
         let workers = results.machine.cpus.max(2);
         let server = start_uprtcd(args, "auto", workers)?;
-        let ctx = Context::new(&server, Some(&server), window)?;
+        let ctx = Context::new(&server, Some(&server), stream, window)?;
         let plan = FanoutPlan { steps: args.live_steps.clone(), meters: args.meters, across_workers: true };
         record(&mut results, scenario::fanout(&ctx, &plan, &mut progress), "live across workers");
     }
@@ -129,7 +134,7 @@ fn run(args: &Args) -> Result<(), LoadError> {
     if wants(args, "janus") {
         match start_janus(args) {
             Ok(server) => {
-                let ctx = Context::new(&server, None, window)?;
+                let ctx = Context::new(&server, None, stream, window)?;
                 let plan = FanoutPlan { steps: args.janus_steps.clone(), meters: args.meters, across_workers: false };
                 record(&mut results, scenario::fanout(&ctx, &plan, &mut progress), "janus fanout");
                 record(

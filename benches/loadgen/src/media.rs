@@ -7,7 +7,7 @@
 //! it belongs to, a per-stream counter and the send time. The SFU rewrites SSRCs and
 //! sequence numbers, never payloads, so meters key on the block.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::net::{IpAddr, SocketAddr, UdpSocket};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -36,8 +36,10 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
 const CONSENT_INTERVAL: Duration = Duration::from_secs(5);
 
 /// A camera-like VP8 stream of about 1.2 Mbit/s and Opus at 50 packets per second. A delta
-/// frame is `delta_packets` packets, a key frame `key_packets`, sent back to back as an
-/// encoder's packetiser does.
+/// frame is `delta_packets` packets, a key frame `key_packets`. With `pacing`, a frame's
+/// packets leave at `pacing` times the stream's average rate, as libwebrtc's pacer sends
+/// them (its default factor is 2.5), so a key frame is a burst of about 100 ms; without,
+/// each frame leaves back to back.
 #[derive(Debug, Clone, Copy)]
 pub struct StreamProfile {
     pub fps: u32,
@@ -45,6 +47,7 @@ pub struct StreamProfile {
     pub delta_packets: u32,
     pub key_packets: u32,
     pub audio_interval: Duration,
+    pub pacing: Option<f64>,
 }
 
 impl Default for StreamProfile {
@@ -56,6 +59,7 @@ impl Default for StreamProfile {
             delta_packets: 4,
             key_packets: 33,
             audio_interval: Duration::from_millis(20),
+            pacing: Some(2.5),
         }
     }
 }
@@ -67,6 +71,16 @@ impl StreamProfile {
         let video = (f64::from(self.delta_packets) * (frames - 1.0) + f64::from(self.key_packets)) / frames
             * f64::from(self.fps);
         video + 1.0 / self.audio_interval.as_secs_f64()
+    }
+
+    /// Video packets per second.
+    fn video_packets_per_second(&self) -> f64 {
+        self.packets_per_second() - 1.0 / self.audio_interval.as_secs_f64()
+    }
+
+    /// The gap between two paced video packets.
+    fn pacing_interval(&self) -> Option<Duration> {
+        self.pacing.map(|factor| Duration::from_secs_f64(1.0 / (factor * self.video_packets_per_second())))
     }
 }
 
@@ -179,11 +193,32 @@ pub struct Publisher {
     sequence: [u16; 2],
     counter: [u32; 2],
     frame: u32,
+    /// Video packets waiting for the pacer: RTP timestamp and where in its frame it is.
+    queued: VecDeque<(u32, FrameStart)>,
+    paced_at: Instant,
+}
+
+/// Where a video packet stands in its frame, for its VP8 payload descriptor.
+#[derive(Debug, Clone, Copy)]
+enum FrameStart {
+    Key,
+    Delta,
+    Continued,
 }
 
 impl Publisher {
     pub fn new(index: u16, peer: UdpPeer, audio_ssrc: u32, video_ssrc: u32) -> Self {
-        Self { index, peer, audio_ssrc, video_ssrc, sequence: [0; 2], counter: [0; 2], frame: index.into() }
+        Self {
+            index,
+            peer,
+            audio_ssrc,
+            video_ssrc,
+            sequence: [0; 2],
+            counter: [0; 2],
+            frame: index.into(),
+            queued: VecDeque::with_capacity(64),
+            paced_at: Instant::now(),
+        }
     }
 
     fn send(&mut self, kind: Kind, payload_len: usize, prefix: &[u8], timestamp: u32, buf: &mut [u8]) {
@@ -204,21 +239,52 @@ impl Publisher {
         self.counter[k] += 1;
     }
 
-    /// Sends one video frame: its packets back to back, the first with a VP8 payload
-    /// descriptor that starts the frame (and a key frame header every `keyframe_every`).
-    fn send_frame(&mut self, profile: &StreamProfile, buf: &mut [u8]) -> u64 {
+    /// Queues the packets of the next video frame: the first with a VP8 payload descriptor
+    /// that starts the frame (and a key frame header every `keyframe_every`).
+    fn queue_frame(&mut self, profile: &StreamProfile) {
         let key = self.frame.is_multiple_of(profile.keyframe_every);
         let packets = if key { profile.key_packets } else { profile.delta_packets };
         let timestamp = self.frame.wrapping_mul(90_000 / profile.fps);
-        // S=1 PID=0 descriptor, then the frame tag (show_frame, key or inter) and, for key
-        // frames, the start code and a 640×480 size.
-        let first: &[u8] =
-            if key { &[0x10, 0x10, 0, 0, 0x9d, 0x01, 0x2a, 0x80, 0x02, 0xe0, 0x01] } else { &[0x10, 0x11, 0, 0] };
         for i in 0..packets {
-            self.send(Kind::Video, VIDEO_PAYLOAD, if i == 0 { first } else { &[0x00] }, timestamp, buf);
+            let start = match (i, key) {
+                (0, true) => FrameStart::Key,
+                (0, false) => FrameStart::Delta,
+                _ => FrameStart::Continued,
+            };
+            self.queued.push_back((timestamp, start));
         }
         self.frame += 1;
-        u64::from(packets)
+    }
+
+    /// Sends the queued video packets that are due: all of them unpaced, else one per
+    /// `interval` as a sender's pacer spreads a frame. Returns how many it sent.
+    fn send_due(&mut self, now: Instant, interval: Option<Duration>, buf: &mut [u8]) -> u64 {
+        let mut sent = 0;
+        while let Some(&(timestamp, start)) = self.queued.front() {
+            if let Some(interval) = interval {
+                if self.paced_at > now {
+                    break;
+                }
+                // After an idle spell the pacer starts from now rather than catching up.
+                self.paced_at = self.paced_at.max(now - interval) + interval;
+            }
+            self.queued.pop_front();
+            // S=1 PID=0 descriptor, then the frame tag (show_frame, key or inter) and, for key
+            // frames, the start code and a 640×480 size.
+            let prefix: &[u8] = match start {
+                FrameStart::Key => &[0x10, 0x10, 0, 0, 0x9d, 0x01, 0x2a, 0x80, 0x02, 0xe0, 0x01],
+                FrameStart::Delta => &[0x10, 0x11, 0, 0],
+                FrameStart::Continued => &[0x00],
+            };
+            self.send(Kind::Video, VIDEO_PAYLOAD, prefix, timestamp, buf);
+            sent += 1;
+        }
+        sent
+    }
+
+    /// When the next queued video packet is due, if one is queued.
+    fn next_due(&self) -> Option<Instant> {
+        (!self.queued.is_empty()).then_some(self.paced_at)
     }
 
     fn send_audio(&mut self, buf: &mut [u8]) {
@@ -238,8 +304,8 @@ impl SentCounters {
 }
 
 /// Runs `publishers` on one thread until `stop`: each frame and each audio packet at its
-/// time, the publishers' phases spread over a frame interval so their bursts do not
-/// coincide. Returns the publishers when stopped.
+/// time (video through the pacer), the publishers' phases spread over a frame interval so
+/// their frames do not coincide. Returns the publishers when stopped.
 pub fn spawn_publishers(
     mut publishers: Vec<Publisher>,
     profile: StreamProfile,
@@ -249,6 +315,7 @@ pub fn spawn_publishers(
     let counters = Arc::clone(&sent);
     let handle = std::thread::spawn(move || {
         let frame_interval = Duration::from_secs(1) / profile.fps;
+        let pacing = profile.pacing_interval();
         let start = Instant::now();
         let count = publishers.len().max(1) as u32;
         let mut next_video: Vec<Instant> =
@@ -261,10 +328,11 @@ pub fn spawn_publishers(
             let now = Instant::now();
             for (i, publisher) in publishers.iter_mut().enumerate() {
                 while next_video[i] <= now {
-                    let packets = publisher.send_frame(&profile, &mut buf);
-                    counters.0[i].fetch_add(packets, Ordering::Relaxed);
+                    publisher.queue_frame(&profile);
                     next_video[i] += frame_interval;
                 }
+                let packets = publisher.send_due(now, pacing, &mut buf);
+                counters.0[i].fetch_add(packets, Ordering::Relaxed);
                 while next_audio[i] <= now {
                     publisher.send_audio(&mut buf);
                     counters.0[i].fetch_add(1, Ordering::Relaxed);
@@ -277,7 +345,8 @@ pub fn spawn_publishers(
                 }
                 consent_at = now + CONSENT_INTERVAL;
             }
-            let next = next_video.iter().chain(&next_audio).min().copied().unwrap_or(now + frame_interval);
+            let paced = publishers.iter().filter_map(Publisher::next_due);
+            let next = next_video.iter().chain(&next_audio).copied().chain(paced).min().unwrap_or(now + frame_interval);
             std::thread::sleep(next.saturating_duration_since(Instant::now()));
         }
         publishers
@@ -396,7 +465,7 @@ pub fn spawn_meter(mut peer: UdpPeer, stop: Arc<AtomicBool>) -> Result<MeterHand
                     let _ = s.send_to(bytes, server);
                 }
             };
-            let outcome = peer.peer.handle_datagram(Instant::now(), &mut buf[..len], &mut send);
+            let outcome = peer.peer.handle_datagram(Instant::now(), from, &mut buf[..len], &mut send);
             let mut stats = shared.lock().unwrap_or_else(|e| e.into_inner());
             match outcome {
                 Ok(Received::Rtp { len }) => {

@@ -123,7 +123,8 @@ pub fn cdf(sorted_ns: &[u32]) -> Vec<(f64, f64)> {
     let (low, high) = (f64::from(low.max(1)).ln(), f64::from(high.max(2)).ln());
     (0..=200)
         .map(|i| {
-            let x = (low + (high - low) * f64::from(i) / 200.0).exp();
+            // The last point is the maximum itself, which rounding through ln/exp can miss.
+            let x = if i == 200 { high.exp().ceil() } else { (low + (high - low) * f64::from(i) / 200.0).exp() };
             let below = sorted_ns.partition_point(|&v| f64::from(v) <= x);
             (x / 1e3, below as f64 / sorted_ns.len() as f64)
         })

@@ -17,9 +17,10 @@ use crate::report::{self, Percentiles, Progress, Run, Step};
 use crate::sfu::{Member, RoomKind, Sfu};
 use crate::uprtcd::{Uprtcd, WorkerMetrics};
 
-/// Threads that connect subscribers at once: enough to overlap one client's handshake
-/// round trips with another's, few enough not to starve the SFU on a small machine.
-const CONNECT_THREADS: usize = 4;
+/// Threads that connect subscribers at once: a connect mostly waits (on round trips, and on
+/// Janus for a DTLS retransmission, about 1 s), so many overlap; the CPU they use is the
+/// handshakes', whatever the count.
+const CONNECT_THREADS: usize = 16;
 /// How often the SFU's counters are read during a window, for the longest loop turn (the
 /// workers publish the longest turn of each second).
 const SAMPLE_INTERVAL: Duration = Duration::from_millis(250);
@@ -44,18 +45,15 @@ impl std::fmt::Debug for Context<'_> {
 }
 
 impl<'a> Context<'a> {
-    pub fn new(sfu: &'a dyn Sfu, uprtcd: Option<&'a Uprtcd>, window: Duration) -> Result<Self, LoadError> {
+    pub fn new(
+        sfu: &'a dyn Sfu,
+        uprtcd: Option<&'a Uprtcd>,
+        stream: StreamProfile,
+        window: Duration,
+    ) -> Result<Self, LoadError> {
         let identity = DtlsIdentity::generate(DtlsVersionPolicy::Dtls12Only)
             .map_err(|e| LoadError::Setup(format!("a DTLS identity: {e}")))?;
-        Ok(Self {
-            sfu,
-            uprtcd,
-            stream: StreamProfile::default(),
-            settle: Duration::from_secs(1),
-            window,
-            loss_limit: 0.001,
-            identity,
-        })
+        Ok(Self { sfu, uprtcd, stream, settle: Duration::from_secs(1), window, loss_limit: 0.001, identity })
     }
 
     fn run(&self, scenario: &str) -> Run {

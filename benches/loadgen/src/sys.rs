@@ -1,11 +1,16 @@
 //! The load generator's system calls that std does not offer: receiving a datagram with the
 //! kernel's receive timestamp (`SO_TIMESTAMPNS`), so that a meter's own scheduling delay
-//! does not count as latency the SFU added.
+//! does not count as latency the SFU added; sending many datagrams per system call
+//! (`sendmmsg`, and `UDP_SEGMENT` GSO) and reading a thread's own CPU time, for the raw UDP
+//! baseline ([`crate::raw`]); and starting and stopping the SFU processes under test
+//! (pinned, tied to the load generator's life, SIGTERM by PID).
 #![allow(unsafe_code)]
 
 use std::io;
 use std::net::{SocketAddr, SocketAddrV4, SocketAddrV6, UdpSocket};
 use std::os::fd::AsRawFd;
+
+use socket2::SockAddr;
 
 /// Asks the kernel to stamp every datagram `socket` receives (CLOCK_REALTIME).
 pub fn enable_receive_timestamps(socket: &UdpSocket) -> io::Result<()> {
@@ -83,4 +88,108 @@ fn socket_addr(storage: &libc::sockaddr_storage) -> Option<SocketAddr> {
         }
         _ => None,
     }
+}
+
+/// The most datagrams one [`send_to_each`] call takes.
+pub const MAX_BATCH: usize = 64;
+
+/// Sends `payload` once to each of `destinations` (at most [`MAX_BATCH`]) in one `sendmmsg`
+/// call. Returns how many datagrams the kernel took: fewer than asked when it failed after
+/// the first, an error only when it took none.
+pub fn send_to_each(socket: &UdpSocket, payload: &[u8], destinations: &[SockAddr]) -> io::Result<usize> {
+    if destinations.len() > MAX_BATCH {
+        return Err(io::Error::new(io::ErrorKind::InvalidInput, "more destinations than MAX_BATCH"));
+    }
+    // One iovec serves every message: the kernel only reads it and the payload.
+    let mut iov = libc::iovec { iov_base: payload.as_ptr().cast_mut().cast(), iov_len: payload.len() };
+    // SAFETY: an all-zero mmsghdr is a valid empty message.
+    let mut messages: [libc::mmsghdr; MAX_BATCH] = unsafe { std::mem::zeroed() };
+    for (message, destination) in messages.iter_mut().zip(destinations) {
+        message.msg_hdr.msg_name = destination.as_ptr().cast_mut().cast();
+        message.msg_hdr.msg_namelen = destination.len();
+        message.msg_hdr.msg_iov = &raw mut iov;
+        message.msg_hdr.msg_iovlen = 1;
+    }
+    // SAFETY: the first `destinations.len()` messages point at live addresses of the lengths
+    // given and at `iov`, which points at `payload`; all outlive the call, which only reads
+    // them (and writes each message's `msg_len`).
+    let sent = unsafe { libc::sendmmsg(socket.as_raw_fd(), messages.as_mut_ptr(), destinations.len() as u32, 0) };
+    if sent < 0 { Err(io::Error::last_os_error()) } else { Ok(sent as usize) }
+}
+
+/// Sends `payload` to `destination` in one `sendmsg` with `UDP_SEGMENT`: the kernel cuts it
+/// into datagrams of `segment` bytes (the last one may be shorter). Returns the bytes taken.
+/// A kernel or route without UDP GSO refuses with `EIO` or `EINVAL`.
+pub fn send_segmented(socket: &UdpSocket, payload: &[u8], segment: u16, destination: &SockAddr) -> io::Result<usize> {
+    let mut iov = libc::iovec { iov_base: payload.as_ptr().cast_mut().cast(), iov_len: payload.len() };
+    // u64 words keep the control buffer aligned for cmsghdr.
+    let mut control = [0u64; 4];
+    // SAFETY: an all-zero msghdr is a valid empty message; CMSG_SPACE is a pure computation.
+    let (mut message, space) =
+        unsafe { (std::mem::zeroed::<libc::msghdr>(), libc::CMSG_SPACE(size_of::<u16>() as u32)) };
+    debug_assert!(space as usize <= size_of_val(&control));
+    message.msg_name = destination.as_ptr().cast_mut().cast();
+    message.msg_namelen = destination.len();
+    message.msg_iov = &raw mut iov;
+    message.msg_iovlen = 1;
+    message.msg_control = control.as_mut_ptr().cast();
+    message.msg_controllen = space as usize;
+    // SAFETY: the control buffer holds CMSG_SPACE(2) bytes, so CMSG_FIRSTHDR returns a header
+    // inside it with room for a u16 of data; every pointer in `message` outlives the call,
+    // which only reads them.
+    let sent = unsafe {
+        let header = libc::CMSG_FIRSTHDR(&message);
+        (*header).cmsg_level = libc::SOL_UDP;
+        (*header).cmsg_type = libc::UDP_SEGMENT;
+        (*header).cmsg_len = libc::CMSG_LEN(size_of::<u16>() as u32) as usize;
+        std::ptr::write_unaligned(libc::CMSG_DATA(header).cast::<u16>(), segment);
+        libc::sendmsg(socket.as_raw_fd(), &message, 0)
+    };
+    if sent < 0 { Err(io::Error::last_os_error()) } else { Ok(sent as usize) }
+}
+
+/// The CPU time the calling thread has used, in ns, by the kernel's accounting.
+pub fn thread_cpu_ns() -> u64 {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: a valid out pointer; CLOCK_THREAD_CPUTIME_ID always exists on Linux.
+    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+/// SIGTERM to `child`, a process this load generator started and has not waited for.
+pub fn terminate(child: &std::process::Child) {
+    if let Ok(pid) = libc::pid_t::try_from(child.id()) {
+        // SAFETY: kill touches no memory of ours. The pid is our own child's, which has not
+        // been waited for yet, so it cannot have been reused by another process.
+        unsafe { libc::kill(pid, libc::SIGTERM) };
+    }
+}
+
+/// Sets up a child between fork and exec: pinned to `cores` (empty: not pinned), so are all
+/// the threads it starts; and SIGTERM when the thread that spawned it exits, so that a load
+/// generator killed before its destructors ran leaves no SFU holding the bench's cores and
+/// ports. Spawn from a thread that outlives the child (the main thread).
+pub fn prepare_child(command: &mut std::process::Command, cores: &[usize]) -> Result<(), crate::LoadError> {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: cpu_set_t is a plain bit array; all zeroes is the empty set.
+    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    for &core in cores {
+        if core >= libc::CPU_SETSIZE as usize {
+            return Err(crate::LoadError::Setup(format!("core {core} is beyond the kernel's CPU set")));
+        }
+        // SAFETY: `core` is inside the set, checked above.
+        unsafe { libc::CPU_SET(core, &mut set) };
+    }
+    let pin = !cores.is_empty();
+    // SAFETY: the closure runs in the child between fork and exec, where only
+    // async-signal-safe calls are allowed: prctl and sched_setaffinity are plain system
+    // calls, and the error is built from errno without allocating. `set` is moved in by value.
+    unsafe {
+        command.pre_exec(move || {
+            let parent_death = libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM as libc::c_ulong);
+            let pinned = if pin { libc::sched_setaffinity(0, size_of::<libc::cpu_set_t>(), &set) } else { 0 };
+            if parent_death == 0 && pinned == 0 { Ok(()) } else { Err(std::io::Error::last_os_error()) }
+        });
+    }
+    Ok(())
 }

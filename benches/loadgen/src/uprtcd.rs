@@ -15,6 +15,7 @@ use tungstenite::{Message, WebSocket};
 
 use crate::LoadError;
 use crate::sfu::{Member, RoomKind, Sfu};
+use crate::sys;
 
 const READY_TIMEOUT: Duration = Duration::from_secs(30);
 const EVENT_TIMEOUT: Duration = Duration::from_secs(20);
@@ -63,7 +64,10 @@ impl Uprtcd {
             .map_err(|e| LoadError::Setup(format!("a random secret: {e}")))?
             .pwd()
             .to_owned();
-        let mut child = Command::new(&options.binary)
+        let mut command = Command::new(&options.binary);
+        // uprtcd pins its own threads; the child only inherits the load generator's death.
+        sys::prepare_child(&mut command, &[])?;
+        let mut child = command
             .args(["--api-listen", "127.0.0.1:0", "--client-listen", "127.0.0.1:0"])
             .args(["--announced-ip", &options.media_ip.to_string()])
             .args(["--udp-listen", &format!("{}:0", options.media_ip)])
@@ -165,7 +169,7 @@ impl Uprtcd {
 
 impl Drop for Uprtcd {
     fn drop(&mut self) {
-        terminate(self.child.id());
+        sys::terminate(&self.child);
         let deadline = Instant::now() + Duration::from_secs(5);
         while Instant::now() < deadline {
             if matches!(self.child.try_wait(), Ok(Some(_))) {
@@ -178,11 +182,6 @@ impl Drop for Uprtcd {
         let _ = self.child.wait();
         let _ = std::fs::remove_dir_all(&self.data_dir);
     }
-}
-
-/// SIGTERM (an orderly stop) to a child we started, by its PID.
-pub fn terminate(pid: u32) {
-    let _ = Command::new("kill").args(["-TERM", &pid.to_string()]).status();
 }
 
 /// Reads stderr until `uprtcd: ready`; returns the API and client listeners it printed. The

@@ -137,7 +137,8 @@ fn enter(state: &AppState, room: &RoomId, peer: &PeerId) -> (u64, tokio::sync::m
 /// Tells those who hear of `peer`'s presence ([`crate::registry::Room::is_member`]) that it
 /// came or went: the whole room for a member, only the members for a live room's audience.
 pub fn announce_presence(state: &AppState, room: &RoomId, peer: &PeerId, message: &Outgoing) {
-    let audience_of = state.read(|reg| reg.room(room).ok().filter(|r| !r.is_member(peer)).map(|r| r.connected_members()));
+    let audience_of =
+        state.read(|reg| reg.room(room).ok().filter(|r| !r.is_member(peer)).map(|r| r.connected_members()));
     match audience_of {
         Some(members) => state.hub().send_to(room, &members, message),
         None => state.hub().send(room, |p| p != peer, message),
