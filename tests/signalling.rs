@@ -116,7 +116,7 @@ fn a_live_audience_hears_of_the_hosts_but_not_of_each_other() {
     let mut host = join(&srv, &room, code, "host");
     let (mut viewer, first) = connect(&srv, code, "viewer", &token(&srv, &room, "viewer"));
     assert_eq!(sorted(&first["peers"]), set_of(&["host", "viewer"]), "the audience is told of the stage: {first}");
-    let (mut second, first) = connect(&srv, code, "second", &token(&srv, &room, "second"));
+    let (second, first) = connect(&srv, code, "second", &token(&srv, &room, "second"));
     assert_eq!(sorted(&first["peers"]), set_of(&["host", "second"]), "and itself, not the rest: {first}");
     let mut cohost = join(&srv, &room, code, "cohost");
     for peer in ["viewer", "second", "cohost"] {

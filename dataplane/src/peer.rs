@@ -11,8 +11,14 @@
 //! [`ClientPeer::handle_timeout`] when [`ClientPeer::poll_timeout`] is due, and send media
 //! only once [`ClientPeer::is_connected`]. The check is repeated until answered, so a lost
 //! request or response does not stall the test.
+//!
+//! The DTLS client is ours ([`DtlsTransport`]) unless the caller brings another through
+//! [`ClientPeer::with_handshake`]: dimpl always offers all three SRTP profiles and our server
+//! picks AES-256-GCM from them, so a client that must get AES-CM needs a stack that offers
+//! only that (the load generator's rtc-dtls client). SRTP stays ours either way.
 #![forbid(unsafe_code)]
 
+use std::fmt;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream, UdpSocket};
 use std::time::{Duration, Instant};
@@ -63,12 +69,49 @@ pub enum PeerError {
     ConnectionClosed,
 }
 
+/// The DTLS client a [`ClientPeer`] runs once ICE has succeeded, with [`DtlsTransport`]'s
+/// contract: sans-IO, time passed in, drained with `poll_output` after construction and after
+/// every `handle_*` call, `Connected` only once the server's certificate matched its SDP
+/// fingerprint, and inert after `Failed` or `Closed`.
+pub trait ClientHandshake: fmt::Debug + Send {
+    /// Feeds one DTLS datagram from the server. An error that is not
+    /// [fatal](DtlsError::is_fatal) means only that datagram was dropped.
+    fn handle_packet(&mut self, now: Instant, datagram: &[u8]) -> Result<(), DtlsError>;
+    /// Runs retransmission and handshake timers (calling early is harmless).
+    fn handle_timeout(&mut self, now: Instant);
+    /// When `handle_timeout` is next due.
+    fn poll_timeout(&self) -> Option<Instant>;
+    /// The next datagram to send or event; `buf` holds at least [`MIN_OUTPUT_BUFFER_LEN`]
+    /// bytes and transmits borrow it.
+    fn poll_output<'b>(&mut self, buf: &'b mut [u8]) -> Option<DtlsOutput<'b>>;
+}
+
+impl ClientHandshake for DtlsTransport {
+    fn handle_packet(&mut self, now: Instant, datagram: &[u8]) -> Result<(), DtlsError> {
+        DtlsTransport::handle_packet(self, now, datagram)
+    }
+
+    fn handle_timeout(&mut self, now: Instant) {
+        DtlsTransport::handle_timeout(self, now);
+    }
+
+    fn poll_timeout(&self) -> Option<Instant> {
+        DtlsTransport::poll_timeout(self)
+    }
+
+    fn poll_output<'b>(&mut self, buf: &'b mut [u8]) -> Option<DtlsOutput<'b>> {
+        DtlsTransport::poll_output(self, buf)
+    }
+}
+
 /// One client transport to the SFU.
 #[derive(Debug)]
 pub struct ClientPeer {
     local_ice: IceCredentials,
     server_ice: IceCredentials,
-    dtls: DtlsTransport,
+    /// Boxed so that the client stack can be chosen at run time; only handshake datagrams
+    /// go through it, never media.
+    dtls: Box<dyn ClientHandshake>,
     srtp: Option<SrtpSession>,
     transaction_id: [u8; 12],
     tie_breaker: u64,
@@ -87,6 +130,17 @@ impl ClientPeer {
         server_fingerprint: CertificateFingerprint,
         now: Instant,
     ) -> Self {
+        let dtls = DtlsTransport::new_client(identity, server_fingerprint, now);
+        Self::with_handshake(Box::new(dtls), local_ice, server_ice)
+    }
+
+    /// A peer whose DTLS client is `dtls`, which already knows the server's fingerprint and
+    /// holds the certificate whose fingerprint the client's SDP announced.
+    pub fn with_handshake(
+        dtls: Box<dyn ClientHandshake>,
+        local_ice: IceCredentials,
+        server_ice: IceCredentials,
+    ) -> Self {
         // Only a tie-breaker: the ufrag comes from a CSPRNG, so bytes cut from it serve.
         let mut tie_breaker = [0u8; 8];
         tie_breaker.iter_mut().zip(local_ice.ufrag().bytes()).for_each(|(t, u)| *t = u);
@@ -94,7 +148,7 @@ impl ClientPeer {
             tie_breaker: u64::from_be_bytes(tie_breaker),
             local_ice,
             server_ice,
-            dtls: DtlsTransport::new_client(identity, server_fingerprint, now),
+            dtls,
             srtp: None,
             transaction_id: [0; 12],
             checked_at: None,

@@ -40,6 +40,8 @@ const LIBRARY_DIRS: [&str; 3] = ["/usr/lib/janus", "/usr/local/lib/janus", "/opt
 const VIDEOROOM: &str = "janus.plugin.videoroom";
 /// How long Janus may take to answer `/janus/info` after it was spawned.
 const START_TIMEOUT: Duration = Duration::from_secs(15);
+/// How long a subscriber waits for the room's publishers to be up.
+const PUBLISHERS_UP_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long Janus may take to exit after SIGTERM before it gets SIGKILL.
 const STOP_TIMEOUT: Duration = Duration::from_secs(5);
 /// For one request, and for the event that answers an asynchronous one. Generous: hundreds of
@@ -670,20 +672,29 @@ impl Member for JanusMember {
             return Err(LoadError::Setup("a Janus member subscribes once".into()));
         }
         let handle = self.session.attach_routed()?;
-        let listed = handle.query(json!({"request": "listparticipants", "room": self.room}), "list participants")?;
-        let feeds: Vec<Value> = listed["participants"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter(|p| p["publisher"] == true && p["id"].as_u64() != self.feed)
-            .map(|p| json!({"feed": p["id"]}))
-            .collect();
-        if feeds.is_empty() {
-            return Err(LoadError::Refused {
-                what: "subscribe".into(),
-                detail: format!("room {} has no connected publisher to watch", self.room),
-            });
-        }
+        // VideoRoom lists a participant as a publisher from its `webrtcup` on, a moment after
+        // our side of the handshake ended: wait until every other participant publishes.
+        let deadline = Instant::now() + PUBLISHERS_UP_TIMEOUT;
+        let feeds: Vec<Value> = loop {
+            let listed =
+                handle.query(json!({"request": "listparticipants", "room": self.room}), "list participants")?;
+            let others: Vec<&Value> = listed["participants"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter(|p| p["id"].as_u64() != self.feed)
+                .collect();
+            if !others.is_empty() && others.iter().all(|p| p["publisher"] == true) {
+                break others.iter().map(|p| json!({"feed": p["id"]})).collect();
+            }
+            if Instant::now() >= deadline {
+                return Err(LoadError::Refused {
+                    what: "subscribe".into(),
+                    detail: format!("room {} has no connected publisher to watch", self.room),
+                });
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        };
         // One subscription to every feed (Janus 1.x multistream): one PeerConnection, as
         // uprtcd's subscriber has.
         let attached = handle.request(

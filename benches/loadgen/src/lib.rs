@@ -7,6 +7,7 @@
 //! VideoRoom plugin ([`janus`]). Everything else (media, meters, CPU accounting, reports) is
 //! the same code for both, so their numbers compare.
 
+pub mod cm;
 pub mod error;
 pub mod janus;
 pub mod media;

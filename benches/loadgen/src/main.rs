@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Parser;
-use uprtcd_loadgen::media::StreamProfile;
+use uprtcd_loadgen::media::{ClientDtls, StreamProfile};
 use uprtcd_loadgen::raw::{self, RawMode};
 use uprtcd_loadgen::report::{Machine, Progress, Results, Run};
 use uprtcd_loadgen::scenario::{self, Context, FanoutPlan};
@@ -23,12 +23,15 @@ struct Args {
     /// Where results go.
     #[arg(long, default_value = "benches/results")]
     out: PathBuf,
-    /// What to run, comma-separated: raw, fanout, conference, live, janus.
-    #[arg(long, value_delimiter = ',', default_value = "raw,fanout,conference,live,janus")]
+    /// What to run, comma-separated: raw, fanout, conference, aes-cm, live, janus.
+    #[arg(long, value_delimiter = ',', default_value = "raw,fanout,conference,aes-cm,live,janus")]
     scenarios: Vec<String>,
-    /// Socket backends for uprtcd's fan-out and conference.
+    /// Socket backends for uprtcd's fan-out and conference (AES-256-GCM, as browsers get).
     #[arg(long, value_delimiter = ',', default_value = "uring,epoll")]
     backends: Vec<String>,
+    /// Socket backends for uprtcd's fan-out with clients that offer only AES-CM.
+    #[arg(long, value_delimiter = ',', default_value = "epoll")]
+    aes_cm_backends: Vec<String>,
     /// Total subscribers at each fan-out step (the first `--meters` are meters).
     #[arg(long, value_delimiter = ',', default_value = "100,250,500,1000,1500,2000,2500,3000,3500,4000")]
     fanout_steps: Vec<usize>,
@@ -92,6 +95,7 @@ fn run(args: &Args) -> Result<(), LoadError> {
         + args.backends.len()
             * (usize::from(wants(args, "fanout")) * args.fanout_steps.len()
                 + usize::from(wants(args, "conference")) * args.conference_sizes.len())
+        + usize::from(wants(args, "aes-cm")) * args.aes_cm_backends.len() * args.fanout_steps.len()
         + usize::from(wants(args, "live")) * args.live_steps.len()
         + usize::from(wants(args, "janus")) * (args.janus_steps.len() + args.janus_conference_sizes.len());
     let mut progress = Progress::new(planned);
@@ -113,7 +117,7 @@ fn run(args: &Args) -> Result<(), LoadError> {
             break;
         }
         let server = start_uprtcd(args, backend, 1)?;
-        let ctx = Context::new(&server, Some(&server), stream, window)?;
+        let ctx = Context::new(&server, Some(&server), stream, ClientDtls::browserlike()?, window)?;
         if wants(args, "fanout") {
             let plan = FanoutPlan { steps: args.fanout_steps.clone(), meters: args.meters, across_workers: false };
             record(&mut results, scenario::fanout(&ctx, &plan, &mut progress), "fanout");
@@ -123,10 +127,17 @@ fn run(args: &Args) -> Result<(), LoadError> {
         }
     }
 
+    for backend in args.aes_cm_backends.iter().filter(|_| wants(args, "aes-cm")) {
+        let server = start_uprtcd(args, backend, 1)?;
+        let ctx = Context::new(&server, Some(&server), stream, ClientDtls::aes_cm_only()?, window)?;
+        let plan = FanoutPlan { steps: args.fanout_steps.clone(), meters: args.meters, across_workers: false };
+        record(&mut results, scenario::fanout(&ctx, &plan, &mut progress), "fanout with AES-CM");
+    }
+
     if wants(args, "live") {
         let workers = results.machine.cpus.max(2);
         let server = start_uprtcd(args, "auto", workers)?;
-        let ctx = Context::new(&server, Some(&server), stream, window)?;
+        let ctx = Context::new(&server, Some(&server), stream, ClientDtls::browserlike()?, window)?;
         let plan = FanoutPlan { steps: args.live_steps.clone(), meters: args.meters, across_workers: true };
         record(&mut results, scenario::fanout(&ctx, &plan, &mut progress), "live across workers");
     }
@@ -134,7 +145,7 @@ fn run(args: &Args) -> Result<(), LoadError> {
     if wants(args, "janus") {
         match start_janus(args) {
             Ok(server) => {
-                let ctx = Context::new(&server, None, stream, window)?;
+                let ctx = Context::new(&server, None, stream, ClientDtls::browserlike()?, window)?;
                 let plan = FanoutPlan { steps: args.janus_steps.clone(), meters: args.meters, across_workers: false };
                 record(&mut results, scenario::fanout(&ctx, &plan, &mut progress), "janus fanout");
                 record(

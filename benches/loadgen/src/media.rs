@@ -14,12 +14,13 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use uprtcd_dataplane::dtls::DtlsIdentity;
+use uprtcd_dataplane::dtls::{CertificateFingerprint, DtlsIdentity, DtlsVersionPolicy};
 use uprtcd_dataplane::ice::IceCredentials;
 use uprtcd_dataplane::peer::{ClientPeer, Received, UdpPeer};
 use uprtcd_dataplane::wire::rtp::{RtpHeader, RtpPacket};
 
 use crate::LoadError;
+use crate::cm::{RtcDtlsIdentity, aes_cm_client_peer};
 use crate::sdp::{self, LocalEnd, OPUS_PT, RemoteEnd, VP8_PT};
 use crate::sfu::Member;
 use crate::sys;
@@ -134,6 +135,54 @@ impl MeterBlock {
     }
 }
 
+/// The DTLS stack load clients use, which decides the SRTP profiles they offer.
+#[derive(Debug, Clone)]
+pub enum ClientDtls {
+    /// Ours (dimpl): offers AES-256-GCM, AES-128-GCM and AES-CM, as Chromium does; uprtcd
+    /// and Janus both choose AES-256-GCM.
+    Browserlike(DtlsIdentity),
+    /// rtc-dtls offering only AES-CM-128-HMAC-SHA1-80.
+    AesCmOnly(RtcDtlsIdentity),
+}
+
+impl ClientDtls {
+    pub fn browserlike() -> Result<Self, LoadError> {
+        DtlsIdentity::generate(DtlsVersionPolicy::Dtls12Only)
+            .map(Self::Browserlike)
+            .map_err(|e| LoadError::Setup(format!("a DTLS identity: {e}")))
+    }
+
+    pub fn aes_cm_only() -> Result<Self, LoadError> {
+        RtcDtlsIdentity::generate().map(Self::AesCmOnly)
+    }
+
+    /// The profile the SFUs measured here choose with this client.
+    pub fn profile(&self) -> &'static str {
+        match self {
+            Self::Browserlike(_) => "AES-256-GCM",
+            Self::AesCmOnly(_) => "AES-CM-128-HMAC-SHA1-80",
+        }
+    }
+
+    fn fingerprint(&self) -> CertificateFingerprint {
+        match self {
+            Self::Browserlike(identity) => identity.fingerprint(),
+            Self::AesCmOnly(identity) => identity.fingerprint(),
+        }
+    }
+
+    fn peer(&self, local: IceCredentials, remote: RemoteEnd) -> Result<ClientPeer, LoadError> {
+        match self {
+            Self::Browserlike(identity) => {
+                Ok(ClientPeer::new(identity, local, remote.ice, remote.fingerprint, Instant::now()))
+            }
+            Self::AesCmOnly(identity) => {
+                aes_cm_client_peer(identity, local, remote.ice, remote.fingerprint, Instant::now())
+            }
+        }
+    }
+}
+
 /// One client transport: negotiates through `member`, then connects ICE and DTLS.
 #[derive(Debug)]
 pub struct Transport {
@@ -148,7 +197,7 @@ impl Transport {
         Ok(Self { ice, socket })
     }
 
-    fn local<'a>(&'a self, identity: &DtlsIdentity) -> Result<LocalEnd<'a>, LoadError> {
+    fn local<'a>(&'a self, identity: &ClientDtls) -> Result<LocalEnd<'a>, LoadError> {
         let candidate = self.socket.local_addr().map_err(LoadError::io("local address"))?;
         Ok(LocalEnd { ice: &self.ice, fingerprint: identity.fingerprint(), candidate })
     }
@@ -157,7 +206,7 @@ impl Transport {
     pub fn publish(
         self,
         member: &mut dyn Member,
-        identity: &DtlsIdentity,
+        identity: &ClientDtls,
         audio_ssrc: u32,
         video_ssrc: u32,
     ) -> Result<UdpPeer, LoadError> {
@@ -167,17 +216,17 @@ impl Transport {
     }
 
     /// Subscribes to everything the room publishes through `member`.
-    pub fn subscribe(self, member: &mut dyn Member, identity: &DtlsIdentity) -> Result<UdpPeer, LoadError> {
+    pub fn subscribe(self, member: &mut dyn Member, identity: &ClientDtls) -> Result<UdpPeer, LoadError> {
         let local = self.local(identity)?;
         let offer = member.subscribe(&mut |offer| sdp::subscriber_answer(offer, &local))?;
         self.connect(&offer, identity)
     }
 
-    fn connect(self, remote_sdp: &str, identity: &DtlsIdentity) -> Result<UdpPeer, LoadError> {
+    fn connect(self, remote_sdp: &str, identity: &ClientDtls) -> Result<UdpPeer, LoadError> {
         let remote = RemoteEnd::parse(remote_sdp)?;
-        let peer = ClientPeer::new(identity, self.ice, remote.ice, remote.fingerprint, Instant::now());
-        let mut client =
-            UdpPeer::with_socket(peer, self.socket, remote.address).map_err(LoadError::io("client socket"))?;
+        let address = remote.address;
+        let peer = identity.peer(self.ice, remote)?;
+        let mut client = UdpPeer::with_socket(peer, self.socket, address).map_err(LoadError::io("client socket"))?;
         client.connect(CONNECT_TIMEOUT)?;
         Ok(client)
     }

@@ -88,7 +88,9 @@ pub fn measure(
     if destinations == 0 {
         return Err(LoadError::Setup("the raw baseline needs at least one destination".into()));
     }
-    let core = core.map(core_id).transpose()?;
+    // Any core of the machine, not only those of the caller's affinity: the load
+    // generator keeps itself off the core it measures on.
+    let core = core.map(|id| core_affinity::CoreId { id });
     let sinks = (0..destinations).map(|_| bind_sink(ip)).collect::<Result<Vec<_>, _>>()?;
     let addresses = sinks
         .iter()
@@ -125,14 +127,6 @@ pub fn measure(
         packets_per_core_second: run.packets as f64 / run.cpu_seconds,
         receiver_drops,
     })
-}
-
-fn core_id(id: usize) -> Result<core_affinity::CoreId, LoadError> {
-    core_affinity::get_core_ids()
-        .unwrap_or_default()
-        .into_iter()
-        .find(|core| core.id == id)
-        .ok_or_else(|| LoadError::Setup(format!("no core {id} to pin the raw sender to")))
 }
 
 /// What the sender thread measured.

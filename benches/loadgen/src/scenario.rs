@@ -8,10 +8,10 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use uprtcd_dataplane::dtls::{DtlsIdentity, DtlsVersionPolicy};
-
 use crate::LoadError;
-use crate::media::{self, Delivery, Keeper, MeterHandle, Publisher, SentCounters, Sink, StreamProfile, Transport};
+use crate::media::{
+    self, ClientDtls, Delivery, Keeper, MeterHandle, Publisher, SentCounters, Sink, StreamProfile, Transport,
+};
 use crate::proc;
 use crate::report::{self, Percentiles, Progress, Run, Step};
 use crate::sfu::{Member, RoomKind, Sfu};
@@ -35,7 +35,7 @@ pub struct Context<'a> {
     pub window: Duration,
     /// The loss above which a fan-out stops growing.
     pub loss_limit: f64,
-    pub identity: DtlsIdentity,
+    pub identity: ClientDtls,
 }
 
 impl std::fmt::Debug for Context<'_> {
@@ -49,15 +49,17 @@ impl<'a> Context<'a> {
         sfu: &'a dyn Sfu,
         uprtcd: Option<&'a Uprtcd>,
         stream: StreamProfile,
+        identity: ClientDtls,
         window: Duration,
     ) -> Result<Self, LoadError> {
-        let identity = DtlsIdentity::generate(DtlsVersionPolicy::Dtls12Only)
-            .map_err(|e| LoadError::Setup(format!("a DTLS identity: {e}")))?;
         Ok(Self { sfu, uprtcd, stream, settle: Duration::from_secs(1), window, loss_limit: 0.001, identity })
     }
 
     fn run(&self, scenario: &str) -> Run {
-        let label = self.sfu.label();
+        let label = match self.identity {
+            ClientDtls::AesCmOnly(_) => format!("{} AES-CM", self.sfu.label()),
+            ClientDtls::Browserlike(_) => self.sfu.label(),
+        };
         let backend = self.uprtcd.map(|_| label.split_whitespace().nth(1).unwrap_or_default().to_owned());
         Run {
             scenario: scenario.to_owned(),
@@ -65,6 +67,7 @@ impl<'a> Context<'a> {
             label,
             backend,
             workers: self.sfu.media_threads().len().max(1),
+            profile: Some(self.identity.profile().to_owned()),
             ..Run::default()
         }
     }

@@ -196,7 +196,7 @@ mod tests {
             ["0F"; 32].join(":")
         );
         let remote = RemoteEnd::parse(&sdp).unwrap();
-        assert_eq!(remote.address, "10.99.0.1:5004".parse().unwrap());
+        assert_eq!(remote.address, "10.99.0.1:5004".parse::<SocketAddr>().unwrap());
         assert_eq!(remote.ice.ufrag(), "abcd");
     }
 }

@@ -112,8 +112,9 @@ pub struct SrtpKeyingMaterial {
 impl SrtpKeyingMaterial {
     /// Splits the exporter output (label `EXTRACTOR-dtls_srtp`, RFC 5764 §4.2), laid out as
     /// `client_write_key | server_write_key | client_write_salt | server_write_salt`; the
-    /// client's write key is the one the client sends with.
-    pub(super) fn from_exported(profile: SrtpProfile, role: DtlsRole, exported: &[u8]) -> Result<Self, DtlsError> {
+    /// client's write key is the one the client sends with. Public for DTLS stacks other
+    /// than ours (the load generator's rtc-dtls client), whose keys go into our SRTP.
+    pub fn from_exported(profile: SrtpProfile, role: DtlsRole, exported: &[u8]) -> Result<Self, DtlsError> {
         if exported.len() != profile.exported_len() {
             return Err(DtlsError::KeyExport);
         }
