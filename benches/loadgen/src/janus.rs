@@ -181,7 +181,7 @@ impl Sfu for Janus {
         self.client_ip
     }
 
-    fn create_room(&self, kind: RoomKind, host: &str) -> Result<String, LoadError> {
+    fn create_room(&self, kind: RoomKind, host: &str, _invited: &[String]) -> Result<String, LoadError> {
         let publishers = match kind {
             RoomKind::Live => 1,
             RoomKind::Conversation { max_members } => max_members.max(1),

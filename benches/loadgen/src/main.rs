@@ -116,7 +116,7 @@ fn run(args: &Args) -> Result<(), LoadError> {
         if !(wants(args, "fanout") || wants(args, "conference")) {
             break;
         }
-        let server = start_uprtcd(args, backend, 1)?;
+        let server = start_uprtcd(args, results.machine.cpus, backend, 1)?;
         let ctx = Context::new(&server, Some(&server), stream, ClientDtls::browserlike()?, window)?;
         if wants(args, "fanout") {
             let plan = FanoutPlan { steps: args.fanout_steps.clone(), meters: args.meters, across_workers: false };
@@ -128,7 +128,7 @@ fn run(args: &Args) -> Result<(), LoadError> {
     }
 
     for backend in args.aes_cm_backends.iter().filter(|_| wants(args, "aes-cm")) {
-        let server = start_uprtcd(args, backend, 1)?;
+        let server = start_uprtcd(args, results.machine.cpus, backend, 1)?;
         let ctx = Context::new(&server, Some(&server), stream, ClientDtls::aes_cm_only()?, window)?;
         let plan = FanoutPlan { steps: args.fanout_steps.clone(), meters: args.meters, across_workers: false };
         record(&mut results, scenario::fanout(&ctx, &plan, &mut progress), "fanout with AES-CM");
@@ -136,7 +136,7 @@ fn run(args: &Args) -> Result<(), LoadError> {
 
     if wants(args, "live") {
         let workers = results.machine.cpus.max(2);
-        let server = start_uprtcd(args, "auto", workers)?;
+        let server = start_uprtcd(args, results.machine.cpus, "auto", workers)?;
         let ctx = Context::new(&server, Some(&server), stream, ClientDtls::browserlike()?, window)?;
         let plan = FanoutPlan { steps: args.live_steps.clone(), meters: args.meters, across_workers: true };
         record(&mut results, scenario::fanout(&ctx, &plan, &mut progress), "live across workers");
@@ -173,12 +173,14 @@ fn record(results: &mut Results, run: Result<Run, LoadError>, what: &str) {
     }
 }
 
-fn start_uprtcd(args: &Args, backend: &str, workers: usize) -> Result<Uprtcd, LoadError> {
+/// uprtcd on `cpus` cores (the machine's), `workers` of them for its workers.
+fn start_uprtcd(args: &Args, cpus: usize, backend: &str, workers: usize) -> Result<Uprtcd, LoadError> {
     Uprtcd::start(UprtcdOptions {
         binary: args.uprtcd.clone(),
         workers,
         backend: backend.to_owned(),
         media_ip: args.media_ip,
+        cores: (0..cpus).collect(),
     })
 }
 

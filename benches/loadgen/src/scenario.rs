@@ -271,7 +271,7 @@ pub fn fanout(ctx: &Context<'_>, plan: &FanoutPlan, progress: &mut Progress) -> 
     let mut run = ctx.run(scenario);
     let what = format!("{scenario} {}", run.label);
     progress.show(&format!("{what}: publisher"));
-    let room = ctx.sfu.create_room(RoomKind::Live, "host")?;
+    let room = ctx.sfu.create_room(RoomKind::Live, "host", &[])?;
     if plan.across_workers {
         let uprtcd = ctx.uprtcd.ok_or_else(|| LoadError::Setup("mirrors are uprtcd's".into()))?;
         for &worker in ctx.sfu.media_threads().iter().skip(1) {
@@ -331,7 +331,8 @@ pub fn conference(ctx: &Context<'_>, sizes: &[usize], progress: &mut Progress) -
     let mut heaviest_cdf = Vec::new();
     for &size in sizes {
         progress.show(&format!("{what}: {size} members publish"));
-        let room = ctx.sfu.create_room(RoomKind::Conversation { max_members: size as u32 + 1 }, "p0")?;
+        let invited: Vec<String> = (1..size).map(|i| format!("p{i}")).collect();
+        let room = ctx.sfu.create_room(RoomKind::Conversation { max_members: size as u32 }, "p0", &invited)?;
         let mut members = Vec::with_capacity(size);
         let mut publishers = Vec::with_capacity(size);
         for i in 0..size {

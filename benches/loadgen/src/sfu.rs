@@ -28,8 +28,9 @@ pub trait Sfu: Sync {
     fn media_threads(&self) -> Vec<u32>;
     /// The address load clients bind their sockets to.
     fn client_ip(&self) -> IpAddr;
-    /// Opens a room hosted by `host`; returns its id.
-    fn create_room(&self, kind: RoomKind, host: &str) -> Result<String, LoadError>;
+    /// Opens a room hosted by `host`, with `invited` the other peers a conversation room
+    /// admits; returns its id.
+    fn create_room(&self, kind: RoomKind, host: &str, invited: &[String]) -> Result<String, LoadError>;
     /// Joins `room` as `peer`.
     fn join(&self, room: &str, peer: &str) -> Result<Box<dyn Member>, LoadError>;
 }

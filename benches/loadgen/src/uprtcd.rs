@@ -31,6 +31,8 @@ pub struct UprtcdOptions {
     pub backend: String,
     /// Where media sockets bind and what the candidates announce.
     pub media_ip: IpAddr,
+    /// The cores uprtcd may use; it pins its workers to the highest-numbered of them.
+    pub cores: Vec<usize>,
 }
 
 /// One worker's counters from `/metrics`.
@@ -65,8 +67,9 @@ impl Uprtcd {
             .pwd()
             .to_owned();
         let mut command = Command::new(&options.binary);
-        // uprtcd pins its own threads; the child only inherits the load generator's death.
-        sys::prepare_child(&mut command, &[])?;
+        // uprtcd pins its own threads to the cores it may use: give it the whole machine
+        // rather than the load generator's own affinity, which it would inherit.
+        sys::prepare_child(&mut command, &options.cores)?;
         let mut child = command
             .args(["--api-listen", "127.0.0.1:0", "--client-listen", "127.0.0.1:0"])
             .args(["--announced-ip", &options.media_ip.to_string()])
@@ -242,13 +245,13 @@ impl Sfu for Uprtcd {
         self.options.media_ip
     }
 
-    fn create_room(&self, kind: RoomKind, host: &str) -> Result<String, LoadError> {
+    fn create_room(&self, kind: RoomKind, host: &str, invited: &[String]) -> Result<String, LoadError> {
         let data = match kind {
             RoomKind::Live => self.call("POST", "/room/live", json!({ "masterId": host }))?,
             RoomKind::Conversation { max_members } => self.call(
                 "POST",
                 "/room/convo",
-                json!({ "masterId": host, "memberIds": [], "maxMemberNum": max_members }),
+                json!({ "masterId": host, "memberIds": invited, "maxMemberNum": max_members }),
             )?,
         };
         data["roomId"]

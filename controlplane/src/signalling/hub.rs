@@ -15,8 +15,11 @@ use uprtcd_dataplane::router::ProducerId;
 use crate::ids::{PeerId, RoomId};
 use crate::sdp::{Codec, HeaderExtensions, MediaKind};
 
-/// Messages a session holds for its client at most.
-pub const SESSION_QUEUE: usize = 64;
+/// Messages a session holds for its client at most. A live room's master hears of every
+/// viewer that joins: an audience connecting by the thousand, while the control plane's
+/// cores are busy with it, must not make the master's session look stalled. The bound
+/// costs nothing until used.
+pub const SESSION_QUEUE: usize = 1024;
 
 /// What a session is told to do.
 #[derive(Debug, Clone)]
