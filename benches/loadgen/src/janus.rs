@@ -142,11 +142,6 @@ impl Janus {
             poller: Some(poller),
         })
     }
-
-    /// Janus's own log; it goes with the config folder when this drops.
-    pub fn log_path(&self) -> &Path {
-        &self.process.log
-    }
 }
 
 impl Drop for Janus {
