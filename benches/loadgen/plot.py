@@ -44,7 +44,9 @@ RAW_LABELS = {"sendmmsg": "raw sendmmsg", "gso": "raw GSO"}
 RAW_COLORS = {"raw sendmmsg": "0.25", "raw GSO": "tab:brown"}
 LOSS_FLOOR = 1e-6
 LOSS_THRESHOLD = 1e-3
-PLOTS = ("egress.svg", "cpu.svg", "latency_cdf.svg", "loss.svg")
+PLOTS = ("egress.svg", "egress_per_core.svg", "cpu.svg", "latency_cdf.svg", "loss.svg")
+# The issue's target for one worker core: 500,000 egress SRTP packets/s.
+PER_CORE_TARGET = 500_000
 
 plt.rcParams.update(
     {
@@ -152,11 +154,11 @@ def runs_of(results):
     return runs
 
 
-def raw_lines(results):
-    """(label, packets/s) per raw send mode, the best row of each mode."""
+def raw_lines(results, key="packets_per_second"):
+    """(label, packets/s) per raw send mode, the best row of each mode, read from `key`."""
     best = {}
     for row in dicts(results.get("raw")):
-        mode, pps = (text(row, "mode") or "").lower(), num(row, "packets_per_second")
+        mode, pps = (text(row, "mode") or "").lower(), num(row, key)
         if mode and pps is not None and pps > 0:
             label = RAW_LABELS.get(mode, f"raw {mode}")
             best[label] = max(pps, best.get(label, 0.0))
@@ -261,6 +263,24 @@ def plot_egress(results, runs, outdir):
     return save(fig, outdir, "egress.svg", runs)
 
 
+def plot_egress_per_core(results, runs, outdir):
+    """What a fully busy forwarding core would send at each step's cost per packet, beside
+    the raw sender's packets per core-second and the per-core target."""
+    panels = by_scenario(runs, lambda run: run.points("egress_pps_per_core", keep=lambda y: y > 0))
+    if not panels:
+        return skipped("egress_per_core.svg", "no step has egress_pps_per_core")
+    fig, axes = panel_figure(results, "Egress packets per second per forwarding core", panels, "egress packets/s per core")
+    raws = raw_lines(results, "packets_per_core_second")
+    for ax, items in zip(axes, panels.values()):
+        for run, points in items:
+            ax.plot(*zip(*points), label=run.label, **run.style)
+        for label, pps in raws:
+            ax.axhline(pps, linestyle="--", linewidth=1.4, color=RAW_COLORS.get(label, "0.5"), label=label)
+        ax.axhline(PER_CORE_TARGET, linestyle=":", linewidth=1.4, color="tab:red", label="target 500k per core")
+    log_axis(axes[0], "y")
+    return save(fig, outdir, "egress_per_core.svg", runs)
+
+
 def plot_cpu(results, runs, outdir):
     def series(run):
         process, worker = run.points("cpu_us_per_packet"), run.points("worker_cpu_us_per_packet")
@@ -353,7 +373,7 @@ def plot(results, outdir):
         return []
     outdir.mkdir(parents=True, exist_ok=True)
     runs = runs_of(results)
-    plotters = (plot_egress, plot_cpu, plot_latency_cdf, plot_loss)
+    plotters = (plot_egress, plot_egress_per_core, plot_cpu, plot_latency_cdf, plot_loss)
     return [name for name, plotter in zip(PLOTS, plotters) if plotter(results, runs, outdir)]
 
 
