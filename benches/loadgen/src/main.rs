@@ -29,6 +29,9 @@ struct Args {
     /// Socket backends for uprtcd's fan-out and conference (AES-256-GCM, as browsers get).
     #[arg(long, value_delimiter = ',', default_value = "uring,epoll")]
     backends: Vec<String>,
+    /// Socket backends for the live room across every worker.
+    #[arg(long, value_delimiter = ',', default_value = "uring")]
+    live_backends: Vec<String>,
     /// Socket backends for uprtcd's fan-out with clients that offer only AES-CM.
     #[arg(long, value_delimiter = ',', default_value = "epoll")]
     aes_cm_backends: Vec<String>,
@@ -96,7 +99,7 @@ fn run(args: &Args) -> Result<(), LoadError> {
             * (usize::from(wants(args, "fanout")) * args.fanout_steps.len()
                 + usize::from(wants(args, "conference")) * args.conference_sizes.len())
         + usize::from(wants(args, "aes-cm")) * args.aes_cm_backends.len() * args.fanout_steps.len()
-        + usize::from(wants(args, "live")) * args.live_steps.len()
+        + usize::from(wants(args, "live")) * args.live_backends.len() * args.live_steps.len()
         + usize::from(wants(args, "janus")) * (args.janus_steps.len() + args.janus_conference_sizes.len());
     let mut progress = Progress::new(planned);
 
@@ -134,9 +137,9 @@ fn run(args: &Args) -> Result<(), LoadError> {
         record(&mut results, scenario::fanout(&ctx, &plan, &mut progress), "fanout with AES-CM");
     }
 
-    if wants(args, "live") {
+    for backend in args.live_backends.iter().filter(|_| wants(args, "live")) {
         let workers = results.machine.cpus.max(2);
-        let server = start_uprtcd(args, results.machine.cpus, "auto", workers)?;
+        let server = start_uprtcd(args, results.machine.cpus, backend, workers)?;
         let ctx = Context::new(&server, Some(&server), stream, ClientDtls::browserlike()?, window)?;
         let plan = FanoutPlan { steps: args.live_steps.clone(), meters: args.meters, across_workers: true };
         record(&mut results, scenario::fanout(&ctx, &plan, &mut progress), "live across workers");
