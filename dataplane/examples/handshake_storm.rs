@@ -11,11 +11,10 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use uprtcd_dataplane::command::{Command, Reply};
+use uprtcd_dataplane::command::Command;
 use uprtcd_dataplane::dtls::{DtlsIdentity, DtlsVersionPolicy};
 use uprtcd_dataplane::io::BackendChoice;
-use uprtcd_dataplane::peer::UdpPeer;
-use uprtcd_dataplane::router::{MediaKind, ProducerSpec};
+use uprtcd_dataplane::peer::{UdpPeer, add_video_producer};
 use uprtcd_dataplane::wire::rtp::RtpHeader;
 use uprtcd_dataplane::worker::{WorkerHandle, WorkerPlan, Workers};
 
@@ -45,12 +44,7 @@ fn main() {
 
     let (publisher_transport, mut publisher) =
         UdpPeer::connect_to_worker(worker, &identity, LOOPBACK, TIMEOUT).expect("publisher connects");
-    let spec = ProducerSpec { transport: publisher_transport, ssrc: 7, kind: MediaKind::Video, clock_rate: 90_000 };
-    let Reply::ProducerAdded(producer) =
-        worker.request(|request| Command::AddProducer { request, spec }, TIMEOUT).unwrap()
-    else {
-        panic!("producer refused")
-    };
+    let producer = add_video_producer(worker, publisher_transport, 7, TIMEOUT).expect("producer added");
     let mut subscribers = Vec::new();
     for i in 0..SUBSCRIBERS {
         let (transport, client) =

@@ -10,13 +10,11 @@
 use std::net::{IpAddr, Ipv4Addr};
 use std::time::{Duration, Instant};
 
-use uprtcd_dataplane::command::{Command, Reply};
+use uprtcd_dataplane::command::Command;
 use uprtcd_dataplane::cpu::thread_cpu_time;
 use uprtcd_dataplane::dtls::{DtlsIdentity, DtlsVersionPolicy};
 use uprtcd_dataplane::io::BackendChoice;
-use uprtcd_dataplane::peer::UdpPeer;
-use uprtcd_dataplane::relay::WorkerIndex;
-use uprtcd_dataplane::router::{MediaKind, ProducerSpec};
+use uprtcd_dataplane::peer::{UdpPeer, add_video_producer, relay_video};
 use uprtcd_dataplane::stats::{DropReason, WorkerCounters};
 use uprtcd_dataplane::wire::rtp::RtpHeader;
 use uprtcd_dataplane::worker::{WorkerHandle, WorkerPlan, Workers};
@@ -46,32 +44,11 @@ fn measure(relayed: bool, packets: usize) {
     let identity = DtlsIdentity::generate(DtlsVersionPolicy::Dtls12Only).expect("identity");
     let (publisher_transport, mut publisher) =
         UdpPeer::connect_to_worker(origin, &identity, LOOPBACK, TIMEOUT).expect("client connects");
-    let spec = ProducerSpec { transport: publisher_transport, ssrc: 7, kind: MediaKind::Video, clock_rate: 90_000 };
-    let Ok(Reply::ProducerAdded(mut producer)) =
-        origin.request(|request| Command::AddProducer { request, spec }, TIMEOUT)
-    else {
-        panic!("producer refused")
-    };
-    let subscribed_on = if relayed {
-        let to_worker = WorkerIndex(destination.index());
-        let Ok(Reply::Exported(stream)) =
-            origin.request(|request| Command::ExportProducer { request, producer, to_worker }, TIMEOUT)
-        else {
-            panic!("export refused")
-        };
-        let from_worker = WorkerIndex(origin.index());
-        let import = |request| Command::ImportProducer {
-            request,
-            from_worker,
-            stream,
-            kind: MediaKind::Video,
-            clock_rate: 90_000,
-        };
-        let Ok(Reply::ProducerAdded(imported)) = destination.request(import, TIMEOUT) else { panic!("import refused") };
-        producer = imported;
-        destination
+    let origin_producer = add_video_producer(origin, publisher_transport, 7, TIMEOUT).expect("producer added");
+    let (producer, subscribed_on) = if relayed {
+        (relay_video(origin, destination, origin_producer, TIMEOUT).expect("relayed to worker 1"), destination)
     } else {
-        origin
+        (origin_producer, origin)
     };
     // Subscribers are sinks: their kernel buffers take what they can.
     let subscribers: Vec<UdpPeer> = (0..SUBSCRIBERS)

@@ -8,12 +8,11 @@
 use std::net::{IpAddr, Ipv4Addr};
 use std::time::{Duration, Instant};
 
-use uprtcd_dataplane::command::{Command, Reply};
+use uprtcd_dataplane::command::Command;
 use uprtcd_dataplane::cpu::thread_cpu_time;
 use uprtcd_dataplane::dtls::{DtlsIdentity, DtlsVersionPolicy};
 use uprtcd_dataplane::io::{BackendChoice, uring_unavailable_reason};
-use uprtcd_dataplane::peer::UdpPeer;
-use uprtcd_dataplane::router::{MediaKind, ProducerSpec};
+use uprtcd_dataplane::peer::{UdpPeer, add_video_producer};
 use uprtcd_dataplane::wire::rtp::RtpHeader;
 use uprtcd_dataplane::worker::{WorkerHandle, WorkerPlan, Workers};
 
@@ -38,12 +37,7 @@ fn measure(backend: BackendChoice, packets: usize) {
     let identity = DtlsIdentity::generate(DtlsVersionPolicy::Dtls12Only).expect("identity");
     let (publisher_transport, mut publisher) =
         UdpPeer::connect_to_worker(worker, &identity, LOOPBACK, TIMEOUT).expect("client connects");
-    let spec = ProducerSpec { transport: publisher_transport, ssrc: 7, kind: MediaKind::Video, clock_rate: 90_000 };
-    let Reply::ProducerAdded(producer) =
-        worker.request(|request| Command::AddProducer { request, spec }, TIMEOUT).unwrap()
-    else {
-        panic!("producer refused")
-    };
+    let producer = add_video_producer(worker, publisher_transport, 7, TIMEOUT).expect("producer added");
     // Subscribers are sinks: their kernel buffers take what they can, which costs the worker
     // nothing more than a subscriber that reads.
     let subscribers: Vec<UdpPeer> = (0..SUBSCRIBERS)

@@ -29,7 +29,8 @@ use crate::ice::client::{
     ServerStun, answer_binding_request, build_binding_request, classify_server_stun, parse_binding_response,
 };
 use crate::ice::{IceCredentials, IceError};
-use crate::router::TransportId;
+use crate::relay::WorkerIndex;
+use crate::router::{MediaKind, ProducerId, ProducerSpec, TransportId};
 use crate::srtp::{SrtpError, SrtpSession};
 use crate::wire::framing::{self, FrameReader, MAX_FRAME_LEN, PREFIX_LEN};
 use crate::wire::{Datagram, WireError, classify};
@@ -63,6 +64,8 @@ pub enum PeerError {
     Unknown,
     #[error("the worker refused or did not answer the transport request")]
     TransportRefused,
+    #[error("the worker refused or did not answer: {0}")]
+    WorkerRefused(&'static str),
     #[error("stream framing: {0}")]
     Framing(WireError),
     #[error("the TCP connection to the worker closed")]
@@ -308,6 +311,44 @@ fn request_transport(
     let Reply::TransportCreated { created, address } = reply else { return Err(PeerError::TransportRefused) };
     let peer = ClientPeer::new(identity, local_ice, created.local_ice, created.fingerprint, Instant::now());
     Ok((created.transport, peer, address))
+}
+
+/// Adds the VP8 stream `ssrc` a publisher sends on `transport` as a producer of `worker`, as
+/// signalling does once it answered the publisher; the producer's id.
+pub fn add_video_producer(
+    worker: &WorkerHandle,
+    transport: TransportId,
+    ssrc: u32,
+    timeout: Duration,
+) -> Result<ProducerId, PeerError> {
+    let spec = ProducerSpec { transport, ssrc, kind: MediaKind::Video, clock_rate: 90_000 };
+    match worker.request(|request| Command::AddProducer { request, spec }, timeout) {
+        Ok(Reply::ProducerAdded(producer)) => Ok(producer),
+        _ => Err(PeerError::WorkerRefused("add a producer")),
+    }
+}
+
+/// Relays video `producer` of `origin` to `destination` as signalling does for a subscriber
+/// placed there: exported at the origin, imported at the destination; the imported producer.
+pub fn relay_video(
+    origin: &WorkerHandle,
+    destination: &WorkerHandle,
+    producer: ProducerId,
+    timeout: Duration,
+) -> Result<ProducerId, PeerError> {
+    let to_worker = WorkerIndex(destination.index());
+    let Ok(Reply::Exported(stream)) =
+        origin.request(|request| Command::ExportProducer { request, producer, to_worker }, timeout)
+    else {
+        return Err(PeerError::WorkerRefused("export a producer"));
+    };
+    let from_worker = WorkerIndex(origin.index());
+    let import =
+        |request| Command::ImportProducer { request, from_worker, stream, kind: MediaKind::Video, clock_rate: 90_000 };
+    match destination.request(import, timeout) {
+        Ok(Reply::ProducerAdded(imported)) => Ok(imported),
+        _ => Err(PeerError::WorkerRefused("import a relayed producer")),
+    }
 }
 
 /// A [`ClientPeer`] on its own UDP socket, talking to one server address.

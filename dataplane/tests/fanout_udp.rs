@@ -9,11 +9,10 @@ use std::time::Duration;
 use uprtcd_dataplane::command::{Command, Reply};
 use uprtcd_dataplane::dtls::{DtlsIdentity, DtlsVersionPolicy};
 use uprtcd_dataplane::io::{BackendChoice, uring_unavailable_reason};
-use uprtcd_dataplane::peer::{Received, UdpPeer};
-use uprtcd_dataplane::router::{MediaKind, ProducerId, ProducerSpec, TransportId};
+use uprtcd_dataplane::peer::{Received, UdpPeer, add_video_producer};
 use uprtcd_dataplane::wire::rtcp::{RtcpCompound, RtcpPacket, write_pli};
 use uprtcd_dataplane::wire::rtp::{RtpHeader, RtpPacket};
-use uprtcd_dataplane::worker::{WorkerHandle, WorkerPlan, Workers};
+use uprtcd_dataplane::worker::{WorkerPlan, Workers};
 
 const SUBSCRIBERS: usize = 50;
 const PACKETS: u16 = 300;
@@ -26,21 +25,13 @@ fn start_worker(backend: BackendChoice) -> Workers {
     Workers::start(&plan).expect("worker starts")
 }
 
-fn add_producer(worker: &WorkerHandle, transport: TransportId) -> ProducerId {
-    let spec = ProducerSpec { transport, ssrc: PUBLISHER_SSRC, kind: MediaKind::Video, clock_rate: 90_000 };
-    match worker.request(|request| Command::AddProducer { request, spec }, TIMEOUT).unwrap() {
-        Reply::ProducerAdded(id) => id,
-        other => panic!("{other:?}"),
-    }
-}
-
 fn fan_out(backend: BackendChoice) {
     let workers = start_worker(backend);
     let worker = &workers.handles()[0];
     let identity = DtlsIdentity::generate(DtlsVersionPolicy::Dtls12Only).unwrap();
     let (publisher_transport, mut publisher) =
         UdpPeer::connect_to_worker(worker, &identity, LOOPBACK, TIMEOUT).expect("client connects");
-    let producer = add_producer(worker, publisher_transport);
+    let producer = add_video_producer(worker, publisher_transport, PUBLISHER_SSRC, TIMEOUT).unwrap();
     let mut subscribers: Vec<UdpPeer> = (0..SUBSCRIBERS)
         .map(|i| {
             let (transport, client) =

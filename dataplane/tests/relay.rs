@@ -20,7 +20,7 @@ use uprtcd_dataplane::command::{Command, Reply};
 use uprtcd_dataplane::dtls::{DtlsIdentity, DtlsVersionPolicy};
 use uprtcd_dataplane::engine::{EngineConfig, EngineError, EngineEvent};
 use uprtcd_dataplane::io::{BackendChoice, uring_unavailable_reason};
-use uprtcd_dataplane::peer::{Received, UdpPeer};
+use uprtcd_dataplane::peer::{Received, UdpPeer, add_video_producer, relay_video};
 use uprtcd_dataplane::relay::{RelayConfig, RelayStreamId, WorkerIndex, mesh};
 use uprtcd_dataplane::router::{ConsumerId, MediaKind, ProducerId, ProducerSpec, RouterError, RtxStream, TransportId};
 use uprtcd_dataplane::stats::{DropReason, WorkerCounters};
@@ -43,14 +43,6 @@ fn start_workers(backend: BackendChoice, relay: RelayConfig) -> Workers {
 
 fn worker_index(worker: &WorkerHandle) -> WorkerIndex {
     WorkerIndex(worker.index())
-}
-
-fn add_producer(worker: &WorkerHandle, transport: TransportId) -> ProducerId {
-    let spec = ProducerSpec { transport, ssrc: PUBLISHER_SSRC, kind: MediaKind::Video, clock_rate: 90_000 };
-    match worker.request(|request| Command::AddProducer { request, spec }, TIMEOUT).unwrap() {
-        Reply::ProducerAdded(id) => id,
-        other => panic!("{other:?}"),
-    }
 }
 
 fn export(origin: &WorkerHandle, producer: ProducerId, to: &WorkerHandle) -> RelayStreamId {
@@ -173,7 +165,7 @@ fn relay_across_workers(backend: BackendChoice) {
     let identity = DtlsIdentity::generate(DtlsVersionPolicy::Dtls12Only).unwrap();
     let (publisher_transport, mut publisher) =
         UdpPeer::connect_to_worker(origin, &identity, LOOPBACK, TIMEOUT).expect("publisher connects");
-    let producer = add_producer(origin, publisher_transport);
+    let producer = add_video_producer(origin, publisher_transport, PUBLISHER_SSRC, TIMEOUT).unwrap();
     let stream = export(origin, producer, destination);
     assert_eq!(export(origin, producer, destination), stream, "export is idempotent per destination");
     let imported = import(destination, origin, stream);
@@ -318,8 +310,8 @@ fn a_slow_destination_drops_and_counts(backend: BackendChoice) {
     let identity = DtlsIdentity::generate(DtlsVersionPolicy::Dtls12Only).unwrap();
     let (publisher_transport, mut publisher) =
         UdpPeer::connect_to_worker(origin, &identity, LOOPBACK, TIMEOUT).expect("publisher connects");
-    let producer = add_producer(origin, publisher_transport);
-    let imported = import(destination, origin, export(origin, producer, destination));
+    let producer = add_video_producer(origin, publisher_transport, PUBLISHER_SSRC, TIMEOUT).unwrap();
+    let imported = relay_video(origin, destination, producer, TIMEOUT).unwrap();
     let (_, mut local) = subscribe(origin, &identity, producer, 0x1000);
     let (_, mut relayed) = subscribe(destination, &identity, imported, 0x2000);
 
@@ -380,8 +372,8 @@ fn a_thousand_subscribers_over_two_workers(backend: BackendChoice) {
     let identity = DtlsIdentity::generate(DtlsVersionPolicy::Dtls12Only).unwrap();
     let (publisher_transport, mut publisher) =
         UdpPeer::connect_to_worker(origin, &identity, LOOPBACK, TIMEOUT).expect("publisher connects");
-    let producer = add_producer(origin, publisher_transport);
-    let imported = import(destination, origin, export(origin, producer, destination));
+    let producer = add_video_producer(origin, publisher_transport, PUBLISHER_SSRC, TIMEOUT).unwrap();
+    let imported = relay_video(origin, destination, producer, TIMEOUT).unwrap();
 
     // Transports are asked for one by one (as signalling would); the handshakes run in
     // parallel, a batch at a time.

@@ -15,7 +15,7 @@ use uprtcd_dataplane::command::{Command, Reply};
 use uprtcd_dataplane::dtls::{DtlsIdentity, DtlsVersionPolicy};
 use uprtcd_dataplane::engine::EngineConfig;
 use uprtcd_dataplane::io::{BackendChoice, uring_unavailable_reason};
-use uprtcd_dataplane::peer::UdpPeer;
+use uprtcd_dataplane::peer::{UdpPeer, add_video_producer, relay_video};
 use uprtcd_dataplane::relay::{RelayConfig, WorkerIndex, mesh};
 use uprtcd_dataplane::router::{MediaKind, ProducerSpec};
 use uprtcd_dataplane::testnet::Net;
@@ -95,21 +95,8 @@ fn relaying_through_workers_allocates_nothing(backend: BackendChoice) {
     let (origin, destination) = (&workers.handles()[0], &workers.handles()[1]);
     let identity = DtlsIdentity::generate(DtlsVersionPolicy::Dtls12Only).unwrap();
     let (transport, mut publisher) = UdpPeer::connect_to_worker(origin, &identity, LOOPBACK, TIMEOUT).unwrap();
-    let spec = ProducerSpec { transport, ssrc: SSRC, kind: MediaKind::Video, clock_rate: 90_000 };
-    let Ok(Reply::ProducerAdded(producer)) = origin.request(|request| Command::AddProducer { request, spec }, TIMEOUT)
-    else {
-        panic!("producer refused")
-    };
-    let to_worker = WorkerIndex(destination.index());
-    let Ok(Reply::Exported(stream)) =
-        origin.request(|request| Command::ExportProducer { request, producer, to_worker }, TIMEOUT)
-    else {
-        panic!("export refused")
-    };
-    let from_worker = WorkerIndex(origin.index());
-    let import =
-        |request| Command::ImportProducer { request, from_worker, stream, kind: MediaKind::Video, clock_rate: 90_000 };
-    let Ok(Reply::ProducerAdded(imported)) = destination.request(import, TIMEOUT) else { panic!("import refused") };
+    let producer = add_video_producer(origin, transport, SSRC, TIMEOUT).expect("producer added");
+    let imported = relay_video(origin, destination, producer, TIMEOUT).expect("relayed to worker 1");
     let (transport, mut subscriber) = UdpPeer::connect_to_worker(destination, &identity, LOOPBACK, TIMEOUT).unwrap();
     let reply = destination
         .request(|request| Command::add_consumer_as_published(request, imported, transport, 0x100), TIMEOUT)

@@ -11,8 +11,8 @@ use std::time::{Duration, Instant};
 use uprtcd_dataplane::command::{Command, Reply};
 use uprtcd_dataplane::dtls::{DtlsIdentity, DtlsVersionPolicy};
 use uprtcd_dataplane::io::{BackendChoice, uring_unavailable_reason};
-use uprtcd_dataplane::peer::{PeerError, Received, TcpPeer, UdpPeer};
-use uprtcd_dataplane::router::{MediaKind, ProducerId, ProducerSpec, TransportId};
+use uprtcd_dataplane::peer::{PeerError, Received, TcpPeer, UdpPeer, add_video_producer};
+use uprtcd_dataplane::router::{ProducerId, TransportId};
 use uprtcd_dataplane::stats::{DropReason, WorkerCounters};
 use uprtcd_dataplane::wire::rtcp::{RtcpCompound, RtcpPacket, SenderInfo, write_sender_report};
 use uprtcd_dataplane::wire::rtp::{ExtensionIdMap, RtpHeader, RtpPacket};
@@ -27,14 +27,6 @@ const LOOPBACK: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
 fn start_worker(backend: BackendChoice) -> Workers {
     let plan = WorkerPlan::on_loopback(1, backend);
     Workers::start(&plan).expect("worker starts")
-}
-
-fn add_producer(worker: &WorkerHandle, transport: TransportId, ssrc: u32) -> ProducerId {
-    let spec = ProducerSpec { transport, ssrc, kind: MediaKind::Video, clock_rate: 90_000 };
-    match worker.request(|request| Command::AddProducer { request, spec }, TIMEOUT).unwrap() {
-        Reply::ProducerAdded(id) => id,
-        other => panic!("{other:?}"),
-    }
 }
 
 fn add_consumer(worker: &WorkerHandle, producer: ProducerId, transport: TransportId, ssrc: u32) {
@@ -175,9 +167,9 @@ fn media_crosses_between_udp_and_tcp(backend: BackendChoice) {
 
     // UDP publisher → TCP subscriber; TCP publisher → UDP subscriber and TCP subscriber.
     let (transport, mut udp_publisher) = udp_client(worker, &identity);
-    let from_udp = add_producer(worker, transport, UDP_PUBLISHER_SSRC);
+    let from_udp = add_video_producer(worker, transport, UDP_PUBLISHER_SSRC, TIMEOUT).unwrap();
     let (transport, mut tcp_publisher) = tcp_client(worker, &identity);
-    let from_tcp = add_producer(worker, transport, TCP_PUBLISHER_SSRC);
+    let from_tcp = add_video_producer(worker, transport, TCP_PUBLISHER_SSRC, TIMEOUT).unwrap();
     let (transport, mut tcp_subscriber) = tcp_client(worker, &identity);
     add_consumer(worker, from_udp, transport, 0x1000);
     let (transport, mut udp_subscriber) = udp_client(worker, &identity);
@@ -230,7 +222,7 @@ fn a_malformed_frame_closes_only_its_connection(backend: BackendChoice) {
     let worker = &workers.handles()[0];
     let identity = DtlsIdentity::generate(DtlsVersionPolicy::Dtls12Only).unwrap();
     let (transport, mut publisher) = tcp_client(worker, &identity);
-    let producer = add_producer(worker, transport, TCP_PUBLISHER_SSRC);
+    let producer = add_video_producer(worker, transport, TCP_PUBLISHER_SSRC, TIMEOUT).unwrap();
     let (transport, mut subscriber) = tcp_client(worker, &identity);
     add_consumer(worker, producer, transport, 0x1000);
     let (transport, mut victim) = TcpPeer::connect_to_worker(worker, &identity, TIMEOUT).expect("TCP client connects");

@@ -12,8 +12,7 @@ use stats_alloc::{INSTRUMENTED_SYSTEM, StatsAlloc};
 use uprtcd_dataplane::command::{Command, Reply};
 use uprtcd_dataplane::dtls::{DtlsIdentity, DtlsVersionPolicy};
 use uprtcd_dataplane::io::{BackendChoice, uring_unavailable_reason};
-use uprtcd_dataplane::peer::TcpPeer;
-use uprtcd_dataplane::router::{MediaKind, ProducerSpec};
+use uprtcd_dataplane::peer::{TcpPeer, add_video_producer};
 use uprtcd_dataplane::wire::rtp::ExtensionIdMap;
 use uprtcd_dataplane::worker::{WorkerPlan, Workers};
 
@@ -30,12 +29,7 @@ fn forwarding_over_tcp_allocates_nothing(backend: BackendChoice) {
     let worker = &workers.handles()[0];
     let identity = DtlsIdentity::generate(DtlsVersionPolicy::Dtls12Only).unwrap();
     let (transport, mut publisher) = TcpPeer::connect_to_worker(worker, &identity, TIMEOUT).unwrap();
-    let spec = ProducerSpec { transport, ssrc: SSRC, kind: MediaKind::Video, clock_rate: 90_000 };
-    let Reply::ProducerAdded(producer) =
-        worker.request(|request| Command::AddProducer { request, spec }, TIMEOUT).unwrap()
-    else {
-        panic!("producer refused")
-    };
+    let producer = add_video_producer(worker, transport, SSRC, TIMEOUT).expect("producer added");
     let (transport, mut subscriber) = TcpPeer::connect_to_worker(worker, &identity, TIMEOUT).unwrap();
     let extensions = ExtensionIdMap::identity();
     let reply = worker

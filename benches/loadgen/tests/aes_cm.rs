@@ -11,8 +11,8 @@ use uprtcd_dataplane::command::{Command, Reply};
 use uprtcd_dataplane::dtls::{DtlsIdentity, DtlsVersionPolicy};
 use uprtcd_dataplane::ice::IceCredentials;
 use uprtcd_dataplane::io::BackendChoice;
-use uprtcd_dataplane::peer::{ClientPeer, Received, UdpPeer};
-use uprtcd_dataplane::router::{MediaKind, ProducerSpec, TransportId};
+use uprtcd_dataplane::peer::{ClientPeer, Received, UdpPeer, add_video_producer};
+use uprtcd_dataplane::router::TransportId;
 use uprtcd_dataplane::wire::rtp::{RtpHeader, RtpPacket};
 use uprtcd_dataplane::worker::{WorkerHandle, WorkerPlan, Workers};
 use uprtcd_loadgen::cm::{RtcDtlsIdentity, aes_cm_client_peer};
@@ -72,17 +72,7 @@ fn forward_and_measure_tags(stack: Stack<'_>) -> (Vec<usize>, Vec<usize>) {
     let workers = Workers::start(&WorkerPlan::on_loopback(1, BackendChoice::Epoll)).expect("worker starts");
     let worker = &workers.handles()[0];
     let (publisher_transport, mut publisher) = connect(worker, stack);
-    let spec = ProducerSpec {
-        transport: publisher_transport,
-        ssrc: PUBLISHER_SSRC,
-        kind: MediaKind::Video,
-        clock_rate: 90_000,
-    };
-    let Reply::ProducerAdded(producer) =
-        worker.request(|request| Command::AddProducer { request, spec }, TIMEOUT).expect("the worker answers")
-    else {
-        panic!("producer refused")
-    };
+    let producer = add_video_producer(worker, publisher_transport, PUBLISHER_SSRC, TIMEOUT).expect("producer added");
     let (subscriber_transport, mut subscriber) = connect(worker, stack);
     let reply = worker
         .request(
