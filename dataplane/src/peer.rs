@@ -481,12 +481,19 @@ impl UdpPeer {
             if from != self.server {
                 continue;
             }
-            let mut send = Self::sender(&self.socket, self.server);
-            match self.peer.handle_datagram(Instant::now(), self.server, &mut buf[..len], &mut send) {
+            match self.handle_received(&mut buf[..len]) {
                 Ok(Received::Control) => continue,
                 other => return Some(other),
             }
         }
+    }
+
+    /// Handles a datagram from the server that the caller received on [`UdpPeer::socket`]
+    /// itself (decrypted in place, handshake traffic answered on the socket), for callers
+    /// that read with their own system call.
+    pub fn handle_received(&mut self, datagram: &mut [u8]) -> Result<Received, PeerError> {
+        let mut send = Self::sender(&self.socket, self.server);
+        self.peer.handle_datagram(Instant::now(), self.server, datagram, &mut send)
     }
 }
 

@@ -508,13 +508,7 @@ pub fn spawn_meter(mut peer: UdpPeer, stop: Arc<AtomicBool>) -> Result<MeterHand
             if from != server {
                 continue;
             }
-            let socket = peer.socket().try_clone();
-            let mut send = |bytes: &[u8]| {
-                if let Ok(s) = &socket {
-                    let _ = s.send_to(bytes, server);
-                }
-            };
-            let outcome = peer.peer.handle_datagram(Instant::now(), from, &mut buf[..len], &mut send);
+            let outcome = peer.handle_received(&mut buf[..len]);
             let mut stats = shared.lock().unwrap_or_else(|e| e.into_inner());
             match outcome {
                 Ok(Received::Rtp { len }) => {

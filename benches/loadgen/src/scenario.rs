@@ -60,7 +60,7 @@ impl<'a> Context<'a> {
             ClientDtls::AesCmOnly(_) => format!("{} AES-CM", self.sfu.label()),
             ClientDtls::Browserlike(_) => self.sfu.label(),
         };
-        let backend = self.uprtcd.map(|_| label.split_whitespace().nth(1).unwrap_or_default().to_owned());
+        let backend = self.uprtcd.map(|uprtcd| uprtcd.backend().to_owned());
         Run {
             scenario: scenario.to_owned(),
             sfu: if self.uprtcd.is_some() { "uprtcd" } else { "janus" }.to_owned(),

@@ -156,6 +156,11 @@ impl Uprtcd {
         Ok(workers)
     }
 
+    /// The socket backend it was started with.
+    pub fn backend(&self) -> &str {
+        &self.options.backend
+    }
+
     /// Mirrors live room `room` onto the worker with kernel thread id `worker_tid`.
     pub fn mirror(&self, room: &str, worker_tid: u32) -> Result<(), LoadError> {
         let body = json!({ "serverAlias": SERVER_ALIAS, "pid": worker_tid });
