@@ -110,9 +110,19 @@ impl Room {
         matches!(self.kind, RoomKind::Live { .. })
     }
 
-    /// Connected peers that are members (convo: everyone; live: the master and co-hosts).
+    /// Connected peers that are members (convo: everyone; live: the master and co-hosts), in
+    /// order. A live room's few members are looked up rather than its audience scanned: this
+    /// runs for every viewer that joins or leaves.
     pub fn connected_members(&self) -> Vec<PeerId> {
-        self.connected.iter().filter(|peer| self.is_member(peer)).cloned().collect()
+        match &self.kind {
+            RoomKind::Convo { .. } => self.connected.iter().cloned().collect(),
+            RoomKind::Live { live_members } => {
+                let members = std::iter::once(&self.master).chain(live_members.iter().map(|m| &m.peer));
+                let mut connected: Vec<PeerId> = members.filter(|p| self.connected.contains(*p)).cloned().collect();
+                connected.sort();
+                connected
+            }
+        }
     }
 
     /// The connected peers `peer` is told of when it joins (`joined.peers`, itself
@@ -910,6 +920,22 @@ mod tests {
             assert_eq!(room.worker, 0);
             assert!(room.mirrors.is_empty());
         }
+    }
+
+    #[test]
+    fn a_live_rooms_connected_members_are_its_stage_in_order() {
+        let mut reg = registry(1);
+        let a = open_live(&mut reg, "zed");
+        let member = |p: &str| LiveMember { peer: peer(p), kind: MediaKind::Audio, max_bitrate: 1_000 };
+        reg.add_live_member(&a, member("bob")).unwrap();
+        reg.add_live_member(&a, member("amy")).unwrap();
+        for p in ["viewer", "zed", "amy", "another"] {
+            reg.admit(&a, &peer(p)).unwrap();
+        }
+        let room = reg.room(&a).unwrap();
+        assert_eq!(room.connected_members(), vec![peer("amy"), peer("zed")], "bob is not connected");
+        assert_eq!(room.peers_visible_to(&peer("viewer")), vec![peer("amy"), peer("viewer"), peer("zed")]);
+        assert_eq!(room.peers_visible_to(&peer("zed")).len(), 4);
     }
 
     #[test]
