@@ -7,7 +7,7 @@
 #![allow(unsafe_code)]
 
 use std::io;
-use std::net::{SocketAddr, SocketAddrV4, SocketAddrV6, UdpSocket};
+use std::net::{SocketAddr, UdpSocket};
 use std::os::fd::AsRawFd;
 
 use socket2::SockAddr;
@@ -41,53 +41,38 @@ pub fn realtime_ns() -> u64 {
 /// kernel receive time in ns on CLOCK_REALTIME (the time of the call when the kernel gave
 /// none).
 pub fn recv_timestamped(socket: &UdpSocket, buf: &mut [u8]) -> io::Result<(usize, SocketAddr, u64)> {
-    // SAFETY: zeroed sockaddr_storage, iovec, msghdr and control buffer are valid initial
-    // values; the pointers stored in the msghdr outlive the call.
-    unsafe {
-        let mut source: libc::sockaddr_storage = std::mem::zeroed();
-        let mut iov = libc::iovec { iov_base: buf.as_mut_ptr().cast(), iov_len: buf.len() };
-        let mut control = [0u64; 8];
-        let mut msg: libc::msghdr = std::mem::zeroed();
-        msg.msg_name = (&mut source as *mut libc::sockaddr_storage).cast();
-        msg.msg_namelen = size_of::<libc::sockaddr_storage>() as libc::socklen_t;
-        msg.msg_iov = &mut iov;
-        msg.msg_iovlen = 1;
-        msg.msg_control = control.as_mut_ptr().cast();
-        msg.msg_controllen = size_of_val(&control);
-        let len = libc::recvmsg(socket.as_raw_fd(), &mut msg, 0);
-        if len < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        let mut stamp = None;
-        let mut cmsg = libc::CMSG_FIRSTHDR(&msg);
-        while !cmsg.is_null() {
-            if (*cmsg).cmsg_level == libc::SOL_SOCKET && (*cmsg).cmsg_type == libc::SO_TIMESTAMPNS {
-                let ts = std::ptr::read_unaligned(libc::CMSG_DATA(cmsg).cast::<libc::timespec>());
-                stamp = Some(ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64);
+    let mut stamp = None;
+    // SAFETY: socket2 hands a zeroed address storage and its length to fill; the iovec,
+    // msghdr and control buffer are valid initial values whose pointers outlive the call.
+    let (len, source) = unsafe {
+        SockAddr::try_init(|storage, storage_len| {
+            let mut iov = libc::iovec { iov_base: buf.as_mut_ptr().cast(), iov_len: buf.len() };
+            let mut control = [0u64; 8];
+            let mut msg: libc::msghdr = std::mem::zeroed();
+            msg.msg_name = storage.cast();
+            msg.msg_namelen = *storage_len;
+            msg.msg_iov = &mut iov;
+            msg.msg_iovlen = 1;
+            msg.msg_control = control.as_mut_ptr().cast();
+            msg.msg_controllen = size_of_val(&control);
+            let len = libc::recvmsg(socket.as_raw_fd(), &mut msg, 0);
+            if len < 0 {
+                return Err(io::Error::last_os_error());
             }
-            cmsg = libc::CMSG_NXTHDR(&msg, cmsg);
-        }
-        let from = socket_addr(&source).ok_or_else(|| io::Error::other("a datagram from an unknown family"))?;
-        Ok((len as usize, from, stamp.unwrap_or_else(realtime_ns)))
-    }
-}
-
-fn socket_addr(storage: &libc::sockaddr_storage) -> Option<SocketAddr> {
-    match i32::from(storage.ss_family) {
-        libc::AF_INET => {
-            // SAFETY: the family says the storage holds a sockaddr_in.
-            let v4 = unsafe { &*(storage as *const libc::sockaddr_storage).cast::<libc::sockaddr_in>() };
-            let ip = std::net::Ipv4Addr::from(u32::from_be(v4.sin_addr.s_addr));
-            Some(SocketAddr::V4(SocketAddrV4::new(ip, u16::from_be(v4.sin_port))))
-        }
-        libc::AF_INET6 => {
-            // SAFETY: the family says the storage holds a sockaddr_in6.
-            let v6 = unsafe { &*(storage as *const libc::sockaddr_storage).cast::<libc::sockaddr_in6>() };
-            let ip = std::net::Ipv6Addr::from(v6.sin6_addr.s6_addr);
-            Some(SocketAddr::V6(SocketAddrV6::new(ip, u16::from_be(v6.sin6_port), v6.sin6_flowinfo, v6.sin6_scope_id)))
-        }
-        _ => None,
-    }
+            *storage_len = msg.msg_namelen;
+            let mut cmsg = libc::CMSG_FIRSTHDR(&msg);
+            while !cmsg.is_null() {
+                if (*cmsg).cmsg_level == libc::SOL_SOCKET && (*cmsg).cmsg_type == libc::SO_TIMESTAMPNS {
+                    let ts = std::ptr::read_unaligned(libc::CMSG_DATA(cmsg).cast::<libc::timespec>());
+                    stamp = Some(ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64);
+                }
+                cmsg = libc::CMSG_NXTHDR(&msg, cmsg);
+            }
+            Ok(len as usize)
+        })?
+    };
+    let from = source.as_socket().ok_or_else(|| io::Error::other("a datagram from an unknown family"))?;
+    Ok((len, from, stamp.unwrap_or_else(realtime_ns)))
 }
 
 /// The most datagrams one [`send_to_each`] call takes.
