@@ -265,20 +265,11 @@ impl Process {
         lines[lines.len().saturating_sub(30)..].join("\n")
     }
 
-    /// SIGTERM, so Janus closes its sessions and sockets; SIGKILL if it has not exited within
-    /// [`STOP_TIMEOUT`].
+    /// SIGTERM, then SIGKILL if Janus has not exited within [`STOP_TIMEOUT`].
     fn stop(&mut self) {
-        let Some(mut child) = self.child.take() else { return };
-        sys::terminate(&child);
-        let deadline = Instant::now() + STOP_TIMEOUT;
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(20));
+        if let Some(mut child) = self.child.take() {
+            sys::stop(&mut child, STOP_TIMEOUT);
         }
-        let _ = child.kill();
-        let _ = child.wait();
     }
 }
 

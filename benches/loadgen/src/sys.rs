@@ -141,13 +141,24 @@ pub fn thread_cpu_ns() -> u64 {
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 
-/// SIGTERM to `child`, a process this load generator started and has not waited for.
-pub fn terminate(child: &std::process::Child) {
+/// Stops `child`, a process this load generator started and has not waited for: SIGTERM,
+/// so it closes its sessions and sockets in order, then SIGKILL if it has not exited within
+/// `grace`.
+pub fn stop(child: &mut std::process::Child, grace: std::time::Duration) {
     if let Ok(pid) = libc::pid_t::try_from(child.id()) {
         // SAFETY: kill touches no memory of ours. The pid is our own child's, which has not
         // been waited for yet, so it cannot have been reused by another process.
         unsafe { libc::kill(pid, libc::SIGTERM) };
     }
+    let deadline = std::time::Instant::now() + grace;
+    while std::time::Instant::now() < deadline {
+        if matches!(child.try_wait(), Ok(Some(_))) {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
 }
 
 /// Sets up a child between fork and exec: pinned to `cores` (empty: not pinned), so are all

@@ -18,6 +18,8 @@ use crate::sfu::{Member, RoomKind, Sfu};
 use crate::sys;
 
 const READY_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long uprtcd may take to stop after SIGTERM before it gets SIGKILL.
+const STOP_TIMEOUT: Duration = Duration::from_secs(5);
 const EVENT_TIMEOUT: Duration = Duration::from_secs(20);
 /// The `serverAlias` the server is started with, which `POST /live/mirror` names.
 const SERVER_ALIAS: &str = "uprtcd-load";
@@ -177,17 +179,7 @@ impl Uprtcd {
 
 impl Drop for Uprtcd {
     fn drop(&mut self) {
-        sys::terminate(&self.child);
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while Instant::now() < deadline {
-            if matches!(self.child.try_wait(), Ok(Some(_))) {
-                let _ = std::fs::remove_dir_all(&self.data_dir);
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        sys::stop(&mut self.child, STOP_TIMEOUT);
         let _ = std::fs::remove_dir_all(&self.data_dir);
     }
 }
