@@ -361,6 +361,32 @@ mod tests {
         assert_eq!(seen, (0..200).collect::<Vec<_>>());
     }
 
+    /// Twenty datagrams wait in the socket; polls with a budget of three hand over at most
+    /// three each, and together all twenty, in order.
+    fn poll_keeps_to_its_budget(choice: BackendChoice) {
+        let (mut io, _wake) = loopback_pair(choice);
+        let to = io.local_addr(SocketIndex(1)).unwrap();
+        let mut queue = SendQueue::new(32);
+        for i in 0..20u8 {
+            assert!(queue.push(SocketIndex(0), to, &[i; 200]));
+        }
+        assert_eq!(io.flush(&mut queue).unwrap().sent, 20);
+        let mut seen = Vec::new();
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while seen.len() < 20 && std::time::Instant::now() < deadline {
+            let mut this_poll = 0;
+            let outcome = io
+                .poll(Some(Duration::from_millis(100)), 3, |_, _, bytes, _| {
+                    this_poll += 1;
+                    seen.push(bytes[0]);
+                })
+                .unwrap();
+            assert!(this_poll <= 3, "a poll with a budget of 3 handed over {this_poll}");
+            assert_eq!(outcome.received, this_poll);
+        }
+        assert_eq!(seen, (0..20).collect::<Vec<_>>());
+    }
+
     fn wake_up_ends_the_wait(choice: BackendChoice) {
         let (mut io, wake) = loopback_pair(choice);
         let waker = Arc::clone(&wake);
@@ -425,6 +451,20 @@ mod tests {
     #[test]
     fn epoll_exchanges_datagrams_in_order() {
         exchange_datagrams(BackendChoice::Epoll);
+    }
+
+    #[test]
+    fn epoll_keeps_to_the_receive_budget() {
+        poll_keeps_to_its_budget(BackendChoice::Epoll);
+    }
+
+    #[test]
+    fn uring_keeps_to_the_receive_budget() {
+        if let Some(reason) = uring_unavailable_reason() {
+            eprintln!("skipped: {reason}");
+            return;
+        }
+        poll_keeps_to_its_budget(BackendChoice::Uring);
     }
 
     #[test]

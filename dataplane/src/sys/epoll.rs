@@ -200,7 +200,7 @@ impl EpollIo {
     }
 
     /// Waits up to `timeout` (forever when `None`) for datagrams, registered fds or a
-    /// wake-up, then reads at most `budget` datagrams (rounded up to whole batches) and hands
+    /// wake-up, then reads at most `budget` datagrams (at least one per ready socket) and hands
     /// each to `on_event` with the send side, as it does each registered fd that is ready.
     /// Unread datagrams stay in the socket.
     pub(crate) fn poll(
@@ -226,11 +226,12 @@ impl EpollIo {
             };
             let socket = SocketIndex(u16::try_from(token).unwrap_or(u16::MAX));
             loop {
-                let n = rx.recv.receive(fd, socket, &mut |socket, source, bytes| {
+                let asked = budget.saturating_sub(outcome.received).min(RECV_BATCH);
+                let n = rx.recv.receive(fd, socket, asked, &mut |socket, source, bytes| {
                     on_event(Event::Datagram { socket, source, bytes }, tx)
                 })?;
                 outcome.received += n;
-                if n < RECV_BATCH || outcome.received >= budget {
+                if n < asked || outcome.received >= budget {
                     break;
                 }
             }

@@ -40,16 +40,19 @@ impl RecvBatch {
         }
     }
 
-    /// Reads up to a batch from `fd` without blocking and hands each datagram to
-    /// `on_datagram`; returns how many were read (0 when the socket had none).
+    /// Reads up to `max` datagrams (at least one, at most a batch) from `fd` without
+    /// blocking and hands each to `on_datagram`; returns how many were read (0 when the
+    /// socket had none).
     pub(crate) fn receive(
         &mut self,
         fd: RawFd,
         socket: SocketIndex,
+        max: usize,
         on_datagram: &mut impl FnMut(SocketIndex, SocketAddr, &mut [u8]),
     ) -> io::Result<usize> {
+        let max = max.clamp(1, RECV_BATCH);
         let buffers = self.buffers.as_mut_ptr();
-        for i in 0..RECV_BATCH {
+        for i in 0..max {
             self.iovecs[i] = libc::iovec {
                 // SAFETY: slot i lies inside `buffers` (RECV_BATCH * SLOT_SIZE bytes).
                 iov_base: unsafe { buffers.add(i * SLOT_SIZE) }.cast(),
@@ -68,13 +71,7 @@ impl RecvBatch {
         // SAFETY: every header points at live buffers and addresses owned by `self`, which
         // outlive the call; the kernel writes at most the lengths given.
         let n = unsafe {
-            libc::recvmmsg(
-                fd,
-                self.headers.as_mut_ptr(),
-                RECV_BATCH as libc::c_uint,
-                libc::MSG_DONTWAIT,
-                std::ptr::null_mut(),
-            )
+            libc::recvmmsg(fd, self.headers.as_mut_ptr(), max as libc::c_uint, libc::MSG_DONTWAIT, std::ptr::null_mut())
         };
         if n < 0 {
             let err = io::Error::last_os_error();
