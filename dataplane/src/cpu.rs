@@ -14,7 +14,17 @@ use crate::sys;
 
 /// Total CPU time (user + system) the thread `tid` of this process has consumed.
 pub fn thread_cpu_time(tid: i32) -> io::Result<Duration> {
-    let base = format!("/proc/self/task/{tid}");
+    task_cpu_time(&format!("/proc/self/task/{tid}"))
+}
+
+/// Total CPU time (user + system) the thread `tid` of process `pid` has consumed: what the
+/// benches' load generator reads of the SFU it measures.
+pub fn process_thread_cpu_time(pid: u32, tid: u32) -> io::Result<Duration> {
+    task_cpu_time(&format!("/proc/{pid}/task/{tid}"))
+}
+
+/// CPU time of the task whose `/proc` directory is `base`.
+fn task_cpu_time(base: &str) -> io::Result<Duration> {
     match fs::read_to_string(format!("{base}/schedstat")) {
         Ok(text) => parse_schedstat(&text),
         Err(_) => parse_stat(&fs::read_to_string(format!("{base}/stat"))?, sys::clock_ticks_per_second()),

@@ -6,8 +6,7 @@ use std::time::Duration;
 
 /// Time thread `tid` of `pid` has spent on a CPU; `None` once it is gone.
 pub fn thread_cpu(pid: u32, tid: u32) -> Option<Duration> {
-    let text = std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/schedstat")).ok()?;
-    text.split_whitespace().next()?.parse().ok().map(Duration::from_nanos)
+    uprtcd_dataplane::cpu::process_thread_cpu_time(pid, tid).ok()
 }
 
 /// Time all of `pid`'s live threads have spent on a CPU. Threads that ended are not
