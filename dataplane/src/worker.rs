@@ -607,7 +607,7 @@ mod tests {
         // A conference: 15 copies a datagram still fit the whole budget.
         budget.observe(200, 200 * 15);
         assert_eq!(budget.datagrams(), RECEIVE_BUDGET);
-        // A fan-out to 3,000: one datagram a turn, never none.
+        // A fan-out to 3,000: two datagrams a turn; past the whole budget, one, never none.
         budget.observe(100, 100 * 3000);
         assert_eq!(budget.datagrams(), 2);
         budget.observe(1, 20_000);
