@@ -6,9 +6,11 @@
 use std::fmt;
 use std::net::{IpAddr, Ipv6Addr, SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use clap::Parser;
 use serde::Deserialize;
+use uprtcd_dataplane::engine::DEFAULT_CONNECT_TIMEOUT;
 use uprtcd_dataplane::io::BackendChoice;
 
 /// Command-line flags; each overrides the key of the configuration file named in its help.
@@ -119,6 +121,8 @@ struct ApiSection {
 struct ClientSection {
     listen: Option<SocketAddr>,
     demo: Option<bool>,
+    ping_timeout_ms: Option<u64>,
+    write_timeout_ms: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -127,6 +131,7 @@ struct DataplaneSection {
     workers: Option<usize>,
     io_backend: Option<String>,
     udp_listen: Option<SocketAddr>,
+    connect_timeout_ms: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -152,7 +157,13 @@ pub struct Config {
     pub client_listen: SocketAddr,
     /// Serve `/demo` and `/demo/join` on the client listener.
     pub demo: bool,
+    /// A signalling client silent (no pong, no message) this long is dropped.
+    pub ping_timeout: Duration,
+    /// A write to a signalling client that takes longer ends its session.
+    pub write_timeout: Duration,
     pub workers: usize,
+    /// A media transport not connected (ICE and DTLS) this long after it was opened is freed.
+    pub connect_timeout: Duration,
     pub io_backend: BackendChoice,
     pub udp_listen: SocketAddr,
     pub default_max_members: u32,
@@ -176,6 +187,20 @@ const DEFAULT_MIRROR_LOAD_PERCENT: f64 = 70.0;
 const DEFAULT_DEMO: bool = true;
 /// More workers than this is a typo, not a machine.
 const MAX_WORKERS: usize = 1024;
+const DEFAULT_PING_TIMEOUT_MS: u64 = 30_000;
+const DEFAULT_WRITE_TIMEOUT_MS: u64 = 10_000;
+/// Timeouts shorter than this would drop healthy clients on any hiccup.
+const MIN_TIMEOUT_MS: u64 = 300;
+/// Longer than a day is a typo; such a timeout would hold resources for good.
+const MAX_TIMEOUT_MS: u64 = 86_400_000;
+
+/// A timeout key of the file, in milliseconds, checked against the sane range.
+fn timeout(file_key: &str, value: Option<u64>, default_ms: u64) -> Result<Duration, ConfigError> {
+    match value.unwrap_or(default_ms) {
+        ms if (MIN_TIMEOUT_MS..=MAX_TIMEOUT_MS).contains(&ms) => Ok(Duration::from_millis(ms)),
+        ms => Err(ConfigError::new(file_key, format!("{ms} ms is outside {MIN_TIMEOUT_MS}..={MAX_TIMEOUT_MS}"))),
+    }
+}
 
 /// The names of a setting: its key in the file and its flag.
 fn key(file_key: &str, flag: Option<&str>) -> String {
@@ -275,7 +300,14 @@ impl Config {
             max_upload_bytes: file.api.max_upload_bytes.unwrap_or(DEFAULT_MAX_UPLOAD_BYTES),
             client_listen,
             demo,
+            ping_timeout: timeout("client.ping_timeout_ms", file.client.ping_timeout_ms, DEFAULT_PING_TIMEOUT_MS)?,
+            write_timeout: timeout("client.write_timeout_ms", file.client.write_timeout_ms, DEFAULT_WRITE_TIMEOUT_MS)?,
             workers,
+            connect_timeout: timeout(
+                "dataplane.connect_timeout_ms",
+                file.dataplane.connect_timeout_ms,
+                DEFAULT_CONNECT_TIMEOUT.as_millis() as u64,
+            )?,
             io_backend,
             udp_listen,
             default_max_members: file.rooms.default_max_members.unwrap_or(DEFAULT_MAX_MEMBERS),
@@ -383,6 +415,25 @@ mod tests {
         assert_eq!(with_file("[rooms]\nmirror_load_percent = 0\n").unwrap().mirror_load_percent, 0.0);
         let e = with_file("[rooms]\nmirror_load_percent = 150\n").unwrap_err().to_string();
         assert!(e.contains("rooms.mirror_load_percent"), "{e}");
+    }
+
+    #[test]
+    fn timeouts_from_the_file_within_their_range() {
+        let defaults = with_file("").unwrap();
+        assert_eq!(defaults.ping_timeout, Duration::from_secs(30));
+        assert_eq!(defaults.write_timeout, Duration::from_secs(10));
+        assert_eq!(defaults.connect_timeout, DEFAULT_CONNECT_TIMEOUT);
+        let set = with_file(
+            "[client]\nping_timeout_ms = 3000\nwrite_timeout_ms = 500\n[dataplane]\nconnect_timeout_ms = 2000\n",
+        )
+        .unwrap();
+        assert_eq!(set.ping_timeout, Duration::from_secs(3));
+        assert_eq!(set.write_timeout, Duration::from_millis(500));
+        assert_eq!(set.connect_timeout, Duration::from_secs(2));
+        let e = with_file("[client]\nping_timeout_ms = 10\n").unwrap_err().to_string();
+        assert!(e.contains("client.ping_timeout_ms") && e.contains("10 ms"), "{e}");
+        let e = with_file("[dataplane]\nconnect_timeout_ms = 100000000\n").unwrap_err().to_string();
+        assert!(e.contains("dataplane.connect_timeout_ms"), "{e}");
     }
 
     #[test]

@@ -62,6 +62,7 @@ fn run(cli: &Cli) -> Result<(), String> {
     let available: Vec<usize> = core_affinity::get_core_ids().unwrap_or_default().iter().map(|c| c.id).collect();
     let mut plan = WorkerPlan::spread(config.worker_count(available.len()), &available, config.io_backend);
     plan.udp = Some(config.udp_listen);
+    plan.engine.connect_timeout = config.connect_timeout;
     if let Some(reason) = uprtcd_dataplane::io::uring_unavailable_reason() {
         tracing::info!(%reason, "io_uring is unavailable; workers use epoll");
     }
@@ -133,6 +134,8 @@ fn settings(config: &Config, app_secret: String, api: &TcpListener, client: &Tcp
         max_upload_bytes: config.max_upload_bytes,
         recordings_dir: config.data_dir.join(uprtcd_controlplane::RECORDINGS_DIR),
         demo: config.demo,
+        ping_timeout: config.ping_timeout,
+        write_timeout: config.write_timeout,
         mirror_load_percent: config.mirror_load_percent,
     })
 }
@@ -170,6 +173,7 @@ async fn serve(
     let api_addr = api.local_addr().map_err(|e| e.to_string())?;
     let client_addr = client.local_addr().map_err(|e| e.to_string())?;
     loads.spawn_sampler();
+    uprtcd_controlplane::events::spawn_drains(&state);
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {

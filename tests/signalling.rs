@@ -41,7 +41,8 @@ fn the_conversation_room_rules_refuse_with_the_spec_codes() {
     let srv = Server::start(&[]);
     let (room, code) = convo(&srv, "alice", &["bob", "carol"], 2);
     assert_eq!(refused(&srv, code, "mallory", &token(&srv, &room, "mallory")), 50003, "not invited");
-    let _alice = join(&srv, &room, code, "alice");
+    // Alice's client answers the server's pings, as a browser does.
+    let _alice = Reading::start(join(&srv, &room, code, "alice"));
     assert_eq!(refused(&srv, code, "alice", &token(&srv, &room, "alice")), 50004, "already connected");
     let _bob = join(&srv, &room, code, "bob");
     assert_eq!(refused(&srv, code, "carol", &token(&srv, &room, "carol")), 50012, "room full");

@@ -9,6 +9,7 @@
 pub mod api;
 pub mod demo;
 pub mod envelope;
+pub mod events;
 pub mod ids;
 pub mod load;
 pub mod metrics;

@@ -136,5 +136,55 @@ pub fn render(state: &AppState) -> String {
     family(&mut out, "uprtcd_worker_drops_total", "counter", "Datagrams the worker dropped, by reason.", drops);
     let rooms = state.read(|reg| reg.room_count());
     family(&mut out, "uprtcd_rooms", "gauge", "Open rooms.", std::iter::once((String::new(), rooms as f64)));
+    lifecycle(&mut out, state);
     out
+}
+
+/// How client transports and sessions ended.
+fn lifecycle(out: &mut String, state: &AppState) {
+    let lifecycle = state.lifecycle();
+    let single = |value: u64| std::iter::once((String::new(), value as f64));
+    let count = |counter: &std::sync::atomic::AtomicU64| single(counter.load(std::sync::atomic::Ordering::Relaxed));
+    family(
+        out,
+        "uprtcd_transports_connected_total",
+        "counter",
+        "Client transports that completed ICE and DTLS.",
+        single(lifecycle.connected()),
+    );
+    family(
+        out,
+        "uprtcd_transports_closed_total",
+        "counter",
+        "Client transports the workers removed, by reason.",
+        lifecycle.closed().map(|(reason, n)| (format!("reason=\"{reason}\""), n as f64)),
+    );
+    family(
+        out,
+        "uprtcd_transports_owned",
+        "gauge",
+        "Open client transports with a session that owns them.",
+        single(state.hub().owned_transports() as u64),
+    );
+    family(
+        out,
+        "uprtcd_signalling_ping_timeouts_total",
+        "counter",
+        "Signalling sessions closed because their client answered no ping within client.ping_timeout_ms.",
+        count(&lifecycle.ping_timeouts),
+    );
+    family(
+        out,
+        "uprtcd_signalling_write_timeouts_total",
+        "counter",
+        "Sessions closed because a write to their client took longer than client.write_timeout_ms.",
+        count(&lifecycle.write_timeouts),
+    );
+    family(
+        out,
+        "uprtcd_sessions_replaced_total",
+        "counter",
+        "Sessions a new connection of the same peer replaced after they answered no probe.",
+        count(&lifecycle.replaced),
+    );
 }

@@ -12,11 +12,12 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use std::time::Duration;
 
-use uprtcd_dataplane::command::{Command, Reply, RequestId};
+use uprtcd_dataplane::command::{Command, Reply};
 use uprtcd_dataplane::dtls::CertificateFingerprint;
-use uprtcd_dataplane::worker::Workers;
+use uprtcd_dataplane::worker::{WorkerHandle, Workers};
 
 use crate::envelope::{ApiCode, ApiError, BodyLimit};
+use crate::events::Lifecycle;
 use crate::load::WorkerLoads;
 use crate::registry::Registry;
 use crate::signalling::hub::Hub;
@@ -49,7 +50,30 @@ pub struct Settings {
     /// Demo mode: `/demo` and `/demo/join` let anyone create and join rooms (see
     /// [`crate::demo`]).
     pub demo: bool,
+    /// A signalling client that answers no ping (nor sends anything) for this long is gone:
+    /// its session ends and it leaves the room.
+    pub ping_timeout: Duration,
+    /// A write to a signalling client that takes longer (the client stopped reading) ends
+    /// its session.
+    pub write_timeout: Duration,
 }
+
+impl Settings {
+    /// How often a signalling session pings its client: three pings per timeout, so that
+    /// one lost pong is no reason to drop a client.
+    pub fn ping_interval(&self) -> Duration {
+        self.ping_timeout / 3
+    }
+
+    /// How long a new connection of a peer waits for the peer's existing session to show
+    /// it is alive before replacing it.
+    pub fn probe_timeout(&self) -> Duration {
+        PROBE_TIMEOUT.min(self.ping_timeout)
+    }
+}
+
+/// Long enough for a pong over a poor mobile link; short enough for a reconnecting phone.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 
 #[derive(Debug)]
 struct Shared {
@@ -58,6 +82,7 @@ struct Shared {
     store: Store,
     loads: Arc<WorkerLoads>,
     hub: Hub,
+    lifecycle: Lifecycle,
     workers: Arc<Workers>,
 }
 
@@ -73,7 +98,15 @@ impl AppState {
         loads: Arc<WorkerLoads>,
         workers: Arc<Workers>,
     ) -> Self {
-        Self(Arc::new(Shared { settings, registry: Mutex::new(registry), store, loads, hub: Hub::default(), workers }))
+        Self(Arc::new(Shared {
+            settings,
+            registry: Mutex::new(registry),
+            store,
+            loads,
+            hub: Hub::default(),
+            lifecycle: Lifecycle::default(),
+            workers,
+        }))
     }
 
     /// Where worker `index` receives media and the fingerprint its transports present.
@@ -82,20 +115,17 @@ impl AppState {
         Some((worker.udp_address()?, worker.fingerprint()))
     }
 
-    /// Sends a command to worker `index` and waits for its reply on the blocking pool: the
-    /// reply queue is a blocking channel, and a worker answers within one loop turn.
-    pub async fn request_worker(
-        &self,
-        index: usize,
-        make: impl FnOnce(RequestId) -> Command + Send + 'static,
-    ) -> Result<Reply, ApiError> {
-        let workers = Arc::clone(&self.0.workers);
-        tokio::task::spawn_blocking(move || {
-            let worker = workers.handles().get(index).ok_or_else(|| ApiError::code(ApiCode::NoWorker))?;
-            worker.request(make, WORKER_REPLY_TIMEOUT).map_err(|e| ApiError::system(format!("worker {index}: {e}")))
-        })
-        .await
-        .map_err(|e| ApiError::system(format!("worker request task failed: {e}")))?
+    /// Sends a command to worker `index` and awaits its reply, which comes on the request's
+    /// own channel within one loop turn of a healthy worker; a full queue (10000) or a
+    /// worker that does not answer in time fails this caller only.
+    pub async fn request_worker(&self, index: usize, command: Command) -> Result<Reply, ApiError> {
+        let worker = self.0.workers.handles().get(index).ok_or_else(|| ApiError::code(ApiCode::NoWorker))?;
+        let failed = |e: uprtcd_dataplane::Error| ApiError::system(format!("worker {index}: {e}"));
+        let pending = worker.send(command).map_err(failed)?;
+        match tokio::time::timeout(WORKER_REPLY_TIMEOUT, pending.recv()).await {
+            Ok(reply) => reply.map_err(failed),
+            Err(_) => Err(failed(uprtcd_dataplane::Error::ReplyTimeout)),
+        }
     }
 
     pub fn settings(&self) -> &Settings {
@@ -109,6 +139,15 @@ impl AppState {
     /// The connected clients' signalling sessions.
     pub fn hub(&self) -> &Hub {
         &self.0.hub
+    }
+
+    /// How transports and sessions ended.
+    pub fn lifecycle(&self) -> &Lifecycle {
+        &self.0.lifecycle
+    }
+
+    pub fn worker_handles(&self) -> &[WorkerHandle] {
+        self.0.workers.handles()
     }
 
     fn lock(&self) -> MutexGuard<'_, Registry> {

@@ -50,9 +50,7 @@ fn main() {
         let (transport, client) =
             UdpPeer::connect_to_worker(worker, &identity, LOOPBACK, TIMEOUT).expect("subscriber connects");
         let ssrc = 100 + i as u32;
-        worker
-            .request(|request| Command::add_consumer_as_published(request, producer, transport, ssrc), TIMEOUT)
-            .unwrap();
+        worker.request(Command::add_consumer_as_published(producer, transport, ssrc), TIMEOUT).unwrap();
         subscribers.push(client);
     }
 

@@ -56,9 +56,7 @@ fn measure(relayed: bool, packets: usize) {
             let (transport, client) =
                 UdpPeer::connect_to_worker(subscribed_on, &identity, LOOPBACK, TIMEOUT).expect("client connects");
             let ssrc = 100 + i as u32;
-            subscribed_on
-                .request(|request| Command::add_consumer_as_published(request, producer, transport, ssrc), TIMEOUT)
-                .unwrap();
+            subscribed_on.request(Command::add_consumer_as_published(producer, transport, ssrc), TIMEOUT).unwrap();
             client
         })
         .collect();

@@ -1,11 +1,19 @@
-//! Control → worker commands: one bounded queue per worker plus an eventfd that wakes the
-//! worker's loop when it sleeps in the kernel, and the worker → control replies, each
-//! carrying the [`RequestId`] of the command it answers.
+//! The two-way boundary between the control plane and one worker: commands in, each with
+//! its own reply channel, and the worker's events out.
 //!
-//! Rule for callers: `send` never blocks. A full queue is returned to the caller as
-//! [`Error::QueueFull`] (the REST side turns it into code 10000) so a stuck worker can
-//! never stall the control plane. The worker never blocks on replies either: a reply that
-//! finds the reply queue full is dropped, and its caller times out.
+//! - **Commands:** one bounded queue per worker plus an eventfd that wakes the worker's loop
+//!   when it sleeps in the kernel. Every [`Command`] travels with a oneshot sender; the
+//!   caller keeps the [`PendingReply`] and waits on it (blocking with a timeout, or as a
+//!   future), so no caller waits under a lock and a slow worker delays only its own callers.
+//! - **Events:** a bounded queue per worker of [`WorkerEvent`]s (a transport connected or
+//!   closed and why, an import ended) that the control plane drains. Whatever the worker
+//!   learns that changes a room reaches the control plane this way, not only a log line.
+//!
+//! Rules for callers: `send` never blocks. A full queue is returned to the caller as
+//! [`Error::QueueFull`] (the REST side turns it into code 10000) so a stuck worker can never
+//! stall the control plane. The worker never blocks either: a reply whose caller gave up is
+//! dropped, and an event that finds the event queue full waits in the worker (bounded by
+//! its transports) for the next turn instead of being lost.
 //!
 //! Relaying a producer to consumers on another worker takes two commands, in this order:
 //! [`Command::ExportProducer`] to the producer's (origin) worker, whose reply names the
@@ -16,52 +24,46 @@
 //! start at the keyframe the first consumer asks for anyway. The imported producer goes
 //! away by itself, with its consumers, when the origin's producer does (its transport
 //! closed) or after [`Command::UnexportProducer`]; the destination then reports
-//! `EngineEvent::ImportEnded`. An import of a stream that ended already is refused.
+//! [`EngineEvent::ImportEnded`]. An import of a stream that ended already is refused.
 #![forbid(unsafe_code)]
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use crossbeam_channel::{Receiver, Sender, TrySendError};
 
 use crate::Error;
 use crate::dtls::CertificateFingerprint;
-use crate::engine::{EngineError, TransportCreated};
+use crate::engine::{EngineError, EngineEvent, TransportCreated};
 use crate::ice::IceCredentials;
 use crate::relay::{RelayStreamId, WorkerIndex};
 use crate::router::{ConsumerId, MediaKind, ProducerId, ProducerSpec, RtxStream, TransportId};
 use crate::sys::EventFd;
 use crate::wire::rtp::ExtensionIdMap;
 
-/// Matches a reply to the command it answers.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct RequestId(pub u64);
-
 /// What the control plane asks of a worker.
 #[derive(Debug)]
 pub enum Command {
-    /// Finish the current loop turn, release everything and let the thread end.
+    /// Finish the current loop turn, release everything and let the thread end; replies
+    /// [`Reply::Done`] first.
     Shutdown,
     /// Open a transport for a client whose SDP gave these credentials and fingerprint;
     /// `local_ice` when the signalling already offered the SFU's side.
     CreateTransport {
-        request: RequestId,
         local_ice: Option<IceCredentials>,
         remote_ice: IceCredentials,
         remote_fingerprint: CertificateFingerprint,
     },
     CloseTransport {
-        request: RequestId,
         transport: TransportId,
     },
     AddProducer {
-        request: RequestId,
         spec: ProducerSpec,
     },
     /// Send `producer`'s stream to the client on `transport` as SSRC `ssrc`, its header
     /// extensions renumbered to the ids that client negotiated.
     AddConsumer {
-        request: RequestId,
         producer: ProducerId,
         transport: TransportId,
         ssrc: u32,
@@ -69,25 +71,21 @@ pub enum Command {
     },
     /// Cap what the client on `transport` publishes (REMB each report interval).
     LimitBitrate {
-        request: RequestId,
         transport: TransportId,
         max_bps: u32,
     },
     /// Resend the consumer's lost packets as this RTX stream, which its subscriber negotiated.
     EnableRtx {
-        request: RequestId,
         consumer: ConsumerId,
         rtx: RtxStream,
     },
     /// Stop for good what the client on `transport` receives as `ssrc`.
     RemoveConsumer {
-        request: RequestId,
         transport: TransportId,
         ssrc: u32,
     },
     /// Stop (or resume) forwarding to the consumer; its numbering continues without a gap.
     PauseConsumer {
-        request: RequestId,
         consumer: ConsumerId,
         paused: bool,
     },
@@ -96,7 +94,6 @@ pub enum Command {
     /// is relayed there already; refused for an unknown producer, an imported one, or a
     /// worker that is this one or does not exist.
     ExportProducer {
-        request: RequestId,
         producer: ProducerId,
         to_worker: WorkerIndex,
     },
@@ -104,7 +101,6 @@ pub enum Command {
     /// producer is then removed with its consumers. [`Reply::Done`], also when it was not
     /// relayed there.
     UnexportProducer {
-        request: RequestId,
         producer: ProducerId,
         to_worker: WorkerIndex,
     },
@@ -112,7 +108,6 @@ pub enum Command {
     /// relays (the id its [`Reply::Exported`] gave). Replies [`Reply::ProducerAdded`], the
     /// same producer when it was imported already.
     ImportProducer {
-        request: RequestId,
         from_worker: WorkerIndex,
         stream: RelayStreamId,
         kind: MediaKind,
@@ -123,13 +118,8 @@ pub enum Command {
 impl Command {
     /// A consumer whose subscriber numbers header extensions as its publisher does: test
     /// clients and the load generator, which negotiate no SDP.
-    pub fn add_consumer_as_published(
-        request: RequestId,
-        producer: ProducerId,
-        transport: TransportId,
-        ssrc: u32,
-    ) -> Self {
-        Command::AddConsumer { request, producer, transport, ssrc, extensions: ExtensionIdMap::identity() }
+    pub fn add_consumer_as_published(producer: ProducerId, transport: TransportId, ssrc: u32) -> Self {
+        Command::AddConsumer { producer, transport, ssrc, extensions: ExtensionIdMap::identity() }
     }
 }
 
@@ -149,17 +139,68 @@ pub enum Reply {
     Refused(EngineError),
 }
 
+/// Something a worker reports to the control plane, with the worker it happened on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WorkerEvent {
+    pub worker: usize,
+    pub event: EngineEvent,
+}
+
+/// The control plane's end of one worker's event stream.
+pub type EventReceiver = tokio::sync::mpsc::Receiver<WorkerEvent>;
+/// The worker's end of its event stream.
+pub(crate) type EventSender = tokio::sync::mpsc::Sender<WorkerEvent>;
+
+/// A bounded event stream of `capacity` events.
+pub(crate) fn event_queue(capacity: usize) -> (EventSender, EventReceiver) {
+    tokio::sync::mpsc::channel(capacity)
+}
+
+/// A command on its way to the worker, with where its reply goes.
+#[derive(Debug)]
+pub(crate) struct Request {
+    pub(crate) command: Command,
+    pub(crate) reply: oneshot::Sender<Reply>,
+}
+
+impl Request {
+    /// Answers the request; a caller that stopped waiting is no error.
+    pub(crate) fn answer(self, reply: Reply) {
+        let _ = self.reply.send(reply);
+    }
+}
+
+/// The reply to one command, not yet arrived: wait on it with a timeout, or await it.
+#[derive(Debug)]
+pub struct PendingReply(oneshot::Receiver<Reply>);
+
+impl PendingReply {
+    /// Blocks up to `timeout` for the reply.
+    pub fn wait(self, timeout: Duration) -> Result<Reply, Error> {
+        self.0.recv_timeout(timeout).map_err(|e| match e {
+            oneshot::RecvTimeoutError::Timeout => Error::ReplyTimeout,
+            oneshot::RecvTimeoutError::Disconnected => Error::WorkerGone,
+        })
+    }
+
+    /// The reply as a future; it fails with [`Error::WorkerGone`] when the worker dropped the
+    /// request without answering (it stopped). The caller puts its own timeout around it.
+    pub async fn recv(self) -> Result<Reply, Error> {
+        self.0.await.map_err(|_| Error::WorkerGone)
+    }
+}
+
 /// The control plane's end of one worker's queue.
 #[derive(Debug, Clone)]
 pub struct CommandSender {
-    tx: Sender<Command>,
+    tx: Sender<Request>,
     wake: Arc<EventFd>,
 }
 
 /// The worker's end: drained once per loop turn.
 #[derive(Debug)]
 pub struct CommandReceiver {
-    rx: Receiver<Command>,
+    rx: Receiver<Request>,
     wake: Arc<EventFd>,
 }
 
@@ -172,19 +213,21 @@ pub fn command_queue(capacity: usize) -> Result<(CommandSender, CommandReceiver)
 
 impl CommandSender {
     /// Queues `command` and wakes the worker; fails at once when the queue is full or the
-    /// worker has gone.
-    pub fn send(&self, command: Command) -> Result<(), Error> {
-        self.tx.try_send(command).map_err(|e| match e {
+    /// worker has gone. The reply arrives on what it returns.
+    pub fn send(&self, command: Command) -> Result<PendingReply, Error> {
+        let (reply, pending) = oneshot::channel();
+        self.tx.try_send(Request { command, reply }).map_err(|e| match e {
             TrySendError::Full(_) => Error::QueueFull,
             TrySendError::Disconnected(_) => Error::WorkerGone,
         })?;
-        self.wake.notify().map_err(Error::Wakeup)
+        self.wake.notify().map_err(Error::Wakeup)?;
+        Ok(PendingReply(pending))
     }
 }
 
 impl CommandReceiver {
-    /// The next queued command, if any, without blocking.
-    pub fn try_next(&self) -> Option<Command> {
+    /// The next queued request, if any, without blocking.
+    pub(crate) fn try_next(&self) -> Option<Request> {
         self.rx.try_recv().ok()
     }
 
@@ -201,7 +244,7 @@ mod tests {
     #[test]
     fn full_queue_is_an_error_not_a_block() {
         let (tx, _rx) = command_queue(1).unwrap();
-        tx.send(Command::Shutdown).unwrap();
+        let _pending = tx.send(Command::Shutdown).unwrap();
         assert!(matches!(tx.send(Command::Shutdown), Err(Error::QueueFull)));
     }
 
@@ -209,9 +252,32 @@ mod tests {
     fn sender_makes_the_wake_fd_readable() {
         let (tx, rx) = command_queue(4).unwrap();
         assert_eq!(rx.wake_fd().drain().unwrap(), 0);
-        tx.send(Command::Shutdown).unwrap();
+        let pending = tx.send(Command::Shutdown).unwrap();
         assert_eq!(rx.wake_fd().drain().unwrap(), 1);
-        assert!(matches!(rx.try_next(), Some(Command::Shutdown)));
+        let request = rx.try_next().unwrap();
+        assert!(matches!(request.command, Command::Shutdown));
+        request.answer(Reply::Done);
+        assert!(matches!(pending.wait(Duration::from_secs(1)), Ok(Reply::Done)));
+    }
+
+    #[test]
+    fn each_request_gets_its_own_reply_in_any_order() {
+        let (tx, rx) = command_queue(4).unwrap();
+        let first = tx.send(Command::Shutdown).unwrap();
+        let second = tx.send(Command::Shutdown).unwrap();
+        let (a, b) = (rx.try_next().unwrap(), rx.try_next().unwrap());
+        b.answer(Reply::Refused(EngineError::UnknownTransport));
+        a.answer(Reply::Done);
+        assert!(matches!(first.wait(Duration::from_secs(1)), Ok(Reply::Done)));
+        assert!(matches!(second.wait(Duration::from_secs(1)), Ok(Reply::Refused(EngineError::UnknownTransport))));
+    }
+
+    #[test]
+    fn a_request_dropped_unanswered_is_a_gone_worker_not_a_timeout() {
+        let (tx, rx) = command_queue(4).unwrap();
+        let pending = tx.send(Command::Shutdown).unwrap();
+        drop(rx.try_next());
+        assert!(matches!(pending.wait(Duration::from_secs(5)), Err(Error::WorkerGone)));
     }
 
     #[test]

@@ -303,10 +303,7 @@ fn request_transport(
     let local_ice = IceCredentials::generate().map_err(PeerError::Ice)?;
     let (remote_ice, remote_fingerprint) = (local_ice.clone(), identity.fingerprint());
     let reply = worker
-        .request(
-            |request| Command::CreateTransport { request, local_ice: None, remote_ice, remote_fingerprint },
-            timeout,
-        )
+        .request(Command::CreateTransport { local_ice: None, remote_ice, remote_fingerprint }, timeout)
         .map_err(|_| PeerError::TransportRefused)?;
     let Reply::TransportCreated { created, address } = reply else { return Err(PeerError::TransportRefused) };
     let peer = ClientPeer::new(identity, local_ice, created.local_ice, created.fingerprint, Instant::now());
@@ -322,7 +319,7 @@ pub fn add_video_producer(
     timeout: Duration,
 ) -> Result<ProducerId, PeerError> {
     let spec = ProducerSpec { transport, ssrc, kind: MediaKind::Video, clock_rate: 90_000 };
-    match worker.request(|request| Command::AddProducer { request, spec }, timeout) {
+    match worker.request(Command::AddProducer { spec }, timeout) {
         Ok(Reply::ProducerAdded(producer)) => Ok(producer),
         _ => Err(PeerError::WorkerRefused("add a producer")),
     }
@@ -337,14 +334,11 @@ pub fn relay_video(
     timeout: Duration,
 ) -> Result<ProducerId, PeerError> {
     let to_worker = WorkerIndex(destination.index());
-    let Ok(Reply::Exported(stream)) =
-        origin.request(|request| Command::ExportProducer { request, producer, to_worker }, timeout)
-    else {
+    let Ok(Reply::Exported(stream)) = origin.request(Command::ExportProducer { producer, to_worker }, timeout) else {
         return Err(PeerError::WorkerRefused("export a producer"));
     };
     let from_worker = WorkerIndex(origin.index());
-    let import =
-        |request| Command::ImportProducer { request, from_worker, stream, kind: MediaKind::Video, clock_rate: 90_000 };
+    let import = Command::ImportProducer { from_worker, stream, kind: MediaKind::Video, clock_rate: 90_000 };
     match destination.request(import, timeout) {
         Ok(Reply::ProducerAdded(imported)) => Ok(imported),
         _ => Err(PeerError::WorkerRefused("import a relayed producer")),

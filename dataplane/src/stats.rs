@@ -47,10 +47,13 @@ pub enum DropReason {
     RelayUnknownStream,
     /// A packet to relay while every relay buffer was still held by destinations.
     RelayPoolExhausted,
+    /// A validated address a transport forgot to make room for a newer one (its list is
+    /// bounded); the datagram itself was taken.
+    AddressEvicted,
 }
 
 impl DropReason {
-    pub const ALL: [DropReason; 18] = [
+    pub const ALL: [DropReason; 19] = [
         Self::Malformed,
         Self::UnknownSource,
         Self::StunUnknownUfrag,
@@ -69,6 +72,7 @@ impl DropReason {
         Self::RelayQueueFull,
         Self::RelayUnknownStream,
         Self::RelayPoolExhausted,
+        Self::AddressEvicted,
     ];
 
     /// The label used in metrics.
@@ -92,6 +96,7 @@ impl DropReason {
             Self::RelayQueueFull => "relay_queue_full",
             Self::RelayUnknownStream => "relay_unknown_stream",
             Self::RelayPoolExhausted => "relay_pool_exhausted",
+            Self::AddressEvicted => "address_evicted",
         }
     }
 

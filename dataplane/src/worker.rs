@@ -2,8 +2,9 @@
 //! everything it runs — its UDP socket, the TCP listener on the same address and port (for
 //! ICE-TCP passive candidates) with its connections, its [`Engine`] (transports and router).
 //! The control plane holds only a [`WorkerHandle`] per worker: the queue to send it
-//! commands, the queue its replies come back on, its published statistics and the facts it
-//! reports (kernel thread id, core, UDP and TCP addresses).
+//! commands (each with its own reply channel), the stream of events it reports, its
+//! published statistics and the facts it reports (kernel thread id, core, UDP and TCP
+//! addresses).
 //!
 //! Rules: a worker shares nothing with other workers but the relay links between each pair
 //! of them (bounded queues, see `relay`), created before any worker starts; it learns of
@@ -14,17 +15,17 @@
 //! relayed something to, once.
 #![forbid(unsafe_code)]
 
-use std::collections::HashMap;
+use std::collections::VecDeque;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, Sender};
-
 use crate::Error;
-use crate::command::{Command, CommandReceiver, CommandSender, Reply, RequestId, command_queue};
+use crate::command::{
+    Command, CommandReceiver, CommandSender, EventReceiver, EventSender, PendingReply, Reply, WorkerEvent,
+    command_queue, event_queue,
+};
 use crate::dtls::{CertificateFingerprint, DtlsIdentity, DtlsVersionPolicy};
 use crate::engine::{Engine, EngineConfig, Outbox};
 use crate::io::{BackendChoice, Io, SendQueue, SocketIndex, bind_tcp, bind_udp};
@@ -34,8 +35,8 @@ use crate::sys::{self, EventFd};
 
 /// Commands a worker may have outstanding before senders are told it is busy.
 const COMMAND_QUEUE_CAPACITY: usize = 1024;
-/// Replies a worker may have waiting for the control plane.
-const REPLY_QUEUE_CAPACITY: usize = 1024;
+/// Events a worker may have waiting for the control plane; more wait in the worker itself.
+const EVENT_QUEUE_CAPACITY: usize = 4096;
 /// Datagrams received per loop turn at most, before timers and commands get their turn.
 const RECEIVE_BUDGET: usize = 256;
 /// Copies a loop turn aims to stay under (about 13 ms of forwarding at 1.6 µs a copy).
@@ -60,6 +61,8 @@ pub struct WorkerPlan {
     pub udp: Option<SocketAddr>,
     /// Sizes of the relay links between every pair of workers.
     pub relay: RelayConfig,
+    /// Caps and timeouts of every worker's engine.
+    pub engine: EngineConfig,
 }
 
 impl WorkerPlan {
@@ -75,7 +78,7 @@ impl WorkerPlan {
             let first = sorted.len().saturating_sub(count).min(sorted.len() - 1);
             (0..count).map(|i| sorted[first + (i % (sorted.len() - first))]).collect()
         };
-        Self { cores, backend, udp: None, relay: RelayConfig::default() }
+        Self { cores, backend, udp: None, relay: RelayConfig::default(), engine: EngineConfig::default() }
     }
 
     /// `count` workers spread over this machine's usable cores, each on an ephemeral
@@ -113,17 +116,10 @@ pub struct WorkerHandle {
     tcp: Option<SocketAddr>,
     fingerprint: CertificateFingerprint,
     commands: CommandSender,
-    replies: Mutex<ReplyMatcher>,
-    next_request: AtomicU64,
+    /// Until the control plane takes it to drain.
+    events: Mutex<Option<EventReceiver>>,
     stats: Arc<SharedStats>,
     thread: Option<JoinHandle<()>>,
-}
-
-/// Replies that arrived for requests other than the one being waited for.
-#[derive(Debug)]
-struct ReplyMatcher {
-    queue: Receiver<(RequestId, Reply)>,
-    early: HashMap<RequestId, Reply>,
 }
 
 impl WorkerHandle {
@@ -175,27 +171,21 @@ impl WorkerHandle {
         &self.stats
     }
 
-    /// Sends the command `make` builds for a fresh request id and waits up to `timeout` for
-    /// its reply. Never blocks on a full queue: that is [`Error::QueueFull`] at once.
-    pub fn request(&self, make: impl FnOnce(RequestId) -> Command, timeout: Duration) -> Result<Reply, Error> {
-        let id = RequestId(self.next_request.fetch_add(1, Ordering::Relaxed));
-        self.commands.send(make(id))?;
-        let deadline = Instant::now() + timeout;
-        let mut matcher = self.replies.lock().unwrap_or_else(PoisonError::into_inner);
-        loop {
-            if let Some(reply) = matcher.early.remove(&id) {
-                return Ok(reply);
-            }
-            let wait = deadline.saturating_duration_since(Instant::now());
-            match matcher.queue.recv_timeout(wait) {
-                Ok((got, reply)) if got == id => return Ok(reply),
-                Ok((got, reply)) => {
-                    matcher.early.insert(got, reply);
-                }
-                Err(crossbeam_channel::RecvTimeoutError::Timeout) => return Err(Error::ReplyTimeout),
-                Err(crossbeam_channel::RecvTimeoutError::Disconnected) => return Err(Error::WorkerGone),
-            }
-        }
+    /// Queues `command`; its reply arrives on what this returns. Never blocks: a full queue
+    /// is [`Error::QueueFull`] at once.
+    pub fn send(&self, command: Command) -> Result<PendingReply, Error> {
+        self.commands.send(command)
+    }
+
+    /// Sends `command` and blocks up to `timeout` for its reply: for callers outside an
+    /// async runtime (tests, examples, the load generator).
+    pub fn request(&self, command: Command, timeout: Duration) -> Result<Reply, Error> {
+        self.send(command)?.wait(timeout)
+    }
+
+    /// The worker's event stream, once: its one consumer drains it for the worker's life.
+    pub fn take_events(&self) -> Option<EventReceiver> {
+        self.events.lock().unwrap_or_else(PoisonError::into_inner).take()
     }
 }
 
@@ -252,6 +242,7 @@ fn set_up(
     udp: Option<SocketAddr>,
     wake: Arc<EventFd>,
     backend: BackendChoice,
+    engine_config: EngineConfig,
     links: RelayLinks,
     peers: Vec<Arc<EventFd>>,
 ) -> Result<WorkerState, Error> {
@@ -265,7 +256,7 @@ fn set_up(
     let io = Io::new(sockets, listener, wake, backend).map_err(Error::Io)?;
     let udp = io.local_addr(SocketIndex(0));
     let identity = DtlsIdentity::generate(DtlsVersionPolicy::Dtls12Only).map_err(|e| Error::Identity(e.to_string()))?;
-    let mut engine = Engine::new(EngineConfig::default(), identity);
+    let mut engine = Engine::new(engine_config, identity);
     engine.attach_links(links);
     Ok(WorkerState { io, engine, udp, peers })
 }
@@ -280,10 +271,10 @@ impl Workers {
         let wakes: Vec<Arc<EventFd>> = queues.iter().map(|(_, inbox)| inbox.wake_fd()).collect();
         let links = mesh(plan.cores.len(), plan.relay);
         for (index, ((&core, (commands, inbox)), links)) in plan.cores.iter().zip(queues).zip(links).enumerate() {
-            let (reply_tx, reply_rx) = crossbeam_channel::bounded(REPLY_QUEUE_CAPACITY);
+            let (event_tx, event_rx) = event_queue(EVENT_QUEUE_CAPACITY);
             let peers = wakes.clone();
             let (started_tx, started_rx) = std::sync::mpsc::sync_channel(1);
-            let backend = plan.backend;
+            let (backend, engine_config) = (plan.backend, plan.engine);
             let udp = plan.udp_address(index);
             let stats = SharedStats::new();
             let published = Arc::clone(&stats);
@@ -292,7 +283,7 @@ impl Workers {
                 .spawn(move || {
                     let pinned = core_affinity::set_for_current(core_affinity::CoreId { id: core });
                     let thread_id = sys::current_thread_id();
-                    match set_up(udp, inbox.wake_fd(), backend, links, peers) {
+                    match set_up(udp, inbox.wake_fd(), backend, engine_config, links, peers) {
                         Ok(mut state) => {
                             let setup = Ok(Setup {
                                 backend: state.io.backend_name(),
@@ -303,7 +294,7 @@ impl Workers {
                             // The receiver waits for this message; if it is gone, start-up
                             // failed already and this worker just ends.
                             if started_tx.send(Started { thread_id, pinned, setup }).is_ok() {
-                                run(index, &inbox, &reply_tx, &mut state, &published);
+                                run(index, &inbox, &event_tx, &mut state, &published);
                             }
                         }
                         Err(e) => {
@@ -327,8 +318,7 @@ impl Workers {
                 tcp,
                 fingerprint,
                 commands,
-                replies: Mutex::new(ReplyMatcher { queue: reply_rx, early: HashMap::new() }),
-                next_request: AtomicU64::new(1),
+                events: Mutex::new(Some(event_rx)),
                 stats,
                 thread: Some(thread),
             });
@@ -348,6 +338,7 @@ impl Workers {
     /// Stops the workers still running; `shutdown` followed by drop stops them once.
     fn stop_all(&mut self) {
         for handle in self.handles.iter().filter(|h| h.thread.is_some()) {
+            // The reply is not waited for: the join below is what tells the thread ended.
             if let Err(e) = handle.commands.send(Command::Shutdown) {
                 tracing::warn!(worker = handle.index, error = %e, "worker did not take the shutdown command");
             }
@@ -389,30 +380,26 @@ impl<F: FnMut(&mut SendQueue)> Outbox for FlushingOutbox<'_, F> {
 
 /// The worker loop: apply queued commands, take what other workers relayed, send what that
 /// queued and wake the workers it relayed to, wait for datagrams or the next timer, handle
-/// what came, run due timers, send the batch, publish counters once a second.
-fn run(
-    index: usize,
-    inbox: &CommandReceiver,
-    replies: &Sender<(RequestId, Reply)>,
-    state: &mut WorkerState,
-    stats: &SharedStats,
-) {
+/// what came, run due timers, send the batch, report the turn's events, publish counters
+/// once a second.
+fn run(index: usize, inbox: &CommandReceiver, events: &EventSender, state: &mut WorkerState, stats: &SharedStats) {
     tracing::debug!(worker = index, backend = state.io.backend_name(), udp = ?state.udp, "worker running");
     let WorkerState { io, engine, udp, peers } = state;
     let address = *udp;
     let mut queue = SendQueue::new(SEND_BATCH);
     let mut receive_budget = ReceiveBudget::default();
     let mut next_publish = Instant::now() + PUBLISH_INTERVAL;
+    let mut undelivered = VecDeque::new();
     loop {
         let now = Instant::now();
-        while let Some(command) = inbox.try_next() {
-            let Some((request, reply)) = apply(engine, command, now, address) else {
+        while let Some(request) = inbox.try_next() {
+            if matches!(request.command, Command::Shutdown) {
                 tracing::debug!(worker = index, "worker stopping");
+                request.answer(Reply::Done);
                 return;
-            };
-            if replies.try_send((request, reply)).is_err() {
-                tracing::warn!(worker = index, "reply queue full; a control request will time out");
             }
+            let reply = apply(engine, now, address, &request.command);
+            request.answer(reply);
         }
         let mut send_drops = 0u64;
         let mut flush_now = |q: &mut SendQueue| send_drops += io_flush(io, q);
@@ -458,9 +445,8 @@ fn run(
         let mut flush_now = |q: &mut SendQueue| send_drops += io_flush(io, q);
         engine.handle_timeouts(now, &mut FlushingOutbox { queue: &mut queue, flush: &mut flush_now });
         flush_now(&mut queue);
-        for event in engine.drain_events() {
-            tracing::debug!(worker = index, ?event, "transport event");
-        }
+        undelivered.extend(engine.drain_events().map(|event| WorkerEvent { worker: index, event }));
+        report_events(index, events, &mut undelivered);
         let tcp = io.take_tcp_counters();
         let (producers, consumers) = (engine.producer_count() as u64, engine.consumer_count() as u64);
         let counters = engine.counters();
@@ -521,62 +507,69 @@ fn io_flush(io: &mut Io, queue: &mut SendQueue) -> u64 {
     }
 }
 
-/// Carries out one command; `None` for `Shutdown`.
-fn apply(
-    engine: &mut Engine,
-    command: Command,
-    now: Instant,
-    address: Option<SocketAddr>,
-) -> Option<(RequestId, Reply)> {
+/// Hands the turn's events to the control plane, oldest first. What a full queue does not
+/// take waits for the next turn: losing "transport closed" would leave a client in its room
+/// for good. The backlog is bounded by what the engine holds (a few events per transport).
+fn report_events(index: usize, events: &EventSender, undelivered: &mut VecDeque<WorkerEvent>) {
+    while let Some(event) = undelivered.pop_front() {
+        match events.try_send(event) {
+            Ok(()) => tracing::debug!(worker = index, ?event, "worker event"),
+            Err(tokio::sync::mpsc::error::TrySendError::Full(event)) => {
+                undelivered.push_front(event);
+                return;
+            }
+            // Nobody drains (a test, or the control plane stopping): nothing to keep them for.
+            Err(tokio::sync::mpsc::error::TrySendError::Closed(_)) => {
+                undelivered.clear();
+                return;
+            }
+        }
+    }
+}
+
+/// Carries out one command other than `Shutdown`.
+fn apply(engine: &mut Engine, now: Instant, address: Option<SocketAddr>, command: &Command) -> Reply {
     let refused = Reply::Refused;
-    Some(match command {
-        Command::Shutdown => return None,
-        Command::CreateTransport { request, local_ice, remote_ice, remote_fingerprint } => {
-            let reply = match (engine.create_transport(now, local_ice, remote_ice, remote_fingerprint), address) {
+    match *command {
+        Command::Shutdown => Reply::Done,
+        Command::CreateTransport { ref local_ice, ref remote_ice, remote_fingerprint } => {
+            match (engine.create_transport(now, local_ice.clone(), remote_ice.clone(), remote_fingerprint), address) {
                 (Ok(created), Some(address)) => Reply::TransportCreated { created, address },
                 (Ok(created), None) => {
                     let _ = engine.close_transport(created.transport);
                     Reply::Refused(crate::engine::EngineError::NoSocket)
                 }
                 (Err(e), _) => refused(e),
-            };
-            (request, reply)
+            }
         }
-        Command::CloseTransport { request, transport } => {
-            (request, engine.close_transport(transport).map_or_else(refused, |()| Reply::Done))
+        Command::CloseTransport { transport } => {
+            engine.close_transport(transport).map_or_else(refused, |()| Reply::Done)
         }
-        Command::AddProducer { request, spec } => {
-            (request, engine.add_producer(spec).map_or_else(refused, Reply::ProducerAdded))
+        Command::AddProducer { spec } => engine.add_producer(spec).map_or_else(refused, Reply::ProducerAdded),
+        Command::AddConsumer { producer, transport, ssrc, extensions } => engine
+            .add_consumer(producer, transport, ssrc)
+            .and_then(|consumer| engine.set_extension_map(consumer, extensions).map(|()| consumer))
+            .map_or_else(refused, Reply::ConsumerAdded),
+        Command::LimitBitrate { transport, max_bps } => {
+            engine.limit_bitrate(transport, max_bps).map_or_else(refused, |()| Reply::Done)
         }
-        Command::AddConsumer { request, producer, transport, ssrc, extensions } => {
-            let added = engine
-                .add_consumer(producer, transport, ssrc)
-                .and_then(|consumer| engine.set_extension_map(consumer, extensions).map(|()| consumer));
-            (request, added.map_or_else(refused, Reply::ConsumerAdded))
+        Command::EnableRtx { consumer, rtx } => engine.enable_rtx(consumer, rtx).map_or_else(refused, |()| Reply::Done),
+        Command::RemoveConsumer { transport, ssrc } => {
+            engine.remove_consumer(transport, ssrc).map_or_else(refused, |()| Reply::Done)
         }
-        Command::LimitBitrate { request, transport, max_bps } => {
-            (request, engine.limit_bitrate(transport, max_bps).map_or_else(refused, |()| Reply::Done))
+        Command::PauseConsumer { consumer, paused } => {
+            engine.set_paused(consumer, paused).map_or_else(refused, |()| Reply::Done)
         }
-        Command::EnableRtx { request, consumer, rtx } => {
-            (request, engine.enable_rtx(consumer, rtx).map_or_else(refused, |()| Reply::Done))
+        Command::ExportProducer { producer, to_worker } => {
+            engine.export_producer(producer, to_worker).map_or_else(refused, Reply::Exported)
         }
-        Command::RemoveConsumer { request, transport, ssrc } => {
-            (request, engine.remove_consumer(transport, ssrc).map_or_else(refused, |()| Reply::Done))
+        Command::UnexportProducer { producer, to_worker } => {
+            engine.unexport_producer(producer, to_worker).map_or_else(refused, |()| Reply::Done)
         }
-        Command::PauseConsumer { request, consumer, paused } => {
-            (request, engine.set_paused(consumer, paused).map_or_else(refused, |()| Reply::Done))
+        Command::ImportProducer { from_worker, stream, kind, clock_rate } => {
+            engine.import_producer(from_worker, stream, kind, clock_rate).map_or_else(refused, Reply::ProducerAdded)
         }
-        Command::ExportProducer { request, producer, to_worker } => {
-            (request, engine.export_producer(producer, to_worker).map_or_else(refused, Reply::Exported))
-        }
-        Command::UnexportProducer { request, producer, to_worker } => {
-            (request, engine.unexport_producer(producer, to_worker).map_or_else(refused, |()| Reply::Done))
-        }
-        Command::ImportProducer { request, from_worker, stream, kind, clock_rate } => {
-            let imported = engine.import_producer(from_worker, stream, kind, clock_rate);
-            (request, imported.map_or_else(refused, Reply::ProducerAdded))
-        }
-    })
+    }
 }
 
 #[cfg(test)]

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use uprtcd_dataplane::engine::{CloseReason, EngineConfig, EngineEvent};
+use uprtcd_dataplane::engine::{CloseReason, EngineConfig, EngineError, EngineEvent};
 use uprtcd_dataplane::io::SLOT_SIZE;
 use uprtcd_dataplane::peer::Received;
 use uprtcd_dataplane::router::{MediaKind, ProducerId, ProducerSpec, RtxStream};
@@ -238,6 +238,46 @@ fn consent_expires_without_checks() {
     assert_eq!(net.engine.transport_count(), 0);
     let events: Vec<_> = net.engine.drain_events().collect();
     assert_eq!(events, vec![EngineEvent::TransportClosed { transport, reason: CloseReason::ConsentExpired }]);
+}
+
+#[test]
+fn a_transport_that_does_not_connect_in_time_is_removed_and_reported() {
+    let connect_timeout = Duration::from_secs(3);
+    let mut net = Net::new(EngineConfig { connect_timeout, ..EngineConfig::default() });
+    // Two offers whose clients never send a check: nothing validated, ICE timed out.
+    net.add_clients(2);
+    let silent: Vec<_> = net.clients.iter().map(|c| c.transport).collect();
+    assert!(net.engine.poll_timeout().is_some_and(|due| due <= net.now + connect_timeout), "a timer is due then");
+    net.advance(Duration::from_secs(2));
+    assert_eq!(net.engine.transport_count(), 2);
+    net.advance(Duration::from_millis(1100));
+    assert_eq!(net.engine.transport_count(), 0);
+    let events: Vec<_> = net.engine.drain_events().collect();
+    for transport in silent {
+        assert!(events.contains(&EngineEvent::TransportClosed { transport, reason: CloseReason::IceTimeout }));
+    }
+    // A client that connects in time stays past the deadline.
+    net.clients.clear();
+    net.add_clients(1);
+    assert_eq!(net.connect_all(), 1);
+    net.advance(connect_timeout);
+    assert_eq!(net.engine.transport_count(), 1);
+}
+
+#[test]
+fn a_closed_transports_id_never_reaches_the_next_holder_of_its_slot() {
+    let mut net = Net::new(EngineConfig::default());
+    net.add_clients(1);
+    let first = net.clients[0].transport;
+    net.engine.close_transport(first).unwrap();
+    net.add_clients(1);
+    let second = net.clients[1].transport;
+    assert_ne!(first, second, "the slot is taken again under another id");
+    assert_eq!(net.engine.close_transport(first), Err(EngineError::UnknownTransport));
+    let spec = ProducerSpec { transport: first, ssrc: 1, kind: MediaKind::Audio, clock_rate: 48_000 };
+    assert_eq!(net.engine.add_producer(spec), Err(EngineError::UnknownTransport));
+    assert_eq!(net.engine.transport_count(), 1, "the stale id closed nothing");
+    net.engine.close_transport(second).unwrap();
 }
 
 #[test]

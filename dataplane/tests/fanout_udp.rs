@@ -37,9 +37,7 @@ fn fan_out(backend: BackendChoice) {
             let (transport, client) =
                 UdpPeer::connect_to_worker(worker, &identity, LOOPBACK, TIMEOUT).expect("client connects");
             let ssrc = 0x1000 + i as u32;
-            let reply = worker
-                .request(|request| Command::add_consumer_as_published(request, producer, transport, ssrc), TIMEOUT)
-                .unwrap();
+            let reply = worker.request(Command::add_consumer_as_published(producer, transport, ssrc), TIMEOUT).unwrap();
             assert!(matches!(reply, Reply::ConsumerAdded(_)), "{reply:?}");
             client
         })

@@ -47,7 +47,7 @@ fn worker_index(worker: &WorkerHandle) -> WorkerIndex {
 
 fn export(origin: &WorkerHandle, producer: ProducerId, to: &WorkerHandle) -> RelayStreamId {
     let to_worker = worker_index(to);
-    match origin.request(|request| Command::ExportProducer { request, producer, to_worker }, TIMEOUT).unwrap() {
+    match origin.request(Command::ExportProducer { producer, to_worker }, TIMEOUT).unwrap() {
         Reply::Exported(stream) => stream,
         other => panic!("{other:?}"),
     }
@@ -56,16 +56,7 @@ fn export(origin: &WorkerHandle, producer: ProducerId, to: &WorkerHandle) -> Rel
 fn import(destination: &WorkerHandle, from: &WorkerHandle, stream: RelayStreamId) -> ProducerId {
     let from_worker = worker_index(from);
     let reply = destination
-        .request(
-            |request| Command::ImportProducer {
-                request,
-                from_worker,
-                stream,
-                kind: MediaKind::Video,
-                clock_rate: 90_000,
-            },
-            TIMEOUT,
-        )
+        .request(Command::ImportProducer { from_worker, stream, kind: MediaKind::Video, clock_rate: 90_000 }, TIMEOUT)
         .unwrap();
     match reply {
         Reply::ProducerAdded(id) => id,
@@ -74,9 +65,7 @@ fn import(destination: &WorkerHandle, from: &WorkerHandle, stream: RelayStreamId
 }
 
 fn add_consumer(worker: &WorkerHandle, producer: ProducerId, transport: TransportId, ssrc: u32) -> ConsumerId {
-    let reply = worker
-        .request(|request| Command::add_consumer_as_published(request, producer, transport, ssrc), TIMEOUT)
-        .unwrap();
+    let reply = worker.request(Command::add_consumer_as_published(producer, transport, ssrc), TIMEOUT).unwrap();
     match reply {
         Reply::ConsumerAdded(consumer) => consumer,
         other => panic!("{other:?}"),
@@ -170,9 +159,7 @@ fn relay_across_workers(backend: BackendChoice) {
     assert_eq!(export(origin, producer, destination), stream, "export is idempotent per destination");
     let imported = import(destination, origin, stream);
     assert_eq!(import(destination, origin, stream), imported, "import is idempotent");
-    let to_self = origin
-        .request(|request| Command::ExportProducer { request, producer, to_worker: WorkerIndex(0) }, TIMEOUT)
-        .unwrap();
+    let to_self = origin.request(Command::ExportProducer { producer, to_worker: WorkerIndex(0) }, TIMEOUT).unwrap();
     assert!(matches!(to_self, Reply::Refused(EngineError::UnknownWorker)), "{to_self:?}");
 
     let mut subscribers: Vec<(String, u32, UdpPeer)> = Vec::new();
@@ -232,7 +219,7 @@ fn relay_across_workers(backend: BackendChoice) {
     // A NACK on worker 1 is answered from worker 1's own cache, on the RTX stream that
     // subscriber negotiated.
     let (consumer, rtx) = (relayed_consumer.unwrap(), RtxStream { ssrc: 0x3000, payload_type: 97 });
-    let reply = destination.request(|request| Command::EnableRtx { request, consumer, rtx }, TIMEOUT).unwrap();
+    let reply = destination.request(Command::EnableRtx { consumer, rtx }, TIMEOUT).unwrap();
     assert!(matches!(reply, Reply::Done), "{reply:?}");
     let lost = PACKETS - 10;
     let len = write_nack(&mut buf, 0x2000, 0x2000, &[lost]).unwrap();
@@ -274,7 +261,7 @@ fn relay_across_workers(backend: BackendChoice) {
     assert_eq!(sent.drops_of(DropReason::RelayQueueFull), 0);
 
     // The publisher leaves: the imported producer and its consumers go with it.
-    let reply = origin.request(|request| Command::CloseTransport { request, transport: publisher_transport }, TIMEOUT);
+    let reply = origin.request(Command::CloseTransport { transport: publisher_transport }, TIMEOUT);
     assert!(matches!(reply, Ok(Reply::Done)), "{reply:?}");
     let after = published(destination, |c| c.producers == 0);
     assert_eq!((after.producers, after.consumers), (0, 0), "worker 1 removed the import and its consumers");

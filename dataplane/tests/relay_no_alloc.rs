@@ -98,9 +98,7 @@ fn relaying_through_workers_allocates_nothing(backend: BackendChoice) {
     let producer = add_video_producer(origin, transport, SSRC, TIMEOUT).expect("producer added");
     let imported = relay_video(origin, destination, producer, TIMEOUT).expect("relayed to worker 1");
     let (transport, mut subscriber) = UdpPeer::connect_to_worker(destination, &identity, LOOPBACK, TIMEOUT).unwrap();
-    let reply = destination
-        .request(|request| Command::add_consumer_as_published(request, imported, transport, 0x100), TIMEOUT)
-        .unwrap();
+    let reply = destination.request(Command::add_consumer_as_published(imported, transport, 0x100), TIMEOUT).unwrap();
     assert!(matches!(reply, Reply::ConsumerAdded(_)), "{reply:?}");
 
     let (mut seq, mut buffers) = (0u16, (vec![0u8; 2048], vec![0u8; 2048]));

@@ -31,9 +31,7 @@ fn start_worker(backend: BackendChoice) -> Workers {
 
 fn add_consumer(worker: &WorkerHandle, producer: ProducerId, transport: TransportId, ssrc: u32) {
     let extensions = ExtensionIdMap::identity();
-    let reply = worker
-        .request(|request| Command::AddConsumer { request, producer, transport, ssrc, extensions }, TIMEOUT)
-        .unwrap();
+    let reply = worker.request(Command::AddConsumer { producer, transport, ssrc, extensions }, TIMEOUT).unwrap();
     assert!(matches!(reply, Reply::ConsumerAdded(_)), "{reply:?}");
 }
 

@@ -32,9 +32,7 @@ fn forwarding_over_tcp_allocates_nothing(backend: BackendChoice) {
     let producer = add_video_producer(worker, transport, SSRC, TIMEOUT).expect("producer added");
     let (transport, mut subscriber) = TcpPeer::connect_to_worker(worker, &identity, TIMEOUT).unwrap();
     let extensions = ExtensionIdMap::identity();
-    let reply = worker
-        .request(|request| Command::AddConsumer { request, producer, transport, ssrc: 0x100, extensions }, TIMEOUT)
-        .unwrap();
+    let reply = worker.request(Command::AddConsumer { producer, transport, ssrc: 0x100, extensions }, TIMEOUT).unwrap();
     assert!(matches!(reply, Reply::ConsumerAdded(_)), "{reply:?}");
 
     let (mut seq, mut buffers) = (0u16, (vec![0u8; 2048], vec![0u8; 2048]));

@@ -51,6 +51,73 @@ pub fn next_event(socket: &mut Client) -> Option<Value> {
     }
 }
 
+/// Reads events until one of `kind` arrives; `None` when the connection ends first.
+pub fn event_of(socket: &mut Client, kind: &str) -> Option<Value> {
+    loop {
+        let event = next_event(socket)?;
+        if event["type"] == kind {
+            return Some(event);
+        }
+    }
+}
+
+/// [`event_of`] for a wait longer than the client's read timeout: a quiet minute is no error.
+pub fn patient_event_of(socket: &mut Client, kind: &str, within: Duration) -> Option<Value> {
+    let deadline = std::time::Instant::now() + within;
+    while std::time::Instant::now() < deadline {
+        match socket.read() {
+            Ok(Message::Text(text)) => {
+                let event: Value = serde_json::from_str(&text).expect("events are JSON");
+                if event["type"] == kind {
+                    return Some(event);
+                }
+            }
+            Ok(Message::Close(_)) => return None,
+            Ok(_) => {}
+            Err(tungstenite::Error::Io(e)) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            Err(e) => panic!("signalling read failed: {e}"),
+        }
+    }
+    None
+}
+
+/// A signalling client kept reading on a thread, as a browser's network stack does whatever
+/// the page does: it answers the server's pings, so the server takes it for alive.
+pub struct Reading {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: std::thread::JoinHandle<Client>,
+}
+
+impl Reading {
+    pub fn start(mut socket: Client) -> Self {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let stopped = std::sync::Arc::clone(&stop);
+        if let MaybeTlsStream::Plain(stream) = socket.get_ref() {
+            stream.set_read_timeout(Some(Duration::from_millis(50))).expect("read timeout");
+        }
+        let thread = std::thread::spawn(move || {
+            while !stopped.load(std::sync::atomic::Ordering::Relaxed) {
+                match socket.read() {
+                    Ok(_) => {}
+                    Err(tungstenite::Error::Io(e)) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                    Err(_) => break,
+                }
+            }
+            if let MaybeTlsStream::Plain(stream) = socket.get_ref() {
+                stream.set_read_timeout(Some(Duration::from_secs(5))).expect("read timeout");
+            }
+            socket
+        });
+        Reading { stop, thread }
+    }
+
+    /// Stops reading and hands the client back (what it read is dropped).
+    pub fn stop(self) -> Client {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.thread.join().expect("the reading thread")
+    }
+}
+
 pub fn join(srv: &Server, room: &str, code: u64, peer: &str) -> Client {
     let (socket, first) = connect(srv, code, peer, &token(srv, room, peer));
     assert_eq!(first["type"], "joined", "{first}");

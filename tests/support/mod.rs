@@ -395,6 +395,12 @@ impl ServerBuilder {
         self.secret = SecretSource::Known(s.to_string());
         self
     }
+    /// `--config FILE` besides the flags the builder passes (which win over the file): for
+    /// keys that have no flag.
+    pub fn config_text(mut self, dir: &Path, text: &str) -> Self {
+        self.config = Some(write_file(dir, "uprtcd.toml", text));
+        self
+    }
     /// `--demo true|false`: the demo page and `POST /demo/join` on the client listener.
     pub fn demo(self, on: bool) -> Self {
         self.args(&["--demo", if on { "true" } else { "false" }])

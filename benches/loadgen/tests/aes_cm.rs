@@ -46,10 +46,7 @@ fn connect(worker: &WorkerHandle, stack: Stack<'_>) -> (TransportId, UdpPeer) {
     };
     let remote_ice = local_ice.clone();
     let reply = worker
-        .request(
-            |request| Command::CreateTransport { request, local_ice: None, remote_ice, remote_fingerprint },
-            TIMEOUT,
-        )
+        .request(Command::CreateTransport { local_ice: None, remote_ice, remote_fingerprint }, TIMEOUT)
         .expect("the worker answers");
     let Reply::TransportCreated { created, address } = reply else { panic!("transport refused: {reply:?}") };
     let now = Instant::now();
@@ -75,10 +72,7 @@ fn forward_and_measure_tags(stack: Stack<'_>) -> (Vec<usize>, Vec<usize>) {
     let producer = add_video_producer(worker, publisher_transport, PUBLISHER_SSRC, TIMEOUT).expect("producer added");
     let (subscriber_transport, mut subscriber) = connect(worker, stack);
     let reply = worker
-        .request(
-            |request| Command::add_consumer_as_published(request, producer, subscriber_transport, SUBSCRIBER_SSRC),
-            TIMEOUT,
-        )
+        .request(Command::add_consumer_as_published(producer, subscriber_transport, SUBSCRIBER_SSRC), TIMEOUT)
         .expect("the worker answers");
     assert!(matches!(reply, Reply::ConsumerAdded(_)), "{reply:?}");
 

@@ -10,7 +10,8 @@ use std::sync::{Mutex, PoisonError};
 
 use tokio::sync::{mpsc, oneshot};
 
-use uprtcd_dataplane::router::ProducerId;
+use uprtcd_dataplane::engine::CloseReason;
+use uprtcd_dataplane::router::{ProducerId, TransportId};
 
 use crate::ids::{PeerId, RoomId};
 use crate::sdp::{Codec, HeaderExtensions, MediaKind};
@@ -36,7 +37,16 @@ pub enum Outgoing {
     /// Pause or resume the track with this id for the session's client (a merged track
     /// paused for this room's audience), then report on `done`; nothing is sent.
     PauseTrack { track_id: String, paused: bool, done: mpsc::Sender<()> },
+    /// The worker removed this transport of the session (its client vanished, or its
+    /// handshake failed): what went over it is gone, and the room hears of it.
+    TransportClosed { transport: TransportId, reason: CloseReason },
+    /// Another connection claims the session's peer: report on `alive` once the client
+    /// shows it is there (it answers a ping), or stay silent and be replaced.
+    Probe { alive: mpsc::Sender<()> },
 }
+
+/// Stops a WHIP or WHEP session; the sender it carries fires once the session has left.
+pub type HttpStop = oneshot::Sender<oneshot::Sender<()>>;
 
 /// One session's queue, with an id so that a stale session cannot detach its successor.
 #[derive(Debug)]
@@ -80,7 +90,7 @@ pub struct Hub {
     next_id: std::sync::atomic::AtomicU64,
     next_track: std::sync::atomic::AtomicU64,
     /// WHIP and WHEP sessions by resource id: their room, and how to stop them.
-    http_sessions: Mutex<HashMap<String, (RoomId, oneshot::Sender<()>)>>,
+    http_sessions: Mutex<HashMap<String, (RoomId, HttpStop)>>,
     /// Where a track is relayed to: its imported producer on another worker, by track id
     /// and worker. Track ids are never reused, so an entry cannot outlive its stream's name.
     imports: Mutex<HashMap<(String, usize), ProducerId>>,
@@ -88,6 +98,17 @@ pub struct Hub {
     paused: Mutex<HashSet<(RoomId, String)>>,
     /// Subscribers placed per room and worker, to spread an audience over its workers.
     placements: Mutex<HashMap<(RoomId, usize), usize>>,
+    /// The session each open transport belongs to, by worker and transport: who is told
+    /// when the worker removes it.
+    transports: Mutex<HashMap<(usize, TransportId), TransportOwner>>,
+}
+
+/// The session that opened a transport.
+#[derive(Debug, Clone)]
+struct TransportOwner {
+    room: RoomId,
+    peer: PeerId,
+    session: u64,
 }
 
 impl Hub {
@@ -104,28 +125,71 @@ impl Hub {
         (id, receiver)
     }
 
-    /// Forgets session `id` of `peer` (if it is still the current one).
-    pub fn detach(&self, room: &RoomId, peer: &PeerId, id: u64) {
+    /// Forgets session `id` of `peer` (if it is still the current one). False when a newer
+    /// session of the peer holds its place: then the peer's presence is that session's.
+    pub fn detach(&self, room: &RoomId, peer: &PeerId, id: u64) -> bool {
         let mut rooms = self.rooms();
-        if let Some(peers) = rooms.get_mut(room) {
-            if peers.get(peer).is_some_and(|s| s.id == id) {
+        let Some(peers) = rooms.get_mut(room) else { return true };
+        let newer = match peers.get(peer) {
+            Some(session) if session.id == id => {
                 peers.remove(peer);
+                false
             }
-            if peers.is_empty() {
-                rooms.remove(room);
-            }
+            Some(_) => true,
+            None => false,
+        };
+        if peers.is_empty() {
+            rooms.remove(room);
         }
+        !newer
+    }
+
+    /// The queue of `peer`'s current session in `room`, to probe it.
+    pub fn queue_of(&self, room: &RoomId, peer: &PeerId) -> Option<mpsc::Sender<Outgoing>> {
+        self.rooms().get(room)?.get(peer).map(|session| session.queue.clone())
+    }
+
+    /// Transport `transport` on `worker` was opened by session `session` of `peer`.
+    pub fn own_transport(&self, worker: usize, transport: TransportId, room: &RoomId, peer: &PeerId, session: u64) {
+        let owner = TransportOwner { room: room.clone(), peer: peer.clone(), session };
+        lock(&self.transports).insert((worker, transport), owner);
+    }
+
+    /// The worker removed `transport`: forgets its owner and, unless the owner asked for it
+    /// (`Requested`), tells the owner's session. False when no live session owned it.
+    pub fn transport_closed(&self, worker: usize, transport: TransportId, reason: CloseReason) -> bool {
+        let Some(owner) = lock(&self.transports).remove(&(worker, transport)) else { return false };
+        if reason == CloseReason::Requested {
+            return false;
+        }
+        let mut rooms = self.rooms();
+        let Some(peers) = rooms.get_mut(&owner.room) else { return false };
+        let Some(session) = peers.get(&owner.peer).filter(|s| s.id == owner.session) else { return false };
+        if session.queue.try_send(Outgoing::TransportClosed { transport, reason }).is_err() {
+            Self::close_stalled(&owner.room, peers, vec![owner.peer]);
+        }
+        true
+    }
+
+    /// Open transports with a known owner (a gauge for `/metrics`).
+    pub fn owned_transports(&self) -> usize {
+        lock(&self.transports).len()
+    }
+
+    /// Forgets the import `producer` on `worker`: its stream ended at its origin.
+    pub fn import_ended(&self, worker: usize, producer: ProducerId) {
+        lock(&self.imports).retain(|(_, on), imported| !(*on == worker && *imported == producer));
     }
 
     /// Records a WHIP or WHEP session of `room` under `resource`, the last path segment of
-    /// its location.
-    pub fn add_http_session(&self, resource: &str, room: &RoomId, stop: oneshot::Sender<()>) {
+    /// its location. `stop` ends it and reports once it has left the room.
+    pub fn add_http_session(&self, resource: &str, room: &RoomId, stop: HttpStop) {
         let mut sessions = self.http_sessions.lock().unwrap_or_else(PoisonError::into_inner);
         sessions.insert(resource.to_owned(), (room.clone(), stop));
     }
 
     /// Takes the session at `resource` if it belongs to `room`, to stop it.
-    pub fn take_http_session(&self, resource: &str, room: &RoomId) -> Option<oneshot::Sender<()>> {
+    pub fn take_http_session(&self, resource: &str, room: &RoomId) -> Option<HttpStop> {
         let mut sessions = self.http_sessions.lock().unwrap_or_else(PoisonError::into_inner);
         if sessions.get(resource).is_some_and(|(owner, _)| owner == room) {
             return sessions.remove(resource).map(|(_, stop)| stop);

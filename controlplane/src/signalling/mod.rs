@@ -4,9 +4,14 @@
 //! messages. The protocol is versioned JSON, documented in `docs/signalling.md`.
 //!
 //! Rules: admission is decided once, by the registry, before anything is sent; a refused
-//! client gets one `error` event with the spec's code and is closed. A session's presence
-//! (registry) and its queue (hub) are added together and removed together, whoever ends the
-//! session: the client, a kick, the room's deletion or a stalled queue.
+//! client gets one `error` event with the spec's code, is closed, and changes nothing. A
+//! session's presence (registry) and its queue (hub) are added together and removed
+//! together, whoever ends the session: the client, a kick, the room's deletion, a stalled
+//! queue, a client silent past the ping timeout, a write that does not finish within the
+//! write timeout, or a new connection of the same peer that replaces a session which does
+//! not answer a probe (a phone that moved from Wi-Fi to LTE). A transport the worker
+//! removes (the client vanished) takes what went over it with it: the session's streams
+//! leave the room, and the client hears `transport-closed`.
 #![forbid(unsafe_code)]
 
 pub mod hub;
@@ -15,7 +20,7 @@ mod subscribe;
 pub mod whip;
 
 use std::net::SocketAddr;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{Path, Query, State};
@@ -25,13 +30,14 @@ use serde_json::{Value, json};
 
 use uprtcd_dataplane::command::{Command, Reply};
 use uprtcd_dataplane::dtls::CertificateFingerprint;
-use uprtcd_dataplane::engine::TransportCreated;
+use uprtcd_dataplane::engine::{CloseReason, TransportCreated};
 use uprtcd_dataplane::ice::IceCredentials;
 use uprtcd_dataplane::router::TransportId;
 
 use self::hub::{Outgoing, PublishedTrack};
 use self::subscribe::Subscription;
 use crate::envelope::{ApiCode, ApiError};
+use crate::events::Lifecycle;
 use crate::ids::{PeerId, RoomId};
 use crate::registry::Protocol;
 use crate::sdp;
@@ -85,25 +91,73 @@ async fn admit(state: &AppState, code: &str, query: JoinQuery) -> Result<(RoomId
     let room = state
         .read(|reg| reg.room_by_code(code).map(|room| room.id.clone()))
         .ok_or_else(|| ApiError::new(ApiCode::RoomNotFound, "no room has this invitation code"))?;
-    let peer = admit_with_token(state, &room, &query.token).await?;
-    if peer.as_str() != query.peer {
-        return Err(ApiError::new(ApiCode::IllegalClient, "the join token names another peer"));
-    }
+    let peer = admit_with_token(state, &room, &query.token, Some(&query.peer)).await?;
     Ok((room, peer))
 }
 
 /// Lets the peer a join token names into `room` under the room's rules: the token must be
-/// genuine, unexpired and name this room.
-pub(crate) async fn admit_with_token(state: &AppState, room: &RoomId, token: &str) -> Result<PeerId, ApiError> {
+/// genuine, unexpired, name this room and, when the client named itself (`claimed_peer`),
+/// that peer. Everything is checked before the registry is touched: a refused join changes
+/// nothing.
+pub(crate) async fn admit_with_token(
+    state: &AppState,
+    room: &RoomId,
+    token: &str,
+    claimed_peer: Option<&str>,
+) -> Result<PeerId, ApiError> {
     let claims = crate::token::verify(&state.settings().app_secret, token, unix_now())
         .map_err(|e| ApiError::new(ApiCode::IllegalClient, format!("join token refused: {e}")))?;
     if &claims.room != room {
         return Err(ApiError::new(ApiCode::IllegalClient, "the join token names another room"));
     }
-    let (admitted_room, peer) = (room.clone(), claims.peer.clone());
-    state.write(move |reg| reg.admit(&admitted_room, &peer)).await?;
+    if claimed_peer.is_some_and(|claimed| claimed != claims.peer.as_str()) {
+        return Err(ApiError::new(ApiCode::IllegalClient, "the join token names another peer"));
+    }
+    let admit = || {
+        let (room, peer) = (room.clone(), claims.peer.clone());
+        state.write(move |reg| reg.admit(&room, &peer))
+    };
+    match admit().await {
+        Err(e) if e.code == ApiCode::AlreadyConnected && replace_silent_session(state, room, &claims.peer).await => {
+            admit().await?;
+        }
+        other => other?,
+    }
     Ok(claims.peer)
 }
+
+/// `peer` connects again while the registry still counts an earlier session: probe that
+/// session (its client must answer a ping within the probe timeout) and, when it does not
+/// answer, close it and wait until it has left. True when it has (the caller admits again);
+/// false when the earlier session is alive, which keeps 50004 for a second connection.
+async fn replace_silent_session(state: &AppState, room: &RoomId, peer: &PeerId) -> bool {
+    let settings = state.settings();
+    if let Some(queue) = state.hub().queue_of(room, peer) {
+        let (alive, mut answered) = tokio::sync::mpsc::channel(1);
+        if queue.try_send(Outgoing::Probe { alive }).is_ok()
+            && matches!(tokio::time::timeout(settings.probe_timeout(), answered.recv()).await, Ok(Some(())))
+        {
+            return false;
+        }
+        tracing::info!(%room, %peer, "a new connection replaces a session that answers no probe");
+        // A full queue is a session that does not read: it ends within the write timeout.
+        let _ = queue.try_send(Outgoing::Close(event("replaced", json!({}))));
+    }
+    // Its session ends, leaves the room and says so; a write it is stuck in ends within the
+    // write timeout.
+    let deadline = Instant::now() + settings.write_timeout + settings.probe_timeout();
+    while state.read(|reg| reg.joined(room, peer).unwrap_or(false)) {
+        if Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(REPLACE_POLL).await;
+    }
+    Lifecycle::bump(&state.lifecycle().replaced);
+    true
+}
+
+/// How often a connection waiting to replace a session checks whether it has left.
+const REPLACE_POLL: Duration = Duration::from_millis(20);
 
 async fn session(state: AppState, code: String, query: JoinQuery, mut socket: WebSocket) {
     let (room, peer) = match admit(&state, &code, query).await {
@@ -120,10 +174,22 @@ async fn session(state: AppState, code: String, query: JoinQuery, mut socket: We
     let peers: Vec<PeerId> = state.read(|reg| reg.room(&room).map(|r| r.peers_visible_to(&peer)).unwrap_or_default());
     let joined = event("joined", json!({"room": room, "peer": peer, "peers": peers, "tracks": tracks}));
     let mut context = Session::new(&state, room.clone(), peer.clone(), id);
-    if socket.send(text(&joined)).await.is_ok() {
+    if send_bounded(&state, &mut socket, text(&joined)).await {
         run(&mut context, &mut socket, &mut queue).await;
     }
     context.end().await;
+}
+
+/// Sends `message` unless the client stops reading for longer than the write timeout; false
+/// when the session must end (counted when it timed out).
+async fn send_bounded(state: &AppState, socket: &mut WebSocket, message: Message) -> bool {
+    match tokio::time::timeout(state.settings().write_timeout, socket.send(message)).await {
+        Ok(sent) => sent.is_ok(),
+        Err(_) => {
+            Lifecycle::bump(&state.lifecycle().write_timeouts);
+            false
+        }
+    }
 }
 
 /// Attaches an admitted client's session to the hub and tells the room; returns the
@@ -191,11 +257,39 @@ enum Step {
     Leave,
 }
 
-/// Relays queued events to the client and answers its messages, until either side ends.
+/// Relays queued events to the client and answers its messages, until either side ends or
+/// the client goes silent: it is pinged every ping interval, and a client from which nothing
+/// (a pong or a message) came for the ping timeout is gone.
 async fn run(session: &mut Session<'_>, socket: &mut WebSocket, queue: &mut tokio::sync::mpsc::Receiver<Outgoing>) {
+    let state = session.state;
+    let settings = state.settings();
+    let mut ping = tokio::time::interval(settings.ping_interval());
+    ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut last_heard = Instant::now();
+    // Probes from a new connection of this peer, answered by the next frame the client sends.
+    let mut probes: Vec<tokio::sync::mpsc::Sender<()>> = Vec::new();
     loop {
         let replies = tokio::select! {
+            _ = ping.tick() => {
+                if last_heard.elapsed() >= settings.ping_timeout {
+                    tracing::info!(room = %session.room, peer = %session.peer, "client answered no ping; closing it");
+                    Lifecycle::bump(&state.lifecycle().ping_timeouts);
+                    return;
+                }
+                if !send_bounded(state, socket, Message::Ping(Default::default())).await {
+                    return;
+                }
+                continue;
+            }
             outgoing = queue.recv() => match outgoing {
+                Some(Outgoing::Probe { alive }) => {
+                    probes.push(alive);
+                    if !send_bounded(state, socket, Message::Ping(Default::default())).await {
+                        return;
+                    }
+                    continue;
+                }
+                Some(Outgoing::TransportClosed { transport, reason }) => session.transport_closed(transport, reason).await,
                 Some(Outgoing::Event(value)) => vec![value],
                 Some(Outgoing::Tracks(value)) => {
                     let mut events = vec![value];
@@ -212,13 +306,20 @@ async fn run(session: &mut Session<'_>, socket: &mut WebSocket, queue: &mut toki
                     continue;
                 }
                 Some(Outgoing::Close(value)) => {
-                    let _ = socket.send(text(&value)).await;
-                    let _ = socket.send(Message::Close(Some(CloseFrame { code: CLOSE_REFUSED, reason: "ended".into() }))).await;
+                    if send_bounded(state, socket, text(&value)).await {
+                        let close = CloseFrame { code: CLOSE_REFUSED, reason: "ended".into() };
+                        let _ = send_bounded(state, socket, Message::Close(Some(close))).await;
+                    }
                     return;
                 }
                 None => return,
             },
-            incoming = socket.recv() => match incoming {
+            incoming = socket.recv() => {
+                last_heard = Instant::now();
+                for alive in probes.drain(..) {
+                    let _ = alive.try_send(());
+                }
+                match incoming {
                 Some(Ok(Message::Text(body))) => match session.handle(&body).await {
                     Step::Reply(events) => events,
                     Step::Leave => return,
@@ -226,10 +327,11 @@ async fn run(session: &mut Session<'_>, socket: &mut WebSocket, queue: &mut toki
                 Some(Ok(Message::Binary(_))) => vec![error_event(&ApiError::invalid("signalling messages are JSON text"))],
                 Some(Ok(Message::Close(_))) | Some(Err(_)) | None => return,
                 Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
+                }
             },
         };
         for reply in &replies {
-            if socket.send(text(reply)).await.is_err() {
+            if !send_bounded(state, socket, text(reply)).await {
                 return;
             }
         }
@@ -257,12 +359,14 @@ impl<'a> Session<'a> {
         if let Some(subscription) = subscription {
             let worker = subscription.worker();
             if let Some(transport) = subscription.transport() {
-                let _ =
-                    state.request_worker(worker, move |request| Command::CloseTransport { request, transport }).await;
+                let _ = state.request_worker(worker, Command::CloseTransport { transport }).await;
             }
             state.hub().place(&room, worker, false);
         }
-        state.hub().detach(&room, &peer, id);
+        if !state.hub().detach(&room, &peer, id) {
+            // Replaced (after a kick) by a newer session, whose presence this is now.
+            return;
+        }
         let (left_room, left_peer) = (room.clone(), peer.clone());
         if state.write(move |reg| Ok(reg.depart(&left_room, &left_peer))).await.unwrap_or(false) {
             announce_presence(state, &room, &peer, &peer_left_event(&peer));
@@ -285,7 +389,7 @@ impl Session<'_> {
         }
         if let Some(transport) = self.publishing.take() {
             let worker = state.read(|reg| reg.room(room).map(|r| r.worker)).unwrap_or(0);
-            let _ = state.request_worker(worker, move |request| Command::CloseTransport { request, transport }).await;
+            let _ = state.request_worker(worker, Command::CloseTransport { transport }).await;
         }
     }
 
@@ -305,17 +409,33 @@ impl Session<'_> {
         let remote_fingerprint = remote.fingerprint;
         let reply = self
             .state
-            .request_worker(worker, move |request| Command::CreateTransport {
-                request,
-                local_ice,
-                remote_ice,
-                remote_fingerprint,
-            })
+            .request_worker(worker, Command::CreateTransport { local_ice, remote_ice, remote_fingerprint })
             .await?;
         match reply {
-            Reply::TransportCreated { created, address } => Ok((created, address)),
+            Reply::TransportCreated { created, address } => {
+                self.state.hub().own_transport(worker, created.transport, &self.room, &self.peer, self.id);
+                Ok((created, address))
+            }
             other => Err(ApiError::new(ApiCode::RtcFailed, format!("the worker refused a transport: {other:?}"))),
         }
+    }
+
+    /// The worker removed one of the session's transports: a publishing one takes the
+    /// session's streams out of the room; a receiving one ends the subscription (the client
+    /// may subscribe again). The client hears which and why.
+    async fn transport_closed(&mut self, transport: TransportId, reason: CloseReason) -> Vec<Value> {
+        let role = if self.publishing == Some(transport) {
+            // Already gone in the worker: nothing to close there.
+            self.publishing = None;
+            self.unpublish().await;
+            "publish"
+        } else if let Some(subscription) = self.subscription.take_if(|s| s.transport() == Some(transport)) {
+            self.state.hub().place(&self.room, subscription.worker(), false);
+            "subscribe"
+        } else {
+            return Vec::new();
+        };
+        vec![event("transport-closed", json!({"role": role, "reason": reason.as_str()}))]
     }
 
     /// The tracks this session's client sees (from whichever worker: streams cross workers).

@@ -51,10 +51,7 @@ impl Session<'_> {
         let answer = match sdp::answer(&offer, &local, &sdp::CodecPolicy::default(), allowed) {
             Ok(answer) => answer,
             Err(e) => {
-                let _ = self
-                    .state
-                    .request_worker(worker, move |request| Command::CloseTransport { request, transport })
-                    .await;
+                let _ = self.state.request_worker(worker, Command::CloseTransport { transport }).await;
                 return Err(ApiError::invalid(format!("cannot answer the offer: {e}")));
             }
         };
@@ -65,7 +62,7 @@ impl Session<'_> {
             let kind = if section.kind == sdp::MediaKind::Audio { MediaKind::Audio } else { MediaKind::Video };
             for stream in &section.streams {
                 let spec = ProducerSpec { transport, ssrc: stream.ssrc.0, kind, clock_rate: section.codec.clock_rate };
-                match self.state.request_worker(worker, move |request| Command::AddProducer { request, spec }).await? {
+                match self.state.request_worker(worker, Command::AddProducer { spec }).await? {
                     Reply::ProducerAdded(producer) => published.push(PublishedTrack {
                         track_id: String::new(),
                         number: 0,
@@ -85,9 +82,7 @@ impl Session<'_> {
         if let Ok(max_bps) = u32::try_from(max_bitrate)
             && max_bps > 0
         {
-            self.state
-                .request_worker(worker, move |request| Command::LimitBitrate { request, transport, max_bps })
-                .await?;
+            self.state.request_worker(worker, Command::LimitBitrate { transport, max_bps }).await?;
         }
         let peer = self.peer.clone();
         let audiences = self.state.read(|reg| reg.visible_rooms(&self.room));

@@ -224,10 +224,7 @@ impl Session<'_> {
             })
             .unwrap_or_default();
         for ssrc in dropped {
-            let _ = self
-                .state
-                .request_worker(worker, move |request| Command::RemoveConsumer { request, transport, ssrc })
-                .await;
+            let _ = self.state.request_worker(worker, Command::RemoveConsumer { transport, ssrc }).await;
         }
         let Some(subscription) = self.subscription.as_mut() else { return Ok(Vec::new()) };
         subscription.receiving = receiving;
@@ -269,13 +266,7 @@ impl Session<'_> {
         let extensions = extension_map(&track.extensions, media);
         let consumer = match self
             .state
-            .request_worker(worker, move |request| Command::AddConsumer {
-                request,
-                producer,
-                transport,
-                ssrc,
-                extensions,
-            })
+            .request_worker(worker, Command::AddConsumer { producer, transport, ssrc, extensions })
             .await?
         {
             Reply::ConsumerAdded(consumer) => consumer,
@@ -286,7 +277,7 @@ impl Session<'_> {
             media.codecs.iter().find(|c| c.payload_type == track.codec.payload_type).and_then(|c| c.rtx_payload_type);
         if let Some(payload_type) = kept_rtx {
             let rtx = RtxStream { ssrc: subscriber_rtx_ssrc(track), payload_type: payload_type.0 };
-            self.state.request_worker(worker, move |request| Command::EnableRtx { request, consumer, rtx }).await?;
+            self.state.request_worker(worker, Command::EnableRtx { consumer, rtx }).await?;
         }
         if self.state.hub().is_paused(&self.room, &track.track_id) {
             self.pause_consumer(worker, consumer, true).await?;
@@ -305,26 +296,17 @@ impl Session<'_> {
             return Ok(Some(imported));
         }
         let (producer, to_worker, from_worker) = (track.producer, WorkerIndex(worker), WorkerIndex(track.worker));
-        let stream = match self
-            .state
-            .request_worker(track.worker, move |request| Command::ExportProducer { request, producer, to_worker })
-            .await?
-        {
-            Reply::Exported(stream) => stream,
-            Reply::Refused(_) => return Ok(None),
-            other => return Err(ApiError::new(ApiCode::RtcFailed, format!("export refused: {other:?}"))),
-        };
+        let stream =
+            match self.state.request_worker(track.worker, Command::ExportProducer { producer, to_worker }).await? {
+                Reply::Exported(stream) => stream,
+                Reply::Refused(_) => return Ok(None),
+                other => return Err(ApiError::new(ApiCode::RtcFailed, format!("export refused: {other:?}"))),
+            };
         let kind = if track.kind == sdp::MediaKind::Audio { MediaKind::Audio } else { MediaKind::Video };
         let clock_rate = track.codec.clock_rate;
         let imported = match self
             .state
-            .request_worker(worker, move |request| Command::ImportProducer {
-                request,
-                from_worker,
-                stream,
-                kind,
-                clock_rate,
-            })
+            .request_worker(worker, Command::ImportProducer { from_worker, stream, kind, clock_rate })
             .await?
         {
             Reply::ProducerAdded(imported) => imported,
@@ -336,11 +318,7 @@ impl Session<'_> {
     }
 
     async fn pause_consumer(&self, worker: usize, consumer: ConsumerId, paused: bool) -> Result<(), ApiError> {
-        match self
-            .state
-            .request_worker(worker, move |request| Command::PauseConsumer { request, consumer, paused })
-            .await?
-        {
+        match self.state.request_worker(worker, Command::PauseConsumer { consumer, paused }).await? {
             Reply::Done | Reply::Refused(_) => Ok(()),
             other => Err(ApiError::new(ApiCode::RtcFailed, format!("pause refused: {other:?}"))),
         }

@@ -6,7 +6,9 @@
 //!
 //! A WHIP or WHEP client is a room member like a signalling client: admitted under the
 //! room's rules, counted in presence, kicked or closed with the room. Its session lives in
-//! a task that holds its hub queue; a kick, the room's deletion or the `DELETE` ends it.
+//! a task that holds its hub queue; a kick, the room's deletion, the `DELETE` or the end of
+//! its transport (the client vanished: consent expired, or it never connected) ends it. The
+//! `DELETE` is answered once the member has left, so a new `POST` right after it is admitted.
 //! A WHEP player receives what is published when it starts (no renegotiation over HTTP).
 #![forbid(unsafe_code)]
 
@@ -117,11 +119,11 @@ async fn start(
     let token = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
+        .and_then(bearer_token)
         .ok_or_else(|| ApiError::new(ApiCode::IllegalClient, "Authorization: Bearer <join token> is required"))?;
     let room = RoomId::try_from(room).map_err(|_| ApiError::new(ApiCode::RoomNotFound, "no such room"))?;
     state.read(|reg| reg.room(&room).map(|_| ()))?;
-    let peer = admit_with_token(&state, &room, token.trim()).await?;
+    let peer = admit_with_token(&state, &room, token, None).await?;
     let (id, queue) = enter(&state, &room, &peer);
     let mut session = Session::new(&state, room.clone(), peer, id);
     let answered = match role {
@@ -167,40 +169,71 @@ impl From<Session<'_>> for SessionParts {
     }
 }
 
-/// Keeps the session until its `DELETE`, a kick or the room's deletion, then ends it.
+/// The token of an `Authorization` header's Bearer scheme, whose name is case-insensitive
+/// (RFC 9110 §11.1).
+fn bearer_token(value: &str) -> Option<&str> {
+    let (scheme, token) = value.trim().split_once(' ')?;
+    let token = token.trim();
+    (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
+}
+
+/// Keeps the session until its `DELETE`, a kick, the room's deletion or the end of its
+/// transport, then ends it.
 async fn hold(
     state: AppState,
     parts: SessionParts,
     resource: String,
     mut queue: mpsc::Receiver<Outgoing>,
-    mut stopped: oneshot::Receiver<()>,
+    mut stopped: oneshot::Receiver<oneshot::Sender<()>>,
 ) {
     let SessionParts { room, peer, id, publishing, subscription } = parts;
     let session = Session { state: &state, room, peer, id, publishing, subscription };
+    let mut deleted = None;
     loop {
         tokio::select! {
-            _ = &mut stopped => break,
+            stop = &mut stopped => {
+                deleted = stop.ok();
+                break;
+            }
             outgoing = queue.recv() => match outgoing {
                 Some(Outgoing::Close(_) | Outgoing::Unpublish(_)) | None => break,
+                Some(Outgoing::TransportClosed { reason, .. }) => {
+                    tracing::info!(room = %session.room, peer = %session.peer, reason = reason.as_str(), "WHIP/WHEP client gone");
+                    break;
+                }
                 Some(Outgoing::PauseTrack { track_id, paused, done }) => {
                     session.set_track_paused(&track_id, paused).await;
                     let _ = done.try_send(());
+                }
+                // An HTTP client has no channel to be pinged on: it is there as long as its
+                // transport is, whose end (consent expiry) ends this session.
+                Some(Outgoing::Probe { alive }) => {
+                    let _ = alive.try_send(());
                 }
                 Some(Outgoing::Event(_) | Outgoing::Tracks(_)) => {}
             },
         }
     }
-    // Ended by a kick or the room's deletion: its location goes too.
+    // Ended other than by its `DELETE`: its location goes too.
     state.hub().take_http_session(&resource, &session.room);
     session.end().await;
+    if let Some(deleted) = deleted {
+        let _ = deleted.send(());
+    }
 }
 
-/// `DELETE` on a session's location.
+/// How long a `DELETE` waits for the session to leave before answering anyway.
+const DELETE_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// `DELETE` on a session's location: answered once the session has left the room.
 async fn end(State(state): State<AppState>, Path((room, resource)): Path<(String, String)>) -> Response {
     let stop = RoomId::try_from(room).ok().and_then(|room| state.hub().take_http_session(&resource, &room));
     match stop {
         Some(stop) => {
-            let _ = stop.send(());
+            let (left, has_left) = oneshot::channel();
+            if stop.send(left).is_ok() {
+                let _ = tokio::time::timeout(DELETE_WAIT, has_left).await;
+            }
             StatusCode::OK.into_response()
         }
         None => {
@@ -270,5 +303,20 @@ impl Session<'_> {
             }
         }
         Ok(answer.sdp)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::bearer_token;
+
+    #[test]
+    fn the_bearer_scheme_is_case_insensitive() {
+        assert_eq!(bearer_token("Bearer abc"), Some("abc"));
+        assert_eq!(bearer_token("bearer abc"), Some("abc"));
+        assert_eq!(bearer_token("BEARER  abc "), Some("abc"));
+        assert_eq!(bearer_token("Basic abc"), None);
+        assert_eq!(bearer_token("Bearer "), None);
+        assert_eq!(bearer_token("Bearerabc"), None);
     }
 }

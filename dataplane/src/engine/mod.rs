@@ -22,6 +22,14 @@
 //!   when the backlog is full is a handshake datagram dropped and counted; the peer's DTLS
 //!   retransmits it. So a join storm cannot stall forwarding.
 //! - **Every drop is counted** by reason in [`WorkerCounters`]; nothing here panics on input.
+//! - **Nothing unauthenticated lasts.** A transport that is not connected (ICE and DTLS
+//!   done) within `connect_timeout` of its creation is removed, and one transport keeps at
+//!   most [`MAX_TRANSPORT_ADDRESSES`] validated addresses.
+//! - **Every end is reported.** A transport that goes, for whatever reason, leaves an
+//!   [`EngineEvent::TransportClosed`] with that reason for the control plane.
+//! - **Transport ids are not reused soon.** A [`TransportId`] carries its slot and a
+//!   generation, so a command or event naming a transport that went cannot reach the one
+//!   that took its slot.
 //! - **One copy per relayed packet.** A packet of an exported producer is copied once into a
 //!   pooled buffer that every destination worker shares; a destination copies it into its
 //!   own send slots and protects it there like a local packet. A full link drops and counts.
@@ -63,8 +71,10 @@ pub trait Outbox {
 /// Tuning of one engine.
 #[derive(Debug, Clone, Copy)]
 pub struct EngineConfig {
-    /// Transports this worker accepts at most.
+    /// Transports this worker accepts at most (at most [`MAX_TRANSPORT_SLOTS`]).
     pub max_transports: usize,
+    /// How long a new transport may take to connect (ICE, then DTLS) before it is removed.
+    pub connect_timeout: Duration,
     /// DTLS datagrams processed per loop turn at most.
     pub handshake_budget: usize,
     /// DTLS datagrams that may wait for a later turn.
@@ -76,9 +86,25 @@ impl Default for EngineConfig {
     fn default() -> Self {
         // Four ClientHellos (an ECDHE and a signature each, ~130 µs in release) keep a turn
         // under a millisecond; the backlog holds a storm of a few hundred clients.
-        Self { max_transports: 4096, handshake_budget: 4, handshake_backlog: 1024, router: RouterConfig::default() }
+        Self {
+            max_transports: 4096,
+            connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+            handshake_budget: 4,
+            handshake_backlog: 1024,
+            router: RouterConfig::default(),
+        }
     }
 }
+
+/// Long enough for a phone on a slow network and a worker working off a join storm's
+/// handshake backlog; short enough that an offer which never does ICE is not kept for long.
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Transports one engine can address: the slot part of a [`TransportId`].
+pub const MAX_TRANSPORT_SLOTS: usize = 1 << TRANSPORT_SLOT_BITS;
+const TRANSPORT_SLOT_BITS: u32 = 16;
+/// Validated addresses one transport keeps: a client has a few candidates, and a stranger
+/// who knows its credentials cannot grow the list (or the address map) without bound.
+pub const MAX_TRANSPORT_ADDRESSES: usize = 8;
 
 /// Why a control request was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -123,12 +149,49 @@ pub enum EngineEvent {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CloseReason {
+    /// The client stopped answering consent checks (RFC 7675): it vanished.
     ConsentExpired,
+    /// No ICE check arrived within the connect timeout.
+    IceTimeout,
+    /// ICE worked but DTLS did not finish within the connect timeout.
+    DtlsTimeout,
     DtlsFailed(DtlsError),
+    /// The client closed DTLS (close_notify): it hung up.
     DtlsClosed,
     /// DTLS negotiated keys the SRTP module could not use.
     SrtpSetupFailed,
+    /// The control plane closed it.
     Requested,
+}
+
+impl CloseReason {
+    /// The short names of the reasons, for logs, events and metrics, by [`CloseReason::index`].
+    pub const NAMES: [&'static str; 7] = [
+        "consent_expired",
+        "ice_timeout",
+        "dtls_timeout",
+        "dtls_failed",
+        "dtls_closed",
+        "srtp_setup_failed",
+        "requested",
+    ];
+
+    /// Where the reason's name is in [`CloseReason::NAMES`].
+    pub fn index(self) -> usize {
+        match self {
+            CloseReason::ConsentExpired => 0,
+            CloseReason::IceTimeout => 1,
+            CloseReason::DtlsTimeout => 2,
+            CloseReason::DtlsFailed(_) => 3,
+            CloseReason::DtlsClosed => 4,
+            CloseReason::SrtpSetupFailed => 5,
+            CloseReason::Requested => 6,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        Self::NAMES[self.index()]
+    }
 }
 
 /// The SSRC the engine signs the RTCP it originates with (receiver reports, keyframe
@@ -147,6 +210,8 @@ pub struct Engine {
     router: Router,
     counters: WorkerCounters,
     events: Vec<EngineEvent>,
+    /// Raised for every transport created, so that ids are not reused soon (wraps).
+    generation: u32,
     /// DTLS datagrams handled in the current loop turn.
     handshakes_this_turn: usize,
     /// DTLS datagrams past the turn's budget: source, arrival time, bytes.
@@ -163,7 +228,12 @@ pub struct Engine {
 }
 
 fn slot_key(id: TransportId) -> usize {
-    id.0 as usize
+    (id.0 as usize) & (MAX_TRANSPORT_SLOTS - 1)
+}
+
+/// The transport `id` names, if it is still the one in its slot.
+fn lookup(transports: &mut Slab<Transport>, id: TransportId) -> Option<&mut Transport> {
+    transports.get_mut(slot_key(id)).filter(|t| t.id == id)
 }
 
 impl Engine {
@@ -177,6 +247,7 @@ impl Engine {
             router: Router::new(config.router),
             counters: WorkerCounters::default(),
             events: Vec::new(),
+            generation: 0,
             handshakes_this_turn: 0,
             handshake_backlog: VecDeque::new(),
             dtls_out: vec![0; MIN_OUTPUT_BUFFER_LEN].into_boxed_slice(),
@@ -240,7 +311,7 @@ impl Engine {
         remote_ice: IceCredentials,
         remote_fingerprint: CertificateFingerprint,
     ) -> Result<TransportCreated, EngineError> {
-        if self.transports.len() >= self.config.max_transports {
+        if self.transports.len() >= self.config.max_transports.min(MAX_TRANSPORT_SLOTS) {
             return Err(EngineError::TooManyTransports);
         }
         let local_ice = match local_ice {
@@ -253,9 +324,20 @@ impl Engine {
                 }
             },
         };
-        let transport = Transport::new(now, &self.identity, local_ice.clone(), remote_ice, remote_fingerprint);
-        let id =
-            TransportId(u32::try_from(self.transports.insert(transport)).map_err(|_| EngineError::TooManyTransports)?);
+        let entry = self.transports.vacant_entry();
+        let slot = u32::try_from(entry.key()).map_err(|_| EngineError::TooManyTransports)?;
+        self.generation = self.generation.wrapping_add(1);
+        let id = TransportId((self.generation << TRANSPORT_SLOT_BITS) | slot);
+        let deadline = now + self.config.connect_timeout;
+        entry.insert(Transport::new(
+            id,
+            now,
+            deadline,
+            &self.identity,
+            local_ice.clone(),
+            remote_ice,
+            remote_fingerprint,
+        ));
         self.by_ufrag.insert(local_ice.ufrag().to_owned(), id);
         self.counters.transports = self.transports.len() as u64;
         Ok(TransportCreated { transport: id, local_ice, fingerprint: self.identity.fingerprint() })
@@ -263,7 +345,7 @@ impl Engine {
 
     /// Ends a transport at the control plane's request.
     pub fn close_transport(&mut self, id: TransportId) -> Result<(), EngineError> {
-        if !self.transports.contains(slot_key(id)) {
+        if lookup(&mut self.transports, id).is_none() {
             return Err(EngineError::UnknownTransport);
         }
         self.remove_transport(id, CloseReason::Requested);
@@ -272,7 +354,7 @@ impl Engine {
 
     /// Publishes a stream the client on `spec.transport` sends.
     pub fn add_producer(&mut self, spec: ProducerSpec) -> Result<ProducerId, EngineError> {
-        let transport = self.transports.get_mut(slot_key(spec.transport)).ok_or(EngineError::UnknownTransport)?;
+        let transport = lookup(&mut self.transports, spec.transport).ok_or(EngineError::UnknownTransport)?;
         let producer = self.router.add_producer(spec)?;
         if spec.kind == MediaKind::Video {
             transport.video_ssrcs.push(spec.ssrc);
@@ -284,7 +366,7 @@ impl Engine {
     /// tells it so in a REMB naming its video streams, which browsers take as the ceiling of
     /// their bandwidth estimate.
     pub fn limit_bitrate(&mut self, transport: TransportId, max_bps: u32) -> Result<(), EngineError> {
-        let transport = self.transports.get_mut(slot_key(transport)).ok_or(EngineError::UnknownTransport)?;
+        let transport = lookup(&mut self.transports, transport).ok_or(EngineError::UnknownTransport)?;
         transport.bitrate_cap = Some(max_bps);
         Ok(())
     }
@@ -296,7 +378,7 @@ impl Engine {
         transport: TransportId,
         ssrc: u32,
     ) -> Result<ConsumerId, EngineError> {
-        if !self.transports.contains(slot_key(transport)) {
+        if lookup(&mut self.transports, transport).is_none() {
             return Err(EngineError::UnknownTransport);
         }
         let consumer = self.router.add_consumer(producer, transport, ssrc)?;
@@ -336,50 +418,45 @@ impl Engine {
         Ok(self.router.set_extension_map(consumer, map)?)
     }
 
-    /// The earliest time [`Engine::handle_timeouts`] has work: a DTLS retransmission or a
-    /// consent deadline.
+    /// The earliest time [`Engine::handle_timeouts`] has work: a DTLS retransmission, a
+    /// connect or consent deadline.
     pub fn poll_timeout(&self) -> Option<Instant> {
         // A waiting backlog is due now: its oldest arrival time is already past.
         let backlog = self.handshake_backlog.front().map(|(_, arrived, _)| *arrived);
         self.transports.iter().map(|(_, t)| t.poll_timeout()).chain(backlog).chain(self.next_receiver_reports).min()
     }
 
-    /// Runs due DTLS timers, closes transports whose consent expired, and sends publishers
-    /// their receiver reports when due.
+    /// Runs due DTLS timers, closes transports whose consent expired or that did not connect
+    /// in time, and sends publishers their receiver reports when due.
     pub fn handle_timeouts(&mut self, now: Instant, out: &mut impl Outbox) {
         if self.next_receiver_reports.is_some_and(|due| due <= now) {
             self.next_receiver_reports = Some(now + RECEIVER_REPORT_INTERVAL);
             self.send_receiver_reports(now, out);
         }
-        let mut expired = Vec::new();
-        let mut failed = Vec::new();
-        for (key, transport) in &mut self.transports {
-            let id = TransportId(key as u32);
-            if transport.ice.is_expired(now) {
-                expired.push(id);
+        let mut ended = Vec::new();
+        for (_, transport) in &mut self.transports {
+            let id = transport.id;
+            if let Some(reason) = transport.timed_out(now) {
+                ended.push((id, reason));
                 continue;
             }
             if transport.dtls.poll_timeout().is_some_and(|due| due <= now) {
                 transport.dtls.handle_timeout(now);
                 if let Some(reason) = drain_dtls(id, transport, &mut self.dtls_out, out, &mut self.events) {
-                    failed.push((id, reason));
+                    ended.push((id, reason));
                 }
             }
         }
-        for id in expired {
-            self.remove_transport(id, CloseReason::ConsentExpired);
-        }
-        for (id, reason) in failed {
+        for (id, reason) in ended {
             self.remove_transport(id, reason);
         }
     }
 
     fn remove_transport(&mut self, id: TransportId, reason: CloseReason) {
-        let key = slot_key(id);
-        if !self.transports.contains(key) {
+        if lookup(&mut self.transports, id).is_none() {
             return;
         }
-        let transport = self.transports.remove(key);
+        let transport = self.transports.remove(slot_key(id));
         self.by_ufrag.remove(transport.ice.local_ufrag());
         for addr in &transport.addresses {
             self.by_addr.remove(addr);
@@ -410,7 +487,7 @@ impl Engine {
             self.counters.drop(DropReason::StunUnknownUfrag);
             return;
         };
-        let Some(transport) = self.transports.get_mut(slot_key(id)) else { return };
+        let Some(transport) = lookup(&mut self.transports, id) else { return };
         let response = out.slot();
         match transport.ice.handle_stun(datagram, from, now, response) {
             Ok(StunOutcome::CheckAccepted { response_len, .. }) => {
@@ -418,7 +495,10 @@ impl Engine {
                 self.counters.packets_out += 1;
                 self.counters.bytes_out += response_len as u64;
                 if !transport.addresses.contains(&from) {
-                    transport.addresses.push(from);
+                    if let Some(evicted) = transport.add_address(from) {
+                        self.by_addr.remove(&evicted);
+                        self.counters.drop(DropReason::AddressEvicted);
+                    }
                     self.by_addr.insert(from, id);
                 }
             }
@@ -459,7 +539,7 @@ impl Engine {
     fn run_dtls(&mut self, now: Instant, from: SocketAddr, datagram: &[u8], out: &mut impl Outbox) {
         // The transport may have gone while the datagram waited in the backlog.
         let Some(&id) = self.by_addr.get(&from) else { return };
-        let Some(transport) = self.transports.get_mut(slot_key(id)) else { return };
+        let Some(transport) = lookup(&mut self.transports, id) else { return };
         transport.last_dtls_source = Some(from);
         if let Err(e) = transport.dtls.handle_packet(now, datagram) {
             self.counters.drop(DropReason::Dtls);
@@ -481,7 +561,7 @@ impl Engine {
         unprotect: fn(&mut SrtpSession, &mut [u8]) -> Result<usize, SrtpError>,
     ) -> Option<(TransportId, usize)> {
         let id = self.validated(from)?;
-        let transport = self.transports.get_mut(slot_key(id))?;
+        let transport = lookup(&mut self.transports, id)?;
         let Some(srtp) = transport.srtp.as_mut() else {
             self.counters.drop(DropReason::NotConnected);
             return None;
@@ -517,7 +597,7 @@ impl Engine {
         let counters = &mut self.counters;
         let plaintext = packet.as_bytes();
         self.router.fan_out(now, producer, packet, |_, consumer_transport, rewritten| {
-            let Some(subscriber) = transports.get_mut(slot_key(consumer_transport)) else { return };
+            let Some(subscriber) = lookup(transports, consumer_transport) else { return };
             send_rtp(subscriber, plaintext, rewritten, out, counters);
         });
     }
@@ -545,7 +625,7 @@ impl Engine {
                     let transports = &mut self.transports;
                     let counters = &mut self.counters;
                     self.router.sender_report(now, id, report.info(), |subscriber, info| {
-                        if let Some(subscriber) = transports.get_mut(slot_key(subscriber)) {
+                        if let Some(subscriber) = lookup(transports, subscriber) {
                             send_rtcp(subscriber, out, counters, |slot| write_sender_report(slot, &info, &[]));
                         }
                     });
@@ -570,7 +650,7 @@ impl Engine {
     fn send_keyframe_request(&mut self, request: KeyframeRequest, out: &mut impl Outbox) {
         match request {
             KeyframeRequest::Publisher { transport, media_ssrc } => {
-                let Some(publisher) = self.transports.get_mut(slot_key(transport)) else { return };
+                let Some(publisher) = lookup(&mut self.transports, transport) else { return };
                 send_rtcp(publisher, out, &mut self.counters, |slot| write_pli(slot, ENGINE_SSRC, media_ssrc));
             }
             KeyframeRequest::Origin(source) => self.request_keyframe_from_origin(source),
@@ -582,7 +662,7 @@ impl Engine {
         let transports = &mut self.transports;
         let counters = &mut self.counters;
         self.router.receiver_reports(now, |publisher, block| {
-            if let Some(publisher) = transports.get_mut(slot_key(publisher)) {
+            if let Some(publisher) = lookup(transports, publisher) {
                 send_rtcp(publisher, out, counters, |slot| write_receiver_report(slot, ENGINE_SSRC, &[block]));
             }
         });
@@ -598,7 +678,7 @@ impl Engine {
     /// RTX when the subscriber negotiated it, else the original packet.
     fn retransmit(&mut self, now: Instant, id: TransportId, media_ssrc: u32, lost: u16, out: &mut impl Outbox) {
         let Some(resend) = self.router.retransmission(now, id, media_ssrc, lost) else { return };
-        let Some(subscriber) = self.transports.get_mut(slot_key(id)) else { return };
+        let Some(subscriber) = lookup(&mut self.transports, id) else { return };
         match resend {
             Resend::Original { packet, rewritten } => send_rtp(subscriber, packet, rewritten, out, &mut self.counters),
             Resend::Rtx { packet, rewritten, rtx, rtx_sequence_number } => {
@@ -710,6 +790,7 @@ fn drain_dtls(
             DtlsOutput::Connected { keys, .. } => match SrtpSession::new(&keys) {
                 Ok(session) => {
                     transport.srtp = Some(session);
+                    transport.connect_deadline = None;
                     events.push(EngineEvent::TransportConnected(id));
                 }
                 Err(_) => return Some(CloseReason::SrtpSetupFailed),

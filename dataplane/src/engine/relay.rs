@@ -14,7 +14,7 @@
 
 use std::time::Instant;
 
-use super::{Engine, EngineError, EngineEvent, Outbox, send_rtcp, slot_key};
+use super::{Engine, EngineError, EngineEvent, Outbox, lookup, send_rtcp};
 use crate::relay::{Feedback, PacketPool, PoolError, RelayLinks, RelayMessage, RelayStreamId, WorkerIndex};
 use crate::router::{MediaKind, ProducerId, RelaySource, TransportId};
 use crate::stats::DropReason;
@@ -115,7 +115,7 @@ impl Engine {
                 let transports = &mut self.transports;
                 let counters = &mut self.counters;
                 self.router.relayed_sender_report(RelaySource { worker: from, stream }, info, |subscriber, info| {
-                    if let Some(subscriber) = transports.get_mut(slot_key(subscriber)) {
+                    if let Some(subscriber) = lookup(transports, subscriber) {
                         send_rtcp(subscriber, out, counters, |slot| write_sender_report(slot, &info, &[]));
                     }
                 });

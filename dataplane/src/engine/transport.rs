@@ -5,17 +5,24 @@
 use std::net::SocketAddr;
 use std::time::Instant;
 
+use super::{CloseReason, MAX_TRANSPORT_ADDRESSES};
 use crate::dtls::{CertificateFingerprint, DtlsIdentity, DtlsTransport};
 use crate::ice::{IceCredentials, IceLiteAgent};
+use crate::router::TransportId;
 use crate::srtp::SrtpSession;
 
 #[derive(Debug)]
 pub(super) struct Transport {
+    /// Its own id, generation included, to tell it from an older holder of its slot.
+    pub(super) id: TransportId,
+    /// Until it connects: when it is removed if it has not.
+    pub(super) connect_deadline: Option<Instant>,
     pub(super) ice: IceLiteAgent,
     pub(super) dtls: DtlsTransport,
     /// Present once DTLS finished and the peer's certificate matched its fingerprint.
     pub(super) srtp: Option<SrtpSession>,
-    /// Every address an ICE check validated, so closing the transport frees them all.
+    /// Every address an ICE check validated (at most [`MAX_TRANSPORT_ADDRESSES`]), so closing
+    /// the transport frees them all.
     pub(super) addresses: Vec<SocketAddr>,
     /// Where the peer's last DTLS record came from: its flights are answered there even
     /// before a candidate is nominated.
@@ -28,13 +35,17 @@ pub(super) struct Transport {
 
 impl Transport {
     pub(super) fn new(
+        id: TransportId,
         now: Instant,
+        connect_deadline: Instant,
         identity: &DtlsIdentity,
         local_ice: IceCredentials,
         remote_ice: IceCredentials,
         remote_fingerprint: CertificateFingerprint,
     ) -> Self {
         Self {
+            id,
+            connect_deadline: Some(connect_deadline),
             ice: IceLiteAgent::new(local_ice, remote_ice, now),
             dtls: DtlsTransport::new_server(identity, remote_fingerprint, now),
             srtp: None,
@@ -50,9 +61,83 @@ impl Transport {
         self.ice.selected().or_else(|| self.addresses.first().copied())
     }
 
-    /// The earliest deadline of this transport: DTLS retransmission or consent expiry.
+    /// The earliest deadline of this transport: DTLS retransmission, connect timeout or
+    /// consent expiry.
     pub(super) fn poll_timeout(&self) -> Instant {
-        let consent = self.ice.poll_timeout();
-        self.dtls.poll_timeout().map_or(consent, |dtls| dtls.min(consent))
+        let mut due = self.ice.poll_timeout();
+        for deadline in [self.dtls.poll_timeout(), self.connect_deadline].into_iter().flatten() {
+            due = due.min(deadline);
+        }
+        due
+    }
+
+    /// Why the transport ends at `now`, if its consent expired or it did not connect in time.
+    pub(super) fn timed_out(&self, now: Instant) -> Option<CloseReason> {
+        if self.ice.is_expired(now) {
+            return Some(CloseReason::ConsentExpired);
+        }
+        match self.connect_deadline {
+            Some(deadline) if deadline <= now && self.addresses.is_empty() => Some(CloseReason::IceTimeout),
+            Some(deadline) if deadline <= now => Some(CloseReason::DtlsTimeout),
+            _ => None,
+        }
+    }
+
+    /// Records a newly validated address; when the list is full the oldest address other
+    /// than the selected one makes room, and is returned to be forgotten.
+    pub(super) fn add_address(&mut self, address: SocketAddr) -> Option<SocketAddr> {
+        let mut evicted = None;
+        if self.addresses.len() >= MAX_TRANSPORT_ADDRESSES {
+            let selected = self.ice.selected();
+            let oldest = self.addresses.iter().position(|a| Some(*a) != selected).unwrap_or(0);
+            evicted = Some(self.addresses.remove(oldest));
+        }
+        self.addresses.push(address);
+        evicted
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::{Ipv4Addr, SocketAddr};
+    use std::time::{Duration, Instant};
+
+    use super::*;
+    use crate::dtls::DtlsVersionPolicy;
+
+    fn transport(now: Instant) -> Transport {
+        let identity = DtlsIdentity::generate(DtlsVersionPolicy::Dtls12Only).unwrap();
+        let (local, remote) = (IceCredentials::generate().unwrap(), IceCredentials::generate().unwrap());
+        let deadline = now + Duration::from_secs(10);
+        Transport::new(TransportId(1), now, deadline, &identity, local, remote, identity.fingerprint())
+    }
+
+    fn address(port: u16) -> SocketAddr {
+        SocketAddr::from((Ipv4Addr::LOCALHOST, port))
+    }
+
+    #[test]
+    fn the_address_list_is_bounded_and_gives_up_its_oldest() {
+        let mut transport = transport(Instant::now());
+        for port in 0..MAX_TRANSPORT_ADDRESSES as u16 {
+            assert_eq!(transport.add_address(address(1000 + port)), None);
+        }
+        assert_eq!(transport.add_address(address(2000)), Some(address(1000)));
+        assert_eq!(transport.add_address(address(2001)), Some(address(1001)));
+        assert_eq!(transport.addresses.len(), MAX_TRANSPORT_ADDRESSES);
+        assert_eq!(transport.addresses.last(), Some(&address(2001)));
+    }
+
+    #[test]
+    fn a_transport_times_out_as_ice_before_any_check_and_as_dtls_after_one() {
+        let now = Instant::now();
+        let mut transport = transport(now);
+        let late = now + Duration::from_secs(10);
+        assert_eq!(transport.timed_out(now + Duration::from_secs(9)), None);
+        assert_eq!(transport.timed_out(late), Some(CloseReason::IceTimeout));
+        transport.add_address(address(1000));
+        assert_eq!(transport.timed_out(late), Some(CloseReason::DtlsTimeout));
+        transport.connect_deadline = None;
+        assert_eq!(transport.timed_out(late), None, "a connected transport lives on consent alone");
     }
 }

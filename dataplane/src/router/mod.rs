@@ -35,7 +35,8 @@ use crate::relay::{RelayStreamId, WorkerIndex};
 use crate::wire::rtcp::{ReportBlock, SenderInfo};
 use crate::wire::rtp::{ExtensionIdMap, RtpPacket};
 
-/// A transport (one client connection) of this worker.
+/// A transport (one client connection) of this worker. The engine makes it of the
+/// transport's slot and a generation, so an id is not given to another transport soon.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct TransportId(pub u32);
 
