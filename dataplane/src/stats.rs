@@ -18,6 +18,9 @@ pub enum DropReason {
     StunUnknownUfrag,
     /// STUN check with bad MESSAGE-INTEGRITY or FINGERPRINT.
     StunBadIntegrity,
+    /// Authenticated STUN check with a comprehension-required attribute ICE-lite does not
+    /// understand: refused, and answered with a 420 error response.
+    StunUnknownAttribute,
     /// DTLS record the handshake rejected.
     Dtls,
     /// Media before the transport's DTLS handshake and fingerprint check completed.
@@ -58,6 +61,7 @@ impl DropReason {
         Self::UnknownSource,
         Self::StunUnknownUfrag,
         Self::StunBadIntegrity,
+        Self::StunUnknownAttribute,
         Self::Dtls,
         Self::NotConnected,
         Self::SrtpAuth,
@@ -82,6 +86,7 @@ impl DropReason {
             Self::UnknownSource => "unknown_source",
             Self::StunUnknownUfrag => "stun_unknown_ufrag",
             Self::StunBadIntegrity => "stun_bad_integrity",
+            Self::StunUnknownAttribute => "stun_unknown_attribute",
             Self::Dtls => "dtls",
             Self::NotConnected => "not_connected",
             Self::SrtpAuth => "srtp_auth",

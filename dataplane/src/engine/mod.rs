@@ -506,6 +506,12 @@ impl Engine {
                 out.commit(from, response_len);
                 self.counters.packets_out += 1;
             }
+            Ok(StunOutcome::UnknownAttributes { response_len }) => {
+                out.commit(from, response_len);
+                self.counters.packets_out += 1;
+                self.counters.bytes_out += response_len as u64;
+                self.counters.drop(DropReason::StunUnknownAttribute);
+            }
             Ok(StunOutcome::Keepalive) => {}
             Err(IceError::UnknownUfrag) => self.counters.drop(DropReason::StunUnknownUfrag),
             Err(IceError::BadIntegrity | IceError::BadFingerprint) => self.counters.drop(DropReason::StunBadIntegrity),

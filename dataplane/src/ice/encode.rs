@@ -5,7 +5,9 @@
 use std::net::SocketAddr;
 
 use stun_rs::attributes::ice::{IceControlling, Priority, UseCandidate};
-use stun_rs::attributes::stun::{ErrorCode, Fingerprint, MessageIntegrity, UserName, XorMappedAddress};
+use stun_rs::attributes::stun::{
+    ErrorCode, Fingerprint, MessageIntegrity, UnknownAttributes, UserName, XorMappedAddress,
+};
 use stun_rs::methods::BINDING;
 use stun_rs::{MessageClass, MessageEncoderBuilder, StunMessage, StunMessageBuilder, TransactionId};
 
@@ -40,10 +42,40 @@ pub(super) fn role_conflict(
     key: &ShortTermKey,
     buf: &mut [u8],
 ) -> Result<usize, IceError> {
-    let error = stun_rs::ErrorCode::new(487, "Role Conflict").expect("487 lies in STUN's 300..=699 error code range");
-    let message = StunMessageBuilder::new(BINDING, MessageClass::ErrorResponse)
+    error_response(transaction_id, 487, "Role Conflict", None, key, buf)
+}
+
+/// A Binding error response 420 Unknown Attribute (RFC 8489 §6.3.1.1) whose
+/// UNKNOWN-ATTRIBUTES lists `unknown`, authenticated so the peer can trust that its request
+/// was refused rather than lost.
+pub(super) fn unknown_attributes(
+    transaction_id: [u8; TRANSACTION_ID_LEN],
+    unknown: &[u16],
+    key: &ShortTermKey,
+    buf: &mut [u8],
+) -> Result<usize, IceError> {
+    error_response(transaction_id, 420, "Unknown Attribute", Some(UnknownAttributes::from(unknown)), key, buf)
+}
+
+/// ERROR-CODE `code` with `reason`, then `unknown` if given, MESSAGE-INTEGRITY under the
+/// responder's password, FINGERPRINT.
+fn error_response(
+    transaction_id: [u8; TRANSACTION_ID_LEN],
+    code: u16,
+    reason: &str,
+    unknown: Option<UnknownAttributes>,
+    key: &ShortTermKey,
+    buf: &mut [u8],
+) -> Result<usize, IceError> {
+    let error = stun_rs::ErrorCode::new(code, reason)
+        .expect("callers pass 420 or 487, which lie in STUN's 300..=699 error code range");
+    let mut message = StunMessageBuilder::new(BINDING, MessageClass::ErrorResponse)
         .with_transaction_id(TransactionId::from(transaction_id))
-        .with_attribute(ErrorCode::from(error))
+        .with_attribute(ErrorCode::from(error));
+    if let Some(unknown) = unknown {
+        message = message.with_attribute(unknown);
+    }
+    let message = message
         .with_attribute(MessageIntegrity::new(key.signing().clone()))
         .with_attribute(Fingerprint::default())
         .build();

@@ -2,6 +2,10 @@
 //! by [`StunView::parse`], after which no accessor can panic or allocate. It also checks
 //! the two attributes that make a message trustworthy, FINGERPRINT and MESSAGE-INTEGRITY,
 //! so that forged or stray datagrams are rejected before anything allocates.
+//!
+//! It owns the list of attribute types this side understands: any other comprehension-
+//! required type (RFC 8489 §14: below 0x8000) is collected, a bounded number of them, for
+//! the 420 Unknown Attribute answer ([`StunView::unknown_comprehension_required`]).
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
@@ -24,9 +28,19 @@ const USERNAME: u16 = 0x0006;
 const MESSAGE_INTEGRITY: u16 = 0x0008;
 const ERROR_CODE: u16 = 0x0009;
 const XOR_MAPPED_ADDRESS: u16 = 0x0020;
+const PRIORITY: u16 = 0x0024;
 const USE_CANDIDATE: u16 = 0x0025;
 const FINGERPRINT: u16 = 0x8028;
 const ICE_CONTROLLED: u16 = 0x8029;
+/// Types from here up are comprehension-optional: a receiver that does not understand one
+/// ignores it (RFC 8489 §14).
+const COMPREHENSION_OPTIONAL: u16 = 0x8000;
+
+/// How many unknown comprehension-required types a view keeps, and so the longest
+/// UNKNOWN-ATTRIBUTES list a 420 carries. Browsers send none; a peer that sends more learns
+/// of the first ones, and the 420 refuses its request all the same. The bound keeps the
+/// view `Copy` and the 420 within [`super::MAX_RESPONSE_LEN`].
+pub(super) const MAX_UNKNOWN_ATTRIBUTES: usize = 4;
 
 /// The Binding method in its four classes (RFC 5389 §6: the class bits are interleaved with
 /// the method bits, so each combination is one 16-bit type).
@@ -71,6 +85,10 @@ pub(super) struct StunView<'a> {
     ice_controlled: bool,
     xor_mapped_address: Option<&'a [u8]>,
     error_code: Option<&'a [u8]>,
+    /// Distinct comprehension-required types not understood, in order of appearance: the
+    /// first `unknown_len` entries.
+    unknown: [u16; MAX_UNKNOWN_ATTRIBUTES],
+    unknown_len: usize,
 }
 
 impl<'a> StunView<'a> {
@@ -103,6 +121,8 @@ impl<'a> StunView<'a> {
             ice_controlled: false,
             xor_mapped_address: None,
             error_code: None,
+            unknown: [0; MAX_UNKNOWN_ATTRIBUTES],
+            unknown_len: 0,
         };
         let mut offset = HEADER_LEN;
         while offset < datagram.len() {
@@ -152,11 +172,24 @@ impl<'a> StunView<'a> {
             ERROR_CODE => {
                 self.error_code.get_or_insert(value);
             }
-            // Everything else, ICE-CONTROLLING and PRIORITY included, does not change what a
-            // lite agent does.
+            // Understood, and of no use to a lite agent: the priority ranks the peer-reflexive
+            // candidate a check reveals (RFC 8445 §7.3.1.3), and a lite agent sends no checks,
+            // so it ranks nothing.
+            PRIORITY => {}
+            unknown if unknown < COMPREHENSION_OPTIONAL => self.record_unknown(unknown),
+            // Comprehension-optional: ICE-CONTROLLING, SOFTWARE and browsers' own
+            // extensions; none changes what a lite agent does.
             _ => {}
         }
         Ok(())
+    }
+
+    fn record_unknown(&mut self, attribute_type: u16) {
+        let listed = &self.unknown[..self.unknown_len];
+        if self.unknown_len < MAX_UNKNOWN_ATTRIBUTES && !listed.contains(&attribute_type) {
+            self.unknown[self.unknown_len] = attribute_type;
+            self.unknown_len += 1;
+        }
     }
 
     pub(super) fn kind(&self) -> MessageKind {
@@ -181,6 +214,12 @@ impl<'a> StunView<'a> {
     /// ICE-CONTROLLED before MESSAGE-INTEGRITY: the sender claims the controlled role.
     pub(super) fn claims_controlled(&self) -> bool {
         self.ice_controlled
+    }
+
+    /// The comprehension-required types before MESSAGE-INTEGRITY that this side does not
+    /// understand (at most [`MAX_UNKNOWN_ATTRIBUTES`]); empty for a message it may process.
+    pub(super) fn unknown_comprehension_required(&self) -> &[u16] {
+        &self.unknown[..self.unknown_len]
     }
 
     pub(super) fn has_fingerprint(&self) -> bool {

@@ -20,7 +20,9 @@
 //!   unauthenticated check is never answered, so the SFU cannot be used as a reflector.
 //! - **Only validated 5-tuples.** [`StunOutcome::CheckAccepted`] is the proof that `from`
 //!   belongs to the peer: map `from` to this transport then, not before, and take DTLS and
-//!   SRTP only from addresses mapped that way.
+//!   SRTP only from addresses mapped that way. The authenticated error responses
+//!   ([`StunOutcome::RoleConflict`], [`StunOutcome::UnknownAttributes`]) prove nothing of
+//!   the kind: the request they answer was refused.
 //! - **Media goes to [`IceLiteAgent::selected`]**, the address last nominated with
 //!   USE-CANDIDATE. A later nomination of another address switches it (RFC 8445 §8.2);
 //!   `became_selected` says when.
@@ -36,14 +38,15 @@
 //!   authenticated check (RFC 7675 §4, §5.1). They are accepted and otherwise ignored.
 //!
 //! Allocation: [`local_ufrag_of`], which runs for every STUN datagram, and every rejection by
-//! `handle_stun` allocate nothing: they read a checked, borrowing view and compute the HMAC
-//! on the stack. An accepted check allocates in stun-rs's encoder while the response is
-//! written (the attribute list, the HMAC output); checks arrive a few times a second per
-//! transport, never per media packet. Constructors allocate their strings and keys.
+//! `handle_stun` allocate nothing: they read a checked, borrowing view (which collects
+//! unknown attribute types into a fixed array) and compute the HMAC on the stack. An
+//! authenticated check allocates in stun-rs's encoder while its response is written (the
+//! attribute list, the HMAC output); checks arrive a few times a second per transport, never
+//! per media packet. Constructors allocate their strings and keys.
 //!
-//! Not implemented: unknown comprehension-required attributes are ignored rather than
-//! answered with 420 (browsers send none); MESSAGE-INTEGRITY-SHA256 (RFC 8489) is not
-//! accepted in place of MESSAGE-INTEGRITY (browsers do not use it for ICE).
+//! Not implemented: MESSAGE-INTEGRITY-SHA256 (RFC 8489) is not accepted in place of
+//! MESSAGE-INTEGRITY (browsers do not use it for ICE); after MESSAGE-INTEGRITY, where RFC
+//! 8489 puts it when both are sent, it is ignored like every attribute there.
 #![forbid(unsafe_code)]
 
 pub mod client;
@@ -69,9 +72,11 @@ use message::{MessageKind, StunView};
 pub const CONSENT_LIFETIME: Duration = Duration::from_secs(30);
 
 /// The longest response [`IceLiteAgent::handle_stun`] writes, and so the smallest `response`
-/// buffer it accepts: a success response for an IPv6 address (header 20, XOR-MAPPED-ADDRESS
-/// 24, MESSAGE-INTEGRITY 24, FINGERPRINT 8).
-pub const MAX_RESPONSE_LEN: usize = 76;
+/// buffer it accepts: a 420 error response whose UNKNOWN-ATTRIBUTES lists as many types as
+/// it ever does, four (header 20, ERROR-CODE 28, UNKNOWN-ATTRIBUTES 12, MESSAGE-INTEGRITY
+/// 24, FINGERPRINT 8). A success response for an IPv6 address, the longest other one, takes
+/// 76 bytes.
+pub const MAX_RESPONSE_LEN: usize = 92;
 
 /// Everything that can go wrong, as one cheap `Copy` value to count by variant.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, thiserror::Error)]
@@ -132,6 +137,11 @@ pub enum StunOutcome {
     /// holds (RFC 8445 §6.1.1): the response is a 487 Role Conflict error response. Nothing
     /// else changed.
     RoleConflict { response_len: usize },
+    /// An authenticated check carrying comprehension-required attributes this agent does not
+    /// understand (RFC 8489 §6.3.1): the response is a 420 Unknown Attribute error response
+    /// listing them. The check was not otherwise processed: `from` is not validated, nothing
+    /// is nominated, consent is not refreshed.
+    UnknownAttributes { response_len: usize },
     /// A Binding indication, a keepalive: nothing to send, nothing changed.
     Keepalive,
 }
@@ -171,7 +181,8 @@ impl IceLiteAgent {
     /// the agent is unchanged. `response` must hold [`MAX_RESPONSE_LEN`] bytes.
     ///
     /// Checks run cheapest and most telling first: framing, FINGERPRINT (tells ICE checks
-    /// from other STUN and from corruption), USERNAME, then MESSAGE-INTEGRITY.
+    /// from other STUN and from corruption), USERNAME, then MESSAGE-INTEGRITY; only then
+    /// what the check asks for: unknown attributes (420), the role (487), the check itself.
     pub fn handle_stun(
         &mut self,
         datagram: &[u8],
@@ -206,6 +217,14 @@ impl IceLiteAgent {
         }
         message.verify_integrity(&self.key)?;
 
+        // Unknown attributes are answered only now, as RFC 8489 §6.3 orders it: answering an
+        // unauthenticated request would let anyone who forges a source address make us send
+        // datagrams to it. Before the role: a request we do not understand is not processed.
+        let unknown = message.unknown_comprehension_required();
+        if !unknown.is_empty() {
+            let response_len = encode::unknown_attributes(message.transaction_id(), unknown, &self.key, response)?;
+            return Ok(StunOutcome::UnknownAttributes { response_len });
+        }
         if message.claims_controlled() {
             let response_len = encode::role_conflict(message.transaction_id(), &self.key, response)?;
             return Ok(StunOutcome::RoleConflict { response_len });

@@ -4,10 +4,13 @@
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
+use aws_lc_rs::hmac;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use stun_rs::attributes::ice::{IceControlled, IceControlling, Priority, UseCandidate};
-use stun_rs::attributes::stun::{ErrorCode, Fingerprint, MessageIntegrity, UserName, XorMappedAddress};
+use stun_rs::attributes::stun::{
+    ErrorCode, Fingerprint, MessageIntegrity, UnknownAttributes, UserName, XorMappedAddress,
+};
 use stun_rs::methods::BINDING;
 use stun_rs::{
     DecoderContextBuilder, HMACKey, MessageClass, MessageDecoderBuilder, MessageEncoderBuilder, StunAttribute,
@@ -129,7 +132,7 @@ fn browser_check_from_ipv4_is_answered_and_nominates() {
 #[test]
 fn browser_check_from_ipv6_is_answered_and_nominates() {
     let response_len = check_round_trip(browser_v6());
-    assert_eq!(response_len, MAX_RESPONSE_LEN, "MAX_RESPONSE_LEN is the IPv6 success response");
+    assert_eq!(response_len, 76, "the IPv6 success response, the longest but the 420");
 }
 
 fn check_round_trip(from: SocketAddr) -> usize {
@@ -248,6 +251,153 @@ fn controlled_claim_gets_authenticated_role_conflict() {
     // Neither nominated nor consented: the request was refused.
     assert_eq!(agent.selected(), None);
     assert_eq!(agent.poll_timeout(), now + CONSENT_LIFETIME);
+}
+
+/// The attributes of `valid_check(true)` up to MESSAGE-INTEGRITY.
+fn nominating_check_attributes() -> Vec<StunAttribute> {
+    vec![
+        UserName::new(BROWSER_USERNAME).unwrap().into(),
+        Priority::new(0x6e7f_1eff).into(),
+        IceControlling::new(TIE_BREAKER).into(),
+        UseCandidate::default().into(),
+    ]
+}
+
+/// A Binding request of `attributes`, then attributes of `extra_types` (4-byte values),
+/// MESSAGE-INTEGRITY under `pwd` and FINGERPRINT. stun-rs encodes only the types it knows,
+/// so each extra one is written as a PRIORITY with a marker value, then retyped, and
+/// MESSAGE-INTEGRITY and FINGERPRINT are computed again.
+fn check_with_extra_attributes(mut attributes: Vec<StunAttribute>, extra_types: &[u16], pwd: &str) -> Vec<u8> {
+    const MARKER: u32 = 0xEEEE_EEEE;
+    attributes.extend(extra_types.iter().map(|_| StunAttribute::from(Priority::new(MARKER))));
+    attributes.extend([integrity(pwd), Fingerprint::default().into()]);
+    let mut check = encode_with_stun_rs(MessageClass::Request, attributes);
+
+    let stand_in = [&0x0024u16.to_be_bytes()[..], &4u16.to_be_bytes(), &MARKER.to_be_bytes()].concat();
+    let mut extra_types = extra_types.iter();
+    let mut offset = 20;
+    while offset < check.len() {
+        if check[offset..].starts_with(&stand_in) {
+            check[offset..offset + 2].copy_from_slice(&extra_types.next().unwrap().to_be_bytes());
+        }
+        let value_len = usize::from(u16::from_be_bytes([check[offset + 2], check[offset + 3]]));
+        offset += 4 + value_len.next_multiple_of(4);
+    }
+    assert!(extra_types.next().is_none(), "every extra attribute was written");
+
+    // MESSAGE-INTEGRITY (24 bytes) and FINGERPRINT (8) end the message. The HMAC covers the
+    // header with a length that ends at MESSAGE-INTEGRITY (RFC 5389 §15.4).
+    let fingerprint_at = check.len() - 8;
+    let integrity_at = fingerprint_at - 24;
+    let mut signed = check[..integrity_at].to_vec();
+    signed[2..4].copy_from_slice(&u16::try_from(fingerprint_at - 20).unwrap().to_be_bytes());
+    let tag = hmac::sign(&hmac::Key::new(hmac::HMAC_SHA1_FOR_LEGACY_USE_ONLY, pwd.as_bytes()), &signed);
+    check[integrity_at + 4..fingerprint_at].copy_from_slice(tag.as_ref());
+    refresh_fingerprint(&mut check);
+    check
+}
+
+/// Recomputes the FINGERPRINT that ends `datagram` (RFC 5389 §15.5: the CRC-32 of
+/// everything before it, XORed with "STUN"). Anyone can, as it takes no key.
+fn refresh_fingerprint(datagram: &mut [u8]) {
+    let value_at = datagram.len() - 4;
+    let crc = crc::Crc::<u32>::new(&crc::CRC_32_ISO_HDLC).checksum(&datagram[..value_at - 4]);
+    datagram[value_at..].copy_from_slice(&(crc ^ 0x5354_554E).to_be_bytes());
+}
+
+/// Feeds a check that must be refused with a 420; returns the UNKNOWN-ATTRIBUTES it lists
+/// and the response's length, after checking that the response is authenticated and
+/// answers this transaction, and that the agent is unchanged.
+fn unknown_attributes_answer(check: &[u8]) -> (Vec<u16>, usize) {
+    let created = Instant::now();
+    let mut agent = agent(created);
+    let later = created + Duration::from_secs(10);
+    let mut response = [0; MAX_RESPONSE_LEN];
+    let outcome = agent.handle_stun(check, browser_v4(), later, &mut response).unwrap();
+    let StunOutcome::UnknownAttributes { response_len } = outcome else { panic!("expected a 420, got {outcome:?}") };
+    let response = &response[..response_len];
+
+    let decoded = decode_verified(response, SFU_PWD);
+    assert_eq!(decoded.method(), BINDING);
+    assert_eq!(decoded.class(), MessageClass::ErrorResponse);
+    assert_eq!(decoded.transaction_id().as_bytes(), &TRANSACTION_ID);
+    assert_eq!(decoded.get::<ErrorCode>().unwrap().expect_error_code().error_code().error_code(), 420);
+    assert_eq!(parse_binding_response(response, TRANSACTION_ID, &sfu()), Err(IceError::ErrorResponse { code: 420 }));
+    // Not processed: nothing is nominated, and consent runs out when it would have without
+    // the check.
+    assert_eq!(agent.selected(), None);
+    assert_eq!(agent.poll_timeout(), created + CONSENT_LIFETIME);
+    let listed = decoded.get::<UnknownAttributes>().unwrap().expect_unknown_attributes().attributes().to_vec();
+    (listed, response_len)
+}
+
+#[test]
+fn unknown_comprehension_required_attribute_gets_authenticated_420() {
+    let check = check_with_extra_attributes(nominating_check_attributes(), &[0x0042], SFU_PWD);
+    // The check itself is sound: stun-rs verifies what the helper signed.
+    decode_verified(&check, SFU_PWD);
+    let (listed, _) = unknown_attributes_answer(&check);
+    assert_eq!(listed, [0x0042]);
+}
+
+#[test]
+fn unknown_comprehension_optional_attribute_is_ignored() {
+    let now = Instant::now();
+    let mut agent = agent(now);
+    let check = check_with_extra_attributes(nominating_check_attributes(), &[0x8042], SFU_PWD);
+    let (response, became_selected) = accept(&mut agent, &check, browser_v4(), now);
+    assert!(became_selected);
+    assert_eq!(agent.selected(), Some(browser_v4()));
+    assert_eq!(parse_binding_response(&response, TRANSACTION_ID, &sfu()), Ok(browser_v4()));
+}
+
+/// Without valid integrity a check with unknown attributes is dropped like any other, so
+/// no one can make us answer an address they forged.
+#[test]
+fn unknown_attribute_with_bad_integrity_is_not_answered() {
+    let now = Instant::now();
+    let mut agent = agent(now);
+    for pwd in [BROWSER_PWD, "SfuPassword0123456789+X"] {
+        let check = check_with_extra_attributes(nominating_check_attributes(), &[0x0042], pwd);
+        assert_eq!(assert_refused(&mut agent, &check, now), IceError::BadIntegrity, "pwd {pwd}");
+    }
+}
+
+/// The list names each type once, in order, and stops at `MAX_UNKNOWN_ATTRIBUTES`; the
+/// longest 420 is what `MAX_RESPONSE_LEN` makes room for. Comprehension-optional types are
+/// not listed.
+#[test]
+fn unknown_attributes_are_listed_once_and_bounded() {
+    let extra_types = [0x0042, 0x8042, 0x0042, 0x7FFF, 0x0043, 0x0044, 0x0045];
+    let check = check_with_extra_attributes(nominating_check_attributes(), &extra_types, SFU_PWD);
+    let (listed, response_len) = unknown_attributes_answer(&check);
+    assert_eq!(listed, [0x0042, 0x7FFF, 0x0043, 0x0044]);
+    assert_eq!(response_len, MAX_RESPONSE_LEN);
+}
+
+/// A check refused for its attributes is not looked at further: no 487 for its role.
+#[test]
+fn unknown_attributes_are_answered_before_a_role_conflict() {
+    let attributes = vec![UserName::new(BROWSER_USERNAME).unwrap().into(), IceControlled::new(TIE_BREAKER).into()];
+    let (listed, _) = unknown_attributes_answer(&check_with_extra_attributes(attributes, &[0x0042], SFU_PWD));
+    assert_eq!(listed, [0x0042]);
+}
+
+/// Anyone on the path can append an attribute after MESSAGE-INTEGRITY and recompute the
+/// unkeyed FINGERPRINT; an unknown one there must not turn an accepted check into a 420.
+#[test]
+fn unknown_attribute_after_integrity_is_ignored() {
+    let now = Instant::now();
+    let mut agent = agent(now);
+    let check = valid_check(true);
+    let fingerprint_at = check.len() - 8;
+    let mut appended =
+        [&check[..fingerprint_at], &[0x00, 0x42, 0x00, 0x04, 0, 0, 0, 0], &check[fingerprint_at..]].concat();
+    let length = u16::try_from(appended.len() - 20).unwrap();
+    appended[2..4].copy_from_slice(&length.to_be_bytes());
+    refresh_fingerprint(&mut appended);
+    let (_, became_selected) = accept(&mut agent, &appended, browser_v4(), now);
+    assert!(became_selected);
 }
 
 #[test]
