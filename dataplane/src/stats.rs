@@ -56,7 +56,7 @@ pub enum DropReason {
 }
 
 impl DropReason {
-    pub const ALL: [DropReason; 19] = [
+    pub const ALL: [DropReason; 20] = [
         Self::Malformed,
         Self::UnknownSource,
         Self::StunUnknownUfrag,
