@@ -4,6 +4,7 @@
 
 mod support;
 
+use support::tmpfs::Tmpfs;
 use support::*;
 
 /// Everything the API tells about one room, with the address fields (which follow the ports
@@ -222,4 +223,45 @@ fn each_answer_is_durable_on_its_own() {
     srv.restart();
     assert_eq!(str_field(&srv.room(&l2), "masterId"), "host2");
     assert!(!bool_field(&srv.room(&l), "joinEnabled"));
+}
+
+#[test]
+fn a_full_disk_answers_10000_and_changes_are_stored_again_once_space_is_freed() {
+    // Declared first, so that it is unmounted after the server has stopped.
+    let Some(fs) = Tmpfs::mount(4 * 1024 * 1024) else { return };
+    let mut srv = Server::builder().data_dir(fs.path()).start();
+    let mut acknowledged: Vec<String> = (0..10).map(|i| srv.live_id(&format!("before{i}"))).collect();
+
+    let filler = fs.fill();
+    // Pages that earlier commits freed take a few more rooms; new rooms soon need new ones.
+    let refused = (0..10_000).find_map(|i| {
+        let (status, env) = srv.call("POST", "/room/live", json!({"masterId": format!("full{i}")}));
+        assert_eq!(status, 200, "{env}");
+        match u64_field(&env, "code") {
+            0 => {
+                acknowledged.push(str_field(&env["data"], "roomId").to_string());
+                None
+            }
+            code => Some((code, env)),
+        }
+    });
+    let (code, env) = refused.expect("a room creation is refused on the full disk");
+    assert_eq!(code, 10000, "{env}");
+    // The refused room is not in the registry either: it was reloaded from the store.
+    assert_eq!(u64_field(&srv.ok("GET", "/server/room/num", ()), "num"), acknowledged.len() as u64);
+
+    std::fs::remove_file(filler).expect("remove filler");
+    acknowledged.push(srv.live_id("after"));
+    let closed = acknowledged.remove(0);
+    srv.ok("DELETE", &format!("/room/{closed}"), ());
+    let metrics = srv.request(&Auth::Missing, "GET", "/metrics", &[], Body::None).text();
+    assert!(!metrics.contains("\nuprtcd_store_io_errors_total 0\n"), "{metrics}");
+
+    srv.kill9();
+    srv.restart();
+    assert_eq!(u64_field(&srv.ok("GET", "/server/room/num", ()), "num"), acknowledged.len() as u64);
+    for id in &acknowledged {
+        assert!(bool_field(&srv.ok("GET", &format!("/room/{id}/exist"), ()), "exist"), "room {id}");
+    }
+    srv.expect("GET", &format!("/room/{closed}"), (), 50001);
 }

@@ -1,5 +1,5 @@
-//! The Prometheus text exposition of the dataplane workers' counters and the registry's
-//! size, served at `/metrics` on the API listener (which operators keep private).
+//! The Prometheus text exposition of the dataplane workers' counters, the registry's size and
+//! the store's I/O failures, served at `/metrics` on the API listener (which operators keep private).
 #![forbid(unsafe_code)]
 
 use std::fmt::Write;
@@ -136,6 +136,23 @@ pub fn render(state: &AppState) -> String {
     family(&mut out, "uprtcd_worker_drops_total", "counter", "Datagrams the worker dropped, by reason.", drops);
     let rooms = state.read(|reg| reg.room_count());
     family(&mut out, "uprtcd_rooms", "gauge", "Open rooms.", std::iter::once((String::new(), rooms as f64)));
+    let store = state.store_health();
+    family(
+        &mut out,
+        "uprtcd_store_io_errors_total",
+        "counter",
+        "Store operations that failed on an I/O error (a full disk); the change they carried was refused.",
+        std::iter::once((String::new(), store.io_errors as f64)),
+    );
+    family(
+        &mut out,
+        "uprtcd_store_reopens_total",
+        "counter",
+        "Reopens of the store file after an I/O error, by result; the store refuses changes while they fail.",
+        [("result=\"ok\"", store.reopens), ("result=\"failed\"", store.failed_reopens)]
+            .into_iter()
+            .map(|(labels, n)| (labels.to_owned(), n as f64)),
+    );
     lifecycle(&mut out, state);
     out
 }

@@ -21,7 +21,7 @@ use crate::events::Lifecycle;
 use crate::load::WorkerLoads;
 use crate::registry::Registry;
 use crate::signalling::hub::Hub;
-use crate::store::Store;
+use crate::store::{Store, StoreHealth};
 
 /// How long a REST call or signalling step waits for a worker's reply.
 const WORKER_REPLY_TIMEOUT: Duration = Duration::from_secs(5);
@@ -134,6 +134,10 @@ impl AppState {
 
     pub fn loads(&self) -> &WorkerLoads {
         &self.0.loads
+    }
+
+    pub fn store_health(&self) -> StoreHealth {
+        self.0.store.health()
     }
 
     /// The connected clients' signalling sessions.

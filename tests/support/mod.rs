@@ -10,6 +10,7 @@
 #![allow(dead_code)]
 
 pub mod client;
+pub mod tmpfs;
 
 use std::collections::hash_map::RandomState;
 use std::hash::{BuildHasher, Hasher};
