@@ -109,13 +109,17 @@ export class Server {
     if (!BIN) throw new Error('UPRTCD_BIN is not set: run the suite through tests/e2e/run');
     const dataDir = await mkdtemp(join(tmpdir(), 'uprtcd-e2e-'));
     const secret = `e2e-secret-${randomBytes(16).toString('hex')}`;
+    // Loopback and one worker (a 2-core machine pins one per core) unless a test asks for
+    // other values, as one whose client listens on a veth address of its own namespace does.
+    const defaults = [
+      ['--api-listen', '127.0.0.1:0'],
+      ['--client-listen', '127.0.0.1:0'],
+      ['--udp-listen', '127.0.0.1:0'],
+      ['--announced-ip', '127.0.0.1'],
+      ['--workers', '1'],
+    ].filter(([flag]) => !extraArgs.includes(flag));
     const args = [
-      '--api-listen', '127.0.0.1:0',
-      '--client-listen', '127.0.0.1:0',
-      '--udp-listen', '127.0.0.1:0',
-      '--announced-ip', '127.0.0.1',
-      // One worker unless a test asks for more (a 2-core machine pins one per core).
-      ...(extraArgs.includes('--workers') ? [] : ['--workers', '1']),
+      ...defaults.flat(),
       '--app-secret', secret,
       '--data-dir', join(dataDir, 'data'),
       ...(IO_BACKEND ? ['--io-backend', IO_BACKEND] : []),
@@ -150,9 +154,11 @@ export class Server {
       await server.stop();
       throw e;
     }
-    if (!server.api?.startsWith('127.0.0.1:') || !server.client?.startsWith('127.0.0.1:')) {
+    const asked = extraArgs.indexOf('--client-listen');
+    const clientHost = asked >= 0 ? extraArgs[asked + 1].split(':')[0] : '127.0.0.1';
+    if (!server.api?.startsWith('127.0.0.1:') || !server.client?.startsWith(`${clientHost}:`)) {
       await server.stop();
-      throw new Error(`uprtcd said ready without 127.0.0.1 listening lines:\n${server.log()}`);
+      throw new Error(`uprtcd said ready without the listening lines asked for:\n${server.log()}`);
     }
     return server;
   }
@@ -183,12 +189,13 @@ export class Server {
   }
 
   /** A REST call that must succeed (code 0); returns `data`. */
-  /** The sum over workers of the Prometheus counter `name` (published about once a second). */
+  /** The sum over workers (or labels) of the Prometheus counter `name` (the workers' are
+   * published about once a second). */
   async metric(name) {
     const text = await (await within(10_000, 'GET /metrics', fetch(`http://${this.api}/metrics`))).text();
     return text
       .split('\n')
-      .filter((l) => l.startsWith(`${name}{`))
+      .filter((l) => l.startsWith(`${name}{`) || l.startsWith(`${name} `))
       .reduce((sum, l) => sum + Number(l.slice(l.lastIndexOf(' ') + 1)), 0);
   }
 
