@@ -13,8 +13,9 @@ mod server;
 mod token;
 
 use axum::Router;
+use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, Request, State};
-use axum::http::header::AUTHORIZATION;
+use axum::http::header::{AUTHORIZATION, CONTENT_TYPE};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -102,6 +103,9 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
 /// The API listener's whole router.
 pub fn router(state: AppState) -> Router {
     let (documented, openapi) = documented_routes();
+    // Serialized once: axum clones a handler for each request it serves, and a copy of the
+    // document is a tree of thousands of allocations, ~1.5 MB.
+    let openapi = Bytes::from(serde_json::to_vec(&openapi).expect("plain data with string keys always serializes"));
     let api = documented
         // The spec's spelling and the corrected one; the trailing-slash twin of peers/message.
         .route("/room/{roomId}/join/enable/{enable}", post(rooms::set_join_enabled))
@@ -111,7 +115,7 @@ pub fn router(state: AppState) -> Router {
         // JSON bodies are capped by `ApiJson` (api.max_body_bytes) and uploads by the upload
         // handler (api.max_upload_bytes); axum's own 2 MB default would cut uploads short.
         .layer(DefaultBodyLimit::disable())
-        .route("/openapi.json", get(move || async move { axum::Json(openapi) }));
+        .route("/openapi.json", get(move || async move { ([(CONTENT_TYPE, "application/json")], openapi) }));
     Router::new()
         .nest(PREFIX, api)
         .route("/metrics", get(metrics))
@@ -122,7 +126,7 @@ pub fn router(state: AppState) -> Router {
 /// Prometheus metrics, outside the API prefix and without the AppSecret: scrapers reach
 /// the API listener, which stays on a private address.
 async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
-    ([(axum::http::header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)], crate::metrics::render(&state))
+    ([(CONTENT_TYPE, crate::metrics::CONTENT_TYPE)], crate::metrics::render(&state))
 }
 
 /// Answers 10001 unless the request carries `authorization: key=<AppSecret>`. Both sides
