@@ -1,11 +1,13 @@
-//! The Prometheus text exposition of the dataplane workers' counters and the registry's
-//! size, served at `/metrics` on the API listener (which operators keep private).
+//! The Prometheus text exposition of the dataplane workers' counters, the registry's size
+//! and the HTTP listeners' connection counters, served at `/metrics` on the API listener
+//! (which operators keep private).
 #![forbid(unsafe_code)]
 
 use std::fmt::Write;
 
 use uprtcd_dataplane::stats::DropReason;
 
+use crate::listener::{HttpStats, ListenerStats};
 use crate::state::AppState;
 
 /// One metric family: name, type, help, and its samples per worker.
@@ -24,7 +26,7 @@ fn family(out: &mut String, name: &str, kind: &str, help: &str, samples: impl It
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4";
 
 /// The whole exposition.
-pub fn render(state: &AppState) -> String {
+pub fn render(state: &AppState, http: &HttpStats) -> String {
     let loads = state.loads();
     let cpu = loads.cpu();
     let workers: Vec<_> = loads
@@ -136,5 +138,39 @@ pub fn render(state: &AppState) -> String {
     family(&mut out, "uprtcd_worker_drops_total", "counter", "Datagrams the worker dropped, by reason.", drops);
     let rooms = state.read(|reg| reg.room_count());
     family(&mut out, "uprtcd_rooms", "gauge", "Open rooms.", std::iter::once((String::new(), rooms as f64)));
+    let listeners = http.listeners();
+    let per_listener = |pick: &dyn Fn(&ListenerStats) -> f64| {
+        listeners
+            .iter()
+            .map(|(name, stats)| (format!("listener=\"{name}\""), pick(stats)))
+            .collect::<Vec<_>>()
+            .into_iter()
+    };
+    family(
+        &mut out,
+        "uprtcd_http_connections",
+        "gauge",
+        "Connections open on the listener, upgraded WebSockets included.",
+        per_listener(&|s| s.open() as f64),
+    );
+    family(
+        &mut out,
+        "uprtcd_http_connections_refused_total",
+        "counter",
+        "Connections closed at accept because the listener had its maximum open.",
+        per_listener(&|s| s.refused() as f64),
+    );
+    let timeouts = listeners.iter().flat_map(|(name, stats)| {
+        [("header", stats.header_timeouts()), ("idle", stats.idle_timeouts())]
+            .map(|(kind, n)| (format!("listener=\"{name}\",kind=\"{kind}\""), n as f64))
+    });
+    family(
+        &mut out,
+        "uprtcd_http_timeouts_total",
+        "counter",
+        "Connections closed because a request's head took longer than the header-read timeout \
+         (header) or no request began within the idle timeout (idle).",
+        timeouts,
+    );
     out
 }

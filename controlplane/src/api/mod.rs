@@ -27,6 +27,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::envelope::{ApiCode, ApiError};
+use crate::listener::HttpStats;
 use crate::state::AppState;
 
 /// Where every endpoint of the spec lives.
@@ -100,8 +101,8 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
     documented_routes().1
 }
 
-/// The API listener's whole router.
-pub fn router(state: AppState) -> Router {
+/// The API listener's whole router; `/metrics` reports `http` besides the state.
+pub fn router(state: AppState, http: HttpStats) -> Router {
     let (documented, openapi) = documented_routes();
     // Serialized once: axum clones a handler for each request it serves, and a copy of the
     // document is a tree of thousands of allocations, ~1.5 MB.
@@ -118,15 +119,15 @@ pub fn router(state: AppState) -> Router {
         .route("/openapi.json", get(move || async move { ([(CONTENT_TYPE, "application/json")], openapi) }));
     Router::new()
         .nest(PREFIX, api)
-        .route("/metrics", get(metrics))
+        .route("/metrics", get(move |State(state): State<AppState>| metrics(state, http)))
         .fallback(|| async { ApiError::not_found() })
         .with_state(state)
 }
 
 /// Prometheus metrics, outside the API prefix and without the AppSecret: scrapers reach
 /// the API listener, which stays on a private address.
-async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
-    ([(CONTENT_TYPE, crate::metrics::CONTENT_TYPE)], crate::metrics::render(&state))
+async fn metrics(state: AppState, http: HttpStats) -> impl IntoResponse {
+    ([(CONTENT_TYPE, crate::metrics::CONTENT_TYPE)], crate::metrics::render(&state, &http))
 }
 
 /// Answers 10001 unless the request carries `authorization: key=<AppSecret>`. Both sides
