@@ -11,6 +11,7 @@ use std::time::Duration;
 use clap::Parser;
 use serde::Deserialize;
 use uprtcd_dataplane::engine::DEFAULT_CONNECT_TIMEOUT;
+use uprtcd_controlplane::listener::Limits;
 use uprtcd_dataplane::io::BackendChoice;
 
 /// Command-line flags; each overrides the key of the configuration file named in its help.
@@ -114,6 +115,9 @@ struct ApiSection {
     listen: Option<SocketAddr>,
     max_body_bytes: Option<usize>,
     max_upload_bytes: Option<u64>,
+    max_http_connections: Option<usize>,
+    header_read_timeout_secs: Option<u64>,
+    idle_timeout_secs: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -123,6 +127,9 @@ struct ClientSection {
     demo: Option<bool>,
     ping_timeout_ms: Option<u64>,
     write_timeout_ms: Option<u64>,
+    max_http_connections: Option<usize>,
+    header_read_timeout_secs: Option<u64>,
+    idle_timeout_secs: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -154,7 +161,11 @@ pub struct Config {
     pub api_listen: SocketAddr,
     pub max_body_bytes: usize,
     pub max_upload_bytes: u64,
+    /// Connections and timeouts of the API listener.
+    pub api_http: Limits,
     pub client_listen: SocketAddr,
+    /// Connections and timeouts of the client listener.
+    pub client_http: Limits,
     /// Serve `/demo` and `/demo/join` on the client listener.
     pub demo: bool,
     /// A signalling client silent (no pong, no message) this long is dropped.
@@ -201,6 +212,17 @@ fn timeout(file_key: &str, value: Option<u64>, default_ms: u64) -> Result<Durati
         ms => Err(ConfigError::new(file_key, format!("{ms} ms is outside {MIN_TIMEOUT_MS}..={MAX_TIMEOUT_MS}"))),
     }
 }
+/// Business servers keep a few pooled connections each; hundreds is already a crowd.
+const DEFAULT_API_HTTP_CONNECTIONS: usize = 256;
+/// Every client in a room holds a WebSocket, and a worker carries thousands of subscribers
+/// (benches/README.md): the cap bounds memory, not the audience.
+const DEFAULT_CLIENT_HTTP_CONNECTIONS: usize = 16_384;
+const DEFAULT_HEADER_READ_TIMEOUT_SECS: u64 = 10;
+/// Longer than the idle timeouts of common HTTP client pools, so that the server rarely
+/// closes a connection a client is about to reuse.
+const DEFAULT_IDLE_TIMEOUT_SECS: u64 = 60;
+/// A longer HTTP timeout than this is a typo.
+const MAX_HTTP_TIMEOUT_SECS: u64 = 3600;
 
 /// The names of a setting: its key in the file and its flag.
 fn key(file_key: &str, flag: Option<&str>) -> String {
@@ -289,6 +311,20 @@ impl Config {
         if max_body_bytes < 1024 {
             return Err(ConfigError::new("api.max_body_bytes", "must be at least 1024"));
         }
+        let api_http = http_limits(
+            "api",
+            file.api.max_http_connections,
+            file.api.header_read_timeout_secs,
+            file.api.idle_timeout_secs,
+            DEFAULT_API_HTTP_CONNECTIONS,
+        )?;
+        let client_http = http_limits(
+            "client",
+            file.client.max_http_connections,
+            file.client.header_read_timeout_secs,
+            file.client.idle_timeout_secs,
+            DEFAULT_CLIENT_HTTP_CONNECTIONS,
+        )?;
         Ok(Self {
             alias,
             data_dir: cli.data_dir.clone().or(file.server.data_dir).unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR)),
@@ -298,7 +334,9 @@ impl Config {
             api_listen,
             max_body_bytes,
             max_upload_bytes: file.api.max_upload_bytes.unwrap_or(DEFAULT_MAX_UPLOAD_BYTES),
+            api_http,
             client_listen,
+            client_http,
             demo,
             ping_timeout: timeout("client.ping_timeout_ms", file.client.ping_timeout_ms, DEFAULT_PING_TIMEOUT_MS)?,
             write_timeout: timeout("client.write_timeout_ms", file.client.write_timeout_ms, DEFAULT_WRITE_TIMEOUT_MS)?,
@@ -356,6 +394,37 @@ impl Config {
     }
 }
 
+/// A listener's `max_http_connections`, `header_read_timeout_secs` and `idle_timeout_secs`
+/// from the file's `section`, or their defaults.
+fn http_limits(
+    section: &str,
+    max_connections: Option<usize>,
+    header_read_timeout_secs: Option<u64>,
+    idle_timeout_secs: Option<u64>,
+    default_max_connections: usize,
+) -> Result<Limits, ConfigError> {
+    let max_connections = max_connections.unwrap_or(default_max_connections);
+    if max_connections == 0 {
+        return Err(ConfigError::new(format!("{section}.max_http_connections"), "must be at least 1"));
+    }
+    let timeout = |name: &str, secs: Option<u64>, default: u64| match secs.unwrap_or(default) {
+        secs @ 1..=MAX_HTTP_TIMEOUT_SECS => Ok(std::time::Duration::from_secs(secs)),
+        secs => Err(ConfigError::new(
+            format!("{section}.{name}"),
+            format!("{secs} is not between 1 and {MAX_HTTP_TIMEOUT_SECS} seconds"),
+        )),
+    };
+    Ok(Limits {
+        max_connections,
+        header_read_timeout: timeout(
+            "header_read_timeout_secs",
+            header_read_timeout_secs,
+            DEFAULT_HEADER_READ_TIMEOUT_SECS,
+        )?,
+        idle_timeout: timeout("idle_timeout_secs", idle_timeout_secs, DEFAULT_IDLE_TIMEOUT_SECS)?,
+    })
+}
+
 fn read_file(path: &Path) -> Result<FileConfig, ConfigError> {
     let text = std::fs::read_to_string(path)
         .map_err(|e| ConfigError::new("--config", format!("cannot read {}: {e}", path.display())))?;
@@ -407,6 +476,39 @@ mod tests {
         assert_eq!(Config::resolve(&cli(&[])).unwrap().max_connections, 0, "no cap by default");
         let e = Config::resolve(&cli(&["--max-connections", "many"])).unwrap_err().to_string();
         assert!(e.contains("rooms.max_connections (--max-connections)"), "{e}");
+    }
+
+    #[test]
+    fn http_limits_of_each_listener_from_the_file() {
+        let config = Config::resolve(&cli(&[])).unwrap();
+        let limits = |max, header, idle| Limits {
+            max_connections: max,
+            header_read_timeout: std::time::Duration::from_secs(header),
+            idle_timeout: std::time::Duration::from_secs(idle),
+        };
+        assert_eq!(config.api_http, limits(256, 10, 60));
+        assert_eq!(config.client_http, limits(16_384, 10, 60));
+        let config = with_file(
+            "[api]\nmax_http_connections = 2000\nheader_read_timeout_secs = 1\n\
+             [client]\nmax_http_connections = 3\nidle_timeout_secs = 5\n",
+        )
+        .unwrap();
+        assert_eq!(config.api_http, limits(2000, 1, 60));
+        assert_eq!(config.client_http, limits(3, 10, 5));
+    }
+
+    #[test]
+    fn http_limits_out_of_range_are_named() {
+        for (text, key) in [
+            ("[api]\nmax_http_connections = 0\n", "api.max_http_connections"),
+            ("[client]\nmax_http_connections = -1\n", "client.max_http_connections"),
+            ("[api]\nheader_read_timeout_secs = 0\n", "api.header_read_timeout_secs"),
+            ("[client]\nidle_timeout_secs = 3601\n", "client.idle_timeout_secs"),
+            ("[client]\nheader_read_timeout_secs = 1.5\n", "client.header_read_timeout_secs"),
+        ] {
+            let e = with_file(text).unwrap_err().to_string();
+            assert!(e.contains(key), "{text:?}: {e}");
+        }
     }
 
     #[test]

@@ -12,6 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Parser;
+use uprtcd_controlplane::listener::{self, HttpStats};
 use uprtcd_controlplane::load::{WorkerInfo, WorkerLoads};
 use uprtcd_controlplane::state::Settings;
 use uprtcd_dataplane::worker::{WorkerPlan, Workers};
@@ -102,7 +103,7 @@ fn run(cli: &Cli) -> Result<(), String> {
 
     let control_cores = plan.spare_cores(&available);
     let runtime = control_runtime(&control_cores).map_err(|e| format!("cannot start the control plane: {e}"))?;
-    let served = runtime.block_on(serve(state, loads, api_listener, client_listener));
+    let served = runtime.block_on(serve(state, loads, &config, api_listener, client_listener));
     runtime.shutdown_timeout(Duration::from_secs(5));
     // The control plane's state held the other references; dropping the last one stops and
     // joins the workers.
@@ -161,6 +162,7 @@ fn control_runtime(cores: &[usize]) -> std::io::Result<tokio::runtime::Runtime> 
 async fn serve(
     state: uprtcd_controlplane::state::AppState,
     loads: Arc<WorkerLoads>,
+    config: &Config,
     api_listener: TcpListener,
     client_listener: TcpListener,
 ) -> Result<(), String> {
@@ -179,12 +181,21 @@ async fn serve(
     let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|stop| *stop).await;
     };
-    let client_server = axum::serve(client, uprtcd_controlplane::client_router(state.clone()))
-        .with_graceful_shutdown(stopped(stop_rx.clone()));
-    let api_server =
-        axum::serve(api, uprtcd_controlplane::api::router(state)).with_graceful_shutdown(stopped(stop_rx.clone()));
-    let api_task = tokio::spawn(async move { api_server.await });
-    let client_task = tokio::spawn(async move { client_server.await });
+    let http = HttpStats::default();
+    let client_task = tokio::spawn(listener::serve(
+        client,
+        uprtcd_controlplane::client_router(state.clone()),
+        config.client_http,
+        Arc::clone(&http.client),
+        stopped(stop_rx.clone()),
+    ));
+    let api_task = tokio::spawn(listener::serve(
+        api,
+        uprtcd_controlplane::api::router(state, http.clone()),
+        config.api_http,
+        Arc::clone(&http.api),
+        stopped(stop_rx.clone()),
+    ));
     // Watched before anyone is told the server is up: a SIGTERM right after READY must stop
     // it gracefully, not kill it with the default action.
     let shutdown = ShutdownSignals::install().map_err(|e| format!("cannot watch for signals: {e}"))?;
@@ -201,11 +212,7 @@ async fn serve(
     tracing::info!("shutting down");
     let _ = stop_tx.send(true);
     for (task, key) in [(api_task, "api.listen"), (client_task, "client.listen")] {
-        match task.await {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => return Err(format!("{key}: {e}")),
-            Err(e) => return Err(format!("{key}: server task failed: {e}")),
-        }
+        task.await.map_err(|e| format!("{key}: server task failed: {e}"))?;
     }
     Ok(())
 }

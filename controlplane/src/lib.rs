@@ -3,7 +3,8 @@
 //! tokio runtime on the cores the dataplane workers leave free, and never touches a packet.
 //!
 //! Layering: `envelope` (answer format, codes, extractors) ← `registry` (pure rules) ←
-//! `store` (redb) ← `state` (lock + commit-before-answer) ← `api` (axum handlers).
+//! `store` (redb) ← `state` (lock + commit-before-answer) ← `api` (axum handlers); `listener`
+//! serves the routers on the API and client listeners, with their connection bounds.
 #![forbid(unsafe_code)]
 
 pub mod api;
@@ -11,6 +12,7 @@ pub mod demo;
 pub mod envelope;
 pub mod events;
 pub mod ids;
+pub mod listener;
 pub mod load;
 pub mod metrics;
 pub mod registry;

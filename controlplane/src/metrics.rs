@@ -1,11 +1,14 @@
-//! The Prometheus text exposition of the dataplane workers' counters, the registry's size and
-//! the store's I/O failures, served at `/metrics` on the API listener (which operators keep private).
+//! The Prometheus text exposition of the dataplane workers' counters, the registry's size,
+//! the store's I/O failures, the HTTP listeners' connection counters and how client
+//! transports and sessions ended, served at `/metrics` on the API listener (which operators
+//! keep private).
 #![forbid(unsafe_code)]
 
 use std::fmt::Write;
 
 use uprtcd_dataplane::stats::DropReason;
 
+use crate::listener::{HttpStats, ListenerStats};
 use crate::state::AppState;
 
 /// One metric family: name, type, help, and its samples per worker.
@@ -24,7 +27,7 @@ fn family(out: &mut String, name: &str, kind: &str, help: &str, samples: impl It
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4";
 
 /// The whole exposition.
-pub fn render(state: &AppState) -> String {
+pub fn render(state: &AppState, http: &HttpStats) -> String {
     let loads = state.loads();
     let cpu = loads.cpu();
     let workers: Vec<_> = loads
@@ -154,6 +157,40 @@ pub fn render(state: &AppState) -> String {
             .map(|(labels, n)| (labels.to_owned(), n as f64)),
     );
     lifecycle(&mut out, state);
+    let listeners = http.listeners();
+    let per_listener = |pick: &dyn Fn(&ListenerStats) -> f64| {
+        listeners
+            .iter()
+            .map(|(name, stats)| (format!("listener=\"{name}\""), pick(stats)))
+            .collect::<Vec<_>>()
+            .into_iter()
+    };
+    family(
+        &mut out,
+        "uprtcd_http_connections",
+        "gauge",
+        "Connections open on the listener, upgraded WebSockets included.",
+        per_listener(&|s| s.open() as f64),
+    );
+    family(
+        &mut out,
+        "uprtcd_http_connections_refused_total",
+        "counter",
+        "Connections closed at accept because the listener had its maximum open.",
+        per_listener(&|s| s.refused() as f64),
+    );
+    let timeouts = listeners.iter().flat_map(|(name, stats)| {
+        [("header", stats.header_timeouts()), ("idle", stats.idle_timeouts())]
+            .map(|(kind, n)| (format!("listener=\"{name}\",kind=\"{kind}\""), n as f64))
+    });
+    family(
+        &mut out,
+        "uprtcd_http_timeouts_total",
+        "counter",
+        "Connections closed because a request's head took longer than the header-read timeout \
+         (header) or no request began within the idle timeout (idle).",
+        timeouts,
+    );
     out
 }
 

@@ -13,8 +13,9 @@ mod server;
 mod token;
 
 use axum::Router;
+use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, Request, State};
-use axum::http::header::AUTHORIZATION;
+use axum::http::header::{AUTHORIZATION, CONTENT_TYPE};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -26,6 +27,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::envelope::{ApiCode, ApiError};
+use crate::listener::HttpStats;
 use crate::state::AppState;
 
 /// Where every endpoint of the spec lives.
@@ -99,9 +101,12 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
     documented_routes().1
 }
 
-/// The API listener's whole router.
-pub fn router(state: AppState) -> Router {
+/// The API listener's whole router; `/metrics` reports `http` besides the state.
+pub fn router(state: AppState, http: HttpStats) -> Router {
     let (documented, openapi) = documented_routes();
+    // Serialized once: axum clones a handler for each request it serves, and a copy of the
+    // document is a tree of thousands of allocations, ~1.5 MB.
+    let openapi = Bytes::from(serde_json::to_vec(&openapi).expect("plain data with string keys always serializes"));
     let api = documented
         // The spec's spelling and the corrected one; the trailing-slash twin of peers/message.
         .route("/room/{roomId}/join/enable/{enable}", post(rooms::set_join_enabled))
@@ -111,18 +116,18 @@ pub fn router(state: AppState) -> Router {
         // JSON bodies are capped by `ApiJson` (api.max_body_bytes) and uploads by the upload
         // handler (api.max_upload_bytes); axum's own 2 MB default would cut uploads short.
         .layer(DefaultBodyLimit::disable())
-        .route("/openapi.json", get(move || async move { axum::Json(openapi) }));
+        .route("/openapi.json", get(move || async move { ([(CONTENT_TYPE, "application/json")], openapi) }));
     Router::new()
         .nest(PREFIX, api)
-        .route("/metrics", get(metrics))
+        .route("/metrics", get(move |State(state): State<AppState>| metrics(state, http)))
         .fallback(|| async { ApiError::not_found() })
         .with_state(state)
 }
 
 /// Prometheus metrics, outside the API prefix and without the AppSecret: scrapers reach
 /// the API listener, which stays on a private address.
-async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
-    ([(axum::http::header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)], crate::metrics::render(&state))
+async fn metrics(state: AppState, http: HttpStats) -> impl IntoResponse {
+    ([(CONTENT_TYPE, crate::metrics::CONTENT_TYPE)], crate::metrics::render(&state, &http))
 }
 
 /// Answers 10001 unless the request carries `authorization: key=<AppSecret>`. Both sides

@@ -1,0 +1,270 @@
+//! The HTTP listeners' bounds against the real binary: what idle connections cost in memory,
+//! the header-read and idle timeouts, the connection cap (an upgraded WebSocket keeps its
+//! place under it), the counters of each in `/metrics`, and the graceful stop with connections
+//! open. A normal request and a WebSocket upgrade on the client listener are served by the
+//! same loop (tests/signalling.rs has the rest of the WebSocket's life). Timeouts are short in these servers' configurations, and every wait for the server to
+//! act allows many times the configured time: only what happens is checked, not when.
+
+mod support;
+
+use std::io::{ErrorKind, Read, Write};
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+
+use support::client::{convo, join, metric};
+use support::*;
+
+/// How long a test waits for the server to close connections whose timeout is a second or a
+/// few: generous, for noisy machines.
+const CLOSE_WAIT: Duration = Duration::from_secs(60);
+/// How long a counter may take to show what the test just caused.
+const METRIC_WAIT: Duration = Duration::from_secs(30);
+/// The memory a connection may cost, idle or with part of a request's head sent.
+const MAX_BYTES_PER_CONNECTION: u64 = 64 * 1024;
+/// The start of a request's head that never ends.
+const PARTIAL_HEAD: &[u8] = b"GET /metrics HTTP/1.1\r\nhost: 127.0.0.1\r\n";
+
+/// A server with these extra TOML lines in its configuration file (listen addresses, data dir
+/// and secret come from the harness's flags).
+fn start_with(toml: &str) -> (Server, tempfile::TempDir) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = write_file(dir.path(), "http.toml", toml);
+    let srv = Server::builder().args(&["--config", &config.display().to_string()]).start();
+    (srv, dir)
+}
+
+/// Raises this process's soft limit of open files to at least `n` (uprtcd, started after,
+/// inherits it: it does not change its own).
+fn raise_open_files_limit(n: u64) {
+    let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: getrlimit writes only into `limit`, which lives for the call.
+    assert_eq!(unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) }, 0, "getrlimit");
+    if limit.rlim_cur < n {
+        limit.rlim_cur = n.min(limit.rlim_max);
+        // SAFETY: setrlimit only reads `limit`.
+        assert_eq!(unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &limit) }, 0, "setrlimit");
+    }
+    assert!(limit.rlim_cur >= n, "this test needs {n} open files; the hard limit is {}", limit.rlim_max);
+}
+
+/// VmRSS of process `pid`, in bytes.
+fn rss_bytes(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("read /proc/PID/status");
+    let kb = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .unwrap_or_else(|| panic!("no VmRSS in:\n{status}"));
+    kb * 1024
+}
+
+fn connections(srv: &Server, listener: &str) -> u64 {
+    metric(srv, &format!("uprtcd_http_connections{{listener=\"{listener}\"}}"))
+}
+
+fn refused(srv: &Server, listener: &str) -> u64 {
+    metric(srv, &format!("uprtcd_http_connections_refused_total{{listener=\"{listener}\"}}"))
+}
+
+fn timeouts(srv: &Server, listener: &str, kind: &str) -> u64 {
+    metric(srv, &format!("uprtcd_http_timeouts_total{{listener=\"{listener}\",kind=\"{kind}\"}}"))
+}
+
+/// Waits until `value()` is `want`; panics with the last value and the server's log if it
+/// never is.
+#[track_caller]
+fn wait_for(srv: &Server, what: &str, want: u64, mut value: impl FnMut() -> u64) {
+    let mut last = None;
+    if poll_until(METRIC_WAIT, || {
+        let v = value();
+        last = Some(v);
+        (v == want).then_some(())
+    })
+    .is_none()
+    {
+        panic!("{what}: wanted {want}, still {last:?} after {METRIC_WAIT:?}; server log:\n{}", srv.log());
+    }
+}
+
+/// `n` connections to `addr`, each having sent `head` (nothing if empty).
+fn open(addr: &str, n: usize, head: &[u8]) -> Vec<TcpStream> {
+    (0..n)
+        .map(|i| {
+            let mut s = TcpStream::connect(addr).unwrap_or_else(|e| panic!("connection {i} to {addr}: {e}"));
+            if !head.is_empty() {
+                s.write_all(head).unwrap_or_else(|e| panic!("connection {i}: write: {e}"));
+            }
+            s
+        })
+        .collect()
+}
+
+/// Whether the server closed `s` before `deadline`, anything it sent first being read away.
+fn closed_by_server(mut s: &TcpStream, deadline: Instant) -> bool {
+    let mut buf = [0u8; 4096];
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return false;
+        }
+        s.set_read_timeout(Some(left)).expect("set_read_timeout");
+        match s.read(&mut buf) {
+            Ok(0) => return true,
+            Ok(_) => continue,
+            Err(e) if matches!(e.kind(), ErrorKind::ConnectionReset | ErrorKind::ConnectionAborted) => return true,
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut | ErrorKind::Interrupted) => {}
+            Err(e) => panic!("read: {e}"),
+        }
+    }
+}
+
+/// Sends `GET /healthz` on `s` (keeping it alive) and reads the answer whole.
+fn healthz(s: &mut TcpStream) -> String {
+    s.write_all(b"GET /healthz HTTP/1.1\r\nhost: 127.0.0.1\r\n\r\n").expect("write the request");
+    s.set_read_timeout(Some(Duration::from_secs(20))).expect("set_read_timeout");
+    let mut got = Vec::new();
+    let mut buf = [0u8; 1024];
+    // The answer is a short head and `ok\n`, with a content-length.
+    while !(got.windows(4).any(|w| w == b"\r\n\r\n") && got.ends_with(b"ok\n")) {
+        let n = s.read(&mut buf).unwrap_or_else(|e| panic!("read the answer: {e}; so far {got:?}"));
+        assert!(n > 0, "the server closed the connection; so far: {:?}", String::from_utf8_lossy(&got));
+        got.extend_from_slice(&buf[..n]);
+    }
+    String::from_utf8_lossy(&got).into_owned()
+}
+
+#[test]
+fn a_thousand_idle_connections_cost_little_memory() {
+    const N: usize = 1000;
+    raise_open_files_limit(3 * N as u64);
+    // Timeouts far longer than the test, so that every connection is still open when measured.
+    let (srv, _dir) = start_with("[api]\nmax_http_connections = 2100\nheader_read_timeout_secs = 600\n");
+    // Lazily made things (the first request's buffers, the metrics text) exist before the
+    // baseline.
+    for _ in 0..3 {
+        connections(&srv, "api");
+    }
+    let base = rss_bytes(srv.pid);
+    let silent = open(&srv.api, N, b"");
+    // Each count includes the connection that asks for it.
+    wait_for(&srv, "API connections after the silent ones", N as u64 + 1, || connections(&srv, "api"));
+    let after_silent = rss_bytes(srv.pid);
+    let partial = open(&srv.api, N, PARTIAL_HEAD);
+    wait_for(&srv, "API connections after the partial heads", 2 * N as u64 + 1, || connections(&srv, "api"));
+    // The server reads the partial heads soon after accepting; give it a moment so that their
+    // buffers are counted (a late read only makes the number smaller).
+    std::thread::sleep(Duration::from_secs(1));
+    let after_partial = rss_bytes(srv.pid);
+    let per_silent = after_silent.saturating_sub(base) / N as u64;
+    let per_partial = after_partial.saturating_sub(after_silent) / N as u64;
+    println!(
+        "VmRSS {} KiB; +{N} silent connections: {} KiB ({per_silent} B each); \
+         +{N} with a partial head: {} KiB ({per_partial} B each)",
+        base / 1024,
+        after_silent / 1024,
+        after_partial / 1024
+    );
+    assert!(per_silent < MAX_BYTES_PER_CONNECTION, "a silent connection costs {per_silent} B");
+    assert!(per_partial < MAX_BYTES_PER_CONNECTION, "a connection with a partial head costs {per_partial} B");
+    drop((silent, partial));
+}
+
+#[test]
+fn a_thousand_idle_connections_are_closed_after_the_header_read_timeout() {
+    const N: usize = 1000;
+    raise_open_files_limit(2 * N as u64 + 200);
+    let (srv, _dir) = start_with("[api]\nmax_http_connections = 1100\nheader_read_timeout_secs = 1\n");
+    let silent = open(&srv.api, N / 2, b"");
+    let partial = open(&srv.api, N / 2, PARTIAL_HEAD);
+    let deadline = Instant::now() + CLOSE_WAIT;
+    let still_open = silent.iter().chain(&partial).filter(|s| !closed_by_server(s, deadline)).count();
+    assert_eq!(still_open, 0, "connections still open {CLOSE_WAIT:?} after a 1 s header-read timeout");
+    wait_for(&srv, "header timeouts", N as u64, || timeouts(&srv, "api", "header"));
+    assert_eq!(timeouts(&srv, "api", "idle"), 0, "a first request's wait is the header-read timeout's");
+    wait_for(&srv, "API connections once all are closed", 1, || connections(&srv, "api"));
+}
+
+#[test]
+fn a_client_sending_its_head_byte_by_byte_is_cut_off() {
+    let (srv, _dir) = start_with("[api]\nheader_read_timeout_secs = 1\n");
+    // A byte every 100 ms, each well within a second; the whole head would take ~60 s.
+    let head = format!("GET /metrics HTTP/1.1\r\nhost: 127.0.0.1\r\nx-slow: {}\r\n\r\n", "a".repeat(550));
+    let mut s = TcpStream::connect(&srv.api).expect("connect");
+    s.set_nonblocking(true).expect("set_nonblocking");
+    let mut sent = 0;
+    let closed = head.as_bytes().iter().any(|&byte| {
+        std::thread::sleep(Duration::from_millis(100));
+        let mut probe = [0u8; 1];
+        match s.read(&mut probe) {
+            Ok(0) => return true,
+            Ok(_) => panic!("the server answered a head it had not received whole"),
+            Err(e) if e.kind() == ErrorKind::WouldBlock => {}
+            Err(_) => return true,
+        }
+        if s.write_all(&[byte]).is_err() {
+            return true;
+        }
+        sent += 1;
+        false
+    });
+    assert!(closed, "the server read the whole head, sent over ~60 s, with a 1 s header-read timeout");
+    println!("closed after {sent} of {} bytes", head.len());
+    wait_for(&srv, "header timeouts", 1, || timeouts(&srv, "api", "header"));
+}
+
+#[test]
+fn a_kept_alive_connection_waits_the_idle_timeout_then_the_header_read_timeout() {
+    // The idle timeout is longer than the header-read timeout, so a connection closed while
+    // waiting for its next request shows which of the two ended it.
+    let (srv, _dir) = start_with("[client]\nheader_read_timeout_secs = 1\nidle_timeout_secs = 3\n");
+    let mut idle = TcpStream::connect(&srv.client).expect("connect");
+    let answer = healthz(&mut idle);
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(closed_by_server(&idle, Instant::now() + CLOSE_WAIT), "an idle kept-alive connection stays open");
+    wait_for(&srv, "idle timeouts", 1, || timeouts(&srv, "client", "idle"));
+    assert_eq!(timeouts(&srv, "client", "header"), 0, "the wait for a next request is the idle timeout's");
+
+    // A next request that begins and stalls is the header-read timeout's.
+    let mut stalled = TcpStream::connect(&srv.client).expect("connect");
+    healthz(&mut stalled);
+    stalled.write_all(b"GET /healthz HTTP/1.1\r\n").expect("write part of a head");
+    assert!(closed_by_server(&stalled, Instant::now() + CLOSE_WAIT), "a stalled head is never cut off");
+    wait_for(&srv, "header timeouts", 1, || timeouts(&srv, "client", "header"));
+    assert_eq!(timeouts(&srv, "client", "idle"), 1);
+}
+
+#[test]
+fn over_the_cap_a_connection_is_closed_at_once_and_a_websocket_keeps_its_place() {
+    let (srv, _dir) = start_with("[client]\nmax_http_connections = 1\nheader_read_timeout_secs = 600\n");
+    let (room, code) = convo(&srv, "m1", &["m1"], 2);
+    let socket = join(&srv, &room, code, "m1");
+    wait_for(&srv, "client connections with the WebSocket open", 1, || connections(&srv, "client"));
+
+    let over = TcpStream::connect(&srv.client).expect("connect");
+    // Far sooner than the header-read timeout could close it.
+    assert!(closed_by_server(&over, Instant::now() + CLOSE_WAIT), "a connection over the cap stays open");
+    wait_for(&srv, "refused client connections", 1, || refused(&srv, "client"));
+    assert_eq!(refused(&srv, "api"), 0);
+
+    drop(socket);
+    wait_for(&srv, "client connections once the WebSocket closed", 0, || connections(&srv, "client"));
+    let r = srv.client_request("GET", "/healthz", &[], Body::None);
+    assert_eq!((r.status, r.text().as_str()), (200, "ok\n"), "a request once a place is free");
+    assert_eq!(refused(&srv, "client"), 1);
+}
+
+#[test]
+fn sigterm_stops_with_connections_open() {
+    let (mut srv, _dir) = start_with("[api]\nheader_read_timeout_secs = 2\n[client]\nheader_read_timeout_secs = 2\n");
+    let mut open_ones = open(&srv.api, 5, b"");
+    open_ones.extend(open(&srv.client, 5, PARTIAL_HEAD));
+    let mut kept_alive = TcpStream::connect(&srv.client).expect("connect");
+    healthz(&mut kept_alive);
+    open_ones.push(kept_alive);
+    wait_for(&srv, "client connections", 6, || connections(&srv, "client"));
+    // Silent and kept-alive connections close at once; the partial heads when their
+    // header-read timeout ends them; `stop` allows 20 s.
+    let status = srv.stop();
+    assert!(status.success(), "SIGTERM with connections open must end uprtcd with exit 0, got {status:?}");
+    drop(open_ones);
+}
