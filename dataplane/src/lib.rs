@@ -4,17 +4,25 @@
 //! Layering (callers keep to it):
 //! - `wire`, `ice`, `srtp` are sans-IO: they own no socket, thread or clock; time is an
 //!   argument and bad input is an error value, never a panic.
-//! - `worker` runs the loops; `sys` is the one module allowed `unsafe` (kernel calls).
+//! - `worker` runs the loops; `sys` is the one module allowed `unsafe` (kernel calls). `io`
+//!   drives `sys`; what both move (send queues, poll outcomes) lives in `batch`, which
+//!   depends on neither.
+//! - `peer` (a client transport: controlling ICE, DTLS client, SRTP), `ice::client` and
+//!   `testnet` (an engine and its clients in virtual time) exist with the `test-support`
+//!   feature only: tests, examples, benches and the load generator play clients with them;
+//!   the product does not carry them.
 //! - The control plane talks to workers only through `command` queues; workers talk to each
 //!   other only through `relay` links (bounded queues of relayed packets and feedback).
 #![deny(unsafe_code)]
 
+mod batch;
 pub mod command;
 pub mod cpu;
 pub mod dtls;
 pub mod engine;
 pub mod ice;
 pub mod io;
+#[cfg(any(test, feature = "test-support"))]
 pub mod peer;
 pub mod relay;
 pub mod router;
@@ -22,6 +30,7 @@ pub mod srtp;
 pub mod stats;
 #[allow(unsafe_code)]
 mod sys;
+#[cfg(any(test, feature = "test-support"))]
 pub mod testnet;
 pub mod wire;
 pub mod worker;

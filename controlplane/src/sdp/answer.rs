@@ -8,49 +8,13 @@ use webrtc_sdp::SdpBandwidth;
 use webrtc_sdp::attribute_type::{SdpAttribute, SdpAttributeDirection, SdpAttributeExtmap, SdpAttributeSetup};
 use webrtc_sdp::media_type::{SdpFormatList, SdpMedia, SdpMediaLine};
 
-use super::codec::{Codec, HeaderExtensions, MAX_ONE_BYTE_EXTENSION_ID, supported_feedback};
+use super::codec::{Codec, CodecPolicy, HeaderExtensions, MAX_ONE_BYTE_EXTENSION_ID, VideoCodec, supported_feedback};
 use super::error::SdpError;
 use super::ids::{Direction, MediaKind, Mid, Ssrc};
 use super::local::{BitrateCaps, LocalParameters};
 use super::offer::{OutgoingTrack, add_track_identity};
 use super::remote::{Msid, RemoteDescription, RemoteMedia};
 use super::writer;
-
-/// A video codec the SFU can forward.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum VideoCodec {
-    Vp8,
-    /// Profile 0 only: profile 2 is 10-bit, which subscribers may not decode.
-    Vp9,
-    /// Packetization mode 1 and Constrained Baseline 3.1 (`42e01f`) preferred.
-    H264,
-}
-
-/// Which codecs and extras an answer may agree to.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CodecPolicy {
-    /// Video codecs in order of preference. VP8 is taken whenever offered, after these: every
-    /// WebRTC endpoint must implement it (RFC 7742), so it is the one a room can always share.
-    pub video: Vec<VideoCodec>,
-    /// Negotiate transport-wide congestion control (its extmap and `transport-cc` feedback):
-    /// only when the dataplane generates its feedback.
-    pub transport_cc: bool,
-    /// Accept a publisher's rid-based simulcast (RFC 8853). Without it the browser sends a
-    /// single encoding.
-    pub simulcast: bool,
-}
-
-impl Default for CodecPolicy {
-    fn default() -> Self {
-        // VP8 first, since every WebRTC endpoint decodes it; H.264 and VP9 for publishers that
-        // offer no VP8 (OBS and other WHIP encoders offer H.264 only).
-        CodecPolicy {
-            video: vec![VideoCodec::Vp8, VideoCodec::H264, VideoCodec::Vp9],
-            transport_cc: false,
-            simulcast: false,
-        }
-    }
-}
 
 /// An answer and what it agreed to.
 #[derive(Debug, Clone)]

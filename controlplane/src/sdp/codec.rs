@@ -1,7 +1,44 @@
 //! Codecs, RTCP feedback and RTP header extensions: the parts of a media section that the
-//! answer and the subscriber offer negotiate, and the subset of them the SFU supports.
+//! answer and the subscriber offer negotiate, the subset of them the SFU supports, and the
+//! policy both apply (so that `answer` and `offer` depend on this module, not on each other).
 
 use super::ids::PayloadType;
+
+/// A video codec the SFU can forward.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VideoCodec {
+    Vp8,
+    /// Profile 0 only: profile 2 is 10-bit, which subscribers may not decode.
+    Vp9,
+    /// Packetization mode 1 and Constrained Baseline 3.1 (`42e01f`) preferred.
+    H264,
+}
+
+/// Which codecs and extras an answer may agree to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CodecPolicy {
+    /// Video codecs in order of preference. VP8 is taken whenever offered, after these: every
+    /// WebRTC endpoint must implement it (RFC 7742), so it is the one a room can always share.
+    pub video: Vec<VideoCodec>,
+    /// Negotiate transport-wide congestion control (its extmap and `transport-cc` feedback):
+    /// only when the dataplane generates its feedback.
+    pub transport_cc: bool,
+    /// Accept a publisher's rid-based simulcast (RFC 8853). Without it the browser sends a
+    /// single encoding.
+    pub simulcast: bool,
+}
+
+impl Default for CodecPolicy {
+    fn default() -> Self {
+        // VP8 first, since every WebRTC endpoint decodes it; H.264 and VP9 for publishers that
+        // offer no VP8 (OBS and other WHIP encoders offer H.264 only).
+        CodecPolicy {
+            video: vec![VideoCodec::Vp8, VideoCodec::H264, VideoCodec::Vp9],
+            transport_cc: false,
+            simulcast: false,
+        }
+    }
+}
 
 /// One RTP payload format of a media section, with the RTX format that repairs it.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -55,12 +55,10 @@ mod writer;
 #[cfg(test)]
 mod tests;
 
-pub use answer::{
-    Answer, CodecPolicy, Negotiated, NegotiatedSection, RemoteStream, VideoCodec, answer, answer_with_tracks,
-};
+pub use answer::{Answer, Negotiated, NegotiatedSection, RemoteStream, answer, answer_with_tracks};
 pub use codec::{
-    ABS_SEND_TIME_URI, AUDIO_LEVEL_URI, Codec, HeaderExtensions, MID_URI, REPAIRED_RTP_STREAM_ID_URI,
-    RTP_STREAM_ID_URI, TRANSPORT_CC_URI,
+    ABS_SEND_TIME_URI, AUDIO_LEVEL_URI, Codec, CodecPolicy, HeaderExtensions, MID_URI, REPAIRED_RTP_STREAM_ID_URI,
+    RTP_STREAM_ID_URI, TRANSPORT_CC_URI, VideoCodec,
 };
 pub use error::SdpError;
 pub use ids::{Direction, MediaKind, Mid, PayloadType, Ssrc};

@@ -18,8 +18,7 @@ use webrtc_sdp::attribute_type::{
 };
 use webrtc_sdp::media_type::SdpMedia;
 
-use super::answer::CodecPolicy;
-use super::codec::{Codec, HeaderExtensions, supported_feedback};
+use super::codec::{Codec, CodecPolicy, HeaderExtensions, supported_feedback};
 use super::error::SdpError;
 use super::ids::{Direction, MediaKind, Mid, PayloadType, Ssrc};
 use super::local::LocalParameters;

@@ -7,6 +7,7 @@
 //! required type (RFC 8489 §14: below 0x8000) is collected, a bounded number of them, for
 //! the 420 Unknown Attribute answer ([`StunView::unknown_comprehension_required`]).
 
+#[cfg(any(test, feature = "test-support"))]
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use aws_lc_rs::hmac;
@@ -249,8 +250,9 @@ impl<'a> StunView<'a> {
         if bool::from(expected_tag.as_ref().ct_eq(received_tag)) { Ok(()) } else { Err(IceError::BadIntegrity) }
     }
 
-    /// XOR-MAPPED-ADDRESS (RFC 5389 §15.2): the port is XORed with the cookie's top half,
+    /// XOR-MAPPED-ADDRESS (RFC 5389 §15.2), which only a client reads: the port is XORed with the cookie's top half,
     /// an IPv4 address with the cookie, an IPv6 address with the cookie and transaction id.
+    #[cfg(any(test, feature = "test-support"))]
     pub(super) fn xor_mapped_address(&self) -> Option<SocketAddr> {
         let &[_, family, port_high, port_low, ref address @ ..] = self.xor_mapped_address? else {
             return None;
@@ -277,7 +279,9 @@ impl<'a> StunView<'a> {
         Some(SocketAddr::new(ip, port))
     }
 
-    /// ERROR-CODE (RFC 5389 §15.6): class (hundreds) and number (0..=99).
+    /// ERROR-CODE (RFC 5389 §15.6): class (hundreds) and number (0..=99), which only a
+    /// client reads.
+    #[cfg(any(test, feature = "test-support"))]
     pub(super) fn error_code(&self) -> Option<u16> {
         let &[_, _, class, number, ..] = self.error_code? else {
             return None;

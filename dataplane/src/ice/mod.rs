@@ -49,6 +49,7 @@
 //! 8489 puts it when both are sent, it is ignored like every attribute there.
 #![forbid(unsafe_code)]
 
+#[cfg(any(test, feature = "test-support"))]
 pub mod client;
 mod credentials;
 mod encode;

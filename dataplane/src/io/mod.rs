@@ -12,7 +12,6 @@
 //! epoll set of their own, which the ring polls.
 #![forbid(unsafe_code)]
 
-mod send_queue;
 mod tcp;
 #[cfg(test)]
 mod tcp_tests;
@@ -25,9 +24,9 @@ use std::time::Duration;
 
 use socket2::{Domain, Protocol, Socket, Type};
 
-pub use self::send_queue::{SLOT_SIZE, SendQueue, SocketIndex};
 use self::tcp::Tcp;
 pub use self::tcp::{MAX_CONNECTIONS, READ_BUFFER, TcpCounters, WRITE_BUFFER};
+pub use crate::batch::{PollOutcome, SLOT_SIZE, SendQueue, SocketIndex};
 use crate::sys::epoll::{EpollIo, EpollTx};
 pub use crate::sys::mmsg::FlushOutcome;
 use crate::sys::uring::{self, UringIo, UringTx};
@@ -62,15 +61,6 @@ impl std::str::FromStr for BackendChoice {
 
 /// Connections the kernel queues for a worker's TCP listener before it accepts them.
 const LISTEN_BACKLOG: i32 = 1024;
-
-/// What one `poll` call saw.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-pub struct PollOutcome {
-    /// Datagrams (and TCP frames) handed to the callback.
-    pub received: usize,
-    /// The wake-up fd fired: commands are waiting.
-    pub woken: bool,
-}
 
 /// A UDP socket configured for a worker: non-blocking, large buffers, bound to `addr`.
 pub fn bind_udp(addr: SocketAddr) -> io::Result<Socket> {

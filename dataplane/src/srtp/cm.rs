@@ -11,9 +11,8 @@ use aws_lc_rs::iv::FixedLength;
 use subtle::ConstantTimeEq;
 
 use super::SrtpError;
-use super::header::RTCP_UNENCRYPTED_PREFIX_LEN;
+use super::header::{ESRTCP_WORD_LEN, RTCP_UNENCRYPTED_PREFIX_LEN, SrtcpTrailer};
 use super::kdf::{KdfLabel, MasterKdf};
-use super::transform::{ESRTCP_WORD_LEN, SrtcpTrailer};
 
 /// The truncated HMAC-SHA1 tag: 80 bits for SRTP and SRTCP alike.
 pub(super) const AUTH_TAG_LEN: usize = 10;

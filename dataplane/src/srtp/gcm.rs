@@ -11,9 +11,8 @@ use std::fmt;
 use aws_lc_rs::aead::{self, Aad, LessSafeKey, Nonce, UnboundKey};
 
 use super::SrtpError;
-use super::header::RTCP_UNENCRYPTED_PREFIX_LEN;
+use super::header::{ESRTCP_WORD_LEN, RTCP_UNENCRYPTED_PREFIX_LEN, SrtcpTrailer};
 use super::kdf::{KdfLabel, MasterKdf};
-use super::transform::{ESRTCP_WORD_LEN, SrtcpTrailer};
 
 pub(super) const TAG_LEN: usize = 16;
 /// SRTCP appends the tag, then the ESRTCP word (RFC 7714 §9, figure 3).

@@ -1,5 +1,6 @@
 //! The few RTP and RTCP header fields SRTP needs: where the RTP header ends (it is
-//! authenticated but not encrypted), the sequence number, and the SSRC. Only the checks that
+//! authenticated but not encrypted), the sequence number, and the SSRC; and the SRTCP
+//! trailer word every transform writes and reads. Only the checks that
 //! keep the slicing in bounds are made here; full validation belongs to the wire module.
 
 use super::SrtpError;
@@ -10,6 +11,29 @@ const CSRC_LEN: usize = 4;
 const EXTENSION_HEADER_LEN: usize = 4;
 /// The SRTCP-protected part of RTCP starts after the first header word and the sender SSRC.
 pub(super) const RTCP_UNENCRYPTED_PREFIX_LEN: usize = 8;
+
+/// The E flag and the 31-bit SRTCP index, one big-endian word (RFC 3711 §3.4).
+pub(super) const ESRTCP_WORD_LEN: usize = 4;
+const ENCRYPTED_FLAG: u32 = 1 << 31;
+
+/// The E flag and index an SRTCP packet carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct SrtcpTrailer {
+    pub(super) encrypted: bool,
+    pub(super) index: u32,
+}
+
+impl SrtcpTrailer {
+    pub(super) fn to_word(self) -> [u8; ESRTCP_WORD_LEN] {
+        let flag = if self.encrypted { ENCRYPTED_FLAG } else { 0 };
+        (flag | self.index).to_be_bytes()
+    }
+
+    pub(super) fn from_word(word: [u8; ESRTCP_WORD_LEN]) -> Self {
+        let word = u32::from_be_bytes(word);
+        Self { encrypted: word & ENCRYPTED_FLAG != 0, index: word & !ENCRYPTED_FLAG }
+    }
+}
 
 /// What SRTP reads from an RTP header.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

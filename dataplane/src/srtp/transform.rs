@@ -3,32 +3,9 @@
 
 use super::cm::{self, AesCmHmacSha1};
 use super::gcm::{self, AeadAesGcm};
-use super::header::RTCP_UNENCRYPTED_PREFIX_LEN;
+use super::header::{ESRTCP_WORD_LEN, RTCP_UNENCRYPTED_PREFIX_LEN, SrtcpTrailer};
 use super::kdf::MasterKdf;
 use super::{SrtpError, SrtpProfile};
-
-/// The E flag and the 31-bit SRTCP index, one big-endian word (RFC 3711 §3.4).
-pub(super) const ESRTCP_WORD_LEN: usize = 4;
-const ENCRYPTED_FLAG: u32 = 1 << 31;
-
-/// The E flag and index an SRTCP packet carries.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) struct SrtcpTrailer {
-    pub(super) encrypted: bool,
-    pub(super) index: u32,
-}
-
-impl SrtcpTrailer {
-    pub(super) fn to_word(self) -> [u8; ESRTCP_WORD_LEN] {
-        let flag = if self.encrypted { ENCRYPTED_FLAG } else { 0 };
-        (flag | self.index).to_be_bytes()
-    }
-
-    fn from_word(word: [u8; ESRTCP_WORD_LEN]) -> Self {
-        let word = u32::from_be_bytes(word);
-        Self { encrypted: word & ENCRYPTED_FLAG != 0, index: word & !ENCRYPTED_FLAG }
-    }
-}
 
 /// AES-CM is boxed: its two keyed HMAC states make it some 3.5 KB, against 80 bytes for
 /// AES-GCM, whose keys aws-lc keeps on the heap already.

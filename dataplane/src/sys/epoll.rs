@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use super::mmsg::{FlushOutcome, RECV_BATCH, RecvBatch, SendBatch};
 use super::{Event, EventFd};
-use crate::io::{PollOutcome, SendQueue, SocketIndex};
+use crate::batch::{PollOutcome, SendQueue, SocketIndex};
 
 /// epoll user data of the wake-up fd; sockets use their index, and every other token
 /// belongs to the io layer's registrations.

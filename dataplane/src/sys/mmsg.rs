@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use std::os::fd::RawFd;
 
 use super::sockaddr;
-use crate::io::{SLOT_SIZE, SendQueue, SocketIndex};
+use crate::batch::{SLOT_SIZE, SendQueue, SocketIndex};
 
 /// Datagrams read by one `recvmmsg` call.
 pub(crate) const RECV_BATCH: usize = 64;

@@ -14,7 +14,7 @@ use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 
 pub(crate) use self::epoll::{Epoll, Events, Interest, REGISTRY_EVENTS, Readiness};
-use crate::io::SocketIndex;
+use crate::batch::SocketIndex;
 
 /// What a backend's `poll` hands the io layer, together with its send side.
 #[derive(Debug)]

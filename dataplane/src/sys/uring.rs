@@ -30,7 +30,7 @@ use io_uring::{IoUring, cqueue, opcode, squeue};
 
 use super::mmsg::FlushOutcome;
 use super::{Epoll, Event, EventFd, sockaddr};
-use crate::io::{PollOutcome, SLOT_SIZE, SendQueue, SocketIndex};
+use crate::batch::{PollOutcome, SLOT_SIZE, SendQueue, SocketIndex};
 
 /// Buffers in the provided-buffer ring (a power of two). Datagrams beyond this many in
 /// flight are dropped by the kernel with ENOBUFS, counted, and the receive re-armed.

@@ -1,5 +1,7 @@
-//! The datagrams a worker will send at the end of its loop turn, written in place into a
-//! preallocated arena so that building a fan-out allocates nothing.
+//! What the socket backends move, shared by `io` (which drives them) and `sys` (which talks
+//! to the kernel) so that neither depends on the other for it: the datagrams a worker will
+//! send at the end of its loop turn, written in place into a preallocated arena so that
+//! building a fan-out allocates nothing, and what one poll saw.
 //!
 //! Rules: reserve a slot with [`SendQueue::slot`], write the datagram into it, then
 //! [`SendQueue::commit`] its length and destination; an uncommitted slot is simply reused.
@@ -9,6 +11,15 @@
 #![forbid(unsafe_code)]
 
 use std::net::SocketAddr;
+
+/// What one `poll` call saw.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct PollOutcome {
+    /// Datagrams (and TCP frames) handed to the callback.
+    pub received: usize,
+    /// The wake-up fd fired: commands are waiting.
+    pub woken: bool,
+}
 
 /// Largest datagram a slot holds. WebRTC media stays under the path MTU (~1,200–1,400
 /// bytes); the rest leaves room for SRTP tags and DTLS flights.
