@@ -7,10 +7,32 @@ mod support;
 
 use std::time::Duration;
 
+use support::client::connect;
 use support::*;
 
 fn demo_join(srv: &Server, body: Value) -> ClientResp {
     srv.client_request("POST", "/demo/join", &[], Body::Json(body))
+}
+
+/// A refusal's HTTP status and envelope code, checking the envelope's shape.
+#[track_caller]
+fn refusal(r: &ClientResp, what: &str) -> (u16, u64) {
+    let env = r.json(what);
+    check_envelope_shape(&env, what);
+    (r.status, env["code"].as_u64().unwrap_or_default())
+}
+
+/// A demo room of `peer`: its id, invitation code and `peer`'s token.
+#[track_caller]
+fn demo_room(srv: &Server, peer: &str) -> (String, u64, String) {
+    let r = demo_join(srv, json!({"peer": peer}));
+    assert_eq!(r.status, 200, "{}", r.text());
+    let created = r.json("create");
+    (
+        str_field(&created, "roomId").to_owned(),
+        u64_field(&created, "invitationCode"),
+        str_field(&created, "token").into(),
+    )
 }
 
 /// Joins a room over signalling with what `/demo/join` answered; returns the first event.
@@ -111,6 +133,9 @@ fn invitations_are_persisted() {
     srv.kill9();
     srv.restart();
     assert_eq!(sorted(&srv.room(&room)["invitedUserIds"]), set_of(&["alice", "bob"]));
+    // Still a demo room: the demo invites into it.
+    let again = demo_join(&srv, json!({"peer": "carol", "invitationCode": code}));
+    assert_eq!(again.status, 200, "{}", again.text());
 }
 
 #[test]
@@ -139,12 +164,38 @@ fn bad_input_gets_the_spec_codes() {
     let big = format!("{{\"peer\": \"{}\"}}", "x".repeat(8192));
     let r = srv.client_request("POST", "/demo/join", &[], raw(big));
     soft.check(r.status == 413, || format!("an oversized body: expected HTTP 413, got {} {}", r.status, r.text()));
-    // A live room has no invitations.
-    let live = srv.create_live("host");
-    let r = demo_join(&srv, json!({"peer": "bob", "invitationCode": live["invitationCode"]}));
-    let env: Value = serde_json::from_slice(&r.body).unwrap_or(Value::Null);
-    soft.check(r.status == 400 && env["code"] == 10003, || format!("a live room: got HTTP {} {}", r.status, r.text()));
     soft.done();
+}
+
+#[test]
+fn the_demo_invites_only_into_its_own_rooms() {
+    let srv = Server::start(&[]);
+    let convo = srv.create_convo("alice", &["bob"]);
+    let (convo_id, convo_code) = (str_field(&convo, "roomId").to_owned(), u64_field(&convo, "invitationCode"));
+    let live = srv.create_live("host");
+    let (live_id, live_code) = (str_field(&live, "roomId").to_owned(), u64_field(&live, "invitationCode"));
+    let unknown = demo_join(&srv, json!({"peer": "mallory", "invitationCode": 123_456_789}));
+    assert_eq!(refusal(&unknown, "an unknown code"), (404, 50001));
+    for (what, code) in [("a REST conversation room", convo_code), ("a REST live room", live_code)] {
+        let r = demo_join(&srv, json!({"peer": "mallory", "invitationCode": code}));
+        assert_eq!(refusal(&r, what), (404, 50001), "{what}");
+        assert_eq!(r.text(), unknown.text(), "{what}: the answer of an unknown code, so codes cannot be probed");
+        let r = demo_join(&srv, json!({"peer": "mallory", "invitationCode": code.to_string()}));
+        assert_eq!(r.text(), unknown.text(), "{what}, the code as a string");
+    }
+    // Nobody was invited into the business server's rooms.
+    assert_eq!(sorted(&srv.room(&convo_id)["invitedUserIds"]), set_of(&["alice", "bob"]));
+    assert!(arr_field(&srv.room(&live_id), "invitedUserIds").is_empty(), "{}", srv.room(&live_id));
+    let token =
+        str_field(&srv.ok("POST", &format!("/room/{}/token", enc(&convo_id)), json!({"peerId": "mallory"})), "token")
+            .to_owned();
+    let (_, first) = connect(&srv, convo_code, "mallory", &token);
+    assert_eq!((first["type"].as_str(), first["code"].as_u64()), (Some("error"), Some(50003)), "{first}");
+
+    // The demo's own rooms still take invitations.
+    let (room, code, _) = demo_room(&srv, "carol");
+    assert_eq!(demo_join(&srv, json!({"peer": "dave", "invitationCode": code})).status, 200);
+    assert_eq!(sorted(&srv.room(&room)["invitedUserIds"]), set_of(&["carol", "dave"]));
 }
 
 #[test]

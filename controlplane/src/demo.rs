@@ -4,8 +4,10 @@
 //! empty `GET /favicon.ico` that browsers ask for by themselves. In demo mode
 //! (`client.demo`) `GET /demo` serves the demo page and `POST /demo/join` lets anyone create a
 //! conversation room or invite themselves into one by its invitation code, and hands back a
-//! join token: exactly what a business server would do through the REST API, without the
-//! AppSecret. With demo mode off both answer 404.
+//! join token: what a business server would do through the REST API, without the AppSecret,
+//! but only for the demo's own rooms (marked [`crate::registry::Room::demo`]): any other
+//! room's code gets the answer of an unknown code, so real rooms can neither be joined nor
+//! probed through the demo. With demo mode off both answer 404.
 //!
 //! Rules: rooms and invitations go through [`AppState::write`], the registry's one write path,
 //! so what the demo creates is committed before it is answered, like any REST change. Errors
@@ -150,14 +152,15 @@ async fn join_room(state: &AppState, request: Request) -> Result<Joined, DemoErr
                         min_bitrate: MIN_BITRATE,
                         max_bitrate: MAX_BITRATE,
                         kind: NewRoomKind::Convo { members: Vec::new(), max_members: None },
+                        demo: true,
                     };
                     reg.create(new).map(|room| (room.id.clone(), room.invitation_code))
                 }
                 Some(code) => {
-                    let id = reg
-                        .room_by_code(code)
-                        .map(|room| room.id.clone())
-                        .ok_or_else(|| ApiError::new(ApiCode::RoomNotFound, "no room has this invitation code"))?;
+                    let id =
+                        reg.room_by_code(code).filter(|room| room.demo).map(|room| room.id.clone()).ok_or_else(
+                            || ApiError::new(ApiCode::RoomNotFound, "no demo room has this invitation code"),
+                        )?;
                     reg.add_convo_members(&id, vec![invited])?;
                     Ok((id, code))
                 }

@@ -36,6 +36,7 @@ impl CommonRoomFields {
             min_bitrate: self.min_bitrate.unwrap_or(DEFAULT_MIN_BITRATE),
             max_bitrate,
             kind,
+            demo: false,
         })
     }
 }
