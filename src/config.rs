@@ -54,8 +54,8 @@ pub struct Cli {
     /// [dataplane.udp_listen; default 127.0.0.1:0].
     #[arg(long, value_name = "ADDR:PORT")]
     pub udp_listen: Option<String>,
-    /// Serve the demo page, which lets anyone create rooms: true or false [client.demo;
-    /// default true].
+    /// Serve the demo page, which lets anyone create demo rooms and join them: true or false
+    /// [client.demo; default true on a loopback client listener, false on any other].
     #[arg(long, value_name = "true|false")]
     pub demo: Option<String>,
     /// Clients connected at once over every room, the licensed maximum (50018 beyond it);
@@ -142,6 +142,32 @@ struct RoomsSection {
     mirror_load_percent: Option<f64>,
 }
 
+/// Demo mode on a client listener that others can reach: the start-up log says which.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DemoNotice {
+    /// `client.demo` is set in neither file nor flag and the client listener is not
+    /// loopback, so demo mode is off.
+    OffBeyondLoopback,
+    /// `client.demo` is set to true on a client listener that is not loopback.
+    OnBeyondLoopback,
+}
+
+impl DemoNotice {
+    /// The start-up log's line (a WARN for [`Self::OnBeyondLoopback`]).
+    pub fn message(self) -> &'static str {
+        match self {
+            Self::OffBeyondLoopback => {
+                "demo mode is off: the client listener is not loopback and client.demo is not set \
+                 (set it to true to let anyone who reaches the listener create demo rooms)"
+            }
+            Self::OnBeyondLoopback => {
+                "demo mode is on (client.demo = true) on a client listener that is not loopback: \
+                 anyone who reaches it can create demo rooms, join them and use their media"
+            }
+        }
+    }
+}
+
 /// The configuration in force.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -157,6 +183,8 @@ pub struct Config {
     pub client_listen: SocketAddr,
     /// Serve `/demo` and `/demo/join` on the client listener.
     pub demo: bool,
+    /// What the start-up log must say of demo mode, if anything.
+    pub demo_notice: Option<DemoNotice>,
     /// A signalling client silent (no pong, no message) this long is dropped.
     pub ping_timeout: Duration,
     /// A write to a signalling client that takes longer ends its session.
@@ -183,8 +211,6 @@ const DEFAULT_MAX_UPLOAD_BYTES: u64 = 4 << 30;
 const DEFAULT_MAX_MEMBERS: u32 = 16;
 /// A worker this busy leaves headroom for the longest loop turns to stay short.
 const DEFAULT_MIRROR_LOAD_PERCENT: f64 = 70.0;
-/// On for `cargo run`, so the demo page works out of the box; the systemd example turns it off.
-const DEFAULT_DEMO: bool = true;
 /// More workers than this is a typo, not a machine.
 const MAX_WORKERS: usize = 1024;
 const DEFAULT_PING_TIMEOUT_MS: u64 = 30_000;
@@ -281,9 +307,18 @@ impl Config {
         {
             return Err(ConfigError::new("server.app_secret", crate::secret::RULE));
         }
-        let demo = match &cli.demo {
-            Some(v) => parse_flag(v, "client.demo", "--demo")?,
-            None => file.client.demo.unwrap_or(DEFAULT_DEMO),
+        let demo_set = match &cli.demo {
+            Some(v) => Some(parse_flag(v, "client.demo", "--demo")?),
+            None => file.client.demo,
+        };
+        // On by default only on a loopback client listener (`cargo run`): the demo page works out
+        // of the box there and is no open door anywhere else.
+        let loopback = client_listen.ip().to_canonical().is_loopback();
+        let (demo, demo_notice) = match demo_set {
+            Some(true) if !loopback => (true, Some(DemoNotice::OnBeyondLoopback)),
+            Some(on) => (on, None),
+            None if loopback => (true, None),
+            None => (false, Some(DemoNotice::OffBeyondLoopback)),
         };
         let max_body_bytes = file.api.max_body_bytes.unwrap_or(DEFAULT_MAX_BODY_BYTES);
         if max_body_bytes < 1024 {
@@ -300,6 +335,7 @@ impl Config {
             max_upload_bytes: file.api.max_upload_bytes.unwrap_or(DEFAULT_MAX_UPLOAD_BYTES),
             client_listen,
             demo,
+            demo_notice,
             ping_timeout: timeout("client.ping_timeout_ms", file.client.ping_timeout_ms, DEFAULT_PING_TIMEOUT_MS)?,
             write_timeout: timeout("client.write_timeout_ms", file.client.write_timeout_ms, DEFAULT_WRITE_TIMEOUT_MS)?,
             workers,
@@ -397,7 +433,8 @@ mod tests {
         assert_eq!(config.worker_count(1), 1);
         assert_eq!(config.worker_count(8), 7);
         assert_eq!(config.default_max_members, 16);
-        assert!(config.demo);
+        assert!(config.demo, "on, on the loopback listener of the defaults");
+        assert_eq!(config.demo_notice, None);
     }
 
     #[test]
@@ -448,6 +485,37 @@ mod tests {
         assert!(e.contains("client.demo (--demo)"), "{e}");
         let e = with_file("[client]\ndemo = 1\n").unwrap_err().to_string();
         assert!(e.contains("client.demo"), "{e}");
+    }
+
+    /// (client listener, `--demo` flag, file line) → (demo on, start-up notice).
+    #[test]
+    fn demo_is_on_by_default_only_on_a_loopback_listener() {
+        use DemoNotice::{OffBeyondLoopback, OnBeyondLoopback};
+        let cases = [
+            ("127.0.0.1:6016", None, "", true, None),
+            ("[::1]:6016", None, "", true, None),
+            ("[::ffff:127.0.0.1]:6016", None, "", true, None),
+            ("0.0.0.0:6016", None, "", false, Some(OffBeyondLoopback)),
+            ("192.0.2.10:6016", None, "", false, Some(OffBeyondLoopback)),
+            ("[::]:6016", None, "", false, Some(OffBeyondLoopback)),
+            ("0.0.0.0:6016", None, "demo = true", true, Some(OnBeyondLoopback)),
+            ("0.0.0.0:6016", Some("true"), "", true, Some(OnBeyondLoopback)),
+            ("0.0.0.0:6016", None, "demo = false", false, None),
+            ("127.0.0.1:6016", Some("false"), "demo = true", false, None),
+        ];
+        for (listen, flag, line, on, notice) in cases {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("c.toml");
+            std::fs::write(&path, format!("[client]\nlisten = \"{listen}\"\n{line}\n")).unwrap();
+            let mut args = vec!["--config", path.to_str().unwrap()];
+            if let Some(v) = flag {
+                args.extend(["--demo", v]);
+            }
+            let config = Config::resolve(&cli(&args)).unwrap();
+            assert_eq!((config.demo, config.demo_notice), (on, notice), "{listen} {flag:?} {line:?}");
+        }
+        assert!(OffBeyondLoopback.message().starts_with("demo mode is off"));
+        assert!(OnBeyondLoopback.message().contains("anyone who reaches it"));
     }
 
     #[test]
