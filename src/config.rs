@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use clap::Parser;
 use serde::Deserialize;
+use uprtcd_controlplane::demo::guard::DemoLimits;
 use uprtcd_dataplane::engine::DEFAULT_CONNECT_TIMEOUT;
 use uprtcd_dataplane::io::BackendChoice;
 
@@ -121,6 +122,10 @@ struct ApiSection {
 struct ClientSection {
     listen: Option<SocketAddr>,
     demo: Option<bool>,
+    demo_max_rooms: Option<u32>,
+    demo_room_idle_ms: Option<u64>,
+    demo_room_max_age_ms: Option<u64>,
+    demo_joins_per_minute: Option<u32>,
     ping_timeout_ms: Option<u64>,
     write_timeout_ms: Option<u64>,
 }
@@ -181,8 +186,9 @@ pub struct Config {
     pub max_body_bytes: usize,
     pub max_upload_bytes: u64,
     pub client_listen: SocketAddr,
-    /// Serve `/demo` and `/demo/join` on the client listener.
-    pub demo: bool,
+    /// Serve `/demo` and `/demo/join` on the client listener, within these limits; `None`:
+    /// demo mode is off.
+    pub demo: Option<DemoLimits>,
     /// What the start-up log must say of demo mode, if anything.
     pub demo_notice: Option<DemoNotice>,
     /// A signalling client silent (no pong, no message) this long is dropped.
@@ -211,6 +217,11 @@ const DEFAULT_MAX_UPLOAD_BYTES: u64 = 4 << 30;
 const DEFAULT_MAX_MEMBERS: u32 = 16;
 /// A worker this busy leaves headroom for the longest loop turns to stay short.
 const DEFAULT_MIRROR_LOAD_PERCENT: f64 = 70.0;
+// Demo mode's limits (`client.demo_*`): a demo for a few people at a time.
+const DEFAULT_DEMO_MAX_ROOMS: u32 = 100;
+const DEFAULT_DEMO_ROOM_IDLE_MS: u64 = 600_000;
+const DEFAULT_DEMO_ROOM_MAX_AGE_MS: u64 = 7_200_000;
+const DEFAULT_DEMO_JOINS_PER_MINUTE: u32 = 10;
 /// More workers than this is a typo, not a machine.
 const MAX_WORKERS: usize = 1024;
 const DEFAULT_PING_TIMEOUT_MS: u64 = 30_000;
@@ -225,6 +236,14 @@ fn timeout(file_key: &str, value: Option<u64>, default_ms: u64) -> Result<Durati
     match value.unwrap_or(default_ms) {
         ms if (MIN_TIMEOUT_MS..=MAX_TIMEOUT_MS).contains(&ms) => Ok(Duration::from_millis(ms)),
         ms => Err(ConfigError::new(file_key, format!("{ms} ms is outside {MIN_TIMEOUT_MS}..={MAX_TIMEOUT_MS}"))),
+    }
+}
+
+/// A count of the file that must be at least 1.
+fn at_least_one(file_key: &str, value: Option<u32>, default: u32) -> Result<u32, ConfigError> {
+    match value.unwrap_or(default) {
+        0 => Err(ConfigError::new(file_key, "must be at least 1")),
+        n => Ok(n),
     }
 }
 
@@ -320,6 +339,20 @@ impl Config {
             None if loopback => (true, None),
             None => (false, Some(DemoNotice::OffBeyondLoopback)),
         };
+        let demo_limits = DemoLimits {
+            max_rooms: at_least_one("client.demo_max_rooms", file.client.demo_max_rooms, DEFAULT_DEMO_MAX_ROOMS)?,
+            room_idle: timeout("client.demo_room_idle_ms", file.client.demo_room_idle_ms, DEFAULT_DEMO_ROOM_IDLE_MS)?,
+            room_max_age: timeout(
+                "client.demo_room_max_age_ms",
+                file.client.demo_room_max_age_ms,
+                DEFAULT_DEMO_ROOM_MAX_AGE_MS,
+            )?,
+            joins_per_minute: at_least_one(
+                "client.demo_joins_per_minute",
+                file.client.demo_joins_per_minute,
+                DEFAULT_DEMO_JOINS_PER_MINUTE,
+            )?,
+        };
         let max_body_bytes = file.api.max_body_bytes.unwrap_or(DEFAULT_MAX_BODY_BYTES);
         if max_body_bytes < 1024 {
             return Err(ConfigError::new("api.max_body_bytes", "must be at least 1024"));
@@ -334,7 +367,7 @@ impl Config {
             max_body_bytes,
             max_upload_bytes: file.api.max_upload_bytes.unwrap_or(DEFAULT_MAX_UPLOAD_BYTES),
             client_listen,
-            demo,
+            demo: demo.then_some(demo_limits),
             demo_notice,
             ping_timeout: timeout("client.ping_timeout_ms", file.client.ping_timeout_ms, DEFAULT_PING_TIMEOUT_MS)?,
             write_timeout: timeout("client.write_timeout_ms", file.client.write_timeout_ms, DEFAULT_WRITE_TIMEOUT_MS)?,
@@ -433,7 +466,13 @@ mod tests {
         assert_eq!(config.worker_count(1), 1);
         assert_eq!(config.worker_count(8), 7);
         assert_eq!(config.default_max_members, 16);
-        assert!(config.demo, "on, on the loopback listener of the defaults");
+        let demo = DemoLimits {
+            max_rooms: 100,
+            room_idle: Duration::from_secs(600),
+            room_max_age: Duration::from_secs(7200),
+            joins_per_minute: 10,
+        };
+        assert_eq!(config.demo, Some(demo), "on, on the loopback listener of the defaults");
         assert_eq!(config.demo_notice, None);
     }
 
@@ -475,12 +514,12 @@ mod tests {
 
     #[test]
     fn demo_from_the_file_and_the_flag() {
-        assert!(!with_file("[client]\ndemo = false\n").unwrap().demo);
+        assert!(with_file("[client]\ndemo = false\n").unwrap().demo.is_none());
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("c.toml");
         std::fs::write(&path, "[client]\ndemo = false\n").unwrap();
-        assert!(Config::resolve(&cli(&["--config", path.to_str().unwrap(), "--demo", "true"])).unwrap().demo);
-        assert!(!Config::resolve(&cli(&["--demo", "false"])).unwrap().demo);
+        assert!(Config::resolve(&cli(&["--config", path.to_str().unwrap(), "--demo", "true"])).unwrap().demo.is_some());
+        assert!(Config::resolve(&cli(&["--demo", "false"])).unwrap().demo.is_none());
         let e = Config::resolve(&cli(&["--demo", "yes"])).unwrap_err().to_string();
         assert!(e.contains("client.demo (--demo)"), "{e}");
         let e = with_file("[client]\ndemo = 1\n").unwrap_err().to_string();
@@ -512,10 +551,32 @@ mod tests {
                 args.extend(["--demo", v]);
             }
             let config = Config::resolve(&cli(&args)).unwrap();
-            assert_eq!((config.demo, config.demo_notice), (on, notice), "{listen} {flag:?} {line:?}");
+            assert_eq!((config.demo.is_some(), config.demo_notice), (on, notice), "{listen} {flag:?} {line:?}");
         }
         assert!(OffBeyondLoopback.message().starts_with("demo mode is off"));
         assert!(OnBeyondLoopback.message().contains("anyone who reaches it"));
+    }
+
+    #[test]
+    fn demo_limits_from_the_file() {
+        let config = with_file(
+            "[client]\ndemo_max_rooms = 3\ndemo_room_idle_ms = 1000\ndemo_room_max_age_ms = 5000\n\
+             demo_joins_per_minute = 2\n",
+        )
+        .unwrap();
+        let limits = config.demo.unwrap();
+        assert_eq!((limits.max_rooms, limits.joins_per_minute), (3, 2));
+        assert_eq!((limits.room_idle, limits.room_max_age), (Duration::from_secs(1), Duration::from_secs(5)));
+        for (line, key) in [
+            ("demo_max_rooms = 0", "client.demo_max_rooms"),
+            ("demo_joins_per_minute = 0", "client.demo_joins_per_minute"),
+            ("demo_room_idle_ms = 10", "client.demo_room_idle_ms"),
+            ("demo_room_max_age_ms = 100000000", "client.demo_room_max_age_ms"),
+            ("demo_max_rooms = -1", "client.demo_max_rooms"),
+        ] {
+            let e = with_file(&format!("[client]\n{line}\n")).unwrap_err().to_string();
+            assert!(e.contains(key), "{line}: {e}");
+        }
     }
 
     #[test]

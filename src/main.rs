@@ -184,13 +184,17 @@ async fn serve(
     let client_addr = client.local_addr().map_err(|e| e.to_string())?;
     loads.spawn_sampler();
     uprtcd_controlplane::events::spawn_drains(&state);
+    uprtcd_controlplane::demo::spawn_expiry(&state);
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|stop| *stop).await;
     };
-    let client_server = axum::serve(client, uprtcd_controlplane::client_router(state.clone()))
-        .with_graceful_shutdown(stopped(stop_rx.clone()));
+    // Each request carries its TCP peer's address (`ConnectInfo<SocketAddr>`): demo joins are
+    // paced per source address.
+    let client_service =
+        uprtcd_controlplane::client_router(state.clone()).into_make_service_with_connect_info::<SocketAddr>();
+    let client_server = axum::serve(client, client_service).with_graceful_shutdown(stopped(stop_rx.clone()));
     let api_server =
         axum::serve(api, uprtcd_controlplane::api::router(state)).with_graceful_shutdown(stopped(stop_rx.clone()));
     let api_task = tokio::spawn(async move { api_server.await });
