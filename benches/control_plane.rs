@@ -19,6 +19,7 @@ fn live_room(master: &PeerId) -> NewRoom {
         min_bitrate: 600_000,
         max_bitrate: 3_000_000,
         kind: NewRoomKind::Live,
+        demo: false,
     }
 }
 

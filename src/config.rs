@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use clap::Parser;
 use serde::Deserialize;
+use uprtcd_controlplane::demo::guard::DemoLimits;
 use uprtcd_controlplane::listener::Limits;
 use uprtcd_dataplane::engine::DEFAULT_CONNECT_TIMEOUT;
 use uprtcd_dataplane::io::BackendChoice;
@@ -55,8 +56,8 @@ pub struct Cli {
     /// [dataplane.udp_listen; default 127.0.0.1:0].
     #[arg(long, value_name = "ADDR:PORT")]
     pub udp_listen: Option<String>,
-    /// Serve the demo page, which lets anyone create rooms: true or false [client.demo;
-    /// default true].
+    /// Serve the demo page, which lets anyone create demo rooms and join them: true or false
+    /// [client.demo; default true on a loopback client listener, false on any other].
     #[arg(long, value_name = "true|false")]
     pub demo: Option<String>,
     /// Clients connected at once over every room, the licensed maximum (50018 beyond it);
@@ -125,6 +126,10 @@ struct ApiSection {
 struct ClientSection {
     listen: Option<SocketAddr>,
     demo: Option<bool>,
+    demo_max_rooms: Option<u32>,
+    demo_room_idle_ms: Option<u64>,
+    demo_room_max_age_ms: Option<u64>,
+    demo_joins_per_minute: Option<u32>,
     ping_timeout_ms: Option<u64>,
     write_timeout_ms: Option<u64>,
     max_http_connections: Option<usize>,
@@ -149,6 +154,32 @@ struct RoomsSection {
     mirror_load_percent: Option<f64>,
 }
 
+/// Demo mode on a client listener that others can reach: the start-up log says which.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DemoNotice {
+    /// `client.demo` is set in neither file nor flag and the client listener is not
+    /// loopback, so demo mode is off.
+    OffBeyondLoopback,
+    /// `client.demo` is set to true on a client listener that is not loopback.
+    OnBeyondLoopback,
+}
+
+impl DemoNotice {
+    /// The start-up log's line (a WARN for [`Self::OnBeyondLoopback`]).
+    pub fn message(self) -> &'static str {
+        match self {
+            Self::OffBeyondLoopback => {
+                "demo mode is off: the client listener is not loopback and client.demo is not set \
+                 (set it to true to let anyone who reaches the listener create demo rooms)"
+            }
+            Self::OnBeyondLoopback => {
+                "demo mode is on (client.demo = true) on a client listener that is not loopback: \
+                 anyone who reaches it can create demo rooms, join them and use their media"
+            }
+        }
+    }
+}
+
 /// The configuration in force.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -166,8 +197,11 @@ pub struct Config {
     pub client_listen: SocketAddr,
     /// Connections and timeouts of the client listener.
     pub client_http: Limits,
-    /// Serve `/demo` and `/demo/join` on the client listener.
-    pub demo: bool,
+    /// Serve `/demo` and `/demo/join` on the client listener, within these limits; `None`:
+    /// demo mode is off.
+    pub demo: Option<DemoLimits>,
+    /// What the start-up log must say of demo mode, if anything.
+    pub demo_notice: Option<DemoNotice>,
     /// A signalling client silent (no pong, no message) this long is dropped.
     pub ping_timeout: Duration,
     /// A write to a signalling client that takes longer ends its session.
@@ -194,8 +228,11 @@ const DEFAULT_MAX_UPLOAD_BYTES: u64 = 4 << 30;
 const DEFAULT_MAX_MEMBERS: u32 = 16;
 /// A worker this busy leaves headroom for the longest loop turns to stay short.
 const DEFAULT_MIRROR_LOAD_PERCENT: f64 = 70.0;
-/// On for `cargo run`, so the demo page works out of the box; the systemd example turns it off.
-const DEFAULT_DEMO: bool = true;
+// Demo mode's limits (`client.demo_*`): a demo for a few people at a time.
+const DEFAULT_DEMO_MAX_ROOMS: u32 = 100;
+const DEFAULT_DEMO_ROOM_IDLE_MS: u64 = 600_000;
+const DEFAULT_DEMO_ROOM_MAX_AGE_MS: u64 = 7_200_000;
+const DEFAULT_DEMO_JOINS_PER_MINUTE: u32 = 10;
 /// More workers than this is a typo, not a machine.
 const MAX_WORKERS: usize = 1024;
 const DEFAULT_PING_TIMEOUT_MS: u64 = 30_000;
@@ -223,6 +260,14 @@ const DEFAULT_HEADER_READ_TIMEOUT_SECS: u64 = 10;
 const DEFAULT_IDLE_TIMEOUT_SECS: u64 = 60;
 /// A longer HTTP timeout than this is a typo.
 const MAX_HTTP_TIMEOUT_SECS: u64 = 3600;
+
+/// A count of the file that must be at least 1.
+fn at_least_one(file_key: &str, value: Option<u32>, default: u32) -> Result<u32, ConfigError> {
+    match value.unwrap_or(default) {
+        0 => Err(ConfigError::new(file_key, "must be at least 1")),
+        n => Ok(n),
+    }
+}
 
 /// The names of a setting: its key in the file and its flag.
 fn key(file_key: &str, flag: Option<&str>) -> String {
@@ -303,9 +348,32 @@ impl Config {
         {
             return Err(ConfigError::new("server.app_secret", crate::secret::RULE));
         }
-        let demo = match &cli.demo {
-            Some(v) => parse_flag(v, "client.demo", "--demo")?,
-            None => file.client.demo.unwrap_or(DEFAULT_DEMO),
+        let demo_set = match &cli.demo {
+            Some(v) => Some(parse_flag(v, "client.demo", "--demo")?),
+            None => file.client.demo,
+        };
+        // On by default only on a loopback client listener (`cargo run`): the demo page works out
+        // of the box there and is no open door anywhere else.
+        let loopback = client_listen.ip().to_canonical().is_loopback();
+        let (demo, demo_notice) = match demo_set {
+            Some(true) if !loopback => (true, Some(DemoNotice::OnBeyondLoopback)),
+            Some(on) => (on, None),
+            None if loopback => (true, None),
+            None => (false, Some(DemoNotice::OffBeyondLoopback)),
+        };
+        let demo_limits = DemoLimits {
+            max_rooms: at_least_one("client.demo_max_rooms", file.client.demo_max_rooms, DEFAULT_DEMO_MAX_ROOMS)?,
+            room_idle: timeout("client.demo_room_idle_ms", file.client.demo_room_idle_ms, DEFAULT_DEMO_ROOM_IDLE_MS)?,
+            room_max_age: timeout(
+                "client.demo_room_max_age_ms",
+                file.client.demo_room_max_age_ms,
+                DEFAULT_DEMO_ROOM_MAX_AGE_MS,
+            )?,
+            joins_per_minute: at_least_one(
+                "client.demo_joins_per_minute",
+                file.client.demo_joins_per_minute,
+                DEFAULT_DEMO_JOINS_PER_MINUTE,
+            )?,
         };
         let max_body_bytes = file.api.max_body_bytes.unwrap_or(DEFAULT_MAX_BODY_BYTES);
         if max_body_bytes < 1024 {
@@ -337,7 +405,8 @@ impl Config {
             api_http,
             client_listen,
             client_http,
-            demo,
+            demo: demo.then_some(demo_limits),
+            demo_notice,
             ping_timeout: timeout("client.ping_timeout_ms", file.client.ping_timeout_ms, DEFAULT_PING_TIMEOUT_MS)?,
             write_timeout: timeout("client.write_timeout_ms", file.client.write_timeout_ms, DEFAULT_WRITE_TIMEOUT_MS)?,
             workers,
@@ -466,7 +535,14 @@ mod tests {
         assert_eq!(config.worker_count(1), 1);
         assert_eq!(config.worker_count(8), 7);
         assert_eq!(config.default_max_members, 16);
-        assert!(config.demo);
+        let demo = DemoLimits {
+            max_rooms: 100,
+            room_idle: Duration::from_secs(600),
+            room_max_age: Duration::from_secs(7200),
+            joins_per_minute: 10,
+        };
+        assert_eq!(config.demo, Some(demo), "on, on the loopback listener of the defaults");
+        assert_eq!(config.demo_notice, None);
     }
 
     #[test]
@@ -540,16 +616,69 @@ mod tests {
 
     #[test]
     fn demo_from_the_file_and_the_flag() {
-        assert!(!with_file("[client]\ndemo = false\n").unwrap().demo);
+        assert!(with_file("[client]\ndemo = false\n").unwrap().demo.is_none());
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("c.toml");
         std::fs::write(&path, "[client]\ndemo = false\n").unwrap();
-        assert!(Config::resolve(&cli(&["--config", path.to_str().unwrap(), "--demo", "true"])).unwrap().demo);
-        assert!(!Config::resolve(&cli(&["--demo", "false"])).unwrap().demo);
+        assert!(Config::resolve(&cli(&["--config", path.to_str().unwrap(), "--demo", "true"])).unwrap().demo.is_some());
+        assert!(Config::resolve(&cli(&["--demo", "false"])).unwrap().demo.is_none());
         let e = Config::resolve(&cli(&["--demo", "yes"])).unwrap_err().to_string();
         assert!(e.contains("client.demo (--demo)"), "{e}");
         let e = with_file("[client]\ndemo = 1\n").unwrap_err().to_string();
         assert!(e.contains("client.demo"), "{e}");
+    }
+
+    /// (client listener, `--demo` flag, file line) → (demo on, start-up notice).
+    #[test]
+    fn demo_is_on_by_default_only_on_a_loopback_listener() {
+        use DemoNotice::{OffBeyondLoopback, OnBeyondLoopback};
+        let cases = [
+            ("127.0.0.1:6016", None, "", true, None),
+            ("[::1]:6016", None, "", true, None),
+            ("[::ffff:127.0.0.1]:6016", None, "", true, None),
+            ("0.0.0.0:6016", None, "", false, Some(OffBeyondLoopback)),
+            ("192.0.2.10:6016", None, "", false, Some(OffBeyondLoopback)),
+            ("[::]:6016", None, "", false, Some(OffBeyondLoopback)),
+            ("0.0.0.0:6016", None, "demo = true", true, Some(OnBeyondLoopback)),
+            ("0.0.0.0:6016", Some("true"), "", true, Some(OnBeyondLoopback)),
+            ("0.0.0.0:6016", None, "demo = false", false, None),
+            ("127.0.0.1:6016", Some("false"), "demo = true", false, None),
+        ];
+        for (listen, flag, line, on, notice) in cases {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("c.toml");
+            std::fs::write(&path, format!("[client]\nlisten = \"{listen}\"\n{line}\n")).unwrap();
+            let mut args = vec!["--config", path.to_str().unwrap()];
+            if let Some(v) = flag {
+                args.extend(["--demo", v]);
+            }
+            let config = Config::resolve(&cli(&args)).unwrap();
+            assert_eq!((config.demo.is_some(), config.demo_notice), (on, notice), "{listen} {flag:?} {line:?}");
+        }
+        assert!(OffBeyondLoopback.message().starts_with("demo mode is off"));
+        assert!(OnBeyondLoopback.message().contains("anyone who reaches it"));
+    }
+
+    #[test]
+    fn demo_limits_from_the_file() {
+        let config = with_file(
+            "[client]\ndemo_max_rooms = 3\ndemo_room_idle_ms = 1000\ndemo_room_max_age_ms = 5000\n\
+             demo_joins_per_minute = 2\n",
+        )
+        .unwrap();
+        let limits = config.demo.unwrap();
+        assert_eq!((limits.max_rooms, limits.joins_per_minute), (3, 2));
+        assert_eq!((limits.room_idle, limits.room_max_age), (Duration::from_secs(1), Duration::from_secs(5)));
+        for (line, key) in [
+            ("demo_max_rooms = 0", "client.demo_max_rooms"),
+            ("demo_joins_per_minute = 0", "client.demo_joins_per_minute"),
+            ("demo_room_idle_ms = 10", "client.demo_room_idle_ms"),
+            ("demo_room_max_age_ms = 100000000", "client.demo_room_max_age_ms"),
+            ("demo_max_rooms = -1", "client.demo_max_rooms"),
+        ] {
+            let e = with_file(&format!("[client]\n{line}\n")).unwrap_err().to_string();
+            assert!(e.contains(key), "{line}: {e}");
+        }
     }
 
     #[test]

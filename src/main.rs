@@ -17,7 +17,7 @@ use uprtcd_controlplane::load::{WorkerInfo, WorkerLoads};
 use uprtcd_controlplane::state::Settings;
 use uprtcd_dataplane::worker::{WorkerPlan, Workers};
 
-use crate::config::{Cli, Config};
+use crate::config::{Cli, Config, DemoNotice};
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -41,6 +41,16 @@ fn run(cli: &Cli) -> Result<(), String> {
     let config = Config::resolve(cli).map_err(|e| e.to_string())?;
     config.prepare_data_dir().map_err(|e| e.to_string())?;
     let (api_listener, client_listener) = config.bind_listeners().map_err(|e| e.to_string())?;
+    // Once the configuration is known good: a bad one still stops the start with one line.
+    match config.demo_notice {
+        Some(notice @ DemoNotice::OffBeyondLoopback) => {
+            tracing::info!(listen = %config.client_listen, "{}", notice.message())
+        }
+        Some(notice @ DemoNotice::OnBeyondLoopback) => {
+            tracing::warn!(listen = %config.client_listen, "{}", notice.message())
+        }
+        None => {}
+    }
     if cli.check_config {
         println!("uprtcd: configuration is valid");
         return Ok(());
@@ -176,6 +186,7 @@ async fn serve(
     let client_addr = client.local_addr().map_err(|e| e.to_string())?;
     loads.spawn_sampler();
     uprtcd_controlplane::events::spawn_drains(&state);
+    uprtcd_controlplane::demo::spawn_expiry(&state);
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {

@@ -12,7 +12,9 @@
 //!   which waits at most `idle_timeout` for that byte. Either timeout closes the connection and
 //!   is counted by kind. Nothing times out while a request is in flight, nor after an upgrade;
 //! - once `stop` completes, the listener closes, each connection finishes the request in
-//!   flight and closes, and [`serve`] returns when all have (as `axum::serve` did).
+//!   flight and closes, and [`serve`] returns when all have (as `axum::serve` did);
+//! - every request carries its TCP peer's address as `ConnectInfo<SocketAddr>` (demo joins
+//!   are paced per source address).
 #![forbid(unsafe_code)]
 
 use std::future::Future;
@@ -23,7 +25,10 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::task::{Context, Poll, ready};
 use std::time::{Duration, Instant};
 
+use std::net::SocketAddr;
+
 use axum::Router;
+use axum::extract::ConnectInfo;
 use hyper::rt::{Sleep, Timer};
 use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
@@ -31,6 +36,7 @@ use hyper_util::service::TowerToHyperService;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
+use tower::ServiceExt;
 
 /// How long the loop waits after an accept error that is not one connection's (no descriptor
 /// or memory left): retrying at once would spin on the same error.
@@ -132,8 +138,8 @@ pub async fn serve(
             accepted = listener.accept() => accepted,
             () = &mut stop => break,
         };
-        let stream = match accepted {
-            Ok((stream, _)) => stream,
+        let (stream, peer) = match accepted {
+            Ok(accepted) => accepted,
             Err(e) if ended_before_accept(&e) => continue,
             Err(e) => {
                 tracing::error!(error = %e, "cannot accept connections; trying again in {ACCEPT_BACKOFF:?}");
@@ -145,7 +151,7 @@ pub async fn serve(
         };
         // Over the cap, dropping the stream closes it.
         if let Some(slot) = stats.admit(limits.max_connections) {
-            tokio::spawn(serve_connection(stream, slot, router.clone(), limits, stopping.clone()));
+            tokio::spawn(serve_connection(stream, peer, slot, router.clone(), limits, stopping.clone()));
         }
     }
     drop(listener);
@@ -167,6 +173,7 @@ fn ended_before_accept(e: &io::Error) -> bool {
 /// request in flight.
 async fn serve_connection(
     stream: TcpStream,
+    peer: SocketAddr,
     slot: Slot,
     router: Router,
     limits: Limits,
@@ -177,7 +184,11 @@ async fn serve_connection(
     let io = TokioIo::new(Connection { stream, reads, _slot: slot });
     let mut builder = http1::Builder::new();
     builder.timer(timer).header_read_timeout(limits.header_read_timeout);
-    let mut connection = pin!(builder.serve_connection(io, TowerToHyperService::new(router)).with_upgrades());
+    let service = router.map_request(move |mut request: hyper::Request<hyper::body::Incoming>| {
+        request.extensions_mut().insert(ConnectInfo(peer));
+        request
+    });
+    let mut connection = pin!(builder.serve_connection(io, TowerToHyperService::new(service)).with_upgrades());
     let stop = async {
         let _ = stopping.wait_for(|stopping| *stopping).await;
     };

@@ -1,7 +1,7 @@
 //! The Prometheus text exposition of the dataplane workers' counters, the registry's size,
-//! the store's I/O failures, the HTTP listeners' connection counters and how client
-//! transports and sessions ended, served at `/metrics` on the API listener (which operators
-//! keep private).
+//! the store's I/O failures, the HTTP listeners' connection counters, how client transports
+//! and sessions ended, and demo mode's guards, served at `/metrics` on the API listener
+//! (which operators keep private).
 #![forbid(unsafe_code)]
 
 use std::fmt::Write;
@@ -191,7 +191,35 @@ pub fn render(state: &AppState, http: &HttpStats) -> String {
          (header) or no request began within the idle timeout (idle).",
         timeouts,
     );
+    demo(&mut out, state);
     out
+}
+
+/// What demo mode holds open, refused and closed.
+fn demo(out: &mut String, state: &AppState) {
+    let rooms = state.read(|reg| reg.demo_rooms().count());
+    family(
+        out,
+        "uprtcd_demo_rooms",
+        "gauge",
+        "Open rooms that the demo page (POST /demo/join) opened.",
+        std::iter::once((String::new(), rooms as f64)),
+    );
+    let guard = state.demo_guard();
+    family(
+        out,
+        "uprtcd_demo_joins_refused_total",
+        "counter",
+        "POST /demo/join requests refused, by reason (bad input is not counted).",
+        guard.refused().map(|(reason, n)| (format!("reason=\"{reason}\""), n as f64)),
+    );
+    family(
+        out,
+        "uprtcd_demo_rooms_expired_total",
+        "counter",
+        "Demo rooms closed for being empty (client.demo_room_idle_ms) or old (client.demo_room_max_age_ms).",
+        guard.expired().map(|(reason, n)| (format!("reason=\"{reason}\""), n as f64)),
+    );
 }
 
 /// How client transports and sessions ended.

@@ -100,6 +100,11 @@ pub struct Room {
     /// The merge group the room belongs to, if merged.
     pub merge_group: Option<u64>,
     pub record_status: u8,
+    /// Opened by the demo page (`POST /demo/join`), which may invite into it and lets it
+    /// expire; no other room is the demo's to touch. Rooms stored before the field existed
+    /// are not demo rooms.
+    #[serde(default)]
+    pub demo: bool,
     /// Peers with a live client connection (not persisted: media state).
     #[serde(skip)]
     pub connected: BTreeSet<PeerId>,
@@ -178,6 +183,8 @@ pub struct NewRoom {
     pub min_bitrate: u64,
     pub max_bitrate: u64,
     pub kind: NewRoomKind,
+    /// Opened by the demo page (see [`Room::demo`]).
+    pub demo: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -320,6 +327,11 @@ impl Registry {
         self.rooms.values()
     }
 
+    /// The rooms the demo page opened (see [`Room::demo`]).
+    pub fn demo_rooms(&self) -> impl Iterator<Item = &Room> {
+        self.rooms.values().filter(|room| room.demo)
+    }
+
     pub fn is_blocked(&self, peer: &PeerId) -> bool {
         self.blocked.contains(peer)
     }
@@ -388,6 +400,7 @@ impl Registry {
             mirrors: Vec::new(),
             merge_group: None,
             record_status: record_status::NOT_RECORDED,
+            demo: new.demo,
             connected: BTreeSet::new(),
         };
         self.codes.insert(room.invitation_code, id.clone());
@@ -767,6 +780,7 @@ mod tests {
             min_bitrate: 600_000,
             max_bitrate: 3_000_000,
             kind: NewRoomKind::Live,
+            demo: false,
         }
     }
 

@@ -16,6 +16,7 @@ use uprtcd_dataplane::command::{Command, Reply};
 use uprtcd_dataplane::dtls::CertificateFingerprint;
 use uprtcd_dataplane::worker::{WorkerHandle, Workers};
 
+use crate::demo::guard::{DemoGuard, DemoLimits};
 use crate::envelope::{ApiCode, ApiError, BodyLimit};
 use crate::events::Lifecycle;
 use crate::load::WorkerLoads;
@@ -47,9 +48,9 @@ pub struct Settings {
     pub mirror_load_percent: f64,
     /// Where uploaded and recorded files are kept.
     pub recordings_dir: PathBuf,
-    /// Demo mode: `/demo` and `/demo/join` let anyone create and join rooms (see
-    /// [`crate::demo`]).
-    pub demo: bool,
+    /// Demo mode and its limits, or `None` when it is off: `/demo` and `/demo/join` let
+    /// anyone create demo rooms and join them (see [`crate::demo`]).
+    pub demo: Option<DemoLimits>,
     /// A signalling client that answers no ping (nor sends anything) for this long is gone:
     /// its session ends and it leaves the room.
     pub ping_timeout: Duration,
@@ -83,6 +84,7 @@ struct Shared {
     loads: Arc<WorkerLoads>,
     hub: Hub,
     lifecycle: Lifecycle,
+    demo_guard: DemoGuard,
     workers: Arc<Workers>,
 }
 
@@ -105,6 +107,7 @@ impl AppState {
             loads,
             hub: Hub::default(),
             lifecycle: Lifecycle::default(),
+            demo_guard: DemoGuard::default(),
             workers,
         }))
     }
@@ -148,6 +151,11 @@ impl AppState {
     /// How transports and sessions ended.
     pub fn lifecycle(&self) -> &Lifecycle {
         &self.0.lifecycle
+    }
+
+    /// Demo mode's join buckets and counters.
+    pub fn demo_guard(&self) -> &DemoGuard {
+        &self.0.demo_guard
     }
 
     pub fn worker_handles(&self) -> &[WorkerHandle] {

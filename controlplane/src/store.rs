@@ -279,6 +279,7 @@ mod tests {
             min_bitrate: 1,
             max_bitrate: 2,
             kind,
+            demo: false,
         }
     }
 
@@ -308,6 +309,25 @@ mod tests {
         contents.rooms.sort_by(|x, y| x.id.cmp(&y.id));
         assert_eq!(contents.rooms, rooms_before);
         assert_eq!(contents.blocked, vec![PeerId::try_from("spammer".to_owned()).unwrap()]);
+    }
+
+    #[test]
+    fn the_demo_mark_is_kept_and_older_rooms_are_not_demo_rooms() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("s.redb")).unwrap();
+        let mut reg = Registry::new(store.identity().unwrap(), 1, Limits::default(), Contents::default());
+        let convo = || NewRoomKind::Convo { members: Vec::new(), max_members: None };
+        let demo = reg.create(NewRoom { demo: true, ..new_room("a", convo()) }).unwrap().id.clone();
+        let rest = reg.create(new_room("b", convo())).unwrap().id.clone();
+        let changes = reg.take_changes();
+        store.commit(&reg, &changes).unwrap();
+        let loaded = store.load().unwrap().rooms;
+        let marked = |id: &RoomId| loaded.iter().find(|r| r.id == *id).unwrap().demo;
+        assert!(marked(&demo) && !marked(&rest));
+        // A room as a release without the mark stored it.
+        let mut older = serde_json::to_value(reg.room(&demo).unwrap()).unwrap();
+        older.as_object_mut().unwrap().remove("demo").unwrap();
+        assert!(!decode::<Room>("older", older.to_string().as_bytes()).unwrap().demo);
     }
 
     #[test]

@@ -19,6 +19,7 @@ fn create_and_commit(store: &Store, reg: &mut Registry, master: &str) -> Result<
         min_bitrate: 1,
         max_bitrate: 2,
         kind: NewRoomKind::Live,
+        demo: false,
     };
     let id = reg.create(new).unwrap().id.clone();
     let changes = reg.take_changes();

@@ -36,6 +36,7 @@ impl CommonRoomFields {
             min_bitrate: self.min_bitrate.unwrap_or(DEFAULT_MIN_BITRATE),
             max_bitrate,
             kind,
+            demo: false,
         })
     }
 }
@@ -168,9 +169,7 @@ pub(super) async fn peers_message(
 #[utoipa::path(delete, path = "/room/{roomId}", tag = "rooms", params(("roomId" = String, Path)),
     responses((status = 200, body = Envelope<Empty>)))]
 pub(super) async fn close_room(State(state): State<AppState>, ApiPath(id): ApiPath<RoomId>) -> ApiResult<Empty> {
-    let closing = id.clone();
-    state.write(move |reg| reg.close(&closing)).await?;
-    state.hub().send(&id, |_| true, &signalling::room_closed_event());
+    signalling::close_room(&state, id, |_| true).await?;
     done()
 }
 

@@ -39,7 +39,7 @@ use self::subscribe::Subscription;
 use crate::envelope::{ApiCode, ApiError};
 use crate::events::Lifecycle;
 use crate::ids::{PeerId, RoomId};
-use crate::registry::Protocol;
+use crate::registry::{Protocol, Room};
 use crate::sdp;
 use crate::state::AppState;
 
@@ -229,6 +229,25 @@ pub fn announce_merge_change(state: &AppState, rooms: &[RoomId]) {
         let changed = event("merge-changed", json!({"mergeRoomIds": merged}));
         state.hub().send(room, |_| true, &Outgoing::Tracks(changed));
     }
+}
+
+/// Closes room `id` as `DELETE /room/{id}` does, if `still` holds for it under the
+/// registry's lock: the close is committed, then every client of the room hears
+/// `room-closed` and is disconnected. Returns whether the room was closed (50001 when it is
+/// not open).
+pub async fn close_room(
+    state: &AppState,
+    id: RoomId,
+    still: impl FnOnce(&Room) -> bool + Send + 'static,
+) -> Result<bool, ApiError> {
+    let closing = id.clone();
+    let closed = state
+        .write(move |reg| if still(reg.room(&closing)?) { reg.close(&closing).map(|_| true) } else { Ok(false) })
+        .await?;
+    if closed {
+        state.hub().send(&id, |_| true, &room_closed_event());
+    }
+    Ok(closed)
 }
 
 /// How `track-added`, `joined` and `offer` describe a published track.
@@ -542,6 +561,6 @@ pub fn unpublished_event() -> Outgoing {
     Outgoing::Unpublish(event("unpublished", json!({"reason": "no longer a live member"})))
 }
 
-pub fn room_closed_event() -> Outgoing {
+fn room_closed_event() -> Outgoing {
     Outgoing::Close(event("room-closed", json!({})))
 }
