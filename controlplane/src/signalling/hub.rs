@@ -13,7 +13,7 @@ use tokio::sync::{mpsc, oneshot};
 use uprtcd_dataplane::engine::CloseReason;
 use uprtcd_dataplane::router::{ProducerId, TransportId};
 
-use crate::ids::{PeerId, RoomId};
+use crate::ids::{PeerId, RoomId, TrackId};
 use crate::sdp::{Codec, HeaderExtensions, MediaKind};
 
 /// Messages a session holds for its client at most. A live room's master hears of every
@@ -36,7 +36,7 @@ pub enum Outgoing {
     Unpublish(serde_json::Value),
     /// Pause or resume the track with this id for the session's client (a merged track
     /// paused for this room's audience), then report on `done`; nothing is sent.
-    PauseTrack { track_id: String, paused: bool, done: mpsc::Sender<()> },
+    PauseTrack { track_id: TrackId, paused: bool, done: mpsc::Sender<()> },
     /// The worker removed this transport of the session (its client vanished, or its
     /// handshake failed): what went over it is gone, and the room hears of it.
     TransportClosed { transport: TransportId, reason: CloseReason },
@@ -60,7 +60,7 @@ struct Session {
 pub struct PublishedTrack {
     /// The id clients see in `track-added`, `track-removed` and `offer`: unique for the
     /// server's lifetime, assigned by [`Hub::add_tracks`].
-    pub track_id: String,
+    pub track_id: TrackId,
     /// The number in the track id; it also makes the SSRC subscribers receive it as.
     pub number: u64,
     /// The room it is published in.
@@ -93,9 +93,9 @@ pub struct Hub {
     http_sessions: Mutex<HashMap<String, (RoomId, HttpStop)>>,
     /// Where a track is relayed to: its imported producer on another worker, by track id
     /// and worker. Track ids are never reused, so an entry cannot outlive its stream's name.
-    imports: Mutex<HashMap<(String, usize), ProducerId>>,
+    imports: Mutex<HashMap<(TrackId, usize), ProducerId>>,
     /// Merged tracks paused for a room's audience: (the audience's room, track id).
-    paused: Mutex<HashSet<(RoomId, String)>>,
+    paused: Mutex<HashSet<(RoomId, TrackId)>>,
     /// Subscribers placed per room and worker, to spread an audience over its workers.
     placements: Mutex<HashMap<(RoomId, usize), usize>>,
     /// The session each open transport belongs to, by worker and transport: who is told
@@ -202,7 +202,7 @@ impl Hub {
     pub fn add_tracks(&self, room: &RoomId, mut added: Vec<PublishedTrack>) -> Vec<PublishedTrack> {
         for track in &mut added {
             track.number = self.next_track.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            track.track_id = format!("t{}", track.number);
+            track.track_id = TrackId::numbered(track.number);
         }
         let mut tracks = self.tracks.lock().unwrap_or_else(PoisonError::into_inner);
         tracks.entry(room.clone()).or_default().extend(added.iter().cloned());
@@ -219,40 +219,40 @@ impl Hub {
         if list.is_empty() {
             tracks.remove(room);
         }
-        let gone: HashSet<&str> = removed.iter().map(|t| t.track_id.as_str()).collect();
-        lock(&self.imports).retain(|(track, _), _| !gone.contains(track.as_str()));
-        lock(&self.paused).retain(|(_, track)| !gone.contains(track.as_str()));
+        let gone: HashSet<&TrackId> = removed.iter().map(|t| &t.track_id).collect();
+        lock(&self.imports).retain(|(track, _), _| !gone.contains(track));
+        lock(&self.paused).retain(|(_, track)| !gone.contains(track));
         removed
     }
 
     /// The producer that carries `track_id` on `worker`, if it was imported there.
-    pub fn import(&self, track_id: &str, worker: usize) -> Option<ProducerId> {
-        lock(&self.imports).get(&(track_id.to_owned(), worker)).copied()
+    pub fn import(&self, track_id: &TrackId, worker: usize) -> Option<ProducerId> {
+        lock(&self.imports).get(&(track_id.clone(), worker)).copied()
     }
 
     /// Records that `track_id` is imported on `worker` as `producer`, unless the track went
     /// away meanwhile (then the import is no one's and ends with its stream).
-    pub fn record_import(&self, room: &RoomId, track_id: &str, worker: usize, producer: ProducerId) {
+    pub fn record_import(&self, room: &RoomId, track_id: &TrackId, worker: usize, producer: ProducerId) {
         let published = self
             .tracks
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .get(room)
-            .is_some_and(|list| list.iter().any(|t| t.track_id == track_id));
+            .is_some_and(|list| list.iter().any(|t| &t.track_id == track_id));
         if published {
-            lock(&self.imports).insert((track_id.to_owned(), worker), producer);
+            lock(&self.imports).insert((track_id.clone(), worker), producer);
         }
     }
 
     /// Whether some room of `rooms` publishes `track_id`.
-    pub fn publishes(&self, rooms: &[RoomId], track_id: &str) -> bool {
+    pub fn publishes(&self, rooms: &[RoomId], track_id: &TrackId) -> bool {
         let tracks = self.tracks.lock().unwrap_or_else(PoisonError::into_inner);
-        rooms.iter().filter_map(|room| tracks.get(room)).flatten().any(|t| t.track_id == track_id)
+        rooms.iter().filter_map(|room| tracks.get(room)).flatten().any(|t| &t.track_id == track_id)
     }
 
     /// Pauses or resumes `track_id` for the audience of `room`.
-    pub fn set_paused(&self, room: &RoomId, track_id: &str, paused: bool) {
-        let key = (room.clone(), track_id.to_owned());
+    pub fn set_paused(&self, room: &RoomId, track_id: &TrackId, paused: bool) {
+        let key = (room.clone(), track_id.clone());
         let mut set = lock(&self.paused);
         if paused {
             set.insert(key);
@@ -261,8 +261,8 @@ impl Hub {
         }
     }
 
-    pub fn is_paused(&self, room: &RoomId, track_id: &str) -> bool {
-        lock(&self.paused).contains(&(room.clone(), track_id.to_owned()))
+    pub fn is_paused(&self, room: &RoomId, track_id: &TrackId) -> bool {
+        lock(&self.paused).contains(&(room.clone(), track_id.clone()))
     }
 
     /// How many subscribers of `room` were placed on `worker` and are still there.

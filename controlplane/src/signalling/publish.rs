@@ -14,6 +14,7 @@ use uprtcd_dataplane::router::{MediaKind, ProducerSpec};
 use super::hub::{Outgoing, PublishedTrack};
 use super::{Session, event, track_fields};
 use crate::envelope::{ApiCode, ApiError};
+use crate::ids::TrackId;
 use crate::registry::PublishRights;
 use crate::sdp;
 
@@ -64,7 +65,7 @@ impl Session<'_> {
                 let spec = ProducerSpec { transport, ssrc: stream.ssrc.0, kind, clock_rate: section.codec.clock_rate };
                 match self.state.request_worker(worker, Command::AddProducer { spec }).await? {
                     Reply::ProducerAdded(producer) => published.push(PublishedTrack {
-                        track_id: String::new(),
+                        track_id: TrackId::numbered(0),
                         number: 0,
                         room: self.room.clone(),
                         publisher: self.peer.clone(),

@@ -24,6 +24,7 @@ use uprtcd_dataplane::wire::rtp::ExtensionIdMap;
 use super::hub::PublishedTrack;
 use super::{Session, event, track_fields};
 use crate::envelope::{ApiCode, ApiError};
+use crate::ids::TrackId;
 use crate::sdp;
 
 /// One session's subscribing side.
@@ -39,9 +40,9 @@ pub(super) struct Subscription {
     session_version: u64,
     /// The tracks the client receives, by track id, as of its last answer, with their
     /// consumers on the subscription's worker and the SSRC they are sent as.
-    receiving: HashMap<String, (Mid, ConsumerId, u32)>,
+    receiving: HashMap<TrackId, (Mid, ConsumerId, u32)>,
     /// The mid each track was offered under; a new track always takes a new one.
-    mids: HashMap<String, Mid>,
+    mids: HashMap<TrackId, Mid>,
     next_mid: u32,
     pending: Option<PendingOffer>,
     /// The room's tracks changed while an offer was outstanding.
@@ -137,8 +138,8 @@ impl Session<'_> {
             subscription.stale = true;
             return Ok(None);
         }
-        let current: HashSet<&str> = tracks.iter().map(|t| t.track_id.as_str()).collect();
-        let receiving: HashSet<&str> = subscription.receiving.keys().map(String::as_str).collect();
+        let current: HashSet<&TrackId> = tracks.iter().map(|t| &t.track_id).collect();
+        let receiving: HashSet<&TrackId> = subscription.receiving.keys().collect();
         if tracks.is_empty() || current == receiving {
             return Ok(None);
         }
@@ -325,7 +326,7 @@ impl Session<'_> {
     }
 
     /// Pauses or resumes the client's consumer of `track_id`, if it receives that track.
-    pub(super) async fn set_track_paused(&self, track_id: &str, paused: bool) {
+    pub(super) async fn set_track_paused(&self, track_id: &TrackId, paused: bool) {
         let Some(subscription) = self.subscription.as_ref() else { return };
         if let Some(&(_, consumer, _)) = subscription.receiving.get(track_id) {
             let _ = self.pause_consumer(subscription.worker, consumer, paused).await;
@@ -378,7 +379,7 @@ pub(super) fn outgoing_track(track: &PublishedTrack, mid: &Mid) -> sdp::Outgoing
         ssrc: sdp::Ssrc(subscriber_ssrc(track)),
         rtx_ssrc,
         stream_id: format!("s{}", track.session),
-        track_id: track.track_id.clone(),
+        track_id: track.track_id.to_string(),
         cname: format!("c{}", track.session),
     }
 }
