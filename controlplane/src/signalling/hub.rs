@@ -13,6 +13,7 @@ use tokio::sync::{mpsc, oneshot};
 use uprtcd_dataplane::engine::CloseReason;
 use uprtcd_dataplane::router::{ProducerId, TransportId};
 
+use super::protocol::{ServerEvent, TrackInfo};
 use crate::ids::{PeerId, RoomId, TrackId};
 use crate::sdp::{Codec, HeaderExtensions, MediaKind};
 
@@ -26,14 +27,14 @@ pub const SESSION_QUEUE: usize = 1024;
 #[derive(Debug, Clone)]
 pub enum Outgoing {
     /// Send this event to the client.
-    Event(serde_json::Value),
+    Event(ServerEvent),
     /// Send this event, then close the connection.
-    Close(serde_json::Value),
+    Close(ServerEvent),
     /// Send this event (`track-added`, `track-removed`, `merge-changed`): the tracks the
     /// session may see changed, so a subscribing session renegotiates.
-    Tracks(serde_json::Value),
+    Tracks(ServerEvent),
     /// Stop publishing (a co-host taken back to the audience), then send this event.
-    Unpublish(serde_json::Value),
+    Unpublish(ServerEvent),
     /// Pause or resume the track with this id for the session's client (a merged track
     /// paused for this room's audience), then report on `done`; nothing is sent.
     PauseTrack { track_id: TrackId, paused: bool, done: mpsc::Sender<()> },
@@ -75,6 +76,13 @@ pub struct PublishedTrack {
     pub codec: Codec,
     /// The header extension ids the publisher negotiated.
     pub extensions: HeaderExtensions,
+}
+
+impl PublishedTrack {
+    /// How `joined`, `track-added` and `offer` describe it.
+    pub fn info(&self) -> TrackInfo {
+        TrackInfo { peer: self.publisher.clone(), track_id: self.track_id.clone(), kind: self.kind }
+    }
 }
 
 /// Every change under these locks is a single insert, remove or count: no half-made state to

@@ -13,16 +13,15 @@
 
 use std::collections::{HashMap, HashSet};
 
-use serde_json::{Value, json};
-
 use uprtcd_dataplane::command::{Command, Reply};
 use uprtcd_dataplane::ice::IceCredentials;
 use uprtcd_dataplane::relay::WorkerIndex;
 use uprtcd_dataplane::router::{ConsumerId, MediaKind, ProducerId, RtxStream, TransportId};
 use uprtcd_dataplane::wire::rtp::ExtensionIdMap;
 
+use super::Session;
 use super::hub::PublishedTrack;
-use super::{Session, event, track_fields};
+use super::protocol::{OfferedTrack, ServerEvent};
 use crate::envelope::{ApiCode, ApiError};
 use crate::ids::TrackId;
 use crate::sdp;
@@ -100,7 +99,7 @@ fn subscriber_rtx_ssrc(track: &PublishedTrack) -> u32 {
 
 impl Session<'_> {
     /// The client asks for everything the room publishes, now and later.
-    pub(super) async fn subscribe(&mut self) -> Result<Vec<Value>, ApiError> {
+    pub(super) async fn subscribe(&mut self) -> Result<Vec<ServerEvent>, ApiError> {
         if self.subscription.is_some() {
             return Err(ApiError::request("this session subscribes already"));
         }
@@ -112,10 +111,10 @@ impl Session<'_> {
 
     /// The room's published tracks changed: the offer to send, if any. A failure is the
     /// client's `error` event; the subscription stays as it was.
-    pub(super) fn tracks_changed(&mut self) -> Option<Value> {
+    pub(super) fn tracks_changed(&mut self) -> Option<ServerEvent> {
         match self.offer_if_changed() {
             Ok(offer) => offer,
-            Err(e) => Some(super::error_event(&e)),
+            Err(e) => Some(ServerEvent::error(&e)),
         }
     }
 
@@ -130,7 +129,7 @@ impl Session<'_> {
 
     /// Offers the room's current tracks unless the client already receives exactly them
     /// (or an offer is outstanding, or nothing is published).
-    fn offer_if_changed(&mut self) -> Result<Option<Value>, ApiError> {
+    fn offer_if_changed(&mut self) -> Result<Option<ServerEvent>, ApiError> {
         let tracks = self.visible_tracks();
         let Some(subscription) = self.subscription.as_mut() else { return Ok(None) };
         let worker = subscription.worker;
@@ -173,25 +172,20 @@ impl Session<'_> {
         );
         let offer = sdp::offer(&local, &subscription.layout, &outgoing, &sdp::CodecPolicy::default())
             .map_err(|e| ApiError::system(format!("cannot offer the room's streams: {e}")))?;
-        let described: Vec<Value> = offered
+        let described: Vec<OfferedTrack> = offered
             .iter()
-            .map(|(track, mid)| {
-                let mut fields = track_fields(track);
-                fields["mid"] = json!(mid.as_str());
-                fields["ssrc"] = json!(subscriber_ssrc(track));
-                fields
-            })
+            .map(|(track, mid)| OfferedTrack { mid: mid.clone(), track: track.info(), ssrc: subscriber_ssrc(track) })
             .collect();
         if let Some(subscription) = self.subscription.as_mut() {
             subscription.session_version += 1;
             subscription.pending = Some(PendingOffer { layout: offer.layout, tracks: offered });
         }
-        Ok(Some(event("offer", json!({"sdp": offer.sdp, "tracks": described}))))
+        Ok(Some(ServerEvent::Offer { sdp: offer.sdp, tracks: described }))
     }
 
     /// The client answered our offer: open its receiving transport (first answer) and a
     /// consumer per newly accepted stream; then offer again if the room changed meanwhile.
-    pub(super) async fn accept_answer(&mut self, sdp: &str) -> Result<Vec<Value>, ApiError> {
+    pub(super) async fn accept_answer(&mut self, sdp: &str) -> Result<Vec<ServerEvent>, ApiError> {
         let subscription =
             self.subscription.as_mut().ok_or_else(|| ApiError::request("no offer is waiting for an answer"))?;
         let answer =
@@ -230,7 +224,7 @@ impl Session<'_> {
         let Some(subscription) = self.subscription.as_mut() else { return Ok(Vec::new()) };
         subscription.receiving = receiving;
         subscription.layout = pending.layout;
-        let mut events = vec![event("subscribed", json!({}))];
+        let mut events = vec![ServerEvent::Subscribed];
         if std::mem::take(&mut subscription.stale) {
             events.extend(self.tracks_changed());
         }
