@@ -201,16 +201,16 @@ fn code_number<S: Serializer>(code: &ApiCode, serializer: S) -> Result<S::Ok, S:
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use serde_json::{Value, json};
 
     use super::*;
 
-    fn peer(name: &str) -> PeerId {
+    pub(in crate::signalling) fn peer(name: &str) -> PeerId {
         PeerId::try_from(name.to_owned()).unwrap()
     }
 
-    fn room(name: &str) -> RoomId {
+    pub(in crate::signalling) fn room(name: &str) -> RoomId {
         RoomId::try_from(name.to_owned()).unwrap()
     }
 
