@@ -88,6 +88,13 @@ string_id!(
     TrackId
 );
 
+impl TrackId {
+    /// The id of the server's `number`th published track: `t0`, `t1`, …
+    pub fn numbered(number: u64) -> Self {
+        TrackId(format!("t{number}"))
+    }
+}
+
 /// This server's secret identity: the key behind the tag and check character of its ids.
 #[derive(Clone)]
 pub struct ServerIdentity {

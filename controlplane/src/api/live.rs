@@ -259,15 +259,15 @@ pub(super) async fn merge_track(
         return Err(ApiError::invalid(format!("action must be pause or resume, not {action:?}")));
     }
     let merged = state.read(|reg| reg.merged_rooms(&id))?;
-    if !state.hub().publishes(&merged, track.as_str()) {
+    if !state.hub().publishes(&merged, &track) {
         return Err(ApiError::new(ApiCode::NoMedia, format!("no room merged with {id} publishes track {track}")));
     }
     let paused = action == "pause";
-    state.hub().set_paused(&id, track.as_str(), paused);
+    state.hub().set_paused(&id, &track, paused);
     // Answered once every session of the room applied it (or a second passed): media
     // follows the answer.
     let (applied, mut acks) = tokio::sync::mpsc::channel(signalling::hub::SESSION_QUEUE);
-    let pause = signalling::hub::Outgoing::PauseTrack { track_id: track.as_str().to_owned(), paused, done: applied };
+    let pause = signalling::hub::Outgoing::PauseTrack { track_id: track.clone(), paused, done: applied };
     let sessions = state.hub().send(&id, |_| true, &pause);
     let all_applied = async {
         for _ in 0..sessions {

@@ -1,19 +1,26 @@
 //! Who is connected where: one bounded outgoing queue per client session, by room and peer,
-//! so REST calls (messages, kicks, room deletion) reach exactly the right clients.
+//! so REST calls (messages, kicks, room deletion) reach exactly the right clients; and what
+//! the sessions share: the tracks published, where they are imported and paused, the
+//! subscribers placed per worker, the owners of open transports, the WHIP and WHEP sessions.
 //!
-//! Rule: a queue that is full is a client that does not read; it is closed rather than
-//! waited for, so one slow client never holds up a REST call or other clients.
+//! Rules: all of it is one [`HubState`] under one lock, so each [`Hub`] operation takes the
+//! lock once and sees and leaves the state whole. The lock is never held across an await:
+//! every operation is synchronous and returns owned values. A `to` filter of [`Hub::send`]
+//! runs under the lock, so it must not call the hub. A queue that is full is a client that
+//! does not read; it is closed rather than waited for, so one slow client never holds up a
+//! REST call or other clients.
 #![forbid(unsafe_code)]
 
 use std::collections::{HashMap, HashSet};
-use std::sync::{Mutex, PoisonError};
+use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use tokio::sync::{mpsc, oneshot};
 
 use uprtcd_dataplane::engine::CloseReason;
 use uprtcd_dataplane::router::{ProducerId, TransportId};
 
-use crate::ids::{PeerId, RoomId};
+use super::protocol::{ServerEvent, TrackInfo};
+use crate::ids::{PeerId, RoomId, TrackId};
 use crate::sdp::{Codec, HeaderExtensions, MediaKind};
 
 /// Messages a session holds for its client at most. A live room's master hears of every
@@ -26,17 +33,17 @@ pub const SESSION_QUEUE: usize = 1024;
 #[derive(Debug, Clone)]
 pub enum Outgoing {
     /// Send this event to the client.
-    Event(serde_json::Value),
+    Event(ServerEvent),
     /// Send this event, then close the connection.
-    Close(serde_json::Value),
+    Close(ServerEvent),
     /// Send this event (`track-added`, `track-removed`, `merge-changed`): the tracks the
     /// session may see changed, so a subscribing session renegotiates.
-    Tracks(serde_json::Value),
+    Tracks(ServerEvent),
     /// Stop publishing (a co-host taken back to the audience), then send this event.
-    Unpublish(serde_json::Value),
+    Unpublish(ServerEvent),
     /// Pause or resume the track with this id for the session's client (a merged track
     /// paused for this room's audience), then report on `done`; nothing is sent.
-    PauseTrack { track_id: String, paused: bool, done: mpsc::Sender<()> },
+    PauseTrack { track_id: TrackId, paused: bool, done: mpsc::Sender<()> },
     /// The worker removed this transport of the session (its client vanished, or its
     /// handshake failed): what went over it is gone, and the room hears of it.
     TransportClosed { transport: TransportId, reason: CloseReason },
@@ -60,7 +67,7 @@ struct Session {
 pub struct PublishedTrack {
     /// The id clients see in `track-added`, `track-removed` and `offer`: unique for the
     /// server's lifetime, assigned by [`Hub::add_tracks`].
-    pub track_id: String,
+    pub track_id: TrackId,
     /// The number in the track id; it also makes the SSRC subscribers receive it as.
     pub number: u64,
     /// The room it is published in.
@@ -77,30 +84,43 @@ pub struct PublishedTrack {
     pub extensions: HeaderExtensions,
 }
 
-/// Every change under these locks is a single insert, remove or count: no half-made state to
-/// poison.
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+impl PublishedTrack {
+    /// How `joined`, `track-added` and `offer` describe it.
+    pub fn info(&self) -> TrackInfo {
+        TrackInfo { peer: self.publisher.clone(), track_id: self.track_id.clone(), kind: self.kind }
+    }
 }
 
+/// The hub: its state, under one lock.
 #[derive(Debug, Default)]
 pub struct Hub {
-    rooms: Mutex<HashMap<RoomId, HashMap<PeerId, Session>>>,
-    tracks: Mutex<HashMap<RoomId, Vec<PublishedTrack>>>,
-    next_id: std::sync::atomic::AtomicU64,
-    next_track: std::sync::atomic::AtomicU64,
+    state: Mutex<HubState>,
+}
+
+/// Everything the hub knows. Its methods are the hub's operations, each run under the
+/// hub's lock.
+#[derive(Debug, Default)]
+struct HubState {
+    /// The sessions of each room, by peer.
+    rooms: HashMap<RoomId, HashMap<PeerId, Session>>,
+    /// What each room's clients publish, in publishing order.
+    tracks: HashMap<RoomId, Vec<PublishedTrack>>,
+    /// The id of the next session attached.
+    next_session: u64,
+    /// The number of the next track published.
+    next_track: u64,
     /// WHIP and WHEP sessions by resource id: their room, and how to stop them.
-    http_sessions: Mutex<HashMap<String, (RoomId, HttpStop)>>,
+    http_sessions: HashMap<String, (RoomId, HttpStop)>,
     /// Where a track is relayed to: its imported producer on another worker, by track id
     /// and worker. Track ids are never reused, so an entry cannot outlive its stream's name.
-    imports: Mutex<HashMap<(String, usize), ProducerId>>,
+    imports: HashMap<(TrackId, usize), ProducerId>,
     /// Merged tracks paused for a room's audience: (the audience's room, track id).
-    paused: Mutex<HashSet<(RoomId, String)>>,
+    paused: HashSet<(RoomId, TrackId)>,
     /// Subscribers placed per room and worker, to spread an audience over its workers.
-    placements: Mutex<HashMap<(RoomId, usize), usize>>,
+    placements: HashMap<(RoomId, usize), usize>,
     /// The session each open transport belongs to, by worker and transport: who is told
     /// when the worker removes it.
-    transports: Mutex<HashMap<(usize, TransportId), TransportOwner>>,
+    transports: HashMap<(usize, TransportId), TransportOwner>,
 }
 
 /// The session that opened a transport.
@@ -112,24 +132,139 @@ struct TransportOwner {
 }
 
 impl Hub {
-    fn rooms(&self) -> std::sync::MutexGuard<'_, HashMap<RoomId, HashMap<PeerId, Session>>> {
-        // Every change below is a single insert or remove: no half-made state to poison.
-        self.rooms.lock().unwrap_or_else(PoisonError::into_inner)
+    /// The hub's state, for one operation. Nothing under the lock panics (no indexing, no
+    /// unwrap; a caller's `to` filter compares ids): a poisoned lock still guards whole
+    /// state.
+    fn state(&self) -> MutexGuard<'_, HubState> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Registers a session of `peer` in `room`; returns its id and its queue's receiver.
     pub fn attach(&self, room: &RoomId, peer: &PeerId) -> (u64, mpsc::Receiver<Outgoing>) {
-        let (queue, receiver) = mpsc::channel(SESSION_QUEUE);
-        let id = self.next_id.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        self.rooms().entry(room.clone()).or_default().insert(peer.clone(), Session { id, queue });
-        (id, receiver)
+        self.state().attach(room, peer)
     }
 
     /// Forgets session `id` of `peer` (if it is still the current one). False when a newer
     /// session of the peer holds its place: then the peer's presence is that session's.
     pub fn detach(&self, room: &RoomId, peer: &PeerId, id: u64) -> bool {
-        let mut rooms = self.rooms();
-        let Some(peers) = rooms.get_mut(room) else { return true };
+        self.state().detach(room, peer, id)
+    }
+
+    /// The queue of `peer`'s current session in `room`, to probe it.
+    pub fn queue_of(&self, room: &RoomId, peer: &PeerId) -> Option<mpsc::Sender<Outgoing>> {
+        self.state().queue_of(room, peer)
+    }
+
+    /// Transport `transport` on `worker` was opened by session `session` of `peer`.
+    pub fn own_transport(&self, worker: usize, transport: TransportId, room: &RoomId, peer: &PeerId, session: u64) {
+        self.state().own_transport(worker, transport, room, peer, session);
+    }
+
+    /// The worker removed `transport`: forgets its owner and, unless the owner asked for it
+    /// (`Requested`), tells the owner's session. False when no live session owned it.
+    pub fn transport_closed(&self, worker: usize, transport: TransportId, reason: CloseReason) -> bool {
+        self.state().transport_closed(worker, transport, reason)
+    }
+
+    /// Open transports with a known owner (a gauge for `/metrics`).
+    pub fn owned_transports(&self) -> usize {
+        self.state().owned_transports()
+    }
+
+    /// Forgets the import `producer` on `worker`: its stream ended at its origin.
+    pub fn import_ended(&self, worker: usize, producer: ProducerId) {
+        self.state().import_ended(worker, producer);
+    }
+
+    /// Records a WHIP or WHEP session of `room` under `resource`, the last path segment of
+    /// its location. `stop` ends it and reports once it has left the room.
+    pub fn add_http_session(&self, resource: &str, room: &RoomId, stop: HttpStop) {
+        self.state().add_http_session(resource, room, stop);
+    }
+
+    /// Takes the session at `resource` if it belongs to `room`, to stop it.
+    pub fn take_http_session(&self, resource: &str, room: &RoomId) -> Option<HttpStop> {
+        self.state().take_http_session(resource, room)
+    }
+
+    /// Records streams a client of `room` now publishes, giving each its track id; returns
+    /// them as recorded.
+    pub fn add_tracks(&self, room: &RoomId, added: Vec<PublishedTrack>) -> Vec<PublishedTrack> {
+        self.state().add_tracks(room, added)
+    }
+
+    /// Forgets what `publisher` published in `room` (its session ended), with where it was
+    /// imported and paused; returns it.
+    pub fn remove_tracks(&self, room: &RoomId, publisher: &PeerId) -> Vec<PublishedTrack> {
+        self.state().remove_tracks(room, publisher)
+    }
+
+    /// The producer that carries `track_id` on `worker`, if it was imported there.
+    pub fn import(&self, track_id: &TrackId, worker: usize) -> Option<ProducerId> {
+        self.state().import(track_id, worker)
+    }
+
+    /// Records that `track_id` is imported on `worker` as `producer`, unless the track went
+    /// away meanwhile (then the import is no one's and ends with its stream).
+    pub fn record_import(&self, room: &RoomId, track_id: &TrackId, worker: usize, producer: ProducerId) {
+        self.state().record_import(room, track_id, worker, producer);
+    }
+
+    /// Whether some room of `rooms` publishes `track_id`.
+    pub fn publishes(&self, rooms: &[RoomId], track_id: &TrackId) -> bool {
+        self.state().publishes(rooms, track_id)
+    }
+
+    /// Pauses or resumes `track_id` for the audience of `room`.
+    pub fn set_paused(&self, room: &RoomId, track_id: &TrackId, paused: bool) {
+        self.state().set_paused(room, track_id, paused);
+    }
+
+    pub fn is_paused(&self, room: &RoomId, track_id: &TrackId) -> bool {
+        self.state().is_paused(room, track_id)
+    }
+
+    /// How many subscribers of `room` were placed on `worker` and are still there.
+    pub fn placed(&self, room: &RoomId, worker: usize) -> usize {
+        self.state().placed(room, worker)
+    }
+
+    /// A subscriber of `room` was placed on `worker` (`joined`), or left it.
+    pub fn place(&self, room: &RoomId, worker: usize, joined: bool) {
+        self.state().place(room, worker, joined);
+    }
+
+    /// The streams of `rooms` (a room and its merge group) that peers other than
+    /// `subscriber` publish, room by room in the order given.
+    pub fn tracks_for(&self, rooms: &[RoomId], subscriber: &PeerId) -> Vec<PublishedTrack> {
+        self.state().tracks_for(rooms, subscriber)
+    }
+
+    /// Queues `message` for the sessions of `room` whose peer `to` accepts; returns how many
+    /// took it. A session whose queue is full is dropped from the hub: its queue ends once
+    /// drained, and the session closes its connection. `to` runs under the hub's lock.
+    pub fn send(&self, room: &RoomId, to: impl Fn(&PeerId) -> bool, message: &Outgoing) -> usize {
+        self.state().send(room, to, message)
+    }
+
+    /// [`Hub::send`] to the sessions of `to` only, looked up one by one: what costs a message
+    /// to a live room's few members does not grow with its audience.
+    pub fn send_to(&self, room: &RoomId, to: &[PeerId], message: &Outgoing) -> usize {
+        self.state().send_to(room, to, message)
+    }
+}
+
+impl HubState {
+    fn attach(&mut self, room: &RoomId, peer: &PeerId) -> (u64, mpsc::Receiver<Outgoing>) {
+        let (queue, receiver) = mpsc::channel(SESSION_QUEUE);
+        let id = self.next_session;
+        self.next_session += 1;
+        self.rooms.entry(room.clone()).or_default().insert(peer.clone(), Session { id, queue });
+        (id, receiver)
+    }
+
+    fn detach(&mut self, room: &RoomId, peer: &PeerId, id: u64) -> bool {
+        let Some(peers) = self.rooms.get_mut(room) else { return true };
         let newer = match peers.get(peer) {
             Some(session) if session.id == id => {
                 peers.remove(peer);
@@ -139,170 +274,131 @@ impl Hub {
             None => false,
         };
         if peers.is_empty() {
-            rooms.remove(room);
+            self.rooms.remove(room);
         }
         !newer
     }
 
-    /// The queue of `peer`'s current session in `room`, to probe it.
-    pub fn queue_of(&self, room: &RoomId, peer: &PeerId) -> Option<mpsc::Sender<Outgoing>> {
-        self.rooms().get(room)?.get(peer).map(|session| session.queue.clone())
+    fn queue_of(&self, room: &RoomId, peer: &PeerId) -> Option<mpsc::Sender<Outgoing>> {
+        self.rooms.get(room)?.get(peer).map(|session| session.queue.clone())
     }
 
-    /// Transport `transport` on `worker` was opened by session `session` of `peer`.
-    pub fn own_transport(&self, worker: usize, transport: TransportId, room: &RoomId, peer: &PeerId, session: u64) {
+    fn own_transport(&mut self, worker: usize, transport: TransportId, room: &RoomId, peer: &PeerId, session: u64) {
         let owner = TransportOwner { room: room.clone(), peer: peer.clone(), session };
-        lock(&self.transports).insert((worker, transport), owner);
+        self.transports.insert((worker, transport), owner);
     }
 
-    /// The worker removed `transport`: forgets its owner and, unless the owner asked for it
-    /// (`Requested`), tells the owner's session. False when no live session owned it.
-    pub fn transport_closed(&self, worker: usize, transport: TransportId, reason: CloseReason) -> bool {
-        let Some(owner) = lock(&self.transports).remove(&(worker, transport)) else { return false };
+    fn transport_closed(&mut self, worker: usize, transport: TransportId, reason: CloseReason) -> bool {
+        let Some(owner) = self.transports.remove(&(worker, transport)) else { return false };
         if reason == CloseReason::Requested {
             return false;
         }
-        let mut rooms = self.rooms();
-        let Some(peers) = rooms.get_mut(&owner.room) else { return false };
+        let Some(peers) = self.rooms.get_mut(&owner.room) else { return false };
         let Some(session) = peers.get(&owner.peer).filter(|s| s.id == owner.session) else { return false };
         if session.queue.try_send(Outgoing::TransportClosed { transport, reason }).is_err() {
-            Self::close_stalled(&owner.room, peers, vec![owner.peer]);
+            close_stalled(&owner.room, peers, vec![owner.peer]);
         }
         true
     }
 
-    /// Open transports with a known owner (a gauge for `/metrics`).
-    pub fn owned_transports(&self) -> usize {
-        lock(&self.transports).len()
+    fn owned_transports(&self) -> usize {
+        self.transports.len()
     }
 
-    /// Forgets the import `producer` on `worker`: its stream ended at its origin.
-    pub fn import_ended(&self, worker: usize, producer: ProducerId) {
-        lock(&self.imports).retain(|(_, on), imported| !(*on == worker && *imported == producer));
+    fn import_ended(&mut self, worker: usize, producer: ProducerId) {
+        self.imports.retain(|(_, on), imported| !(*on == worker && *imported == producer));
     }
 
-    /// Records a WHIP or WHEP session of `room` under `resource`, the last path segment of
-    /// its location. `stop` ends it and reports once it has left the room.
-    pub fn add_http_session(&self, resource: &str, room: &RoomId, stop: HttpStop) {
-        let mut sessions = self.http_sessions.lock().unwrap_or_else(PoisonError::into_inner);
-        sessions.insert(resource.to_owned(), (room.clone(), stop));
+    fn add_http_session(&mut self, resource: &str, room: &RoomId, stop: HttpStop) {
+        self.http_sessions.insert(resource.to_owned(), (room.clone(), stop));
     }
 
-    /// Takes the session at `resource` if it belongs to `room`, to stop it.
-    pub fn take_http_session(&self, resource: &str, room: &RoomId) -> Option<HttpStop> {
-        let mut sessions = self.http_sessions.lock().unwrap_or_else(PoisonError::into_inner);
-        if sessions.get(resource).is_some_and(|(owner, _)| owner == room) {
-            return sessions.remove(resource).map(|(_, stop)| stop);
+    fn take_http_session(&mut self, resource: &str, room: &RoomId) -> Option<HttpStop> {
+        if self.http_sessions.get(resource).is_some_and(|(owner, _)| owner == room) {
+            return self.http_sessions.remove(resource).map(|(_, stop)| stop);
         }
         None
     }
 
-    /// Records streams a client of `room` now publishes, giving each its track id; returns
-    /// them as recorded.
-    pub fn add_tracks(&self, room: &RoomId, mut added: Vec<PublishedTrack>) -> Vec<PublishedTrack> {
+    fn add_tracks(&mut self, room: &RoomId, mut added: Vec<PublishedTrack>) -> Vec<PublishedTrack> {
         for track in &mut added {
-            track.number = self.next_track.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            track.track_id = format!("t{}", track.number);
+            track.number = self.next_track;
+            track.track_id = TrackId::numbered(track.number);
+            self.next_track += 1;
         }
-        let mut tracks = self.tracks.lock().unwrap_or_else(PoisonError::into_inner);
-        tracks.entry(room.clone()).or_default().extend(added.iter().cloned());
+        self.tracks.entry(room.clone()).or_default().extend(added.iter().cloned());
         added
     }
 
-    /// Forgets what `publisher` published in `room` (its session ended); returns it.
-    pub fn remove_tracks(&self, room: &RoomId, publisher: &PeerId) -> Vec<PublishedTrack> {
-        let mut tracks = self.tracks.lock().unwrap_or_else(PoisonError::into_inner);
-        let Some(list) = tracks.get_mut(room) else { return Vec::new() };
+    fn remove_tracks(&mut self, room: &RoomId, publisher: &PeerId) -> Vec<PublishedTrack> {
+        let Some(list) = self.tracks.get_mut(room) else { return Vec::new() };
         let (removed, kept): (Vec<PublishedTrack>, _) =
             std::mem::take(list).into_iter().partition(|t| &t.publisher == publisher);
         *list = kept;
         if list.is_empty() {
-            tracks.remove(room);
+            self.tracks.remove(room);
         }
-        let gone: HashSet<&str> = removed.iter().map(|t| t.track_id.as_str()).collect();
-        lock(&self.imports).retain(|(track, _), _| !gone.contains(track.as_str()));
-        lock(&self.paused).retain(|(_, track)| !gone.contains(track.as_str()));
+        let gone: HashSet<&TrackId> = removed.iter().map(|t| &t.track_id).collect();
+        self.imports.retain(|(track, _), _| !gone.contains(track));
+        self.paused.retain(|(_, track)| !gone.contains(track));
         removed
     }
 
-    /// The producer that carries `track_id` on `worker`, if it was imported there.
-    pub fn import(&self, track_id: &str, worker: usize) -> Option<ProducerId> {
-        lock(&self.imports).get(&(track_id.to_owned(), worker)).copied()
+    fn import(&self, track_id: &TrackId, worker: usize) -> Option<ProducerId> {
+        self.imports.get(&(track_id.clone(), worker)).copied()
     }
 
-    /// Records that `track_id` is imported on `worker` as `producer`, unless the track went
-    /// away meanwhile (then the import is no one's and ends with its stream).
-    pub fn record_import(&self, room: &RoomId, track_id: &str, worker: usize, producer: ProducerId) {
-        let published = self
-            .tracks
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .get(room)
-            .is_some_and(|list| list.iter().any(|t| t.track_id == track_id));
-        if published {
-            lock(&self.imports).insert((track_id.to_owned(), worker), producer);
+    fn record_import(&mut self, room: &RoomId, track_id: &TrackId, worker: usize, producer: ProducerId) {
+        if self.publishes(std::slice::from_ref(room), track_id) {
+            self.imports.insert((track_id.clone(), worker), producer);
         }
     }
 
-    /// Whether some room of `rooms` publishes `track_id`.
-    pub fn publishes(&self, rooms: &[RoomId], track_id: &str) -> bool {
-        let tracks = self.tracks.lock().unwrap_or_else(PoisonError::into_inner);
-        rooms.iter().filter_map(|room| tracks.get(room)).flatten().any(|t| t.track_id == track_id)
+    /// The streams `rooms` publish, room by room in the order given.
+    fn published<'a>(&'a self, rooms: &'a [RoomId]) -> impl Iterator<Item = &'a PublishedTrack> {
+        rooms.iter().filter_map(|room| self.tracks.get(room)).flatten()
     }
 
-    /// Pauses or resumes `track_id` for the audience of `room`.
-    pub fn set_paused(&self, room: &RoomId, track_id: &str, paused: bool) {
-        let key = (room.clone(), track_id.to_owned());
-        let mut set = lock(&self.paused);
+    fn publishes(&self, rooms: &[RoomId], track_id: &TrackId) -> bool {
+        self.published(rooms).any(|t| &t.track_id == track_id)
+    }
+
+    fn tracks_for(&self, rooms: &[RoomId], subscriber: &PeerId) -> Vec<PublishedTrack> {
+        self.published(rooms).filter(|t| &t.publisher != subscriber).cloned().collect()
+    }
+
+    fn set_paused(&mut self, room: &RoomId, track_id: &TrackId, paused: bool) {
+        let key = (room.clone(), track_id.clone());
         if paused {
-            set.insert(key);
+            self.paused.insert(key);
         } else {
-            set.remove(&key);
+            self.paused.remove(&key);
         }
     }
 
-    pub fn is_paused(&self, room: &RoomId, track_id: &str) -> bool {
-        lock(&self.paused).contains(&(room.clone(), track_id.to_owned()))
+    fn is_paused(&self, room: &RoomId, track_id: &TrackId) -> bool {
+        self.paused.contains(&(room.clone(), track_id.clone()))
     }
 
-    /// How many subscribers of `room` were placed on `worker` and are still there.
-    pub fn placed(&self, room: &RoomId, worker: usize) -> usize {
-        lock(&self.placements).get(&(room.clone(), worker)).copied().unwrap_or(0)
+    fn placed(&self, room: &RoomId, worker: usize) -> usize {
+        self.placements.get(&(room.clone(), worker)).copied().unwrap_or(0)
     }
 
-    /// A subscriber of `room` was placed on `worker` (`joined`), or left it.
-    pub fn place(&self, room: &RoomId, worker: usize, joined: bool) {
-        let mut placements = lock(&self.placements);
-        let count = placements.entry((room.clone(), worker)).or_default();
+    fn place(&mut self, room: &RoomId, worker: usize, joined: bool) {
+        let key = (room.clone(), worker);
+        let count = self.placements.entry(key.clone()).or_default();
         if joined {
             *count += 1;
         } else {
             *count = count.saturating_sub(1);
         }
         if *count == 0 {
-            placements.remove(&(room.clone(), worker));
+            self.placements.remove(&key);
         }
     }
 
-    /// The streams of `rooms` (a room and its merge group) that peers other than
-    /// `subscriber` publish, room by room in the order given.
-    pub fn tracks_for(&self, rooms: &[RoomId], subscriber: &PeerId) -> Vec<PublishedTrack> {
-        let tracks = self.tracks.lock().unwrap_or_else(PoisonError::into_inner);
-        rooms
-            .iter()
-            .filter_map(|room| tracks.get(room))
-            .flatten()
-            .filter(|t| &t.publisher != subscriber)
-            .cloned()
-            .collect()
-    }
-
-    /// Queues `message` for the sessions of `room` whose peer `to` accepts; returns how many
-    /// took it. A session whose queue is full is dropped from the hub: its queue ends once
-    /// drained, and the session closes its connection.
-    pub fn send(&self, room: &RoomId, to: impl Fn(&PeerId) -> bool, message: &Outgoing) -> usize {
-        let mut rooms = self.rooms();
-        let Some(peers) = rooms.get_mut(room) else { return 0 };
+    fn send(&mut self, room: &RoomId, to: impl Fn(&PeerId) -> bool, message: &Outgoing) -> usize {
+        let Some(peers) = self.rooms.get_mut(room) else { return 0 };
         let mut delivered = 0;
         let mut stalled = Vec::new();
         for (peer, session) in peers.iter().filter(|(peer, _)| to(peer)) {
@@ -311,15 +407,12 @@ impl Hub {
                 Err(_) => stalled.push(peer.clone()),
             }
         }
-        Self::close_stalled(room, peers, stalled);
+        close_stalled(room, peers, stalled);
         delivered
     }
 
-    /// [`Hub::send`] to the sessions of `to` only, looked up one by one: what costs a message
-    /// to a live room's few members does not grow with its audience.
-    pub fn send_to(&self, room: &RoomId, to: &[PeerId], message: &Outgoing) -> usize {
-        let mut rooms = self.rooms();
-        let Some(peers) = rooms.get_mut(room) else { return 0 };
+    fn send_to(&mut self, room: &RoomId, to: &[PeerId], message: &Outgoing) -> usize {
+        let Some(peers) = self.rooms.get_mut(room) else { return 0 };
         let mut delivered = 0;
         let mut stalled = Vec::new();
         for peer in to {
@@ -329,15 +422,129 @@ impl Hub {
                 None => {}
             }
         }
-        Self::close_stalled(room, peers, stalled);
+        close_stalled(room, peers, stalled);
         delivered
     }
+}
 
-    /// Drops the sessions whose queue is full: their clients do not read their signalling.
-    fn close_stalled(room: &RoomId, peers: &mut HashMap<PeerId, Session>, stalled: Vec<PeerId>) {
-        for peer in stalled {
-            tracing::warn!(%room, %peer, "client does not read its signalling; closing it");
-            peers.remove(&peer);
+/// Drops the sessions whose queue is full: their clients do not read their signalling.
+fn close_stalled(room: &RoomId, peers: &mut HashMap<PeerId, Session>, stalled: Vec<PeerId>) {
+    for peer in stalled {
+        tracing::warn!(%room, %peer, "client does not read its signalling; closing it");
+        peers.remove(&peer);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sdp::PayloadType;
+    use crate::signalling::protocol::tests::{peer, room};
+
+    fn track(room_id: &RoomId, publisher: &str, producer: u32) -> PublishedTrack {
+        PublishedTrack {
+            track_id: TrackId::numbered(0),
+            number: 0,
+            room: room_id.clone(),
+            publisher: peer(publisher),
+            session: 0,
+            worker: 0,
+            producer: ProducerId(producer),
+            kind: MediaKind::Video,
+            codec: Codec {
+                payload_type: PayloadType(96),
+                name: "VP8".into(),
+                clock_rate: 90_000,
+                channels: None,
+                fmtp: String::new(),
+                rtcp_fb: Vec::new(),
+                rtx_payload_type: None,
+            },
+            extensions: HeaderExtensions::default(),
         }
+    }
+
+    #[test]
+    fn a_full_queue_closes_its_session_and_spares_the_others() {
+        let hub = Hub::default();
+        let r = room("r");
+        let (_, _slow) = hub.attach(&r, &peer("slow"));
+        let (_, mut reader) = hub.attach(&r, &peer("reader"));
+        let event = Outgoing::Event(ServerEvent::Pong);
+        for _ in 0..SESSION_QUEUE {
+            assert_eq!(hub.send(&r, |_| true, &event), 2);
+            reader.try_recv().unwrap();
+        }
+        assert_eq!(hub.send(&r, |_| true, &event), 1, "the slow session's queue is full");
+        assert!(hub.queue_of(&r, &peer("slow")).is_none(), "the slow session was dropped");
+        assert!(hub.queue_of(&r, &peer("reader")).is_some());
+        assert_eq!(hub.send_to(&r, &[peer("slow"), peer("reader")], &event), 1);
+    }
+
+    #[test]
+    fn a_stale_session_does_not_detach_its_successor() {
+        let hub = Hub::default();
+        let r = room("r");
+        let (first, _) = hub.attach(&r, &peer("alice"));
+        let (second, _) = hub.attach(&r, &peer("alice"));
+        assert_ne!(first, second);
+        assert!(!hub.detach(&r, &peer("alice"), first));
+        assert!(hub.queue_of(&r, &peer("alice")).is_some());
+        assert!(hub.detach(&r, &peer("alice"), second));
+        assert!(hub.queue_of(&r, &peer("alice")).is_none());
+    }
+
+    #[test]
+    fn tracks_are_numbered_once_and_take_their_imports_and_pauses_with_them() {
+        let hub = Hub::default();
+        let (a, b) = (room("a"), room("b"));
+        let first = hub.add_tracks(&a, vec![track(&a, "alice", 1), track(&a, "alice", 2)]);
+        let second = hub.add_tracks(&b, vec![track(&b, "bob", 3)]);
+        let ids: Vec<&str> = first.iter().chain(&second).map(|t| t.track_id.as_str()).collect();
+        assert_eq!(ids, ["t0", "t1", "t2"]);
+        assert_eq!(hub.tracks_for(&[b.clone(), a.clone()], &peer("alice")).len(), 1);
+        assert!(hub.publishes(std::slice::from_ref(&a), &first[1].track_id));
+        assert!(!hub.publishes(std::slice::from_ref(&a), &second[0].track_id));
+
+        hub.record_import(&a, &first[0].track_id, 1, ProducerId(10));
+        hub.set_paused(&b, &first[0].track_id, true);
+        assert_eq!(hub.import(&first[0].track_id, 1), Some(ProducerId(10)));
+        assert!(hub.is_paused(&b, &first[0].track_id));
+
+        assert_eq!(hub.remove_tracks(&a, &peer("alice")).len(), 2);
+        assert_eq!(hub.import(&first[0].track_id, 1), None);
+        assert!(!hub.is_paused(&b, &first[0].track_id));
+        // An import made for a track that went away meanwhile is no one's.
+        hub.record_import(&a, &first[0].track_id, 1, ProducerId(11));
+        assert_eq!(hub.import(&first[0].track_id, 1), None);
+        assert_eq!(hub.add_tracks(&a, vec![track(&a, "alice", 4)])[0].track_id.as_str(), "t3");
+    }
+
+    #[test]
+    fn a_closed_transport_reaches_the_session_that_opened_it() {
+        let hub = Hub::default();
+        let r = room("r");
+        let (id, mut queue) = hub.attach(&r, &peer("alice"));
+        hub.own_transport(0, TransportId(7), &r, &peer("alice"), id);
+        hub.own_transport(0, TransportId(8), &r, &peer("alice"), id);
+        assert_eq!(hub.owned_transports(), 2);
+        assert!(hub.transport_closed(0, TransportId(7), CloseReason::ConsentExpired));
+        assert!(matches!(queue.try_recv(), Ok(Outgoing::TransportClosed { transport: TransportId(7), .. })));
+        assert!(!hub.transport_closed(0, TransportId(8), CloseReason::Requested), "its owner closed it");
+        assert!(queue.try_recv().is_err());
+        assert_eq!(hub.owned_transports(), 0);
+    }
+
+    #[test]
+    fn placements_count_down_to_nothing() {
+        let hub = Hub::default();
+        let r = room("r");
+        hub.place(&r, 1, true);
+        hub.place(&r, 1, true);
+        hub.place(&r, 1, false);
+        assert_eq!((hub.placed(&r, 1), hub.placed(&r, 0)), (1, 0));
+        hub.place(&r, 1, false);
+        hub.place(&r, 1, false);
+        assert_eq!(hub.placed(&r, 1), 0);
     }
 }

@@ -1,7 +1,8 @@
 //! Client signalling over WebSocket on the client listener: a client connects to
 //! `serverUrl + invitationCode` with `?peer=<peerId>&token=<join token>`, is admitted under
 //! the room's rules, and from then on hears the room's events and the business server's
-//! messages. The protocol is versioned JSON, documented in `docs/signalling.md`.
+//! messages. The protocol is versioned JSON, documented in `docs/signalling.md`; its
+//! messages are the types of [`protocol`].
 //!
 //! Rules: admission is decided once, by the registry, before anything is sent; a refused
 //! client gets one `error` event with the spec's code, is closed, and changes nothing. A
@@ -15,6 +16,7 @@
 #![forbid(unsafe_code)]
 
 pub mod hub;
+pub mod protocol;
 mod publish;
 mod subscribe;
 pub mod whip;
@@ -26,7 +28,7 @@ use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{Path, Query, State};
 use axum::response::Response;
 use serde::Deserialize;
-use serde_json::{Value, json};
+use serde_json::Value;
 
 use uprtcd_dataplane::command::{Command, Reply};
 use uprtcd_dataplane::dtls::CertificateFingerprint;
@@ -35,6 +37,7 @@ use uprtcd_dataplane::ice::IceCredentials;
 use uprtcd_dataplane::router::TransportId;
 
 use self::hub::{Outgoing, PublishedTrack};
+use self::protocol::{ClientMessage, ServerEvent, TransportRole, UnpublishReason};
 use self::subscribe::Subscription;
 use crate::envelope::{ApiCode, ApiError};
 use crate::events::Lifecycle;
@@ -43,8 +46,6 @@ use crate::registry::{Protocol, Room};
 use crate::sdp;
 use crate::state::AppState;
 
-/// The signalling protocol version every event carries.
-pub const VERSION: u32 = 1;
 /// Largest client message accepted; signalling messages are small (SDP stays far below).
 pub const MAX_MESSAGE_BYTES: usize = 64 * 1024;
 /// WebSocket close code of a refused or ended session (4000 + the spec's code is too large
@@ -55,19 +56,6 @@ const CLOSE_REFUSED: u16 = 4000;
 pub struct JoinQuery {
     peer: String,
     token: String,
-}
-
-/// An event as the client receives it.
-fn event(kind: &str, mut fields: Value) -> Value {
-    if let Value::Object(map) = &mut fields {
-        map.insert("v".into(), json!(VERSION));
-        map.insert("type".into(), json!(kind));
-    }
-    fields
-}
-
-pub fn error_event(error: &ApiError) -> Value {
-    event("error", json!({"code": error.code.number(), "msg": error.msg}))
 }
 
 /// `GET /{invitationCode}?peer=&token=` with a WebSocket upgrade.
@@ -141,7 +129,7 @@ async fn replace_silent_session(state: &AppState, room: &RoomId, peer: &PeerId) 
         }
         tracing::info!(%room, %peer, "a new connection replaces a session that answers no probe");
         // A full queue is a session that does not read: it ends within the write timeout.
-        let _ = queue.try_send(Outgoing::Close(event("replaced", json!({}))));
+        let _ = queue.try_send(Outgoing::Close(ServerEvent::Replaced));
     }
     // Its session ends, leaves the room and says so; a write it is stuck in ends within the
     // write timeout.
@@ -163,16 +151,16 @@ async fn session(state: AppState, code: String, query: JoinQuery, mut socket: We
     let (room, peer) = match admit(&state, &code, query).await {
         Ok(admitted) => admitted,
         Err(error) => {
-            let _ = socket.send(text(&error_event(&error))).await;
+            let _ = socket.send(text(&ServerEvent::error(&error))).await;
             let _ =
                 socket.send(Message::Close(Some(CloseFrame { code: CLOSE_REFUSED, reason: "refused".into() }))).await;
             return;
         }
     };
     let (id, mut queue) = enter(&state, &room, &peer);
-    let tracks: Vec<Value> = visible_tracks(&state, &room, &peer).iter().map(track_fields).collect();
-    let peers: Vec<PeerId> = state.read(|reg| reg.room(&room).map(|r| r.peers_visible_to(&peer)).unwrap_or_default());
-    let joined = event("joined", json!({"room": room, "peer": peer, "peers": peers, "tracks": tracks}));
+    let tracks = visible_tracks(&state, &room, &peer).iter().map(PublishedTrack::info).collect();
+    let peers = state.read(|reg| reg.room(&room).map(|r| r.peers_visible_to(&peer)).unwrap_or_default());
+    let joined = ServerEvent::Joined { room: room.clone(), peer: peer.clone(), peers, tracks };
     let mut context = Session::new(&state, room.clone(), peer.clone(), id);
     if send_bounded(&state, &mut socket, text(&joined)).await {
         run(&mut context, &mut socket, &mut queue).await;
@@ -196,7 +184,7 @@ async fn send_bounded(state: &AppState, socket: &mut WebSocket, message: Message
 /// session's id and its queue.
 fn enter(state: &AppState, room: &RoomId, peer: &PeerId) -> (u64, tokio::sync::mpsc::Receiver<Outgoing>) {
     let attached = state.hub().attach(room, peer);
-    announce_presence(state, room, peer, &Outgoing::Event(event("peer-joined", json!({"peer": peer}))));
+    announce_presence(state, room, peer, &Outgoing::Event(ServerEvent::PeerJoined { peer: peer.clone() }));
     attached
 }
 
@@ -211,8 +199,8 @@ pub fn announce_presence(state: &AppState, room: &RoomId, peer: &PeerId, message
     };
 }
 
-fn text(value: &Value) -> Message {
-    Message::Text(value.to_string().into())
+fn text(event: &ServerEvent) -> Message {
+    Message::Text(event.to_json().into())
 }
 
 /// The tracks the clients of `room` see: those its other peers and its merge group publish.
@@ -225,8 +213,8 @@ fn visible_tracks(state: &AppState, room: &RoomId, peer: &PeerId) -> Vec<Publish
 /// other rooms of its group now), so that subscribers renegotiate to the group's tracks.
 pub fn announce_merge_change(state: &AppState, rooms: &[RoomId]) {
     for room in rooms {
-        let merged = state.read(|reg| reg.merged_with(room).unwrap_or_default());
-        let changed = event("merge-changed", json!({"mergeRoomIds": merged}));
+        let merge_room_ids = state.read(|reg| reg.merged_with(room).unwrap_or_default());
+        let changed = ServerEvent::MergeChanged { merge_room_ids };
         state.hub().send(room, |_| true, &Outgoing::Tracks(changed));
     }
 }
@@ -250,11 +238,6 @@ pub async fn close_room(
     Ok(closed)
 }
 
-/// How `track-added`, `joined` and `offer` describe a published track.
-fn track_fields(track: &PublishedTrack) -> Value {
-    json!({"peer": track.publisher, "trackId": track.track_id, "kind": track.kind.to_string()})
-}
-
 /// One admitted client: what its messages act on.
 struct Session<'a> {
     state: &'a AppState,
@@ -271,7 +254,7 @@ struct Session<'a> {
 /// What handling one client message leads to.
 enum Step {
     /// Send these events (possibly none) and go on.
-    Reply(Vec<Value>),
+    Reply(Vec<ServerEvent>),
     /// The client leaves.
     Leave,
 }
@@ -309,23 +292,23 @@ async fn run(session: &mut Session<'_>, socket: &mut WebSocket, queue: &mut toki
                     continue;
                 }
                 Some(Outgoing::TransportClosed { transport, reason }) => session.transport_closed(transport, reason).await,
-                Some(Outgoing::Event(value)) => vec![value],
-                Some(Outgoing::Tracks(value)) => {
-                    let mut events = vec![value];
+                Some(Outgoing::Event(event)) => vec![event],
+                Some(Outgoing::Tracks(event)) => {
+                    let mut events = vec![event];
                     events.extend(session.tracks_changed());
                     events
                 }
-                Some(Outgoing::Unpublish(value)) => {
+                Some(Outgoing::Unpublish(event)) => {
                     session.unpublish().await;
-                    vec![value]
+                    vec![event]
                 }
                 Some(Outgoing::PauseTrack { track_id, paused, done }) => {
                     session.set_track_paused(&track_id, paused).await;
                     let _ = done.try_send(());
                     continue;
                 }
-                Some(Outgoing::Close(value)) => {
-                    if send_bounded(state, socket, text(&value)).await {
+                Some(Outgoing::Close(event)) => {
+                    if send_bounded(state, socket, text(&event)).await {
                         let close = CloseFrame { code: CLOSE_REFUSED, reason: "ended".into() };
                         let _ = send_bounded(state, socket, Message::Close(Some(close))).await;
                     }
@@ -343,7 +326,7 @@ async fn run(session: &mut Session<'_>, socket: &mut WebSocket, queue: &mut toki
                     Step::Reply(events) => events,
                     Step::Leave => return,
                 },
-                Some(Ok(Message::Binary(_))) => vec![error_event(&ApiError::invalid("signalling messages are JSON text"))],
+                Some(Ok(Message::Binary(_))) => vec![ServerEvent::error(&ApiError::invalid("signalling messages are JSON text"))],
                 Some(Ok(Message::Close(_))) | Some(Err(_)) | None => return,
                 Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
                 }
@@ -355,14 +338,6 @@ async fn run(session: &mut Session<'_>, socket: &mut WebSocket, queue: &mut toki
             }
         }
     }
-}
-
-/// A client message, as far as it must be read to be dispatched.
-#[derive(Deserialize)]
-struct ClientMessage {
-    #[serde(rename = "type")]
-    kind: String,
-    sdp: Option<String>,
 }
 
 impl<'a> Session<'a> {
@@ -401,7 +376,7 @@ impl Session<'_> {
         let removed = state.hub().remove_tracks(room, peer);
         let audiences = if removed.is_empty() { Vec::new() } else { state.read(|reg| reg.visible_rooms(room)) };
         for track in removed {
-            let removed = Outgoing::Tracks(event("track-removed", json!({"peer": peer, "trackId": track.track_id})));
+            let removed = Outgoing::Tracks(ServerEvent::TrackRemoved { peer: peer.clone(), track_id: track.track_id });
             for audience in &audiences {
                 state.hub().send(audience, |p| p != peer, &removed);
             }
@@ -442,19 +417,19 @@ impl Session<'_> {
     /// The worker removed one of the session's transports: a publishing one takes the
     /// session's streams out of the room; a receiving one ends the subscription (the client
     /// may subscribe again). The client hears which and why.
-    async fn transport_closed(&mut self, transport: TransportId, reason: CloseReason) -> Vec<Value> {
+    async fn transport_closed(&mut self, transport: TransportId, reason: CloseReason) -> Vec<ServerEvent> {
         let role = if self.publishing == Some(transport) {
             // Already gone in the worker: nothing to close there.
             self.publishing = None;
             self.unpublish().await;
-            "publish"
+            TransportRole::Publish
         } else if let Some(subscription) = self.subscription.take_if(|s| s.transport() == Some(transport)) {
             self.state.hub().place(&self.room, subscription.worker(), false);
-            "subscribe"
+            TransportRole::Subscribe
         } else {
             return Vec::new();
         };
-        vec![event("transport-closed", json!({"role": role, "reason": reason.as_str()}))]
+        vec![ServerEvent::TransportClosed { role, reason }]
     }
 
     /// The tracks this session's client sees (from whichever worker: streams cross workers).
@@ -465,27 +440,16 @@ impl Session<'_> {
     /// The events that answer `body`. Unknown or malformed messages are answered with an
     /// `error` event (10002/10003) and the session goes on.
     async fn handle(&mut self, body: &str) -> Step {
-        let message = match serde_json::from_str::<ClientMessage>(body) {
-            Ok(message) => message,
-            Err(e) => {
-                return Step::Reply(vec![error_event(&ApiError::invalid(format!("not a signalling message: {e}")))]);
-            }
+        let outcome = match ClientMessage::parse(body) {
+            Ok(ClientMessage::Leave) => return Step::Leave,
+            Ok(ClientMessage::Ping) => Ok(vec![ServerEvent::Pong]),
+            Ok(ClientMessage::Publish { sdp }) => self.publish(&sdp).await.map(|sdp| vec![ServerEvent::Answer { sdp }]),
+            Ok(ClientMessage::Subscribe) => self.subscribe().await,
+            Ok(ClientMessage::Answer { sdp }) => self.accept_answer(&sdp).await,
+            Ok(ClientMessage::Unknown) => Err(ClientMessage::unknown(body)),
+            Err(e) => Err(e),
         };
-        let outcome = match message.kind.as_str() {
-            "leave" => return Step::Leave,
-            "ping" => Ok(vec![event("pong", json!({}))]),
-            "publish" => match message.sdp {
-                Some(sdp) => self.publish(&sdp).await.map(|answer| vec![answer]),
-                None => Err(ApiError::invalid("publish needs sdp: the client's offer")),
-            },
-            "subscribe" => self.subscribe().await,
-            "answer" => match message.sdp {
-                Some(sdp) => self.accept_answer(&sdp).await,
-                None => Err(ApiError::invalid("answer needs sdp: the client's answer to our offer")),
-            },
-            other => Err(ApiError::request(format!("unknown message type {other:?}"))),
-        };
-        Step::Reply(outcome.unwrap_or_else(|e| vec![error_event(&e)]))
+        Step::Reply(outcome.unwrap_or_else(|e| vec![ServerEvent::error(&e)]))
     }
 
     /// The SFU's side of a description: its ICE credentials and certificate, and the host
@@ -545,22 +509,22 @@ fn host_priority(local_preference: u32) -> u32 {
 
 /// Room events the REST side raises.
 pub fn message_event(data: &Value) -> Outgoing {
-    Outgoing::Event(event("message", json!({"data": data})))
+    Outgoing::Event(ServerEvent::Message { data: data.clone() })
 }
 
 pub fn peer_left_event(peer: &PeerId) -> Outgoing {
-    Outgoing::Event(event("peer-left", json!({"peer": peer})))
+    Outgoing::Event(ServerEvent::PeerLeft { peer: peer.clone() })
 }
 
 pub fn kicked_event() -> Outgoing {
-    Outgoing::Close(event("kicked", json!({})))
+    Outgoing::Close(ServerEvent::Kicked)
 }
 
 /// A co-host was taken back to the audience: its media stops, its session goes on.
 pub fn unpublished_event() -> Outgoing {
-    Outgoing::Unpublish(event("unpublished", json!({"reason": "no longer a live member"})))
+    Outgoing::Unpublish(ServerEvent::Unpublished { reason: UnpublishReason::NoLongerLiveMember })
 }
 
 fn room_closed_event() -> Outgoing {
-    Outgoing::Close(event("room-closed", json!({})))
+    Outgoing::Close(ServerEvent::RoomClosed)
 }

@@ -6,14 +6,14 @@
 //! ones renegotiate.
 #![forbid(unsafe_code)]
 
-use serde_json::{Value, json};
-
 use uprtcd_dataplane::command::{Command, Reply};
 use uprtcd_dataplane::router::{MediaKind, ProducerSpec};
 
+use super::Session;
 use super::hub::{Outgoing, PublishedTrack};
-use super::{Session, event, track_fields};
+use super::protocol::ServerEvent;
 use crate::envelope::{ApiCode, ApiError};
+use crate::ids::TrackId;
 use crate::registry::PublishRights;
 use crate::sdp;
 
@@ -21,7 +21,7 @@ impl Session<'_> {
     /// Answers a publisher's offer. Conversation members publish audio and video; in a live
     /// room the master does, a co-host its kind within its own cap, and the audience is
     /// refused (50009).
-    pub(super) async fn publish(&mut self, sdp: &str) -> Result<Value, ApiError> {
+    pub(super) async fn publish(&mut self, sdp: &str) -> Result<String, ApiError> {
         if self.publishing.is_some() {
             return Err(ApiError::request("this session publishes already; publish again from a new session"));
         }
@@ -64,7 +64,7 @@ impl Session<'_> {
                 let spec = ProducerSpec { transport, ssrc: stream.ssrc.0, kind, clock_rate: section.codec.clock_rate };
                 match self.state.request_worker(worker, Command::AddProducer { spec }).await? {
                     Reply::ProducerAdded(producer) => published.push(PublishedTrack {
-                        track_id: String::new(),
+                        track_id: TrackId::numbered(0),
                         number: 0,
                         room: self.room.clone(),
                         publisher: self.peer.clone(),
@@ -87,11 +87,11 @@ impl Session<'_> {
         let peer = self.peer.clone();
         let audiences = self.state.read(|reg| reg.visible_rooms(&self.room));
         for track in self.state.hub().add_tracks(&self.room, published) {
-            let added = Outgoing::Tracks(event("track-added", track_fields(&track)));
+            let added = Outgoing::Tracks(ServerEvent::TrackAdded(track.info()));
             for audience in &audiences {
                 self.state.hub().send(audience, |p| p != &peer, &added);
             }
         }
-        Ok(event("answer", json!({"sdp": answer.sdp})))
+        Ok(answer.sdp)
     }
 }

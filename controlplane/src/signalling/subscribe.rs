@@ -13,17 +13,17 @@
 
 use std::collections::{HashMap, HashSet};
 
-use serde_json::{Value, json};
-
 use uprtcd_dataplane::command::{Command, Reply};
 use uprtcd_dataplane::ice::IceCredentials;
 use uprtcd_dataplane::relay::WorkerIndex;
 use uprtcd_dataplane::router::{ConsumerId, MediaKind, ProducerId, RtxStream, TransportId};
 use uprtcd_dataplane::wire::rtp::ExtensionIdMap;
 
+use super::Session;
 use super::hub::PublishedTrack;
-use super::{Session, event, track_fields};
+use super::protocol::{OfferedTrack, ServerEvent};
 use crate::envelope::{ApiCode, ApiError};
+use crate::ids::TrackId;
 use crate::sdp;
 
 /// One session's subscribing side.
@@ -39,9 +39,9 @@ pub(super) struct Subscription {
     session_version: u64,
     /// The tracks the client receives, by track id, as of its last answer, with their
     /// consumers on the subscription's worker and the SSRC they are sent as.
-    receiving: HashMap<String, (Mid, ConsumerId, u32)>,
+    receiving: HashMap<TrackId, (Mid, ConsumerId, u32)>,
     /// The mid each track was offered under; a new track always takes a new one.
-    mids: HashMap<String, Mid>,
+    mids: HashMap<TrackId, Mid>,
     next_mid: u32,
     pending: Option<PendingOffer>,
     /// The room's tracks changed while an offer was outstanding.
@@ -99,7 +99,7 @@ fn subscriber_rtx_ssrc(track: &PublishedTrack) -> u32 {
 
 impl Session<'_> {
     /// The client asks for everything the room publishes, now and later.
-    pub(super) async fn subscribe(&mut self) -> Result<Vec<Value>, ApiError> {
+    pub(super) async fn subscribe(&mut self) -> Result<Vec<ServerEvent>, ApiError> {
         if self.subscription.is_some() {
             return Err(ApiError::request("this session subscribes already"));
         }
@@ -111,10 +111,10 @@ impl Session<'_> {
 
     /// The room's published tracks changed: the offer to send, if any. A failure is the
     /// client's `error` event; the subscription stays as it was.
-    pub(super) fn tracks_changed(&mut self) -> Option<Value> {
+    pub(super) fn tracks_changed(&mut self) -> Option<ServerEvent> {
         match self.offer_if_changed() {
             Ok(offer) => offer,
-            Err(e) => Some(super::error_event(&e)),
+            Err(e) => Some(ServerEvent::error(&e)),
         }
     }
 
@@ -129,7 +129,7 @@ impl Session<'_> {
 
     /// Offers the room's current tracks unless the client already receives exactly them
     /// (or an offer is outstanding, or nothing is published).
-    fn offer_if_changed(&mut self) -> Result<Option<Value>, ApiError> {
+    fn offer_if_changed(&mut self) -> Result<Option<ServerEvent>, ApiError> {
         let tracks = self.visible_tracks();
         let Some(subscription) = self.subscription.as_mut() else { return Ok(None) };
         let worker = subscription.worker;
@@ -137,8 +137,8 @@ impl Session<'_> {
             subscription.stale = true;
             return Ok(None);
         }
-        let current: HashSet<&str> = tracks.iter().map(|t| t.track_id.as_str()).collect();
-        let receiving: HashSet<&str> = subscription.receiving.keys().map(String::as_str).collect();
+        let current: HashSet<&TrackId> = tracks.iter().map(|t| &t.track_id).collect();
+        let receiving: HashSet<&TrackId> = subscription.receiving.keys().collect();
         if tracks.is_empty() || current == receiving {
             return Ok(None);
         }
@@ -172,25 +172,20 @@ impl Session<'_> {
         );
         let offer = sdp::offer(&local, &subscription.layout, &outgoing, &sdp::CodecPolicy::default())
             .map_err(|e| ApiError::system(format!("cannot offer the room's streams: {e}")))?;
-        let described: Vec<Value> = offered
+        let described: Vec<OfferedTrack> = offered
             .iter()
-            .map(|(track, mid)| {
-                let mut fields = track_fields(track);
-                fields["mid"] = json!(mid.as_str());
-                fields["ssrc"] = json!(subscriber_ssrc(track));
-                fields
-            })
+            .map(|(track, mid)| OfferedTrack { mid: mid.clone(), track: track.info(), ssrc: subscriber_ssrc(track) })
             .collect();
         if let Some(subscription) = self.subscription.as_mut() {
             subscription.session_version += 1;
             subscription.pending = Some(PendingOffer { layout: offer.layout, tracks: offered });
         }
-        Ok(Some(event("offer", json!({"sdp": offer.sdp, "tracks": described}))))
+        Ok(Some(ServerEvent::Offer { sdp: offer.sdp, tracks: described }))
     }
 
     /// The client answered our offer: open its receiving transport (first answer) and a
     /// consumer per newly accepted stream; then offer again if the room changed meanwhile.
-    pub(super) async fn accept_answer(&mut self, sdp: &str) -> Result<Vec<Value>, ApiError> {
+    pub(super) async fn accept_answer(&mut self, sdp: &str) -> Result<Vec<ServerEvent>, ApiError> {
         let subscription =
             self.subscription.as_mut().ok_or_else(|| ApiError::request("no offer is waiting for an answer"))?;
         let answer =
@@ -229,7 +224,7 @@ impl Session<'_> {
         let Some(subscription) = self.subscription.as_mut() else { return Ok(Vec::new()) };
         subscription.receiving = receiving;
         subscription.layout = pending.layout;
-        let mut events = vec![event("subscribed", json!({}))];
+        let mut events = vec![ServerEvent::Subscribed];
         if std::mem::take(&mut subscription.stale) {
             events.extend(self.tracks_changed());
         }
@@ -325,7 +320,7 @@ impl Session<'_> {
     }
 
     /// Pauses or resumes the client's consumer of `track_id`, if it receives that track.
-    pub(super) async fn set_track_paused(&self, track_id: &str, paused: bool) {
+    pub(super) async fn set_track_paused(&self, track_id: &TrackId, paused: bool) {
         let Some(subscription) = self.subscription.as_ref() else { return };
         if let Some(&(_, consumer, _)) = subscription.receiving.get(track_id) {
             let _ = self.pause_consumer(subscription.worker, consumer, paused).await;
@@ -378,7 +373,7 @@ pub(super) fn outgoing_track(track: &PublishedTrack, mid: &Mid) -> sdp::Outgoing
         ssrc: sdp::Ssrc(subscriber_ssrc(track)),
         rtx_ssrc,
         stream_id: format!("s{}", track.session),
-        track_id: track.track_id.clone(),
+        track_id: track.track_id.to_string(),
         cname: format!("c{}", track.session),
     }
 }

@@ -127,9 +127,7 @@ async fn start(
     let (id, queue) = enter(&state, &room, &peer);
     let mut session = Session::new(&state, room.clone(), peer, id);
     let answered = match role {
-        Role::Publisher => {
-            session.publish(&offer).await.map(|event| event["sdp"].as_str().unwrap_or_default().to_owned())
-        }
+        Role::Publisher => session.publish(&offer).await,
         Role::Player => session.play(&offer).await,
     };
     let answer = match answered {
