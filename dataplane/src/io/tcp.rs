@@ -3,14 +3,17 @@
 //! frames, which the engine sees exactly as datagrams from the connection's peer address;
 //! what the engine sends to that address goes back framed on the connection.
 //!
-//! What it owns: the listener, every accepted stream with its frame reader and writer
-//! (allocated once, on accept), the map from peer address to connection, and its counters.
-//! The backend says which fds are ready; they are registered in the [`Epoll`] set it gives.
+//! What it owns: the listener, every accepted stream with its frame reader and writer, the
+//! map from peer address to connection, and its counters. The backend says which fds are
+//! ready; they are registered in the [`Epoll`] set it gives.
 //!
 //! Rules kept here:
 //! - **Bounded.** At most `limit` connections (one more is accepted and closed at once, and
-//!   counted); [`READ_BUFFER`] and [`WRITE_BUFFER`] bytes per connection. A packet that finds
-//!   its connection's writer full is dropped and counted: nothing blocks, nothing grows.
+//!   counted); [`READ_BUFFER`] and [`WRITE_BUFFER`] bytes per connection, each allocated on
+//!   first use: the reader when the peer first sends, the writer when the engine first sends
+//!   to the peer, which it does only once an ICE check from there authenticated. So a
+//!   connection that never passes a check costs at most the reader. A packet that finds its
+//!   connection's writer full is dropped and counted: nothing blocks, nothing grows.
 //! - **Bounded work per turn.** One read per ready connection, and reads only while the
 //!   poll's budget of frames lasts; at most [`ACCEPTS_PER_EVENT`] accepts per listener
 //!   event. Level-triggered readiness brings what is left back next turn.
@@ -69,7 +72,9 @@ pub struct TcpCounters {
 struct Connection {
     stream: TcpStream,
     peer: SocketAddr,
+    /// Empty until the peer first sends (see [`allocated_reader`]).
     reader: FrameReader,
+    /// Empty until the first frame to the peer (see [`allocated_writer`]).
     writer: FrameWriter,
     /// Write readiness is registered: the writer holds bytes the socket would not take.
     watching_writes: bool,
@@ -77,6 +82,25 @@ struct Connection {
     dirty: bool,
     /// A write failed; `Tcp::reap` closes it.
     broken: bool,
+}
+
+/// A connection's reader, allocated on its first read: a connection that never sends
+/// costs none of it.
+fn allocated_reader(reader: &mut FrameReader) -> &mut FrameReader {
+    if reader.capacity() == 0 {
+        *reader = FrameReader::new(READ_BUFFER, SLOT_SIZE);
+    }
+    reader
+}
+
+/// A connection's writer, allocated for the first frame to its peer: the engine sends
+/// nothing to an address before an ICE check from there authenticated, so a stranger's
+/// connection never costs it.
+fn allocated_writer(writer: &mut FrameWriter) -> &mut FrameWriter {
+    if writer.capacity() == 0 {
+        *writer = FrameWriter::new(WRITE_BUFFER);
+    }
+    writer
 }
 
 /// The listener and its connections.
@@ -205,8 +229,8 @@ impl Tcp {
         entry.insert(Connection {
             stream,
             peer,
-            reader: FrameReader::new(READ_BUFFER, SLOT_SIZE),
-            writer: FrameWriter::new(WRITE_BUFFER),
+            reader: FrameReader::default(),
+            writer: FrameWriter::default(),
             watching_writes: false,
             dirty: false,
             broken: false,
@@ -217,7 +241,7 @@ impl Tcp {
     /// One read on connection `key`, then every whole frame to `on_frame`.
     fn read(&mut self, key: usize, on_frame: &mut impl FnMut(SocketAddr, &mut [u8], &mut Tcp)) -> usize {
         let Some(connection) = self.connections.get_mut(key) else { return 0 };
-        let spare = connection.reader.spare();
+        let spare = allocated_reader(&mut connection.reader).spare();
         if spare.is_empty() {
             // Cannot happen while every frame is taken below; a stream that stalls is bad.
             self.counters.bad_frames += 1;
@@ -307,7 +331,7 @@ impl Tcp {
             let Some(&key) = self.by_peer.get(&destination) else { continue };
             let pushed = match self.connections.get_mut(key) {
                 Some(connection) if !connection.broken => {
-                    let pushed = connection.writer.push(bytes).is_ok();
+                    let pushed = allocated_writer(&mut connection.writer).push(bytes).is_ok();
                     if pushed && !connection.dirty {
                         connection.dirty = true;
                         self.dirty.push(key);
