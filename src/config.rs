@@ -13,7 +13,7 @@ use serde::Deserialize;
 use uprtcd_controlplane::demo::guard::DemoLimits;
 use uprtcd_controlplane::listener::Limits;
 use uprtcd_dataplane::engine::DEFAULT_CONNECT_TIMEOUT;
-use uprtcd_dataplane::io::BackendChoice;
+use uprtcd_dataplane::io::{BackendChoice, TcpConfig};
 
 /// Command-line flags; each overrides the key of the configuration file named in its help.
 #[derive(Debug, Parser)]
@@ -144,6 +144,9 @@ struct DataplaneSection {
     io_backend: Option<String>,
     udp_listen: Option<SocketAddr>,
     connect_timeout_ms: Option<u64>,
+    tcp_auth_timeout_ms: Option<u64>,
+    tcp_max_connections: Option<usize>,
+    tcp_max_connections_per_ip: Option<usize>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -209,6 +212,8 @@ pub struct Config {
     pub workers: usize,
     /// A media transport not connected (ICE and DTLS) this long after it was opened is freed.
     pub connect_timeout: Duration,
+    /// Each worker's ICE-TCP caps, and how long a connection may go unauthenticated.
+    pub tcp: TcpConfig,
     pub io_backend: BackendChoice,
     pub udp_listen: SocketAddr,
     pub default_max_members: u32,
@@ -241,6 +246,33 @@ const DEFAULT_WRITE_TIMEOUT_MS: u64 = 10_000;
 const MIN_TIMEOUT_MS: u64 = 300;
 /// Longer than a day is a typo; such a timeout would hold resources for good.
 const MAX_TIMEOUT_MS: u64 = 86_400_000;
+
+/// More ICE-TCP connections per worker than the systemd unit's descriptor limit is a typo.
+const MAX_TCP_CONNECTIONS: usize = 1 << 20;
+
+/// The `dataplane.tcp_*` keys: the caps must allow a connection, and one address no more
+/// than the whole worker.
+fn tcp_config(section: &DataplaneSection) -> Result<TcpConfig, ConfigError> {
+    let defaults = TcpConfig::default();
+    let max_connections = section.tcp_max_connections.unwrap_or(defaults.max_connections);
+    if !(1..=MAX_TCP_CONNECTIONS).contains(&max_connections) {
+        return Err(ConfigError::new(
+            "dataplane.tcp_max_connections",
+            format!("{max_connections} is outside 1..={MAX_TCP_CONNECTIONS}"),
+        ));
+    }
+    let max_connections_per_ip =
+        section.tcp_max_connections_per_ip.unwrap_or(defaults.max_connections_per_ip).min(max_connections);
+    if max_connections_per_ip == 0 {
+        return Err(ConfigError::new("dataplane.tcp_max_connections_per_ip", "must be at least 1"));
+    }
+    let auth_timeout = timeout(
+        "dataplane.tcp_auth_timeout_ms",
+        section.tcp_auth_timeout_ms,
+        defaults.auth_timeout.as_millis() as u64,
+    )?;
+    Ok(TcpConfig { max_connections, max_connections_per_ip, auth_timeout })
+}
 
 /// A timeout key of the file, in milliseconds, checked against the sane range.
 fn timeout(file_key: &str, value: Option<u64>, default_ms: u64) -> Result<Duration, ConfigError> {
@@ -415,6 +447,7 @@ impl Config {
                 file.dataplane.connect_timeout_ms,
                 DEFAULT_CONNECT_TIMEOUT.as_millis() as u64,
             )?,
+            tcp: tcp_config(&file.dataplane)?,
             io_backend,
             udp_listen,
             default_max_members: file.rooms.default_max_members.unwrap_or(DEFAULT_MAX_MEMBERS),
@@ -612,6 +645,37 @@ mod tests {
         assert!(e.contains("client.ping_timeout_ms") && e.contains("10 ms"), "{e}");
         let e = with_file("[dataplane]\nconnect_timeout_ms = 100000000\n").unwrap_err().to_string();
         assert!(e.contains("dataplane.connect_timeout_ms"), "{e}");
+    }
+
+    #[test]
+    fn ice_tcp_caps_and_deadline_from_the_file() {
+        let defaults = with_file("").unwrap().tcp;
+        assert_eq!(defaults, TcpConfig::default());
+        assert_eq!(
+            (defaults.max_connections, defaults.max_connections_per_ip, defaults.auth_timeout),
+            (4096, 16, Duration::from_secs(5))
+        );
+        let set = with_file(
+            "[dataplane]\ntcp_auth_timeout_ms = 1500\ntcp_max_connections = 100\ntcp_max_connections_per_ip = 4\n",
+        )
+        .unwrap()
+        .tcp;
+        assert_eq!(
+            set,
+            TcpConfig { max_connections: 100, max_connections_per_ip: 4, auth_timeout: Duration::from_millis(1500) }
+        );
+        let capped = with_file("[dataplane]\ntcp_max_connections = 10\n").unwrap().tcp;
+        assert_eq!(capped.max_connections_per_ip, 10, "one address never gets more than the worker");
+        for (text, key) in [
+            ("tcp_auth_timeout_ms = 10", "dataplane.tcp_auth_timeout_ms"),
+            ("tcp_max_connections = 0", "dataplane.tcp_max_connections"),
+            ("tcp_max_connections = 2000000", "dataplane.tcp_max_connections"),
+            ("tcp_max_connections_per_ip = 0", "dataplane.tcp_max_connections_per_ip"),
+            ("tcp_max_connections_per_ip = -1", "dataplane.tcp_max_connections_per_ip"),
+        ] {
+            let e = with_file(&format!("[dataplane]\n{text}\n")).unwrap_err().to_string();
+            assert!(e.contains(key), "{text}: {e}");
+        }
     }
 
     #[test]

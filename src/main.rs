@@ -74,6 +74,7 @@ fn run(cli: &Cli) -> Result<(), String> {
     let mut plan = WorkerPlan::spread(config.worker_count(available.len()), &available, config.io_backend);
     plan.udp = Some(config.udp_listen);
     plan.engine.connect_timeout = config.connect_timeout;
+    plan.tcp = config.tcp;
     if let Some(reason) = uprtcd_dataplane::io::uring_unavailable_reason() {
         tracing::info!(%reason, "io_uring is unavailable; workers use epoll");
     }

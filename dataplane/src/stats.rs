@@ -43,6 +43,10 @@ pub enum DropReason {
     TcpBadFrame,
     /// A TCP connection accepted past the worker's limit and closed at once.
     TcpOverLimit,
+    /// A TCP connection accepted past the limit for its source IP address and closed at once.
+    TcpPerIpLimit,
+    /// A TCP connection closed because no authenticated ICE check claimed it in time.
+    TcpUnauthenticated,
     /// A relay message (packet, sender report, keyframe request) that found the queue to
     /// its worker full, or that worker stopped; counted once per destination.
     RelayQueueFull,
@@ -56,7 +60,7 @@ pub enum DropReason {
 }
 
 impl DropReason {
-    pub const ALL: [DropReason; 20] = [
+    pub const ALL: [DropReason; 22] = [
         Self::Malformed,
         Self::UnknownSource,
         Self::StunUnknownUfrag,
@@ -73,6 +77,8 @@ impl DropReason {
         Self::TcpWrite,
         Self::TcpBadFrame,
         Self::TcpOverLimit,
+        Self::TcpPerIpLimit,
+        Self::TcpUnauthenticated,
         Self::RelayQueueFull,
         Self::RelayUnknownStream,
         Self::RelayPoolExhausted,
@@ -98,6 +104,8 @@ impl DropReason {
             Self::TcpWrite => "tcp_write",
             Self::TcpBadFrame => "tcp_bad_frame",
             Self::TcpOverLimit => "tcp_over_limit",
+            Self::TcpPerIpLimit => "tcp_per_ip_limit",
+            Self::TcpUnauthenticated => "tcp_unauthenticated",
             Self::RelayQueueFull => "relay_queue_full",
             Self::RelayUnknownStream => "relay_unknown_stream",
             Self::RelayPoolExhausted => "relay_pool_exhausted",

@@ -28,7 +28,7 @@ use crate::command::{
 };
 use crate::dtls::{CertificateFingerprint, DtlsIdentity, DtlsVersionPolicy};
 use crate::engine::{Engine, EngineConfig, Outbox};
-use crate::io::{BackendChoice, Io, SendQueue, SocketIndex, bind_tcp, bind_udp};
+use crate::io::{BackendChoice, Io, SendQueue, SocketIndex, TcpConfig, bind_tcp, bind_udp};
 use crate::relay::{RelayConfig, RelayLinks, mesh};
 use crate::stats::{DropReason, SharedStats};
 use crate::sys::{self, EventFd};
@@ -63,6 +63,8 @@ pub struct WorkerPlan {
     pub relay: RelayConfig,
     /// Caps and timeouts of every worker's engine.
     pub engine: EngineConfig,
+    /// Caps and the authentication deadline of every worker's ICE-TCP connections.
+    pub tcp: TcpConfig,
 }
 
 impl WorkerPlan {
@@ -78,7 +80,14 @@ impl WorkerPlan {
             let first = sorted.len().saturating_sub(count).min(sorted.len() - 1);
             (0..count).map(|i| sorted[first + (i % (sorted.len() - first))]).collect()
         };
-        Self { cores, backend, udp: None, relay: RelayConfig::default(), engine: EngineConfig::default() }
+        Self {
+            cores,
+            backend,
+            udp: None,
+            relay: RelayConfig::default(),
+            engine: EngineConfig::default(),
+            tcp: TcpConfig::default(),
+        }
     }
 
     /// `count` workers spread over this machine's usable cores, each on an ephemeral
@@ -243,6 +252,7 @@ fn set_up(
     wake: Arc<EventFd>,
     backend: BackendChoice,
     engine_config: EngineConfig,
+    tcp_config: TcpConfig,
     links: RelayLinks,
     peers: Vec<Arc<EventFd>>,
 ) -> Result<WorkerState, Error> {
@@ -253,7 +263,7 @@ fn set_up(
         }
         None => (Vec::new(), None),
     };
-    let io = Io::new(sockets, listener, wake, backend).map_err(Error::Io)?;
+    let io = Io::new(sockets, listener, tcp_config, wake, backend).map_err(Error::Io)?;
     let udp = io.local_addr(SocketIndex(0));
     let identity = DtlsIdentity::generate(DtlsVersionPolicy::Dtls12Only).map_err(|e| Error::Identity(e.to_string()))?;
     let mut engine = Engine::new(engine_config, identity);
@@ -274,7 +284,7 @@ impl Workers {
             let (event_tx, event_rx) = event_queue(EVENT_QUEUE_CAPACITY);
             let peers = wakes.clone();
             let (started_tx, started_rx) = std::sync::mpsc::sync_channel(1);
-            let (backend, engine_config) = (plan.backend, plan.engine);
+            let (backend, engine_config, tcp_config) = (plan.backend, plan.engine, plan.tcp);
             let udp = plan.udp_address(index);
             let stats = SharedStats::new();
             let published = Arc::clone(&stats);
@@ -283,7 +293,7 @@ impl Workers {
                 .spawn(move || {
                     let pinned = core_affinity::set_for_current(core_affinity::CoreId { id: core });
                     let thread_id = sys::current_thread_id();
-                    match set_up(udp, inbox.wake_fd(), backend, engine_config, links, peers) {
+                    match set_up(udp, inbox.wake_fd(), backend, engine_config, tcp_config, links, peers) {
                         Ok(mut state) => {
                             let setup = Ok(Setup {
                                 backend: state.io.backend_name(),
@@ -380,8 +390,8 @@ impl<F: FnMut(&mut SendQueue)> Outbox for FlushingOutbox<'_, F> {
 
 /// The worker loop: apply queued commands, take what other workers relayed, send what that
 /// queued and wake the workers it relayed to, wait for datagrams or the next timer, handle
-/// what came, run due timers, send the batch, report the turn's events, publish counters
-/// once a second.
+/// what came, close the TCP connections no ICE check claimed in time, run due timers, send
+/// the batch, report the turn's events, publish counters once a second.
 fn run(index: usize, inbox: &CommandReceiver, events: &EventSender, state: &mut WorkerState, stats: &SharedStats) {
     tracing::debug!(worker = index, backend = state.io.backend_name(), udp = ?state.udp, "worker running");
     let WorkerState { io, engine, udp, peers } = state;
@@ -421,7 +431,7 @@ fn run(index: usize, inbox: &CommandReceiver, events: &EventSender, state: &mut 
         let deadline = if engine.relay_pending() {
             now
         } else {
-            engine.poll_timeout().map_or(next_publish, |t| t.min(next_publish))
+            engine.poll_timeout().into_iter().chain(io.next_tcp_deadline()).fold(next_publish, Instant::min)
         };
         let mut work_started: Option<Instant> = None;
         let sent_before = engine.counters().packets_out;
@@ -442,6 +452,9 @@ fn run(index: usize, inbox: &CommandReceiver, events: &EventSender, state: &mut 
         }
         let now = Instant::now();
         let started = work_started.unwrap_or(now);
+        // Right after the poll, so that connections it accepted get their deadline from
+        // about when they were accepted.
+        io.expire_unclaimed_tcp(now, |addr| engine.is_validated(addr));
         let mut flush_now = |q: &mut SendQueue| send_drops += io_flush(io, q);
         engine.handle_timeouts(now, &mut FlushingOutbox { queue: &mut queue, flush: &mut flush_now });
         flush_now(&mut queue);
@@ -454,6 +467,8 @@ fn run(index: usize, inbox: &CommandReceiver, events: &EventSender, state: &mut 
         counters.drop_many(DropReason::TcpWrite, tcp.write_drops);
         counters.drop_many(DropReason::TcpBadFrame, tcp.bad_frames);
         counters.drop_many(DropReason::TcpOverLimit, tcp.over_limit);
+        counters.drop_many(DropReason::TcpPerIpLimit, tcp.per_ip_limit);
+        counters.drop_many(DropReason::TcpUnauthenticated, tcp.unauthenticated);
         counters.tcp_connections = io.tcp_connections() as u64;
         counters.producers = producers;
         counters.consumers = consumers;

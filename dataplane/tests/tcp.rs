@@ -2,18 +2,22 @@
 //! only over its TCP listener (RFC 6544 passive candidate, RFC 4571 framing) do ICE, DTLS and
 //! SRTP over the stream. Media published over UDP is received over TCP and the other way
 //! round, every packet decrypted and in order; sender reports cross the same way. A stream
-//! that breaks the framing loses its connection and no one else's.
+//! that breaks the framing loses its connection and no one else's. A connection that no
+//! authenticated ICE check claims in time is closed, and one address gets only its share.
 
-use std::io::Write;
-use std::net::{IpAddr, Ipv4Addr, TcpStream};
+use std::io::{Read, Write};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
 use uprtcd_dataplane::command::{Command, Reply};
 use uprtcd_dataplane::dtls::{DtlsIdentity, DtlsVersionPolicy};
-use uprtcd_dataplane::io::{BackendChoice, uring_unavailable_reason};
+use uprtcd_dataplane::ice::IceCredentials;
+use uprtcd_dataplane::ice::client::build_binding_request;
+use uprtcd_dataplane::io::{BackendChoice, DEFAULT_MAX_CONNECTIONS_PER_IP, uring_unavailable_reason};
 use uprtcd_dataplane::peer::{PeerError, Received, TcpPeer, UdpPeer, add_video_producer};
 use uprtcd_dataplane::router::{ProducerId, TransportId};
 use uprtcd_dataplane::stats::{DropReason, WorkerCounters};
+use uprtcd_dataplane::wire::framing::{PREFIX_LEN, encode};
 use uprtcd_dataplane::wire::rtcp::{RtcpCompound, RtcpPacket, SenderInfo, write_sender_report};
 use uprtcd_dataplane::wire::rtp::{ExtensionIdMap, RtpHeader, RtpPacket};
 use uprtcd_dataplane::worker::{WorkerHandle, WorkerPlan, Workers};
@@ -23,6 +27,9 @@ const UDP_PUBLISHER_SSRC: u32 = 0x0000_AAAA;
 const TCP_PUBLISHER_SSRC: u32 = 0x0000_BBBB;
 const TIMEOUT: Duration = Duration::from_secs(10);
 const LOOPBACK: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
+/// How long the deadline tests give a connection to be claimed: short, so that they wait
+/// little; ICE over loopback takes milliseconds.
+const AUTH_TIMEOUT: Duration = Duration::from_millis(500);
 
 fn start_worker(backend: BackendChoice) -> Workers {
     let plan = WorkerPlan::on_loopback(1, backend);
@@ -207,7 +214,13 @@ fn media_crosses_between_udp_and_tcp(backend: BackendChoice) {
     let counters = published(worker, |c| c.tcp_connections == 3 && c.packets_out >= 3 * u64::from(PACKETS));
     assert_eq!(counters.tcp_connections, 3);
     assert!(counters.packets_out >= 3 * u64::from(PACKETS), "published packets out: {}", counters.packets_out);
-    for reason in [DropReason::TcpWrite, DropReason::TcpBadFrame, DropReason::TcpOverLimit] {
+    for reason in [
+        DropReason::TcpWrite,
+        DropReason::TcpBadFrame,
+        DropReason::TcpOverLimit,
+        DropReason::TcpPerIpLimit,
+        DropReason::TcpUnauthenticated,
+    ] {
         assert_eq!(counters.drops_of(reason), 0, "{}", reason.name());
     }
     drop((tcp_publisher, tcp_subscriber, tcp_subscriber_2));
@@ -243,15 +256,122 @@ fn a_malformed_frame_closes_only_its_connection(backend: BackendChoice) {
     assert_eq!(counters.drops_of(DropReason::TcpBadFrame), 2);
     assert_eq!(counters.tcp_connections, 2, "the publisher's and the subscriber's connections stay");
 
+    stream_arrives_whole(&mut publisher, &mut subscriber);
+    workers.shutdown();
+}
+
+/// The TCP publisher's stream reaches the subscriber of consumer SSRC 0x1000 whole, in order.
+fn stream_arrives_whole(publisher: &mut Client, subscriber: &mut Client) {
     std::thread::scope(|scope| {
-        let receiver = scope.spawn(|| receive_stream(&mut subscriber, 0x1000, TCP_PUBLISHER_SSRC, "subscriber"));
+        let receiver = scope.spawn(|| receive_stream(subscriber, 0x1000, TCP_PUBLISHER_SSRC, "subscriber"));
         let mut buf = vec![0u8; 2048];
         for seq in 0..PACKETS {
-            send_stream(&mut publisher, TCP_PUBLISHER_SSRC, seq, &mut buf);
+            send_stream(publisher, TCP_PUBLISHER_SSRC, seq, &mut buf);
             std::thread::sleep(Duration::from_millis(1));
         }
         assert_complete(&receiver.join().expect("subscriber thread"), "subscriber");
     });
+}
+
+fn framed(packet: &[u8]) -> Vec<u8> {
+    let mut out = vec![0; PREFIX_LEN + packet.len()];
+    encode(packet, &mut out).unwrap();
+    out
+}
+
+/// Whether the worker ends `stream` (its end or a reset) within the wait.
+fn closed_by_server(stream: &mut TcpStream) -> bool {
+    stream.set_read_timeout(Some(TIMEOUT)).unwrap();
+    let mut buf = [0u8; 64];
+    loop {
+        match stream.read(&mut buf) {
+            Ok(0) => return true,
+            Ok(_) => {}
+            Err(e) => return !matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut),
+        }
+    }
+}
+
+/// A client connection to `server` from `ip` (any of 127.0.0.0/8 is on loopback).
+fn connect_from(ip: Ipv4Addr, server: SocketAddr) -> TcpStream {
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    socket.bind(&SocketAddr::new(IpAddr::V4(ip), 0).into()).unwrap();
+    socket.connect(&server.into()).unwrap();
+    socket.into()
+}
+
+/// A Binding request for a transport that exists, signed with a password it does not have.
+fn check_with_a_wrong_password(worker: &WorkerHandle, identity: &DtlsIdentity) -> Vec<u8> {
+    let mine = IceCredentials::generate().unwrap();
+    let create = Command::CreateTransport {
+        local_ice: None,
+        remote_ice: mine.clone(),
+        remote_fingerprint: identity.fingerprint(),
+    };
+    let Ok(Reply::TransportCreated { created, .. }) = worker.request(create, TIMEOUT) else { panic!("no transport") };
+    let guessed = IceCredentials::new(created.local_ice.ufrag(), "notthepasswordnotthepassword").unwrap();
+    let mut buf = vec![0u8; 512];
+    let len = build_binding_request(&mine, &guessed, true, 1, [7; 12], &mut buf).unwrap();
+    buf.truncate(len);
+    buf
+}
+
+/// Connections that send nothing, a frame of no protocol, or a Binding request under a wrong
+/// password are closed once the deadline passed, and counted; the clients that did ICE over
+/// their connections stay past it and carry media.
+fn strangers_are_closed_at_the_deadline_and_ice_clients_stay(backend: BackendChoice) {
+    let mut plan = WorkerPlan::on_loopback(1, backend);
+    plan.tcp.auth_timeout = AUTH_TIMEOUT;
+    let workers = Workers::start(&plan).expect("worker starts");
+    let worker = &workers.handles()[0];
+    let server = worker.tcp_address().unwrap();
+    let identity = DtlsIdentity::generate(DtlsVersionPolicy::Dtls12Only).unwrap();
+    let (transport, mut publisher) = tcp_client(worker, &identity);
+    let producer = add_video_producer(worker, transport, TCP_PUBLISHER_SSRC, TIMEOUT).unwrap();
+    let (transport, mut subscriber) = tcp_client(worker, &identity);
+    add_consumer(worker, producer, transport, 0x1000);
+
+    let opened = Instant::now();
+    let mut silent = TcpStream::connect(server).unwrap();
+    let mut garbage = TcpStream::connect(server).unwrap();
+    garbage.write_all(&framed(&[0xFF; 100])).unwrap();
+    let mut guesser = TcpStream::connect(server).unwrap();
+    guesser.write_all(&framed(&check_with_a_wrong_password(worker, &identity))).unwrap();
+    for (name, stream) in [("silent", &mut silent), ("garbage", &mut garbage), ("wrong password", &mut guesser)] {
+        assert!(closed_by_server(stream), "{name}: the worker closed the connection");
+    }
+    // A connection's deadline runs from its accept, which came after `opened`.
+    assert!(opened.elapsed() >= AUTH_TIMEOUT, "closed before the deadline: {:?}", opened.elapsed());
+
+    let counters = published(worker, |c| c.drops_of(DropReason::TcpUnauthenticated) == 3 && c.tcp_connections == 2);
+    assert_eq!(counters.drops_of(DropReason::TcpUnauthenticated), 3);
+    assert_eq!(counters.tcp_connections, 2, "the ICE clients' connections stay");
+    assert!(counters.drops_of(DropReason::Malformed) >= 1, "the garbage frame reached the engine");
+    assert!(counters.drops_of(DropReason::StunBadIntegrity) >= 1, "the wrong password was refused");
+    stream_arrives_whole(&mut publisher, &mut subscriber);
+    assert_eq!(published(worker, |c| c.tcp_connections == 2).drops_of(DropReason::TcpUnauthenticated), 3);
+    workers.shutdown();
+}
+
+/// One address gets its share of connections; the next one from it is closed at once and
+/// counted, while another address still connects.
+fn one_address_gets_its_share_of_connections(backend: BackendChoice) {
+    let mut plan = WorkerPlan::on_loopback(1, backend);
+    // Long enough that no connection of this test meets its deadline.
+    plan.tcp.auth_timeout = Duration::from_secs(120);
+    let workers = Workers::start(&plan).expect("worker starts");
+    let worker = &workers.handles()[0];
+    let server = worker.tcp_address().unwrap();
+    let crowded = Ipv4Addr::new(127, 0, 0, 3);
+    let _share: Vec<TcpStream> = (0..DEFAULT_MAX_CONNECTIONS_PER_IP).map(|_| connect_from(crowded, server)).collect();
+    let mut one_too_many = connect_from(crowded, server);
+    assert!(closed_by_server(&mut one_too_many), "the connection past the share is closed at once");
+    let _elsewhere = connect_from(Ipv4Addr::new(127, 0, 0, 4), server);
+    let expected = DEFAULT_MAX_CONNECTIONS_PER_IP as u64 + 1;
+    let counters = published(worker, |c| c.drops_of(DropReason::TcpPerIpLimit) == 1 && c.tcp_connections == expected);
+    assert_eq!(counters.drops_of(DropReason::TcpPerIpLimit), 1);
+    assert_eq!(counters.tcp_connections, expected, "the share and the other address's connection");
+    assert_eq!(counters.drops_of(DropReason::TcpOverLimit), 0);
     workers.shutdown();
 }
 
@@ -281,4 +401,32 @@ fn a_malformed_frame_closes_only_its_connection_over_io_uring() {
         return;
     }
     a_malformed_frame_closes_only_its_connection(BackendChoice::Uring);
+}
+
+#[test]
+fn strangers_are_closed_at_the_deadline_and_ice_clients_stay_over_epoll() {
+    strangers_are_closed_at_the_deadline_and_ice_clients_stay(BackendChoice::Epoll);
+}
+
+#[test]
+fn strangers_are_closed_at_the_deadline_and_ice_clients_stay_over_io_uring() {
+    if let Some(reason) = uring_unavailable_reason() {
+        eprintln!("skipped: io_uring unavailable here: {reason}");
+        return;
+    }
+    strangers_are_closed_at_the_deadline_and_ice_clients_stay(BackendChoice::Uring);
+}
+
+#[test]
+fn one_address_gets_its_share_of_connections_over_epoll() {
+    one_address_gets_its_share_of_connections(BackendChoice::Epoll);
+}
+
+#[test]
+fn one_address_gets_its_share_of_connections_over_io_uring() {
+    if let Some(reason) = uring_unavailable_reason() {
+        eprintln!("skipped: io_uring unavailable here: {reason}");
+        return;
+    }
+    one_address_gets_its_share_of_connections(BackendChoice::Uring);
 }

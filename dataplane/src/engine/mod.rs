@@ -271,6 +271,12 @@ impl Engine {
         self.transports.len()
     }
 
+    /// Whether an authenticated ICE check validated `addr` for a transport that is still
+    /// here: what lets the worker keep an ICE-TCP connection from that address.
+    pub fn is_validated(&self, addr: SocketAddr) -> bool {
+        self.by_addr.contains_key(&addr)
+    }
+
     /// Producers held, imported ones included.
     pub fn producer_count(&self) -> usize {
         self.router.producer_total()

@@ -9,7 +9,9 @@
 //! queued datagram to a connection's peer address leaves framed on that connection instead
 //! of the UDP socket. The engine never knows which transport a packet used. With the epoll
 //! backend the TCP fds share the set the UDP sockets are in; with io_uring they are in an
-//! epoll set of their own, which the ring polls.
+//! epoll set of their own, which the ring polls. A connection that no authenticated ICE
+//! check claimed in time is closed by a third call, [`Io::expire_unclaimed_tcp`], which the
+//! loop makes after every poll with the time and the engine's word on the peer's address.
 #![forbid(unsafe_code)]
 
 mod tcp;
@@ -20,12 +22,15 @@ use std::io;
 use std::net::{SocketAddr, TcpListener};
 use std::os::fd::AsRawFd;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use socket2::{Domain, Protocol, Socket, Type};
 
 use self::tcp::Tcp;
-pub use self::tcp::{MAX_CONNECTIONS, READ_BUFFER, TcpCounters, WRITE_BUFFER};
+pub use self::tcp::{
+    DEFAULT_AUTH_TIMEOUT, DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_CONNECTIONS_PER_IP, READ_BUFFER, TcpConfig, TcpCounters,
+    WRITE_BUFFER,
+};
 pub use crate::batch::{PollOutcome, SLOT_SIZE, SendQueue, SocketIndex};
 use crate::sys::epoll::{EpollIo, EpollTx};
 pub use crate::sys::mmsg::FlushOutcome;
@@ -122,23 +127,14 @@ impl Backend {
 }
 
 impl Io {
-    /// Drives `sockets`, the connections `tcp` accepts (at most [`MAX_CONNECTIONS`]) and the
-    /// wake-up fd with the backend `choice` resolves to. With `Auto`, a failure to set
-    /// io_uring up is logged with its reason and the epoll backend runs instead; with
+    /// Drives `sockets`, the connections `tcp` accepts (within the limits of `tcp_config`)
+    /// and the wake-up fd with the backend `choice` resolves to. With `Auto`, a failure to
+    /// set io_uring up is logged with its reason and the epoll backend runs instead; with
     /// `Uring` it is an error.
     pub(crate) fn new(
         sockets: Vec<Socket>,
         tcp: Option<TcpListener>,
-        wake: Arc<EventFd>,
-        choice: BackendChoice,
-    ) -> io::Result<Self> {
-        Self::with_connection_limit(sockets, tcp, MAX_CONNECTIONS, wake, choice)
-    }
-
-    fn with_connection_limit(
-        sockets: Vec<Socket>,
-        tcp: Option<TcpListener>,
-        limit: usize,
+        tcp_config: TcpConfig,
         wake: Arc<EventFd>,
         choice: BackendChoice,
     ) -> io::Result<Self> {
@@ -165,7 +161,7 @@ impl Io {
                 }
             }
         };
-        let tcp = tcp.map(|listener| Tcp::new(listener, backend.registry(), limit)).transpose()?;
+        let tcp = tcp.map(|listener| Tcp::new(listener, backend.registry(), tcp_config)).transpose()?;
         Ok(Self { sockets, tcp, backend })
     }
 
@@ -194,6 +190,20 @@ impl Io {
     /// The TCP side's drops and refusals since the last call.
     pub fn take_tcp_counters(&mut self) -> TcpCounters {
         self.tcp.as_mut().map(Tcp::take_counters).unwrap_or_default()
+    }
+
+    /// Closes the TCP connections whose peer address `is_validated` has not confirmed within
+    /// the configured time of their accept; call it after each poll, with the time then.
+    pub fn expire_unclaimed_tcp(&mut self, now: Instant, is_validated: impl FnMut(SocketAddr) -> bool) {
+        if let Some(tcp) = self.tcp.as_mut() {
+            tcp.expire_unclaimed(now, is_validated);
+        }
+    }
+
+    /// When [`Io::expire_unclaimed_tcp`] next has work; a loop that waits no longer closes
+    /// unclaimed connections on time even when nothing else happens.
+    pub fn next_tcp_deadline(&self) -> Option<Instant> {
+        self.tcp.as_ref()?.next_deadline()
     }
 
     /// Waits up to `timeout` (forever when `None`) for datagrams, TCP traffic or a wake-up,
@@ -321,7 +331,7 @@ mod tests {
         let any: SocketAddr = "127.0.0.1:0".parse().unwrap();
         let sockets = vec![bind_udp(any).unwrap(), bind_udp(any).unwrap()];
         let wake = Arc::new(EventFd::new().unwrap());
-        (Io::new(sockets, None, Arc::clone(&wake), choice).unwrap(), wake)
+        (Io::new(sockets, None, TcpConfig::default(), Arc::clone(&wake), choice).unwrap(), wake)
     }
 
     fn exchange_datagrams(choice: BackendChoice) {

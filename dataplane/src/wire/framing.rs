@@ -98,6 +98,11 @@ impl FrameReader {
         self.end = (self.end + n).min(self.buf.len());
     }
 
+    /// Bytes the buffer holds: 0 for a [`FrameReader::default`], which owns no buffer.
+    pub fn capacity(&self) -> usize {
+        self.buf.len()
+    }
+
     /// Bytes received and not yet handed out in a frame.
     pub fn buffered(&self) -> usize {
         self.end - self.start
@@ -183,6 +188,11 @@ impl FrameWriter {
         self.len -= n;
         // Restarting an empty ring at 0 keeps the next frames in one run: one write call.
         self.head = if self.len == 0 { 0 } else { (self.head + n) % self.buf.len() };
+    }
+
+    /// Bytes the ring holds: 0 for a [`FrameWriter::default`], which owns no buffer.
+    pub fn capacity(&self) -> usize {
+        self.buf.len()
     }
 
     /// Bytes waiting to be written.
@@ -305,10 +315,12 @@ mod tests {
     #[test]
     fn the_default_reader_and_writer_hold_nothing_and_never_panic() {
         let mut reader = FrameReader::default();
+        assert_eq!(reader.capacity(), 0);
         assert!(reader.spare().is_empty());
         reader.filled(10);
         assert_eq!(reader.next_frame(), Ok(None));
         let mut writer = FrameWriter::default();
+        assert_eq!(writer.capacity(), 0);
         assert_eq!(writer.push(b"x"), Err(WireError::BufferTooSmall));
         writer.consume(5);
         assert_eq!(writer.pending(), [&[][..], &[][..]]);
