@@ -22,12 +22,22 @@ use crate::config::{Cli, Config, DemoNotice};
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+/// `RUST_LOG`, or `info`; the SDP parser's own warnings stay off unless `RUST_LOG` names it.
+/// They quote the offending line of a client's offer whole (unknown attributes are routine in
+/// browsers' offers), so any stranger could write as much as it likes to the log; a refused
+/// offer is answered 10002 with the reason instead.
+fn log_filter() -> tracing_subscriber::EnvFilter {
+    let asked = std::env::var("RUST_LOG").unwrap_or_default();
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
+    if asked.contains("webrtc_sdp") {
+        return filter;
+    }
+    filter.add_directive("webrtc_sdp=off".parse().expect("a valid directive"))
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
-        .init();
+    tracing_subscriber::fmt().with_writer(std::io::stderr).with_env_filter(log_filter()).init();
     match run(&cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(message) => {

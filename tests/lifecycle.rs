@@ -191,3 +191,47 @@ fn a_reconnecting_peer_replaces_only_a_session_that_does_not_answer() {
     assert_eq!(event_of(&mut new_bob, "pong").unwrap()["type"], "pong", "the new session is the live one");
     assert!(joined(&srv, &room, "bob"), "the old session's end did not take the new one's presence");
 }
+
+#[test]
+fn client_supplied_sdp_never_reaches_the_log() {
+    let srv = Server::start(&[]);
+    let (room, _) = convo(&srv, "alice", &[], 0);
+    let (_, _, offer) = publisher_offer();
+    let marker = "uprtcd-log-injection-marker";
+    let hostile = offer
+        .replace("a=mid:0\r\n", &format!("a=mid:0\r\na={marker}:{}\r\na=\u{1b}[31m{marker}\r\n", "A".repeat(4000)));
+    for _ in 0..20 {
+        let answered = whip_post(&srv, "whip", &room, &token(&srv, &room, "alice"), &hostile);
+        assert_eq!(answered.status, 201, "unknown attributes are no reason to refuse: {}", answered.text());
+        let location = answered.header("location").unwrap().to_owned();
+        assert_eq!(srv.client_request("DELETE", &location, &[], Body::None).status, 200);
+    }
+    let garbage = whip_post(&srv, "whip", &room, &token(&srv, &room, "alice"), &format!("v=0\r\n{marker}\r\n"));
+    assert_eq!(garbage.status, 400);
+    assert!(!srv.log().contains(marker), "the offers' text was logged:\n{}", srv.log());
+}
+
+#[test]
+fn a_restart_right_after_kill_9_binds_the_same_media_port() {
+    // A port free for UDP and TCP alike, as the workers bind both.
+    let port = loop {
+        let udp = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let port = udp.local_addr().unwrap().port();
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            break port;
+        }
+    };
+    let media = format!("127.0.0.1:{port}");
+    let mut srv = Server::builder().args(&["--udp-listen", &media]).start();
+    let (room, _) = convo(&srv, "alice", &[], 0);
+    for round in 0..5 {
+        // Sockets in use: a publisher's transport open on the worker, which answers on the port.
+        let (_, _, offer) = publisher_offer();
+        let published = whip_post(&srv, "whip", &room, &token(&srv, &room, "alice"), &offer);
+        assert_eq!(published.status, 201, "round {round}: {}", published.text());
+        let ports: Vec<u16> = candidates(&published.text()).iter().map(|(_, address, _)| address.port()).collect();
+        assert_eq!(ports, vec![port], "round {round}: the worker is on {media}");
+        srv.kill9();
+        srv.restart();
+    }
+}

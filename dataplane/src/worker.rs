@@ -230,11 +230,31 @@ struct WorkerState {
 /// Ephemeral UDP ports tried for one whose TCP twin is free too.
 const EPHEMERAL_PORT_ATTEMPTS: usize = 32;
 
+/// How long a configured media port found in use is tried again before start-up fails: right
+/// after a `kill -9`, the kernel releases the previous process's sockets only once its
+/// io_uring is torn down, which it does asynchronously, so a restart can find them still bound.
+const BIND_RETRY: Duration = Duration::from_secs(3);
+const BIND_RETRY_INTERVAL: Duration = Duration::from_millis(50);
+
 /// The worker's UDP socket and the TCP listener on the same address and port: the TCP
-/// candidate shares the UDP one's port. A configured port must be free for both; with an
-/// ephemeral one (port 0), a port whose TCP twin is taken (by any outgoing connection's
-/// local port, say) is given back and another one drawn.
+/// candidate shares the UDP one's port. A configured port must be free for both (it is tried
+/// again for up to [`BIND_RETRY`]); with an ephemeral one (port 0), a port whose TCP twin is
+/// taken (by any outgoing connection's local port, say) is given back and another one drawn.
 pub(crate) fn bind_media(addr: SocketAddr) -> Result<(socket2::Socket, std::net::TcpListener), Error> {
+    let deadline = Instant::now() + BIND_RETRY;
+    loop {
+        match bind_media_once(addr) {
+            Err(Error::Bind { source, .. })
+                if addr.port() != 0 && source.kind() == std::io::ErrorKind::AddrInUse && Instant::now() < deadline =>
+            {
+                std::thread::sleep(BIND_RETRY_INTERVAL);
+            }
+            bound => return bound,
+        }
+    }
+}
+
+fn bind_media_once(addr: SocketAddr) -> Result<(socket2::Socket, std::net::TcpListener), Error> {
     let mut attempts = if addr.port() == 0 { EPHEMERAL_PORT_ATTEMPTS } else { 1 };
     loop {
         let socket = bind_udp(addr).map_err(|e| Error::Bind { addr, protocol: "UDP", source: e })?;
