@@ -132,6 +132,7 @@ struct ClientSection {
     demo_joins_per_minute: Option<u32>,
     ping_timeout_ms: Option<u64>,
     write_timeout_ms: Option<u64>,
+    max_pending_transports_per_ip: Option<usize>,
     max_http_connections: Option<usize>,
     header_read_timeout_secs: Option<u64>,
     idle_timeout_secs: Option<u64>,
@@ -209,6 +210,8 @@ pub struct Config {
     pub ping_timeout: Duration,
     /// A write to a signalling client that takes longer ends its session.
     pub write_timeout: Duration,
+    /// Media transports one client address may have opened and not yet connected.
+    pub max_pending_transports_per_ip: usize,
     pub workers: usize,
     /// A media transport not connected (ICE and DTLS) this long after it was opened is freed.
     pub connect_timeout: Duration,
@@ -242,6 +245,10 @@ const DEFAULT_DEMO_JOINS_PER_MINUTE: u32 = 10;
 const MAX_WORKERS: usize = 1024;
 const DEFAULT_PING_TIMEOUT_MS: u64 = 30_000;
 const DEFAULT_WRITE_TIMEOUT_MS: u64 = 10_000;
+/// Each client has at most two transports connecting (publish and subscribe), for a few
+/// seconds: this leaves room for a busy NAT's worth of them, and bounds what one address's
+/// offers that never do ICE can hold (each lives `dataplane.connect_timeout_ms`).
+const DEFAULT_MAX_PENDING_TRANSPORTS_PER_IP: usize = 64;
 /// Timeouts shorter than this would drop healthy clients on any hiccup.
 const MIN_TIMEOUT_MS: u64 = 300;
 /// Longer than a day is a typo; such a timeout would hold resources for good.
@@ -441,6 +448,11 @@ impl Config {
             demo_notice,
             ping_timeout: timeout("client.ping_timeout_ms", file.client.ping_timeout_ms, DEFAULT_PING_TIMEOUT_MS)?,
             write_timeout: timeout("client.write_timeout_ms", file.client.write_timeout_ms, DEFAULT_WRITE_TIMEOUT_MS)?,
+            max_pending_transports_per_ip: match file.client.max_pending_transports_per_ip {
+                Some(0) => return Err(ConfigError::new("client.max_pending_transports_per_ip", "must be at least 1")),
+                Some(n) => n,
+                None => DEFAULT_MAX_PENDING_TRANSPORTS_PER_IP,
+            },
             workers,
             connect_timeout: timeout(
                 "dataplane.connect_timeout_ms",
@@ -641,6 +653,13 @@ mod tests {
         assert_eq!(set.ping_timeout, Duration::from_secs(3));
         assert_eq!(set.write_timeout, Duration::from_millis(500));
         assert_eq!(set.connect_timeout, Duration::from_secs(2));
+        assert_eq!(defaults.max_pending_transports_per_ip, 64);
+        assert_eq!(
+            with_file("[client]\nmax_pending_transports_per_ip = 3\n").unwrap().max_pending_transports_per_ip,
+            3
+        );
+        let e = with_file("[client]\nmax_pending_transports_per_ip = 0\n").unwrap_err().to_string();
+        assert!(e.contains("client.max_pending_transports_per_ip"), "{e}");
         let e = with_file("[client]\nping_timeout_ms = 10\n").unwrap_err().to_string();
         assert!(e.contains("client.ping_timeout_ms") && e.contains("10 ms"), "{e}");
         let e = with_file("[dataplane]\nconnect_timeout_ms = 100000000\n").unwrap_err().to_string();

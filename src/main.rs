@@ -158,6 +158,7 @@ fn settings(config: &Config, app_secret: String, api: &TcpListener, client: &Tcp
         demo: config.demo,
         ping_timeout: config.ping_timeout,
         write_timeout: config.write_timeout,
+        max_pending_transports_per_ip: config.max_pending_transports_per_ip,
         mirror_load_percent: config.mirror_load_percent,
     })
 }

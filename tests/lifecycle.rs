@@ -235,3 +235,24 @@ fn a_restart_right_after_kill_9_binds_the_same_media_port() {
         srv.restart();
     }
 }
+
+#[test]
+fn offers_that_never_connect_are_capped_per_client_address() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = "[client]\nmax_pending_transports_per_ip = 2\n[dataplane]\nconnect_timeout_ms = 1000\n";
+    let srv = Server::builder().config_text(dir.path(), text).start();
+    let (room, _) = convo(&srv, "alice", &["bob", "carol", "dave"], 0);
+    let (_, _, offer) = publisher_offer();
+    let post = |peer: &str| whip_post(&srv, "whip", &room, &token(&srv, &room, peer), &offer);
+    assert_eq!(post("alice").status, 201);
+    assert_eq!(post("bob").status, 201);
+    let refused = post("carol");
+    assert_eq!((refused.status, refused.json("a refusal")["code"].as_u64()), (503, Some(50005)), "a third waits");
+    assert!(!joined(&srv, &room, "carol"), "the refused client holds nothing");
+    assert_eq!(counter(&srv, "uprtcd_transports_pending_refused_total"), 1);
+    // The two never connect: their places free once the worker drops them.
+    assert!(left_within(&srv, &room, "alice", Duration::from_secs(10)));
+    assert!(left_within(&srv, &room, "bob", Duration::from_secs(10)));
+    assert_eq!(counter(&srv, "uprtcd_transports_pending"), 0);
+    assert_eq!(post("dave").status, 201);
+}

@@ -26,6 +26,8 @@ pub struct Lifecycle {
     pub write_timeouts: AtomicU64,
     /// Sessions that a new connection of the same peer replaced after they failed a probe.
     pub replaced: AtomicU64,
+    /// Transports refused because their client's address had its maximum still connecting.
+    pub pending_refused: AtomicU64,
 }
 
 impl Lifecycle {
@@ -67,7 +69,10 @@ async fn drain(state: AppState, mut events: EventReceiver) {
 fn apply(state: &AppState, WorkerEvent { worker, event }: WorkerEvent) {
     let lifecycle = state.lifecycle();
     match event {
-        EngineEvent::TransportConnected(_) => Lifecycle::bump(&lifecycle.connected),
+        EngineEvent::TransportConnected(transport) => {
+            Lifecycle::bump(&lifecycle.connected);
+            state.hub().transport_connected(worker, transport);
+        }
         EngineEvent::TransportClosed { transport, reason } => {
             lifecycle.count_closed(reason);
             let told = state.hub().transport_closed(worker, transport, reason);

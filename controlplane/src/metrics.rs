@@ -250,6 +250,20 @@ fn lifecycle(out: &mut String, state: &AppState) {
     );
     family(
         out,
+        "uprtcd_transports_pending",
+        "gauge",
+        "Client transports opened and not yet connected.",
+        single(state.hub().pending_transports() as u64),
+    );
+    family(
+        out,
+        "uprtcd_transports_pending_refused_total",
+        "counter",
+        "Transports refused because their client's address had client.max_pending_transports_per_ip still connecting.",
+        count(&lifecycle.pending_refused),
+    );
+    family(
+        out,
         "uprtcd_signalling_ping_timeouts_total",
         "counter",
         "Signalling sessions closed because their client answered no ping within client.ping_timeout_ms.",

@@ -57,6 +57,8 @@ pub struct Settings {
     /// A write to a signalling client that takes longer (the client stopped reading) ends
     /// its session.
     pub write_timeout: Duration,
+    /// Transports one client address may have opened and not yet connected.
+    pub max_pending_transports_per_ip: usize,
 }
 
 impl Settings {

@@ -12,6 +12,7 @@
 #![forbid(unsafe_code)]
 
 use std::collections::{HashMap, HashSet};
+use std::net::IpAddr;
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use tokio::sync::{mpsc, oneshot};
@@ -121,6 +122,9 @@ struct HubState {
     /// The session each open transport belongs to, by worker and transport: who is told
     /// when the worker removes it.
     transports: HashMap<(usize, TransportId), TransportOwner>,
+    /// Transports not connected yet (or still being opened), by the client address that
+    /// asked for them: a stranger's offers that never do ICE are capped per address.
+    pending: HashMap<IpAddr, usize>,
 }
 
 /// The session that opened a transport.
@@ -129,6 +133,9 @@ struct TransportOwner {
     room: RoomId,
     peer: PeerId,
     session: u64,
+    /// The client address it counts against while it is not connected.
+    source: IpAddr,
+    connected: bool,
 }
 
 impl Hub {
@@ -156,8 +163,32 @@ impl Hub {
     }
 
     /// Transport `transport` on `worker` was opened by session `session` of `peer`.
-    pub fn own_transport(&self, worker: usize, transport: TransportId, room: &RoomId, peer: &PeerId, session: u64) {
-        self.state().own_transport(worker, transport, room, peer, session);
+    /// Counts a transport about to be opened for a client at `source` against the address's
+    /// cap of `limit` transports not connected yet; false (nothing counted) at the cap. The
+    /// count goes with [`Hub::own_transport`], or back with [`Hub::release_pending`].
+    pub fn reserve_pending(&self, source: IpAddr, limit: usize) -> bool {
+        self.state().reserve_pending(source, limit)
+    }
+
+    /// A reserved transport was not opened after all.
+    pub fn release_pending(&self, source: IpAddr) {
+        self.state().release_pending(source);
+    }
+
+    /// Transport `transport` on `worker` was opened by session `session` of `peer`, for a
+    /// client at `source` (whose reservation it takes over until it connects or closes).
+    pub fn own_transport(&self, worker: usize, transport: TransportId, owner: (&RoomId, &PeerId, u64), source: IpAddr) {
+        self.state().own_transport(worker, transport, owner, source);
+    }
+
+    /// The worker reports `transport` connected: it no longer counts as pending.
+    pub fn transport_connected(&self, worker: usize, transport: TransportId) {
+        self.state().transport_connected(worker, transport);
+    }
+
+    /// Transports not connected yet, over every address (a gauge for `/metrics`).
+    pub fn pending_transports(&self) -> usize {
+        self.state().pending.values().sum()
     }
 
     /// The worker removed `transport`: forgets its owner and, unless the owner asked for it
@@ -283,13 +314,43 @@ impl HubState {
         self.rooms.get(room)?.get(peer).map(|session| session.queue.clone())
     }
 
-    fn own_transport(&mut self, worker: usize, transport: TransportId, room: &RoomId, peer: &PeerId, session: u64) {
-        let owner = TransportOwner { room: room.clone(), peer: peer.clone(), session };
+    fn reserve_pending(&mut self, source: IpAddr, limit: usize) -> bool {
+        let count = self.pending.entry(source).or_default();
+        if *count >= limit {
+            return false;
+        }
+        *count += 1;
+        true
+    }
+
+    fn release_pending(&mut self, source: IpAddr) {
+        if let Some(count) = self.pending.get_mut(&source) {
+            *count = count.saturating_sub(1);
+            if *count == 0 {
+                self.pending.remove(&source);
+            }
+        }
+    }
+
+    fn own_transport(&mut self, worker: usize, transport: TransportId, owner: (&RoomId, &PeerId, u64), source: IpAddr) {
+        let (room, peer, session) = owner;
+        let owner = TransportOwner { room: room.clone(), peer: peer.clone(), session, source, connected: false };
         self.transports.insert((worker, transport), owner);
+    }
+
+    fn transport_connected(&mut self, worker: usize, transport: TransportId) {
+        let Some(owner) = self.transports.get_mut(&(worker, transport)) else { return };
+        if !std::mem::replace(&mut owner.connected, true) {
+            let source = owner.source;
+            self.release_pending(source);
+        }
     }
 
     fn transport_closed(&mut self, worker: usize, transport: TransportId, reason: CloseReason) -> bool {
         let Some(owner) = self.transports.remove(&(worker, transport)) else { return false };
+        if !owner.connected {
+            self.release_pending(owner.source);
+        }
         if reason == CloseReason::Requested {
             return false;
         }
@@ -525,14 +586,38 @@ mod tests {
         let hub = Hub::default();
         let r = room("r");
         let (id, mut queue) = hub.attach(&r, &peer("alice"));
-        hub.own_transport(0, TransportId(7), &r, &peer("alice"), id);
-        hub.own_transport(0, TransportId(8), &r, &peer("alice"), id);
+        let source = std::net::IpAddr::from([127, 0, 0, 1]);
+        let alice = peer("alice");
+        hub.own_transport(0, TransportId(7), (&r, &alice, id), source);
+        hub.own_transport(0, TransportId(8), (&r, &alice, id), source);
         assert_eq!(hub.owned_transports(), 2);
         assert!(hub.transport_closed(0, TransportId(7), CloseReason::ConsentExpired));
         assert!(matches!(queue.try_recv(), Ok(Outgoing::TransportClosed { transport: TransportId(7), .. })));
         assert!(!hub.transport_closed(0, TransportId(8), CloseReason::Requested), "its owner closed it");
         assert!(queue.try_recv().is_err());
         assert_eq!(hub.owned_transports(), 0);
+    }
+
+    #[test]
+    fn pending_transports_are_capped_per_address_until_they_connect_or_close() {
+        let hub = Hub::default();
+        let r = room("r");
+        let alice = peer("alice");
+        let (id, _queue) = hub.attach(&r, &alice);
+        let (near, far) = (std::net::IpAddr::from([10, 0, 0, 1]), std::net::IpAddr::from([10, 0, 0, 2]));
+        assert!(hub.reserve_pending(near, 2) && hub.reserve_pending(near, 2));
+        assert!(!hub.reserve_pending(near, 2), "a third waits for one of the two");
+        assert!(hub.reserve_pending(far, 2), "another address has its own share");
+        hub.own_transport(0, TransportId(1), (&r, &alice, id), near);
+        hub.release_pending(near);
+        assert!(hub.reserve_pending(near, 2), "a reservation given back frees its place");
+        hub.own_transport(0, TransportId(2), (&r, &alice, id), near);
+        hub.transport_connected(0, TransportId(1));
+        hub.transport_connected(0, TransportId(1));
+        assert_eq!(hub.pending_transports(), 2, "connected once, counted down once");
+        hub.transport_closed(0, TransportId(2), CloseReason::IceTimeout);
+        hub.transport_closed(0, TransportId(1), CloseReason::ConsentExpired);
+        assert_eq!(hub.pending_transports(), 1, "only the far address's reservation is left");
     }
 
     #[test]

@@ -21,7 +21,7 @@ mod publish;
 mod subscribe;
 pub mod whip;
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
@@ -63,9 +63,20 @@ pub async fn connect(
     State(state): State<AppState>,
     Path(code): Path<String>,
     Query(query): Query<JoinQuery>,
+    client: ClientAddress,
     upgrade: WebSocketUpgrade,
 ) -> Response {
-    upgrade.max_message_size(MAX_MESSAGE_BYTES).on_upgrade(move |socket| session(state, code, query, socket))
+    let source = source_ip(client);
+    upgrade.max_message_size(MAX_MESSAGE_BYTES).on_upgrade(move |socket| session(state, code, query, source, socket))
+}
+
+/// The TCP peer's address of a request on the client listener, which its accept loop adds.
+pub(crate) type ClientAddress = Option<axum::Extension<axum::extract::ConnectInfo<SocketAddr>>>;
+
+/// The address a client's transports count against; without one (a router served without
+/// the accept loop, in tests), every such client shares the unspecified address.
+pub(crate) fn source_ip(client: ClientAddress) -> IpAddr {
+    client.map_or(IpAddr::from([0, 0, 0, 0]), |axum::Extension(axum::extract::ConnectInfo(addr))| addr.ip())
 }
 
 fn unix_now() -> u64 {
@@ -147,7 +158,7 @@ async fn replace_silent_session(state: &AppState, room: &RoomId, peer: &PeerId) 
 /// How often a connection waiting to replace a session checks whether it has left.
 const REPLACE_POLL: Duration = Duration::from_millis(20);
 
-async fn session(state: AppState, code: String, query: JoinQuery, mut socket: WebSocket) {
+async fn session(state: AppState, code: String, query: JoinQuery, source: IpAddr, mut socket: WebSocket) {
     let (room, peer) = match admit(&state, &code, query).await {
         Ok(admitted) => admitted,
         Err(error) => {
@@ -161,7 +172,7 @@ async fn session(state: AppState, code: String, query: JoinQuery, mut socket: We
     let tracks = visible_tracks(&state, &room, &peer).iter().map(PublishedTrack::info).collect();
     let peers = state.read(|reg| reg.room(&room).map(|r| r.peers_visible_to(&peer)).unwrap_or_default());
     let joined = ServerEvent::Joined { room: room.clone(), peer: peer.clone(), peers, tracks };
-    let mut context = Session::new(&state, room.clone(), peer.clone(), id);
+    let mut context = Session::new(&state, room.clone(), peer.clone(), id, source);
     if send_bounded(&state, &mut socket, text(&joined)).await {
         run(&mut context, &mut socket, &mut queue).await;
     }
@@ -245,6 +256,8 @@ struct Session<'a> {
     peer: PeerId,
     /// The hub's id of this session.
     id: u64,
+    /// The client's address, which its transports count against until they connect.
+    source: IpAddr,
     /// The transport the client publishes on, once it has.
     publishing: Option<TransportId>,
     /// What the client receives, once it asked to subscribe.
@@ -341,8 +354,8 @@ async fn run(session: &mut Session<'_>, socket: &mut WebSocket, queue: &mut toki
 }
 
 impl<'a> Session<'a> {
-    fn new(state: &'a AppState, room: RoomId, peer: PeerId, id: u64) -> Self {
-        Session { state, room, peer, id, publishing: None, subscription: None }
+    fn new(state: &'a AppState, room: RoomId, peer: PeerId, id: u64, source: IpAddr) -> Self {
+        Session { state, room, peer, id, source, publishing: None, subscription: None }
     }
 
     /// Ends the session, whoever ended it: its streams leave the room (`track-removed`), its
@@ -401,16 +414,31 @@ impl Session<'_> {
         let remote_ice = IceCredentials::new(remote.ice_ufrag.clone(), remote.ice_pwd.clone())
             .map_err(|e| ApiError::invalid(format!("{described}'s ICE credentials: {e}")))?;
         let remote_fingerprint = remote.fingerprint;
+        let hub = self.state.hub();
+        if !hub.reserve_pending(self.source, self.state.settings().max_pending_transports_per_ip) {
+            Lifecycle::bump(&self.state.lifecycle().pending_refused);
+            return Err(ApiError::new(
+                ApiCode::RtcFailed,
+                "too many transports of this client address are still connecting; try again shortly",
+            ));
+        }
         let reply = self
             .state
             .request_worker(worker, Command::CreateTransport { local_ice, remote_ice, remote_fingerprint })
-            .await?;
+            .await;
         match reply {
-            Reply::TransportCreated { created, address } => {
-                self.state.hub().own_transport(worker, created.transport, &self.room, &self.peer, self.id);
+            Ok(Reply::TransportCreated { created, address }) => {
+                hub.own_transport(worker, created.transport, (&self.room, &self.peer, self.id), self.source);
                 Ok((created, address))
             }
-            other => Err(ApiError::new(ApiCode::RtcFailed, format!("the worker refused a transport: {other:?}"))),
+            Ok(other) => {
+                hub.release_pending(self.source);
+                Err(ApiError::new(ApiCode::RtcFailed, format!("the worker refused a transport: {other:?}")))
+            }
+            Err(e) => {
+                hub.release_pending(self.source);
+                Err(e)
+            }
         }
     }
 

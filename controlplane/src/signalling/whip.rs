@@ -24,7 +24,7 @@ use tower_http::cors::{Any, CorsLayer};
 
 use super::hub::{Outgoing, PublishedTrack};
 use super::subscribe::outgoing_track;
-use super::{Session, admit_with_token, enter};
+use super::{ClientAddress, Session, admit_with_token, enter, source_ip};
 use crate::envelope::{ApiCode, ApiError};
 use crate::ids::RoomId;
 use crate::sdp;
@@ -91,18 +91,33 @@ impl From<ApiError> for HttpError {
     }
 }
 
-async fn whip(state: State<AppState>, room: Path<String>, headers: HeaderMap, body: Bytes) -> Response {
-    start(state, room, headers, body, Role::Publisher).await.unwrap_or_else(IntoResponse::into_response)
+async fn whip(
+    state: State<AppState>,
+    room: Path<String>,
+    client: ClientAddress,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let source = source_ip(client);
+    start(state, room, source, headers, body, Role::Publisher).await.unwrap_or_else(IntoResponse::into_response)
 }
 
-async fn whep(state: State<AppState>, room: Path<String>, headers: HeaderMap, body: Bytes) -> Response {
-    start(state, room, headers, body, Role::Player).await.unwrap_or_else(IntoResponse::into_response)
+async fn whep(
+    state: State<AppState>,
+    room: Path<String>,
+    client: ClientAddress,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let source = source_ip(client);
+    start(state, room, source, headers, body, Role::Player).await.unwrap_or_else(IntoResponse::into_response)
 }
 
 /// Admits the client, answers its offer, and leaves the session running in a task.
 async fn start(
     State(state): State<AppState>,
     Path(room): Path<String>,
+    source: std::net::IpAddr,
     headers: HeaderMap,
     body: Bytes,
     role: Role,
@@ -125,7 +140,7 @@ async fn start(
     state.read(|reg| reg.room(&room).map(|_| ()))?;
     let peer = admit_with_token(&state, &room, token, None).await?;
     let (id, queue) = enter(&state, &room, &peer);
-    let mut session = Session::new(&state, room.clone(), peer, id);
+    let mut session = Session::new(&state, room.clone(), peer, id, source);
     let answered = match role {
         Role::Publisher => session.publish(&offer).await,
         Role::Player => session.play(&offer).await,
@@ -157,13 +172,15 @@ struct SessionParts {
     room: RoomId,
     peer: crate::ids::PeerId,
     id: u64,
+    source: std::net::IpAddr,
     publishing: Option<uprtcd_dataplane::router::TransportId>,
     subscription: Option<super::subscribe::Subscription>,
 }
 
 impl From<Session<'_>> for SessionParts {
     fn from(s: Session<'_>) -> Self {
-        SessionParts { room: s.room, peer: s.peer, id: s.id, publishing: s.publishing, subscription: s.subscription }
+        let (room, peer, id, source) = (s.room, s.peer, s.id, s.source);
+        SessionParts { room, peer, id, source, publishing: s.publishing, subscription: s.subscription }
     }
 }
 
@@ -184,8 +201,8 @@ async fn hold(
     mut queue: mpsc::Receiver<Outgoing>,
     mut stopped: oneshot::Receiver<oneshot::Sender<()>>,
 ) {
-    let SessionParts { room, peer, id, publishing, subscription } = parts;
-    let session = Session { state: &state, room, peer, id, publishing, subscription };
+    let SessionParts { room, peer, id, source, publishing, subscription } = parts;
+    let session = Session { state: &state, room, peer, id, source, publishing, subscription };
     let mut deleted = None;
     loop {
         tokio::select! {
