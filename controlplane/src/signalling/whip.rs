@@ -38,8 +38,8 @@ pub fn routes() -> Router<AppState> {
         .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE])
         .expose_headers([header::LOCATION, header::ETAG]);
     Router::new()
-        .route("/whip/{room}", post(whip))
-        .route("/whep/{room}", post(whep))
+        .route("/whip/{room}", post(|s, r, c, h, b| offered(Role::Publisher, s, r, c, h, b)))
+        .route("/whep/{room}", post(|s, r, c, h, b| offered(Role::Player, s, r, c, h, b)))
         .route("/whip/{room}/{resource}", delete(end).patch(no_trickle))
         .route("/whep/{room}/{resource}", delete(end).patch(no_trickle))
         .layer(DefaultBodyLimit::max(sdp::MAX_SDP_BYTES))
@@ -91,7 +91,9 @@ impl From<ApiError> for HttpError {
     }
 }
 
-async fn whip(
+/// `POST /whip/{room}` or `/whep/{room}`, as `role` says: the answer, or the error's response.
+async fn offered(
+    role: Role,
     state: State<AppState>,
     room: Path<String>,
     client: ClientAddress,
@@ -99,18 +101,7 @@ async fn whip(
     body: Bytes,
 ) -> Response {
     let source = source_ip(client);
-    start(state, room, source, headers, body, Role::Publisher).await.unwrap_or_else(IntoResponse::into_response)
-}
-
-async fn whep(
-    state: State<AppState>,
-    room: Path<String>,
-    client: ClientAddress,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    let source = source_ip(client);
-    start(state, room, source, headers, body, Role::Player).await.unwrap_or_else(IntoResponse::into_response)
+    start(state, room, source, headers, body, role).await.unwrap_or_else(IntoResponse::into_response)
 }
 
 /// Admits the client, answers its offer, and leaves the session running in a task.
