@@ -67,6 +67,8 @@ pub struct Net {
     in_flight: VecDeque<Datagram>,
     /// Decides, for each datagram the server sends, whether the network loses it.
     pub lose: LossModel,
+    /// Datagrams the server sent, and their bytes.
+    pub server_sent: (u64, u64),
 }
 
 impl std::fmt::Debug for Net {
@@ -91,6 +93,7 @@ impl Net {
             outbox: QueueOutbox(SendQueue::new(1024)),
             in_flight: VecDeque::new(),
             lose: Box::new(|_, _| false),
+            server_sent: (0, 0),
         }
     }
 
@@ -147,6 +150,8 @@ impl Net {
 
     fn take_outbox(&mut self) {
         for (_, destination, bytes) in self.outbox.0.iter() {
+            self.server_sent.0 += 1;
+            self.server_sent.1 += bytes.len() as u64;
             self.in_flight.push_back((SERVER, destination, bytes.to_vec()));
         }
         self.outbox.0.clear();

@@ -241,6 +241,21 @@ fn consent_expires_without_checks() {
 }
 
 #[test]
+fn every_datagram_the_engine_sends_is_counted_once() {
+    // STUN answers and DTLS flights while connecting, then media, keyframe requests,
+    // receiver reports and sender reports.
+    let mut net = fan_out_net(3);
+    for seq in 0..50u16 {
+        net.send_rtp(0, PUBLISHER_SSRC, seq, u32::from(seq) * 3000, &payload(seq));
+        net.deliver();
+    }
+    net.advance(Duration::from_secs(2));
+    let counters = net.engine.counters().clone();
+    assert!(net.server_sent.0 > 150, "media, handshakes and reports left: {:?}", net.server_sent);
+    assert_eq!((counters.packets_out, counters.bytes_out), net.server_sent);
+}
+
+#[test]
 fn a_transport_that_does_not_connect_in_time_is_removed_and_reported() {
     let connect_timeout = Duration::from_secs(3);
     let mut net = Net::new(EngineConfig { connect_timeout, ..EngineConfig::default() });

@@ -448,7 +448,9 @@ impl Engine {
             }
             if transport.dtls.poll_timeout().is_some_and(|due| due <= now) {
                 transport.dtls.handle_timeout(now);
-                if let Some(reason) = drain_dtls(id, transport, &mut self.dtls_out, out, &mut self.events) {
+                if let Some(reason) =
+                    drain_dtls(id, transport, &mut self.dtls_out, out, (&mut self.events, &mut self.counters))
+                {
                     ended.push((id, reason));
                 }
             }
@@ -497,9 +499,7 @@ impl Engine {
         let response = out.slot();
         match transport.ice.handle_stun(datagram, from, now, response) {
             Ok(StunOutcome::CheckAccepted { response_len, .. }) => {
-                out.commit(from, response_len);
-                self.counters.packets_out += 1;
-                self.counters.bytes_out += response_len as u64;
+                send(out, &mut self.counters, from, response_len);
                 if !transport.addresses.contains(&from) {
                     if let Some(evicted) = transport.add_address(from) {
                         self.by_addr.remove(&evicted);
@@ -508,14 +508,9 @@ impl Engine {
                     self.by_addr.insert(from, id);
                 }
             }
-            Ok(StunOutcome::RoleConflict { response_len }) => {
-                out.commit(from, response_len);
-                self.counters.packets_out += 1;
-            }
+            Ok(StunOutcome::RoleConflict { response_len }) => send(out, &mut self.counters, from, response_len),
             Ok(StunOutcome::UnknownAttributes { response_len }) => {
-                out.commit(from, response_len);
-                self.counters.packets_out += 1;
-                self.counters.bytes_out += response_len as u64;
+                send(out, &mut self.counters, from, response_len);
                 self.counters.drop(DropReason::StunUnknownAttribute);
             }
             Ok(StunOutcome::Keepalive) => {}
@@ -559,7 +554,8 @@ impl Engine {
                 return;
             }
         }
-        if let Some(reason) = drain_dtls(id, transport, &mut self.dtls_out, out, &mut self.events) {
+        if let Some(reason) = drain_dtls(id, transport, &mut self.dtls_out, out, (&mut self.events, &mut self.counters))
+        {
             self.remove_transport(id, reason);
         }
     }
@@ -787,7 +783,7 @@ fn drain_dtls(
     transport: &mut Transport,
     buf: &mut [u8],
     out: &mut impl Outbox,
-    events: &mut Vec<EngineEvent>,
+    (events, counters): (&mut Vec<EngineEvent>, &mut WorkerCounters),
 ) -> Option<CloseReason> {
     loop {
         match transport.dtls.poll_output(buf)? {
@@ -796,7 +792,7 @@ fn drain_dtls(
                     let slot = out.slot();
                     let len = bytes.len().min(slot.len());
                     slot[..len].copy_from_slice(&bytes[..len]);
-                    out.commit(destination, len);
+                    send(out, counters, destination, len);
                 }
             }
             DtlsOutput::Connected { keys, .. } => match SrtpSession::new(&keys) {
@@ -821,13 +817,18 @@ fn commit_protected(
     counters: &mut WorkerCounters,
 ) {
     match protected {
-        Ok(len) => {
-            out.commit(destination, len);
-            counters.packets_out += 1;
-            counters.bytes_out += len as u64;
-        }
+        Ok(len) => send(out, counters, destination, len),
         Err(e) => counters.drop(srtp_drop_reason(e)),
     }
+}
+
+/// Queues the first `len` bytes of the slot last taken, to `destination`, and counts them:
+/// the one place where what the engine sends is counted, so that no kind of datagram
+/// (STUN answers, DTLS flights, media, RTCP) is left out or counted twice.
+fn send(out: &mut impl Outbox, counters: &mut WorkerCounters, destination: SocketAddr, len: usize) {
+    out.commit(destination, len);
+    counters.packets_out += 1;
+    counters.bytes_out += len as u64;
 }
 
 fn srtp_drop_reason(error: SrtpError) -> DropReason {
