@@ -339,11 +339,20 @@ async fn run(session: &mut Session<'_>, socket: &mut WebSocket, queue: &mut toki
 }
 
 /// A client message, as far as it must be read to be dispatched.
-#[derive(Deserialize)]
-struct ClientMessage {
+#[derive(Debug, Deserialize)]
+pub struct ClientMessage {
+    /// The message's `type`: `publish`, `subscribe`, `answer`, `ping` or `leave`.
     #[serde(rename = "type")]
-    kind: String,
-    sdp: Option<String>,
+    pub kind: String,
+    /// The client's offer (`publish`) or answer (`answer`).
+    pub sdp: Option<String>,
+}
+
+/// Reads a text frame a client sent: the one parse of the socket's input before dispatch.
+/// Anything that is not such a message is the `error` (10002) the client hears. Public so
+/// that the fuzz target drives what a stranger's frame goes through.
+pub fn parse_client_message(body: &str) -> Result<ClientMessage, ApiError> {
+    serde_json::from_str(body).map_err(|e| ApiError::invalid(format!("not a signalling message: {e}")))
 }
 
 impl<'a> Session<'a> {
@@ -446,11 +455,9 @@ impl Session<'_> {
     /// The events that answer `body`. Unknown or malformed messages are answered with an
     /// `error` event (10002/10003) and the session goes on.
     async fn handle(&mut self, body: &str) -> Step {
-        let message = match serde_json::from_str::<ClientMessage>(body) {
+        let message = match parse_client_message(body) {
             Ok(message) => message,
-            Err(e) => {
-                return Step::Reply(vec![error_event(&ApiError::invalid(format!("not a signalling message: {e}")))]);
-            }
+            Err(e) => return Step::Reply(vec![error_event(&e)]),
         };
         let outcome = match message.kind.as_str() {
             "leave" => return Step::Leave,
