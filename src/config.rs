@@ -10,8 +10,8 @@ use std::time::Duration;
 
 use clap::Parser;
 use serde::Deserialize;
-use uprtcd_dataplane::engine::DEFAULT_CONNECT_TIMEOUT;
 use uprtcd_controlplane::listener::Limits;
+use uprtcd_dataplane::engine::DEFAULT_CONNECT_TIMEOUT;
 use uprtcd_dataplane::io::BackendChoice;
 
 /// Command-line flags; each overrides the key of the configuration file named in its help.
