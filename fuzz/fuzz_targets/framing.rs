@@ -1,7 +1,8 @@
-//! The RFC 4571 reader never panics however a stream is split between receives, yields
-//! exactly the frames a straight parse of the stream finds, and stops for good at the first
-//! bad length. What it yields, queued through a writer drained in odd steps, reads back the
-//! same, and the encoder frames each packet as the writer does.
+//! The RFC 4571 reader never panics however a stream is split between receives (at points
+//! the fuzzer picks, or in sizes drawn from a seed), yields exactly the frames a straight
+//! parse of the stream finds, and stops for good at the first bad length. What it yields,
+//! queued through a writer drained in odd steps, reads back the same, and the encoder frames
+//! each packet as the writer does.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
@@ -60,12 +61,22 @@ fn read_split(reader: &mut FrameReader, stream: &[u8], mut next_size: impl FnMut
 }
 
 fuzz_target!(|data: &[u8]| {
-    let Some((&seed, stream)) = data.split_first() else { return };
-    // Receive sizes from a small LCG seeded by the first byte: 1 to 4,096 bytes each.
+    let Some((&seed, rest)) = data.split_first() else { return };
+    // A first byte with its top bit set is followed by that many (low seven bits) size bytes,
+    // so that the fuzzer picks every split point itself: each receive takes the next size
+    // (0: as much as the reader has room for), cycling. Otherwise the sizes come from a
+    // small LCG seeded by the first byte: 1 to 4,096 bytes each.
+    let (sizes, stream) =
+        if seed & 0x80 == 0 { (&[][..], rest) } else { rest.split_at(usize::from(seed & 0x7F).min(rest.len())) };
     let mut state = u32::from(seed) | 1;
-    let mut next_size = move || {
-        state = state.wrapping_mul(1_103_515_245).wrapping_add(12_345);
-        (state >> 16) as usize % 4096 + 1
+    let mut picked = sizes.iter().cycle();
+    let mut next_size = move || match picked.next() {
+        Some(0) => usize::MAX,
+        Some(&size) => usize::from(size),
+        None => {
+            state = state.wrapping_mul(1_103_515_245).wrapping_add(12_345);
+            (state >> 16) as usize % 4096 + 1
+        }
     };
     let (expected, bad) = straight_parse(stream);
     // The smallest buffer the reader allows, so that every receive forces a compaction.
