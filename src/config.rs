@@ -132,7 +132,7 @@ struct ClientSection {
     demo_joins_per_minute: Option<u32>,
     ping_timeout_ms: Option<u64>,
     write_timeout_ms: Option<u64>,
-    max_pending_transports_per_ip: Option<usize>,
+    max_pending_transports_per_ip: Option<u32>,
     max_http_connections: Option<usize>,
     header_read_timeout_secs: Option<u64>,
     idle_timeout_secs: Option<u64>,
@@ -248,7 +248,7 @@ const DEFAULT_WRITE_TIMEOUT_MS: u64 = 10_000;
 /// Each client has at most two transports connecting (publish and subscribe), for a few
 /// seconds: this leaves room for a busy NAT's worth of them, and bounds what one address's
 /// offers that never do ICE can hold (each lives `dataplane.connect_timeout_ms`).
-const DEFAULT_MAX_PENDING_TRANSPORTS_PER_IP: usize = 64;
+const DEFAULT_MAX_PENDING_TRANSPORTS_PER_IP: u32 = 64;
 /// Timeouts shorter than this would drop healthy clients on any hiccup.
 const MIN_TIMEOUT_MS: u64 = 300;
 /// Longer than a day is a typo; such a timeout would hold resources for good.
@@ -448,11 +448,12 @@ impl Config {
             demo_notice,
             ping_timeout: timeout("client.ping_timeout_ms", file.client.ping_timeout_ms, DEFAULT_PING_TIMEOUT_MS)?,
             write_timeout: timeout("client.write_timeout_ms", file.client.write_timeout_ms, DEFAULT_WRITE_TIMEOUT_MS)?,
-            max_pending_transports_per_ip: match file.client.max_pending_transports_per_ip {
-                Some(0) => return Err(ConfigError::new("client.max_pending_transports_per_ip", "must be at least 1")),
-                Some(n) => n,
-                None => DEFAULT_MAX_PENDING_TRANSPORTS_PER_IP,
-            },
+            max_pending_transports_per_ip: usize::try_from(at_least_one(
+                "client.max_pending_transports_per_ip",
+                file.client.max_pending_transports_per_ip,
+                DEFAULT_MAX_PENDING_TRANSPORTS_PER_IP,
+            )?)
+            .unwrap_or(usize::MAX),
             workers,
             connect_timeout: timeout(
                 "dataplane.connect_timeout_ms",
