@@ -1,9 +1,11 @@
-//! The HTTP listeners' bounds against the real binary: what idle connections cost in memory,
-//! the header-read and idle timeouts, the connection cap (an upgraded WebSocket keeps its
-//! place under it), the counters of each in `/metrics`, and the graceful stop with connections
-//! open. A normal request and a WebSocket upgrade on the client listener are served by the
-//! same loop (tests/signalling.rs has the rest of the WebSocket's life). Timeouts are short in these servers' configurations, and every wait for the server to
-//! act allows many times the configured time: only what happens is checked, not when.
+//! The HTTP listeners' bounds against the real binary: what idle connections and idle
+//! signalling sessions cost in memory, the header-read and idle timeouts, the connection cap
+//! (an upgraded WebSocket keeps its place under it), the counters of each in `/metrics`, and
+//! the graceful stop with connections open. A normal request and a WebSocket upgrade on the
+//! client listener are served by the same loop (tests/signalling.rs has the rest of the
+//! WebSocket's life). Timeouts are short in these servers' configurations, and every wait for
+//! the server to act allows many times the configured time: only what happens is checked, not
+//! when.
 
 mod support;
 
@@ -21,6 +23,8 @@ const CLOSE_WAIT: Duration = Duration::from_secs(60);
 const METRIC_WAIT: Duration = Duration::from_secs(30);
 /// The memory a connection may cost, idle or with part of a request's head sent.
 const MAX_BYTES_PER_CONNECTION: u64 = 64 * 1024;
+/// The memory an idle, joined signalling session may cost: its WebSocket, member and queue.
+const MAX_BYTES_PER_SESSION: u64 = 32 * 1024;
 /// The start of a request's head that never ends.
 const PARTIAL_HEAD: &[u8] = b"GET /metrics HTTP/1.1\r\nhost: 127.0.0.1\r\n";
 
@@ -167,6 +171,27 @@ fn a_thousand_idle_connections_cost_little_memory() {
     assert!(per_silent < MAX_BYTES_PER_CONNECTION, "a silent connection costs {per_silent} B");
     assert!(per_partial < MAX_BYTES_PER_CONNECTION, "a connection with a partial head costs {per_partial} B");
     drop((silent, partial));
+}
+
+#[test]
+fn idle_signalling_sessions_cost_little_memory() {
+    const N: usize = 300;
+    raise_open_files_limit(2 * N as u64 + 200);
+    // Pings far apart, so that these clients, which never read, stay joined while measured.
+    let (srv, _dir) = start_with("[client]\nping_timeout_ms = 600000\n");
+    let room = str_field(&srv.ok("POST", "/room/live", json!({"masterId": "host"})), "roomId").to_owned();
+    let code = u64_field(&srv.ok("GET", &format!("/room/{}", enc(&room)), Body::None), "invitationCode");
+    // An audience hears of nobody but the stage, so nothing queues for these clients; the
+    // first joins make what every session shares (the room's hub, the first buffers).
+    let mut audience: Vec<_> = (0..10).map(|i| join(&srv, &room, code, &format!("warm{i}"))).collect();
+    let base = rss_bytes(srv.pid);
+    audience.extend((0..N).map(|i| join(&srv, &room, code, &format!("viewer{i}"))));
+    assert_eq!(u64_field(&srv.room(&room), "total"), N as u64 + 10);
+    let after = rss_bytes(srv.pid);
+    let per_session = after.saturating_sub(base) / N as u64;
+    println!("VmRSS {} KiB; +{N} idle signalling sessions: {} KiB ({per_session} B each)", base / 1024, after / 1024);
+    assert!(per_session < MAX_BYTES_PER_SESSION, "an idle signalling session costs {per_session} B");
+    drop(audience);
 }
 
 #[test]

@@ -48,6 +48,10 @@ use crate::state::AppState;
 
 /// Largest client message accepted; signalling messages are small (SDP stays far below).
 pub const MAX_MESSAGE_BYTES: usize = 64 * 1024;
+/// What a session's read buffer starts with, and keeps while idle. The WebSocket library's
+/// default (128 KiB, zeroed on the first read) made each idle session cost about 138 KB; a
+/// larger message grows the buffer as it arrives.
+const READ_BUFFER_BYTES: usize = 4 * 1024;
 /// WebSocket close code of a refused or ended session (4000 + the spec's code is too large
 /// for the 4000–4999 private range, so the code travels in the `error` event instead).
 const CLOSE_REFUSED: u16 = 4000;
@@ -67,7 +71,11 @@ pub async fn connect(
     upgrade: WebSocketUpgrade,
 ) -> Response {
     let source = source_ip(client);
-    upgrade.max_message_size(MAX_MESSAGE_BYTES).on_upgrade(move |socket| session(state, code, query, source, socket))
+    upgrade
+        .max_message_size(MAX_MESSAGE_BYTES)
+        .read_buffer_size(READ_BUFFER_BYTES)
+        .write_buffer_size(0)
+        .on_upgrade(move |socket| session(state, code, query, source, socket))
 }
 
 /// The TCP peer's address of a request on the client listener, which its accept loop adds.
