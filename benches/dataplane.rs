@@ -88,7 +88,7 @@ fn srtp(c: &mut Criterion) {
 
 /// A connected publisher and `subscribers` consumers of its video stream.
 fn fan_out_net(subscribers: usize) -> Net {
-    let mut net = Net::new(EngineConfig { handshake_budget: 4096, ..EngineConfig::default() });
+    let mut net = Net::new(EngineConfig::default());
     net.add_clients(1 + subscribers);
     assert_eq!(net.connect_all(), 1 + subscribers, "handshakes complete");
     let spec = ProducerSpec {

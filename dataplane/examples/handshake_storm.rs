@@ -83,13 +83,13 @@ fn main() {
         let storm_time = started.elapsed();
         let during = during.join().unwrap();
         stop.store(true, Ordering::Relaxed);
-        let drops = worker.stats().snapshot().drops_of(uprtcd_dataplane::stats::DropReason::HandshakeBudget);
+        let drops = worker.stats().snapshot().drops_of(uprtcd_dataplane::stats::DropReason::HandshakeBacklog);
         println!("backend: {}", worker.backend());
         println!("forwarding: 1,000 packets/s of 1,100 bytes to {SUBSCRIBERS} subscribers");
         println!("longest loop turn, quiet:        {:>8.1} µs", quiet.as_secs_f64() * 1e6);
         println!("longest loop turn, during storm: {:>8.1} µs", during.as_secs_f64() * 1e6);
         println!("storm: {connected}/{STORM} clients connected in {:.0} ms", storm_time.as_secs_f64() * 1e3);
-        println!("handshake datagrams deferred by the per-turn budget: {drops}");
+        println!("handshake datagrams dropped because the backlog was full: {drops}");
     });
     drop(subscribers);
     workers.shutdown();

@@ -35,8 +35,8 @@ pub enum DropReason {
     Send,
     /// The kernel had no receive buffer for a datagram (io_uring ENOBUFS).
     ReceiveNoBuffer,
-    /// A handshake datagram past this turn's budget that found the backlog full.
-    HandshakeBudget,
+    /// A handshake datagram that found the handshake backlog full.
+    HandshakeBacklog,
     /// A packet for a TCP connection whose write buffer was full, or that had failed.
     TcpWrite,
     /// A TCP connection closed for a zero-length frame or one larger than a slot.
@@ -73,7 +73,7 @@ impl DropReason {
         Self::UnknownSsrc,
         Self::Send,
         Self::ReceiveNoBuffer,
-        Self::HandshakeBudget,
+        Self::HandshakeBacklog,
         Self::TcpWrite,
         Self::TcpBadFrame,
         Self::TcpOverLimit,
@@ -100,7 +100,7 @@ impl DropReason {
             Self::UnknownSsrc => "unknown_ssrc",
             Self::Send => "send",
             Self::ReceiveNoBuffer => "receive_no_buffer",
-            Self::HandshakeBudget => "handshake_budget",
+            Self::HandshakeBacklog => "handshake_backlog",
             Self::TcpWrite => "tcp_write",
             Self::TcpBadFrame => "tcp_bad_frame",
             Self::TcpOverLimit => "tcp_over_limit",

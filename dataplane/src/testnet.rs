@@ -69,6 +69,9 @@ pub struct Net {
     pub lose: LossModel,
     /// Datagrams the server sent, and their bytes.
     pub server_sent: (u64, u64),
+    /// Handshake datagrams the engine handles per [`Net::deliver`], as a worker's clock
+    /// would allow per turn (unbounded by default); the rest wait for the next call.
+    pub handshakes_per_turn: usize,
 }
 
 impl std::fmt::Debug for Net {
@@ -94,6 +97,7 @@ impl Net {
             in_flight: VecDeque::new(),
             lose: Box::new(|_, _| false),
             server_sent: (0, 0),
+            handshakes_per_turn: usize::MAX,
         }
     }
 
@@ -164,10 +168,12 @@ impl Net {
         self.take_outbox();
         self.engine.begin_turn(self.now, &mut self.outbox);
         self.take_outbox();
+        let mut handshakes_left = self.handshakes_per_turn;
+        self.run_handshakes(&mut handshakes_left);
         while let Some((from, to, mut bytes)) = self.in_flight.pop_front() {
             if to == SERVER {
                 self.engine.handle_datagram(self.now, from, &mut bytes, &mut self.outbox);
-                self.take_outbox();
+                self.run_handshakes(&mut handshakes_left);
                 continue;
             }
             if (self.lose)(to, &bytes) {
@@ -186,6 +192,17 @@ impl Net {
                 Err(_) => client.errors += 1,
             }
         }
+    }
+
+    /// Lets the engine work off up to `left` waiting handshake datagrams, and sends what it
+    /// answered.
+    fn run_handshakes(&mut self, left: &mut usize) {
+        self.engine.run_handshakes(self.now, &mut self.outbox, || {
+            let more = *left > 0;
+            *left = left.saturating_sub(1);
+            more
+        });
+        self.take_outbox();
     }
 
     /// Protects an RTP packet as client `i` and returns its bytes, without sending it.

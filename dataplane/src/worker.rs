@@ -43,6 +43,13 @@ const RECEIVE_BUDGET: usize = 256;
 /// Without it a turn of 256 datagrams that each fan out to 3,000 subscribers would keep
 /// handshakes, commands and timers waiting for more than a second.
 const TURN_COPY_BUDGET: u64 = 8192;
+/// The least time a loop turn gives waiting handshakes (after at least one datagram): about
+/// seven ClientHellos, each an ECDHE and a signature.
+const MIN_HANDSHAKE_SLICE: Duration = Duration::from_millis(1);
+/// Beyond that, handshakes may take this fraction of the time the turn spent forwarding:
+/// under a heavy fan-out a joining viewer still gets a fifth of the worker, and forwarding
+/// keeps four fifths however many join at once.
+const HANDSHAKE_SHARE_OF_FORWARDING: u32 = 4;
 /// Datagrams queued before a send batch is flushed.
 const SEND_BATCH: usize = 256;
 /// How often the worker publishes its counters.
@@ -410,8 +417,9 @@ impl<F: FnMut(&mut SendQueue)> Outbox for FlushingOutbox<'_, F> {
 
 /// The worker loop: apply queued commands, take what other workers relayed, send what that
 /// queued and wake the workers it relayed to, wait for datagrams or the next timer, handle
-/// what came, close the TCP connections no ICE check claimed in time, run due timers, send
-/// the batch, report the turn's events, publish counters once a second.
+/// what came, close the TCP connections no ICE check claimed in time, work off waiting
+/// handshakes for a slice of time, run due timers, send the batch, report the turn's events,
+/// publish counters once a second.
 fn run(index: usize, inbox: &CommandReceiver, events: &EventSender, state: &mut WorkerState, stats: &SharedStats) {
     tracing::debug!(worker = index, backend = state.io.backend_name(), udp = ?state.udp, "worker running");
     let WorkerState { io, engine, udp, peers } = state;
@@ -476,6 +484,11 @@ fn run(index: usize, inbox: &CommandReceiver, events: &EventSender, state: &mut 
         // about when they were accepted.
         io.expire_unclaimed_tcp(now, |addr| engine.is_validated(addr));
         let mut flush_now = |q: &mut SendQueue| send_drops += io_flush(io, q);
+        let slice_end = now + handshake_slice(head + now.saturating_duration_since(started));
+        let mut first = true;
+        engine.run_handshakes(now, &mut FlushingOutbox { queue: &mut queue, flush: &mut flush_now }, || {
+            std::mem::take(&mut first) || Instant::now() < slice_end
+        });
         engine.handle_timeouts(now, &mut FlushingOutbox { queue: &mut queue, flush: &mut flush_now });
         flush_now(&mut queue);
         undelivered.extend(engine.drain_events().map(|event| WorkerEvent { worker: index, event }));
@@ -499,6 +512,11 @@ fn run(index: usize, inbox: &CommandReceiver, events: &EventSender, state: &mut 
             next_publish = now + PUBLISH_INTERVAL;
         }
     }
+}
+
+/// How long the waiting handshakes may take after a turn that forwarded for `forwarding`.
+fn handshake_slice(forwarding: Duration) -> Duration {
+    MIN_HANDSHAKE_SLICE.max(forwarding / HANDSHAKE_SHARE_OF_FORWARDING)
 }
 
 /// How many datagrams the next loop turn may receive: [`RECEIVE_BUDGET`] while each one
@@ -626,6 +644,14 @@ mod tests {
         assert_eq!(plan.cores, vec![0, 1, 0]);
         assert_eq!(plan.spare_cores(&[0, 1]), vec![0, 1]);
         assert!(WorkerPlan::spread(2, &[], BackendChoice::Auto).cores.is_empty());
+    }
+
+    #[test]
+    fn handshakes_get_a_fifth_of_a_busy_turn_and_a_millisecond_of_a_quiet_one() {
+        assert_eq!(handshake_slice(Duration::ZERO), MIN_HANDSHAKE_SLICE);
+        assert_eq!(handshake_slice(Duration::from_micros(300)), MIN_HANDSHAKE_SLICE);
+        // 20 ms forwarding + 5 ms handshakes: a fifth of the turn.
+        assert_eq!(handshake_slice(Duration::from_millis(20)), Duration::from_millis(5));
     }
 
     #[test]

@@ -20,7 +20,7 @@ const PUBLISHER_SSRC: u32 = 0x1111_0000;
 
 /// `clients` connected clients, client 0 publishing a stream of `kind` as PUBLISHER_SSRC.
 fn publishing_net(clients: usize, kind: MediaKind) -> (Net, ProducerId) {
-    let mut net = Net::new(EngineConfig { handshake_budget: 1024, ..EngineConfig::default() });
+    let mut net = Net::new(EngineConfig::default());
     net.add_clients(clients);
     assert_eq!(net.connect_all(), clients, "every client completes ICE and DTLS");
     let clock_rate = if kind == MediaKind::Audio { 48_000 } else { 90_000 };
@@ -297,18 +297,20 @@ fn a_closed_transports_id_never_reaches_the_next_holder_of_its_slot() {
 
 #[test]
 fn handshakes_beyond_the_turn_budget_wait_in_the_backlog() {
-    let mut net = Net::new(EngineConfig { handshake_budget: 2, ..EngineConfig::default() });
+    let mut net = Net::new(EngineConfig::default());
+    net.handshakes_per_turn = 2;
     net.add_clients(8);
     assert_eq!(net.connect_all(), 8);
-    assert_eq!(net.engine.counters().drops_of(DropReason::HandshakeBudget), 0, "nothing was dropped");
+    assert_eq!(net.engine.counters().drops_of(DropReason::HandshakeBacklog), 0, "nothing was dropped");
 }
 
 #[test]
 fn handshakes_that_find_the_backlog_full_are_dropped_and_retransmitted() {
-    let mut net = Net::new(EngineConfig { handshake_budget: 2, handshake_backlog: 1, ..EngineConfig::default() });
+    let mut net = Net::new(EngineConfig { handshake_backlog: 1, ..EngineConfig::default() });
+    net.handshakes_per_turn = 2;
     net.add_clients(8);
     assert_eq!(net.connect_all(), 8, "DTLS retransmissions finish what the full backlog dropped");
-    assert!(net.engine.counters().drops_of(DropReason::HandshakeBudget) > 0, "the backlog overflowed");
+    assert!(net.engine.counters().drops_of(DropReason::HandshakeBacklog) > 0, "the backlog overflowed");
 }
 
 #[test]

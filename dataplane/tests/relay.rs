@@ -450,7 +450,7 @@ fn a_thousand_subscribers_over_two_workers_over_io_uring() {
 /// a destination with `destination_clients` clients, linked by `config`.
 fn linked(config: RelayConfig, origin_clients: usize, destination_clients: usize) -> (Net, ProducerId, Net) {
     let mut links = mesh(2, config).into_iter();
-    let engine_config = EngineConfig { handshake_budget: 1024, ..EngineConfig::default() };
+    let engine_config = EngineConfig::default();
     let mut origin = Net::new(engine_config);
     origin.engine.attach_links(links.next().unwrap());
     let mut destination = Net::new(engine_config);

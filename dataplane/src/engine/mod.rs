@@ -16,11 +16,13 @@
 //! - **No allocation per packet.** Forwarding writes each consumer's copy straight into a
 //!   send-queue slot and protects it there; RTCP the engine originates is built in slots
 //!   too. Transports, producers and consumers allocate when they are created.
-//! - **Bounded work per turn.** At most `handshake_budget` DTLS datagrams are processed per
-//!   loop turn (each may cost an ECDHE and a signature); the rest wait, in arrival order, in
-//!   a bounded backlog that the next turns work off first ([`Engine::begin_turn`]). Only
-//!   when the backlog is full is a handshake datagram dropped and counted; the peer's DTLS
-//!   retransmits it. So a join storm cannot stall forwarding.
+//! - **Handshakes get their own share of a turn.** A DTLS datagram (which may cost an ECDHE
+//!   and a signature) is not handled where it is received, between media datagrams: it
+//!   waits, in arrival order, in a bounded backlog that the worker works off after each
+//!   turn's receiving, for as long as the worker's clock allows ([`Engine::run_handshakes`]).
+//!   So a join storm cannot stall forwarding, and forwarding cannot starve joins. Only when
+//!   the backlog is full is a handshake datagram dropped and counted; the peer's DTLS
+//!   retransmits it.
 //! - **Every drop is counted** by reason in [`WorkerCounters`]; nothing here panics on input.
 //! - **Nothing unauthenticated lasts.** A transport that is not connected (ICE and DTLS
 //!   done) within `connect_timeout` of its creation is removed, and one transport keeps at
@@ -75,8 +77,6 @@ pub struct EngineConfig {
     pub max_transports: usize,
     /// How long a new transport may take to connect (ICE, then DTLS) before it is removed.
     pub connect_timeout: Duration,
-    /// DTLS datagrams processed per loop turn at most.
-    pub handshake_budget: usize,
     /// DTLS datagrams that may wait for a later turn.
     pub handshake_backlog: usize,
     pub router: RouterConfig,
@@ -84,12 +84,10 @@ pub struct EngineConfig {
 
 impl Default for EngineConfig {
     fn default() -> Self {
-        // Four ClientHellos (an ECDHE and a signature each, ~130 µs in release) keep a turn
-        // under a millisecond; the backlog holds a storm of a few hundred clients.
+        // The backlog holds the flights of a storm of a few hundred clients.
         Self {
             max_transports: 4096,
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
-            handshake_budget: 4,
             handshake_backlog: 1024,
             router: RouterConfig::default(),
         }
@@ -213,7 +211,6 @@ pub struct Engine {
     /// Raised for every transport created, so that ids are not reused soon (wraps).
     generation: u32,
     /// DTLS datagrams handled in the current loop turn.
-    handshakes_this_turn: usize,
     /// DTLS datagrams past the turn's budget: source, arrival time, bytes.
     handshake_backlog: VecDeque<(SocketAddr, Instant, Vec<u8>)>,
     /// Where DTLS writes its flights before they are queued.
@@ -248,7 +245,6 @@ impl Engine {
             counters: WorkerCounters::default(),
             events: Vec::new(),
             generation: 0,
-            handshakes_this_turn: 0,
             handshake_backlog: VecDeque::new(),
             dtls_out: vec![0; MIN_OUTPUT_BUFFER_LEN].into_boxed_slice(),
             next_receiver_reports: None,
@@ -291,20 +287,26 @@ impl Engine {
         self.events.drain(..)
     }
 
-    /// Starts a loop turn at `now`: asks publishers for the keyframes new consumers need,
-    /// resets the per-turn handshake budget and spends it on the backlog first, oldest first.
+    /// Starts a loop turn at `now`: asks publishers for the keyframes new consumers need.
     pub fn begin_turn(&mut self, now: Instant, out: &mut impl Outbox) {
         for producer in std::mem::take(&mut self.keyframes_wanted) {
             if let Some(request) = self.router.request_keyframe(now, producer) {
                 self.send_keyframe_request(request, out);
             }
         }
-        self.handshakes_this_turn = 0;
-        while self.handshakes_this_turn < self.config.handshake_budget {
+    }
+
+    /// Handles waiting DTLS datagrams, oldest first, while `more` says there is time left
+    /// (it is asked before each one; the worker answers from its clock, tests by count).
+    /// Returns how many it handled.
+    pub fn run_handshakes(&mut self, now: Instant, out: &mut impl Outbox, mut more: impl FnMut() -> bool) -> usize {
+        let mut handled = 0;
+        while !self.handshake_backlog.is_empty() && more() {
             let Some((from, _, datagram)) = self.handshake_backlog.pop_front() else { break };
-            self.handshakes_this_turn += 1;
             self.run_dtls(now, from, &datagram, out);
+            handled += 1;
         }
+        handled
     }
 
     /// A transport for a client whose SDP gave `remote_ice` and `remote_fingerprint`.
@@ -481,7 +483,7 @@ impl Engine {
         self.counters.bytes_in += datagram.len() as u64;
         match classify(datagram) {
             Datagram::Stun => self.handle_stun(now, from, datagram, out),
-            Datagram::Dtls => self.handle_dtls(now, from, datagram, out),
+            Datagram::Dtls => self.handle_dtls(now, from, datagram),
             Datagram::Rtp => self.handle_rtp(now, from, datagram, out),
             Datagram::Rtcp => self.handle_rtcp(now, from, datagram, out),
             Datagram::Unknown => self.counters.drop(DropReason::Malformed),
@@ -529,17 +531,14 @@ impl Engine {
         id
     }
 
-    fn handle_dtls(&mut self, now: Instant, from: SocketAddr, datagram: &[u8], out: &mut impl Outbox) {
+    fn handle_dtls(&mut self, now: Instant, from: SocketAddr, datagram: &[u8]) {
         if self.validated(from).is_none() {
             return;
         }
-        if self.handshakes_this_turn < self.config.handshake_budget {
-            self.handshakes_this_turn += 1;
-            self.run_dtls(now, from, datagram, out);
-        } else if self.handshake_backlog.len() < self.config.handshake_backlog {
+        if self.handshake_backlog.len() < self.config.handshake_backlog {
             self.handshake_backlog.push_back((from, now, datagram.to_vec()));
         } else {
-            self.counters.drop(DropReason::HandshakeBudget);
+            self.counters.drop(DropReason::HandshakeBacklog);
         }
     }
 
