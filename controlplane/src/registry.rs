@@ -48,10 +48,11 @@ impl From<Protocol> for u8 {
     }
 }
 
-/// What a co-host may publish.
+/// What a co-host may publish (the contract's `kind` of `POST /room/{id}/live/member`): a
+/// permission, not a stream's media kind.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
-pub enum MediaKind {
+pub enum CohostKind {
     Audio,
     /// Video implies audio.
     Video,
@@ -60,7 +61,7 @@ pub enum MediaKind {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LiveMember {
     pub peer: PeerId,
-    pub kind: MediaKind,
+    pub kind: CohostKind,
     pub max_bitrate: u64,
 }
 
@@ -533,7 +534,7 @@ impl Registry {
             RoomKind::Live { live_members } => match live_members.iter().find(|m| m.peer == *peer) {
                 Some(member) => Ok(PublishRights {
                     audio: true,
-                    video: member.kind == MediaKind::Video,
+                    video: member.kind == CohostKind::Video,
                     max_bitrate: member.max_bitrate.min(room.max_bitrate),
                 }),
                 None => {
@@ -896,12 +897,12 @@ mod tests {
         let mut reg = registry(1);
         let a = open_live(&mut reg, "host");
         let member = |p: &str, kind| LiveMember { peer: peer(p), kind, max_bitrate: 1_000 };
-        reg.add_live_member(&a, member("x", MediaKind::Audio)).unwrap();
-        reg.add_live_member(&a, member("y", MediaKind::Video)).unwrap();
-        reg.add_live_member(&a, member("x", MediaKind::Video)).unwrap();
+        reg.add_live_member(&a, member("x", CohostKind::Audio)).unwrap();
+        reg.add_live_member(&a, member("y", CohostKind::Video)).unwrap();
+        reg.add_live_member(&a, member("x", CohostKind::Video)).unwrap();
         assert_eq!(reg.live_members(&a).unwrap(), vec![peer("x"), peer("y")]);
         assert_eq!(
-            reg.add_live_member(&a, member("host", MediaKind::Audio)).unwrap_err().code,
+            reg.add_live_member(&a, member("host", CohostKind::Audio)).unwrap_err().code,
             ApiCode::InvalidRequest
         );
         reg.remove_live_member(&a, &peer("x")).unwrap();
@@ -940,7 +941,7 @@ mod tests {
     fn a_live_rooms_connected_members_are_its_stage_in_order() {
         let mut reg = registry(1);
         let a = open_live(&mut reg, "zed");
-        let member = |p: &str| LiveMember { peer: peer(p), kind: MediaKind::Audio, max_bitrate: 1_000 };
+        let member = |p: &str| LiveMember { peer: peer(p), kind: CohostKind::Audio, max_bitrate: 1_000 };
         reg.add_live_member(&a, member("bob")).unwrap();
         reg.add_live_member(&a, member("amy")).unwrap();
         for p in ["viewer", "zed", "amy", "another"] {

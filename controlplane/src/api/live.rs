@@ -9,7 +9,7 @@ use utoipa::ToSchema;
 use super::rooms::{CommonRoomFields, CreatedRoom, open_room};
 use crate::envelope::{Answer, ApiCode, ApiError, ApiJson, ApiPath, ApiResult, Empty, Envelope, done};
 use crate::ids::{PeerId, RoomId, TrackId};
-use crate::registry::{LiveMember, MediaKind, NewRoomKind, Protocol};
+use crate::registry::{CohostKind, LiveMember, NewRoomKind, Protocol};
 use crate::signalling;
 use crate::state::AppState;
 
@@ -128,7 +128,7 @@ pub(super) struct NewLiveMember {
     peer_id: PeerId,
     /// `audio` (default) or `video` (video implies audio).
     #[schema(value_type = Option<String>)]
-    kind: Option<MediaKind>,
+    kind: Option<CohostKind>,
     /// Bits per second; default 3000000.
     max_bitrate: Option<u64>,
 }
@@ -145,7 +145,7 @@ pub(super) async fn add_live_member(
     if max_bitrate == 0 {
         return Err(ApiError::invalid("maxBitrate must be positive"));
     }
-    let member = LiveMember { peer: body.peer_id, kind: body.kind.unwrap_or(MediaKind::Audio), max_bitrate };
+    let member = LiveMember { peer: body.peer_id, kind: body.kind.unwrap_or(CohostKind::Audio), max_bitrate };
     state.write(move |reg| reg.add_live_member(&id, member)).await?;
     done()
 }

@@ -10,7 +10,7 @@ use webrtc_sdp::media_type::{SdpFormatList, SdpMedia, SdpMediaLine};
 
 use super::codec::{Codec, CodecPolicy, HeaderExtensions, MAX_ONE_BYTE_EXTENSION_ID, VideoCodec, supported_feedback};
 use super::error::SdpError;
-use super::ids::{Direction, MediaKind, Mid, Ssrc};
+use super::ids::{Direction, Mid, SectionKind, Ssrc};
 use super::local::{BitrateCaps, LocalParameters};
 use super::offer::{OutgoingTrack, add_track_identity};
 use super::remote::{Msid, RemoteDescription, RemoteMedia};
@@ -42,7 +42,7 @@ impl Negotiated {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NegotiatedSection {
     pub mid: Mid,
-    pub kind: MediaKind,
+    pub kind: SectionKind,
     /// The answer's direction, from the SFU's side (`RecvOnly` for a publisher).
     pub direction: Direction,
     /// The one codec the section carries, with the offer's payload type and RTX payload type,
@@ -163,14 +163,14 @@ fn choose<'a>(media: &'a RemoteMedia, policy: &CodecPolicy) -> Option<&'a Codec>
     }
     match media.kind {
         // RFC 7587: Opus is always signalled as opus/48000/2, whatever it carries.
-        MediaKind::Audio => {
+        SectionKind::Audio => {
             media.codecs.iter().find(|c| c.is("opus") && c.clock_rate == 48000 && c.channels == Some(2))
         }
-        MediaKind::Video => {
+        SectionKind::Video => {
             policy.video.iter().copied().chain([VideoCodec::Vp8]).find_map(|wanted| best_video(media, wanted))
         }
         // Data channels are not served yet.
-        MediaKind::Application => None,
+        SectionKind::Application => None,
     }
 }
 
@@ -241,7 +241,7 @@ fn accept(
     let formats = std::iter::once(codec.payload_type).chain(codec.rtx_payload_type).map(|pt| u32::from(pt.0)).collect();
     let line = SdpMediaLine { formats: SdpFormatList::Integers(formats), ..media.line.clone() };
     let mut section = writer::live_section(line, local);
-    if media.kind == MediaKind::Video
+    if media.kind == SectionKind::Video
         && let Some(max) = local.bitrate.max_bps
     {
         section.add_bandwidth(SdpBandwidth::As((max / 1000).max(1)));
@@ -275,7 +275,7 @@ fn accept(
 
 /// The format parameters the SFU answers with: those that name the format it will receive,
 /// plus what it asks of the sender.
-fn answer_fmtp(kind: MediaKind, offered: &Codec, bitrate: BitrateCaps) -> String {
+fn answer_fmtp(kind: SectionKind, offered: &Codec, bitrate: BitrateCaps) -> String {
     let mut parameters: Vec<String> = Vec::new();
     if offered.is("opus") {
         // In-band FEC survives the loss the SFU cannot repair; 10 ms is Opus' shortest useful
@@ -294,7 +294,7 @@ fn answer_fmtp(kind: MediaKind, offered: &Codec, bitrate: BitrateCaps) -> String
         };
         parameters.extend(keys.iter().filter_map(|key| Some(format!("{key}={}", offered.fmtp_param(key)?))));
     }
-    if kind == MediaKind::Video
+    if kind == SectionKind::Video
         && let Some(min) = bitrate.min_bps.filter(|&min| min >= 1000)
     {
         parameters.push(format!("x-google-min-bitrate={}", min / 1000));

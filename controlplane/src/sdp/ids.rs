@@ -3,6 +3,8 @@
 
 use std::fmt;
 
+use uprtcd_dataplane::router::MediaKind;
+
 /// A media section's identification tag (`a=mid`, RFC 8843). Unique within a session and
 /// never given to another section of the same session, even after its own section closed.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -57,19 +59,39 @@ impl fmt::Display for PayloadType {
 
 /// What an m-line carries.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum MediaKind {
+pub enum SectionKind {
     Audio,
     Video,
     /// SCTP data channels (`m=application`).
     Application,
 }
 
-impl fmt::Display for MediaKind {
+impl SectionKind {
+    /// The kind of media the section carries; `None` for data channels.
+    pub fn media(self) -> Option<MediaKind> {
+        match self {
+            SectionKind::Audio => Some(MediaKind::Audio),
+            SectionKind::Video => Some(MediaKind::Video),
+            SectionKind::Application => None,
+        }
+    }
+}
+
+impl From<MediaKind> for SectionKind {
+    fn from(kind: MediaKind) -> Self {
+        match kind {
+            MediaKind::Audio => SectionKind::Audio,
+            MediaKind::Video => SectionKind::Video,
+        }
+    }
+}
+
+impl fmt::Display for SectionKind {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
-            MediaKind::Audio => "audio",
-            MediaKind::Video => "video",
-            MediaKind::Application => "application",
+            SectionKind::Audio => "audio",
+            SectionKind::Video => "video",
+            SectionKind::Application => "application",
         })
     }
 }

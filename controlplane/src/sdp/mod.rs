@@ -61,7 +61,7 @@ pub use codec::{
     RTP_STREAM_ID_URI, TRANSPORT_CC_URI, VideoCodec,
 };
 pub use error::SdpError;
-pub use ids::{Direction, MediaKind, Mid, PayloadType, Ssrc};
+pub use ids::{Direction, Mid, PayloadType, SectionKind, Ssrc};
 pub use local::{BitrateCaps, Candidate, CandidateTransport, LocalParameters};
 pub use offer::{
     OfferLayout, OfferedSection, OutgoingTrack, SectionState, SubscriberOffer, offer, subscriber_extensions,

@@ -20,7 +20,7 @@ use webrtc_sdp::media_type::SdpMedia;
 
 use super::codec::{Codec, CodecPolicy, HeaderExtensions, supported_feedback};
 use super::error::SdpError;
-use super::ids::{Direction, MediaKind, Mid, PayloadType, Ssrc};
+use super::ids::{Direction, Mid, PayloadType, SectionKind, Ssrc};
 use super::local::LocalParameters;
 use super::writer;
 
@@ -32,7 +32,7 @@ pub struct OutgoingTrack {
     /// layout has seen before unless this is that same section's track.
     pub mid: Mid,
     /// Audio or video.
-    pub kind: MediaKind,
+    pub kind: SectionKind,
     /// With its RTX payload type when the track is repaired by RTX.
     pub codec: Codec,
     pub ssrc: Ssrc,
@@ -64,7 +64,7 @@ impl OfferLayout {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OfferedSection {
     pub mid: Mid,
-    pub kind: MediaKind,
+    pub kind: SectionKind,
     pub state: SectionState,
     /// The codec last sent here, which a closed section's m-line still names.
     codec: Codec,
@@ -93,11 +93,11 @@ pub struct SubscriberOffer {
 /// The header extension ids the SFU offers subscribers, the same in every section of a
 /// BUNDLE group as RFC 8843 requires. The dataplane writes these ids into what it
 /// forwards, for those the subscriber's answer kept.
-pub fn subscriber_extensions(kind: MediaKind, policy: &CodecPolicy) -> HeaderExtensions {
+pub fn subscriber_extensions(kind: SectionKind, policy: &CodecPolicy) -> HeaderExtensions {
     HeaderExtensions {
         mid: Some(1),
         abs_send_time: Some(2),
-        audio_level: (kind == MediaKind::Audio).then_some(3),
+        audio_level: (kind == SectionKind::Audio).then_some(3),
         transport_cc: policy.transport_cc.then_some(4),
         // One layer is forwarded per subscriber, so rids are never offered.
         rtp_stream_id: None,
@@ -207,7 +207,7 @@ fn check_tracks(tracks: &[OutgoingTrack], previous: &OfferLayout) -> Result<(), 
         if previous.retired.contains(&track.mid) {
             return Err(invalid(track, "its mid named a section since recycled; a new track takes a new mid"));
         }
-        if track.kind == MediaKind::Application {
+        if track.kind == SectionKind::Application {
             return Err(invalid(track, "a track is audio or video"));
         }
         let codec = &track.codec;

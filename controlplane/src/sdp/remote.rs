@@ -15,7 +15,7 @@ use webrtc_sdp::media_type::{SdpFormatList, SdpMedia, SdpMediaLine, SdpMediaValu
 use super::MAX_SDP_BYTES;
 use super::codec::Codec;
 use super::error::SdpError;
-use super::ids::{Direction, MediaKind, Mid, PayloadType, Ssrc};
+use super::ids::{Direction, Mid, PayloadType, SectionKind, Ssrc};
 use uprtcd_dataplane::dtls::CertificateFingerprint;
 
 /// A peer's description after every check of [`RemoteDescription::parse`] passed: one BUNDLE
@@ -47,7 +47,7 @@ pub enum RemoteSetup {
 #[derive(Debug, Clone)]
 pub struct RemoteMedia {
     pub mid: Mid,
-    pub kind: MediaKind,
+    pub kind: SectionKind,
     /// Port 0 without `a=bundle-only`: the peer rejected or stopped this section.
     pub rejected: bool,
     pub direction: Direction,
@@ -141,7 +141,7 @@ impl RemoteDescription {
         let bundle = bundle_group(&session, &media)?;
         let transport = Transport::of(&session, &media, &bundle)?;
         for (section, parsed) in session.media.iter().zip(&media) {
-            let rtp = !parsed.rejected && parsed.kind != MediaKind::Application;
+            let rtp = !parsed.rejected && parsed.kind != SectionKind::Application;
             if rtp && section.get_attribute(SdpAttributeType::RtcpMux).is_none() {
                 return Err(SdpError::RtcpMuxMissing { mid: parsed.mid.clone() });
             }
@@ -184,9 +184,9 @@ fn mid_of(section: &SdpMedia) -> Option<&str> {
 fn parse_media(index: usize, section: &SdpMedia, session: &SdpSession) -> Result<RemoteMedia, SdpError> {
     let mid = Mid::new(mid_of(section).ok_or(SdpError::MissingMid { index })?);
     let kind = match section.get_type() {
-        SdpMediaValue::Audio => MediaKind::Audio,
-        SdpMediaValue::Video => MediaKind::Video,
-        SdpMediaValue::Application => MediaKind::Application,
+        SdpMediaValue::Audio => SectionKind::Audio,
+        SdpMediaValue::Video => SectionKind::Video,
+        SdpMediaValue::Application => SectionKind::Application,
         SdpMediaValue::Unknown(_) => {
             return Err(SdpError::UnsupportedMediaLine(format!("m={}", media_line(section))));
         }

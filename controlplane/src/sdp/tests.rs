@@ -127,7 +127,7 @@ fn chrome_offer_parses_into_its_parts() {
     assert_eq!(offer.bundle, [Mid::from("0"), Mid::from("1"), Mid::from("2")]);
     assert_eq!(
         offer.media.iter().map(|m| m.kind).collect::<Vec<_>>(),
-        [MediaKind::Audio, MediaKind::Video, MediaKind::Application]
+        [SectionKind::Audio, SectionKind::Video, SectionKind::Application]
     );
 
     let audio = &offer.media[0];
@@ -310,7 +310,7 @@ fn chrome_publish_answer_takes_opus_and_vp8_and_rejects_the_data_channel() {
     assert_eq!(video_extmaps, [2, 4, 10, 11]);
 
     let negotiated = answer.negotiated.section(&Mid::from("1")).expect("video negotiated");
-    assert_eq!(negotiated.kind, MediaKind::Video);
+    assert_eq!(negotiated.kind, SectionKind::Video);
     assert_eq!(negotiated.direction, Direction::RecvOnly);
     assert_eq!(
         (negotiated.codec.payload_type, negotiated.codec.rtx_payload_type),
@@ -405,7 +405,7 @@ fn the_answer_never_claims_a_direction_the_offer_does_not_allow() {
 
     let firefox = parse(FIREFOX);
     let per_kind =
-        |media: &RemoteMedia| if media.kind == MediaKind::Audio { Direction::Inactive } else { Direction::SendRecv };
+        |media: &RemoteMedia| if media.kind == SectionKind::Audio { Direction::Inactive } else { Direction::SendRecv };
     let answer = super::answer(&firefox, &local(), &CodecPolicy::default(), per_kind).expect("answerable");
     let session = check_answer(&firefox, &answer);
     assert!(has(section(&session, "0"), SdpAttributeType::Inactive));
@@ -564,9 +564,9 @@ fn answers_refuse_local_parameters_no_peer_could_use() {
 
 // ---- subscriber offers ----
 
-fn track(mid: &str, kind: MediaKind, ssrc: u32) -> OutgoingTrack {
+fn track(mid: &str, kind: SectionKind, ssrc: u32) -> OutgoingTrack {
     let (name, clock_rate, channels, pt, fmtp) = match kind {
-        MediaKind::Audio => ("opus", 48000, Some(2), 111, "minptime=10;useinbandfec=1"),
+        SectionKind::Audio => ("opus", 48000, Some(2), 111, "minptime=10;useinbandfec=1"),
         _ => ("VP8", 90000, None, 96, ""),
     };
     OutgoingTrack {
@@ -579,10 +579,10 @@ fn track(mid: &str, kind: MediaKind, ssrc: u32) -> OutgoingTrack {
             channels,
             fmtp: fmtp.into(),
             rtcp_fb: ["nack", "nack pli", "ccm fir", "goog-remb", "transport-cc", "nack sli"].map(String::from).into(),
-            rtx_payload_type: (kind == MediaKind::Video).then_some(PayloadType(97)),
+            rtx_payload_type: (kind == SectionKind::Video).then_some(PayloadType(97)),
         },
         ssrc: Ssrc(ssrc),
-        rtx_ssrc: (kind == MediaKind::Video).then_some(Ssrc(ssrc + 1)),
+        rtx_ssrc: (kind == SectionKind::Video).then_some(Ssrc(ssrc + 1)),
         stream_id: format!("stream-{ssrc}"),
         track_id: format!("track-{mid}"),
         cname: "publisher-cname".into(),
@@ -602,7 +602,7 @@ fn layout_of(offer: &SubscriberOffer) -> Vec<(&str, SectionState)> {
 
 #[test]
 fn a_subscriber_offer_sends_each_track_with_its_ssrcs_and_msid() {
-    let tracks = [track("a0", MediaKind::Audio, 1000), track("v1", MediaKind::Video, 2000)];
+    let tracks = [track("a0", SectionKind::Audio, 1000), track("v1", SectionKind::Video, 2000)];
     let (session, made) = subscribe(&OfferLayout::default(), &tracks);
     assert!(session.get_attribute(SdpAttributeType::IceLite).is_some());
     assert_eq!(bundle(&session), ["a0", "v1"]);
@@ -634,16 +634,16 @@ fn a_subscriber_offer_sends_each_track_with_its_ssrcs_and_msid() {
     assert!(audio_lines.contains(&"fmtp:111 minptime=10;useinbandfec=1".to_owned()));
     assert!(audio_lines.contains(&format!("extmap:3 {AUDIO_LEVEL_URI}")));
     assert!(!audio_lines.iter().any(|l| l.starts_with("ssrc-group")), "no RTX for audio");
-    let ids = subscriber_extensions(MediaKind::Video, &CodecPolicy::default());
+    let ids = subscriber_extensions(SectionKind::Video, &CodecPolicy::default());
     assert_eq!((ids.mid, ids.abs_send_time, ids.audio_level, ids.transport_cc), (Some(1), Some(2), None, None));
 }
 
 #[test]
 fn renegotiation_keeps_mids_and_their_order() {
-    let a0 = track("a0", MediaKind::Audio, 1000);
-    let v1 = track("v1", MediaKind::Video, 2000);
-    let v2 = track("v2", MediaKind::Video, 3000);
-    let v3 = track("v3", MediaKind::Video, 4000);
+    let a0 = track("a0", SectionKind::Audio, 1000);
+    let v1 = track("v1", SectionKind::Video, 2000);
+    let v2 = track("v2", SectionKind::Video, 3000);
+    let v3 = track("v3", SectionKind::Video, 4000);
 
     let (_, first) = subscribe(&OfferLayout::default(), &[a0.clone(), v1.clone()]);
 
@@ -683,18 +683,18 @@ fn renegotiation_keeps_mids_and_their_order() {
     assert_eq!(idle.get_attributes_of_type(SdpAttributeType::Candidate).len(), 3);
     assert_eq!(section(&session, "v3").get_attributes_of_type(SdpAttributeType::Candidate).len(), 0);
     // It idles for the session: never recycled, and its mid is never handed out again.
-    let (session, _) = subscribe(&fifth.layout, &[v2.clone(), v3.clone(), track("a8", MediaKind::Audio, 7000)]);
+    let (session, _) = subscribe(&fifth.layout, &[v2.clone(), v3.clone(), track("a8", SectionKind::Audio, 7000)]);
     assert_eq!(session.media.iter().map(mid).collect::<Vec<_>>(), ["a0", "v3", "v2", "a8"]);
-    let reused = offer(&local(), &fifth.layout, &[track("a0", MediaKind::Audio, 5000)], &CodecPolicy::default());
+    let reused = offer(&local(), &fifth.layout, &[track("a0", SectionKind::Audio, 5000)], &CodecPolicy::default());
     assert!(matches!(reused, Err(SdpError::InvalidTrack { .. })), "{reused:?}");
 
     // A mid that was recycled away, or that names a closed section, is never handed out again.
-    let reused = offer(&local(), &fourth.layout, &[track("v1", MediaKind::Video, 5000)], &CodecPolicy::default());
+    let reused = offer(&local(), &fourth.layout, &[track("v1", SectionKind::Video, 5000)], &CodecPolicy::default());
     assert!(matches!(reused, Err(SdpError::InvalidTrack { .. })), "{reused:?}");
-    let reopened = offer(&local(), &third.layout, &[track("v1", MediaKind::Video, 5000)], &CodecPolicy::default());
+    let reopened = offer(&local(), &third.layout, &[track("v1", SectionKind::Video, 5000)], &CodecPolicy::default());
     assert!(matches!(reopened, Err(SdpError::InvalidTrack { .. })), "{reopened:?}");
     // A closed audio section is not recycled for video.
-    let (session, _) = subscribe(&third.layout, &[track("a9", MediaKind::Audio, 6000)]);
+    let (session, _) = subscribe(&third.layout, &[track("a9", SectionKind::Audio, 6000)]);
     assert_eq!(session.media.iter().map(mid).collect::<Vec<_>>(), ["a0", "v1", "v2", "a9"]);
 }
 
@@ -702,7 +702,7 @@ fn renegotiation_keeps_mids_and_their_order() {
 fn transport_cc_in_subscriber_offers_follows_the_policy() {
     let policy = CodecPolicy { transport_cc: true, ..CodecPolicy::default() };
     let made =
-        offer(&local(), &OfferLayout::default(), &[track("v1", MediaKind::Video, 2000)], &policy).expect("offerable");
+        offer(&local(), &OfferLayout::default(), &[track("v1", SectionKind::Video, 2000)], &policy).expect("offerable");
     let video_lines = lines(section(&reparse(&made.sdp), "v1"));
     assert!(video_lines.contains(&"rtcp-fb:96 transport-cc".to_owned()));
     assert!(video_lines.contains(&format!("extmap:4 {TRANSPORT_CC_URI}")));
@@ -715,7 +715,7 @@ fn tracks_that_would_break_the_offer_are_refused() {
         ("empty mid", |t| t.mid = Mid::from("")),
         ("mid with a space", |t| t.mid = Mid::from("a b")),
         ("mid over 16", |t| t.mid = Mid::from("abcdefghijklmnopq")),
-        ("data channel", |t| t.kind = MediaKind::Application),
+        ("data channel", |t| t.kind = SectionKind::Application),
         ("pt over 127", |t| t.codec.payload_type = PayloadType(128)),
         ("rtx pt equals pt", |t| t.codec.rtx_payload_type = Some(t.codec.payload_type)),
         ("rtx ssrc without pt", |t| t.codec.rtx_payload_type = None),
@@ -724,21 +724,26 @@ fn tracks_that_would_break_the_offer_are_refused() {
         ("rtx ssrc equals ssrc", |t| t.rtx_ssrc = Some(t.ssrc)),
     ];
     for (what, breaks) in broken {
-        let mut bad = track("v1", MediaKind::Video, 2000);
+        let mut bad = track("v1", SectionKind::Video, 2000);
         breaks(&mut bad);
         let result = offer(&local(), &OfferLayout::default(), &[bad], &CodecPolicy::default());
         assert!(matches!(result, Err(SdpError::InvalidTrack { .. })), "{what}: {result:?}");
     }
-    let twins = [track("v1", MediaKind::Video, 2000), track("v1", MediaKind::Video, 3000)];
+    let twins = [track("v1", SectionKind::Video, 2000), track("v1", SectionKind::Video, 3000)];
     let result = offer(&local(), &OfferLayout::default(), &twins, &CodecPolicy::default());
     assert_eq!(result.map(|o| o.sdp), Err(SdpError::DuplicateMid(Mid::from("v1"))));
-    let mut h264 = track("v2", MediaKind::Video, 3000);
+    let mut h264 = track("v2", SectionKind::Video, 3000);
     h264.codec.name = "H264".into();
-    let clash =
-        offer(&local(), &OfferLayout::default(), &[track("v1", MediaKind::Video, 2000), h264], &CodecPolicy::default());
+    let clash = offer(
+        &local(),
+        &OfferLayout::default(),
+        &[track("v1", SectionKind::Video, 2000), h264],
+        &CodecPolicy::default(),
+    );
     assert!(matches!(clash, Err(SdpError::InvalidTrack { .. })), "pt 96 both VP8 and H264: {clash:?}");
-    let (_, first) = subscribe(&OfferLayout::default(), &[track("v1", MediaKind::Video, 2000)]);
-    let changed_kind = offer(&local(), &first.layout, &[track("v1", MediaKind::Audio, 2000)], &CodecPolicy::default());
+    let (_, first) = subscribe(&OfferLayout::default(), &[track("v1", SectionKind::Video, 2000)]);
+    let changed_kind =
+        offer(&local(), &first.layout, &[track("v1", SectionKind::Audio, 2000)], &CodecPolicy::default());
     assert!(matches!(changed_kind, Err(SdpError::InvalidTrack { .. })));
 }
 
@@ -831,12 +836,12 @@ fn chrome_player_offer() -> RemoteDescription {
 #[test]
 fn a_player_offer_is_answered_sendonly_with_our_ssrcs() {
     let offer = chrome_player_offer();
-    let audio = track("x", MediaKind::Audio, 0x5500_0001);
-    let video = track("y", MediaKind::Video, 0x5500_0002);
+    let audio = track("x", SectionKind::Audio, 0x5500_0001);
+    let video = track("y", SectionKind::Video, 0x5500_0002);
     let made = answer_with_tracks(&offer, &local(), &CodecPolicy::default(), |media| match media.kind {
-        MediaKind::Audio => Some(&audio),
-        MediaKind::Video => Some(&video),
-        MediaKind::Application => None,
+        SectionKind::Audio => Some(&audio),
+        SectionKind::Video => Some(&video),
+        SectionKind::Application => None,
     })
     .expect("answerable");
     let session = check_answer(&offer, &made);
@@ -855,10 +860,10 @@ fn a_player_offer_is_answered_sendonly_with_our_ssrcs() {
 #[test]
 fn a_player_without_the_published_payload_type_gets_the_section_rejected() {
     let offer = chrome_player_offer();
-    let mut video = track("y", MediaKind::Video, 9);
+    let mut video = track("y", SectionKind::Video, 9);
     video.codec.payload_type = PayloadType(45);
     let made = answer_with_tracks(&offer, &local(), &CodecPolicy::default(), |media| {
-        (media.kind == MediaKind::Video).then_some(&video)
+        (media.kind == SectionKind::Video).then_some(&video)
     })
     .expect("answerable");
     check_answer(&offer, &made);

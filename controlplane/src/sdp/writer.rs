@@ -15,7 +15,7 @@ use webrtc_sdp::media_type::{SdpFormatList, SdpMedia, SdpMediaLine, SdpMediaValu
 use webrtc_sdp::{SdpConnection, SdpOrigin, SdpSession, SdpTiming};
 
 use super::codec::{Codec, Feedback};
-use super::ids::{Direction, MediaKind, Mid, PayloadType};
+use super::ids::{Direction, Mid, PayloadType, SectionKind};
 use super::local::{CandidateTransport, LocalParameters};
 
 /// `v=0`, `o=- <id> <version> IN IP4 0.0.0.0`, `s=-`, `t=0 0` and `a=ice-lite`: the SFU only
@@ -111,11 +111,11 @@ fn rtpmap(codec: &Codec) -> SdpAttribute {
 }
 
 /// The m-line of an RTP section the SFU offers; `live_section` or `closed_section` set its port.
-pub(crate) fn rtp_media_line(kind: MediaKind, formats: Vec<u32>) -> SdpMediaLine {
+pub(crate) fn rtp_media_line(kind: SectionKind, formats: Vec<u32>) -> SdpMediaLine {
     let media = match kind {
-        MediaKind::Audio => SdpMediaValue::Audio,
-        MediaKind::Video => SdpMediaValue::Video,
-        MediaKind::Application => SdpMediaValue::Application,
+        SectionKind::Audio => SdpMediaValue::Audio,
+        SectionKind::Video => SdpMediaValue::Video,
+        SectionKind::Application => SdpMediaValue::Application,
     };
     SdpMediaLine {
         media,

@@ -22,7 +22,9 @@ use uprtcd_dataplane::router::{ProducerId, TransportId};
 
 use super::protocol::{ServerEvent, TrackInfo};
 use crate::ids::{PeerId, RoomId, TrackId};
-use crate::sdp::{Codec, HeaderExtensions, MediaKind};
+use uprtcd_dataplane::router::MediaKind;
+
+use crate::sdp::{Codec, HeaderExtensions};
 
 /// Messages a session holds for its client at most. A live room's master hears of every
 /// viewer that joins: an audience connecting by the thousand, while the control plane's

@@ -16,7 +16,9 @@ use uprtcd_dataplane::engine::CloseReason;
 
 use crate::envelope::{ApiCode, ApiError};
 use crate::ids::{PeerId, RoomId, TrackId};
-use crate::sdp::{MediaKind, Mid};
+use uprtcd_dataplane::router::MediaKind;
+
+use crate::sdp::Mid;
 
 /// The signalling protocol version every event carries.
 pub const VERSION: u32 = 1;

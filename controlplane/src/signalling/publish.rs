@@ -7,7 +7,7 @@
 #![forbid(unsafe_code)]
 
 use uprtcd_dataplane::command::{Command, Reply};
-use uprtcd_dataplane::router::{MediaKind, ProducerSpec};
+use uprtcd_dataplane::router::ProducerSpec;
 
 use super::Session;
 use super::hub::{Outgoing, PublishedTrack};
@@ -43,8 +43,8 @@ impl Session<'_> {
         let local =
             self.local_parameters(session_id, 1, &created.local_ice, created.fingerprint, address.port(), bitrate);
         let allowed = |media: &sdp::RemoteMedia| match media.kind {
-            sdp::MediaKind::Audio if audio => sdp::Direction::RecvOnly,
-            sdp::MediaKind::Video if video => sdp::Direction::RecvOnly,
+            sdp::SectionKind::Audio if audio => sdp::Direction::RecvOnly,
+            sdp::SectionKind::Video if video => sdp::Direction::RecvOnly,
             _ => sdp::Direction::Inactive,
         };
         let transport = created.transport;
@@ -59,7 +59,8 @@ impl Session<'_> {
         self.publishing = Some(transport);
         let mut published = Vec::new();
         for section in answer.negotiated.sections.iter().filter(|s| s.direction == sdp::Direction::RecvOnly) {
-            let kind = if section.kind == sdp::MediaKind::Audio { MediaKind::Audio } else { MediaKind::Video };
+            // Only audio and video sections are answered receiving.
+            let Some(kind) = section.kind.media() else { continue };
             for stream in &section.streams {
                 let spec = ProducerSpec { transport, ssrc: stream.ssrc.0, kind, clock_rate: section.codec.clock_rate };
                 match self.state.request_worker(worker, Command::AddProducer { spec }).await? {
@@ -71,7 +72,7 @@ impl Session<'_> {
                         session: self.id,
                         worker,
                         producer,
-                        kind: section.kind,
+                        kind,
                         codec: section.codec.clone(),
                         extensions: section.extensions,
                     }),

@@ -16,7 +16,7 @@ use std::collections::{HashMap, HashSet};
 use uprtcd_dataplane::command::{Command, Reply};
 use uprtcd_dataplane::ice::IceCredentials;
 use uprtcd_dataplane::relay::WorkerIndex;
-use uprtcd_dataplane::router::{ConsumerId, MediaKind, ProducerId, RtxStream, TransportId};
+use uprtcd_dataplane::router::{ConsumerId, ProducerId, RtxStream, TransportId};
 use uprtcd_dataplane::wire::rtp::ExtensionIdMap;
 
 use super::Session;
@@ -297,7 +297,7 @@ impl Session<'_> {
                 Reply::Refused(_) => return Ok(None),
                 other => return Err(ApiError::new(ApiCode::RtcFailed, format!("export refused: {other:?}"))),
             };
-        let kind = if track.kind == sdp::MediaKind::Audio { MediaKind::Audio } else { MediaKind::Video };
+        let kind = track.kind;
         let clock_rate = track.codec.clock_rate;
         let imported = match self
             .state
@@ -368,7 +368,7 @@ pub(super) fn outgoing_track(track: &PublishedTrack, mid: &Mid) -> sdp::Outgoing
     let codec = sdp::Codec { fmtp: fmtp.collect::<Vec<_>>().join(";"), ..track.codec.clone() };
     sdp::OutgoingTrack {
         mid: mid.clone(),
-        kind: track.kind,
+        kind: track.kind.into(),
         codec,
         ssrc: sdp::Ssrc(subscriber_ssrc(track)),
         rtx_ssrc,

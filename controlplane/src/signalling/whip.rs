@@ -277,7 +277,7 @@ impl Session<'_> {
         let mut chosen: Vec<(sdp::Mid, PublishedTrack, sdp::OutgoingTrack)> = Vec::new();
         for media in offer.media.iter().filter(|m| !m.rejected && m.direction.receives()) {
             let fits = |t: &&PublishedTrack| {
-                t.kind == media.kind
+                media.kind.media() == Some(t.kind)
                     && !chosen.iter().any(|(_, c, _)| c.track_id == t.track_id)
                     && media.codecs.iter().any(|c| c.payload_type == t.codec.payload_type && c.is(&t.codec.name))
             };

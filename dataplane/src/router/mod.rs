@@ -24,6 +24,7 @@ pub mod rewrite;
 pub mod rtx_cache;
 
 use std::collections::HashMap;
+use std::fmt;
 use std::time::{Duration, Instant};
 
 use slab::Slab;
@@ -48,10 +49,21 @@ pub struct ProducerId(pub u32);
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct ConsumerId(pub u32);
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// What a stream carries: the one media kind every crate names streams by (an SDP section
+/// may also be a data channel: the control plane's `SectionKind`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum MediaKind {
     Audio,
     Video,
+}
+
+impl fmt::Display for MediaKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            MediaKind::Audio => "audio",
+            MediaKind::Video => "video",
+        })
+    }
 }
 
 /// What the router needs to know about a published stream.
