@@ -1,7 +1,8 @@
 //! Clients that vanish, stall or come back, against the real binary: whoever ends a session
 //! (the client, its network, the worker's timers), the room is told and the member leaves;
 //! a refused join changes nothing; a reconnecting peer replaces a session that no longer
-//! answers, and only such a session.
+//! answers, and only such a session; a publisher that goes quiet is counted stopped, and
+//! started again when it sends.
 
 mod support;
 
@@ -255,4 +256,30 @@ fn offers_that_never_connect_are_capped_per_client_address() {
     assert!(left_within(&srv, &room, "bob", Duration::from_secs(10)));
     assert_eq!(counter(&srv, "uprtcd_transports_pending"), 0);
     assert_eq!(post("dave").status, 201);
+}
+
+#[test]
+fn a_publisher_that_goes_quiet_is_counted_stopped_and_started_again() {
+    let srv = Server::start(&[]);
+    let (room, _) = convo(&srv, "alice", &[], 0);
+    let (identity, ice, offer) = publisher_offer();
+    let answer = whip_post(&srv, "whip", &room, &token(&srv, &room, "alice"), &offer);
+    assert_eq!(answer.status, 201, "{}", answer.text());
+    let mut publisher = connect_media(&answer.text(), ice, &identity);
+    let count_of = |what: &str| counter(&srv, &format!("uprtcd_producers_{what}_total"));
+    assert_eq!(count_of("started"), 0, "published, but nothing sent yet");
+    send_video(&mut publisher, 0xCAFE, 20);
+    let waited = poll_until(Duration::from_secs(10), || (count_of("started") == 1).then_some(()));
+    assert!(waited.is_some(), "the first packets start the stream");
+    // Silence, with consent kept: the stream stops, the publisher stays.
+    let stopped = poll_until(Duration::from_secs(30), || {
+        publisher.refresh_consent().unwrap();
+        (count_of("stopped") == 1).then_some(())
+    });
+    assert!(stopped.is_some(), "a quiet publisher's stream is counted stopped");
+    assert!(joined(&srv, &room, "alice"), "and the publisher is still in the room");
+    send_video_from(&mut publisher, 0xCAFE, 20, 5);
+    let restarted = poll_until(Duration::from_secs(10), || (count_of("started") == 2).then_some(()));
+    assert!(restarted.is_some(), "packets after the stop start it again");
+    assert_eq!(count_of("stopped"), 1);
 }

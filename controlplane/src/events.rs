@@ -2,7 +2,8 @@
 //! hands each transport's end to the session that opened it (which then leaves the room or
 //! unpublishes, see `signalling`), forgets imports whose stream ended, and counts it all.
 //! Also the counters of the sessions' own lifecycle (pings unanswered, writes that stalled,
-//! connections replaced), so that `/metrics` shows why clients went.
+//! connections replaced) and of published streams that started and stopped flowing, so that
+//! `/metrics` shows why clients went and whether their media flows.
 //!
 //! Rule: the drain never waits on anything but its stream; delivering to a session is a
 //! `try_send` (a session that cannot take it is closed as stalled by the hub).
@@ -28,6 +29,10 @@ pub struct Lifecycle {
     pub replaced: AtomicU64,
     /// Transports refused because their client's address had its maximum still connecting.
     pub pending_refused: AtomicU64,
+    /// Producers whose packets started flowing (the first, or the first after a stop).
+    pub producers_started: AtomicU64,
+    /// Producers that went quiet without being removed.
+    pub producers_stopped: AtomicU64,
 }
 
 impl Lifecycle {
@@ -81,5 +86,13 @@ fn apply(state: &AppState, WorkerEvent { worker, event }: WorkerEvent) {
             }
         }
         EngineEvent::ImportEnded(producer) => state.hub().import_ended(worker, producer),
+        EngineEvent::ProducerStarted(producer) => {
+            Lifecycle::bump(&lifecycle.producers_started);
+            tracing::debug!(worker, producer = producer.0, "producer started");
+        }
+        EngineEvent::ProducerStopped(producer) => {
+            Lifecycle::bump(&lifecycle.producers_stopped);
+            tracing::debug!(worker, producer = producer.0, "producer stopped");
+        }
     }
 }

@@ -283,4 +283,18 @@ fn lifecycle(out: &mut String, state: &AppState) {
         "Sessions a new connection of the same peer replaced after they answered no probe.",
         count(&lifecycle.replaced),
     );
+    family(
+        out,
+        "uprtcd_producers_started_total",
+        "counter",
+        "Published streams whose packets started flowing: the first packet, or the first after a stop.",
+        count(&lifecycle.producers_started),
+    );
+    family(
+        out,
+        "uprtcd_producers_stopped_total",
+        "counter",
+        "Published streams that sent nothing for 5 s while still published.",
+        count(&lifecycle.producers_stopped),
+    );
 }

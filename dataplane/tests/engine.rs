@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use uprtcd_dataplane::engine::{CloseReason, EngineConfig, EngineError, EngineEvent};
+use uprtcd_dataplane::engine::{CloseReason, EngineConfig, EngineError, EngineEvent, PRODUCER_STALL_TIMEOUT};
 use uprtcd_dataplane::io::SLOT_SIZE;
 use uprtcd_dataplane::peer::Received;
 use uprtcd_dataplane::router::{MediaKind, ProducerId, ProducerSpec, RtxStream};
@@ -223,6 +223,31 @@ fn nacks_are_answered_with_the_packet_the_network_lost() {
     assert_eq!((resent.sequence_number(), resent.ssrc()), (lost, 0x2001), "in the subscriber's numbering");
     assert_eq!(resent.payload(), &payload(503)[..], "the original packet's payload");
     assert_eq!(net.clients[1].errors, 0);
+}
+
+#[test]
+fn a_producer_is_reported_started_stopped_after_a_silence_and_started_again() {
+    let (mut net, producer) = publishing_net(1, MediaKind::Audio);
+    net.engine.drain_events().for_each(drop);
+    let mut seq = 0u16;
+    let mut send = |net: &mut Net, packets: u16| {
+        for _ in 0..packets {
+            net.send_rtp(0, PUBLISHER_SSRC, seq, u32::from(seq) * 960, b"opus");
+            net.advance(Duration::from_millis(20));
+            seq += 1;
+        }
+        net.engine.drain_events().collect::<Vec<_>>()
+    };
+    assert_eq!(send(&mut net, 100), vec![EngineEvent::ProducerStarted(producer)], "one report for a flow");
+    // Consent checks would keep the transport; this test only lets time pass, so it stays
+    // under the consent timeout.
+    net.advance(PRODUCER_STALL_TIMEOUT - Duration::from_secs(1));
+    assert_eq!(net.engine.drain_events().count(), 0, "a pause shorter than the timeout is no stop");
+    net.advance(Duration::from_secs(3));
+    assert_eq!(net.engine.drain_events().collect::<Vec<_>>(), vec![EngineEvent::ProducerStopped(producer)]);
+    net.advance(Duration::from_secs(5));
+    assert_eq!(net.engine.drain_events().count(), 0, "a stop is reported once");
+    assert_eq!(send(&mut net, 3), vec![EngineEvent::ProducerStarted(producer)], "and so is the restart");
 }
 
 #[test]

@@ -143,6 +143,14 @@ pub enum EngineEvent {
     /// The stream an imported producer relayed ended at its origin; the producer and its
     /// consumers were removed.
     ImportEnded(ProducerId),
+    /// A producer's packets started flowing: its first packet, or the first after it was
+    /// reported stopped.
+    ProducerStarted(ProducerId),
+    /// No packet of a flowing producer for [`PRODUCER_STALL_TIMEOUT`]: its publisher stopped
+    /// sending (a camera turned off, a stalled encoder, a link gone quiet) without leaving.
+    /// A removed producer is not reported: its removal was asked for, or its transport's end
+    /// is.
+    ProducerStopped(ProducerId),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -197,6 +205,10 @@ impl CloseReason {
 const ENGINE_SSRC: u32 = 0x5546_5254;
 /// How often publishers get a receiver report for each stream they send.
 const RECEIVER_REPORT_INTERVAL: Duration = Duration::from_secs(1);
+/// How long a flowing producer may send nothing before it is reported stopped: longer than
+/// any gap between a live stream's packets (audio comes every 20–60 ms, video at least a few
+/// frames a second), so that a report means the publisher really stopped.
+pub const PRODUCER_STALL_TIMEOUT: Duration = Duration::from_secs(5);
 
 #[derive(Debug)]
 pub struct Engine {
@@ -215,7 +227,8 @@ pub struct Engine {
     handshake_backlog: VecDeque<(SocketAddr, Instant, Vec<u8>)>,
     /// Where DTLS writes its flights before they are queued.
     dtls_out: Box<[u8]>,
-    /// When publishers next get receiver reports; set by the first media packet.
+    /// When publishers next get receiver reports and stalled producers are looked for; set
+    /// by the first media packet, then once a second.
     next_receiver_reports: Option<Instant>,
     /// Producers that gained a consumer since the last turn began.
     keyframes_wanted: Vec<ProducerId>,
@@ -440,6 +453,10 @@ impl Engine {
         if self.next_receiver_reports.is_some_and(|due| due <= now) {
             self.next_receiver_reports = Some(now + RECEIVER_REPORT_INTERVAL);
             self.send_receiver_reports(now, out);
+            let events = &mut self.events;
+            self.router.stalled(now, PRODUCER_STALL_TIMEOUT, |producer| {
+                events.push(EngineEvent::ProducerStopped(producer));
+            });
         }
         let mut ended = Vec::new();
         for (_, transport) in &mut self.transports {
@@ -593,7 +610,6 @@ impl Engine {
             self.counters.drop(DropReason::UnknownSsrc);
             return;
         };
-        self.next_receiver_reports.get_or_insert(now + RECEIVER_REPORT_INTERVAL);
         self.forward(now, producer, &packet, out);
         self.relay_packet(producer, plaintext);
     }
@@ -603,10 +619,14 @@ impl Engine {
         let transports = &mut self.transports;
         let counters = &mut self.counters;
         let plaintext = packet.as_bytes();
-        self.router.fan_out(now, producer, packet, |_, consumer_transport, rewritten| {
+        self.next_receiver_reports.get_or_insert(now + RECEIVER_REPORT_INTERVAL);
+        let started = self.router.fan_out(now, producer, packet, |_, consumer_transport, rewritten| {
             let Some(subscriber) = lookup(transports, consumer_transport) else { return };
             send_rtp(subscriber, plaintext, rewritten, out, counters);
         });
+        if started {
+            self.events.push(EngineEvent::ProducerStarted(producer));
+        }
     }
 
     fn handle_rtcp(&mut self, now: Instant, from: SocketAddr, datagram: &mut [u8], out: &mut impl Outbox) {

@@ -146,6 +146,10 @@ struct Producer {
     last_keyframe_request: Option<Instant>,
     reception: ReceptionStats,
     exports: Vec<Export>,
+    /// When its last packet arrived, and whether its packets count as flowing (none yet, or
+    /// none for a stall timeout: not flowing).
+    last_packet: Option<Instant>,
+    flowing: bool,
 }
 
 #[derive(Debug)]
@@ -239,6 +243,8 @@ impl Router {
             last_keyframe_request: None,
             reception: ReceptionStats::default(),
             exports: Vec::new(),
+            last_packet: None,
+            flowing: false,
         }))
     }
 
@@ -449,15 +455,19 @@ impl Router {
     }
 
     /// Records a decrypted packet of `producer` (for retransmissions) and reports, for each
-    /// consumer that should get it, the transport and the rewritten header fields.
+    /// consumer that should get it, the transport and the rewritten header fields. Returns
+    /// whether the packet started the producer's flow: its first, or the first after a stall.
     pub fn fan_out(
         &mut self,
         now: Instant,
         producer: ProducerId,
         packet: &RtpPacket<&[u8]>,
         mut emit: impl FnMut(ConsumerId, TransportId, Rewritten),
-    ) {
-        let Some(p) = self.producers.get_mut(producer.0 as usize) else { return };
+    ) -> bool {
+        let Some(p) = self.producers.get_mut(producer.0 as usize) else { return false };
+        let started = !p.flowing;
+        p.flowing = true;
+        p.last_packet = Some(now);
         let (seq, timestamp) = (packet.sequence_number(), packet.timestamp());
         if let Some(cache) = &mut p.cache {
             cache.store(now, seq, packet.as_bytes());
@@ -476,6 +486,18 @@ impl Router {
                 consumer.packets_sent = consumer.packets_sent.wrapping_add(1);
                 consumer.octets_sent = consumer.octets_sent.wrapping_add(len);
                 emit(id, consumer.transport, rewritten);
+            }
+        }
+        started
+    }
+
+    /// Reports each flowing producer whose last packet is more than `after` old, and counts
+    /// it as stalled until its next packet.
+    pub fn stalled(&mut self, now: Instant, after: Duration, mut emit: impl FnMut(ProducerId)) {
+        for (key, p) in &mut self.producers {
+            if p.flowing && p.last_packet.is_some_and(|last| now.saturating_duration_since(last) > after) {
+                p.flowing = false;
+                emit(slab_key(key));
             }
         }
     }
