@@ -15,15 +15,13 @@ use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{Notify, mpsc, oneshot};
 
 use uprtcd_dataplane::engine::CloseReason;
-use uprtcd_dataplane::router::{ProducerId, TransportId};
+use uprtcd_dataplane::router::{MediaKind, ProducerId, TransportId};
 
 use super::protocol::{ServerEvent, TrackInfo};
 use crate::ids::{PeerId, RoomId, TrackId};
-use uprtcd_dataplane::router::MediaKind;
-
 use crate::sdp::{Codec, HeaderExtensions};
 
 /// Messages a session holds for its client at most. A live room's master hears of every
@@ -98,6 +96,9 @@ impl PublishedTrack {
 #[derive(Debug, Default)]
 pub struct Hub {
     state: Mutex<HubState>,
+    /// Woken whenever a session has ended and left its room, for a connection waiting to
+    /// replace one.
+    ended: Notify,
 }
 
 /// Everything the hub knows. Its methods are the hub's operations, each run under the
@@ -157,6 +158,21 @@ impl Hub {
     /// session of the peer holds its place: then the peer's presence is that session's.
     pub fn detach(&self, room: &RoomId, peer: &PeerId, id: u64) -> bool {
         self.state().detach(room, peer, id)
+    }
+
+    /// Tells whoever waits in [`Hub::session_ended`] that a session ended.
+    pub fn end_session(&self) {
+        self.ended.notify_waiters();
+    }
+
+    /// Waits until the next session ends, or `deadline`; false at the deadline. `ready` is
+    /// checked once the wait is armed, so that an end between the two is not missed: true
+    /// at once when it holds.
+    pub async fn session_ended(&self, ready: impl Fn() -> bool, deadline: tokio::time::Instant) -> bool {
+        let ended = self.ended.notified();
+        tokio::pin!(ended);
+        ended.as_mut().enable();
+        ready() || tokio::time::timeout_at(deadline, ended).await.is_ok()
     }
 
     /// The queue of `peer`'s current session in `room`, to probe it.

@@ -22,7 +22,7 @@ mod subscribe;
 pub mod whip;
 
 use std::net::{IpAddr, SocketAddr};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{Path, Query, State};
@@ -152,19 +152,16 @@ async fn replace_silent_session(state: &AppState, room: &RoomId, peer: &PeerId) 
     }
     // Its session ends, leaves the room and says so; a write it is stuck in ends within the
     // write timeout.
-    let deadline = Instant::now() + settings.write_timeout + settings.probe_timeout();
-    while state.read(|reg| reg.joined(room, peer).unwrap_or(false)) {
-        if Instant::now() >= deadline {
+    let deadline = tokio::time::Instant::now() + settings.write_timeout + settings.probe_timeout();
+    let left = || !state.read(|reg| reg.joined(room, peer).unwrap_or(false));
+    while !left() {
+        if !state.hub().session_ended(left, deadline).await {
             return false;
         }
-        tokio::time::sleep(REPLACE_POLL).await;
     }
     Lifecycle::bump(&state.lifecycle().replaced);
     true
 }
-
-/// How often a connection waiting to replace a session checks whether it has left.
-const REPLACE_POLL: Duration = Duration::from_millis(20);
 
 async fn session(state: AppState, code: String, query: JoinQuery, source: IpAddr, mut socket: WebSocket) {
     let (room, peer) = match admit(&state, &code, query).await {
@@ -386,6 +383,7 @@ impl<'a> Session<'a> {
         if state.write(move |reg| Ok(reg.depart(&left_room, &left_peer))).await.unwrap_or(false) {
             announce_presence(state, &room, &peer, &peer_left_event(&peer));
         }
+        state.hub().end_session();
     }
 }
 

@@ -13,11 +13,10 @@ use std::fmt::Display;
 use serde::{Deserialize, Serialize, Serializer};
 
 use uprtcd_dataplane::engine::CloseReason;
+use uprtcd_dataplane::router::MediaKind;
 
 use crate::envelope::{ApiCode, ApiError};
 use crate::ids::{PeerId, RoomId, TrackId};
-use uprtcd_dataplane::router::MediaKind;
-
 use crate::sdp::Mid;
 
 /// The signalling protocol version every event carries.
