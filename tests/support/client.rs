@@ -38,16 +38,41 @@ pub fn connect(srv: &Server, code: u64, peer: &str, token: &str) -> (Client, Val
     (socket, first)
 }
 
-/// The next JSON event, or `None` once the server closed the connection.
-pub fn next_event(socket: &mut Client) -> Option<Value> {
+/// What one wait for the next message gave.
+enum Read {
+    Event(Value),
+    /// The server closed the connection.
+    Closed,
+    /// Nothing within the socket's read timeout.
+    Quiet,
+}
+
+/// Waits for the next text message (pings and pongs are answered by the library while it
+/// reads).
+fn read_message(socket: &mut Client) -> Read {
     loop {
         match socket.read() {
-            Ok(Message::Text(text)) => return Some(serde_json::from_str(&text).expect("events are JSON")),
-            Ok(Message::Close(_)) => return None,
+            Ok(Message::Text(text)) => return Read::Event(serde_json::from_str(&text).expect("events are JSON")),
+            Ok(Message::Close(_)) => return Read::Closed,
             Ok(_) => continue,
-            Err(tungstenite::Error::ConnectionClosed | tungstenite::Error::AlreadyClosed) => return None,
+            Err(tungstenite::Error::ConnectionClosed | tungstenite::Error::AlreadyClosed) => return Read::Closed,
+            Err(tungstenite::Error::Io(e))
+                if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) =>
+            {
+                return Read::Quiet;
+            }
             Err(e) => panic!("signalling read failed: {e}"),
         }
+    }
+}
+
+/// The next JSON event, or `None` once the server closed the connection; a socket quiet for
+/// its whole read timeout fails the test.
+pub fn next_event(socket: &mut Client) -> Option<Value> {
+    match read_message(socket) {
+        Read::Event(event) => Some(event),
+        Read::Closed => None,
+        Read::Quiet => panic!("no signalling event within the read timeout"),
     }
 }
 
@@ -65,17 +90,10 @@ pub fn event_of(socket: &mut Client, kind: &str) -> Option<Value> {
 pub fn patient_event_of(socket: &mut Client, kind: &str, within: Duration) -> Option<Value> {
     let deadline = std::time::Instant::now() + within;
     while std::time::Instant::now() < deadline {
-        match socket.read() {
-            Ok(Message::Text(text)) => {
-                let event: Value = serde_json::from_str(&text).expect("events are JSON");
-                if event["type"] == kind {
-                    return Some(event);
-                }
-            }
-            Ok(Message::Close(_)) => return None,
-            Ok(_) => {}
-            Err(tungstenite::Error::Io(e)) if e.kind() == std::io::ErrorKind::WouldBlock => {}
-            Err(e) => panic!("signalling read failed: {e}"),
+        match read_message(socket) {
+            Read::Event(event) if event["type"] == kind => return Some(event),
+            Read::Event(_) | Read::Quiet => {}
+            Read::Closed => return None,
         }
     }
     None
