@@ -602,7 +602,7 @@ fn live_creation_validation_is_10002_naming_the_field() {
 }
 
 #[test]
-fn ids_are_1_to_128_characters_of_any_unicode() {
+fn ids_are_1_to_128_characters_of_any_unicode_but_control_characters() {
     let srv = Server::start(&[]);
     let a128 = "a".repeat(128);
     let a129 = "a".repeat(129);
@@ -627,6 +627,15 @@ fn ids_are_1_to_128_characters_of_any_unicode() {
     bad("POST", "/room/convo".into(), json!({"masterId": "m", "memberIds": [], "roomId": a129}).into(), Some("roomId"));
     bad("POST", "/room/live".into(), json!({"masterId": "m", "roomId": cjk129}).into(), Some("roomId"));
     bad("POST", format!("/room/{id}/convo/members"), json!({"memberIds": [cjk129]}).into(), Some("memberIds"));
+    // A control character could forge a log line.
+    bad(
+        "POST",
+        "/room/convo".into(),
+        json!({"masterId": "m\nuprtcd: ready", "memberIds": []}).into(),
+        Some("masterId"),
+    );
+    bad("POST", "/room/live".into(), json!({"masterId": "m", "roomId": "r\u{1b}[2J"}).into(), Some("roomId"));
+    bad("GET", format!("/room/{id}/peer/{}", enc("p\r")), Body::None, None);
 
     // path ids
     bad("GET", format!("/room/{a129}"), Body::None, None);

@@ -214,7 +214,7 @@ async fn join_room(state: &AppState, limits: &DemoLimits, request: Request) -> R
     })?;
     let body: JoinRequest = serde_json::from_slice(&body)
         .map_err(|e| ApiError::invalid(format!("expected {{peer, invitationCode?}}: {e}")))?;
-    let peer = PeerId::try_from(body.peer).map_err(|_| ApiError::invalid("peer: 1 to 128 characters"))?;
+    let peer = PeerId::try_from(body.peer).map_err(|e| ApiError::invalid(format!("peer: {e}")))?;
     let code = body.invitation_code.map(invitation_code).transpose()?.flatten();
     let invited = peer.clone();
     let max_rooms = limits.max_rooms as usize;

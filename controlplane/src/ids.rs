@@ -26,12 +26,14 @@ pub const MAX_ID_CHARS: usize = 128;
 
 /// Why a string is not an acceptable id.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-#[error("must be a string of 1 to {MAX_ID_CHARS} characters")]
+#[error("must be a string of 1 to {MAX_ID_CHARS} characters, none of them a control character")]
 pub struct BadId;
 
+/// Ids go into logs and events as they are: a control character (a newline that starts a
+/// forged log line, a terminal escape) has no place in one.
 fn check_id(text: &str) -> Result<(), BadId> {
     let chars = text.chars().count();
-    if chars == 0 || chars > MAX_ID_CHARS { Err(BadId) } else { Ok(()) }
+    if chars == 0 || chars > MAX_ID_CHARS || text.chars().any(char::is_control) { Err(BadId) } else { Ok(()) }
 }
 
 macro_rules! string_id {
@@ -208,5 +210,13 @@ mod tests {
         assert_eq!(RoomId::try_from(String::new()), Err(BadId));
         assert!(PeerId::try_from("房".repeat(MAX_ID_CHARS)).is_ok());
         assert_eq!(PeerId::try_from("x".repeat(MAX_ID_CHARS + 1)), Err(BadId));
+    }
+
+    #[test]
+    fn ids_with_control_characters_are_refused() {
+        for bad in ["alice\nuprtcd: ready", "bob\r", "\u{1b}[31mred", "tab\there", "nul\0"] {
+            assert_eq!(PeerId::try_from(bad.to_owned()), Err(BadId), "{bad:?}");
+        }
+        assert!(PeerId::try_from("alice bob-1_2.房".to_owned()).is_ok(), "spaces and letters of any script are fine");
     }
 }

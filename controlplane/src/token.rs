@@ -259,8 +259,9 @@ mod tests {
 
     #[test]
     fn the_longest_ids_still_fit() {
-        // Control characters are the worst case: JSON writes each as six bytes.
-        let longest = "\u{1}".repeat(crate::ids::MAX_ID_CHARS);
+        // Ids have no control characters (JSON would write each as six bytes): the worst case
+        // is a character of four UTF-8 bytes.
+        let longest = "\u{1F600}".repeat(crate::ids::MAX_ID_CHARS);
         let token = mint(SECRET, room(&longest), peer(&longest), NOW, HOUR).unwrap();
         assert!(token.len() <= MAX_TOKEN_BYTES, "{} bytes", token.len());
         assert_eq!(verify(SECRET, &token, NOW).unwrap().peer, peer(&longest));
