@@ -35,6 +35,28 @@ fn log_filter() -> tracing_subscriber::EnvFilter {
     filter.add_directive("webrtc_sdp=off".parse().expect("a valid directive"))
 }
 
+/// Descriptors a server holds besides its clients' connections: listeners, each worker's
+/// sockets, wake-ups and rings, the store, the runtime's own.
+const DESCRIPTORS_BESIDES_CONNECTIONS: u64 = 256;
+
+/// Takes the hard limit of open files, and warns when even that is below what the connection
+/// caps allow: the connections past it would be refused by the kernel, not by a cap.
+fn raise_open_files_limit(config: &Config, workers: usize) {
+    let connections =
+        config.api_http.max_connections + config.client_http.max_connections + workers * config.tcp.max_connections;
+    let wanted = connections as u64 + DESCRIPTORS_BESIDES_CONNECTIONS;
+    match uprtcd_dataplane::raise_open_files_limit() {
+        Ok((_, limit)) if limit < wanted => tracing::warn!(
+            limit,
+            wanted,
+            "the open-files limit is below what the connection caps allow; raise the hard limit (systemd: LimitNOFILE)"
+        ),
+        Ok((before, limit)) if limit > before => tracing::info!(before, limit, "raised the open-files limit"),
+        Ok(_) => {}
+        Err(e) => tracing::warn!(error = %e, "cannot raise the open-files limit"),
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     tracing_subscriber::fmt().with_writer(std::io::stderr).with_env_filter(log_filter()).init();
@@ -85,6 +107,7 @@ fn run(cli: &Cli) -> Result<(), String> {
     plan.udp = Some(config.udp_listen);
     plan.engine.connect_timeout = config.connect_timeout;
     plan.tcp = config.tcp;
+    raise_open_files_limit(&config, plan.cores.len());
     if let Some(reason) = uprtcd_dataplane::io::uring_unavailable_reason() {
         tracing::info!(%reason, "io_uring is unavailable; workers use epoll");
     }

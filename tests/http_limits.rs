@@ -1,7 +1,7 @@
 //! The HTTP listeners' bounds against the real binary: what idle connections and idle
 //! signalling sessions cost in memory, the header-read and idle timeouts, the connection cap
 //! (an upgraded WebSocket keeps its place under it), the counters of each in `/metrics`, and
-//! the graceful stop with connections open. A normal request and a WebSocket upgrade on the
+//! the graceful stop with connections open, and the open-files limit the server takes. A normal request and a WebSocket upgrade on the
 //! client listener are served by the same loop (tests/signalling.rs has the rest of the
 //! WebSocket's life). Timeouts are short in these servers' configurations, and every wait for
 //! the server to act allows many times the configured time: only what happens is checked, not
@@ -40,15 +40,32 @@ fn start_with(toml: &str) -> (Server, tempfile::TempDir) {
 /// Raises this process's soft limit of open files to at least `n` (uprtcd, started after,
 /// inherits it: it does not change its own).
 fn raise_open_files_limit(n: u64) {
+    let mut limit = open_files_limits();
+    if limit.rlim_cur < n {
+        limit.rlim_cur = n.min(limit.rlim_max);
+        set_open_files_limits(&limit);
+    }
+    assert!(limit.rlim_cur >= n, "this test needs {n} open files; the hard limit is {}", limit.rlim_max);
+}
+
+/// This process's soft and hard limits of open files.
+fn open_files_limits() -> libc::rlimit {
     let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
     // SAFETY: getrlimit writes only into `limit`, which lives for the call.
     assert_eq!(unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) }, 0, "getrlimit");
-    if limit.rlim_cur < n {
-        limit.rlim_cur = n.min(limit.rlim_max);
-        // SAFETY: setrlimit only reads `limit`.
-        assert_eq!(unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &limit) }, 0, "setrlimit");
-    }
-    assert!(limit.rlim_cur >= n, "this test needs {n} open files; the hard limit is {}", limit.rlim_max);
+    limit
+}
+
+fn set_open_files_limits(limit: &libc::rlimit) {
+    // SAFETY: setrlimit only reads `limit`.
+    assert_eq!(unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, limit) }, 0, "setrlimit");
+}
+
+/// The soft limit of open files of process `pid`, from /proc/PID/limits.
+fn soft_open_files_limit_of(pid: u32) -> u64 {
+    let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).expect("read /proc/PID/limits");
+    let line = limits.lines().find(|l| l.starts_with("Max open files")).expect("a Max open files line");
+    line["Max open files".len()..].split_whitespace().next().and_then(|v| v.parse().ok()).expect("a number")
 }
 
 /// VmRSS of process `pid`, in bytes.
@@ -171,6 +188,18 @@ fn a_thousand_idle_connections_cost_little_memory() {
     assert!(per_silent < MAX_BYTES_PER_CONNECTION, "a silent connection costs {per_silent} B");
     assert!(per_partial < MAX_BYTES_PER_CONNECTION, "a connection with a partial head costs {per_partial} B");
     drop((silent, partial));
+}
+
+#[test]
+fn the_server_takes_the_hard_limit_of_open_files() {
+    let ours = open_files_limits();
+    let low = libc::rlimit { rlim_cur: 256.min(ours.rlim_max), rlim_max: ours.rlim_max };
+    // The server inherits the low soft limit a login shell would give it; this process gets
+    // its own back at once (nextest runs each test in a process of its own).
+    set_open_files_limits(&low);
+    let srv = Server::start(&[]);
+    set_open_files_limits(&ours);
+    assert_eq!(soft_open_files_limit_of(srv.pid), ours.rlim_max, "the soft limit is raised to the hard one");
 }
 
 #[test]

@@ -35,6 +35,13 @@ pub mod testnet;
 pub mod wire;
 pub mod worker;
 
+/// Raises the process's soft limit of open files to its hard limit (every client connection
+/// and media socket is a descriptor; a login shell's soft limit of 1,024 would refuse clients
+/// long before the configured caps). Returns the soft limit before and after.
+pub fn raise_open_files_limit() -> std::io::Result<(u64, u64)> {
+    sys::raise_open_files_limit()
+}
+
 /// Errors of the dataplane's setup and control paths. Per-packet failures are not errors
 /// of this kind: they are counted drop reasons.
 #[derive(Debug, thiserror::Error)]

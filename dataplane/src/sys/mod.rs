@@ -34,6 +34,25 @@ pub(crate) fn current_thread_id() -> i32 {
     unsafe { libc::gettid() }
 }
 
+/// Raises this process's soft limit of open files to its hard limit. Returns the soft limit
+/// before and after.
+pub(crate) fn raise_open_files_limit() -> io::Result<(u64, u64)> {
+    let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: getrlimit writes only into `limit`, which lives for the call.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let before = limit.rlim_cur;
+    if limit.rlim_cur < limit.rlim_max {
+        limit.rlim_cur = limit.rlim_max;
+        // SAFETY: setrlimit only reads `limit`, which lives for the call.
+        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &limit) } != 0 {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    Ok((before, limit.rlim_cur))
+}
+
 /// Clock ticks per second used by `/proc/<pid>/task/<tid>/stat` time fields.
 pub(crate) fn clock_ticks_per_second() -> u64 {
     // SAFETY: sysconf has no memory preconditions; a negative answer is handled below.
