@@ -1,11 +1,11 @@
 //! The HTTP listeners' bounds against the real binary: what idle connections and idle
 //! signalling sessions cost in memory, the header-read and idle timeouts, the connection cap
-//! (an upgraded WebSocket keeps its place under it), the counters of each in `/metrics`, and
-//! the graceful stop with connections open, and the open-files limit the server takes. A normal request and a WebSocket upgrade on the
-//! client listener are served by the same loop (tests/signalling.rs has the rest of the
-//! WebSocket's life). Timeouts are short in these servers' configurations, and every wait for
-//! the server to act allows many times the configured time: only what happens is checked, not
-//! when.
+//! (an upgraded WebSocket keeps its place under it), the counters of each in `/metrics`, the
+//! graceful stop with connections open, and the open-files limit the server takes. A normal
+//! request and a WebSocket upgrade on the client listener are served by the same loop
+//! (tests/signalling.rs has the rest of the WebSocket's life). Timeouts are short in these
+//! servers' configurations, and every wait for the server to act allows many times the
+//! configured time: only what happens is checked, not when.
 
 mod support;
 
