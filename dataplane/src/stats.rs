@@ -47,6 +47,8 @@ pub enum DropReason {
     TcpPerIpLimit,
     /// A TCP connection closed because no authenticated ICE check claimed it in time.
     TcpUnauthenticated,
+    /// A TCP connection closed because the transport that had claimed it went.
+    TcpTransportGone,
     /// A relay message (packet, sender report, keyframe request) that found the queue to
     /// its worker full, or that worker stopped; counted once per destination.
     RelayQueueFull,
@@ -60,7 +62,7 @@ pub enum DropReason {
 }
 
 impl DropReason {
-    pub const ALL: [DropReason; 22] = [
+    pub const ALL: [DropReason; 23] = [
         Self::Malformed,
         Self::UnknownSource,
         Self::StunUnknownUfrag,
@@ -79,6 +81,7 @@ impl DropReason {
         Self::TcpOverLimit,
         Self::TcpPerIpLimit,
         Self::TcpUnauthenticated,
+        Self::TcpTransportGone,
         Self::RelayQueueFull,
         Self::RelayUnknownStream,
         Self::RelayPoolExhausted,
@@ -106,6 +109,7 @@ impl DropReason {
             Self::TcpOverLimit => "tcp_over_limit",
             Self::TcpPerIpLimit => "tcp_per_ip_limit",
             Self::TcpUnauthenticated => "tcp_unauthenticated",
+            Self::TcpTransportGone => "tcp_transport_gone",
             Self::RelayQueueFull => "relay_queue_full",
             Self::RelayUnknownStream => "relay_unknown_stream",
             Self::RelayPoolExhausted => "relay_pool_exhausted",

@@ -493,6 +493,9 @@ fn run(index: usize, inbox: &CommandReceiver, events: &EventSender, state: &mut 
         flush_now(&mut queue);
         undelivered.extend(engine.drain_events().map(|event| WorkerEvent { worker: index, event }));
         report_events(index, events, &mut undelivered);
+        if now >= next_publish {
+            io.close_orphaned_tcp(|addr| engine.is_validated(addr));
+        }
         let tcp = io.take_tcp_counters();
         let (producers, consumers) = (engine.producer_count() as u64, engine.consumer_count() as u64);
         let counters = engine.counters();
@@ -502,6 +505,7 @@ fn run(index: usize, inbox: &CommandReceiver, events: &EventSender, state: &mut 
         counters.drop_many(DropReason::TcpOverLimit, tcp.over_limit);
         counters.drop_many(DropReason::TcpPerIpLimit, tcp.per_ip_limit);
         counters.drop_many(DropReason::TcpUnauthenticated, tcp.unauthenticated);
+        counters.drop_many(DropReason::TcpTransportGone, tcp.orphaned);
         counters.tcp_connections = io.tcp_connections() as u64;
         counters.producers = producers;
         counters.consumers = consumers;

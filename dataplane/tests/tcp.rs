@@ -244,20 +244,25 @@ fn a_malformed_frame_closes_only_its_connection(backend: BackendChoice) {
     victim.send_unframed(&[0x00, 0x00, 0x80, 0x60]).unwrap();
     let mut stranger = TcpStream::connect(worker.tcp_address().unwrap()).unwrap();
     stranger.write_all(&[0xFF, 0xFF, 0x00, 0x01, 0x00, 0x00]).unwrap();
-    let mut buf = vec![0u8; 2048];
-    let closed = loop {
-        match victim.receive(&mut buf, TIMEOUT) {
-            Some(Ok(_)) => continue,
-            other => break other,
-        }
-    };
-    assert!(matches!(closed, Some(Err(PeerError::ConnectionClosed))), "the victim's connection closed: {closed:?}");
+    assert_closed_by_worker(&mut victim, "the victim's connection");
     let counters = published(worker, |c| c.drops_of(DropReason::TcpBadFrame) == 2 && c.tcp_connections == 2);
     assert_eq!(counters.drops_of(DropReason::TcpBadFrame), 2);
     assert_eq!(counters.tcp_connections, 2, "the publisher's and the subscriber's connections stay");
 
     stream_arrives_whole(&mut publisher, &mut subscriber);
     workers.shutdown();
+}
+
+/// Reads what `client` still receives until the worker closes its connection.
+fn assert_closed_by_worker(client: &mut TcpPeer, what: &str) {
+    let mut buf = vec![0u8; 2048];
+    let closed = loop {
+        match client.receive(&mut buf, TIMEOUT) {
+            Some(Ok(_)) => continue,
+            other => break other,
+        }
+    };
+    assert!(matches!(closed, Some(Err(PeerError::ConnectionClosed))), "{what} closed: {closed:?}");
 }
 
 /// The TCP publisher's stream reaches the subscriber of consumer SSRC 0x1000 whole, in order.
@@ -353,6 +358,30 @@ fn strangers_are_closed_at_the_deadline_and_ice_clients_stay(backend: BackendCho
     workers.shutdown();
 }
 
+/// A claimed connection goes with its transport: closed once the transport is, and counted;
+/// the other client's connection stays.
+fn a_connection_goes_with_its_transport(backend: BackendChoice) {
+    let mut plan = WorkerPlan::on_loopback(1, backend);
+    plan.tcp.auth_timeout = AUTH_TIMEOUT;
+    let workers = Workers::start(&plan).expect("worker starts");
+    let worker = &workers.handles()[0];
+    let identity = DtlsIdentity::generate(DtlsVersionPolicy::Dtls12Only).unwrap();
+    let (closing, mut client) = TcpPeer::connect_to_worker(worker, &identity, TIMEOUT).expect("TCP client connects");
+    let (_, other) = TcpPeer::connect_to_worker(worker, &identity, TIMEOUT).expect("TCP client connects");
+    // Past the deadline, both connections are claimed.
+    std::thread::sleep(3 * AUTH_TIMEOUT);
+    assert_eq!(published(worker, |c| c.tcp_connections == 2).drops_of(DropReason::TcpUnauthenticated), 0);
+
+    let reply = worker.request(Command::CloseTransport { transport: closing }, TIMEOUT).unwrap();
+    assert!(matches!(reply, Reply::Done), "{reply:?}");
+    assert_closed_by_worker(&mut client, "the connection of the closed transport");
+    let counters = published(worker, |c| c.drops_of(DropReason::TcpTransportGone) == 1 && c.tcp_connections == 1);
+    assert_eq!(counters.drops_of(DropReason::TcpTransportGone), 1);
+    assert_eq!(counters.tcp_connections, 1, "the other client's connection stays");
+    drop(other);
+    workers.shutdown();
+}
+
 /// One address gets its share of connections; the next one from it is closed at once and
 /// counted, while another address still connects.
 fn one_address_gets_its_share_of_connections(backend: BackendChoice) {
@@ -429,4 +458,18 @@ fn one_address_gets_its_share_of_connections_over_io_uring() {
         return;
     }
     one_address_gets_its_share_of_connections(BackendChoice::Uring);
+}
+
+#[test]
+fn a_connection_goes_with_its_transport_over_epoll() {
+    a_connection_goes_with_its_transport(BackendChoice::Epoll);
+}
+
+#[test]
+fn a_connection_goes_with_its_transport_over_io_uring() {
+    if let Some(reason) = uring_unavailable_reason() {
+        eprintln!("skipped: io_uring unavailable here: {reason}");
+        return;
+    }
+    a_connection_goes_with_its_transport(BackendChoice::Uring);
 }

@@ -200,6 +200,14 @@ impl Io {
         }
     }
 
+    /// Closes the claimed TCP connections whose peer address `is_validated` no longer knows
+    /// (their transport went).
+    pub fn close_orphaned_tcp(&mut self, is_validated: impl FnMut(SocketAddr) -> bool) {
+        if let Some(tcp) = self.tcp.as_mut() {
+            tcp.close_orphaned(is_validated);
+        }
+    }
+
     /// When [`Io::expire_unclaimed_tcp`] next has work; a loop that waits no longer closes
     /// unclaimed connections on time even when nothing else happens.
     pub fn next_tcp_deadline(&self) -> Option<Instant> {

@@ -21,8 +21,10 @@
 //!   validated (an authenticated Binding request, RFC 6544 §7.2) within
 //!   [`TcpConfig::auth_timeout`] of its accept is closed and counted by
 //!   [`Tcp::expire_unclaimed`], which the loop calls after every poll with the time and the
-//!   engine's answer; each connection is asked about once, at its deadline, and a claimed
-//!   one is never asked again.
+//!   engine's answer; each connection is asked about once, at its deadline.
+//! - **Nothing outlives its transport.** A claimed connection whose peer address the engine
+//!   no longer knows (its transport closed, or dropped the address) is closed and counted by
+//!   [`Tcp::close_orphaned`], which the loop calls once a second.
 //! - **Bounded work per turn.** One read per ready connection, and reads only while the
 //!   poll's budget of frames lasts; at most [`ACCEPTS_PER_EVENT`] accepts per listener
 //!   event. Level-triggered readiness brings what is left back next turn.
@@ -113,6 +115,8 @@ pub struct TcpCounters {
     pub per_ip_limit: u64,
     /// Connections closed because no authenticated ICE check claimed them in time.
     pub unauthenticated: u64,
+    /// Claimed connections closed because the engine no longer knew their peer address.
+    pub orphaned: u64,
 }
 
 #[derive(Debug)]
@@ -131,6 +135,9 @@ struct Connection {
     dirty: bool,
     /// A write failed; `Tcp::reap` closes it.
     broken: bool,
+    /// Its peer address was validated at its deadline: from then on it lives as long as the
+    /// engine knows the address.
+    claimed: bool,
 }
 
 /// A connection's reader, allocated on its first read: a connection that never sends
@@ -311,6 +318,7 @@ impl Tcp {
             watching_writes: false,
             dirty: false,
             broken: false,
+            claimed: false,
         });
         self.by_peer.insert(peer, key);
         *self.per_ip.entry(peer.ip()).or_default() += 1;
@@ -347,11 +355,24 @@ impl Tcp {
                 return;
             }
             self.unclaimed.pop_front();
-            let Some(connection) = self.connections.get(key).filter(|c| c.serial == serial) else { continue };
-            if !is_validated(connection.peer) {
+            let Some(connection) = self.connections.get_mut(key).filter(|c| c.serial == serial) else { continue };
+            if is_validated(connection.peer) {
+                connection.claimed = true;
+            } else {
                 self.counters.unauthenticated += 1;
                 self.close(key);
             }
+        }
+    }
+
+    /// Closes, and counts, each claimed connection whose peer address `is_validated` no
+    /// longer knows: its transport went, and a client that comes back opens a new connection.
+    pub(crate) fn close_orphaned(&mut self, mut is_validated: impl FnMut(SocketAddr) -> bool) {
+        let orphaned: Vec<usize> =
+            self.connections.iter().filter(|(_, c)| c.claimed && !is_validated(c.peer)).map(|(key, _)| key).collect();
+        for key in orphaned {
+            self.counters.orphaned += 1;
+            self.close(key);
         }
     }
 
