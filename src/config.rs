@@ -117,8 +117,8 @@ struct ApiSection {
     max_body_bytes: Option<usize>,
     max_upload_bytes: Option<u64>,
     max_http_connections: Option<usize>,
-    header_read_timeout_secs: Option<u64>,
-    idle_timeout_secs: Option<u64>,
+    header_read_timeout_ms: Option<u64>,
+    idle_timeout_ms: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -134,8 +134,8 @@ struct ClientSection {
     write_timeout_ms: Option<u64>,
     max_pending_transports_per_ip: Option<u32>,
     max_http_connections: Option<usize>,
-    header_read_timeout_secs: Option<u64>,
-    idle_timeout_secs: Option<u64>,
+    header_read_timeout_ms: Option<u64>,
+    idle_timeout_ms: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -293,12 +293,12 @@ const DEFAULT_API_HTTP_CONNECTIONS: usize = 256;
 /// Every client in a room holds a WebSocket, and a worker carries thousands of subscribers
 /// (benches/README.md): the cap bounds memory, not the audience.
 const DEFAULT_CLIENT_HTTP_CONNECTIONS: usize = 16_384;
-const DEFAULT_HEADER_READ_TIMEOUT_SECS: u64 = 10;
+const DEFAULT_HEADER_READ_TIMEOUT_MS: u64 = 10_000;
 /// Longer than the idle timeouts of common HTTP client pools, so that the server rarely
 /// closes a connection a client is about to reuse.
-const DEFAULT_IDLE_TIMEOUT_SECS: u64 = 60;
-/// A longer HTTP timeout than this is a typo.
-const MAX_HTTP_TIMEOUT_SECS: u64 = 3600;
+const DEFAULT_IDLE_TIMEOUT_MS: u64 = 60_000;
+/// A longer HTTP timeout than an hour is a typo.
+const MAX_HTTP_TIMEOUT_MS: u64 = 3_600_000;
 
 /// A count of the file that must be at least 1.
 fn at_least_one(file_key: &str, value: Option<u32>, default: u32) -> Result<u32, ConfigError> {
@@ -421,15 +421,15 @@ impl Config {
         let api_http = http_limits(
             "api",
             file.api.max_http_connections,
-            file.api.header_read_timeout_secs,
-            file.api.idle_timeout_secs,
+            file.api.header_read_timeout_ms,
+            file.api.idle_timeout_ms,
             DEFAULT_API_HTTP_CONNECTIONS,
         )?;
         let client_http = http_limits(
             "client",
             file.client.max_http_connections,
-            file.client.header_read_timeout_secs,
-            file.client.idle_timeout_secs,
+            file.client.header_read_timeout_ms,
+            file.client.idle_timeout_ms,
             DEFAULT_CLIENT_HTTP_CONNECTIONS,
         )?;
         Ok(Self {
@@ -509,34 +509,30 @@ impl Config {
     }
 }
 
-/// A listener's `max_http_connections`, `header_read_timeout_secs` and `idle_timeout_secs`
+/// A listener's `max_http_connections`, `header_read_timeout_ms` and `idle_timeout_ms`
 /// from the file's `section`, or their defaults.
 fn http_limits(
     section: &str,
     max_connections: Option<usize>,
-    header_read_timeout_secs: Option<u64>,
-    idle_timeout_secs: Option<u64>,
+    header_read_timeout_ms: Option<u64>,
+    idle_timeout_ms: Option<u64>,
     default_max_connections: usize,
 ) -> Result<Limits, ConfigError> {
     let max_connections = max_connections.unwrap_or(default_max_connections);
     if max_connections == 0 {
         return Err(ConfigError::new(format!("{section}.max_http_connections"), "must be at least 1"));
     }
-    let timeout = |name: &str, secs: Option<u64>, default: u64| match secs.unwrap_or(default) {
-        secs @ 1..=MAX_HTTP_TIMEOUT_SECS => Ok(std::time::Duration::from_secs(secs)),
-        secs => Err(ConfigError::new(
+    let timeout = |name: &str, ms: Option<u64>, default: u64| match ms.unwrap_or(default) {
+        ms @ 1..=MAX_HTTP_TIMEOUT_MS => Ok(std::time::Duration::from_millis(ms)),
+        ms => Err(ConfigError::new(
             format!("{section}.{name}"),
-            format!("{secs} is not between 1 and {MAX_HTTP_TIMEOUT_SECS} seconds"),
+            format!("{ms} is not between 1 and {MAX_HTTP_TIMEOUT_MS} milliseconds"),
         )),
     };
     Ok(Limits {
         max_connections,
-        header_read_timeout: timeout(
-            "header_read_timeout_secs",
-            header_read_timeout_secs,
-            DEFAULT_HEADER_READ_TIMEOUT_SECS,
-        )?,
-        idle_timeout: timeout("idle_timeout_secs", idle_timeout_secs, DEFAULT_IDLE_TIMEOUT_SECS)?,
+        header_read_timeout: timeout("header_read_timeout_ms", header_read_timeout_ms, DEFAULT_HEADER_READ_TIMEOUT_MS)?,
+        idle_timeout: timeout("idle_timeout_ms", idle_timeout_ms, DEFAULT_IDLE_TIMEOUT_MS)?,
     })
 }
 
@@ -605,18 +601,18 @@ mod tests {
         let config = Config::resolve(&cli(&[])).unwrap();
         let limits = |max, header, idle| Limits {
             max_connections: max,
-            header_read_timeout: std::time::Duration::from_secs(header),
-            idle_timeout: std::time::Duration::from_secs(idle),
+            header_read_timeout: std::time::Duration::from_millis(header),
+            idle_timeout: std::time::Duration::from_millis(idle),
         };
-        assert_eq!(config.api_http, limits(256, 10, 60));
-        assert_eq!(config.client_http, limits(16_384, 10, 60));
+        assert_eq!(config.api_http, limits(256, 10_000, 60_000));
+        assert_eq!(config.client_http, limits(16_384, 10_000, 60_000));
         let config = with_file(
-            "[api]\nmax_http_connections = 2000\nheader_read_timeout_secs = 1\n\
-             [client]\nmax_http_connections = 3\nidle_timeout_secs = 5\n",
+            "[api]\nmax_http_connections = 2000\nheader_read_timeout_ms = 1000\n\
+             [client]\nmax_http_connections = 3\nidle_timeout_ms = 5000\n",
         )
         .unwrap();
-        assert_eq!(config.api_http, limits(2000, 1, 60));
-        assert_eq!(config.client_http, limits(3, 10, 5));
+        assert_eq!(config.api_http, limits(2000, 1000, 60_000));
+        assert_eq!(config.client_http, limits(3, 10_000, 5000));
     }
 
     #[test]
@@ -624,9 +620,9 @@ mod tests {
         for (text, key) in [
             ("[api]\nmax_http_connections = 0\n", "api.max_http_connections"),
             ("[client]\nmax_http_connections = -1\n", "client.max_http_connections"),
-            ("[api]\nheader_read_timeout_secs = 0\n", "api.header_read_timeout_secs"),
-            ("[client]\nidle_timeout_secs = 3601\n", "client.idle_timeout_secs"),
-            ("[client]\nheader_read_timeout_secs = 1.5\n", "client.header_read_timeout_secs"),
+            ("[api]\nheader_read_timeout_ms = 0\n", "api.header_read_timeout_ms"),
+            ("[client]\nidle_timeout_ms = 3600001\n", "client.idle_timeout_ms"),
+            ("[client]\nheader_read_timeout_ms = 1.5\n", "client.header_read_timeout_ms"),
         ] {
             let e = with_file(text).unwrap_err().to_string();
             assert!(e.contains(key), "{text:?}: {e}");

@@ -107,7 +107,6 @@ fn run(cli: &Cli) -> Result<(), String> {
     plan.udp = Some(config.udp_listen);
     plan.engine.connect_timeout = config.connect_timeout;
     plan.tcp = config.tcp;
-    raise_open_files_limit(&config, plan.cores.len());
     if let Some(reason) = uprtcd_dataplane::io::uring_unavailable_reason() {
         tracing::info!(%reason, "io_uring is unavailable; workers use epoll");
     }
@@ -147,6 +146,8 @@ fn run(cli: &Cli) -> Result<(), String> {
 
     let control_cores = plan.spare_cores(&available);
     let runtime = control_runtime(&control_cores).map_err(|e| format!("cannot start the control plane: {e}"))?;
+    // Once nothing else can stop the start, so that a refused start stays one line.
+    raise_open_files_limit(&config, workers.handles().len());
     let served = runtime.block_on(serve(state, loads, &config, api_listener, client_listener));
     runtime.shutdown_timeout(Duration::from_secs(5));
     // The control plane's state held the other references; dropping the last one stops and

@@ -81,14 +81,14 @@ listen = "127.0.0.1:0"
 max_body_bytes = 1048576
 max_upload_bytes = 104857600
 max_http_connections = 64
-header_read_timeout_secs = 5
-idle_timeout_secs = 30
+header_read_timeout_ms = 5000
+idle_timeout_ms = 30000
 
 [client]
 listen = "127.0.0.1:0"
 max_http_connections = 4096
-header_read_timeout_secs = 5
-idle_timeout_secs = 30
+header_read_timeout_ms = 5000
+idle_timeout_ms = 30000
 
 [dataplane]
 workers = 2
@@ -153,8 +153,8 @@ const BAD_KEYS: &[(&str, &str, &str)] = &[
     ("api", "max_upload_bytes = -5", "api.max_upload_bytes"),
     ("api", "max_http_connections = 0", "api.max_http_connections"),
     ("client", "max_http_connections = \"many\"", "client.max_http_connections"),
-    ("api", "header_read_timeout_secs = 0", "api.header_read_timeout_secs"),
-    ("client", "idle_timeout_secs = 86400", "client.idle_timeout_secs"),
+    ("api", "header_read_timeout_ms = 0", "api.header_read_timeout_ms"),
+    ("client", "idle_timeout_ms = 86400000", "client.idle_timeout_ms"),
 ];
 
 #[test]

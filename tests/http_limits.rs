@@ -159,7 +159,7 @@ fn a_thousand_idle_connections_cost_little_memory() {
     const N: usize = 1000;
     raise_open_files_limit(3 * N as u64);
     // Timeouts far longer than the test, so that every connection is still open when measured.
-    let (srv, _dir) = start_with("[api]\nmax_http_connections = 2100\nheader_read_timeout_secs = 600\n");
+    let (srv, _dir) = start_with("[api]\nmax_http_connections = 2100\nheader_read_timeout_ms = 600000\n");
     // Lazily made things (the first request's buffers, the metrics text) exist before the
     // baseline.
     for _ in 0..3 {
@@ -227,7 +227,7 @@ fn idle_signalling_sessions_cost_little_memory() {
 fn a_thousand_idle_connections_are_closed_after_the_header_read_timeout() {
     const N: usize = 1000;
     raise_open_files_limit(2 * N as u64 + 200);
-    let (srv, _dir) = start_with("[api]\nmax_http_connections = 1100\nheader_read_timeout_secs = 1\n");
+    let (srv, _dir) = start_with("[api]\nmax_http_connections = 1100\nheader_read_timeout_ms = 1000\n");
     let silent = open(&srv.api, N / 2, b"");
     let partial = open(&srv.api, N / 2, PARTIAL_HEAD);
     let deadline = Instant::now() + CLOSE_WAIT;
@@ -240,7 +240,7 @@ fn a_thousand_idle_connections_are_closed_after_the_header_read_timeout() {
 
 #[test]
 fn a_client_sending_its_head_byte_by_byte_is_cut_off() {
-    let (srv, _dir) = start_with("[api]\nheader_read_timeout_secs = 1\n");
+    let (srv, _dir) = start_with("[api]\nheader_read_timeout_ms = 1000\n");
     // A byte every 100 ms, each well within a second; the whole head would take ~60 s.
     let head = format!("GET /metrics HTTP/1.1\r\nhost: 127.0.0.1\r\nx-slow: {}\r\n\r\n", "a".repeat(550));
     let mut s = TcpStream::connect(&srv.api).expect("connect");
@@ -270,7 +270,7 @@ fn a_client_sending_its_head_byte_by_byte_is_cut_off() {
 fn a_kept_alive_connection_waits_the_idle_timeout_then_the_header_read_timeout() {
     // The idle timeout is longer than the header-read timeout, so a connection closed while
     // waiting for its next request shows which of the two ended it.
-    let (srv, _dir) = start_with("[client]\nheader_read_timeout_secs = 1\nidle_timeout_secs = 3\n");
+    let (srv, _dir) = start_with("[client]\nheader_read_timeout_ms = 1000\nidle_timeout_ms = 3000\n");
     let mut idle = TcpStream::connect(&srv.client).expect("connect");
     let answer = healthz(&mut idle);
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
@@ -289,7 +289,7 @@ fn a_kept_alive_connection_waits_the_idle_timeout_then_the_header_read_timeout()
 
 #[test]
 fn over_the_cap_a_connection_is_closed_at_once_and_a_websocket_keeps_its_place() {
-    let (srv, _dir) = start_with("[client]\nmax_http_connections = 1\nheader_read_timeout_secs = 600\n");
+    let (srv, _dir) = start_with("[client]\nmax_http_connections = 1\nheader_read_timeout_ms = 600000\n");
     let (room, code) = convo(&srv, "m1", &["m1"], 2);
     let socket = join(&srv, &room, code, "m1");
     wait_for(&srv, "client connections with the WebSocket open", 1, || connections(&srv, "client"));
@@ -309,7 +309,7 @@ fn over_the_cap_a_connection_is_closed_at_once_and_a_websocket_keeps_its_place()
 
 #[test]
 fn sigterm_stops_with_connections_open() {
-    let (mut srv, _dir) = start_with("[api]\nheader_read_timeout_secs = 2\n[client]\nheader_read_timeout_secs = 2\n");
+    let (mut srv, _dir) = start_with("[api]\nheader_read_timeout_ms = 2000\n[client]\nheader_read_timeout_ms = 2000\n");
     let mut open_ones = open(&srv.api, 5, b"");
     open_ones.extend(open(&srv.client, 5, PARTIAL_HEAD));
     let mut kept_alive = TcpStream::connect(&srv.client).expect("connect");
