@@ -191,11 +191,14 @@ fn failures(samples: &[JoinSample]) -> (usize, Vec<JoinFailures>) {
     (samples.iter().filter(|s| s.failed.is_some()).count(), JoinFailures::of(samples))
 }
 
-/// Why a scenario stops after joins of which more than half failed, if they did.
-fn mostly_failed(samples: &[JoinSample], what: &str) -> Option<String> {
+/// Why a scenario stops after `samples`, the joins of `wanted` that were attempted, if more
+/// than half of them failed or the pool gave up before attempting them all.
+fn mostly_failed(samples: &[JoinSample], wanted: usize, what: &str) -> Option<String> {
     let (failed, reasons) = failures(samples);
-    (failed * 2 > samples.len())
-        .then(|| format!("{failed} of {} joins {what} failed: {}", samples.len(), JoinFailures::describe(&reasons)))
+    let gave_up = if samples.len() < wanted { format!(" (gave up; {wanted} were to join)") } else { String::new() };
+    (failed * 2 > samples.len() || samples.len() < wanted).then(|| {
+        format!("{failed} of {} joins {what} failed{gave_up}: {}", samples.len(), JoinFailures::describe(&reasons))
+    })
 }
 
 /// Media running through the SFU: the publishers' thread, the meters, the kept sinks.
@@ -459,7 +462,7 @@ pub fn fanout(ctx: &Context<'_>, plan: &FanoutPlan, progress: &mut Progress) -> 
             run.ended = format!("loss above {:.1} % at {subscribers} subscribers", ctx.loss_limit * 100.0);
             break;
         }
-        if let Some(why) = mostly_failed(&joins, &format!("towards {target} subscribers")) {
+        if let Some(why) = mostly_failed(&joins, wanted, &format!("towards {target} subscribers")) {
             run.ended = why;
             break;
         }
@@ -501,7 +504,7 @@ pub fn storm(ctx: &Context<'_>, plan: &StormPlan, progress: &mut Progress) -> Re
     before.phase = Some("before".into());
     (before.join_failures, before.join_failure_reasons) = failures(&audience);
     run.steps.push(before);
-    if let Some(why) = mostly_failed(&audience, "of the standing audience") {
+    if let Some(why) = mostly_failed(&audience, plan.base, "of the standing audience") {
         run.ended = why;
         return Ok(run);
     }
@@ -523,7 +526,7 @@ pub fn storm(ctx: &Context<'_>, plan: &StormPlan, progress: &mut Progress) -> Re
     progress.advance();
     during.phase = Some("storm".into());
     (during.join_failures, _) = failures(&joins);
-    let failed = mostly_failed(&joins, "of the storm");
+    let failed = mostly_failed(&joins, plan.joins, "of the storm");
     during.join_ms = Some(JoinTimes::of(joins));
     run.steps.push(during);
     run.latency_cdf = cdf;
