@@ -3,7 +3,7 @@
     python3 benches/loadgen/plot.py RESULTS.json [OUTDIR]
     python3 benches/loadgen/plot.py --selftest OUTDIR
 
-Reads the JSON results the load generator (`uprtcd-load`) writes and puts four SVG files in
+Reads the JSON results the load generator (`uprtcd-load`) writes and puts these SVG files in
 OUTDIR (by default the directory of RESULTS.json):
 
   egress.svg       egress packets/s against load, one panel per scenario, one line per run,
@@ -12,13 +12,16 @@ OUTDIR (by default the directory of RESULTS.json):
                    (solid) and worker threads (dotted)
   latency_cdf.svg  each run's latency CDF (its heaviest step within the loss limit), p99 marked
   loss.svg         loss fraction against load, with the 0.1 % threshold
+  join_time.svg    time from a viewer's join to its first media packet: per fan-out step the
+                   probes' p50 and p99, and each storm's CDF (connected and first media)
 
-Load is subscribers, or publishers × subscribers in the conference scenario. Any field may be
+Load is subscribers, or publishers × subscribers in the conference scenario; a storm's windows
+are not a load series, so storms appear only in latency_cdf.svg and join_time.svg. Any field may be
 missing or null where a run could not measure it: what exists is plotted, the rest is skipped,
 and a plot with nothing to show is not written (a note goes to stderr).
 
---selftest plots a built-in synthetic results set (two uprtcd runs, one Janus run, raw rows,
-some fields missing) into OUTDIR, checks that the four SVGs were written and parse, and checks
+--selftest plots a built-in synthetic results set (two uprtcd runs, one Janus run, a storm, raw
+rows, some fields missing) into OUTDIR, checks that the four SVGs were written and parse, and checks
 that empty or malformed results are skipped without an error.
 """
 
@@ -39,12 +42,14 @@ from matplotlib.lines import Line2D  # noqa: E402
 from matplotlib.ticker import FuncFormatter  # noqa: E402
 
 SCENARIOS = ("fanout", "conference", "live-across-workers")
+# Scenarios whose steps are phases of one load, not a series of loads.
+PHASED = ("storm",)
 UNKNOWN_SCENARIO = "scenario not recorded"
 RAW_LABELS = {"sendmmsg": "raw sendmmsg", "gso": "raw GSO"}
 RAW_COLORS = {"raw sendmmsg": "0.25", "raw GSO": "tab:brown"}
 LOSS_FLOOR = 1e-6
 LOSS_THRESHOLD = 1e-3
-PLOTS = ("egress.svg", "egress_per_core.svg", "cpu.svg", "latency_cdf.svg", "loss.svg")
+PLOTS = ("egress.svg", "egress_per_core.svg", "cpu.svg", "latency_cdf.svg", "loss.svg", "join_time.svg")
 # The issue's target for one worker core: 500,000 egress SRTP packets/s.
 PER_CORE_TARGET = 500_000
 
@@ -198,6 +203,8 @@ def by_scenario(runs, series):
     """{scenario: [(run, data)]} for the runs where series(run) is non-empty, scenarios in order."""
     panels = {}
     for run in runs:
+        if run.scenario in PHASED:
+            continue
         data = series(run)
         if data:
             panels.setdefault(run.scenario, []).append((run, data))
@@ -366,6 +373,80 @@ def plot_loss(results, runs, outdir):
     return save(fig, outdir, "loss.svg", runs)
 
 
+def join_samples(step, key):
+    """The finite, non-negative `key` times of a step's timed joins, and how many joins there were."""
+    joins = step.get("join_ms") if isinstance(step.get("join_ms"), dict) else {}
+    samples = dicts(joins.get("samples"))
+    return [v for v in (num(sample, key) for sample in samples) if v is not None and v >= 0], len(samples)
+
+
+def plot_join_time(results, runs, outdir):
+    """Fan-out probes' first-media p50/p99 against subscribers; each storm's CDF of join times."""
+
+    def probes(run):
+        p50, p99 = [], []
+        for step in [] if run.scenario in PHASED else run.steps:
+            x = run.load(step)
+            joins = step.get("join_ms") if isinstance(step.get("join_ms"), dict) else {}
+            media = joins.get("first_media") if isinstance(joins.get("first_media"), dict) else {}
+            if x is None or x <= 0 or not num(media, "samples"):
+                continue
+            for points, key in ((p50, "p50"), (p99, "p99")):
+                if num(media, key) is not None and num(media, key) > 0:
+                    points.append((x, num(media, key)))
+        return (sorted(p50), sorted(p99)) if p50 or p99 else None
+
+    def storm_cdfs(run):
+        curves = []
+        for step in run.steps:
+            for key, name in (("connected_ms", "connected"), ("first_media_ms", "first media")):
+                times, joins = join_samples(step, key)
+                if times and joins:
+                    times.sort()
+                    # Over every join, so that a curve ends below 1 by the joins that failed.
+                    curves.append((name, [(t, (i + 1) / joins) for i, t in enumerate(times)]))
+        return curves
+
+    fanouts = [(run, data) for run in runs if (data := probes(run))]
+    storms = [(run, data) for run in runs if run.scenario in PHASED and (data := storm_cdfs(run))]
+    if not fanouts and not storms:
+        return skipped("join_time.svg", "no step has join_ms")
+    panels = [panel for panel, present in (("probes", fanouts), ("storm", storms)) if present]
+    fig, axes = plt.subplots(
+        1, len(panels), figsize=(1.5 + 5.4 * len(panels), 5.4), squeeze=False, layout="constrained"
+    )
+    axes = dict(zip(panels, axes[0]))
+    fig.suptitle(f"Join time: from a viewer's join to its first media packet\n{subtitle(results)}".strip(), fontsize=12)
+    keys = []
+    if fanouts:
+        ax = axes["probes"]
+        ax.set_title("probes after each fan-out step's window")
+        for run, (p50, p99) in fanouts:
+            label = f"{run.label} · {run.scenario}"
+            if p50:
+                ax.plot(*zip(*p50), linestyle="-", label=label, **run.style)
+            if p99:
+                ax.plot(*zip(*p99), linestyle="--", markerfacecolor="none", label=None if p50 else label, **run.style)
+        log_axis(ax, "x")
+        log_axis(ax, "y")
+        ax.set_xlabel("subscribers")
+        ax.set_ylabel("ms from the join's start to first media")
+        keys += [Line2D([], [], color="0.3", linestyle="-", label="solid: p50"),
+                 Line2D([], [], color="0.3", linestyle="--", label="dashed: p99")]
+    if storms:
+        ax = axes["storm"]
+        ax.set_title("join storm, every join")
+        for run, curves in storms:
+            for name, points in curves:
+                dashes = "-" if name == "first media" else ":"
+                ax.plot(*zip(*points), color=run.style["color"], linestyle=dashes, label=f"{run.label} · {name}")
+        log_axis(ax, "x")
+        ax.set_ylim(0, 1.02)
+        ax.set_xlabel("ms from the join's start")
+        ax.set_ylabel("fraction of joins at or below (failures never arrive)")
+    return save(fig, outdir, "join_time.svg", runs, keys)
+
+
 def plot(results, outdir):
     """Write every plot the results have data for into outdir; returns the names written."""
     if not isinstance(results, dict):
@@ -373,7 +454,7 @@ def plot(results, outdir):
         return []
     outdir.mkdir(parents=True, exist_ok=True)
     runs = runs_of(results)
-    plotters = (plot_egress, plot_egress_per_core, plot_cpu, plot_latency_cdf, plot_loss)
+    plotters = (plot_egress, plot_egress_per_core, plot_cpu, plot_latency_cdf, plot_loss, plot_join_time)
     return [name for name, plotter in zip(PLOTS, plotters) if plotter(results, runs, outdir)]
 
 
@@ -411,14 +492,38 @@ def synthetic_results():
             "memory_per_subscriber_bytes": 20_000,
         }
 
+    def joins(count, connected_ms, media_ms, failed=0):
+        """Timed joins: connected and first media spread around the given medians."""
+        samples = []
+        for i in range(count):
+            spread = math.exp((i % 10 - 4.5) / 6)
+            sample = {"late_ms": 0.0, "signalled_ms": 3.0 * spread, "negotiated_ms": 6.0 * spread,
+                      "ice_ms": 8.0 * spread, "connected_ms": connected_ms * spread,
+                      "first_media_ms": media_ms * spread, "failed": None}
+            if i < failed:
+                sample.update(connected_ms=None, first_media_ms=None, failed="dtls", error="media: not connected yet")
+            samples.append(sample)
+        media = sorted(s["first_media_ms"] for s in samples if s["first_media_ms"] is not None)
+        at = lambda q: media[max(0, math.ceil(len(media) * q) - 1)] if media else 0.0  # noqa: E731
+        return {"joins": count, "failed": failed, "samples": samples,
+                "first_media": {"samples": len(media), "p50": at(0.5), "p90": at(0.9), "p99": at(0.99),
+                                "max": at(1.0)}}
+
     fanout = (10, 100, 300, 1000, 3000)
     epoll = [step(1, n, 164, 560_000, 1.9 - 0.3 * math.log10(n), 0.8, 40 + n / 20) for n in fanout]
+    for i, s in enumerate(epoll):
+        s["join_ms"] = joins(20, 15 + 10 * i, 40 + 30 * i, failed=i // 3)
+    epoll[0]["join_ms"]["first_media"] = None  # probes that measured nothing
     epoll[3]["loss"] = 3e-5
     epoll[-1]["loss"] = None  # a step that could not measure loss
     janus = [step(1, n, 164, 70_000, 9.0 + n / 400, None, 300 + n / 2) for n in fanout[:4]]
     janus[0]["loss"] = 0  # exactly zero: drawn at the floor
     conference = [step(n, n - 1, 50, 400_000, 2.4, 0.85, 60 + n) for n in (4, 8, 16, 32, 64)]
     conference[-1]["loss"] = 4e-4
+    storm = [step(1, n, 164, 560_000, 1.6, 0.8, 60) for n in (1010, 2010, 2010)]
+    for s, phase in zip(storm, ("before", "storm", "after")):
+        s["phase"] = phase
+    storm[1]["join_ms"] = joins(1000, 120, 160, failed=7)
     del conference[2]["egress_pps"], conference[2]["cpu_us_per_packet"]
     return {
         "started": "2026-12-02T01:00:00Z",
@@ -437,6 +542,8 @@ def synthetic_results():
              "workers": None, "steps": janus, "latency_cdf": cdf(700, 0.7)},
             {"scenario": "conference", "sfu": "uprtcd", "label": None, "backend": "uring",
              "profile": "AES-256-GCM", "workers": 2, "steps": conference},
+            {"scenario": "storm", "sfu": "uprtcd", "label": "uprtcd epoll ×1", "backend": "epoll",
+             "profile": "AES-256-GCM", "workers": 1, "steps": storm, "latency_cdf": cdf(200, 0.8)},
         ],
     }
 

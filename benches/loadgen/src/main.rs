@@ -10,7 +10,7 @@ use clap::Parser;
 use uprtcd_loadgen::media::{ClientDtls, StreamProfile};
 use uprtcd_loadgen::raw::{self, RawMode};
 use uprtcd_loadgen::report::{Machine, Progress, Results, Run};
-use uprtcd_loadgen::scenario::{self, Context, FanoutPlan};
+use uprtcd_loadgen::scenario::{self, Context, FanoutPlan, StormPlan};
 use uprtcd_loadgen::uprtcd::{Uprtcd, UprtcdOptions};
 use uprtcd_loadgen::{LoadError, janus};
 
@@ -23,8 +23,8 @@ struct Args {
     /// Where results go.
     #[arg(long, default_value = "benches/results")]
     out: PathBuf,
-    /// What to run, comma-separated: raw, fanout, conference, aes-cm, live, janus.
-    #[arg(long, value_delimiter = ',', default_value = "raw,fanout,conference,aes-cm,live,janus")]
+    /// What to run, comma-separated: raw, fanout, storm, conference, aes-cm, live, janus.
+    #[arg(long, value_delimiter = ',', default_value = "raw,fanout,storm,conference,aes-cm,live,janus")]
     scenarios: Vec<String>,
     /// Socket backends for uprtcd's fan-out and conference (AES-256-GCM, as browsers get).
     #[arg(long, value_delimiter = ',', default_value = "uring,epoll")]
@@ -38,6 +38,28 @@ struct Args {
     /// Total subscribers at each fan-out step (the first `--meters` are meters).
     #[arg(long, value_delimiter = ',', default_value = "100,250,500,1000,1500,2000,2500,3000,3500,4000")]
     fanout_steps: Vec<usize>,
+    /// Viewers that join one after another after each fan-out step's window, timed until
+    /// their first media packet; they stay for the next step.
+    #[arg(long, default_value_t = 20)]
+    probe_joins: usize,
+    /// Milliseconds between two probes' starts.
+    #[arg(long, default_value_t = 150)]
+    probe_interval_ms: u64,
+    /// Socket backends for the join storm.
+    #[arg(long, value_delimiter = ',', default_value = "epoll")]
+    storm_backends: Vec<String>,
+    /// Sinks watching before the storm (besides the meters).
+    #[arg(long, default_value_t = 1000)]
+    storm_base: usize,
+    /// Viewers that join in the storm.
+    #[arg(long, default_value_t = 1000)]
+    storm_joins: usize,
+    /// Seconds the storm's joins are spread over.
+    #[arg(long, default_value_t = 10)]
+    storm_seconds: u64,
+    /// Threads the storm's joins run on, so that slow joins do not hold up the schedule.
+    #[arg(long, default_value_t = 128)]
+    storm_threads: usize,
     /// Subscribers at each step of the live room spread over every worker.
     #[arg(long, value_delimiter = ',', default_value = "250,500,1000,2000")]
     live_steps: Vec<usize>,
@@ -98,6 +120,7 @@ fn run(args: &Args) -> Result<(), LoadError> {
         + args.backends.len()
             * (usize::from(wants(args, "fanout")) * args.fanout_steps.len()
                 + usize::from(wants(args, "conference")) * args.conference_sizes.len())
+        + usize::from(wants(args, "storm")) * args.storm_backends.len() * 3
         + usize::from(wants(args, "aes-cm")) * args.aes_cm_backends.len() * args.fanout_steps.len()
         + usize::from(wants(args, "live")) * args.live_backends.len() * args.live_steps.len()
         + usize::from(wants(args, "janus")) * (args.janus_steps.len() + args.janus_conference_sizes.len());
@@ -122,7 +145,7 @@ fn run(args: &Args) -> Result<(), LoadError> {
         let server = start_uprtcd(args, results.machine.cpus, backend, 1)?;
         let ctx = Context::new(&server, Some(&server), stream, ClientDtls::browserlike()?, window)?;
         if wants(args, "fanout") {
-            let plan = FanoutPlan { steps: args.fanout_steps.clone(), meters: args.meters, across_workers: false };
+            let plan = fanout_plan(args, &args.fanout_steps, false);
             record(&mut results, scenario::fanout(&ctx, &plan, &mut progress), "fanout");
         }
         if wants(args, "conference") {
@@ -130,10 +153,24 @@ fn run(args: &Args) -> Result<(), LoadError> {
         }
     }
 
+    // A server of its own, so that the storm's room is the only one.
+    for backend in args.storm_backends.iter().filter(|_| wants(args, "storm")) {
+        let server = start_uprtcd(args, results.machine.cpus, backend, 1)?;
+        let ctx = Context::new(&server, Some(&server), stream, ClientDtls::browserlike()?, window)?;
+        let plan = StormPlan {
+            base: args.storm_base,
+            meters: args.meters,
+            joins: args.storm_joins,
+            spread: Duration::from_secs(args.storm_seconds),
+            threads: args.storm_threads.max(1),
+        };
+        record(&mut results, scenario::storm(&ctx, &plan, &mut progress), "storm");
+    }
+
     for backend in args.aes_cm_backends.iter().filter(|_| wants(args, "aes-cm")) {
         let server = start_uprtcd(args, results.machine.cpus, backend, 1)?;
         let ctx = Context::new(&server, Some(&server), stream, ClientDtls::aes_cm_only()?, window)?;
-        let plan = FanoutPlan { steps: args.fanout_steps.clone(), meters: args.meters, across_workers: false };
+        let plan = fanout_plan(args, &args.fanout_steps, false);
         record(&mut results, scenario::fanout(&ctx, &plan, &mut progress), "fanout with AES-CM");
     }
 
@@ -141,7 +178,7 @@ fn run(args: &Args) -> Result<(), LoadError> {
         let workers = results.machine.cpus.max(2);
         let server = start_uprtcd(args, results.machine.cpus, backend, workers)?;
         let ctx = Context::new(&server, Some(&server), stream, ClientDtls::browserlike()?, window)?;
-        let plan = FanoutPlan { steps: args.live_steps.clone(), meters: args.meters, across_workers: true };
+        let plan = fanout_plan(args, &args.live_steps, true);
         record(&mut results, scenario::fanout(&ctx, &plan, &mut progress), "live across workers");
     }
 
@@ -149,7 +186,7 @@ fn run(args: &Args) -> Result<(), LoadError> {
         match start_janus(args) {
             Ok(server) => {
                 let ctx = Context::new(&server, None, stream, ClientDtls::browserlike()?, window)?;
-                let plan = FanoutPlan { steps: args.janus_steps.clone(), meters: args.meters, across_workers: false };
+                let plan = fanout_plan(args, &args.janus_steps, false);
                 record(&mut results, scenario::fanout(&ctx, &plan, &mut progress), "janus fanout");
                 record(
                     &mut results,
@@ -165,6 +202,16 @@ fn run(args: &Args) -> Result<(), LoadError> {
     print!("{}", results.summary());
     println!("results in {}", args.out.display());
     Ok(())
+}
+
+fn fanout_plan(args: &Args, steps: &[usize], across_workers: bool) -> FanoutPlan {
+    FanoutPlan {
+        steps: steps.to_vec(),
+        meters: args.meters,
+        across_workers,
+        probes: args.probe_joins,
+        probe_interval: Duration::from_millis(args.probe_interval_ms),
+    }
 }
 
 /// Keeps a scenario's run, or notes why it failed, so that one failure does not lose the

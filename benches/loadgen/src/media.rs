@@ -1,7 +1,9 @@
 //! Media through the SFU: publishers that send paced Opus and VP8 the way a camera does,
 //! meters that decrypt and check every packet they receive (loss, reordering, latency from a
 //! send timestamp carried in the payload to the kernel's receive timestamp), and sinks that
-//! finish their handshake and leave what arrives to the kernel.
+//! finish their handshake and leave what arrives to the kernel. A viewer's join
+//! ([`Viewers::join`]) is timed stage by stage until its first media packet, which it reads
+//! before it becomes a sink.
 //!
 //! Every payload carries a [`MeterBlock`] at [`BLOCK_OFFSET`]: which publisher and stream
 //! it belongs to, a per-stream counter and the send time. The SFU rewrites SSRCs and
@@ -14,15 +16,18 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use serde::Serialize;
 use uprtcd_dataplane::dtls::{CertificateFingerprint, DtlsIdentity, DtlsVersionPolicy};
 use uprtcd_dataplane::ice::IceCredentials;
-use uprtcd_dataplane::peer::{ClientPeer, Received, UdpPeer};
+use uprtcd_dataplane::ice::client::{ServerStun, classify_server_stun};
+use uprtcd_dataplane::peer::{ClientPeer, PeerError, Received, UdpPeer};
 use uprtcd_dataplane::wire::rtp::{RtpHeader, RtpPacket};
+use uprtcd_dataplane::wire::{Datagram, classify};
 
 use crate::LoadError;
 use crate::cm::{RtcDtlsIdentity, aes_cm_client_peer};
 use crate::sdp::{self, LocalEnd, OPUS_PT, RemoteEnd, VP8_PT};
-use crate::sfu::Member;
+use crate::sfu::{Member, Sfu};
 use crate::sys;
 
 /// Payload bytes of a video packet, and of an Opus frame.
@@ -33,6 +38,10 @@ pub const AUDIO_PAYLOAD: usize = 100;
 pub const BLOCK_OFFSET: usize = 16;
 const MAGIC: u32 = 0x554c_4731;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
+/// When an unanswered connectivity check is first repeated ([`connect`]).
+const FIRST_CHECK_REPEAT: Duration = Duration::from_millis(100);
+/// How long a viewer's join may take, from its start until its first media packet.
+pub const JOIN_BOUND: Duration = Duration::from_secs(15);
 /// How often clients repeat their consent check (browsers: about every 5 s).
 const CONSENT_INTERVAL: Duration = Duration::from_secs(5);
 
@@ -212,23 +221,226 @@ impl Transport {
     ) -> Result<UdpPeer, LoadError> {
         let offer = sdp::publisher_offer(&self.local(identity)?, audio_ssrc, video_ssrc);
         let answer = member.publish(&offer)?;
-        self.connect(&answer, identity)
+        let mut client = self.peer(&answer, identity)?;
+        connect(&mut client, Instant::now() + CONNECT_TIMEOUT, &mut None).map_err(|(_, e)| e)?;
+        Ok(client)
     }
 
     /// Subscribes to everything the room publishes through `member`.
     pub fn subscribe(self, member: &mut dyn Member, identity: &ClientDtls) -> Result<UdpPeer, LoadError> {
-        let local = self.local(identity)?;
-        let offer = member.subscribe(&mut |offer| sdp::subscriber_answer(offer, &local))?;
-        self.connect(&offer, identity)
+        let mut client = self.offered(member, identity)?;
+        connect(&mut client, Instant::now() + CONNECT_TIMEOUT, &mut None).map_err(|(_, e)| e)?;
+        Ok(client)
     }
 
-    fn connect(self, remote_sdp: &str, identity: &ClientDtls) -> Result<UdpPeer, LoadError> {
+    /// Answers the SFU's offer of everything the room publishes; the client that will
+    /// connect to it, not connected yet.
+    fn offered(self, member: &mut dyn Member, identity: &ClientDtls) -> Result<UdpPeer, LoadError> {
+        let local = self.local(identity)?;
+        let offer = member.subscribe(&mut |offer| sdp::subscriber_answer(offer, &local))?;
+        self.peer(&offer, identity)
+    }
+
+    fn peer(self, remote_sdp: &str, identity: &ClientDtls) -> Result<UdpPeer, LoadError> {
         let remote = RemoteEnd::parse(remote_sdp)?;
         let address = remote.address;
         let peer = identity.peer(self.ice, remote)?;
-        let mut client = UdpPeer::with_socket(peer, self.socket, address).map_err(LoadError::io("client socket"))?;
-        client.connect(CONNECT_TIMEOUT)?;
-        Ok(client)
+        UdpPeer::with_socket(peer, self.socket, address).map_err(LoadError::io("client socket"))
+    }
+}
+
+/// Runs ICE and DTLS on `client` until it is connected or `deadline` passes. `ice_done` gets
+/// the moment ICE succeeded: the SFU answered a check, and the client starts DTLS. An error
+/// names the stage that did not finish.
+///
+/// An unanswered check is repeated after [`FIRST_CHECK_REPEAT`], then after twice as long each
+/// time, as RFC 5389 retransmits a request. The client peer itself would repeat it every
+/// 100 ms, each repeat a new transaction whose answer alone it takes: behind an SFU whose
+/// receive queue holds datagrams for longer than that, no answer would ever count.
+fn connect(
+    client: &mut UdpPeer,
+    deadline: Instant,
+    ice_done: &mut Option<Instant>,
+) -> Result<(), (JoinStage, LoadError)> {
+    let server = client.server();
+    // A second handle on the socket sends what the handshake's timers ask for while the
+    // client itself is borrowed.
+    let socket = client.socket().try_clone().map_err(|e| (JoinStage::Ice, LoadError::io("client socket")(e)))?;
+    let mut send = |bytes: &[u8]| {
+        // A lost datagram is the network's business: ICE and DTLS retransmit.
+        let _ = socket.send_to(bytes, server);
+    };
+    let stage = |ice_done: &Option<Instant>| if ice_done.is_some() { JoinStage::Dtls } else { JoinStage::Ice };
+    let mut buf = vec![0u8; 2048];
+    client.peer.start(Instant::now(), &mut send).map_err(|e| (JoinStage::Ice, e.into()))?;
+    let mut repeat = FIRST_CHECK_REPEAT;
+    let mut next_check = Instant::now() + repeat;
+    while !client.peer.is_connected() {
+        let now = Instant::now();
+        if now >= deadline {
+            return Err((stage(ice_done), PeerError::NotConnected.into()));
+        }
+        let due = if ice_done.is_some() { client.peer.poll_timeout() } else { Some(next_check) };
+        let wait = due.map_or(deadline, |t| t.min(deadline)).saturating_duration_since(now);
+        socket.set_read_timeout(Some(wait.max(Duration::from_millis(1)))).ok();
+        if let Ok((len, from)) = socket.recv_from(&mut buf)
+            && from == server
+        {
+            let answers_check = ice_done.is_none() && is_check_response(&buf[..len]);
+            // A stray or damaged datagram is not fatal to a handshake in progress.
+            let handled = client.peer.handle_datagram(Instant::now(), server, &mut buf[..len], &mut send);
+            if answers_check && handled.is_ok() {
+                *ice_done = Some(Instant::now());
+            }
+        }
+        let now = Instant::now();
+        let due = match ice_done {
+            None => now >= next_check,
+            Some(_) => client.peer.poll_timeout().is_some_and(|t| now >= t),
+        };
+        if !due {
+            continue;
+        }
+        if ice_done.is_none() {
+            repeat *= 2;
+            next_check = now + repeat;
+        }
+        client.peer.handle_timeout(now, &mut send).map_err(|e| (stage(ice_done), e.into()))?;
+    }
+    Ok(())
+}
+
+/// Whether `datagram` is the SFU's answer to one of the client's connectivity checks.
+fn is_check_response(datagram: &[u8]) -> bool {
+    matches!(classify(datagram), Datagram::Stun) && matches!(classify_server_stun(datagram), Ok(ServerStun::Response))
+}
+
+/// Waits until `deadline` for the first RTP packet that `client` decrypts.
+fn first_media(client: &mut UdpPeer, deadline: Instant) -> Result<(), LoadError> {
+    let mut buf = vec![0u8; 2048];
+    let mut undecrypted = 0;
+    loop {
+        match client.receive(&mut buf, deadline.saturating_duration_since(Instant::now())) {
+            Some(Ok(Received::Rtp { .. })) => return Ok(()),
+            Some(Ok(_)) => {}
+            Some(Err(_)) => undecrypted += 1,
+            None => {
+                return Err(LoadError::Setup(format!(
+                    "no media within {} s of the join's start ({undecrypted} packets did not decrypt)",
+                    JOIN_BOUND.as_secs()
+                )));
+            }
+        }
+    }
+}
+
+/// The stages of a viewer's join, in order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum JoinStage {
+    /// Joining the room: a join token and the control session (uprtcd: REST, the signalling
+    /// WebSocket until `joined`).
+    Signalling,
+    /// Subscribing: the SFU's offer, the client's answer, the SFU's acknowledgement.
+    Negotiation,
+    /// Connectivity checks until the SFU answers one.
+    Ice,
+    /// The DTLS handshake until the SRTP keys.
+    Dtls,
+    /// Until the first RTP packet from the SFU decrypts.
+    Media,
+}
+
+/// One viewer's join: when each stage ended, in milliseconds from the join's start (`None`
+/// for the stages it did not reach), and where it failed.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct JoinSample {
+    /// How long after its scheduled time the join started (all threads were busy).
+    pub late_ms: f64,
+    pub signalled_ms: Option<f64>,
+    pub negotiated_ms: Option<f64>,
+    /// The SFU answered a connectivity check.
+    pub ice_ms: Option<f64>,
+    /// ICE and DTLS done: SRTP keys.
+    pub connected_ms: Option<f64>,
+    /// The first RTP packet from the SFU decrypted (measured for probes and storms only).
+    pub first_media_ms: Option<f64>,
+    /// The stage that did not finish within [`JOIN_BOUND`], or failed.
+    pub failed: Option<JoinStage>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// A viewer's join as it ended: its sink whenever it connected, even when it saw no media.
+#[derive(Debug)]
+pub struct Joined {
+    pub sample: JoinSample,
+    pub sink: Option<Sink>,
+}
+
+/// How viewers join one room: every join signals, subscribes and connects as a browser does,
+/// then waits for its first media packet when `first_media` is set; each must be done within
+/// [`JOIN_BOUND`] of its start.
+#[derive(Clone, Copy)]
+pub struct Viewers<'a> {
+    pub sfu: &'a dyn Sfu,
+    pub room: &'a str,
+    pub identity: &'a ClientDtls,
+    pub first_media: bool,
+}
+
+impl Viewers<'_> {
+    /// Joins as `peer`. Failure is an outcome here, not an error: it is in the sample.
+    pub fn join(&self, peer: &str) -> Joined {
+        let started = Instant::now();
+        let mut joined = Joined { sample: JoinSample::default(), sink: None };
+        if let Err((stage, e)) = self.stages(peer, started, &mut joined) {
+            joined.sample.failed = Some(stage);
+            joined.sample.error = Some(e.to_string());
+        }
+        joined
+    }
+
+    fn stages(&self, peer: &str, started: Instant, joined: &mut Joined) -> Result<(), (JoinStage, LoadError)> {
+        let deadline = started + JOIN_BOUND;
+        let since = |at: Instant| at.saturating_duration_since(started).as_secs_f64() * 1e3;
+        // Marks a stage done now; past the deadline the join fails there.
+        let done = |stage: JoinStage, at: &mut Option<f64>| {
+            let now = Instant::now();
+            *at = Some(since(now));
+            if now > deadline {
+                return Err((stage, LoadError::Setup(format!("not done within {} s", JOIN_BOUND.as_secs()))));
+            }
+            Ok(())
+        };
+        let sample = &mut joined.sample;
+        let mut member = self.sfu.join(self.room, peer).map_err(|e| (JoinStage::Signalling, e))?;
+        done(JoinStage::Signalling, &mut sample.signalled_ms)?;
+        let offered = Transport::bind(self.sfu.client_ip()).and_then(|t| t.offered(&mut *member, self.identity));
+        let mut client = offered.map_err(|e| (JoinStage::Negotiation, e))?;
+        done(JoinStage::Negotiation, &mut sample.negotiated_ms)?;
+        let mut ice_done = None;
+        let connected = connect(&mut client, deadline, &mut ice_done);
+        sample.ice_ms = ice_done.map(since);
+        connected?;
+        sample.connected_ms = Some(since(Instant::now()));
+        // Read before the client becomes a sink, whose socket buffer is too small to wait on.
+        let media = if self.first_media {
+            first_media(&mut client, deadline).map(|()| sample.first_media_ms = Some(since(Instant::now())))
+        } else {
+            Ok(())
+        };
+        joined.sink = Some(Sink::new(client, member).map_err(|e| (JoinStage::Media, e))?);
+        media.map_err(|e| (JoinStage::Media, e))
+    }
+}
+
+impl std::fmt::Debug for Viewers<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Viewers")
+            .field("room", &self.room)
+            .field("first_media", &self.first_media)
+            .finish_non_exhaustive()
     }
 }
 

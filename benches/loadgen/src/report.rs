@@ -9,6 +9,7 @@ use std::time::Instant;
 use serde::Serialize;
 
 use crate::LoadError;
+use crate::media::{JoinSample, JoinStage};
 use crate::raw::RawResult;
 
 /// Everything one invocation measured.
@@ -61,9 +62,11 @@ pub struct Run {
     pub ended: String,
 }
 
-/// One measurement window at a fixed load.
+/// One measurement window at a fixed load, or (a storm) while viewers join.
 #[derive(Debug, Default, Clone, Serialize)]
 pub struct Step {
+    /// Which window of a storm: `before`, `storm` or `after`.
+    pub phase: Option<String>,
     pub publishers: usize,
     pub subscribers: usize,
     pub seconds: f64,
@@ -91,6 +94,113 @@ pub struct Step {
     pub sfu_drops: Option<u64>,
     pub rss_bytes: Option<u64>,
     pub memory_per_subscriber_bytes: Option<f64>,
+    /// Joins that failed while this step's audience connected (it is that much smaller), and
+    /// why.
+    pub join_failures: usize,
+    pub join_failure_reasons: Vec<JoinFailures>,
+    /// Timed joins at this step's load: a fan-out's probes after its window (they stay, so
+    /// they count in the next step's audience), or a storm's joins during its window.
+    pub join_ms: Option<JoinTimes>,
+}
+
+/// Timed joins: each stage's end in milliseconds from a join's start, over the joins that
+/// reached it, and the failures.
+#[derive(Debug, Default, Clone, Serialize)]
+pub struct JoinTimes {
+    pub joins: usize,
+    pub failed: usize,
+    pub failures: Vec<JoinFailures>,
+    /// Joined the room (join token, control session).
+    pub signalled: JoinPercentiles,
+    /// Subscribed (offer, answer).
+    pub negotiated: JoinPercentiles,
+    /// The SFU answered a connectivity check.
+    pub ice: JoinPercentiles,
+    /// ICE and DTLS done.
+    pub connected: JoinPercentiles,
+    /// The first RTP packet decrypted.
+    pub first_media: JoinPercentiles,
+    /// How late joins started against their schedule: large values mean the joining threads
+    /// could not keep it.
+    pub late: JoinPercentiles,
+    /// Every join, in schedule order.
+    pub samples: Vec<JoinSample>,
+}
+
+impl JoinTimes {
+    pub fn of(samples: Vec<JoinSample>) -> Self {
+        let of =
+            |stage: fn(&JoinSample) -> Option<f64>| JoinPercentiles::of(samples.iter().filter_map(stage).collect());
+        Self {
+            joins: samples.len(),
+            failed: samples.iter().filter(|s| s.failed.is_some()).count(),
+            failures: JoinFailures::of(&samples),
+            signalled: of(|s| s.signalled_ms),
+            negotiated: of(|s| s.negotiated_ms),
+            ice: of(|s| s.ice_ms),
+            connected: of(|s| s.connected_ms),
+            first_media: of(|s| s.first_media_ms),
+            late: of(|s| Some(s.late_ms)),
+            samples,
+        }
+    }
+}
+
+/// Milliseconds, by nearest rank.
+#[derive(Debug, Default, Clone, Copy, Serialize)]
+pub struct JoinPercentiles {
+    pub samples: usize,
+    pub p50: f64,
+    pub p90: f64,
+    pub p99: f64,
+    pub max: f64,
+}
+
+impl JoinPercentiles {
+    fn of(mut ms: Vec<f64>) -> Self {
+        ms.sort_unstable_by(f64::total_cmp);
+        let at = |q| nearest_rank(&ms, q).unwrap_or_default();
+        Self { samples: ms.len(), p50: at(0.5), p90: at(0.9), p99: at(0.99), max: at(1.0) }
+    }
+}
+
+/// The joins that failed at one stage, with a few of their errors.
+#[derive(Debug, Clone, Serialize)]
+pub struct JoinFailures {
+    pub stage: JoinStage,
+    pub count: usize,
+    /// Up to three distinct errors.
+    pub examples: Vec<String>,
+}
+
+impl JoinFailures {
+    pub fn of(samples: &[JoinSample]) -> Vec<Self> {
+        let mut out: Vec<Self> = Vec::new();
+        for sample in samples {
+            let Some(stage) = sample.failed else { continue };
+            let at = match out.iter().position(|f| f.stage == stage) {
+                Some(at) => at,
+                None => {
+                    out.push(Self { stage, count: 0, examples: Vec::new() });
+                    out.len() - 1
+                }
+            };
+            let failures = &mut out[at];
+            failures.count += 1;
+            let error = sample.error.clone().unwrap_or_default();
+            if failures.examples.len() < 3 && !failures.examples.contains(&error) {
+                failures.examples.push(error);
+            }
+        }
+        out.sort_by_key(|f| f.stage);
+        out
+    }
+
+    /// `ice ×3 (e.g. …), media ×1 (e.g. …)`.
+    pub fn describe(all: &[Self]) -> String {
+        let one = |f: &Self| format!("{:?} ×{} (e.g. {})", f.stage, f.count, f.examples.first().map_or("", |e| e));
+        all.iter().map(one).collect::<Vec<_>>().join(", ")
+    }
 }
 
 #[derive(Debug, Default, Clone, Copy, Serialize)]
@@ -106,15 +216,16 @@ impl Percentiles {
     /// Percentiles of `latencies_ns`, which it sorts, in µs.
     pub fn of(latencies_ns: &mut [u32]) -> Self {
         latencies_ns.sort_unstable();
-        let at = |q: f64| {
-            if latencies_ns.is_empty() {
-                return 0.0;
-            }
-            let i = ((latencies_ns.len() as f64 * q).ceil() as usize).clamp(1, latencies_ns.len()) - 1;
-            f64::from(latencies_ns[i]) / 1e3
-        };
+        let at = |q| nearest_rank(latencies_ns, q).map_or(0.0, |ns| f64::from(ns) / 1e3);
         Self { samples: latencies_ns.len(), p50: at(0.5), p99: at(0.99), p999: at(0.999), max: at(1.0) }
     }
+}
+
+/// The value at quantile `q` of `sorted`: the smallest with at least `q` of the values at or
+/// below it.
+fn nearest_rank<T: Copy>(sorted: &[T], q: f64) -> Option<T> {
+    let i = ((sorted.len() as f64 * q).ceil() as usize).clamp(1, sorted.len().max(1)) - 1;
+    sorted.get(i).copied()
 }
 
 /// A CDF of sorted `latencies_ns` at log-spaced points: (µs, fraction at or below).
@@ -145,13 +256,15 @@ impl Results {
         let mut out = String::from(
             "scenario,label,backend,workers,publishers,subscribers,offered_pps,egress_pps,sfu_cpu_percent,\
              worker_cpu_percent,cpu_us_per_packet,worker_cpu_us_per_packet,egress_pps_per_core,loss,reordered,\
-             latency_p50_us,latency_p99_us,latency_p999_us,longest_turn_us,rss_bytes,memory_per_subscriber_bytes\n",
+             latency_p50_us,latency_p99_us,latency_p999_us,longest_turn_us,rss_bytes,memory_per_subscriber_bytes,\
+             phase,join_failures,joins,joins_failed,connected_p50_ms,connected_p90_ms,connected_p99_ms,\
+             connected_max_ms,first_media_p50_ms,first_media_p90_ms,first_media_p99_ms,first_media_max_ms\n",
         );
         let opt = |v: Option<f64>| v.map(|v| format!("{v:.3}")).unwrap_or_default();
         for run in &self.runs {
             for s in &run.steps {
                 out.push_str(&format!(
-                    "{},{},{},{},{},{},{:.0},{:.0},{:.1},{},{:.3},{},{:.0},{:.6},{},{:.1},{:.1},{:.1},{},{},{}\n",
+                    "{},{},{},{},{},{},{:.0},{:.0},{:.1},{},{:.3},{},{:.0},{:.6},{},{:.1},{:.1},{:.1},{},{},{},{},{},{}\n",
                     run.scenario,
                     run.label,
                     run.backend.as_deref().unwrap_or(""),
@@ -173,6 +286,9 @@ impl Results {
                     opt(s.longest_turn_us),
                     s.rss_bytes.map(|v| v.to_string()).unwrap_or_default(),
                     opt(s.memory_per_subscriber_bytes),
+                    s.phase.as_deref().unwrap_or(""),
+                    s.join_failures,
+                    join_columns(s.join_ms.as_ref()),
                 ));
             }
         }
@@ -191,27 +307,120 @@ impl Results {
         }
         for run in &self.runs {
             out.push_str(&format!("\n{} — {} ({})\n", run.scenario, run.label, run.ended));
-            out.push_str("  pubs  subs    egress/s  cpu%  µs/pkt  per-core/s   loss%   p50µs   p99µs  p99.9µs\n");
-            for s in &run.steps {
-                out.push_str(&format!(
-                    "  {:>4} {:>5} {:>11.0} {:>5.0} {:>7.2} {:>11.0} {:>7.3} {:>7.0} {:>7.0} {:>8.0}\n",
-                    s.publishers,
-                    s.subscribers,
-                    s.egress_pps,
-                    s.worker_cpu_percent.unwrap_or(s.sfu_cpu_percent),
-                    s.worker_cpu_us_per_packet.unwrap_or(s.cpu_us_per_packet),
-                    s.egress_pps_per_core,
-                    s.loss * 100.0,
-                    s.latency_us.p50,
-                    s.latency_us.p99,
-                    s.latency_us.p999,
-                ));
+            if run.steps.iter().any(|s| s.phase.is_some()) {
+                storm_table(&mut out, run);
+            } else {
+                steps_table(&mut out, run);
             }
         }
         for note in &self.notes {
             out.push_str(&format!("note: {note}\n"));
         }
         out
+    }
+}
+
+/// The CSV columns of a step's timed joins (empty without them).
+fn join_columns(joins: Option<&JoinTimes>) -> String {
+    let Some(j) = joins else { return ",".repeat(9) };
+    let (c, m) = (&j.connected, &j.first_media);
+    format!(
+        "{},{},{:.1},{:.1},{:.1},{:.1},{:.1},{:.1},{:.1},{:.1}",
+        j.joins, j.failed, c.p50, c.p90, c.p99, c.max, m.p50, m.p90, m.p99, m.max
+    )
+}
+
+/// One line a step, then the probes' join times where the steps have them.
+fn steps_table(out: &mut String, run: &Run) {
+    out.push_str("  pubs  subs fail    egress/s  cpu%  µs/pkt  per-core/s   loss%   p50µs   p99µs  p99.9µs\n");
+    for s in &run.steps {
+        out.push_str(&format!(
+            "  {:>4} {:>5} {:>4} {:>11.0} {:>5.0} {:>7.2} {:>11.0} {:>7.3} {:>7.0} {:>7.0} {:>8.0}\n",
+            s.publishers,
+            s.subscribers,
+            s.join_failures,
+            s.egress_pps,
+            s.worker_cpu_percent.unwrap_or(s.sfu_cpu_percent),
+            s.worker_cpu_us_per_packet.unwrap_or(s.cpu_us_per_packet),
+            s.egress_pps_per_core,
+            s.loss * 100.0,
+            s.latency_us.p50,
+            s.latency_us.p99,
+            s.latency_us.p999,
+        ));
+    }
+    for s in run.steps.iter().filter(|s| !s.join_failure_reasons.is_empty()) {
+        out.push_str(&format!(
+            "  at {} subscribers: {}\n",
+            s.subscribers,
+            JoinFailures::describe(&s.join_failure_reasons)
+        ));
+    }
+    if !run.steps.iter().any(|s| s.join_ms.is_some()) {
+        return;
+    }
+    out.push_str("  join probes after each window, ms from a join's start to connected | to first media:\n");
+    out.push_str("   subs joins fail     p50     p90     p99     max |     p50     p90     p99     max\n");
+    for s in &run.steps {
+        let Some(j) = &s.join_ms else { continue };
+        let (c, m) = (&j.connected, &j.first_media);
+        out.push_str(&format!(
+            "  {:>5} {:>5} {:>4} {:>7.1} {:>7.1} {:>7.1} {:>7.1} | {:>7.1} {:>7.1} {:>7.1} {:>7.1}\n",
+            s.subscribers, j.joins, j.failed, c.p50, c.p90, c.p99, c.max, m.p50, m.p90, m.p99, m.max
+        ));
+    }
+    for s in run.steps.iter().filter_map(|s| Some((s.subscribers, s.join_ms.as_ref()?))) {
+        if !s.1.failures.is_empty() {
+            out.push_str(&format!("  probes at {}: {}\n", s.0, JoinFailures::describe(&s.1.failures)));
+        }
+    }
+}
+
+/// A storm's windows, then its joins stage by stage.
+fn storm_table(out: &mut String, run: &Run) {
+    out.push_str("  phase   subs fail seconds   egress/s worker%  sfu%  turn ms   loss%   p50µs   p99µs\n");
+    for s in &run.steps {
+        out.push_str(&format!(
+            "  {:<6} {:>5} {:>4} {:>7.1} {:>10.0} {:>7.0} {:>5.0} {:>8.1} {:>7.3} {:>7.0} {:>7.0}\n",
+            s.phase.as_deref().unwrap_or(""),
+            s.subscribers,
+            s.join_failures,
+            s.seconds,
+            s.egress_pps,
+            s.worker_cpu_percent.unwrap_or_default(),
+            s.sfu_cpu_percent,
+            s.longest_turn_us.unwrap_or_default() / 1e3,
+            s.loss * 100.0,
+            s.latency_us.p50,
+            s.latency_us.p99,
+        ));
+    }
+    for s in &run.steps {
+        let Some(j) = &s.join_ms else { continue };
+        out.push_str(&format!(
+            "  {} joins during the {} window, {} failed; ms from a join's start:\n",
+            j.joins,
+            s.phase.as_deref().unwrap_or(""),
+            j.failed
+        ));
+        out.push_str("                 joins     p50     p90     p99     max\n");
+        let stages = [
+            ("joined", &j.signalled),
+            ("subscribed", &j.negotiated),
+            ("ICE answered", &j.ice),
+            ("connected", &j.connected),
+            ("first media", &j.first_media),
+            ("started late", &j.late),
+        ];
+        for (name, p) in stages {
+            out.push_str(&format!(
+                "  {name:<13} {:>6} {:>7.1} {:>7.1} {:>7.1} {:>7.1}\n",
+                p.samples, p.p50, p.p90, p.p99, p.max
+            ));
+        }
+        if !j.failures.is_empty() {
+            out.push_str(&format!("  failed: {}\n", JoinFailures::describe(&j.failures)));
+        }
     }
 }
 
@@ -271,5 +480,38 @@ mod tests {
         let curve = cdf(&samples);
         assert_eq!(curve.last().map(|&(_, f)| f), Some(1.0));
         assert!(curve.windows(2).all(|w| w[0].0 < w[1].0 && w[0].1 <= w[1].1));
+    }
+
+    #[test]
+    fn join_times_count_each_stage_over_the_joins_that_reached_it() {
+        let joined = |ms: f64| JoinSample {
+            signalled_ms: Some(ms / 4.0),
+            negotiated_ms: Some(ms / 2.0),
+            ice_ms: Some(ms / 2.0),
+            connected_ms: Some(ms),
+            first_media_ms: Some(ms + 20.0),
+            ..JoinSample::default()
+        };
+        let failed = |stage, error: &str, ice_ms| JoinSample {
+            signalled_ms: Some(1.0),
+            negotiated_ms: Some(2.0),
+            ice_ms,
+            failed: Some(stage),
+            error: Some(error.to_owned()),
+            ..JoinSample::default()
+        };
+        let mut samples: Vec<JoinSample> = (1..=8).map(|i| joined(f64::from(i) * 10.0)).collect();
+        samples.push(failed(JoinStage::Dtls, "not connected yet", Some(3.0)));
+        samples.push(failed(JoinStage::Ice, "not connected yet", None));
+        samples.push(failed(JoinStage::Dtls, "not connected yet", Some(4.0)));
+        let times = JoinTimes::of(samples);
+        assert_eq!((times.joins, times.failed), (11, 3));
+        let c = times.connected;
+        assert_eq!((c.samples, c.p50, c.p90, c.max), (8, 40.0, 80.0, 80.0));
+        assert_eq!((times.first_media.samples, times.first_media.p50), (8, 60.0));
+        assert_eq!((times.ice.samples, times.signalled.samples), (10, 11));
+        let stages: Vec<_> = times.failures.iter().map(|f| (f.stage, f.count, f.examples.len())).collect();
+        assert_eq!(stages, [(JoinStage::Ice, 1, 1), (JoinStage::Dtls, 2, 1)]);
+        assert_eq!(JoinPercentiles::of(Vec::new()).max, 0.0);
     }
 }
