@@ -36,8 +36,10 @@ use crate::wire::framing::{self, FrameReader, MAX_FRAME_LEN, PREFIX_LEN};
 use crate::wire::{Datagram, WireError, classify};
 use crate::worker::WorkerHandle;
 
-/// How often an unanswered connectivity check is repeated.
+/// When an unanswered connectivity check is first repeated; each repeat waits twice as long
+/// as the one before, up to [`MAX_CHECK_INTERVAL`] (RFC 5389 §7.2.1).
 const CHECK_INTERVAL: Duration = Duration::from_millis(100);
+const MAX_CHECK_INTERVAL: Duration = Duration::from_millis(1600);
 
 /// What a received datagram turned out to be.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -119,6 +121,8 @@ pub struct ClientPeer {
     transaction_id: [u8; 12],
     tie_breaker: u64,
     checked_at: Option<Instant>,
+    /// How long after `checked_at` the check is repeated if unanswered.
+    check_interval: Duration,
     ice_done: bool,
     scratch: Box<[u8]>,
 }
@@ -155,6 +159,7 @@ impl ClientPeer {
             srtp: None,
             transaction_id: [0; 12],
             checked_at: None,
+            check_interval: CHECK_INTERVAL,
             ice_done: false,
             scratch: vec![0; MIN_OUTPUT_BUFFER_LEN].into_boxed_slice(),
         }
@@ -171,13 +176,20 @@ impl ClientPeer {
 
     /// Sends the first connectivity check (nominating, as a controlling agent does).
     pub fn start(&mut self, now: Instant, send: &mut dyn FnMut(&[u8])) -> Result<(), PeerError> {
+        self.new_check(now, send)
+    }
+
+    /// A check in a new transaction, with a random id (RFC 5389 §6): only the answer to it
+    /// counts, whichever of its repeats it answers.
+    fn new_check(&mut self, now: Instant, send: &mut dyn FnMut(&[u8])) -> Result<(), PeerError> {
+        aws_lc_rs::rand::fill(&mut self.transaction_id).map_err(|_| PeerError::Ice(IceError::RandomUnavailable))?;
+        self.check_interval = CHECK_INTERVAL;
         self.send_check(now, send)
     }
 
-    /// Each check is a new transaction with a random id (RFC 5389 §6); only the answer to
-    /// the latest one counts.
+    /// Sends the current transaction's check: a repeat keeps its id, so that an answer that
+    /// took longer than the repeat interval (a busy server, a long path) still counts.
     fn send_check(&mut self, now: Instant, send: &mut dyn FnMut(&[u8])) -> Result<(), PeerError> {
-        aws_lc_rs::rand::fill(&mut self.transaction_id).map_err(|_| PeerError::Ice(IceError::RandomUnavailable))?;
         let len = build_binding_request(
             &self.local_ice,
             &self.server_ice,
@@ -197,22 +209,28 @@ impl ClientPeer {
     /// browsers do every few seconds. The answer is taken by
     /// [`ClientPeer::handle_datagram`] like the first.
     pub fn refresh_consent(&mut self, now: Instant, send: &mut dyn FnMut(&[u8])) -> Result<(), PeerError> {
-        self.send_check(now, send)
+        self.new_check(now, send)
     }
 
     /// When [`ClientPeer::handle_timeout`] has work next.
     pub fn poll_timeout(&self) -> Option<Instant> {
         if !self.ice_done {
-            return self.checked_at.map(|at| at + CHECK_INTERVAL);
+            return self.checked_at.map(|at| at + self.check_interval);
         }
         self.dtls.poll_timeout()
     }
 
-    /// Repeats an unanswered check, or runs DTLS retransmission timers.
+    /// Repeats an unanswered check (twice as late each time), or runs DTLS retransmission
+    /// timers.
     pub fn handle_timeout(&mut self, now: Instant, send: &mut dyn FnMut(&[u8])) -> Result<(), PeerError> {
         if !self.ice_done {
-            if self.checked_at.is_none_or(|at| now >= at + CHECK_INTERVAL) {
-                self.send_check(now, send)?;
+            match self.checked_at {
+                None => self.new_check(now, send)?,
+                Some(at) if now >= at + self.check_interval => {
+                    self.check_interval = (self.check_interval * 2).min(MAX_CHECK_INTERVAL);
+                    self.send_check(now, send)?;
+                }
+                Some(_) => {}
             }
             return Ok(());
         }
@@ -645,4 +663,37 @@ fn write_framed(stream: &TcpStream, frame: &mut [u8], bytes: &[u8]) -> Result<()
     let len = framing::encode(bytes, frame).map_err(PeerError::Framing)?;
     let mut stream = stream;
     stream.write_all(&frame[..len]).map_err(|_| PeerError::ConnectionClosed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::dtls::DtlsVersionPolicy;
+
+    fn transaction(check: &[u8]) -> &[u8] {
+        &check[8..20]
+    }
+
+    #[test]
+    fn an_unanswered_check_is_repeated_in_its_transaction_at_doubling_intervals() {
+        let identity = DtlsIdentity::generate(DtlsVersionPolicy::Dtls12Only).unwrap();
+        let (local, server) = (IceCredentials::generate().unwrap(), IceCredentials::generate().unwrap());
+        let start = Instant::now();
+        let mut peer = ClientPeer::new(&identity, local, server, identity.fingerprint(), start);
+        let mut sent: Vec<Vec<u8>> = Vec::new();
+        peer.start(start, &mut |check| sent.push(check.to_vec())).unwrap();
+        let mut at = start;
+        for wait_ms in [100, 200, 400, 800, 1600, 1600] {
+            let due = peer.poll_timeout().unwrap();
+            assert_eq!(due - at, Duration::from_millis(wait_ms));
+            peer.handle_timeout(due, &mut |check| sent.push(check.to_vec())).unwrap();
+            at = due;
+        }
+        assert_eq!(sent.len(), 7);
+        // So an answer to any of them is the answer the client waits for.
+        assert!(sent.iter().all(|check| transaction(check) == transaction(&sent[0])), "one transaction");
+        peer.refresh_consent(at, &mut |check| sent.push(check.to_vec())).unwrap();
+        assert_ne!(transaction(&sent[7]), transaction(&sent[0]), "a consent check is a transaction of its own");
+        assert_eq!(peer.poll_timeout().unwrap() - at, CHECK_INTERVAL);
+    }
 }

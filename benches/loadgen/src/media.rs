@@ -38,8 +38,6 @@ pub const AUDIO_PAYLOAD: usize = 100;
 pub const BLOCK_OFFSET: usize = 16;
 const MAGIC: u32 = 0x554c_4731;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
-/// When an unanswered connectivity check is first repeated ([`connect`]).
-const FIRST_CHECK_REPEAT: Duration = Duration::from_millis(100);
 /// How long a viewer's join may take, from its start until its first media packet.
 pub const JOIN_BOUND: Duration = Duration::from_secs(15);
 /// How often clients repeat their consent check (browsers: about every 5 s).
@@ -252,11 +250,6 @@ impl Transport {
 /// Runs ICE and DTLS on `client` until it is connected or `deadline` passes. `ice_done` gets
 /// the moment ICE succeeded: the SFU answered a check, and the client starts DTLS. An error
 /// names the stage that did not finish.
-///
-/// An unanswered check is repeated after [`FIRST_CHECK_REPEAT`], then after twice as long each
-/// time, as RFC 5389 retransmits a request. The client peer itself would repeat it every
-/// 100 ms, each repeat a new transaction whose answer alone it takes: behind an SFU whose
-/// receive queue holds datagrams for longer than that, no answer would ever count.
 fn connect(
     client: &mut UdpPeer,
     deadline: Instant,
@@ -273,15 +266,12 @@ fn connect(
     let stage = |ice_done: &Option<Instant>| if ice_done.is_some() { JoinStage::Dtls } else { JoinStage::Ice };
     let mut buf = vec![0u8; 2048];
     client.peer.start(Instant::now(), &mut send).map_err(|e| (JoinStage::Ice, e.into()))?;
-    let mut repeat = FIRST_CHECK_REPEAT;
-    let mut next_check = Instant::now() + repeat;
     while !client.peer.is_connected() {
         let now = Instant::now();
         if now >= deadline {
             return Err((stage(ice_done), PeerError::NotConnected.into()));
         }
-        let due = if ice_done.is_some() { client.peer.poll_timeout() } else { Some(next_check) };
-        let wait = due.map_or(deadline, |t| t.min(deadline)).saturating_duration_since(now);
+        let wait = client.peer.poll_timeout().map_or(deadline, |t| t.min(deadline)).saturating_duration_since(now);
         socket.set_read_timeout(Some(wait.max(Duration::from_millis(1)))).ok();
         if let Ok((len, from)) = socket.recv_from(&mut buf)
             && from == server
@@ -294,16 +284,8 @@ fn connect(
             }
         }
         let now = Instant::now();
-        let due = match ice_done {
-            None => now >= next_check,
-            Some(_) => client.peer.poll_timeout().is_some_and(|t| now >= t),
-        };
-        if !due {
+        if !client.peer.poll_timeout().is_some_and(|t| now >= t) {
             continue;
-        }
-        if ice_done.is_none() {
-            repeat *= 2;
-            next_check = now + repeat;
         }
         client.peer.handle_timeout(now, &mut send).map_err(|e| (stage(ice_done), e.into()))?;
     }
