@@ -197,7 +197,8 @@ impl Transport {
         Ok(Self { ice, socket })
     }
 
-    fn local<'a>(&'a self, identity: &ClientDtls) -> Result<LocalEnd<'a>, LoadError> {
+    /// This transport's end, as its offer or answer describes it.
+    pub fn local<'a>(&'a self, identity: &ClientDtls) -> Result<LocalEnd<'a>, LoadError> {
         let candidate = self.socket.local_addr().map_err(LoadError::io("local address"))?;
         Ok(LocalEnd { ice: &self.ice, fingerprint: identity.fingerprint(), candidate })
     }
@@ -220,6 +221,17 @@ impl Transport {
         let local = self.local(identity)?;
         let offer = member.subscribe(&mut |offer| sdp::subscriber_answer(offer, &local))?;
         self.connect(&offer, identity)
+    }
+
+    /// Connects through an exchange the caller carries out (WHIP, WHEP): `exchange` is given
+    /// this transport's end, sends its offer and returns the SFU's answer.
+    pub fn connect_with(
+        self,
+        identity: &ClientDtls,
+        exchange: impl FnOnce(&LocalEnd<'_>) -> Result<String, LoadError>,
+    ) -> Result<UdpPeer, LoadError> {
+        let answer = exchange(&self.local(identity)?)?;
+        self.connect(&answer, identity)
     }
 
     fn connect(self, remote_sdp: &str, identity: &ClientDtls) -> Result<UdpPeer, LoadError> {
