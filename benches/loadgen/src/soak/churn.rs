@@ -371,26 +371,43 @@ impl Soak<'_> {
                 return Err(e);
             }
         };
-        std::thread::scope(|scope| {
-            for slot in 0..self.plan.slots {
-                let (room, seed) = (&room, rng.next_u64());
-                scope.spawn(move || {
-                    self.generations(&format!("{name}-s{slot}"), seed, end, "member", |peer, rng| {
-                        self.member(room, peer, rng, end, graveyard)
+        let ended = std::thread::scope(|scope| {
+            let slots: Vec<_> = (0..self.plan.slots)
+                .map(|slot| {
+                    let (room, seed) = (&room, rng.next_u64());
+                    scope.spawn(move || {
+                        self.generations(&format!("{name}-s{slot}"), seed, end, "member", |peer, rng| {
+                            self.member(room, peer, rng, end, graveyard)
+                        })
                     })
-                });
+                })
+                .collect();
+            // The host stays (and answers pings) until its members' last ends are over.
+            let mut pumped = anchor.pump(&self.tally, end, |_| false);
+            while pumped != Pumped::Ended && slots.iter().any(|slot| !slot.is_finished()) {
+                pumped = anchor.pump(&self.tally, Instant::now() + PUMP_INTERVAL, |_| false);
             }
-            anchor.pump(&self.tally, end, |_| false);
+            pumped == Pumped::Ended
         });
-        if rng.chance(50) {
-            self.delete_room(&room)?;
-            anchor.pump(&self.tally, Instant::now() + END_WAIT, |kind| kind == "room-closed");
-            self.tally.one(Count::RoomsClosedWithMembers);
-            return Ok(None);
+        if ended {
+            let error = LoadError::Signalling(format!("the server ended the session of {host}, which read on"));
+            self.tally.fail("room host", &error);
+        } else if rng.chance(50) {
+            match self.delete_room(&room) {
+                Ok(()) => {
+                    anchor.pump(&self.tally, Instant::now() + END_WAIT, |kind| kind == "room-closed");
+                    self.tally.one(Count::RoomsClosedWithMembers);
+                    return Ok(None);
+                }
+                Err(e) => self.tally.fail("room delete", &e),
+            }
+        } else {
+            drop(anchor.media.take());
+            match anchor.signalling.leave() {
+                Ok(()) => self.tally.one(Count::Left),
+                Err(e) => self.tally.fail("room host", &e),
+            }
         }
-        drop(anchor.media.take());
-        anchor.signalling.leave()?;
-        self.tally.one(Count::Left);
         Ok(Some(room))
     }
 

@@ -50,12 +50,13 @@ fn closed_by_server(stream: &mut TcpStream) -> bool {
 
 impl Soak<'_> {
     /// Holds connections to `targets` (in turn) that send `first(rng)` and then nothing: at
-    /// most `cap` at once. Counts each as `opened`, and as `closed` when the server closed it.
+    /// most `cap` at once. Counts each as `opened`, then as `closed` when the server closed
+    /// it, or as `outlived` when it was still open after [`HOLD_AT_MOST`].
     fn hold_connections(
         &self,
         targets: &[SocketAddr],
         cap: usize,
-        (opened, closed): (Count, Count),
+        (opened, closed, outlived): (Count, Count, Count),
         rng: &mut Rng,
         until: Instant,
         first: impl Fn(&mut Rng) -> Vec<u8>,
@@ -69,7 +70,11 @@ impl Soak<'_> {
                     self.tally.one(closed);
                     return false;
                 }
-                now.duration_since(h.since) < HOLD_AT_MOST
+                let keep = now.duration_since(h.since) < HOLD_AT_MOST;
+                if !keep {
+                    self.tally.one(outlived);
+                }
+                keep
             });
             if !self.running(until) {
                 if held.is_empty() {
@@ -108,7 +113,7 @@ impl Soak<'_> {
         let mut rng = Rng::new(seed, 300);
         let targets: Vec<SocketAddr> =
             [self.server.api_address(), self.server.client_address()].iter().filter_map(|a| a.parse().ok()).collect();
-        let counts = (Count::IdleHttp, Count::IdleHttpClosed);
+        let counts = (Count::IdleHttp, Count::IdleHttpClosed, Count::IdleHttpOutlived);
         self.hold_connections(&targets, self.plan.idle_http, counts, &mut rng, until, |rng| {
             if rng.chance(50) { Vec::new() } else { b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n".to_vec() }
         });
@@ -118,7 +123,7 @@ impl Soak<'_> {
     /// request for credentials the server never gave.
     pub fn ice_tcp(&self, seed: u64, until: Instant) {
         let mut rng = Rng::new(seed, 400);
-        let counts = (Count::IceTcp, Count::IceTcpClosed);
+        let counts = (Count::IceTcp, Count::IceTcpClosed, Count::IceTcpOutlived);
         self.hold_connections(&[self.media], self.plan.ice_tcp, counts, &mut rng, until, |rng| match rng.below(3) {
             0 => Vec::new(),
             1 => junk(rng),

@@ -109,15 +109,18 @@ pub enum Count {
     IdleHttp,
     /// Idle connections the server closed by itself (header-read timeout or cap).
     IdleHttpClosed,
+    /// Idle connections still open after 30 s, closed by the soak.
+    IdleHttpOutlived,
     IceTcp,
     IceTcpClosed,
+    IceTcpOutlived,
     UdpJunk,
     RtpSent,
     RtpReceived,
 }
 
 impl Count {
-    pub const ALL: [Count; 29] = [
+    pub const ALL: [Count; 31] = [
         Count::RoomsCreated,
         Count::RoomsClosedWithMembers,
         Count::RoomsDeleted,
@@ -142,8 +145,10 @@ impl Count {
         Count::DemoSessions,
         Count::IdleHttp,
         Count::IdleHttpClosed,
+        Count::IdleHttpOutlived,
         Count::IceTcp,
         Count::IceTcpClosed,
+        Count::IceTcpOutlived,
         Count::UdpJunk,
         Count::RtpSent,
         Count::RtpReceived,
@@ -175,8 +180,10 @@ impl Count {
             Count::DemoSessions => "demo_sessions",
             Count::IdleHttp => "idle_http",
             Count::IdleHttpClosed => "idle_http_closed_by_server",
+            Count::IdleHttpOutlived => "idle_http_outlived",
             Count::IceTcp => "ice_tcp",
             Count::IceTcpClosed => "ice_tcp_closed_by_server",
+            Count::IceTcpOutlived => "ice_tcp_outlived",
             Count::UdpJunk => "udp_junk",
             Count::RtpSent => "rtp_sent",
             Count::RtpReceived => "rtp_received",
