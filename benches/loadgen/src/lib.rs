@@ -6,6 +6,9 @@
 //! through REST API v2 and signalling ([`uprtcd`]), Janus through its HTTP API and the
 //! VideoRoom plugin ([`janus`]). Everything else (media, meters, CPU accounting, reports) is
 //! the same code for both, so their numbers compare.
+//!
+//! [`soak`] is the other use of the same clients: a long run of churn against uprtcd that
+//! checks its resources come back (`uprtcd-soak`).
 
 pub mod cm;
 pub mod error;
@@ -17,6 +20,7 @@ pub mod report;
 pub mod scenario;
 pub mod sdp;
 pub mod sfu;
+pub mod soak;
 pub mod sys;
 pub mod uprtcd;
 

@@ -204,7 +204,8 @@ impl Transport {
         Ok(Self { ice, socket })
     }
 
-    fn local<'a>(&'a self, identity: &ClientDtls) -> Result<LocalEnd<'a>, LoadError> {
+    /// This transport's end, as its offer or answer describes it.
+    pub fn local<'a>(&'a self, identity: &ClientDtls) -> Result<LocalEnd<'a>, LoadError> {
         let candidate = self.socket.local_addr().map_err(LoadError::io("local address"))?;
         Ok(LocalEnd { ice: &self.ice, fingerprint: identity.fingerprint(), candidate })
     }
@@ -219,9 +220,7 @@ impl Transport {
     ) -> Result<UdpPeer, LoadError> {
         let offer = sdp::publisher_offer(&self.local(identity)?, audio_ssrc, video_ssrc);
         let answer = member.publish(&offer)?;
-        let mut client = self.peer(&answer, identity)?;
-        connect(&mut client, Instant::now() + CONNECT_TIMEOUT, &mut None).map_err(|(_, e)| e)?;
-        Ok(client)
+        self.connected(&answer, identity)
     }
 
     /// Subscribes to everything the room publishes through `member`.
@@ -231,12 +230,30 @@ impl Transport {
         Ok(client)
     }
 
+    /// Connects through an exchange the caller carries out (WHIP, WHEP): `exchange` is given
+    /// this transport's end, sends its offer and returns the SFU's answer.
+    pub fn connect_with(
+        self,
+        identity: &ClientDtls,
+        exchange: impl FnOnce(&LocalEnd<'_>) -> Result<String, LoadError>,
+    ) -> Result<UdpPeer, LoadError> {
+        let answer = exchange(&self.local(identity)?)?;
+        self.connected(&answer, identity)
+    }
+
     /// Answers the SFU's offer of everything the room publishes; the client that will
     /// connect to it, not connected yet.
     fn offered(self, member: &mut dyn Member, identity: &ClientDtls) -> Result<UdpPeer, LoadError> {
         let local = self.local(identity)?;
         let offer = member.subscribe(&mut |offer| sdp::subscriber_answer(offer, &local))?;
         self.peer(&offer, identity)
+    }
+
+    /// The client for the SFU's description `remote_sdp`, connected.
+    fn connected(self, remote_sdp: &str, identity: &ClientDtls) -> Result<UdpPeer, LoadError> {
+        let mut client = self.peer(remote_sdp, identity)?;
+        connect(&mut client, Instant::now() + CONNECT_TIMEOUT, &mut None).map_err(|(_, e)| e)?;
+        Ok(client)
     }
 
     fn peer(self, remote_sdp: &str, identity: &ClientDtls) -> Result<UdpPeer, LoadError> {
@@ -284,7 +301,7 @@ fn connect(
             }
         }
         let now = Instant::now();
-        if !client.peer.poll_timeout().is_some_and(|t| now >= t) {
+        if client.peer.poll_timeout().is_none_or(|t| now < t) {
             continue;
         }
         client.peer.handle_timeout(now, &mut send).map_err(|e| (stage(ice_done), e.into()))?;

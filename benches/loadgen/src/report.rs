@@ -46,6 +46,15 @@ impl Machine {
     }
 }
 
+/// The time now in UTC, as `date -u +%Y-%m-%dT%H:%M:%SZ` writes it (empty if `date` fails).
+pub fn utc_timestamp() -> String {
+    std::process::Command::new("date")
+        .args(["-u", "+%Y-%m-%dT%H:%M:%SZ"])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+        .unwrap_or_default()
+}
+
 /// One scenario on one SFU configuration.
 #[derive(Debug, Default, Serialize)]
 pub struct Run {

@@ -53,33 +53,51 @@ fn session_lines(bundle: &str) -> Vec<String> {
 /// A browser-like offer to publish Opus as `audio_ssrc` (mid 0) and VP8 as `video_ssrc`
 /// (mid 1), send-only.
 pub fn publisher_offer(local: &LocalEnd<'_>, audio_ssrc: u32, video_ssrc: u32) -> String {
+    offer(local, Some((audio_ssrc, video_ssrc)))
+}
+
+/// A WHEP player's offer: Opus (mid 0) and VP8 (mid 1) under the payload types publishers
+/// use, receive-only.
+pub fn player_offer(local: &LocalEnd<'_>) -> String {
+    offer(local, None)
+}
+
+/// Opus and VP8 sections: send-only with these SSRCs, or receive-only without.
+fn offer(local: &LocalEnd<'_>, ssrcs: Option<(u32, u32)>) -> String {
+    let direction = if ssrcs.is_some() { "a=sendonly" } else { "a=recvonly" };
+    let sources = |ssrc: Option<u32>, track: &str| -> Vec<String> {
+        ssrc.map(|ssrc| {
+            vec![
+                format!("a=msid:load {track}"),
+                format!("a=ssrc:{ssrc} cname:load"),
+                format!("a=ssrc:{ssrc} msid:load {track}"),
+            ]
+        })
+        .unwrap_or_default()
+    };
     let mut lines = session_lines("0 1");
     lines.push(format!("m=audio 9 UDP/TLS/RTP/SAVPF {OPUS_PT}"));
     lines.push(format!("c=IN IP4 {}", local.candidate.ip()));
     lines.extend(local.transport_lines());
     lines.extend([
         "a=mid:0".to_owned(),
-        "a=sendonly".into(),
-        "a=msid:load audio".into(),
+        direction.into(),
         format!("a=rtpmap:{OPUS_PT} opus/48000/2"),
         format!("a=fmtp:{OPUS_PT} minptime=10;useinbandfec=1"),
-        format!("a=ssrc:{audio_ssrc} cname:load"),
-        format!("a=ssrc:{audio_ssrc} msid:load audio"),
     ]);
+    lines.extend(sources(ssrcs.map(|(audio, _)| audio), "audio"));
     lines.push(format!("m=video 9 UDP/TLS/RTP/SAVPF {VP8_PT}"));
     lines.push(format!("c=IN IP4 {}", local.candidate.ip()));
     lines.extend(local.transport_lines());
     lines.extend([
         "a=mid:1".to_owned(),
-        "a=sendonly".into(),
-        "a=msid:load video".into(),
+        direction.into(),
         format!("a=rtpmap:{VP8_PT} VP8/90000"),
         format!("a=rtcp-fb:{VP8_PT} nack"),
         format!("a=rtcp-fb:{VP8_PT} nack pli"),
         format!("a=rtcp-fb:{VP8_PT} ccm fir"),
-        format!("a=ssrc:{video_ssrc} cname:load"),
-        format!("a=ssrc:{video_ssrc} msid:load video"),
     ]);
+    lines.extend(sources(ssrcs.map(|(_, video)| video), "video"));
     lines.push(String::new());
     lines.join("\r\n")
 }

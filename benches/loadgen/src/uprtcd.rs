@@ -4,7 +4,7 @@
 
 use std::io::{BufRead, BufReader};
 use std::net::{IpAddr, TcpStream};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
@@ -59,7 +59,20 @@ pub struct Uprtcd {
 }
 
 impl Uprtcd {
+    /// Starts it for the benchmarks: every load client comes from one address, as viewers
+    /// behind one NAT would, so the cap on transports still connecting per address is lifted
+    /// (a join storm has hundreds connecting at once).
     pub fn start(options: UprtcdOptions) -> Result<Self, LoadError> {
+        let config = std::env::temp_dir().join(format!("uprtcd-load-{}.toml", std::process::id()));
+        std::fs::write(&config, "[client]\nmax_pending_transports_per_ip = 1000000\n")
+            .map_err(LoadError::io(format!("write {}", config.display())))?;
+        let started = Self::start_configured(options, Some(&config));
+        let _ = std::fs::remove_file(&config);
+        started
+    }
+
+    /// Starts it with `config_file` (uprtcd's TOML) under the flags [`Self::start`] passes.
+    pub fn start_configured(options: UprtcdOptions, config_file: Option<&Path>) -> Result<Self, LoadError> {
         let data_dir = std::env::temp_dir().join(format!("uprtcd-load-{}-{}", std::process::id(), options.backend));
         let _ = std::fs::remove_dir_all(&data_dir);
         std::fs::create_dir_all(&data_dir).map_err(LoadError::io(format!("create {}", data_dir.display())))?;
@@ -72,6 +85,9 @@ impl Uprtcd {
         // uprtcd pins its own threads to the cores it may use: give it the whole machine
         // rather than the load generator's own affinity, which it would inherit.
         sys::prepare_child(&mut command, &options.cores)?;
+        if let Some(file) = config_file {
+            command.arg("--config").arg(file);
+        }
         let mut child = command
             .args(["--api-listen", "127.0.0.1:0", "--client-listen", "127.0.0.1:0"])
             .args(["--announced-ip", &options.media_ip.to_string()])
@@ -156,6 +172,45 @@ impl Uprtcd {
             }
         }
         Ok(workers)
+    }
+
+    /// The REST API's and the client listener's `address:port`.
+    pub fn api_address(&self) -> &str {
+        &self.api
+    }
+
+    pub fn client_address(&self) -> &str {
+        &self.client
+    }
+
+    /// Its private data directory (the store), removed when it stops.
+    pub fn data_dir(&self) -> &Path {
+        &self.data_dir
+    }
+
+    /// Joins `room` as `peer` with a token from the REST API: the member's signalling session.
+    pub fn connect(&self, room: &str, peer: &str) -> Result<Signalling, LoadError> {
+        let token = self.call("POST", &format!("/room/{room}/token"), json!({ "peerId": peer }))?;
+        let token = token["token"].as_str().unwrap_or_default().to_owned();
+        let code = self.invitation_code(room)?;
+        self.connect_with_token(code, peer, &token)
+    }
+
+    /// Joins the room of invitation code `code` as `peer` with `token`, however it was got.
+    pub fn connect_with_token(&self, code: u64, peer: &str, token: &str) -> Result<Signalling, LoadError> {
+        let url = format!("ws://{}/{code}?peer={peer}&token={token}", self.client);
+        let (socket, _) =
+            tungstenite::connect(url.as_str()).map_err(|e| LoadError::Signalling(format!("connect {url}: {e}")))?;
+        if let MaybeTlsStream::Plain(stream) = socket.get_ref() {
+            stream.set_read_timeout(Some(EVENT_TIMEOUT)).map_err(LoadError::io("signalling read timeout"))?;
+            stream.set_nodelay(true).map_err(LoadError::io("signalling nodelay"))?;
+        }
+        let mut member = Signalling { socket };
+        let joined = member.next_event()?;
+        if joined["type"] != "joined" {
+            return Err(LoadError::Refused { what: format!("{peer} joining code {code}"), detail: joined.to_string() });
+        }
+        Ok(member)
     }
 
     /// The socket backend it was started with.
@@ -258,27 +313,14 @@ impl Sfu for Uprtcd {
     }
 
     fn join(&self, room: &str, peer: &str) -> Result<Box<dyn Member>, LoadError> {
-        let token = self.call("POST", &format!("/room/{room}/token"), json!({ "peerId": peer }))?;
-        let token = token["token"].as_str().unwrap_or_default().to_owned();
-        let code = self.invitation_code(room)?;
-        let url = format!("ws://{}/{code}?peer={peer}&token={token}", self.client);
-        let (socket, _) =
-            tungstenite::connect(url.as_str()).map_err(|e| LoadError::Signalling(format!("connect {url}: {e}")))?;
-        if let MaybeTlsStream::Plain(stream) = socket.get_ref() {
-            stream.set_read_timeout(Some(EVENT_TIMEOUT)).map_err(LoadError::io("signalling read timeout"))?;
-            stream.set_nodelay(true).map_err(LoadError::io("signalling nodelay"))?;
-        }
-        let mut member = Signalling { socket };
-        let joined = member.next_event()?;
-        if joined["type"] != "joined" {
-            return Err(LoadError::Refused { what: format!("{peer} joining {room}"), detail: joined.to_string() });
-        }
-        Ok(Box::new(member))
+        Ok(Box::new(self.connect(room, peer)?))
     }
 }
 
-/// A member's signalling connection.
-struct Signalling {
+/// A member's signalling connection. Dropped, its socket closes without a goodbye, as a
+/// killed client's does.
+#[derive(Debug)]
+pub struct Signalling {
     socket: WebSocket<MaybeTlsStream<TcpStream>>,
 }
 
@@ -300,9 +342,49 @@ impl Signalling {
         }
     }
 
+    /// Answers the server's latest `offer`.
+    pub fn answer(&mut self, sdp: &str) -> Result<(), LoadError> {
+        self.send(json!({ "type": "answer", "sdp": sdp }))
+    }
+
+    /// Reads without waiting what came meanwhile, each text frame to `each`; the server's
+    /// pings are answered on the way. Returns false once the session has ended.
+    pub fn drain(&mut self, mut each: impl FnMut(&str)) -> bool {
+        let MaybeTlsStream::Plain(stream) = self.socket.get_ref() else { return true };
+        if stream.set_nonblocking(true).is_err() {
+            return false;
+        }
+        let open = loop {
+            match self.socket.read() {
+                Ok(Message::Text(text)) => each(&text),
+                Ok(_) => {}
+                Err(tungstenite::Error::Io(e)) if e.kind() == std::io::ErrorKind::WouldBlock => break true,
+                Err(_) => break false,
+            }
+        };
+        if let MaybeTlsStream::Plain(stream) = self.socket.get_ref() {
+            let _ = stream.set_nonblocking(false);
+        }
+        open
+    }
+
+    /// Ends the session politely: `leave`, then the WebSocket's closing handshake.
+    pub fn leave(mut self) -> Result<(), LoadError> {
+        self.send(json!({ "type": "leave" }))?;
+        self.close()
+    }
+
+    /// Closes the WebSocket (its closing handshake) without a `leave`.
+    pub fn close(mut self) -> Result<(), LoadError> {
+        self.socket.close(None).map_err(|e| LoadError::Signalling(e.to_string()))?;
+        // Until the server's close frame (or its end of the stream) answers ours.
+        while self.socket.read().is_ok() {}
+        Ok(())
+    }
+
     /// The next event of `wanted` type; presence and track announcements on the way are
     /// skipped, an `error` event is the SFU's refusal.
-    fn expect(&mut self, wanted: &str) -> Result<Value, LoadError> {
+    pub fn expect(&mut self, wanted: &str) -> Result<Value, LoadError> {
         loop {
             let event = self.next_event()?;
             match event["type"].as_str() {
@@ -326,21 +408,14 @@ impl Member for Signalling {
         let offer = self.expect("offer")?;
         let offer = offer["sdp"].as_str().unwrap_or_default().to_owned();
         let answer = answer(&offer)?;
-        self.send(json!({ "type": "answer", "sdp": answer }))?;
+        self.answer(&answer)?;
         self.expect("subscribed")?;
         Ok(offer)
     }
 
     fn tick(&mut self) {
-        // Drain without waiting: events that came meanwhile (presence, offers for tracks a
-        // scenario does not add) are read so the server's writes never back up.
-        let MaybeTlsStream::Plain(stream) = self.socket.get_ref() else { return };
-        if stream.set_nonblocking(true).is_err() {
-            return;
-        }
-        while self.socket.read().is_ok() {}
-        if let MaybeTlsStream::Plain(stream) = self.socket.get_ref() {
-            let _ = stream.set_nonblocking(false);
-        }
+        // Events that came meanwhile (presence, offers for tracks a scenario does not add) are
+        // read so the server's writes never back up.
+        self.drain(|_| {});
     }
 }
