@@ -25,6 +25,12 @@ fn server(workers: usize) -> Uprtcd {
     .expect("uprtcd starts")
 }
 
+/// Measuring `srv` with clients that offer what Chromium offers, one-second windows.
+fn browserlike(srv: &Uprtcd) -> Context<'_> {
+    let identity = ClientDtls::browserlike().unwrap();
+    Context::new(srv, Some(srv), StreamProfile::default(), identity, Duration::from_secs(1)).unwrap()
+}
+
 /// Every one of `joins` timed joins connected and received media.
 fn assert_joined(step: &Step, joins: usize) {
     let times = step.join_ms.as_ref().unwrap_or_else(|| panic!("joins were timed: {step:?}"));
@@ -45,14 +51,7 @@ fn assert_delivered(run: &Run, steps: usize) {
 #[test]
 fn a_fan_out_and_a_conference_arrive_whole_at_the_meters() {
     let srv = server(1);
-    let ctx = Context::new(
-        &srv,
-        Some(&srv),
-        StreamProfile::default(),
-        ClientDtls::browserlike().unwrap(),
-        Duration::from_secs(1),
-    )
-    .unwrap();
+    let ctx = browserlike(&srv);
     let mut progress = Progress::new(3);
     let plan = FanoutPlan {
         steps: vec![3, 8],
@@ -88,14 +87,7 @@ fn an_audience_across_two_workers_and_aes_cm_clients_arrive_whole() {
 #[test]
 fn a_join_storm_is_timed_and_the_audience_keeps_its_media() {
     let srv = server(1);
-    let ctx = Context::new(
-        &srv,
-        Some(&srv),
-        StreamProfile::default(),
-        ClientDtls::browserlike().unwrap(),
-        Duration::from_secs(1),
-    )
-    .unwrap();
+    let ctx = browserlike(&srv);
     let plan = StormPlan { base: 4, meters: 2, joins: 8, spread: Duration::from_secs(1), threads: 4 };
     let run = scenario::storm(&ctx, &plan, &mut Progress::new(3)).expect("storm");
     assert_delivered(&run, 3);
