@@ -177,10 +177,17 @@ fn run(args: &Args) -> Result<bool, LoadError> {
     }
     summary.push_str(&verdict.text);
     let passed = verdict.passed && died.is_none();
-    summary.push_str(&format!(
-        "\nverdict: {}\n",
-        if passed { "everything checked came back to the baseline" } else { "NOT everything came back: see above" }
-    ));
+    let memory = if verdict.memory_within {
+        "memory within the tolerance"
+    } else {
+        "memory NOT within the tolerance (rss_kb above)"
+    };
+    let exact = if passed {
+        "descriptors, transports, producers, consumers, rooms and connections back to the baseline exactly"
+    } else {
+        "NOT everything that must come back exactly did (see above)"
+    };
+    summary.push_str(&format!("\nverdict: {exact}; {memory}\n"));
     let path = args.out.join("summary.txt");
     std::fs::write(&path, &summary).map_err(LoadError::io(format!("write {}", path.display())))?;
     print!("{summary}");

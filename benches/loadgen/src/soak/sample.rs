@@ -240,6 +240,8 @@ pub struct Verdict {
     pub text: String,
     /// Every exact column back to its baseline.
     pub passed: bool,
+    /// Resident memory within the tolerance of its baseline.
+    pub memory_within: bool,
 }
 
 /// Judges `samples`: the baseline is the last of the settling, the end the last of the
@@ -249,11 +251,12 @@ pub fn judge(samples: &[Sample], tally: &Tally, rss_tolerance: f64) -> Verdict {
     let last_of = |phase| samples.iter().rev().find(|s| s.phase == phase);
     let (Some(start), Some(baseline), Some(end)) = (samples.first(), last_of(Phase::Settle), last_of(Phase::Drain))
     else {
-        return Verdict { text: "no baseline or no end sample: the run did not finish\n".into(), passed: false };
+        let text = "no baseline or no end sample: the run did not finish\n".into();
+        return Verdict { text, passed: false, memory_within: false };
     };
     let churn_end = samples.iter().rev().find(|s| s.phase == Phase::Churn).map_or(end.at, |s| s.at);
     let mut text = String::new();
-    let mut passed = true;
+    let (mut passed, mut memory_within) = (true, true);
     text.push_str(&format!(
         "{:<20} {:>9} {:>9} {:>9} {:>14} {:>9} {:>9}  verdict\n",
         "", "start", "baseline", "peak", "(peak at)", "end", "end-base"
@@ -288,6 +291,7 @@ pub fn judge(samples: &[Sample], tally: &Tally, rss_tolerance: f64) -> Verdict {
                 (Some(b), Some(e)) => {
                     let growth = (e as f64 - b as f64) / b as f64;
                     let within = growth <= rss_tolerance;
+                    memory_within &= within;
                     format!(
                         "{:+.1} % ({} the {:.0} % tolerance)",
                         growth * 100.0,
@@ -295,7 +299,10 @@ pub fn judge(samples: &[Sample], tally: &Tally, rss_tolerance: f64) -> Verdict {
                         rss_tolerance * 100.0
                     )
                 }
-                _ => "unread".into(),
+                _ => {
+                    memory_within = false;
+                    "unread".into()
+                }
             },
             Check::Shown => String::new(),
         };
@@ -332,7 +339,7 @@ pub fn judge(samples: &[Sample], tally: &Tally, rss_tolerance: f64) -> Verdict {
             text.push_str(&format!("    e.g. {}\n", quote.chars().take(300).collect::<String>()));
         }
     }
-    Verdict { text, passed }
+    Verdict { text, passed, memory_within }
 }
 
 /// How resident memory moved through the churn: from its first to its last sample, and the
@@ -409,10 +416,10 @@ mod tests {
             judge(&samples, &tally, 0.25)
         };
         let back = run(25, 24_000);
-        assert!(back.passed, "{}", back.text);
+        assert!(back.passed && back.memory_within, "{}", back.text);
         assert!(back.text.contains("+20.0 % (within the 25 % tolerance)"), "{}", back.text);
         let leaked = run(26, 30_000);
-        assert!(!leaked.passed);
+        assert!(!leaked.passed && !leaked.memory_within);
         assert!(leaked.text.contains("NOT BACK") && leaked.text.contains("ABOVE"), "{}", leaked.text);
     }
 
