@@ -19,8 +19,10 @@ use uprtcd_dataplane::worker::{WorkerPlan, Workers};
 
 use crate::config::{Cli, Config, DemoNotice};
 
+/// mimalloc, counted: `/metrics` reports the bytes the program holds beside its resident size.
 #[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static GLOBAL: uprtcd_dataplane::CountingAllocator<mimalloc::MiMalloc> =
+    uprtcd_dataplane::CountingAllocator::new(mimalloc::MiMalloc);
 
 /// `RUST_LOG`, or `info`; the SDP parser's own warnings stay off unless `RUST_LOG` names it.
 /// They quote the offending line of a client's offer whole (unknown attributes are routine in

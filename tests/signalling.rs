@@ -14,6 +14,7 @@ use uprtcd_dataplane::dtls::{DtlsIdentity, DtlsVersionPolicy};
 use uprtcd_dataplane::ice::IceCredentials;
 use uprtcd_dataplane::peer::Received;
 use uprtcd_dataplane::wire::rtcp::{RtcpCompound, RtcpPacket};
+use uprtcd_dataplane::wire::rtp::RtpPacket;
 
 #[test]
 fn members_join_see_each_other_and_are_counted() {
@@ -239,6 +240,70 @@ fn a_subscriber_is_offered_the_room_and_decrypts_the_publishers_media() {
 }
 
 #[test]
+fn publishers_whose_payload_types_clash_reach_one_subscriber_each_under_its_own_number() {
+    let srv = Server::start(&[]);
+    let (room, code) = convo(&srv, "alice", &["bob", "carol"], 0);
+    // Both publishers call their video 96: alice's is VP8, carol's H.264.
+    let mut alice = join(&srv, &room, code, "alice");
+    let mut alice_media = publish_video(&mut alice, 0xA1);
+    let mut carol = join(&srv, &room, code, "carol");
+    let mut carol_media = publish_video_offer(&mut carol, 0xC1, |offer| {
+        offer.replace(
+            "a=rtpmap:96 VP8/90000\r\n",
+            "a=rtpmap:96 H264/90000\r\na=fmtp:96 packetization-mode=1;profile-level-id=42e01f\r\n",
+        )
+    });
+    let mut bob = join(&srv, &room, code, "bob");
+    bob.send(Message::Text(json!({"type": "subscribe"}).to_string().into())).unwrap();
+    let identity = DtlsIdentity::generate(DtlsVersionPolicy::Dtls12Only).unwrap();
+    let ice = IceCredentials::generate().unwrap();
+    // The subscription may start with one of the two tracks, then add the other.
+    let offer = loop {
+        let event = next_room_event(&mut bob);
+        if event["type"] == "offer" && event["tracks"].as_array().is_some_and(|t| t.len() == 2) {
+            break event;
+        }
+        if event["type"] == "offer" {
+            answer_offer(&mut bob, &event, &ice, &identity);
+        }
+    };
+    let sdp = offer["sdp"].as_str().unwrap().to_owned();
+    // Each section's SSRC and the payload type its rtpmap gives the codec.
+    let numbered = |codec: &str| -> (u32, u8) {
+        let section = sdp.split("\r\nm=").find(|s| s.contains(&format!(" {codec}/90000"))).expect("a section");
+        let ssrc = section.lines().find_map(|l| l.strip_prefix("a=ssrc:")).unwrap();
+        let rtpmap = section.lines().find(|l| l.ends_with(&format!(" {codec}/90000"))).unwrap();
+        let pt = rtpmap.trim_start_matches("a=rtpmap:").split(' ').next().unwrap();
+        (ssrc.split(' ').next().unwrap().parse().unwrap(), pt.parse().unwrap())
+    };
+    let ((vp8_ssrc, vp8_pt), (h264_ssrc, h264_pt)) = (numbered("VP8"), numbered("H264"));
+    assert_ne!(vp8_pt, h264_pt, "one meaning per number in a bundle:\n{sdp}");
+    answer_offer(&mut bob, &offer, &ice, &identity);
+    let mut subscriber = connect_media(&sdp, ice, &identity);
+
+    let (mut arrived, mut packets) = (std::collections::BTreeMap::<u32, std::collections::BTreeSet<u8>>::new(), 0);
+    std::thread::scope(|scope| {
+        scope.spawn(|| send_video(&mut alice_media, 0xA1, 50));
+        scope.spawn(|| send_video(&mut carol_media, 0xC1, 50));
+        let mut buf = vec![0u8; 2048];
+        while packets < 100 {
+            match subscriber.receive(&mut buf, Duration::from_secs(5)) {
+                Some(Ok(Received::Rtp { len })) => {
+                    let packet = RtpPacket::new_checked(&buf[..len]).unwrap();
+                    arrived.entry(packet.ssrc()).or_default().insert(packet.payload_type());
+                    packets += 1;
+                }
+                Some(_) => {}
+                None => break,
+            }
+        }
+    });
+    let expected = [(vp8_ssrc, [vp8_pt].into()), (h264_ssrc, [h264_pt].into())].into();
+    assert_eq!(packets, 100, "every packet of both publishers arrived");
+    assert_eq!(arrived, expected, "each stream under the number bob's session gave its codec");
+}
+
+#[test]
 fn the_audience_of_a_live_room_may_not_publish() {
     let srv = Server::start(&[]);
     let data = srv.ok("POST", "/room/live", json!({"masterId": "host"}));
@@ -323,16 +388,11 @@ fn subscribers_renegotiate_as_tracks_come_and_go() {
 fn whip_publishes_and_whep_plays_without_our_signalling() {
     let srv = Server::start(&[]);
     let (room, _) = convo(&srv, "alice", &["bob"], 0);
-    let identity = DtlsIdentity::generate(DtlsVersionPolicy::Dtls12Only).unwrap();
-    let ice = IceCredentials::generate().unwrap();
-    let offer = video_offer(&ice, &identity.fingerprint().to_string(), 0xCAFE);
-    let published = whip_post(&srv, "whip", &room, &token(&srv, &room, "alice"), &offer);
-    assert_eq!(published.status, 201, "{}", published.text());
+    let (published, mut publisher) = whip_publish(&srv, &room, "alice", 0xCAFE);
     assert_eq!(published.header("content-type"), Some("application/sdp"));
     let location = published.header("location").expect("a Location").to_owned();
     assert!(location.starts_with(&format!("/whip/{}/", enc(&room))), "{location}");
     assert!(joined(&srv, &room, "alice"), "a WHIP publisher is a room member");
-    let mut publisher = connect_media(&published.text(), ice, &identity);
 
     let player_identity = DtlsIdentity::generate(DtlsVersionPolicy::Dtls12Only).unwrap();
     let player_ice = IceCredentials::generate().unwrap();
@@ -356,6 +416,45 @@ fn whip_publishes_and_whep_plays_without_our_signalling() {
     assert_eq!(srv.client_request("DELETE", &location, &[], Body::None).status, 200);
     poll_until(Duration::from_secs(5), || (!joined(&srv, &room, "alice")).then_some(())).expect("DELETE ends it");
     assert_eq!(srv.client_request("DELETE", &location, &[], Body::None).status, 404, "already ended");
+}
+
+#[test]
+fn a_whep_player_gets_the_stream_under_its_own_payload_type() {
+    let srv = Server::start(&[]);
+    let (room, _) = convo(&srv, "alice", &["bob"], 0);
+    let (_, mut publisher) = whip_publish(&srv, &room, "alice", 0xCAFE);
+
+    // The publisher's VP8 is 96; this player calls H.264 96 and VP8 120.
+    let player_identity = DtlsIdentity::generate(DtlsVersionPolicy::Dtls12Only).unwrap();
+    let player_ice = IceCredentials::generate().unwrap();
+    let offer = player_offer(&player_ice, &player_identity.fingerprint().to_string())
+        .replace("SAVPF 96\r\n", "SAVPF 96 120\r\n")
+        .replace(
+            "a=rtpmap:96 VP8/90000\r\n",
+            "a=rtpmap:96 H264/90000\r\na=fmtp:96 packetization-mode=1;profile-level-id=42e01f\r\n\
+             a=rtpmap:120 VP8/90000\r\na=rtcp-fb:120 nack\r\n",
+        );
+    let played = whip_post(&srv, "whep", &room, &token(&srv, &room, "bob"), &offer);
+    assert_eq!(played.status, 201, "{}", played.text());
+    let answer = played.text();
+    assert!(answer.contains("a=rtpmap:120 VP8/90000") && !answer.contains("a=rtpmap:96"), "{answer}");
+    let ssrc: u32 = attribute(&answer, "ssrc").split_whitespace().next().unwrap().parse().unwrap();
+    let mut player = connect_media(&answer, player_ice, &player_identity);
+
+    let mut payload_types = std::collections::BTreeSet::new();
+    assert_forwarded_in_order(
+        &mut publisher,
+        0xCAFE,
+        |buf, wait| {
+            let received = player.receive(buf, wait);
+            if let Some(Ok(Received::Rtp { len })) = received {
+                payload_types.insert(RtpPacket::new_checked(&buf[..len]).unwrap().payload_type());
+            }
+            received
+        },
+        ssrc,
+    );
+    assert_eq!(payload_types.into_iter().collect::<Vec<_>>(), [120], "every packet in the player's numbering");
 }
 
 #[test]

@@ -139,6 +139,13 @@ pub fn render(state: &AppState, http: &HttpStats) -> String {
     family(&mut out, "uprtcd_worker_drops_total", "counter", "Datagrams the worker dropped, by reason.", drops);
     let rooms = state.read(|reg| reg.room_count());
     family(&mut out, "uprtcd_rooms", "gauge", "Open rooms.", std::iter::once((String::new(), rooms as f64)));
+    family(
+        &mut out,
+        "uprtcd_heap_live_bytes",
+        "gauge",
+        "Bytes the process holds allocated (what it has not freed; its resident size also counts what the allocator keeps for reuse).",
+        std::iter::once((String::new(), uprtcd_dataplane::live_heap_bytes() as f64)),
+    );
     let store = state.store_health();
     family(
         &mut out,

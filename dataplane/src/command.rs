@@ -38,9 +38,8 @@ use crate::dtls::CertificateFingerprint;
 use crate::engine::{EngineError, EngineEvent, TransportCreated};
 use crate::ice::IceCredentials;
 use crate::relay::{RelayStreamId, WorkerIndex};
-use crate::router::{ConsumerId, MediaKind, ProducerId, ProducerSpec, RtxStream, TransportId};
+use crate::router::{ConsumerFormat, ConsumerId, MediaKind, ProducerId, ProducerSpec, RtxStream, TransportId};
 use crate::sys::EventFd;
-use crate::wire::rtp::ExtensionIdMap;
 
 /// What the control plane asks of a worker.
 #[derive(Debug)]
@@ -61,13 +60,13 @@ pub enum Command {
     AddProducer {
         spec: ProducerSpec,
     },
-    /// Send `producer`'s stream to the client on `transport` as SSRC `ssrc`, its header
-    /// extensions renumbered to the ids that client negotiated.
+    /// Send `producer`'s stream to the client on `transport` as SSRC `ssrc`, in the payload
+    /// type and header extension ids that client negotiated.
     AddConsumer {
         producer: ProducerId,
         transport: TransportId,
         ssrc: u32,
-        extensions: ExtensionIdMap,
+        format: ConsumerFormat,
     },
     /// Cap what the client on `transport` publishes (REMB each report interval).
     LimitBitrate {
@@ -116,10 +115,10 @@ pub enum Command {
 }
 
 impl Command {
-    /// A consumer whose subscriber numbers header extensions as its publisher does: test
+    /// A consumer whose subscriber numbers payload types and header extensions as its publisher does: test
     /// clients and the load generator, which negotiate no SDP.
     pub fn add_consumer_as_published(producer: ProducerId, transport: TransportId, ssrc: u32) -> Self {
-        Command::AddConsumer { producer, transport, ssrc, extensions: ExtensionIdMap::identity() }
+        Command::AddConsumer { producer, transport, ssrc, format: ConsumerFormat::as_published() }
     }
 }
 

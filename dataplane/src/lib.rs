@@ -35,6 +35,8 @@ pub mod testnet;
 pub mod wire;
 pub mod worker;
 
+pub use sys::heap::{CountingAllocator, live_heap_bytes};
+
 /// Raises the process's soft limit of open files to its hard limit (every client connection
 /// and media socket is a descriptor; a login shell's soft limit of 1,024 would refuse clients
 /// long before the configured caps). Returns the soft limit before and after.

@@ -603,9 +603,9 @@ fn apply(engine: &mut Engine, now: Instant, address: Option<SocketAddr>, command
             engine.close_transport(transport).map_or_else(refused, |()| Reply::Done)
         }
         Command::AddProducer { spec } => engine.add_producer(spec).map_or_else(refused, Reply::ProducerAdded),
-        Command::AddConsumer { producer, transport, ssrc, extensions } => engine
+        Command::AddConsumer { producer, transport, ssrc, format } => engine
             .add_consumer(producer, transport, ssrc)
-            .and_then(|consumer| engine.set_extension_map(consumer, extensions).map(|()| consumer))
+            .and_then(|consumer| engine.set_format(consumer, format).map(|()| consumer))
             .map_or_else(refused, Reply::ConsumerAdded),
         Command::LimitBitrate { transport, max_bps } => {
             engine.limit_bitrate(transport, max_bps).map_or_else(refused, |()| Reply::Done)

@@ -7,7 +7,7 @@ use std::time::Duration;
 use uprtcd_dataplane::engine::{CloseReason, EngineConfig, EngineError, EngineEvent, PRODUCER_STALL_TIMEOUT};
 use uprtcd_dataplane::io::SLOT_SIZE;
 use uprtcd_dataplane::peer::Received;
-use uprtcd_dataplane::router::{MediaKind, ProducerId, ProducerSpec, RtxStream};
+use uprtcd_dataplane::router::{ConsumerFormat, MediaKind, ProducerId, ProducerSpec, RtxStream};
 use uprtcd_dataplane::stats::DropReason;
 use uprtcd_dataplane::testnet::{Net, client_addr};
 use uprtcd_dataplane::wire::rtcp::{
@@ -82,13 +82,14 @@ fn every_subscriber_decrypts_every_packet_in_order_with_its_own_ssrc() {
 }
 
 #[test]
-fn header_extensions_reach_each_subscriber_under_its_own_ids() {
+fn payload_types_and_header_extensions_reach_each_subscriber_under_its_own_numbers() {
     let (mut net, producer) = publishing_net(3, MediaKind::Audio);
-    // Subscriber 1 negotiated audio-level as 3 and nothing else; subscriber 2 kept the ids.
+    // Subscriber 1 negotiated Opus as 109 and audio-level as 3 and nothing else; subscriber 2
+    // kept the publisher's numbers.
     let mut renumbered = ExtensionIdMap::blank_all();
     renumbered.map(1, 3).unwrap();
     let first = net.engine.add_consumer(producer, net.clients[1].transport, 0x2001).unwrap();
-    net.engine.set_extension_map(first, renumbered).unwrap();
+    net.engine.set_format(first, ConsumerFormat::new(109, renumbered).unwrap()).unwrap();
     net.engine.add_consumer(producer, net.clients[2].transport, 0x2002).unwrap();
 
     // The publisher's audio-level is id 1, its mid id 4 (a value only its own session knows).
@@ -104,10 +105,11 @@ fn header_extensions_reach_each_subscriber_under_its_own_ids() {
     let received = |i: usize| {
         let (_, bytes) = net.clients[i].inbox.last().expect("a forwarded packet");
         let packet = RtpPacket::new_checked(&bytes[..]).unwrap();
-        (packet.extensions().map(|(id, value)| (id, value.to_vec())).collect::<Vec<_>>(), packet.payload().to_vec())
+        let extensions: Vec<_> = packet.extensions().map(|(id, value)| (id, value.to_vec())).collect();
+        (packet.payload_type(), extensions, packet.payload().to_vec())
     };
-    assert_eq!(received(1), (vec![(3, vec![0x8a])], b"opus".to_vec()), "renumbered, mid blanked");
-    assert_eq!(received(2), (vec![(1, vec![0x8a]), (4, b"0".to_vec())], b"opus".to_vec()), "kept as sent");
+    assert_eq!(received(1), (109, vec![(3, vec![0x8a])], b"opus".to_vec()), "renumbered, mid blanked");
+    assert_eq!(received(2), (111, vec![(1, vec![0x8a]), (4, b"0".to_vec())], b"opus".to_vec()), "kept as sent");
 }
 
 /// The PLIs for the publisher's stream that reached the publisher.

@@ -19,7 +19,7 @@ use uprtcd_dataplane::router::{ProducerId, TransportId};
 use uprtcd_dataplane::stats::{DropReason, WorkerCounters};
 use uprtcd_dataplane::wire::framing::{PREFIX_LEN, encode};
 use uprtcd_dataplane::wire::rtcp::{RtcpCompound, RtcpPacket, SenderInfo, write_sender_report};
-use uprtcd_dataplane::wire::rtp::{ExtensionIdMap, RtpHeader, RtpPacket};
+use uprtcd_dataplane::wire::rtp::{RtpHeader, RtpPacket};
 use uprtcd_dataplane::worker::{WorkerHandle, WorkerPlan, Workers};
 
 const PACKETS: u16 = 300;
@@ -37,8 +37,7 @@ fn start_worker(backend: BackendChoice) -> Workers {
 }
 
 fn add_consumer(worker: &WorkerHandle, producer: ProducerId, transport: TransportId, ssrc: u32) {
-    let extensions = ExtensionIdMap::identity();
-    let reply = worker.request(Command::AddConsumer { producer, transport, ssrc, extensions }, TIMEOUT).unwrap();
+    let reply = worker.request(Command::add_consumer_as_published(producer, transport, ssrc), TIMEOUT).unwrap();
     assert!(matches!(reply, Reply::ConsumerAdded(_)), "{reply:?}");
 }
 

@@ -13,7 +13,6 @@ use uprtcd_dataplane::command::{Command, Reply};
 use uprtcd_dataplane::dtls::{DtlsIdentity, DtlsVersionPolicy};
 use uprtcd_dataplane::io::{BackendChoice, uring_unavailable_reason};
 use uprtcd_dataplane::peer::{TcpPeer, add_video_producer};
-use uprtcd_dataplane::wire::rtp::ExtensionIdMap;
 use uprtcd_dataplane::worker::{WorkerPlan, Workers};
 
 #[global_allocator]
@@ -31,8 +30,7 @@ fn forwarding_over_tcp_allocates_nothing(backend: BackendChoice) {
     let (transport, mut publisher) = TcpPeer::connect_to_worker(worker, &identity, TIMEOUT).unwrap();
     let producer = add_video_producer(worker, transport, SSRC, TIMEOUT).expect("producer added");
     let (transport, mut subscriber) = TcpPeer::connect_to_worker(worker, &identity, TIMEOUT).unwrap();
-    let extensions = ExtensionIdMap::identity();
-    let reply = worker.request(Command::AddConsumer { producer, transport, ssrc: 0x100, extensions }, TIMEOUT).unwrap();
+    let reply = worker.request(Command::add_consumer_as_published(producer, transport, 0x100), TIMEOUT).unwrap();
     assert!(matches!(reply, Reply::ConsumerAdded(_)), "{reply:?}");
 
     let (mut seq, mut buffers) = (0u16, (vec![0u8; 2048], vec![0u8; 2048]));

@@ -217,9 +217,14 @@ pub fn connect_media(sdp: &str, ice: IceCredentials, identity: &DtlsIdentity) ->
 
 /// Publishes one VP8 stream as `ssrc` over `signalling`; returns the connected media client.
 pub fn publish_video(signalling: &mut Client, ssrc: u32) -> UdpPeer {
+    publish_video_offer(signalling, ssrc, |offer| offer)
+}
+
+/// [`publish_video`] with [`video_offer`] changed by `edit` first.
+pub fn publish_video_offer(signalling: &mut Client, ssrc: u32, edit: impl FnOnce(String) -> String) -> UdpPeer {
     let identity = DtlsIdentity::generate(DtlsVersionPolicy::Dtls12Only).unwrap();
     let ice = IceCredentials::generate().unwrap();
-    let offer = video_offer(&ice, &identity.fingerprint().to_string(), ssrc);
+    let offer = edit(video_offer(&ice, &identity.fingerprint().to_string(), ssrc));
     signalling.send(Message::Text(json!({"type": "publish", "sdp": offer}).to_string().into())).unwrap();
     let answer = next_event(signalling).unwrap();
     assert_eq!(answer["type"], "answer", "{answer}");
@@ -337,6 +342,18 @@ pub fn whip_post(srv: &Server, kind: &str, room: &str, token: &str, offer: &str)
     let bearer = format!("Bearer {token}");
     let headers = [("content-type", "application/sdp"), ("authorization", bearer.as_str())];
     srv.client_request("POST", &format!("/{kind}/{}", enc(room)), &headers, raw(offer))
+}
+
+/// `peer` publishes [`video_offer`] as `ssrc` over WHIP into `room` and connects its media:
+/// the `201` response and the publisher.
+pub fn whip_publish(srv: &Server, room: &str, peer: &str, ssrc: u32) -> (ClientResp, UdpPeer) {
+    let identity = DtlsIdentity::generate(DtlsVersionPolicy::Dtls12Only).unwrap();
+    let ice = IceCredentials::generate().unwrap();
+    let offer = video_offer(&ice, &identity.fingerprint().to_string(), ssrc);
+    let published = whip_post(srv, "whip", room, &token(srv, room, peer), &offer);
+    assert_eq!(published.status, 201, "{}", published.text());
+    let publisher = connect_media(&published.text(), ice, &identity);
+    (published, publisher)
 }
 
 /// A player's offer for one VP8 stream: receive-only, no SSRCs.

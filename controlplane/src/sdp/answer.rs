@@ -92,8 +92,9 @@ pub fn answer(
 
 /// Answers the offer of a peer that only receives (a WHEP player): each section that
 /// `track_for` gives a track is answered `sendonly` with that track's codec, SSRCs and msid,
-/// provided the offer lists the codec under the same payload type (the SFU forwards
-/// payload types as published); every other section is rejected with port 0.
+/// provided the offer lists the same format ([`Codec::same_format`]), under whatever payload
+/// type: the answer keeps the offer's numbers, which the SFU writes into what it forwards.
+/// Every other section is rejected with port 0.
 pub fn answer_with_tracks<'t>(
     offer: &RemoteDescription,
     local: &LocalParameters,
@@ -102,11 +103,7 @@ pub fn answer_with_tracks<'t>(
 ) -> Result<Answer, SdpError> {
     let plans = offer.media.iter().map(|media| {
         let track = track_for(media).filter(|t| !media.rejected && t.kind == media.kind)?;
-        let codec = media.codecs.iter().find(|c| {
-            c.payload_type == track.codec.payload_type
-                && c.is(&track.codec.name)
-                && c.clock_rate == track.codec.clock_rate
-        })?;
+        let codec = media.codecs.iter().find(|c| c.same_format(&track.codec))?;
         Some(SectionPlan { codec, wanted: Direction::SendOnly, sending: Some(track) })
     });
     answer_sections(offer, local, policy, plans.collect())

@@ -68,6 +68,30 @@ impl Codec {
     pub(crate) fn is(&self, name: &str) -> bool {
         self.name.eq_ignore_ascii_case(name)
     }
+
+    /// Whether `other` is the same format under whatever payload type its side numbered it:
+    /// the name, clock rate and channels, and the parameters that change what a decoder must
+    /// do (H.264's profile and packetization mode, VP9's profile). The H.264 level is left out:
+    /// a decoder of a higher level decodes a lower one, and browsers answer with their own.
+    pub fn same_format(&self, other: &Codec) -> bool {
+        let channels = |c: &Codec| c.channels.unwrap_or(1);
+        let param = |c: &Codec, key: &str, default: &'static str| c.fmtp_param(key).unwrap_or(default).to_owned();
+        let same_name = self.name.eq_ignore_ascii_case(&other.name);
+        if !same_name || self.clock_rate != other.clock_rate || channels(self) != channels(other) {
+            return false;
+        }
+        if self.is("H264") {
+            // profile_idc and the constraint flags (profile-iop), as hex; RFC 6184's default.
+            let profile =
+                |c: &Codec| param(c, "profile-level-id", "42000a").get(..4).unwrap_or("").to_ascii_lowercase();
+            return profile(self) == profile(other)
+                && param(self, "packetization-mode", "0") == param(other, "packetization-mode", "0");
+        }
+        if self.is("VP9") {
+            return param(self, "profile-id", "0") == param(other, "profile-id", "0");
+        }
+        true
+    }
 }
 
 pub(crate) fn fmtp_param<'a>(fmtp: &'a str, key: &str) -> Option<&'a str> {
@@ -180,7 +204,7 @@ impl HeaderExtensions {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
 
     #[test]
@@ -190,6 +214,49 @@ mod tests {
         assert_eq!(fmtp_param(fmtp, "apt"), Some("96"));
         assert_eq!(fmtp_param(fmtp, "profile-id"), None);
         assert_eq!(fmtp_param("", "apt"), None);
+    }
+
+    /// A codec from its rtpmap (`VP8/90000`, `opus/48000/2`) and fmtp.
+    pub(in crate::sdp) fn codec(payload_type: u8, rtpmap: &str, fmtp: &str) -> Codec {
+        let mut parts = rtpmap.split('/');
+        let name = parts.next().expect("a name").to_owned();
+        let clock_rate = parts.next().and_then(|rate| rate.parse().ok()).expect("a clock rate");
+        let channels = parts.next().map(|n| n.parse().expect("a channel count"));
+        let (fmtp, rtcp_fb) = (fmtp.to_owned(), Vec::new());
+        Codec {
+            payload_type: PayloadType(payload_type),
+            name,
+            clock_rate,
+            channels,
+            fmtp,
+            rtcp_fb,
+            rtx_payload_type: None,
+        }
+    }
+
+    #[test]
+    fn formats_match_by_what_a_decoder_needs_never_by_number() {
+        let opus = codec(111, "opus/48000/2", "minptime=10;useinbandfec=1");
+        assert!(opus.same_format(&codec(109, "OPUS/48000/2", "")), "numbers and options differ");
+        assert!(!opus.same_format(&codec(111, "opus/48000", "")), "mono is another format");
+        assert!(!opus.same_format(&codec(111, "G722/8000", "")));
+
+        let vp8 = codec(96, "VP8/90000", "");
+        assert!(vp8.same_format(&codec(120, "vp8/90000", "max-fs=12288;max-fr=60")));
+        assert!(!vp8.same_format(&codec(96, "VP8/48000", "")));
+
+        let h264 = codec(102, "H264/90000", "level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42e01f");
+        let other_level = codec(126, "H264/90000", "profile-level-id=42E034;packetization-mode=1");
+        assert!(h264.same_format(&other_level), "another level of Constrained Baseline");
+        let mode_0 = codec(97, "H264/90000", "profile-level-id=42e01f");
+        assert!(!h264.same_format(&mode_0), "packetization mode 0 by default");
+        let high = codec(100, "H264/90000", "profile-level-id=64001f;packetization-mode=1");
+        assert!(!h264.same_format(&high), "High profile");
+        assert!(codec(97, "H264/90000", "").same_format(&codec(98, "H264/90000", "profile-level-id=42000A")));
+
+        let vp9 = codec(98, "VP9/90000", "profile-id=0");
+        assert!(vp9.same_format(&codec(100, "VP9/90000", "")), "profile 0 by default");
+        assert!(!vp9.same_format(&codec(100, "VP9/90000", "profile-id=2")));
     }
 
     #[test]

@@ -44,4 +44,6 @@ pub enum SdpError {
     InvalidLocalParameters(&'static str),
     #[error("track {mid}: {reason}")]
     InvalidTrack { mid: Mid, reason: &'static str },
+    #[error("the session carries more formats than there are dynamic payload types")]
+    PayloadTypesExhausted,
 }

@@ -9,7 +9,8 @@
 //! - [`answer`]: the answer to a publisher's offer, and the [`Negotiated`] record of what it
 //!   agreed to, from which the signalling creates producers.
 //! - [`offer`]: the SFU's own offer to a subscriber, given the [`OfferLayout`] the last
-//!   answered offer left, so that m-lines keep their order across renegotiations.
+//!   answered offer left, so that m-lines keep their order across renegotiations, and
+//!   [`SessionPayloadTypes`], the numbers its formats keep in that subscriber's session.
 //!
 //! # Rules for callers
 //! - The SFU is always the ICE-lite side and the DTLS server. Every description it writes has
@@ -24,6 +25,8 @@
 //!   next [`offer`]; mids are the caller's, unique for the session's lifetime.
 //! - Header extension ids in [`Negotiated`] (publisher side) and [`subscriber_extensions`]
 //!   (subscriber side) are what the dataplane reads and writes.
+//! - Payload types are each session's own: match formats with [`Codec::same_format`], never
+//!   by number, and number what a subscriber's session is offered with [`SessionPayloadTypes`].
 //!
 //! # The SDP crate
 //! Mozilla's `webrtc-sdp` (MPL-2.0, used unmodified as a dependency; its code is not copied
@@ -49,6 +52,7 @@ mod error;
 mod ids;
 mod local;
 mod offer;
+mod payload_types;
 mod remote;
 mod writer;
 
@@ -66,6 +70,7 @@ pub use local::{BitrateCaps, Candidate, CandidateTransport, LocalParameters};
 pub use offer::{
     OfferLayout, OfferedSection, OutgoingTrack, SectionState, SubscriberOffer, offer, subscriber_extensions,
 };
+pub use payload_types::SessionPayloadTypes;
 pub use remote::{Extmap, Msid, RemoteDescription, RemoteMedia, RemoteSetup, RemoteSsrc, Rid, Simulcast, SsrcGroup};
 pub use uprtcd_dataplane::dtls::CertificateFingerprint;
 

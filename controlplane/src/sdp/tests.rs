@@ -833,17 +833,23 @@ fn chrome_player_offer() -> RemoteDescription {
     parse(&text)
 }
 
-#[test]
-fn a_player_offer_is_answered_sendonly_with_our_ssrcs() {
-    let offer = chrome_player_offer();
+/// The answer to a player's `offer` that sends it an audio track as SSRC 0x5500_0001 and a video
+/// track as 0x5500_0002, published as Opus 111 and VP8 96 with RTX 97.
+fn answer_player(offer: &RemoteDescription) -> Answer {
     let audio = track("x", SectionKind::Audio, 0x5500_0001);
     let video = track("y", SectionKind::Video, 0x5500_0002);
-    let made = answer_with_tracks(&offer, &local(), &CodecPolicy::default(), |media| match media.kind {
+    answer_with_tracks(offer, &local(), &CodecPolicy::default(), |media| match media.kind {
         SectionKind::Audio => Some(&audio),
         SectionKind::Video => Some(&video),
         SectionKind::Application => None,
     })
-    .expect("answerable");
+    .expect("answerable")
+}
+
+#[test]
+fn a_player_offer_is_answered_sendonly_with_our_ssrcs() {
+    let offer = chrome_player_offer();
+    let made = answer_player(&offer);
     let session = check_answer(&offer, &made);
     assert_eq!(made.negotiated.rejected, [Mid::from("2")], "the data channel is rejected");
     for (mid, ssrc) in [("0", 0x5500_0001u32), ("1", 0x5500_0002)] {
@@ -858,12 +864,40 @@ fn a_player_offer_is_answered_sendonly_with_our_ssrcs() {
 }
 
 #[test]
-fn a_player_without_the_published_payload_type_gets_the_section_rejected() {
+fn a_player_gets_the_published_format_under_its_own_payload_types() {
+    // Firefox numbers Opus 109 and VP8 120 (RTX 124); the tracks were published as 111 and 96.
+    let offer = parse(&without_lines(&FIREFOX.replace("a=sendrecv", "a=recvonly"), "a=ssrc"));
+    let made = answer_player(&offer);
+    let session = check_answer(&offer, &made);
+    let numbers = |i: usize| {
+        let codec = &made.negotiated.sections[i].codec;
+        (codec.name.as_str(), codec.payload_type, codec.rtx_payload_type)
+    };
+    assert_eq!(numbers(0), ("opus", PayloadType(109), None));
+    assert_eq!(numbers(1), ("VP8", PayloadType(120), Some(PayloadType(124))));
+    let video_lines = lines(section(&session, &made.negotiated.sections[1].mid.to_string()));
+    assert!(video_lines.contains(&"rtpmap:120 VP8/90000".to_owned()), "{video_lines:?}");
+    assert!(!video_lines.iter().any(|l| l.starts_with("rtpmap:96")), "{video_lines:?}");
+}
+
+#[test]
+fn a_player_without_the_published_format_gets_the_section_rejected() {
     let offer = chrome_player_offer();
-    let mut video = track("y", SectionKind::Video, 9);
-    video.codec.payload_type = PayloadType(45);
+    // Published as VP8 under a number the player does not use: still taken.
+    let mut renumbered = track("y", SectionKind::Video, 9);
+    renumbered.codec.payload_type = PayloadType(45);
     let made = answer_with_tracks(&offer, &local(), &CodecPolicy::default(), |media| {
-        (media.kind == SectionKind::Video).then_some(&video)
+        (media.kind == SectionKind::Video).then_some(&renumbered)
+    })
+    .expect("answerable");
+    check_answer(&offer, &made);
+    assert_eq!(made.negotiated.sections[0].codec.payload_type, PayloadType(96));
+    // H.264 High 4:4:4 Predictive, which the player does not offer.
+    let mut high = track("y", SectionKind::Video, 9);
+    high.codec.name = "H264".into();
+    high.codec.fmtp = "packetization-mode=1;profile-level-id=f4001f".into();
+    let made = answer_with_tracks(&offer, &local(), &CodecPolicy::default(), |media| {
+        (media.kind == SectionKind::Video).then_some(&high)
     })
     .expect("answerable");
     check_answer(&offer, &made);

@@ -16,7 +16,7 @@ use std::collections::{HashMap, HashSet};
 use uprtcd_dataplane::command::{Command, Reply};
 use uprtcd_dataplane::ice::IceCredentials;
 use uprtcd_dataplane::relay::WorkerIndex;
-use uprtcd_dataplane::router::{ConsumerId, ProducerId, RtxStream, TransportId};
+use uprtcd_dataplane::router::{ConsumerFormat, ConsumerId, ProducerId, RtxStream, TransportId};
 use uprtcd_dataplane::wire::rtp::ExtensionIdMap;
 
 use super::Session;
@@ -42,6 +42,8 @@ pub(super) struct Subscription {
     receiving: HashMap<TrackId, (Mid, ConsumerId, u32)>,
     /// The mid each track was offered under; a new track always takes a new one.
     mids: HashMap<TrackId, Mid>,
+    /// The payload types the session gives each format it is offered.
+    payload_types: sdp::SessionPayloadTypes,
     next_mid: u32,
     pending: Option<PendingOffer>,
     /// The room's tracks changed while an offer was outstanding.
@@ -71,6 +73,7 @@ impl Subscription {
             session_version: 0,
             receiving: HashMap::new(),
             mids: HashMap::new(),
+            payload_types: sdp::SessionPayloadTypes::default(),
             next_mid: 0,
             pending: None,
             stale: false,
@@ -156,7 +159,15 @@ impl Session<'_> {
                 (track, mid)
             })
             .collect();
-        let outgoing: Vec<sdp::OutgoingTrack> = offered.iter().map(|(track, mid)| outgoing_track(track, mid)).collect();
+        let mut outgoing = Vec::with_capacity(offered.len());
+        for (track, mid) in &offered {
+            let mut section = outgoing_track(track, mid);
+            section.codec = subscription
+                .payload_types
+                .number(&section.codec)
+                .map_err(|e| ApiError::system(format!("cannot offer the room's streams: {e}")))?;
+            outgoing.push(section);
+        }
         let (address, fingerprint) =
             self.state.worker_endpoint(worker).ok_or_else(|| ApiError::code(ApiCode::NoWorker))?;
         let Some(subscription) = self.subscription.as_ref() else { return Ok(None) };
@@ -256,21 +267,23 @@ impl Session<'_> {
         track: &PublishedTrack,
         media: &sdp::RemoteMedia,
     ) -> Result<Option<ConsumerId>, ApiError> {
+        // The client's number for the published format: the SFU's offer gave it the
+        // publisher's, a player's offer its own.
+        let Some(codec) = media.codecs.iter().find(|c| c.same_format(&track.codec)) else { return Ok(None) };
+        let format = ConsumerFormat::new(codec.payload_type.0, extension_map(&track.extensions, media))
+            .map_err(|e| ApiError::invalid(format!("payload type {}: {e}", codec.payload_type.0)))?;
         let Some(producer) = self.producer_on(worker, track).await? else { return Ok(None) };
         let ssrc = subscriber_ssrc(track);
-        let extensions = extension_map(&track.extensions, media);
         let consumer = match self
             .state
-            .request_worker(worker, Command::AddConsumer { producer, transport, ssrc, extensions })
+            .request_worker(worker, Command::AddConsumer { producer, transport, ssrc, format })
             .await?
         {
             Reply::ConsumerAdded(consumer) => consumer,
             Reply::Refused(_) => return Ok(None),
             other => return Err(ApiError::new(ApiCode::RtcFailed, format!("consumer refused: {other:?}"))),
         };
-        let kept_rtx =
-            media.codecs.iter().find(|c| c.payload_type == track.codec.payload_type).and_then(|c| c.rtx_payload_type);
-        if let Some(payload_type) = kept_rtx {
+        if let Some(payload_type) = codec.rtx_payload_type {
             let rtx = RtxStream { ssrc: subscriber_rtx_ssrc(track), payload_type: payload_type.0 };
             self.state.request_worker(worker, Command::EnableRtx { consumer, rtx }).await?;
         }

@@ -269,8 +269,8 @@ async fn no_trickle() -> Response {
 
 impl Session<'_> {
     /// Answers a player's offer: each receiving audio or video section gets one stream of
-    /// that kind the room publishes (in publishing order), as long as the player offered
-    /// its codec under the published payload type.
+    /// that kind the room publishes (in publishing order) whose format the player offered,
+    /// under the player's own payload type.
     async fn play(&mut self, sdp: &str) -> Result<String, ApiError> {
         let offer = sdp::RemoteDescription::parse(sdp).map_err(|e| ApiError::invalid(format!("offer refused: {e}")))?;
         let published = self.visible_tracks();
@@ -279,7 +279,7 @@ impl Session<'_> {
             let fits = |t: &&PublishedTrack| {
                 media.kind.media() == Some(t.kind)
                     && !chosen.iter().any(|(_, c, _)| c.track_id == t.track_id)
-                    && media.codecs.iter().any(|c| c.payload_type == t.codec.payload_type && c.is(&t.codec.name))
+                    && media.codecs.iter().any(|c| c.same_format(&t.codec))
             };
             if let Some(track) = published.iter().find(fits) {
                 let outgoing = outgoing_track(track, &media.mid);

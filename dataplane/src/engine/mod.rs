@@ -52,14 +52,14 @@ use crate::ice::{IceCredentials, IceError, StunOutcome, local_ufrag_of};
 use crate::io::SLOT_SIZE;
 use crate::relay::{PacketPool, RelayLinks};
 use crate::router::{
-    ConsumerId, KeyframeRequest, MediaKind, ProducerId, ProducerSpec, Resend, Rewritten, Router, RouterConfig,
-    RouterError, RtxStream, TransportId,
+    ConsumerFormat, ConsumerId, KeyframeRequest, MediaKind, ProducerId, ProducerSpec, Resend, Rewritten, Router,
+    RouterConfig, RouterError, RtxStream, TransportId,
 };
 use crate::srtp::{MAX_SRTCP_OVERHEAD, MAX_SRTP_OVERHEAD, SrtpError, SrtpSession};
 use crate::stats::{DropReason, WorkerCounters};
 use crate::wire::WireError;
 use crate::wire::rtcp::{RtcpCompound, RtcpPacket, write_pli, write_receiver_report, write_remb, write_sender_report};
-use crate::wire::rtp::{ExtensionIdMap, RtpPacket};
+use crate::wire::rtp::RtpPacket;
 use crate::wire::{Datagram, classify};
 
 /// Where the engine queues the datagrams it sends.
@@ -434,9 +434,10 @@ impl Engine {
         Ok(self.router.enable_rtx(consumer, rtx)?)
     }
 
-    /// Renumbers `consumer`'s header extensions to the ids its subscriber negotiated.
-    pub fn set_extension_map(&mut self, consumer: ConsumerId, map: ExtensionIdMap) -> Result<(), EngineError> {
-        Ok(self.router.set_extension_map(consumer, map)?)
+    /// Sends `consumer`'s packets with the payload type and header extension ids its
+    /// subscriber negotiated.
+    pub fn set_format(&mut self, consumer: ConsumerId, format: ConsumerFormat) -> Result<(), EngineError> {
+        Ok(self.router.set_format(consumer, format)?)
     }
 
     /// The earliest time [`Engine::handle_timeouts`] has work: a DTLS retransmission, a
@@ -749,7 +750,7 @@ fn send_rtx(
     header.set_ssrc(rtx.ssrc);
     header.set_sequence_number(rtx_sequence_number);
     header.set_timestamp(rewritten.timestamp);
-    header.remap_extensions(&rewritten.extensions);
+    header.remap_extensions(rewritten.format.extensions());
     let protected = srtp.protect_rtp(slot, len);
     commit_protected(out, destination, protected, counters);
 }
@@ -772,10 +773,14 @@ fn send_rtp(
     let slot = out.slot();
     slot[..plaintext.len()].copy_from_slice(plaintext);
     let Ok(mut header) = RtpPacket::new_checked(&mut slot[..plaintext.len()]) else { return };
+    if let Some(payload_type) = rewritten.format.payload_type() {
+        // Checked when the format was made: only 0..=127 is kept.
+        let _ = header.set_payload_type(payload_type);
+    }
     header.set_ssrc(rewritten.ssrc);
     header.set_sequence_number(rewritten.sequence_number);
     header.set_timestamp(rewritten.timestamp);
-    header.remap_extensions(&rewritten.extensions);
+    header.remap_extensions(rewritten.format.extensions());
     let protected = srtp.protect_rtp(slot, plaintext.len());
     commit_protected(out, destination, protected, counters);
 }

@@ -30,11 +30,11 @@ use std::time::{Duration, Instant};
 use slab::Slab;
 
 pub use self::reception::ReceptionStats;
-pub use self::rewrite::{RewriteRefusal, Rewritten, StreamRewriter, seq_is_newer};
+pub use self::rewrite::{ConsumerFormat, RewriteRefusal, Rewritten, StreamRewriter, seq_is_newer};
 pub use self::rtx_cache::RetransmissionCache;
 use crate::relay::{RelayStreamId, WorkerIndex};
 use crate::wire::rtcp::{ReportBlock, SenderInfo};
-use crate::wire::rtp::{ExtensionIdMap, RtpPacket};
+use crate::wire::rtp::RtpPacket;
 
 /// A transport (one client connection) of this worker. The engine makes it of the
 /// transport's slot and a generation, so an id is not given to another transport soon.
@@ -362,11 +362,11 @@ impl Router {
         Ok(id)
     }
 
-    /// Forwards `id`'s header extensions renumbered after `map`, the ids its subscriber
+    /// Forwards `id`'s packets with the payload type and header extension ids its subscriber
     /// negotiated.
-    pub fn set_extension_map(&mut self, id: ConsumerId, map: ExtensionIdMap) -> Result<(), RouterError> {
+    pub fn set_format(&mut self, id: ConsumerId, format: ConsumerFormat) -> Result<(), RouterError> {
         let consumer = self.consumers.get_mut(id.0 as usize).ok_or(RouterError::UnknownConsumer)?;
-        consumer.rewriter.set_extensions(map);
+        consumer.rewriter.set_format(format);
         Ok(())
     }
 

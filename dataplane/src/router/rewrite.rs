@@ -1,8 +1,8 @@
 //! Per-consumer RTP header rewriting: maps each incoming packet's (SSRC, sequence number,
 //! timestamp) onto the consumer's own continuous stream, so a subscriber's decoder sees
 //! one unbroken stream while its source changes underneath (merged rooms, pause/resume,
-//! simulcast layer switches), and carries the header extension ids the subscriber
-//! negotiated.
+//! simulcast layer switches), and carries the payload type and header extension ids the
+//! subscriber negotiated ([`ConsumerFormat`]).
 //!
 //! Rules: feed packets in arrival order with the time they arrived; after a source change
 //! or a resume, call [`StreamRewriter::resync`] (a new SSRC resyncs by itself). Packets
@@ -13,7 +13,42 @@
 
 use std::time::Instant;
 
+use crate::wire::WireError;
 use crate::wire::rtp::ExtensionIdMap;
+
+/// How one subscriber numbers what it receives: the payload type it negotiated for the
+/// stream's codec and its header extension ids. Each side of the SFU negotiates its own
+/// numbers (a player may call VP8 120 while its publisher calls it 96), so every consumer
+/// writes its own into each packet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConsumerFormat {
+    payload_type: Option<u8>,
+    extensions: ExtensionIdMap,
+}
+
+impl ConsumerFormat {
+    /// Forwards payload types and extension ids as the publisher wrote them.
+    pub fn as_published() -> Self {
+        Self { payload_type: None, extensions: ExtensionIdMap::identity() }
+    }
+
+    /// Sends the stream as `payload_type` (0..=127) with extensions renumbered after `extensions`.
+    pub fn new(payload_type: u8, extensions: ExtensionIdMap) -> Result<Self, WireError> {
+        if payload_type > 0x7F {
+            return Err(WireError::Unrepresentable);
+        }
+        Ok(Self { payload_type: Some(payload_type), extensions })
+    }
+
+    /// The payload type to write, when it is not the publisher's.
+    pub fn payload_type(&self) -> Option<u8> {
+        self.payload_type
+    }
+
+    pub fn extensions(&self) -> &ExtensionIdMap {
+        &self.extensions
+    }
+}
 
 /// A mapping from one source's numbering onto the output numbering.
 #[derive(Debug, Clone, Copy)]
@@ -38,8 +73,8 @@ pub struct Rewritten {
     pub ssrc: u32,
     pub sequence_number: u16,
     pub timestamp: u32,
-    /// The publisher's extension ids as the subscriber knows them.
-    pub extensions: ExtensionIdMap,
+    /// The payload type and extension ids as the subscriber knows them.
+    pub format: ConsumerFormat,
 }
 
 /// Why a packet is not forwarded to this consumer.
@@ -54,7 +89,7 @@ pub enum RewriteRefusal {
 pub struct StreamRewriter {
     output_ssrc: u32,
     clock_rate: u32,
-    extensions: ExtensionIdMap,
+    format: ConsumerFormat,
     mapping: Option<Mapping>,
     resync_requested: bool,
     /// Highest output sequence number and timestamp sent, with when the packet arrived.
@@ -73,7 +108,7 @@ impl StreamRewriter {
         Self {
             output_ssrc,
             clock_rate: clock_rate.max(1),
-            extensions: ExtensionIdMap::identity(),
+            format: ConsumerFormat::as_published(),
             mapping: None,
             resync_requested: false,
             last_output: None,
@@ -84,9 +119,9 @@ impl StreamRewriter {
         self.output_ssrc
     }
 
-    /// Forwards header extensions renumbered after `map` (the default keeps them as sent).
-    pub fn set_extensions(&mut self, map: ExtensionIdMap) {
-        self.extensions = map;
+    /// Forwards packets in the subscriber's `format` (the default keeps the publisher's).
+    pub fn set_format(&mut self, format: ConsumerFormat) {
+        self.format = format;
     }
 
     /// The next packet starts a new mapping (after a pause, or a switch to another source
@@ -115,12 +150,7 @@ impl StreamRewriter {
             Some((last_seq, _, _)) if !seq_is_newer(out_seq, last_seq) => {}
             _ => self.last_output = Some((out_seq, out_ts, now)),
         }
-        Ok(Rewritten {
-            ssrc: self.output_ssrc,
-            sequence_number: out_seq,
-            timestamp: out_ts,
-            extensions: self.extensions,
-        })
+        Ok(Rewritten { ssrc: self.output_ssrc, sequence_number: out_seq, timestamp: out_ts, format: self.format })
     }
 
     /// The current source's SSRC and the input sequence number that was sent as
@@ -142,7 +172,7 @@ impl StreamRewriter {
             ssrc: self.output_ssrc,
             sequence_number: input_seq.wrapping_add(m.seq_offset),
             timestamp: input_ts.wrapping_add(m.ts_offset),
-            extensions: self.extensions,
+            format: self.format,
         })
     }
 
@@ -178,13 +208,21 @@ mod tests {
     use std::time::Duration;
 
     #[test]
+    fn a_consumer_format_takes_only_seven_bit_payload_types() {
+        let format = ConsumerFormat::new(127, ExtensionIdMap::blank_all()).unwrap();
+        assert_eq!(format.payload_type(), Some(127));
+        assert_eq!(ConsumerFormat::new(128, ExtensionIdMap::identity()), Err(WireError::Unrepresentable));
+        assert_eq!(ConsumerFormat::as_published().payload_type(), None);
+    }
+
+    #[test]
     fn first_source_keeps_its_numbering_under_the_consumer_ssrc() {
         let t0 = Instant::now();
         let mut rw = StreamRewriter::new(0xAAAA, 90_000);
         let out = rw.rewrite(t0, 0x1111, 100, 5000).unwrap();
         assert_eq!(
             out,
-            Rewritten { ssrc: 0xAAAA, sequence_number: 100, timestamp: 5000, extensions: ExtensionIdMap::identity() }
+            Rewritten { ssrc: 0xAAAA, sequence_number: 100, timestamp: 5000, format: ConsumerFormat::as_published() }
         );
         let out = rw.rewrite(t0, 0x1111, 101, 8000).unwrap();
         assert_eq!((out.sequence_number, out.timestamp), (101, 8000));
@@ -225,7 +263,7 @@ mod tests {
         assert_eq!(rw.input_seq_for(11), Some((1, 11)));
         assert_eq!(
             rw.output_for(11, 3),
-            Some(Rewritten { ssrc: 7, sequence_number: 11, timestamp: 3, extensions: ExtensionIdMap::identity() })
+            Some(Rewritten { ssrc: 7, sequence_number: 11, timestamp: 3, format: ConsumerFormat::as_published() })
         );
     }
 

@@ -1,10 +1,12 @@
 //! The one module of the dataplane allowed `unsafe`: thin, checked wrappers over the kernel
 //! calls the workers need (thread ids, eventfd wake-ups, batched socket I/O through epoll
 //! or io_uring, and the epoll set that watches the io layer's TCP streams under either
-//! backend). Every wrapper returns `io::Result` and owns its file descriptors and
-//! kernel-visible buffers, so callers stay in safe code.
+//! backend), and the counting wrapper the binary installs around its allocator. Every
+//! wrapper returns `io::Result` and owns its file descriptors and kernel-visible buffers, so
+//! callers stay in safe code.
 
 pub(crate) mod epoll;
+pub(crate) mod heap;
 pub(crate) mod mmsg;
 mod sockaddr;
 pub(crate) mod uring;

@@ -49,6 +49,8 @@ impl Phase {
 #[derive(Debug, Clone, Copy)]
 enum Source {
     RssKb,
+    /// `uprtcd_heap_live_bytes`, in KiB: what the program holds allocated.
+    HeapKb,
     Fds,
     Sockets,
     Threads,
@@ -80,8 +82,9 @@ const fn column(name: &'static str, source: Source, check: Check) -> Column {
     Column { name, source, check }
 }
 
-pub const COLUMNS: [Column; 14] = [
+pub const COLUMNS: [Column; 15] = [
     column("rss_kb", Source::RssKb, Check::Memory),
+    column("heap_live_kb", Source::HeapKb, Check::Shown),
     column("fds", Source::Fds, Check::Exact),
     column("fd_sockets", Source::Sockets, Check::Exact),
     column("threads", Source::Threads, Check::Shown),
@@ -176,6 +179,7 @@ impl Sampler {
             .iter()
             .map(|column| match column.source {
                 Source::RssKb => rss_kb,
+                Source::HeapKb => metric(&metrics, "uprtcd_heap_live_bytes").map(|v| v as u64 / 1024),
                 Source::Fds => fds,
                 Source::Sockets => sockets,
                 Source::Threads => threads,
@@ -380,8 +384,9 @@ mod tests {
 
     fn sample(at: u64, phase: Phase, fds: u64, rss: u64) -> Sample {
         let mut values = vec![Some(0); COLUMNS.len()];
-        values[0] = Some(rss);
-        values[1] = Some(fds);
+        let column = |name| COLUMNS.iter().position(|c| c.name == name).expect("a column of that name");
+        values[column("rss_kb")] = Some(rss);
+        values[column("fds")] = Some(fds);
         Sample {
             at: Duration::from_secs(at),
             phase,
