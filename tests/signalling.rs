@@ -437,7 +437,8 @@ fn a_whep_player_gets_the_stream_under_its_own_payload_type() {
     let played = whip_post(&srv, "whep", &room, &token(&srv, &room, "bob"), &offer);
     assert_eq!(played.status, 201, "{}", played.text());
     let answer = played.text();
-    assert!(answer.contains("a=rtpmap:120 VP8/90000") && !answer.contains("a=rtpmap:96"), "{answer}");
+    let m_line = answer.lines().find(|l| l.starts_with("m=video")).unwrap();
+    assert!(m_line.ends_with("SAVPF 120 96"), "VP8 as the player numbers it, first: {answer}");
     let ssrc: u32 = attribute(&answer, "ssrc").split_whitespace().next().unwrap().parse().unwrap();
     let mut player = connect_media(&answer, player_ice, &player_identity);
 
@@ -455,6 +456,48 @@ fn a_whep_player_gets_the_stream_under_its_own_payload_type() {
         ssrc,
     );
     assert_eq!(payload_types.into_iter().collect::<Vec<_>>(), [120], "every packet in the player's numbering");
+}
+
+#[test]
+fn a_whep_player_started_before_the_publisher_plays_it_and_again_after_it_reconnects() {
+    let srv = Server::start(&[]);
+    let (room, _) = convo(&srv, "alice", &["bob"], 0);
+    let player_identity = DtlsIdentity::generate(DtlsVersionPolicy::Dtls12Only).unwrap();
+    let player_ice = IceCredentials::generate().unwrap();
+    let offer = player_offer(&player_ice, &player_identity.fingerprint().to_string());
+    let played = whip_post(&srv, "whep", &room, &token(&srv, &room, "bob"), &offer);
+    assert_eq!(played.status, 201, "nothing is published yet, and the player is admitted: {}", played.text());
+    let answer = played.text();
+    let ssrc: u32 = attribute(&answer, "ssrc").split_whitespace().next().unwrap().parse().unwrap();
+    let mut player = connect_media(&answer, player_ice, &player_identity);
+
+    let (published, mut publisher) = whip_publish(&srv, &room, "alice", 0xCAFE);
+    assert_forwarded_in_order(&mut publisher, 0xCAFE, |buf, wait| player.receive(buf, wait), ssrc);
+
+    // The publisher goes and comes back in a new WHIP session, as another stream.
+    let location = published.header("location").unwrap().to_owned();
+    assert_eq!(srv.client_request("DELETE", &location, &[], Body::None).status, 200);
+    let (_, mut publisher) = whip_publish(&srv, &room, "alice", 0xBEEF);
+    let mut arrived = Vec::new();
+    std::thread::scope(|scope| {
+        scope.spawn(|| send_video(&mut publisher, 0xBEEF, 100));
+        let mut buf = vec![0u8; 2048];
+        while arrived.len() < 100 {
+            match player.receive(&mut buf, Duration::from_secs(5)) {
+                Some(Ok(Received::Rtp { len })) => {
+                    let packet = RtpPacket::new_checked(&buf[..len]).unwrap();
+                    arrived.push((packet.ssrc(), packet.sequence_number(), packet.payload()[0]));
+                }
+                Some(Ok(_)) => {}
+                Some(Err(e)) => panic!("a packet did not decrypt (an SRTP replay?): {e}"),
+                None => break,
+            }
+        }
+    });
+    // The new stream numbers 0..100 again; the player's numbering goes on from 100.
+    let expected: Vec<(u32, u16, u8)> = (0..100u16).map(|seq| (ssrc, 100 + seq, seq as u8)).collect();
+    assert_eq!(arrived, expected, "the new stream plays on, under the SSRC of the first answer");
+    assert!(joined(&srv, &room, "bob"), "one WHEP session throughout");
 }
 
 #[test]
@@ -481,8 +524,10 @@ fn whip_refuses_what_it_cannot_take_with_the_spec_codes() {
     let garbage = whip_post(&srv, "whip", &room, &alice, "not sdp at all");
     assert_eq!((garbage.status, code(&garbage)), (400, 10002));
     assert!(!joined(&srv, &room, "alice"), "a refused offer leaves no presence behind");
-    let nothing = whip_post(&srv, "whep", &room, &alice, &player_offer(&ice, &["AB"; 32].join(":")));
-    assert_eq!((nothing.status, code(&nothing)), (409, 50016), "nothing is published");
+    let no_format = player_offer(&ice, &["AB"; 32].join(":")).replace("VP8/90000", "AV2/90000");
+    let unplayable = whip_post(&srv, "whep", &room, &alice, &no_format);
+    assert_eq!((unplayable.status, code(&unplayable)), (400, 10002), "no format the SFU forwards");
+    assert!(unplayable.text().contains("VP8"), "the refusal names what would do: {}", unplayable.text());
 
     let published = whip_post(&srv, "whip", &room, &alice, &offer);
     assert_eq!(published.status, 201, "{}", published.text());

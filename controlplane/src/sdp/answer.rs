@@ -8,7 +8,9 @@ use webrtc_sdp::SdpBandwidth;
 use webrtc_sdp::attribute_type::{SdpAttribute, SdpAttributeDirection, SdpAttributeExtmap, SdpAttributeSetup};
 use webrtc_sdp::media_type::{SdpFormatList, SdpMedia, SdpMediaLine};
 
-use super::codec::{Codec, CodecPolicy, HeaderExtensions, MAX_ONE_BYTE_EXTENSION_ID, VideoCodec, supported_feedback};
+use super::codec::{
+    Codec, CodecPolicy, Feedback, HeaderExtensions, MAX_ONE_BYTE_EXTENSION_ID, VideoCodec, supported_feedback,
+};
 use super::error::SdpError;
 use super::ids::{Direction, Mid, SectionKind, Ssrc};
 use super::local::{BitrateCaps, LocalParameters};
@@ -45,9 +47,12 @@ pub struct NegotiatedSection {
     pub kind: SectionKind,
     /// The answer's direction, from the SFU's side (`RecvOnly` for a publisher).
     pub direction: Direction,
-    /// The one codec the section carries, with the offer's payload type and RTX payload type,
+    /// The codec the section carries, with the offer's payload type and RTX payload type,
     /// and the format parameters and feedback as answered.
     pub codec: Codec,
+    /// The other formats a section the SFU sends on may carry, as answered (a player's
+    /// section that waits for whatever format is published next); empty otherwise.
+    pub more_codecs: Vec<Codec>,
     /// The publisher's SSRCs as signalled: one per simulcast layer (`SIM` group order) or a
     /// single one, each with its RTX SSRC from `ssrc-group:FID`. Empty when the offer signals
     /// none (rid-based simulcast): the dataplane then learns them from the mid and rid
@@ -85,16 +90,22 @@ pub fn answer(
     direction_for: impl Fn(&RemoteMedia) -> Direction,
 ) -> Result<Answer, SdpError> {
     let plans = offer.media.iter().map(|media| {
-        choose(media, policy).map(|codec| SectionPlan { codec, wanted: direction_for(media), sending: None })
+        choose(media, policy).map(|codec| SectionPlan {
+            codecs: vec![codec],
+            wanted: direction_for(media),
+            sending: None,
+        })
     });
     answer_sections(offer, local, policy, plans.collect())
 }
 
 /// Answers the offer of a peer that only receives (a WHEP player): each section that
-/// `track_for` gives a track is answered `sendonly` with that track's codec, SSRCs and msid,
-/// provided the offer lists the same format ([`Codec::same_format`]), under whatever payload
-/// type: the answer keeps the offer's numbers, which the SFU writes into what it forwards.
-/// Every other section is rejected with port 0.
+/// `track_for` gives a track is answered `sendonly` with that track's SSRCs and msid, and with
+/// the track's format first ([`Codec::same_format`], under the offer's payload type: the
+/// answer keeps the offer's numbers, which the SFU writes into what it forwards), then every
+/// other format of the offer the SFU forwards, so that a stream published later in another
+/// format can be sent on it too. A section whose offer lacks the track's format is rejected
+/// with port 0, like every section without a track.
 pub fn answer_with_tracks<'t>(
     offer: &RemoteDescription,
     local: &LocalParameters,
@@ -103,16 +114,18 @@ pub fn answer_with_tracks<'t>(
 ) -> Result<Answer, SdpError> {
     let plans = offer.media.iter().map(|media| {
         let track = track_for(media).filter(|t| !media.rejected && t.kind == media.kind)?;
-        let codec = media.codecs.iter().find(|c| c.same_format(&track.codec))?;
-        Some(SectionPlan { codec, wanted: Direction::SendOnly, sending: Some(track) })
+        let first = media.codecs.iter().find(|c| c.same_format(&track.codec))?;
+        let others = forwardable(media, policy).into_iter().filter(|c| c.payload_type != first.payload_type);
+        let codecs = std::iter::once(first).chain(others).collect();
+        Some(SectionPlan { codecs, wanted: Direction::SendOnly, sending: Some(track) })
     });
     answer_sections(offer, local, policy, plans.collect())
 }
 
-/// How one offered section is answered: with which of its codecs, wanting which direction,
-/// and the track the SFU sends on it, if any.
+/// How one offered section is answered: with which of its codecs (the first is the one it
+/// carries now), wanting which direction, and the track the SFU sends on it, if any.
 struct SectionPlan<'a> {
-    codec: &'a Codec,
+    codecs: Vec<&'a Codec>,
     wanted: Direction,
     sending: Option<&'a OutgoingTrack>,
 }
@@ -135,16 +148,16 @@ fn answer_sections(
     }
     let mut negotiated = Negotiated { sections: Vec::new(), rejected: Vec::new() };
     for (media, plan) in offer.media.iter().zip(plans) {
-        let Some(SectionPlan { codec, wanted, sending }) = plan else {
+        let Some(SectionPlan { codecs, wanted, sending }) = plan else {
             session.media.push(writer::closed_section(media.line.clone(), &media.mid, media.codecs.first()));
             negotiated.rejected.push(media.mid.clone());
             continue;
         };
         let direction = Direction::answering(media.direction, wanted);
         let tagged = bundle.first() == Some(&&media.mid);
-        let (mut section, agreed) = accept(media, codec, direction, local, policy, tagged);
+        let (mut section, agreed) = accept(media, &codecs, direction, local, policy, tagged);
         if let Some(track) = sending.filter(|_| direction.sends()) {
-            let rtx_ssrc = codec.rtx_payload_type.and(track.rtx_ssrc);
+            let rtx_ssrc = codecs.iter().find_map(|c| c.rtx_payload_type).and(track.rtx_ssrc);
             add_track_identity(&mut section, &OutgoingTrack { rtx_ssrc, ..track.clone() });
         }
         session.media.push(section);
@@ -179,6 +192,40 @@ fn best_video(media: &RemoteMedia, wanted: VideoCodec) -> Option<&Codec> {
         // `rev` because `max_by_key` keeps the last of equals and the offer's first should win.
         VideoCodec::H264 => video.filter(|c| c.is("H264") && h264_mode(c).is_some()).rev().max_by_key(|c| h264_rank(c)),
     }
+}
+
+/// Every format of `media` the SFU forwards, in the policy's order of preference (VP8 last
+/// unless the policy names it): Opus for audio; VP8, VP9 profile 0 and H.264 in packetization
+/// mode 0 or 1 (each offered profile) for video.
+pub fn forwardable<'m>(media: &'m RemoteMedia, policy: &CodecPolicy) -> Vec<&'m Codec> {
+    let mut found: Vec<&Codec> = Vec::new();
+    let wanted: Vec<VideoCodec> = match media.kind {
+        SectionKind::Audio => return choose(media, policy).into_iter().collect(),
+        SectionKind::Video => policy.video.iter().copied().chain([VideoCodec::Vp8]).collect(),
+        SectionKind::Application => return found,
+    };
+    for wanted in wanted {
+        let video = media.codecs.iter().filter(|c| c.clock_rate == 90000);
+        let matching: Vec<&Codec> = match wanted {
+            VideoCodec::Vp8 => video.filter(|c| c.is("VP8")).collect(),
+            VideoCodec::Vp9 => {
+                video.filter(|c| c.is("VP9") && c.fmtp_param("profile-id").is_none_or(|id| id == "0")).collect()
+            }
+            VideoCodec::H264 => {
+                let mut h264: Vec<&Codec> = video.filter(|c| c.is("H264") && h264_mode(c).is_some()).collect();
+                // The best first, as `best_video` would pick it; stable, so the offer's order
+                // decides among equals.
+                h264.sort_by_key(|c| std::cmp::Reverse(h264_rank(c)));
+                h264
+            }
+        };
+        for codec in matching {
+            if !found.iter().any(|f| f.payload_type == codec.payload_type) {
+                found.push(codec);
+            }
+        }
+    }
+    found
 }
 
 /// Packetization mode 0 (single NAL unit, RFC 6184's default) or 1 (non-interleaved); mode 2
@@ -223,19 +270,29 @@ fn is_constrained_baseline(profile_level_id: &str) -> bool {
 
 fn accept(
     media: &RemoteMedia,
-    offered: &Codec,
+    offered: &[&Codec],
     direction: Direction,
     local: &LocalParameters,
     policy: &CodecPolicy,
     tagged: bool,
 ) -> (SdpMedia, NegotiatedSection) {
-    let feedback = supported_feedback(&offered.rtcp_fb, policy.transport_cc);
-    let codec = Codec {
-        fmtp: answer_fmtp(media.kind, offered, local.bitrate),
-        rtcp_fb: feedback.iter().map(|f| f.as_str().to_owned()).collect(),
-        ..offered.clone()
-    };
-    let formats = std::iter::once(codec.payload_type).chain(codec.rtx_payload_type).map(|pt| u32::from(pt.0)).collect();
+    let answered: Vec<(Codec, Vec<Feedback>)> = offered
+        .iter()
+        .map(|offered| {
+            let feedback = supported_feedback(&offered.rtcp_fb, policy.transport_cc);
+            let codec = Codec {
+                fmtp: answer_fmtp(media.kind, offered, local.bitrate),
+                rtcp_fb: feedback.iter().map(|f| f.as_str().to_owned()).collect(),
+                ..(*offered).clone()
+            };
+            (codec, feedback)
+        })
+        .collect();
+    let formats = answered
+        .iter()
+        .flat_map(|(codec, _)| std::iter::once(codec.payload_type).chain(codec.rtx_payload_type))
+        .map(|pt| u32::from(pt.0))
+        .collect();
     let line = SdpMediaLine { formats: SdpFormatList::Integers(formats), ..media.line.clone() };
     let mut section = writer::live_section(line, local);
     if media.kind == SectionKind::Video
@@ -252,15 +309,19 @@ fn accept(
     if media.rtcp_rsize {
         writer::add(&mut section, SdpAttribute::RtcpRsize);
     }
-    writer::add_codec(&mut section, &codec, &codec.fmtp, &feedback);
+    for (codec, feedback) in &answered {
+        writer::add_codec(&mut section, codec, &codec.fmtp, feedback);
+    }
     let rids =
         if policy.simulcast && direction.receives() { accept_simulcast(&mut section, media) } else { Vec::new() };
 
+    let mut codecs = answered.into_iter().map(|(codec, _)| codec);
     let agreed = NegotiatedSection {
         mid: media.mid.clone(),
         kind: media.kind,
         direction,
-        codec,
+        codec: codecs.next().expect("a section is answered with a codec"),
+        more_codecs: codecs.collect(),
         streams: streams(media),
         rids,
         msid: media.msid.clone().or_else(|| media.ssrcs.iter().find_map(|s| s.msid.clone())),

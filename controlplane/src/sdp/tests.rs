@@ -878,6 +878,11 @@ fn a_player_gets_the_published_format_under_its_own_payload_types() {
     let video_lines = lines(section(&session, &made.negotiated.sections[1].mid.to_string()));
     assert!(video_lines.contains(&"rtpmap:120 VP8/90000".to_owned()), "{video_lines:?}");
     assert!(!video_lines.iter().any(|l| l.starts_with("rtpmap:96")), "{video_lines:?}");
+    // The section may carry whatever the room publishes next: every format the SFU forwards.
+    let more = &made.negotiated.sections[1].more_codecs;
+    let more: Vec<(&str, u8)> = more.iter().map(|c| (c.name.as_str(), c.payload_type.0)).collect();
+    assert_eq!(more, [("H264", 126), ("H264", 97), ("VP9", 121)], "H.264 mode 1 before mode 0");
+    assert!(video_lines.contains(&"rtpmap:127 rtx/90000".to_owned()), "{video_lines:?}");
 }
 
 #[test]

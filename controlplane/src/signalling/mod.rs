@@ -16,6 +16,7 @@
 #![forbid(unsafe_code)]
 
 pub mod hub;
+mod player;
 pub mod protocol;
 mod publish;
 mod subscribe;

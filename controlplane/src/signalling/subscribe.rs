@@ -39,7 +39,7 @@ pub(super) struct Subscription {
     session_version: u64,
     /// The tracks the client receives, by track id, as of its last answer, with their
     /// consumers on the subscription's worker and the SSRC they are sent as.
-    receiving: HashMap<TrackId, (Mid, ConsumerId, u32)>,
+    pub(super) receiving: HashMap<TrackId, (Mid, ConsumerId, u32)>,
     /// The mid each track was offered under; a new track always takes a new one.
     mids: HashMap<TrackId, Mid>,
     /// The payload types the session gives each format it is offered.
@@ -48,6 +48,9 @@ pub(super) struct Subscription {
     pending: Option<PendingOffer>,
     /// The room's tracks changed while an offer was outstanding.
     stale: bool,
+    /// A WHEP player's sections, fixed by its one offer; empty for a signalling client, whose
+    /// sections follow the room through renegotiation.
+    pub(super) slots: Vec<super::player::PlayerSlot>,
 }
 
 type Mid = sdp::Mid;
@@ -77,6 +80,7 @@ impl Subscription {
             next_mid: 0,
             pending: None,
             stale: false,
+            slots: Vec::new(),
         }
     }
 
@@ -214,7 +218,10 @@ impl Session<'_> {
             let already = self.subscription.as_ref().and_then(|s| s.receiving.get(&track.track_id).map(|&(_, c, _)| c));
             let consumer = match already {
                 Some(consumer) => Some(consumer),
-                None => self.add_consumer(worker, transport, &track, media).await?,
+                None => {
+                    let ssrcs = (subscriber_ssrc(&track), subscriber_rtx_ssrc(&track));
+                    self.add_consumer(worker, transport, &track, media, ssrcs).await?
+                }
             };
             if let Some(consumer) = consumer {
                 receiving.insert(track.track_id.clone(), (mid, consumer, subscriber_ssrc(&track)));
@@ -256,16 +263,18 @@ impl Session<'_> {
         Ok(created.transport)
     }
 
-    /// Sends `track` to the client as its answer accepted it, from the subscription's worker
-    /// (imported there when it is published on another); `None` when the publisher left in
-    /// between (its stream is simply not sent). A track paused for this room's audience
-    /// starts paused.
+    /// Sends `track` to the client as its description `media` accepted it (the format's
+    /// payload type and RTX payload type, the header extension ids), as the SSRC and RTX SSRC
+    /// `ssrcs`, from the subscription's worker (imported there when it is published on
+    /// another); `None` when the publisher left in between (its stream is simply not sent) or
+    /// `media` has no format of it. A track paused for this room's audience starts paused.
     pub(super) async fn add_consumer(
         &self,
         worker: usize,
         transport: TransportId,
         track: &PublishedTrack,
         media: &sdp::RemoteMedia,
+        (ssrc, rtx_ssrc): (u32, u32),
     ) -> Result<Option<ConsumerId>, ApiError> {
         // The client's number for the published format: the SFU's offer gave it the
         // publisher's, a player's offer its own.
@@ -273,7 +282,6 @@ impl Session<'_> {
         let format = ConsumerFormat::new(codec.payload_type.0, extension_map(&track.extensions, media))
             .map_err(|e| ApiError::invalid(format!("payload type {}: {e}", codec.payload_type.0)))?;
         let Some(producer) = self.producer_on(worker, track).await? else { return Ok(None) };
-        let ssrc = subscriber_ssrc(track);
         let consumer = match self
             .state
             .request_worker(worker, Command::AddConsumer { producer, transport, ssrc, format })
@@ -284,7 +292,7 @@ impl Session<'_> {
             other => return Err(ApiError::new(ApiCode::RtcFailed, format!("consumer refused: {other:?}"))),
         };
         if let Some(payload_type) = codec.rtx_payload_type {
-            let rtx = RtxStream { ssrc: subscriber_rtx_ssrc(track), payload_type: payload_type.0 };
+            let rtx = RtxStream { ssrc: rtx_ssrc, payload_type: payload_type.0 };
             self.state.request_worker(worker, Command::EnableRtx { consumer, rtx }).await?;
         }
         if self.state.hub().is_paused(&self.room, &track.track_id) {

@@ -9,7 +9,8 @@
 //! a task that holds its hub queue; a kick, the room's deletion, the `DELETE` or the end of
 //! its transport (the client vanished: consent expired, or it never connected) ends it. The
 //! `DELETE` is answered once the member has left, so a new `POST` right after it is admitted.
-//! A WHEP player receives what is published when it starts (no renegotiation over HTTP).
+//! A WHEP player may start before anything is published: its sections play the room's
+//! streams as they come and go (see `player`), without renegotiation over HTTP.
 #![forbid(unsafe_code)]
 
 use axum::Router;
@@ -22,8 +23,7 @@ use serde_json::json;
 use tokio::sync::{mpsc, oneshot};
 use tower_http::cors::{Any, CorsLayer};
 
-use super::hub::{Outgoing, PublishedTrack};
-use super::subscribe::outgoing_track;
+use super::hub::Outgoing;
 use super::{ClientAddress, Session, admit_with_token, enter, source_ip};
 use crate::envelope::{ApiCode, ApiError};
 use crate::ids::RoomId;
@@ -193,7 +193,7 @@ async fn hold(
     mut stopped: oneshot::Receiver<oneshot::Sender<()>>,
 ) {
     let SessionParts { room, peer, id, source, publishing, subscription } = parts;
-    let session = Session { state: &state, room, peer, id, source, publishing, subscription };
+    let mut session = Session { state: &state, room, peer, id, source, publishing, subscription };
     let mut deleted = None;
     loop {
         tokio::select! {
@@ -216,7 +216,13 @@ async fn hold(
                 Some(Outgoing::Probe { alive }) => {
                     let _ = alive.try_send(());
                 }
-                Some(Outgoing::Event(_) | Outgoing::Tracks(_)) => {}
+                // A player's slots follow the room's streams.
+                Some(Outgoing::Tracks(_)) => {
+                    if let Err(e) = session.fill_slots().await {
+                        tracing::warn!(room = %session.room, peer = %session.peer, error = %e.msg, "a WHEP player's streams could not follow the room");
+                    }
+                }
+                Some(Outgoing::Event(_)) => {}
             },
         }
     }
@@ -265,51 +271,6 @@ fn percent_encode(text: &str) -> String {
 /// candidates in the answer, so it takes none.
 async fn no_trickle() -> Response {
     (StatusCode::METHOD_NOT_ALLOWED, [(header::ALLOW, "DELETE")]).into_response()
-}
-
-impl Session<'_> {
-    /// Answers a player's offer: each receiving audio or video section gets one stream of
-    /// that kind the room publishes (in publishing order) whose format the player offered,
-    /// under the player's own payload type.
-    async fn play(&mut self, sdp: &str) -> Result<String, ApiError> {
-        let offer = sdp::RemoteDescription::parse(sdp).map_err(|e| ApiError::invalid(format!("offer refused: {e}")))?;
-        let published = self.visible_tracks();
-        let mut chosen: Vec<(sdp::Mid, PublishedTrack, sdp::OutgoingTrack)> = Vec::new();
-        for media in offer.media.iter().filter(|m| !m.rejected && m.direction.receives()) {
-            let fits = |t: &&PublishedTrack| {
-                media.kind.media() == Some(t.kind)
-                    && !chosen.iter().any(|(_, c, _)| c.track_id == t.track_id)
-                    && media.codecs.iter().any(|c| c.same_format(&t.codec))
-            };
-            if let Some(track) = published.iter().find(fits) {
-                let outgoing = outgoing_track(track, &media.mid);
-                chosen.push((media.mid.clone(), track.clone(), outgoing));
-            }
-        }
-        if chosen.is_empty() {
-            return Err(ApiError::new(ApiCode::NoMedia, "nothing the player can receive is published in the room"));
-        }
-        let worker = self.place_subscriber().await?;
-        let (created, address) = self.create_transport(worker, None, &offer, "offer").await?;
-        let transport = created.transport;
-        self.subscription =
-            Some(super::subscribe::Subscription::new(created.local_ice.clone(), worker, Some(transport)));
-        let no_caps = sdp::BitrateCaps { min_bps: None, max_bps: None };
-        let local =
-            self.local_parameters(self.id + 1, 1, &created.local_ice, created.fingerprint, address.port(), no_caps);
-        let answer = sdp::answer_with_tracks(&offer, &local, &sdp::CodecPolicy::default(), |media| {
-            chosen.iter().find(|(mid, _, _)| mid == &media.mid).map(|(_, _, outgoing)| outgoing)
-        })
-        .map_err(|e| ApiError::invalid(format!("cannot answer the offer: {e}")))?;
-        for (mid, track, _) in &chosen {
-            let accepted = answer.negotiated.sections.iter().any(|s| &s.mid == mid && s.direction.sends());
-            let Some(media) = offer.media.iter().find(|m| &m.mid == mid) else { continue };
-            if accepted {
-                self.add_consumer(worker, transport, track, media).await?;
-            }
-        }
-        Ok(answer.sdp)
-    }
 }
 
 #[cfg(test)]

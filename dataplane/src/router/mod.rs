@@ -30,7 +30,7 @@ use std::time::{Duration, Instant};
 use slab::Slab;
 
 pub use self::reception::ReceptionStats;
-pub use self::rewrite::{ConsumerFormat, RewriteRefusal, Rewritten, StreamRewriter, seq_is_newer};
+pub use self::rewrite::{ConsumerFormat, OutputPosition, RewriteRefusal, Rewritten, StreamRewriter, seq_is_newer};
 pub use self::rtx_cache::RetransmissionCache;
 use crate::relay::{RelayStreamId, WorkerIndex};
 use crate::wire::rtcp::{ReportBlock, SenderInfo};
@@ -161,8 +161,10 @@ struct Consumer {
     /// Packets and payload-and-header octets forwarded, for this consumer's sender reports.
     packets_sent: u32,
     octets_sent: u32,
-    /// The RTX stream negotiated with the subscriber (RFC 4588), with its next sequence number.
-    rtx: Option<(RtxStream, u16)>,
+    /// The RTX stream negotiated with the subscriber (RFC 4588).
+    rtx: Option<RtxStream>,
+    /// The RTX stream's next sequence number.
+    rtx_next: u16,
 }
 
 /// An RTX stream (RFC 4588) a subscriber negotiated for a consumer: retransmissions go on
@@ -206,7 +208,14 @@ pub struct Router {
     next_stream: u64,
     /// Exports that ended since the engine last took them.
     ended_exports: Vec<Export>,
+    /// Where ended consumers' streams stood, by the transport and SSRC they were sent on, with
+    /// their RTX stream's next sequence number: a new consumer on that SSRC goes on from there
+    /// (a WHEP player whose publisher came back). Dropped with the transport.
+    ended_streams: HashMap<(TransportId, u32), (OutputPosition, u16)>,
 }
+
+/// At most this many ended streams are remembered for continuity (a few dozen bytes each).
+const MAX_ENDED_STREAMS: usize = 4096;
 
 fn slab_key<T: From<u32>>(key: usize) -> T {
     // Slabs here never hold 2^32 entries: transports and streams are bounded far below.
@@ -328,7 +337,7 @@ impl Router {
         self.ended_exports.extend_from_slice(&producer.exports);
         for &consumer in &producer.consumers {
             if let Some(c) = self.consumers.try_remove(consumer.0 as usize) {
-                self.by_consumer_ssrc.remove(&(c.transport, c.rewriter.output_ssrc()));
+                self.consumer_ended(&c);
             }
         }
         Ok(producer.consumers)
@@ -345,7 +354,7 @@ impl Router {
         if self.by_consumer_ssrc.contains_key(&(transport, output_ssrc)) {
             return Err(RouterError::DuplicateConsumerSsrc);
         }
-        let consumer = Consumer {
+        let mut consumer = Consumer {
             producer,
             transport,
             rewriter: StreamRewriter::new(output_ssrc, clock_rate),
@@ -353,7 +362,12 @@ impl Router {
             packets_sent: 0,
             octets_sent: 0,
             rtx: None,
+            rtx_next: 0,
         };
+        if let Some((position, rtx_next)) = self.ended_streams.remove(&(transport, output_ssrc)) {
+            consumer.rewriter.continue_after(position);
+            consumer.rtx_next = rtx_next;
+        }
         let id: ConsumerId = slab_key(self.consumers.insert(consumer));
         self.by_consumer_ssrc.insert((transport, output_ssrc), id);
         if let Some(p) = self.producers.get_mut(producer.0 as usize) {
@@ -377,11 +391,27 @@ impl Router {
 
     pub fn remove_consumer(&mut self, id: ConsumerId) -> Result<(), RouterError> {
         let consumer = self.consumers.try_remove(id.0 as usize).ok_or(RouterError::UnknownConsumer)?;
-        self.by_consumer_ssrc.remove(&(consumer.transport, consumer.rewriter.output_ssrc()));
+        self.consumer_ended(&consumer);
         if let Some(p) = self.producers.get_mut(consumer.producer.0 as usize) {
             p.consumers.retain(|&c| c != id);
         }
         Ok(())
+    }
+
+    /// Forgets a removed consumer's SSRC, and keeps where its stream stood.
+    fn consumer_ended(&mut self, consumer: &Consumer) {
+        let key = (consumer.transport, consumer.rewriter.output_ssrc());
+        self.by_consumer_ssrc.remove(&key);
+        if let Some(position) = consumer.rewriter.position() {
+            if self.ended_streams.len() >= MAX_ENDED_STREAMS
+                && let Some(&any) = self.ended_streams.keys().next()
+            {
+                // Bounded memory over a long-lived worker; what goes is some subscriber's
+                // continuity on an SSRC it is unlikely to be sent again.
+                self.ended_streams.remove(&any);
+            }
+            self.ended_streams.insert(key, (position, consumer.rtx_next));
+        }
     }
 
     /// Removes everything `transport` publishes (with their consumers) and every consumer
@@ -397,6 +427,7 @@ impl Router {
         for consumer in received {
             let _ = self.remove_consumer(consumer);
         }
+        self.ended_streams.retain(|(t, _), _| *t != transport);
     }
 
     /// Pauses or resumes one consumer; a resumed stream continues its numbering without a gap.
@@ -596,7 +627,7 @@ impl Router {
     /// Sends `consumer`'s retransmissions as the RTX stream `rtx` from now on.
     pub fn enable_rtx(&mut self, consumer: ConsumerId, rtx: RtxStream) -> Result<(), RouterError> {
         let consumer = self.consumers.get_mut(consumer.0 as usize).ok_or(RouterError::UnknownConsumer)?;
-        consumer.rtx = Some((rtx, 0));
+        consumer.rtx = Some(rtx);
         Ok(())
     }
 
@@ -621,11 +652,11 @@ impl Router {
         // timestamp.
         let timestamp = u32::from_be_bytes(packet.get(4..8)?.try_into().ok()?);
         let rewritten = consumer.rewriter.output_for(input_seq, timestamp)?;
-        Some(match &mut consumer.rtx {
-            Some((rtx, next)) => {
-                let rtx_sequence_number = *next;
-                *next = next.wrapping_add(1);
-                Resend::Rtx { packet, rewritten, rtx: *rtx, rtx_sequence_number }
+        Some(match consumer.rtx {
+            Some(rtx) => {
+                let rtx_sequence_number = consumer.rtx_next;
+                consumer.rtx_next = consumer.rtx_next.wrapping_add(1);
+                Resend::Rtx { packet, rewritten, rtx, rtx_sequence_number }
             }
             None => Resend::Original { packet, rewritten },
         })
@@ -685,6 +716,27 @@ mod tests {
         router.set_paused(a, false).unwrap();
         let out = collect(&mut router, now, producer, 20);
         assert_eq!(out[0].1.sequence_number, 8, "resumed without a gap");
+    }
+
+    #[test]
+    fn a_new_consumer_on_an_ended_streams_ssrc_numbers_on_from_it_until_its_transport_goes() {
+        let t0 = Instant::now();
+        let mut router = Router::new(RouterConfig::default());
+        let first = router.add_producer(video(0x10)).unwrap();
+        router.add_consumer(first, TransportId(2), 0xA).unwrap();
+        collect(&mut router, t0, first, 500);
+        router.remove_producer(first).unwrap();
+        // The publisher is back as another stream, numbered from scratch.
+        let second = router.add_producer(video(0x10)).unwrap();
+        router.add_consumer(second, TransportId(2), 0xA).unwrap();
+        router.add_consumer(second, TransportId(3), 0xA).unwrap();
+        let out = collect(&mut router, t0 + Duration::from_secs(1), second, 3);
+        assert_eq!((out[0].0, out[0].1.sequence_number), (TransportId(2), 501), "on from where it stopped");
+        assert_eq!(out[0].1.timestamp, 500 * 3000 + 90_000, "its clock advanced by the second that passed");
+        assert_eq!((out[1].0, out[1].1.sequence_number), (TransportId(3), 3), "another subscriber's own numbering");
+
+        router.remove_transport(TransportId(2));
+        assert!(router.ended_streams.is_empty(), "forgotten with the transport");
     }
 
     #[test]

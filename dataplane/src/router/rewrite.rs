@@ -77,6 +77,17 @@ pub struct Rewritten {
     pub format: ConsumerFormat,
 }
 
+/// Where a consumer stream's numbering stood: its last sequence number and timestamp, and
+/// when that packet arrived. A later consumer sent on the same SSRC to the same subscriber
+/// continues from it ([`StreamRewriter::continue_after`]), since the subscriber's SRTP
+/// context would drop numbers it has seen as replays.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OutputPosition {
+    sequence_number: u16,
+    timestamp: u32,
+    at: Instant,
+}
+
 /// Why a packet is not forwarded to this consumer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RewriteRefusal {
@@ -93,7 +104,7 @@ pub struct StreamRewriter {
     mapping: Option<Mapping>,
     resync_requested: bool,
     /// Highest output sequence number and timestamp sent, with when the packet arrived.
-    last_output: Option<(u16, u32, Instant)>,
+    last_output: Option<OutputPosition>,
 }
 
 /// Sequence-number order on the 16-bit circle (RFC 3550 §A.1 style): is `a` after `b`?
@@ -124,6 +135,19 @@ impl StreamRewriter {
         self.format = format;
     }
 
+    /// Where the numbering stands, once a packet was sent.
+    pub fn position(&self) -> Option<OutputPosition> {
+        self.last_output
+    }
+
+    /// Numbers the stream on from `position`, where an earlier stream on this SSRC stopped,
+    /// as after a resync; only before the first packet.
+    pub fn continue_after(&mut self, position: OutputPosition) {
+        if self.mapping.is_none() {
+            self.last_output = Some(position);
+        }
+    }
+
     /// The next packet starts a new mapping (after a pause, or a switch to another source
     /// that may reuse the SSRC).
     pub fn resync(&mut self) {
@@ -147,8 +171,8 @@ impl StreamRewriter {
         let out_seq = seq.wrapping_add(mapping.seq_offset);
         let out_ts = ts.wrapping_add(mapping.ts_offset);
         match self.last_output {
-            Some((last_seq, _, _)) if !seq_is_newer(out_seq, last_seq) => {}
-            _ => self.last_output = Some((out_seq, out_ts, now)),
+            Some(last) if !seq_is_newer(out_seq, last.sequence_number) => {}
+            _ => self.last_output = Some(OutputPosition { sequence_number: out_seq, timestamp: out_ts, at: now }),
         }
         Ok(Rewritten { ssrc: self.output_ssrc, sequence_number: out_seq, timestamp: out_ts, format: self.format })
     }
@@ -181,10 +205,11 @@ impl StreamRewriter {
         let (out_seq, out_ts) = match self.last_output {
             // Continue right after what the consumer last saw; advance the clock by the
             // wall time that passed (at least one tick, so timestamps never repeat).
-            Some((last_seq, last_ts, at)) => {
-                let elapsed = now.saturating_duration_since(at);
+            Some(last) => {
+                let elapsed = now.saturating_duration_since(last.at);
                 let ticks = (elapsed.as_secs_f64() * f64::from(self.clock_rate)) as u64;
-                (last_seq.wrapping_add(1), last_ts.wrapping_add(u32::try_from(ticks.max(1)).unwrap_or(u32::MAX)))
+                let ticks = u32::try_from(ticks.max(1)).unwrap_or(u32::MAX);
+                (last.sequence_number.wrapping_add(1), last.timestamp.wrapping_add(ticks))
             }
             // The first mapping keeps the source's numbering.
             None => (seq, ts),
