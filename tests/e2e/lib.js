@@ -9,15 +9,19 @@
 //   in a network namespace that has only a loopback interface;
 // - waits are generous and bounded; no timing is a pass/fail criterion;
 // - a failure carries the server's log tail, the pages' console and the SDK's event log.
-import { spawn } from 'node:child_process';
+import { execFile, spawn } from 'node:child_process';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { setTimeout as sleep } from 'node:timers/promises';
+import { promisify } from 'node:util';
 import { chromium } from 'playwright-core';
 
 export { sleep };
+
+/** Runs a command to its end (`ip` to set up a test's links); rejects when it fails. */
+export const run = promisify(execFile);
 
 const BIN = process.env.UPRTCD_BIN;
 const IO_BACKEND = process.env.UPRTCD_TEST_IO_BACKEND || '';
@@ -417,6 +421,7 @@ export class Scenario {
     this.servers = [];
     this.browsers = [];
     this.tools = [];
+    this.dirs = [];
   }
 
   /**
@@ -439,16 +444,26 @@ export class Scenario {
       }
     });
     child.stderr.on('data', (chunk) => tool.errors.push(String(chunk)));
-    // A step the tool reports as failed ends the wait at once.
+    // A step the tool reports as failed ends the wait at once. Lines that are not JSON are
+    // the program's own chatter (a browser's), kept for the report only.
     const failed = new Set(['refused', 'not-connected']);
-    tool.next = (step, ms) =>
-      poll(ms, `${command} step ${step}`, async () => {
-        const steps = tool.lines.map((l) => JSON.parse(l));
-        if (steps.some((l) => failed.has(l.step))) throw new Error(`${command}: ${tool.lines.join(' ')}`);
-        return steps.find((l) => l.step === step);
+    const steps = () => tool.lines.filter((l) => l.startsWith('{')).map((l) => JSON.parse(l));
+    tool.until = (what, ms, found) =>
+      poll(ms, `${command}: ${what}`, async () => {
+        const all = steps();
+        if (all.some((l) => failed.has(l.step))) throw new Error(`${command}: ${tool.lines.join(' ')}`);
+        return all.find(found);
       });
+    tool.next = (step, ms) => tool.until(`step ${step}`, ms, (l) => l.step === step);
     this.tools.push(tool);
     return tool;
+  }
+
+  /** A scratch directory, removed when the test ends. */
+  async scratch(name) {
+    const dir = await mkdtemp(join(tmpdir(), `uprtcd-e2e-${name}-`));
+    this.dirs.push(dir);
+    return dir;
   }
 
   async server(extraArgs) {
@@ -485,6 +500,7 @@ export class Scenario {
     await Promise.all(this.tools.map((t) => terminate(t)));
     await Promise.all(this.browsers.map((b) => b.close()));
     await Promise.all(this.servers.map((s) => s.stop()));
+    await Promise.all(this.dirs.map((d) => rm(d, { recursive: true, force: true })));
   }
 }
 

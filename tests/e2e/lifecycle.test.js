@@ -4,15 +4,12 @@
 // timeout, while one that answers pings stays.
 import test from 'node:test';
 import assert from 'node:assert/strict';
-import { execFile } from 'node:child_process';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { promisify } from 'node:util';
 import { randomBytes } from 'node:crypto';
-import { expectMedia, poll, scenario, sleep } from './lib.js';
+import { expectMedia, poll, run, scenario, sleep } from './lib.js';
 
-const run = promisify(execFile);
 const TIMEOUT = { timeout: 180_000 };
 
 /** Whether `peer` is connected to `roomId`, as the REST API says. */

@@ -1,0 +1,104 @@
+// Stacks nobody here wrote, on both ends: Firefox (Debian's firefox-esr, headless, no driver:
+// the page whep_player.html reports on stdout) plays over WHEP what aiortc (PyPI) publishes
+// over WHIP. The player starts before anything is published, numbers its codecs its own way
+// (Firefox: VP8 120, Opus 109; aiortc publishes VP8 97, Opus 96), and keeps playing through
+// its publisher leaving and coming back, on one WHEP session.
+//
+// Firefox offers a page that captures nothing only the address of its default route, and the
+// suite's namespace has only loopback: the test gives the namespace a veth pair of its own (both
+// ends inside it, on addresses of the test's) with a default route over it, and media goes to
+// the server on the other end. Nothing leaves the machine.
+import test from 'node:test';
+import assert from 'node:assert/strict';
+import { writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { randomBytes } from 'node:crypto';
+import { run, scenario, sleep } from './lib.js';
+
+const TIMEOUT = { timeout: 150_000 };
+const FIREFOX = process.env.UPRTCD_E2E_FIREFOX || '/usr/bin/firefox-esr';
+
+// What a test profile needs: dump() on stdout, host candidates on loopback (the namespace has
+// nothing else) under their real addresses, no first-run pages, updates or telemetry.
+const PREFS = {
+  'browser.dom.window.dump.enabled': true,
+  'media.peerconnection.ice.loopback': true,
+  'media.peerconnection.ice.obfuscate_host_addresses': false,
+  'media.autoplay.default': 0,
+  'browser.shell.checkDefaultBrowser': false,
+  'browser.aboutwelcome.enabled': false,
+  'datareporting.policy.dataSubmissionEnabled': false,
+  'toolkit.telemetry.reportingpolicy.firstRun': false,
+  'app.update.disabledForTesting': true,
+  'network.captive-portal-service.enabled': false,
+  'network.connectivity-service.enabled': false,
+};
+
+/** A veth pair inside this namespace, its second end the default route; removed after `t`. */
+async function defaultRoute(t) {
+  const suffix = randomBytes(3).toString('hex');
+  const [server, player] = [`fs${suffix}`, `fp${suffix}`];
+  const [serverAddress, playerAddress] = ['10.78.0.1', '10.78.0.2'];
+  t.after(() => run('ip', ['link', 'del', server]).catch(() => {}));
+  await run('ip', ['link', 'add', server, 'type', 'veth', 'peer', 'name', player]);
+  await run('ip', ['addr', 'add', `${serverAddress}/30`, 'dev', server]);
+  await run('ip', ['addr', 'add', `${playerAddress}/30`, 'dev', player]);
+  await run('ip', ['link', 'set', server, 'up']);
+  await run('ip', ['link', 'set', player, 'up']);
+  await run('ip', ['route', 'add', 'default', 'via', serverAddress, 'dev', player]);
+  return serverAddress;
+}
+
+/** Starts headless Firefox on the player page for `room`, with its own scratch profile. */
+async function firefoxPlayer(sc, server, room, peer) {
+  const profile = await sc.scratch('firefox');
+  const prefs = Object.entries(PREFS).map(([k, v]) => `user_pref(${JSON.stringify(k)}, ${JSON.stringify(v)});`);
+  await writeFile(join(profile, 'user.js'), `${prefs.join('\n')}\n`);
+  const page = new URL('./whep_player.html', import.meta.url);
+  page.searchParams.set('whep', `${server.origin}/whep/${encodeURIComponent(room.roomId)}`);
+  page.searchParams.set('token', await server.token(room.roomId, peer));
+  return sc.tool(FIREFOX, ['--headless', '--no-remote', '--profile', profile, page.href]);
+}
+
+/** An aiortc WHIP publisher on air for `seconds`, which then sends its DELETE. */
+async function aiortcPublisher(sc, server, room, peer, seconds) {
+  return sc.tool('python3', [
+    new URL('./aiortc_whip.py', import.meta.url).pathname,
+    '--url', `${server.origin}/whip/${encodeURIComponent(room.roomId)}`,
+    '--token', await server.token(room.roomId, peer),
+    '--seconds', String(seconds),
+  ]);
+}
+
+/** The player's last `stats` line. */
+function latestStats(player) {
+  const stats = player.lines.filter((l) => l.startsWith('{"step":"stats"'));
+  return JSON.parse(stats.at(-1));
+}
+
+test('Firefox plays over WHEP, from before the publisher and through its return', TIMEOUT, (t) =>
+  scenario(t, async (sc) => {
+    const mediaAddress = await defaultRoute(t);
+    const server = await sc.server(['--udp-listen', `${mediaAddress}:0`, '--announced-ip', mediaAddress]);
+    const room = await server.convo('alice', ['bob']);
+    const player = await firefoxPlayer(sc, server, room, 'bob');
+    const answered = await player.next('answered', 60_000);
+    t.diagnostic(`offer ${answered.offer.join(' | ')}; answer ${answered.answer.join(' | ')}`);
+    assert.match(answered.answer.find((l) => l.startsWith('m=video')), /SAVPF 120\b/, 'VP8 under Firefox\'s number first');
+
+    const first = await aiortcPublisher(sc, server, room, 'alice', 6);
+    await first.next('connected', 20_000);
+    const playing = await player.until('video decoded from the first publisher', 30_000, (l) => l.step === 'stats' && l.framesDecoded >= 20 && l.audioPackets >= 20);
+    t.diagnostic(`first publisher: ${JSON.stringify(playing)}`);
+    await first.next('ended', 20_000);
+    await sleep(1500);
+    const before = latestStats(player);
+    t.diagnostic(`after the first publisher left: ${JSON.stringify(before)}`);
+
+    const second = await aiortcPublisher(sc, server, room, 'alice', 30);
+    await second.next('connected', 20_000);
+    const again = await player.until('video decoded from the returning publisher', 30_000, (l) => l.step === 'stats' && l.framesDecoded >= before.framesDecoded + 40);
+    t.diagnostic(`after the return: ${JSON.stringify(again)}`);
+    assert.equal(again.state, 'connected', 'one WHEP session throughout');
+  }),
+);
