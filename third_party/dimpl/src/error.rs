@@ -182,7 +182,7 @@ pub enum CryptoError {
         signature: SignatureAlgorithm,
         /// The requested hash algorithm.
         hash: HashAlgorithm,
-        /// The public key group used for verification.
+        /// The public key group used for verification (the default, unknown, for RSA keys).
         group: NamedGroup,
     },
     /// Signature verification failed for a supported signature/hash/group combination.
@@ -191,7 +191,7 @@ pub enum CryptoError {
         signature: SignatureAlgorithm,
         /// The requested hash algorithm.
         hash: HashAlgorithm,
-        /// The public key group used for verification.
+        /// The public key group used for verification (the default, unknown, for RSA keys).
         group: NamedGroup,
     },
     /// The public key algorithm is unsupported.

@@ -15,7 +15,8 @@
 //! - **DTLS 1.0**
 //! - **Async** (the crate is Sans‑IO and event‑loop agnostic)
 //! - **no_std** (at least not without allocation)
-//! - **RSA**
+//! - **RSA key exchange** and `ECDHE_RSA` suites (RSA certificates are accepted
+//!   from DTLS 1.2 clients only, see Signatures)
 //! - **DHE**
 //!
 //! ## Version selection
@@ -41,7 +42,9 @@
 //!   - `TLS_CHACHA20_POLY1305_SHA256`
 //! - **AEAD**: AES‑GCM 128/256, ChaCha20‑Poly1305 (no CBC/EtM modes).
 //! - **Key exchange**: ECDHE (P‑256/P‑384), X25519
-//! - **Signatures**: ECDSA P‑256/SHA‑256, ECDSA P‑384/SHA‑384
+//! - **Signatures**: ECDSA P‑256/SHA‑256, ECDSA P‑384/SHA‑384; in DTLS 1.2 also
+//!   RSA PKCS#1 v1.5 with SHA‑256/384/512 (2048–8192 bit keys, aws‑lc‑rs provider), so
+//!   that a server accepts RSA client certificates and a client may hold an RSA key
 //! - **DTLS‑SRTP**: Exports keying material for `SRTP_AEAD_AES_256_GCM`,
 //!   `SRTP_AEAD_AES_128_GCM`, and `SRTP_AES128_CM_SHA1_80` ([RFC 5764], [RFC 7714]).
 //! - **Extended Master Secret** ([RFC 7627]) is negotiated and enforced (DTLS 1.2).

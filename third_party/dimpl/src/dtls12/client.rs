@@ -493,11 +493,11 @@ impl State {
             .into());
         }
 
-        // Enforce cipher suite is compatible with our private key and allowed by config
+        // Enforce cipher suite is one we offered (certificate or PSK) and allowed by config
         let is_compatible = client
             .engine
             .crypto_context()
-            .is_cipher_suite_compatible(cs);
+            .is_cipher_suite_compatible_as_client(cs);
 
         if !is_compatible {
             return Err(Error::SecurityError(
@@ -1245,12 +1245,16 @@ fn handshake_create_client_hello(
 ) -> Result<(), Error> {
     let client_version = ProtocolVersion::DTLS1_2;
 
-    // Get cipher suites from config that are compatible with our key
+    // Get cipher suites from config that fit our authentication mode (certificate or PSK)
     let cipher_suites: CipherSuiteVec = engine
         .config()
         .dtls12_cipher_suites()
         .map(|cs| cs.suite())
-        .filter(|suite| engine.crypto_context().is_cipher_suite_compatible(*suite))
+        .filter(|suite| {
+            engine
+                .crypto_context()
+                .is_cipher_suite_compatible_as_client(*suite)
+        })
         .take(Dtls12CipherSuite::supported().len())
         .collect();
 

@@ -582,6 +582,19 @@ impl CryptoContext {
         }
     }
 
+    /// Check if a cipher suite may be offered and accepted by a client.
+    ///
+    /// A DTLS 1.2 suite's signature algorithm is the one of the *server's* certificate
+    /// (RFC 5246 section 7.4.2); the client's own key only signs CertificateVerify, with
+    /// any algorithm the server's CertificateRequest lists. So a client with a certificate
+    /// takes any certificate-based suite, whatever its key type.
+    pub fn is_cipher_suite_compatible_as_client(&self, cipher_suite: Dtls12CipherSuite) -> bool {
+        match (&self.auth, cipher_suite.signature_algorithm()) {
+            (AuthMode::Certificate { .. }, Some(_)) | (AuthMode::Psk, None) => true,
+            _ => false,
+        }
+    }
+
     /// Get the client write IV if derived.
     pub fn get_client_write_iv(&self) -> Option<Iv> {
         self.client_write_iv
@@ -662,6 +675,34 @@ mod tests {
                 .any(|s| ctx.is_cipher_suite_compatible(*s)),
             "Certificate-mode context must accept at least one ECDHE suite"
         );
+    }
+
+    #[test]
+    #[cfg(feature = "rcgen")]
+    fn rsa_client_offers_ecdhe_ecdsa_suites_but_an_rsa_server_cannot_take_them() {
+        let config = Arc::new(Config::default());
+        let key_pair = rcgen::KeyPair::generate_for(&rcgen::PKCS_RSA_SHA256).expect("RSA key");
+        let private_key = config
+            .crypto_provider()
+            .key_provider
+            .load_private_key(&key_pair.serialize_der())
+            .expect("an RSA PKCS#8 key loads");
+        let auth = AuthMode::Certificate {
+            certificate: Vec::new(),
+            private_key,
+        };
+        let ctx = CryptoContext::new(auth, config);
+
+        for suite in Dtls12CipherSuite::supported() {
+            // The suite names the server's key type: an RSA client may offer ECDHE_ECDSA…
+            assert_eq!(
+                ctx.is_cipher_suite_compatible_as_client(*suite),
+                !suite.is_psk(),
+                "{suite:?}"
+            );
+            // …but an RSA server has no ECDHE_RSA suite to answer with.
+            assert!(!ctx.is_cipher_suite_compatible(*suite), "{suite:?}");
+        }
     }
 
     #[test]

@@ -1321,9 +1321,11 @@ fn handshake_serialize_certificate_request(
     body: &mut Buf,
     sig_algs: &SignatureAndHashAlgorithmVec,
 ) -> Result<(), Error> {
-    // Only advertise ECDSA_SIGN (the only supported client cert type)
+    // Advertise every client certificate type whose signatures we verify (RSA_SIGN, ECDSA_SIGN)
     let mut cert_types = CertificateTypeVec::new();
-    cert_types.push(ClientCertificateType::ECDSA_SIGN);
+    for cert_type in ClientCertificateType::supported() {
+        cert_types.push(*cert_type);
+    }
 
     // If intersection is empty (e.g., client didn't advertise), fall back to our supported set
     // Build the selected list with the capacity expected by CertificateRequest
@@ -1473,35 +1475,80 @@ mod tests {
         assert_eq!(selected, None);
     }
 
+    fn signature_vec(
+        algorithms: &[(HashAlgorithm, SignatureAlgorithm)],
+    ) -> SignatureAndHashAlgorithmVec {
+        let mut out = SignatureAndHashAlgorithmVec::new();
+        for (hash, signature) in algorithms {
+            out.push(SignatureAndHashAlgorithm::new(*hash, *signature));
+        }
+        out
+    }
+
     #[test]
-    fn certificate_request_does_not_select_rsa_signatures() {
-        let mut client = SignatureAndHashAlgorithmVec::new();
-        client.push(SignatureAndHashAlgorithm::new(
-            HashAlgorithm::SHA256,
-            SignatureAlgorithm::ECDSA,
-        ));
-        client.push(SignatureAndHashAlgorithm::new(
-            HashAlgorithm::SHA256,
-            SignatureAlgorithm::RSA,
-        ));
+    fn certificate_request_selects_rsa_pkcs1_beside_ecdsa() {
+        let client = signature_vec(&[
+            (HashAlgorithm::SHA256, SignatureAlgorithm::ECDSA),
+            (HashAlgorithm::SHA256, SignatureAlgorithm::RSA),
+            (HashAlgorithm::SHA384, SignatureAlgorithm::RSA),
+            (HashAlgorithm::SHA512, SignatureAlgorithm::RSA),
+        ]);
+
+        let selected = select_certificate_request_sig_algs(Some(&client));
+
+        // The client's order is kept.
+        assert_eq!(selected.as_slice(), client.as_slice());
+    }
+
+    #[test]
+    fn certificate_request_accepts_rsa_only_signatures() {
+        let client = signature_vec(&[(HashAlgorithm::SHA256, SignatureAlgorithm::RSA)]);
 
         let selected = select_certificate_request_sig_algs(Some(&client));
 
         assert_eq!(selected.len(), 1);
-        assert_eq!(selected[0].signature, SignatureAlgorithm::ECDSA);
+        assert_eq!(selected[0].signature, SignatureAlgorithm::RSA);
         assert_eq!(selected[0].hash, HashAlgorithm::SHA256);
     }
 
     #[test]
-    fn certificate_request_rejects_rsa_only_signatures() {
-        let mut client = SignatureAndHashAlgorithmVec::new();
-        client.push(SignatureAndHashAlgorithm::new(
-            HashAlgorithm::SHA256,
-            SignatureAlgorithm::RSA,
-        ));
+    fn certificate_request_rejects_unsupported_signatures() {
+        // What an OpenSSL client lists besides the supported ones: RSA with SHA-1 and
+        // SHA-224, ECDSA with SHA-512 (a P-521 key), DSA. Parsing the signature_algorithms
+        // extension already drops them; the selection must not let them through either.
+        let client = signature_vec(&[
+            (HashAlgorithm::SHA1, SignatureAlgorithm::RSA),
+            (HashAlgorithm::SHA224, SignatureAlgorithm::RSA),
+            (HashAlgorithm::SHA512, SignatureAlgorithm::ECDSA),
+            (HashAlgorithm::SHA256, SignatureAlgorithm::DSA),
+        ]);
 
         let selected = select_certificate_request_sig_algs(Some(&client));
 
         assert!(selected.is_empty());
+    }
+
+    #[test]
+    fn certificate_request_lists_rsa_sign_and_ecdsa_sign() {
+        let sig_algs = signature_vec(&[
+            (HashAlgorithm::SHA256, SignatureAlgorithm::ECDSA),
+            (HashAlgorithm::SHA256, SignatureAlgorithm::RSA),
+        ]);
+        let mut body = Buf::new();
+        handshake_serialize_certificate_request(&mut body, &sig_algs).unwrap();
+
+        let (rest, parsed) = CertificateRequest::parse(&body, 0).unwrap();
+        assert!(rest.is_empty());
+        assert_eq!(
+            parsed.certificate_types.as_slice(),
+            &[
+                ClientCertificateType::RSA_SIGN,
+                ClientCertificateType::ECDSA_SIGN
+            ]
+        );
+        assert_eq!(
+            parsed.supported_signature_algorithms.as_slice(),
+            sig_algs.as_slice()
+        );
     }
 }

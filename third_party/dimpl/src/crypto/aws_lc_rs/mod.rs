@@ -87,6 +87,7 @@ use super::CryptoProvider;
 ///
 /// - ECDSA with P-256 and SHA-256
 /// - ECDSA with P-384 and SHA-384
+/// - RSA PKCS#1 v1.5 with SHA-256, SHA-384 or SHA-512 (DTLS 1.2; 2048 to 8192 bit keys)
 ///
 /// # Supported Hash Algorithms
 ///
@@ -96,7 +97,7 @@ use super::CryptoProvider;
 /// # Key Formats
 ///
 /// The key provider supports loading private keys in:
-/// - PKCS#8 DER format (most common)
+/// - PKCS#8 DER format (most common; ECDSA P-256/P-384 or RSA)
 /// - SEC1 DER format (OpenSSL EC private key format)
 /// - PEM encoded versions of the above
 ///

@@ -259,14 +259,17 @@ impl ClientCertificateType {
     }
 
     /// Returns true if this certificate type is supported by this implementation.
-    /// Currently only ECDSA_SIGN is supported.
+    /// ECDSA_SIGN and RSA_SIGN are supported.
     pub fn is_supported(&self) -> bool {
         Self::supported().contains(self)
     }
 
-    /// Supported client certificate types.
-    pub const fn supported() -> &'static [ClientCertificateType; 1] {
-        &[ClientCertificateType::ECDSA_SIGN]
+    /// Supported client certificate types, in the order a CertificateRequest lists them.
+    pub const fn supported() -> &'static [ClientCertificateType; 2] {
+        &[
+            ClientCertificateType::RSA_SIGN,
+            ClientCertificateType::ECDSA_SIGN,
+        ]
     }
 
     pub const fn as_u8(&self) -> u8 {
@@ -338,22 +341,27 @@ impl SignatureAndHashAlgorithm {
 
     /// All recognized signature+hash combinations.
     #[allow(dead_code)]
-    pub const fn all() -> &'static [SignatureAndHashAlgorithm; 4] {
-        const ALL: &[SignatureAndHashAlgorithm; 4] = &[
+    pub const fn all() -> &'static [SignatureAndHashAlgorithm; 5] {
+        const ALL: &[SignatureAndHashAlgorithm; 5] = &[
             SignatureAndHashAlgorithm::new(HashAlgorithm::SHA256, SignatureAlgorithm::ECDSA),
             SignatureAndHashAlgorithm::new(HashAlgorithm::SHA384, SignatureAlgorithm::ECDSA),
             SignatureAndHashAlgorithm::new(HashAlgorithm::SHA256, SignatureAlgorithm::RSA),
             SignatureAndHashAlgorithm::new(HashAlgorithm::SHA384, SignatureAlgorithm::RSA),
+            SignatureAndHashAlgorithm::new(HashAlgorithm::SHA512, SignatureAlgorithm::RSA),
         ];
 
         ALL
     }
 
-    /// Supported signature+hash combinations.
-    pub const fn supported() -> &'static [SignatureAndHashAlgorithm; 2] {
-        const SUPPORTED: &[SignatureAndHashAlgorithm; 2] = &[
+    /// Supported signature+hash combinations, in preference order: the ones a
+    /// signature verifier accepts (ECDSA, and RSA PKCS#1 v1.5 with a 2048-8192 bit key).
+    pub const fn supported() -> &'static [SignatureAndHashAlgorithm; 5] {
+        const SUPPORTED: &[SignatureAndHashAlgorithm; 5] = &[
             SignatureAndHashAlgorithm::new(HashAlgorithm::SHA256, SignatureAlgorithm::ECDSA),
             SignatureAndHashAlgorithm::new(HashAlgorithm::SHA384, SignatureAlgorithm::ECDSA),
+            SignatureAndHashAlgorithm::new(HashAlgorithm::SHA256, SignatureAlgorithm::RSA),
+            SignatureAndHashAlgorithm::new(HashAlgorithm::SHA384, SignatureAlgorithm::RSA),
+            SignatureAndHashAlgorithm::new(HashAlgorithm::SHA512, SignatureAlgorithm::RSA),
         ];
 
         SUPPORTED
@@ -370,13 +378,48 @@ mod tests {
     use super::*;
 
     #[test]
-    fn rsa_signature_algorithms_are_recognized_but_not_supported() {
-        let rsa_sha256 =
-            SignatureAndHashAlgorithm::new(HashAlgorithm::SHA256, SignatureAlgorithm::RSA);
+    fn rsa_pkcs1_signature_algorithms_are_supported() {
+        for hash in [
+            HashAlgorithm::SHA256,
+            HashAlgorithm::SHA384,
+            HashAlgorithm::SHA512,
+        ] {
+            let rsa = SignatureAndHashAlgorithm::new(hash, SignatureAlgorithm::RSA);
+            assert!(SignatureAndHashAlgorithm::all().contains(&rsa));
+            assert!(rsa.is_supported(), "{rsa:?}");
+        }
+        assert_eq!(SignatureAndHashAlgorithm::supported().len(), 5);
+        // ECDSA stays first: a peer that can do both keeps signing with ECDSA.
+        assert_eq!(
+            SignatureAndHashAlgorithm::supported()[0].signature,
+            SignatureAlgorithm::ECDSA
+        );
+    }
 
-        assert!(SignatureAndHashAlgorithm::all().contains(&rsa_sha256));
-        assert!(!rsa_sha256.is_supported());
-        assert_eq!(SignatureAndHashAlgorithm::supported().len(), 2);
+    #[test]
+    fn weak_and_unverifiable_signature_algorithms_stay_unsupported() {
+        for unsupported in [
+            SignatureAndHashAlgorithm::new(HashAlgorithm::SHA1, SignatureAlgorithm::RSA),
+            SignatureAndHashAlgorithm::new(HashAlgorithm::MD5, SignatureAlgorithm::RSA),
+            SignatureAndHashAlgorithm::new(HashAlgorithm::SHA224, SignatureAlgorithm::RSA),
+            SignatureAndHashAlgorithm::new(HashAlgorithm::SHA1, SignatureAlgorithm::ECDSA),
+            SignatureAndHashAlgorithm::new(HashAlgorithm::SHA512, SignatureAlgorithm::ECDSA),
+            SignatureAndHashAlgorithm::new(HashAlgorithm::SHA256, SignatureAlgorithm::DSA),
+            // ed25519 and rsa_pss_* on the wire (0x0807, 0x0804, 0x0809)
+            SignatureAndHashAlgorithm::from_u16(0x0807),
+            SignatureAndHashAlgorithm::from_u16(0x0804),
+            SignatureAndHashAlgorithm::from_u16(0x0809),
+        ] {
+            assert!(!unsupported.is_supported(), "{unsupported:?}");
+        }
+    }
+
+    #[test]
+    fn client_certificate_types_are_rsa_and_ecdsa_sign() {
+        assert!(ClientCertificateType::RSA_SIGN.is_supported());
+        assert!(ClientCertificateType::ECDSA_SIGN.is_supported());
+        assert!(!ClientCertificateType::DSS_SIGN.is_supported());
+        assert!(!ClientCertificateType::RSA_FIXED_DH.is_supported());
     }
 
     #[test]

@@ -101,22 +101,48 @@ mod tests {
 
         let (_, parsed) = SignatureAlgorithmsExtension::parse(&serialized).unwrap();
 
-        assert_eq!(parsed.supported_signature_algorithms.len(), 1);
+        assert_eq!(parsed, ext);
+    }
+
+    #[test]
+    fn parse_drops_unsupported_algorithms() {
+        let message = [
+            0x00, 0x0A, // Length (10 bytes)
+            0x02, 0x01, // SHA1/RSA (unsupported)
+            0x04, 0x03, // SHA256/ECDSA
+            0x08, 0x07, // ed25519 (unsupported)
+            0x06, 0x01, // SHA512/RSA
+            0x06, 0x03, // SHA512/ECDSA (unsupported)
+        ];
+
+        let (_, parsed) = SignatureAlgorithmsExtension::parse(&message).unwrap();
+
         assert_eq!(
-            parsed.supported_signature_algorithms[0],
-            SignatureAndHashAlgorithm::new(HashAlgorithm::SHA256, SignatureAlgorithm::ECDSA,)
+            parsed.supported_signature_algorithms.as_slice(),
+            &[
+                SignatureAndHashAlgorithm::new(HashAlgorithm::SHA256, SignatureAlgorithm::ECDSA),
+                SignatureAndHashAlgorithm::new(HashAlgorithm::SHA512, SignatureAlgorithm::RSA),
+            ]
         );
     }
 
     #[test]
-    fn default_does_not_advertise_rsa() {
+    fn default_advertises_ecdsa_first_then_rsa_pkcs1() {
         let extension = SignatureAlgorithmsExtension::default();
 
+        assert_eq!(
+            extension.supported_signature_algorithms.as_slice(),
+            SignatureAndHashAlgorithm::supported()
+        );
+        assert_eq!(
+            extension.supported_signature_algorithms[0].signature,
+            SignatureAlgorithm::ECDSA
+        );
         assert!(
             extension
                 .supported_signature_algorithms
                 .iter()
-                .all(|algorithm| algorithm.signature != SignatureAlgorithm::RSA)
+                .any(|algorithm| algorithm.signature == SignatureAlgorithm::RSA)
         );
     }
 
