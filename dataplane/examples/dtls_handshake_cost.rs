@@ -1,5 +1,8 @@
 //! What one DTLS-SRTP handshake costs each side: CPU time spent inside the transport's calls
-//! and heap allocations made by them, over many lossless in-memory handshakes.
+//! and heap allocations made by them, over many lossless in-memory handshakes. The server is
+//! always our ECDSA P-256 identity; the client presents ECDSA P-256 (browsers) or RSA-2048
+//! (OpenSSL-based peers such as GStreamer's webrtcbin), which changes the signature the
+//! server verifies (the client's CertificateVerify) and the one the client makes.
 //!
 //! Run it in release: `cargo run --release -p uprtcd-dataplane --example dtls_handshake_cost`.
 //! Optional argument: the number of handshakes per scenario (default 300).
@@ -98,9 +101,28 @@ fn median(values: &mut [f64]) -> f64 {
     values[values.len() / 2]
 }
 
-fn scenario(name: &str, server_versions: DtlsVersionPolicy, client_versions: DtlsVersionPolicy, rounds: usize) {
+/// The certificate the client presents.
+#[derive(Debug, Clone, Copy)]
+enum ClientKey {
+    EcdsaP256,
+    Rsa2048,
+}
+
+fn scenario(
+    name: &str,
+    server_versions: DtlsVersionPolicy,
+    client_versions: DtlsVersionPolicy,
+    client_key: ClientKey,
+    rounds: usize,
+) {
     let server_identity = DtlsIdentity::generate(server_versions).expect("identity generation does not fail");
-    let client_identity = DtlsIdentity::generate(client_versions).expect("identity generation does not fail");
+    let client_identity = match client_key {
+        ClientKey::EcdsaP256 => DtlsIdentity::generate(client_versions),
+        // RSA client identities speak DTLS 1.2 only.
+        ClientKey::Rsa2048 => DtlsIdentity::generate_rsa2048(),
+    }
+    .expect("identity generation does not fail");
+    assert_eq!(client_identity.version_policy(), client_versions, "{name}");
     for _ in 0..rounds / 10 {
         handshake(&server_identity, &client_identity);
     }
@@ -118,7 +140,7 @@ fn scenario(name: &str, server_versions: DtlsVersionPolicy, client_versions: Dtl
     }
     let mean = |values: &[f64]| values.iter().sum::<f64>() / values.len() as f64;
     println!(
-        "{name:<34} server {:>6.1} µs median {:>6.1} µs mean, {:>4} allocs {:>6} B | \
+        "{name:<56} server {:>6.1} µs median {:>6.1} µs mean, {:>4} allocs {:>6} B | \
          client {:>6.1} µs median, {:>4} allocs",
         median(&mut server_us.clone()),
         mean(&server_us),
@@ -132,8 +154,11 @@ fn scenario(name: &str, server_versions: DtlsVersionPolicy, client_versions: Dtl
 fn main() {
     let rounds = std::env::args().nth(1).and_then(|text| text.parse().ok()).unwrap_or(300);
     println!("{rounds} handshakes per scenario; per handshake:");
+    use ClientKey::{EcdsaP256, Rsa2048};
     use DtlsVersionPolicy::{Dtls12Only, Dtls12Or13};
-    scenario("DTLS 1.2 (server 1.2, client 1.2)", Dtls12Only, Dtls12Only, rounds);
-    scenario("DTLS 1.2 (server 1.2|1.3, client 1.2)", Dtls12Or13, Dtls12Only, rounds);
-    scenario("DTLS 1.3 (server 1.2|1.3, client 1.2|1.3)", Dtls12Or13, Dtls12Or13, rounds);
+    scenario("DTLS 1.2, ECDSA client (server 1.2, client 1.2)", Dtls12Only, Dtls12Only, EcdsaP256, rounds);
+    scenario("DTLS 1.2, RSA-2048 client (server 1.2, client 1.2)", Dtls12Only, Dtls12Only, Rsa2048, rounds);
+    scenario("DTLS 1.2, ECDSA client (server 1.2|1.3, client 1.2)", Dtls12Or13, Dtls12Only, EcdsaP256, rounds);
+    scenario("DTLS 1.2, RSA-2048 client (server 1.2|1.3, client 1.2)", Dtls12Or13, Dtls12Only, Rsa2048, rounds);
+    scenario("DTLS 1.3, ECDSA client (server 1.2|1.3, client 1.2|1.3)", Dtls12Or13, Dtls12Or13, EcdsaP256, rounds);
 }

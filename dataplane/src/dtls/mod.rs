@@ -30,6 +30,13 @@
 //!   malformed datagram ([`DtlsError::MalformedDatagram`]) is not an end; it is dropped and
 //!   the handshake goes on.
 //!
+//! Peer certificates: the server asks for one and accepts ECDSA (P-256, P-384) keys and, in
+//! DTLS 1.2, RSA keys of 2048 to 8192 bits signing with PKCS#1 v1.5: browsers present
+//! ECDSA, OpenSSL-based peers such as GStreamer's webrtcbin RSA-2048. RSA comes from the
+//! patched dimpl in `third_party/dimpl` (its `UPRTCD-PATCH.md` says what changed). A peer
+//! with any other key (Ed25519, RSA-PSS) finds no certificate type or signature algorithm
+//! it may use and the handshake fails. Our own identity is always ECDSA P-256.
+//!
 //! DTLS 1.2 is what browsers speak to an ICE-lite SFU today and is the default
 //! ([`DtlsVersionPolicy::Dtls12Only`]); [`DtlsVersionPolicy::Dtls12Or13`] lets the first
 //! ClientHello pick 1.3 when offered (dimpl's auto-sense) and is tested here, but stays
@@ -209,6 +216,33 @@ impl DtlsIdentity {
     pub fn generate(versions: DtlsVersionPolicy) -> Result<Self, DtlsError> {
         let certificate =
             dimpl::certificate::generate_self_signed_certificate().map_err(|_| DtlsError::IdentitySetup)?;
+        Self::with_certificate(certificate, versions)
+    }
+
+    /// Generates an identity with a self-signed RSA-2048 certificate (signatures RSA PKCS#1
+    /// v1.5 with SHA-256), the kind OpenSSL-based peers such as GStreamer's webrtcbin
+    /// present, for test clients and the load generator to play such peers. The SFU's own
+    /// identity stays [`DtlsIdentity::generate`]'s ECDSA P-256.
+    ///
+    /// DTLS 1.2 only: the engine's DTLS 1.3 signs CertificateVerify with ECDSA keys only.
+    /// Generating the key takes tens of milliseconds; make one per test or client pool.
+    #[cfg(feature = "test-support")]
+    pub fn generate_rsa2048() -> Result<Self, DtlsError> {
+        let key_pair = rcgen::KeyPair::generate_for(&rcgen::PKCS_RSA_SHA256).map_err(|_| DtlsError::IdentitySetup)?;
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).map_err(|_| DtlsError::IdentitySetup)?;
+        params.distinguished_name.push(rcgen::DnType::CommonName, "uprtcd test client");
+        // A random serial, as browsers make them: Firefox refuses two certificates with one
+        // issuer and serial.
+        let mut serial = [0u8; 16];
+        aws_lc_rs::rand::fill(&mut serial).map_err(|_| DtlsError::IdentitySetup)?;
+        params.serial_number = Some(serial.to_vec().into());
+        let certificate = params.self_signed(&key_pair).map_err(|_| DtlsError::IdentitySetup)?;
+        let certificate =
+            dimpl::DtlsCertificate { certificate: certificate.der().to_vec(), private_key: key_pair.serialize_der() };
+        Self::with_certificate(certificate, DtlsVersionPolicy::Dtls12Only)
+    }
+
+    fn with_certificate(certificate: dimpl::DtlsCertificate, versions: DtlsVersionPolicy) -> Result<Self, DtlsError> {
         let config = dimpl::Config::builder().use_server_cookie(false).build().map_err(|_| DtlsError::IdentitySetup)?;
         Ok(Self {
             shared: Arc::new(SharedIdentity {

@@ -81,6 +81,15 @@ fn identity(versions: DtlsVersionPolicy) -> DtlsIdentity {
     DtlsIdentity::generate(versions).expect("generating a P-256 identity does not fail")
 }
 
+/// A test client's identity with an RSA-2048 certificate, as OpenSSL-based peers have.
+fn rsa_identity() -> DtlsIdentity {
+    DtlsIdentity::generate_rsa2048().expect("generating an RSA-2048 identity does not fail")
+}
+
+/// The DER of the rsaEncryption OID (1.2.840.113549.1.1.1), which only an RSA key's
+/// SubjectPublicKeyInfo carries.
+const RSA_ENCRYPTION_OID_DER: &[u8] = &[0x06, 0x09, 0x2A, 0x86, 0x48, 0x86, 0xF7, 0x0D, 0x01, 0x01, 0x01];
+
 /// A fingerprint no generated certificate has.
 fn wrong_fingerprint() -> CertificateFingerprint {
     CertificateFingerprint::from_bytes([0x5A; 32])
@@ -242,13 +251,21 @@ fn version_negotiation_matrix() {
 /// server checks the client certificate, so that client connects to a server that has
 /// no keys and will never accept its media.
 fn check_fingerprint_mismatch(versions: DtlsVersionPolicy, server_is_deceived: bool) {
-    let (server_identity, client_identity) = (identity(versions), identity(versions));
+    check_fingerprint_mismatch_between(&identity(versions), &identity(versions), server_is_deceived);
+}
+
+fn check_fingerprint_mismatch_between(
+    server_identity: &DtlsIdentity,
+    client_identity: &DtlsIdentity,
+    server_is_deceived: bool,
+) {
+    let versions = (server_identity.version_policy(), client_identity.version_policy());
     let (fingerprint_at_server, fingerprint_at_client) = if server_is_deceived {
         (wrong_fingerprint(), server_identity.fingerprint())
     } else {
         (client_identity.fingerprint(), wrong_fingerprint())
     };
-    let mut network = Network::new(&server_identity, fingerprint_at_server, &client_identity, fingerprint_at_client);
+    let mut network = Network::new(server_identity, fingerprint_at_server, client_identity, fingerprint_at_client);
     network.run(Duration::from_secs(120), |_| true);
 
     let (deceived, other) =
@@ -279,6 +296,37 @@ fn fingerprint_mismatch_at_the_server_fails_without_keys() {
 fn fingerprint_mismatch_at_the_client_fails_without_keys() {
     check_fingerprint_mismatch(DtlsVersionPolicy::Dtls12Only, false);
     check_fingerprint_mismatch(DtlsVersionPolicy::Dtls12Or13, false);
+}
+
+/// OpenSSL-based peers (GStreamer's webrtcbin) present RSA-2048 certificates: our server
+/// must ask for them, verify the RSA CertificateVerify and check the fingerprint.
+#[test]
+fn client_with_an_rsa_certificate_connects_to_our_server() {
+    let client_identity = rsa_identity();
+    let der = &client_identity.shared.certificate.certificate;
+    let is_rsa = |der: &[u8]| der.windows(RSA_ENCRYPTION_OID_DER.len()).any(|window| window == RSA_ENCRYPTION_OID_DER);
+    assert!(is_rsa(der));
+    assert!(!is_rsa(&identity(DtlsVersionPolicy::Dtls12Only).shared.certificate.certificate));
+    assert_eq!(client_identity.fingerprint(), CertificateFingerprint::of_certificate_der(der));
+    assert_eq!(client_identity.version_policy(), DtlsVersionPolicy::Dtls12Only);
+    for server_versions in [DtlsVersionPolicy::Dtls12Only, DtlsVersionPolicy::Dtls12Or13] {
+        let server_identity = identity(server_versions);
+        let mut network = Network::honest(&server_identity, &client_identity);
+        network.run_clean();
+        assert_connected_once(&network);
+        assert_eq!(network.server.transport.version(), Some(DtlsVersion::Dtls12), "{server_versions:?}");
+        assert_eq!(network.server.connected[0].profile, SrtpProfile::AeadAes256Gcm);
+        assert_eq!((network.client_drains, network.server_drains), (2, 2), "{server_versions:?}");
+    }
+}
+
+#[test]
+fn fingerprint_mismatch_with_an_rsa_client_fails_without_keys() {
+    let client_identity = rsa_identity();
+    for server_versions in [DtlsVersionPolicy::Dtls12Only, DtlsVersionPolicy::Dtls12Or13] {
+        check_fingerprint_mismatch_between(&identity(server_versions), &client_identity, true);
+        check_fingerprint_mismatch_between(&identity(server_versions), &client_identity, false);
+    }
 }
 
 #[test]
