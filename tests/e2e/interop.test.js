@@ -1,8 +1,9 @@
 // Stacks nobody here wrote, on both ends: Firefox (Debian's firefox-esr, headless, no driver:
-// the page whep_player.html reports on stdout) plays over WHEP what aiortc (PyPI) publishes
-// over WHIP. The player starts before anything is published, numbers its codecs its own way
-// (Firefox: VP8 120, Opus 109; aiortc publishes VP8 97, Opus 96), and keeps playing through
-// its publisher leaving and coming back, on one WHEP session.
+// the page whep_player.html reports on stdout) plays over WHEP what aiortc (PyPI) or GStreamer's
+// webrtcbin (Debian's, with libnice and an RSA DTLS certificate) publishes over WHIP. The player
+// starts before anything is published, numbers its codecs its own way (Firefox: VP8 120, Opus
+// 109; aiortc publishes VP8 97, Opus 96; the GStreamer publisher VP8 98, Opus 100), and keeps
+// playing through its publisher leaving and coming back, on one WHEP session.
 //
 // Firefox offers a page that captures nothing only the address of its default route, and the
 // suite's namespace has only loopback: the test gives the namespace a veth pair of its own (both
@@ -60,10 +61,13 @@ async function firefoxPlayer(sc, server, room, peer) {
   return sc.tool(FIREFOX, ['--headless', '--no-remote', '--profile', profile, page.href]);
 }
 
-/** An aiortc WHIP publisher on air for `seconds`, which then sends its DELETE. */
-async function aiortcPublisher(sc, server, room, peer, seconds) {
-  return sc.tool('python3', [
-    new URL('./aiortc_whip.py', import.meta.url).pathname,
+/** A WHIP publisher (`script`: aiortc_whip.py or gst_whip.py) on air for `seconds`, which then
+ * sends its DELETE. GStreamer's bindings are Debian's (python3-gi), for Debian's interpreter,
+ * which need not be the first `python3` on the PATH. */
+async function whipPublisher(sc, script, server, room, peer, seconds) {
+  const python = script.includes('gst') ? '/usr/bin/python3' : 'python3';
+  return sc.tool(python, [
+    new URL(script, import.meta.url).pathname,
     '--url', `${server.origin}/whip/${encodeURIComponent(room.roomId)}`,
     '--token', await server.token(room.roomId, peer),
     '--seconds', String(seconds),
@@ -86,7 +90,7 @@ test('Firefox plays over WHEP, from before the publisher and through its return'
     t.diagnostic(`offer ${answered.offer.join(' | ')}; answer ${answered.answer.join(' | ')}`);
     assert.match(answered.answer.find((l) => l.startsWith('m=video')), /SAVPF 120\b/, 'VP8 under Firefox\'s number first');
 
-    const first = await aiortcPublisher(sc, server, room, 'alice', 6);
+    const first = await whipPublisher(sc, './aiortc_whip.py', server, room, 'alice', 6);
     await first.next('connected', 20_000);
     const playing = await player.until('video decoded from the first publisher', 30_000, (l) => l.step === 'stats' && l.framesDecoded >= 20 && l.audioPackets >= 20);
     t.diagnostic(`first publisher: ${JSON.stringify(playing)}`);
@@ -95,10 +99,24 @@ test('Firefox plays over WHEP, from before the publisher and through its return'
     const before = latestStats(player);
     t.diagnostic(`after the first publisher left: ${JSON.stringify(before)}`);
 
-    const second = await aiortcPublisher(sc, server, room, 'alice', 30);
+    const second = await whipPublisher(sc, './aiortc_whip.py', server, room, 'alice', 30);
     await second.next('connected', 20_000);
     const again = await player.until('video decoded from the returning publisher', 30_000, (l) => l.step === 'stats' && l.framesDecoded >= before.framesDecoded + 40);
     t.diagnostic(`after the return: ${JSON.stringify(again)}`);
     assert.equal(again.state, 'connected', 'one WHEP session throughout');
+  }),
+);
+
+test('Firefox plays over WHEP what GStreamer webrtcbin publishes over WHIP', TIMEOUT, (t) =>
+  scenario(t, async (sc) => {
+    const mediaAddress = await defaultRoute(t);
+    const server = await sc.server(['--udp-listen', `${mediaAddress}:0`, '--announced-ip', mediaAddress]);
+    const room = await server.convo('alice', ['bob']);
+    const player = await firefoxPlayer(sc, server, room, 'bob');
+    await player.next('answered', 60_000);
+    const publisher = await whipPublisher(sc, './gst_whip.py', server, room, 'alice', 30);
+    await publisher.next('connected', 30_000);
+    const playing = await player.until('video decoded from GStreamer', 30_000, (l) => l.step === 'stats' && l.framesDecoded >= 30 && l.audioPackets >= 30);
+    t.diagnostic(`GStreamer publisher: ${JSON.stringify(playing)}`);
   }),
 );
