@@ -12,17 +12,15 @@ loopback only, so the publisher hands aioice that address itself.
 import argparse
 import asyncio
 import fractions
-import json
 import math
 import sys
 import time
-import urllib.error
 import urllib.parse
-import urllib.request
 
 import aioice.ice
 import av
 from aiortc import MediaStreamTrack, RTCConfiguration, RTCPeerConnection, RTCSessionDescription
+from whip_client import http, say
 
 aioice.ice.get_host_addresses = lambda use_ipv4, use_ipv6: ["127.0.0.1"] if use_ipv4 else []
 
@@ -79,20 +77,6 @@ class Tone(MediaStreamTrack):
         return frame
 
 
-def say(step, **fields):
-    print(json.dumps({"step": step, **fields}), flush=True)
-
-
-def http(method, url, token=None, body=None):
-    headers = {"content-type": "application/sdp"} if body is not None else {}
-    if token:
-        headers["authorization"] = f"Bearer {token}"
-    request = urllib.request.Request(url, data=body.encode() if body else None, method=method, headers=headers)
-    try:
-        with urllib.request.urlopen(request, timeout=10) as response:
-            return response.status, dict(response.headers), response.read().decode()
-    except urllib.error.HTTPError as error:
-        return error.code, dict(error.headers), error.read().decode()
 
 
 async def publish(url, token, seconds):

@@ -7,12 +7,9 @@ Prints one JSON object per line: {"step": "answered"|"connected"|"ended"|"refuse
 "not-connected", ...}. On air for --seconds, then DELETE."""
 
 import argparse
-import json
 import sys
 import threading
-import urllib.error
 import urllib.parse
-import urllib.request
 
 import gi
 
@@ -20,6 +17,8 @@ gi.require_version("Gst", "1.0")
 gi.require_version("GstSdp", "1.0")
 gi.require_version("GstWebRTC", "1.0")
 from gi.repository import GLib, Gst, GstSdp, GstWebRTC  # noqa: E402
+
+from whip_client import http, say  # noqa: E402
 
 PIPELINE = (
     "webrtcbin name=send bundle-policy=max-bundle "
@@ -31,20 +30,6 @@ PIPELINE = (
 )
 
 
-def say(step, **fields):
-    print(json.dumps({"step": step, **fields}), flush=True)
-
-
-def http(method, url, token=None, body=None):
-    headers = {"content-type": "application/sdp"} if body is not None else {}
-    if token:
-        headers["authorization"] = f"Bearer {token}"
-    request = urllib.request.Request(url, data=body.encode() if body else None, method=method, headers=headers)
-    try:
-        with urllib.request.urlopen(request, timeout=10) as response:
-            return response.status, dict(response.headers), response.read().decode()
-    except urllib.error.HTTPError as error:
-        return error.code, dict(error.headers), error.read().decode()
 
 
 class Publisher:

@@ -16,9 +16,8 @@ import time
 
 from websockets.sync.client import connect
 
+from whip_client import say
 
-def say(step, **fields):
-    print(json.dumps({"step": step, **fields}), flush=True)
 
 
 def wait_for_link(name, within):
