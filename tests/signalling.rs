@@ -523,6 +523,11 @@ fn whip_refuses_what_it_cannot_take_with_the_spec_codes() {
     assert_eq!((uninvited.status, code(&uninvited)), (403, 50003));
     let garbage = whip_post(&srv, "whip", &room, &alice, "not sdp at all");
     assert_eq!((garbage.status, code(&garbage)), (400, 10002));
+    let av1 = whip_post(&srv, "whip", &room, &alice, &offer.replace("VP8/90000", "AV1/90000"));
+    assert_eq!((av1.status, code(&av1)), (400, 10002), "no format in common");
+    assert!(av1.text().contains("AV1/90000") && av1.text().contains("VP8"), "names both sides: {}", av1.text());
+    let twice = whip_post(&srv, "whip", &room, &alice, &offer.replace("SAVPF 96", "SAVPF 96 96"));
+    assert_eq!((twice.status, code(&twice)), (400, 10002), "a payload type listed twice: {}", twice.text());
     assert!(!joined(&srv, &room, "alice"), "a refused offer leaves no presence behind");
     let no_format = player_offer(&ice, &["AB"; 32].join(":")).replace("VP8/90000", "AV2/90000");
     let unplayable = whip_post(&srv, "whep", &room, &alice, &no_format);

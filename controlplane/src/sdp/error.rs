@@ -38,6 +38,8 @@ pub enum SdpError {
     UnusableSetup(&'static str),
     #[error("media section {mid} lacks a=rtcp-mux")]
     RtcpMuxMissing { mid: Mid },
+    #[error("media section {mid} has {reason}")]
+    InvalidPayloadTypes { mid: Mid, reason: &'static str },
 
     // A caller's mistake.
     #[error("invalid local parameters: {0}")]

@@ -192,12 +192,13 @@ fn parse_media(index: usize, section: &SdpMedia, session: &SdpSession) -> Result
         }
     };
     let attributes = section.get_attributes();
+    let codecs = codecs_of(section).map_err(|reason| SdpError::InvalidPayloadTypes { mid: mid.clone(), reason })?;
     let mut media = RemoteMedia {
         mid,
         kind,
         rejected: section.get_port() == 0 && section.get_attribute(SdpAttributeType::BundleOnly).is_none(),
         direction: direction_of(attributes).or_else(|| direction_of(&session.attribute)).unwrap_or(Direction::SendRecv),
-        codecs: codecs_of(section),
+        codecs,
         extmaps: Vec::new(),
         ssrcs: Vec::new(),
         ssrc_groups: Vec::new(),
@@ -294,11 +295,30 @@ fn msid_from(value: &str) -> Msid {
 }
 
 /// The payload formats of an RTP section, in m-line order, with their fmtp, feedback and RTX.
-fn codecs_of(section: &SdpMedia) -> Vec<Codec> {
+/// Refuses numbers RTP cannot carry (above 127), a number listed twice on the m-line, and one
+/// number mapped to two formats: the SFU writes numbers into packets and could not tell which
+/// format a packet is.
+fn codecs_of(section: &SdpMedia) -> Result<Vec<Codec>, &'static str> {
     let SdpFormatList::Integers(formats) = section.get_formats() else {
-        return Vec::new();
+        return Ok(Vec::new());
     };
     let attributes = section.get_attributes();
+    if formats.iter().any(|&pt| pt > 127) {
+        return Err("a payload type above 127");
+    }
+    if formats.iter().enumerate().any(|(i, pt)| formats[..i].contains(pt)) {
+        return Err("a payload type listed twice");
+    }
+    let mapped: Vec<u8> = attributes
+        .iter()
+        .filter_map(|a| match a {
+            SdpAttribute::Rtpmap(rtpmap) => Some(rtpmap.payload_type),
+            _ => None,
+        })
+        .collect();
+    if mapped.iter().enumerate().any(|(i, pt)| mapped[..i].contains(pt)) {
+        return Err("two a=rtpmap lines for one payload type");
+    }
     let mut codecs = Vec::new();
     let mut repairs = Vec::new();
     for &format in formats {
@@ -343,7 +363,7 @@ fn codecs_of(section: &SdpMedia) -> Vec<Codec> {
             codec.rtx_payload_type = Some(rtx);
         }
     }
-    codecs
+    Ok(codecs)
 }
 
 fn applies_to(feedback: &SdpAttributeRtcpFb, payload_type: u8) -> bool {

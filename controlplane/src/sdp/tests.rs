@@ -546,6 +546,23 @@ fn oversized_input_is_refused_before_parsing() {
 }
 
 #[test]
+fn payload_types_rtp_cannot_carry_or_that_mean_two_things_are_refused() {
+    let refused = |text: &str| RemoteDescription::parse(text).expect_err("refused");
+    let audio = Mid::from("0");
+    let cases = [
+        (CHROME.replace("SAVPF 111 63 9", "SAVPF 111 200 9"), "a payload type above 127"),
+        (CHROME.replace("SAVPF 111 63 9", "SAVPF 111 111 9"), "a payload type listed twice"),
+        (
+            CHROME.replace("a=rtpmap:111 opus/48000/2\n", "a=rtpmap:111 opus/48000/2\na=rtpmap:111 G722/8000\n"),
+            "two a=rtpmap lines for one payload type",
+        ),
+    ];
+    for (text, reason) in cases {
+        assert_eq!(refused(&text), SdpError::InvalidPayloadTypes { mid: audio.clone(), reason }, "{reason}");
+    }
+}
+
+#[test]
 fn a_subscriber_answer_saying_active_is_accepted() {
     let answer = parse(&CHROME.replace("a=setup:actpass", "a=setup:active"));
     assert_eq!(answer.setup, RemoteSetup::Active);

@@ -26,6 +26,7 @@ impl Session<'_> {
             return Err(ApiError::request("this session publishes already; publish again from a new session"));
         }
         let offer = sdp::RemoteDescription::parse(sdp).map_err(|e| ApiError::invalid(format!("offer refused: {e}")))?;
+        no_format_in_common(&offer)?;
         let (room, peer) = (&self.room, &self.peer);
         let (rights, worker, min_bitrate) = self.state.read(|reg| {
             let rights = reg.publish_rights(room, peer)?;
@@ -95,4 +96,23 @@ impl Session<'_> {
         }
         Ok(answer.sdp)
     }
+}
+
+/// Refuses an offer whose audio and video sections all send formats the SFU does not forward,
+/// naming what it offered: answering it would publish nothing.
+fn no_format_in_common(offer: &sdp::RemoteDescription) -> Result<(), ApiError> {
+    let policy = sdp::CodecPolicy::default();
+    let sending: Vec<&sdp::RemoteMedia> =
+        offer.media.iter().filter(|m| !m.rejected && m.direction.sends() && m.kind.media().is_some()).collect();
+    if sending.is_empty() || sending.iter().any(|m| !sdp::forwardable(m, &policy).is_empty()) {
+        return Ok(());
+    }
+    let mut offered: Vec<String> =
+        sending.iter().flat_map(|m| &m.codecs).map(|c| format!("{}/{}", c.name, c.clock_rate)).collect();
+    offered.dedup();
+    Err(ApiError::invalid(format!(
+        "no format in common: the offer sends {}; the SFU forwards Opus, VP8, VP9 profile 0 and H.264 \
+         (packetization mode 0 or 1)",
+        if offered.is_empty() { "none".to_owned() } else { offered.join(", ") }
+    )))
 }
