@@ -36,7 +36,13 @@ mod tests {
     #[test]
     fn a_busy_thread_shows_its_cpu_time() {
         let pid = std::process::id();
-        let before = process_cpu(pid);
+        // This thread's own id: other tests' threads come and go in the same process, and the
+        // process's sum counts only the live ones, so it is checked against this thread's.
+        let tid: u32 = std::fs::read_link("/proc/thread-self")
+            .ok()
+            .and_then(|link| link.file_name()?.to_str()?.parse().ok())
+            .expect("/proc/thread-self names this thread");
+        let before = thread_cpu(pid, tid).expect("this thread is alive");
         // Spin for 30 ms of this thread's CPU time by the other clock (CLOCK_THREAD_CPUTIME_ID),
         // however long a loaded machine takes to grant it.
         let start = crate::sys::thread_cpu_ns();
@@ -44,8 +50,10 @@ mod tests {
         while crate::sys::thread_cpu_ns() - start < 30_000_000 {
             x = std::hint::black_box(x.wrapping_mul(31).wrapping_add(7));
         }
-        let spent = process_cpu(pid) - before;
+        let spent = thread_cpu(pid, tid).expect("this thread is alive") - before;
         assert!(spent >= Duration::from_millis(25), "{spent:?} ({x})");
+        assert!(process_cpu(pid) >= thread_cpu(pid, tid).expect("alive"), "the process counts its live threads");
+        assert!(threads_cpu(pid, &[tid]) >= spent);
         assert!(rss_bytes(pid).is_some_and(|rss| rss > 1 << 20));
     }
 }
