@@ -283,3 +283,21 @@ fn a_publisher_that_goes_quiet_is_counted_stopped_and_started_again() {
     assert!(restarted.is_some(), "packets after the stop start it again");
     assert_eq!(count_of("stopped"), 1);
 }
+
+#[test]
+fn a_client_whose_certificate_is_not_its_fingerprint_is_refused_and_counted() {
+    let srv = Server::start(&[]);
+    let (room, _) = convo(&srv, "alice", &[], 0);
+    // The offer names one certificate; the client shows another.
+    let (_, ice, offer) = publisher_offer();
+    let published = whip_post(&srv, "whip", &room, &token(&srv, &room, "alice"), &offer);
+    assert_eq!(published.status, 201, "{}", published.text());
+    let impostor = DtlsIdentity::generate(DtlsVersionPolicy::Dtls12Only).unwrap();
+    let mut client = media_client(&published.text(), ice, &impostor);
+    assert!(client.connect(Duration::from_secs(3)).is_err(), "no keys for a certificate the offer did not name");
+
+    let mismatches = "uprtcd_dtls_failures_total{reason=\"fingerprint_mismatch\"}";
+    poll_until(Duration::from_secs(5), || (counter(&srv, mismatches) == 1).then_some(())).expect("counted");
+    assert_eq!(counter(&srv, "uprtcd_transports_closed_total{reason=\"dtls_failed\"}"), 1);
+    assert!(left_within(&srv, &room, "alice", Duration::from_secs(5)), "its session ends with its transport");
+}

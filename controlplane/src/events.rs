@@ -12,6 +12,7 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use uprtcd_dataplane::command::{EventReceiver, WorkerEvent};
+use uprtcd_dataplane::dtls::DtlsError;
 use uprtcd_dataplane::engine::{CloseReason, EngineEvent};
 
 use crate::state::AppState;
@@ -21,6 +22,10 @@ use crate::state::AppState;
 pub struct Lifecycle {
     connected: AtomicU64,
     closed: [AtomicU64; CloseReason::NAMES.len()],
+    /// Transports whose DTLS handshake failed, by what failed (a subset of `closed`'s
+    /// `dtls_failed`): a certificate that does not match its fingerprint, none, one of a
+    /// key type not taken, …, in the order of `DtlsError::ALL`.
+    dtls_failed: [AtomicU64; DtlsError::ALL.len()],
     /// Signalling sessions closed because their client answered no ping in time.
     pub ping_timeouts: AtomicU64,
     /// Signalling sessions closed because a write to their client did not finish in time.
@@ -38,6 +43,16 @@ pub struct Lifecycle {
 impl Lifecycle {
     fn count_closed(&self, reason: CloseReason) {
         self.closed[reason.index()].fetch_add(1, Ordering::Relaxed);
+        if let CloseReason::DtlsFailed(error) = reason
+            && let Some(index) = DtlsError::ALL.iter().position(|&e| e == error)
+        {
+            self.dtls_failed[index].fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// DTLS handshakes failed, by what failed.
+    pub fn dtls_failed(&self) -> impl Iterator<Item = (&'static str, u64)> + '_ {
+        DtlsError::ALL.iter().zip(&self.dtls_failed).map(|(e, count)| (e.name(), count.load(Ordering::Relaxed)))
     }
 
     /// Transports that finished their handshake.

@@ -250,6 +250,13 @@ fn lifecycle(out: &mut String, state: &AppState) {
     );
     family(
         out,
+        "uprtcd_dtls_failures_total",
+        "counter",
+        "Client transports whose DTLS handshake failed, by what failed (fingerprint_mismatch, no_certificate, certificate_rejected, ...).",
+        lifecycle.dtls_failed().filter(|&(_, n)| n > 0).map(|(reason, n)| (format!("reason=\"{reason}\""), n as f64)),
+    );
+    family(
+        out,
         "uprtcd_transports_owned",
         "gauge",
         "Open client transports with a session that owns them.",

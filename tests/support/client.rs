@@ -205,14 +205,19 @@ pub fn metric(srv: &Server, line_start: &str) -> u64 {
 /// Connects a test client to the worker a description (our answer or offer) names, as the
 /// client with `ice` and `identity`.
 pub fn connect_media(sdp: &str, ice: IceCredentials, identity: &DtlsIdentity) -> UdpPeer {
+    let mut client = media_client(sdp, ice, identity);
+    client.connect(Duration::from_secs(10)).expect("ICE and DTLS with the worker the description names");
+    client
+}
+
+/// A media client for the worker `sdp` names, not connected yet.
+pub fn media_client(sdp: &str, ice: IceCredentials, identity: &DtlsIdentity) -> UdpPeer {
     let candidate: Vec<&str> = attribute(sdp, "candidate").split_whitespace().collect();
     let server: std::net::SocketAddr = format!("{}:{}", candidate[4], candidate[5]).parse().unwrap();
     let server_ice = IceCredentials::new(attribute(sdp, "ice-ufrag"), attribute(sdp, "ice-pwd")).unwrap();
     let fingerprint = CertificateFingerprint::parse_sdp(attribute(sdp, "fingerprint")).unwrap();
     let peer = ClientPeer::new(identity, ice, server_ice, fingerprint, std::time::Instant::now());
-    let mut client = UdpPeer::bind(peer, server.ip(), server).unwrap();
-    client.connect(Duration::from_secs(10)).expect("ICE and DTLS with the worker the description names");
-    client
+    UdpPeer::bind(peer, server.ip(), server).unwrap()
 }
 
 /// Publishes one VP8 stream as `ssrc` over `signalling`; returns the connected media client.

@@ -164,6 +164,52 @@ pub enum DtlsError {
 }
 
 impl DtlsError {
+    /// Every error, in the order of [`DtlsError::name`]'s metrics label values.
+    pub const ALL: [DtlsError; 18] = [
+        Self::MalformedDatagram,
+        Self::TransportEnded,
+        Self::InvalidFingerprint,
+        Self::IdentitySetup,
+        Self::FingerprintMismatch,
+        Self::PeerCertificateMissing,
+        Self::PeerCertificateRejected,
+        Self::PeerCertificateTooLarge,
+        Self::CryptoFailure,
+        Self::ProtocolViolation,
+        Self::PeerAlert,
+        Self::QueueFull,
+        Self::IncompatiblePeer,
+        Self::NoSrtpProfile,
+        Self::HandshakeTimeout,
+        Self::OutputBufferTooSmall,
+        Self::KeyExport,
+        Self::Internal,
+    ];
+
+    /// A short name for logs and metrics labels.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::MalformedDatagram => "malformed_datagram",
+            Self::TransportEnded => "transport_ended",
+            Self::InvalidFingerprint => "invalid_fingerprint",
+            Self::IdentitySetup => "identity_setup",
+            Self::FingerprintMismatch => "fingerprint_mismatch",
+            Self::PeerCertificateMissing => "no_certificate",
+            Self::PeerCertificateRejected => "certificate_rejected",
+            Self::PeerCertificateTooLarge => "certificate_too_large",
+            Self::CryptoFailure => "crypto_failure",
+            Self::ProtocolViolation => "protocol_violation",
+            Self::PeerAlert => "peer_alert",
+            Self::QueueFull => "queue_full",
+            Self::IncompatiblePeer => "incompatible_peer",
+            Self::NoSrtpProfile => "no_srtp_profile",
+            Self::HandshakeTimeout => "handshake_timeout",
+            Self::OutputBufferTooSmall => "output_buffer_too_small",
+            Self::KeyExport => "key_export",
+            Self::Internal => "internal",
+        }
+    }
+
     /// For errors returned by [`DtlsTransport::handle_packet`]: whether the transport has
     /// ended. `false` means only that datagram was dropped.
     pub fn is_fatal(self) -> bool {
