@@ -68,17 +68,6 @@ fn soft_open_files_limit_of(pid: u32) -> u64 {
     line["Max open files".len()..].split_whitespace().next().and_then(|v| v.parse().ok()).expect("a number")
 }
 
-/// VmRSS of process `pid`, in bytes.
-fn rss_bytes(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("read /proc/PID/status");
-    let kb = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-        .unwrap_or_else(|| panic!("no VmRSS in:\n{status}"));
-    kb * 1024
-}
-
 fn connections(srv: &Server, listener: &str) -> u64 {
     metric(srv, &format!("uprtcd_http_connections{{listener=\"{listener}\"}}"))
 }

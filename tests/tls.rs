@@ -2,9 +2,10 @@
 //! makes for itself and clients that trust it alone: REST over HTTPS, `serverUrl` as `wss://`,
 //! signalling over wss, WHIP over HTTPS, HTTP/2 by ALPN, the handshake's timeout and failures
 //! (counted in `/metrics`), plain HTTP on the TLS port, reloads of the certificate on SIGHUP
-//! and on a change of its files (bad files keep the certificate in use), and start-up with
-//! bad files. As in tests/http_limits.rs, waits allow many times the configured timeouts: only
-//! what happens is checked, not when.
+//! and on a change of its files (bad files keep the certificate in use), start-up with bad
+//! files, and what a TLS connection costs the server (CPU per handshake, memory when idle). As
+//! in tests/http_limits.rs, waits allow many times the configured timeouts: only what happens
+//! is checked, not when.
 
 mod support;
 
@@ -470,4 +471,66 @@ fn bad_tls_files_stop_the_start_with_exit_2_naming_the_key() {
     let config = write_file(dir.path(), "good.toml", &text).display().to_string();
     let (status, stderr) = run_to_exit(&["--config".into(), config, "--check-config".into()], Duration::from_secs(15));
     assert!(status.success(), "good TLS files: {status:?}; stderr:\n{stderr}");
+}
+
+/// CPU ticks (utime + stime, all threads) of process `pid`.
+fn cpu_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("read /proc/PID/stat");
+    // Fields after the command's closing parenthesis: state is the 3rd, utime the 14th, stime the 15th.
+    let fields: Vec<&str> = stat.rsplit_once(')').expect("a command").1.split_whitespace().collect();
+    fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()
+}
+
+/// The server's CPU time per connection that makes a TLS handshake and one request: `full`
+/// handshakes (a new client each time) or resumed ones (one client keeping its session).
+fn server_cpu_per_connection(srv: &Server, ca: &TestCa, n: usize, resume: bool) -> Duration {
+    let ticks_per_second = 100; // USER_HZ, what /proc counts in on Linux
+    let kept = ca.client_config(&[b"http/1.1"]);
+    let connect = || {
+        if !resume {
+            return ca.connect(&srv.client).unwrap();
+        }
+        let name = rustls::pki_types::ServerName::try_from("127.0.0.1").unwrap();
+        let session = rustls::ClientConnection::new(kept.clone(), name).unwrap();
+        let mut stream = rustls::StreamOwned::new(session, TcpStream::connect(&srv.client).unwrap());
+        while stream.conn.is_handshaking() {
+            stream.conn.complete_io(&mut stream.sock).unwrap();
+        }
+        stream
+    };
+    // The first one makes the session the others resume (TLS 1.3 sends tickets after the
+    // handshake: an answer read takes them).
+    healthz(&mut connect());
+    let before = cpu_ticks(srv.pid);
+    for _ in 0..n {
+        healthz(&mut connect());
+    }
+    Duration::from_millis((cpu_ticks(srv.pid) - before) * 1000 / ticks_per_second) / n as u32
+}
+
+#[test]
+fn what_a_tls_connection_costs() {
+    const HANDSHAKES: usize = 500;
+    const OPEN: usize = 300;
+    /// As for a plain connection in tests/http_limits.rs.
+    const MAX_BYTES_PER_CONNECTION: u64 = 64 * 1024;
+    /// Far above what a P-256 certificate costs here; one that costs this is a mistake.
+    const MAX_CPU_PER_HANDSHAKE: Duration = Duration::from_millis(10);
+    let fx = Fixture::new();
+    let srv = fx.server("header_read_timeout_ms = 600000\n");
+    let full = server_cpu_per_connection(&srv, &fx.ca, HANDSHAKES, false);
+    let resumed = server_cpu_per_connection(&srv, &fx.ca, HANDSHAKES, true);
+    assert!(client_counter(&srv, "uprtcd_tls_handshakes_total", "kind=\"resumed\"") >= HANDSHAKES as u64);
+
+    let before = rss_bytes(srv.pid);
+    let open: Vec<_> = (0..OPEN).map(|_| fx.ca.connect(&srv.client).unwrap()).collect();
+    wait_for(&srv, "client connections", OPEN as u64, || metric(&srv, "uprtcd_http_connections{listener=\"client\"}"));
+    let per_connection = rss_bytes(srv.pid).saturating_sub(before) / OPEN as u64;
+    println!(
+        "server CPU per connection (TLS handshake and one request): {full:?} full, {resumed:?} resumed; \
+         an idle TLS connection after its handshake: {per_connection} B"
+    );
+    assert!(per_connection < MAX_BYTES_PER_CONNECTION, "an idle TLS connection costs {per_connection} B");
+    assert!(full < MAX_CPU_PER_HANDSHAKE && resumed < MAX_CPU_PER_HANDSHAKE, "{full:?} full, {resumed:?} resumed");
+    drop(open);
 }

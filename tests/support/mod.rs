@@ -1047,6 +1047,17 @@ pub fn multipart(field: &str, filename: &str, bytes: &[u8]) -> (String, Vec<u8>)
     (format!("multipart/form-data; boundary={boundary}"), body)
 }
 
+/// VmRSS of process `pid`, in bytes.
+pub fn rss_bytes(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("read /proc/PID/status");
+    let kb = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .unwrap_or_else(|| panic!("no VmRSS in:\n{status}"));
+    kb * 1024
+}
+
 /// Whether the server closed `s` before `deadline`, anything it sent first being read away.
 pub fn closed_by_server(mut s: &TcpStream, deadline: Instant) -> bool {
     let mut buf = [0u8; 4096];
