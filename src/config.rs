@@ -12,6 +12,7 @@ use clap::Parser;
 use serde::Deserialize;
 use uprtcd_controlplane::demo::guard::DemoLimits;
 use uprtcd_controlplane::listener::Limits;
+use uprtcd_controlplane::tls::{Certificate, CertificateFile, CertificateFiles};
 use uprtcd_dataplane::engine::DEFAULT_CONNECT_TIMEOUT;
 use uprtcd_dataplane::io::{BackendChoice, TcpConfig};
 
@@ -108,6 +109,7 @@ struct ServerSection {
     app_secret: Option<String>,
     announced_ip: Option<IpAddr>,
     announced_ip6: Option<Ipv6Addr>,
+    tls_watch_interval_ms: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -119,12 +121,16 @@ struct ApiSection {
     max_http_connections: Option<usize>,
     header_read_timeout_ms: Option<u64>,
     idle_timeout_ms: Option<u64>,
+    tls_cert: Option<PathBuf>,
+    tls_key: Option<PathBuf>,
+    tls_handshake_timeout_ms: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct ClientSection {
     listen: Option<SocketAddr>,
+    public_host: Option<String>,
     demo: Option<bool>,
     demo_max_rooms: Option<u32>,
     demo_room_idle_ms: Option<u64>,
@@ -136,6 +142,9 @@ struct ClientSection {
     max_http_connections: Option<usize>,
     header_read_timeout_ms: Option<u64>,
     idle_timeout_ms: Option<u64>,
+    tls_cert: Option<PathBuf>,
+    tls_key: Option<PathBuf>,
+    tls_handshake_timeout_ms: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -198,9 +207,17 @@ pub struct Config {
     pub max_upload_bytes: u64,
     /// Connections and timeouts of the API listener.
     pub api_http: Limits,
+    /// The API listener's certificate and key; `None`: plain HTTP.
+    pub api_tls: Option<CertificateFiles>,
     pub client_listen: SocketAddr,
     /// Connections and timeouts of the client listener.
     pub client_http: Limits,
+    /// The client listener's certificate and key; `None`: plain HTTP, `ws://` URLs.
+    pub client_tls: Option<CertificateFiles>,
+    /// The DNS name put into client URLs instead of the announced address.
+    pub public_host: Option<String>,
+    /// How often the TLS listeners' files are checked for changes; `None`: on SIGHUP only.
+    pub tls_watch_interval: Option<Duration>,
     /// Serve `/demo` and `/demo/join` on the client listener, within these limits; `None`:
     /// demo mode is off.
     pub demo: Option<DemoLimits>,
@@ -299,6 +316,54 @@ const DEFAULT_HEADER_READ_TIMEOUT_MS: u64 = 10_000;
 const DEFAULT_IDLE_TIMEOUT_MS: u64 = 60_000;
 /// A longer HTTP timeout than an hour is a typo.
 const MAX_HTTP_TIMEOUT_MS: u64 = 3_600_000;
+/// A TLS handshake is two round trips and a signature: ten seconds covers the worst mobile
+/// link, as the header-read timeout does.
+const DEFAULT_TLS_HANDSHAKE_TIMEOUT_MS: u64 = 10_000;
+/// A renewal is served within two checks of its last write; a check reads two files'
+/// metadata.
+const DEFAULT_TLS_WATCH_INTERVAL_MS: u64 = 2_000;
+
+/// The certificate and key of a listener's `section`: both or neither.
+fn tls_files(
+    section: &str,
+    cert: Option<PathBuf>,
+    key: Option<PathBuf>,
+) -> Result<Option<CertificateFiles>, ConfigError> {
+    match (cert, key) {
+        (Some(cert), Some(key)) => Ok(Some(CertificateFiles { cert, key })),
+        (None, None) => Ok(None),
+        (Some(_), None) => Err(ConfigError::new(
+            format!("{section}.tls_key"),
+            format!("must be set with {section}.tls_cert (both or neither)"),
+        )),
+        (None, Some(_)) => Err(ConfigError::new(
+            format!("{section}.tls_cert"),
+            format!("must be set with {section}.tls_key (both or neither)"),
+        )),
+    }
+}
+
+/// `client.public_host`: a DNS name, since that is what certificates name and browsers check.
+fn public_host(host: Option<String>) -> Result<Option<String>, ConfigError> {
+    let Some(host) = host else { return Ok(None) };
+    if host.parse::<IpAddr>().is_ok() {
+        return Err(ConfigError::new(
+            "client.public_host",
+            format!("{host:?} is an IP address: set server.announced_ip instead, or give a DNS name"),
+        ));
+    }
+    if !uprtcd_controlplane::tls::is_dns_name(&host) {
+        return Err(ConfigError::new("client.public_host", format!("{host:?} is not a DNS name")));
+    }
+    Ok(Some(host))
+}
+
+/// The certificates of the TLS listeners, loaded and checked at start.
+#[derive(Debug, Default)]
+pub struct Certificates {
+    pub api: Option<(CertificateFiles, Certificate)>,
+    pub client: Option<(CertificateFiles, Certificate)>,
+}
 
 /// A count of the file that must be at least 1.
 fn at_least_one(file_key: &str, value: Option<u32>, default: u32) -> Result<u32, ConfigError> {
@@ -420,18 +485,31 @@ impl Config {
         }
         let api_http = http_limits(
             "api",
-            file.api.max_http_connections,
-            file.api.header_read_timeout_ms,
-            file.api.idle_timeout_ms,
+            HttpKeys {
+                max_connections: file.api.max_http_connections,
+                header_read_timeout_ms: file.api.header_read_timeout_ms,
+                idle_timeout_ms: file.api.idle_timeout_ms,
+                tls_handshake_timeout_ms: file.api.tls_handshake_timeout_ms,
+            },
             DEFAULT_API_HTTP_CONNECTIONS,
         )?;
         let client_http = http_limits(
             "client",
-            file.client.max_http_connections,
-            file.client.header_read_timeout_ms,
-            file.client.idle_timeout_ms,
+            HttpKeys {
+                max_connections: file.client.max_http_connections,
+                header_read_timeout_ms: file.client.header_read_timeout_ms,
+                idle_timeout_ms: file.client.idle_timeout_ms,
+                tls_handshake_timeout_ms: file.client.tls_handshake_timeout_ms,
+            },
             DEFAULT_CLIENT_HTTP_CONNECTIONS,
         )?;
+        let api_tls = tls_files("api", file.api.tls_cert, file.api.tls_key)?;
+        let client_tls = tls_files("client", file.client.tls_cert, file.client.tls_key)?;
+        let public_host = public_host(file.client.public_host)?;
+        let tls_watch_interval = match file.server.tls_watch_interval_ms {
+            Some(0) => None,
+            ms => Some(timeout("server.tls_watch_interval_ms", ms, DEFAULT_TLS_WATCH_INTERVAL_MS)?),
+        };
         Ok(Self {
             alias,
             data_dir: cli.data_dir.clone().or(file.server.data_dir).unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR)),
@@ -442,8 +520,12 @@ impl Config {
             max_body_bytes,
             max_upload_bytes: file.api.max_upload_bytes.unwrap_or(DEFAULT_MAX_UPLOAD_BYTES),
             api_http,
+            api_tls,
             client_listen,
             client_http,
+            client_tls,
+            public_host,
+            tls_watch_interval,
             demo: demo.then_some(demo_limits),
             demo_notice,
             ping_timeout: timeout("client.ping_timeout_ms", file.client.ping_timeout_ms, DEFAULT_PING_TIMEOUT_MS)?,
@@ -498,6 +580,34 @@ impl Config {
         std::fs::remove_file(&probe).map_err(problem)
     }
 
+    /// Reads and checks the TLS listeners' certificates and keys (names the key of the file
+    /// that is missing or wrong).
+    pub fn load_certificates(&self) -> Result<Certificates, ConfigError> {
+        let load = |section: &str, files: &Option<CertificateFiles>| -> Result<_, ConfigError> {
+            let Some(files) = files else { return Ok(None) };
+            let certificate = files.load().map_err(|e| {
+                let name = match e.file() {
+                    CertificateFile::Cert => "tls_cert",
+                    CertificateFile::Key => "tls_key",
+                };
+                ConfigError::new(format!("{section}.{name}"), e)
+            })?;
+            Ok(Some((files.clone(), certificate)))
+        };
+        Ok(Certificates { api: load("api", &self.api_tls)?, client: load("client", &self.client_tls)? })
+    }
+
+    /// The hosts clients put into the client listener's URLs: what its certificate must name.
+    pub fn client_hosts(&self) -> Vec<String> {
+        match &self.public_host {
+            Some(host) => vec![host.clone()],
+            None => std::iter::once(self.announced_ip)
+                .chain(self.announced_ip6.map(IpAddr::V6))
+                .map(|ip| ip.to_string())
+                .collect(),
+        }
+    }
+
     /// Binds the API and client listeners (names the key of the one that fails).
     pub fn bind_listeners(&self) -> Result<(TcpListener, TcpListener), ConfigError> {
         let bind = |addr: SocketAddr, file_key: &str| {
@@ -509,15 +619,18 @@ impl Config {
     }
 }
 
-/// A listener's `max_http_connections`, `header_read_timeout_ms` and `idle_timeout_ms`
-/// from the file's `section`, or their defaults.
-fn http_limits(
-    section: &str,
+/// A listener's connection keys as the file gives them.
+struct HttpKeys {
     max_connections: Option<usize>,
     header_read_timeout_ms: Option<u64>,
     idle_timeout_ms: Option<u64>,
-    default_max_connections: usize,
-) -> Result<Limits, ConfigError> {
+    tls_handshake_timeout_ms: Option<u64>,
+}
+
+/// A listener's `max_http_connections`, `header_read_timeout_ms`, `idle_timeout_ms` and
+/// `tls_handshake_timeout_ms` from the file's `section`, or their defaults.
+fn http_limits(section: &str, keys: HttpKeys, default_max_connections: usize) -> Result<Limits, ConfigError> {
+    let HttpKeys { max_connections, header_read_timeout_ms, idle_timeout_ms, tls_handshake_timeout_ms } = keys;
     let max_connections = max_connections.unwrap_or(default_max_connections);
     if max_connections == 0 {
         return Err(ConfigError::new(format!("{section}.max_http_connections"), "must be at least 1"));
@@ -533,6 +646,11 @@ fn http_limits(
         max_connections,
         header_read_timeout: timeout("header_read_timeout_ms", header_read_timeout_ms, DEFAULT_HEADER_READ_TIMEOUT_MS)?,
         idle_timeout: timeout("idle_timeout_ms", idle_timeout_ms, DEFAULT_IDLE_TIMEOUT_MS)?,
+        tls_handshake_timeout: timeout(
+            "tls_handshake_timeout_ms",
+            tls_handshake_timeout_ms,
+            DEFAULT_TLS_HANDSHAKE_TIMEOUT_MS,
+        )?,
     })
 }
 
@@ -599,20 +717,21 @@ mod tests {
     #[test]
     fn http_limits_of_each_listener_from_the_file() {
         let config = Config::resolve(&cli(&[])).unwrap();
-        let limits = |max, header, idle| Limits {
+        let limits = |max, header, idle, handshake| Limits {
             max_connections: max,
             header_read_timeout: std::time::Duration::from_millis(header),
             idle_timeout: std::time::Duration::from_millis(idle),
+            tls_handshake_timeout: std::time::Duration::from_millis(handshake),
         };
-        assert_eq!(config.api_http, limits(256, 10_000, 60_000));
-        assert_eq!(config.client_http, limits(16_384, 10_000, 60_000));
+        assert_eq!(config.api_http, limits(256, 10_000, 60_000, 10_000));
+        assert_eq!(config.client_http, limits(16_384, 10_000, 60_000, 10_000));
         let config = with_file(
             "[api]\nmax_http_connections = 2000\nheader_read_timeout_ms = 1000\n\
-             [client]\nmax_http_connections = 3\nidle_timeout_ms = 5000\n",
+             [client]\nmax_http_connections = 3\nidle_timeout_ms = 5000\ntls_handshake_timeout_ms = 700\n",
         )
         .unwrap();
-        assert_eq!(config.api_http, limits(2000, 1000, 60_000));
-        assert_eq!(config.client_http, limits(3, 10_000, 5000));
+        assert_eq!(config.api_http, limits(2000, 1000, 60_000, 10_000));
+        assert_eq!(config.client_http, limits(3, 10_000, 5000, 700));
     }
 
     #[test]
@@ -623,9 +742,52 @@ mod tests {
             ("[api]\nheader_read_timeout_ms = 0\n", "api.header_read_timeout_ms"),
             ("[client]\nidle_timeout_ms = 3600001\n", "client.idle_timeout_ms"),
             ("[client]\nheader_read_timeout_ms = 1.5\n", "client.header_read_timeout_ms"),
+            ("[api]\ntls_handshake_timeout_ms = 0\n", "api.tls_handshake_timeout_ms"),
         ] {
             let e = with_file(text).unwrap_err().to_string();
             assert!(e.contains(key), "{text:?}: {e}");
+        }
+    }
+
+    #[test]
+    fn tls_files_come_in_pairs() {
+        let config = with_file("").unwrap();
+        assert_eq!((config.api_tls, config.client_tls), (None, None), "plain HTTP by default");
+        let config = with_file("[client]\ntls_cert = \"/etc/c.pem\"\ntls_key = \"/etc/k.pem\"\n").unwrap();
+        let files = CertificateFiles { cert: "/etc/c.pem".into(), key: "/etc/k.pem".into() };
+        assert_eq!((config.api_tls, config.client_tls), (None, Some(files)));
+        for (text, key) in [
+            ("[client]\ntls_cert = \"/etc/c.pem\"\n", "client.tls_key"),
+            ("[client]\ntls_key = \"/etc/k.pem\"\n", "client.tls_cert"),
+            ("[api]\ntls_cert = \"/etc/c.pem\"\n", "api.tls_key"),
+            ("[api]\ntls_key = \"/etc/k.pem\"\n", "api.tls_cert"),
+        ] {
+            let e = with_file(text).unwrap_err().to_string();
+            assert!(e.contains(&format!("{key}: must be set with")), "{text:?}: {e}");
+        }
+    }
+
+    #[test]
+    fn tls_files_are_watched_unless_told_not_to() {
+        assert_eq!(with_file("").unwrap().tls_watch_interval, Some(Duration::from_secs(2)));
+        assert_eq!(with_file("[server]\ntls_watch_interval_ms = 0\n").unwrap().tls_watch_interval, None);
+        let set = with_file("[server]\ntls_watch_interval_ms = 500\n").unwrap();
+        assert_eq!(set.tls_watch_interval, Some(Duration::from_millis(500)));
+        let e = with_file("[server]\ntls_watch_interval_ms = 10\n").unwrap_err().to_string();
+        assert!(e.contains("server.tls_watch_interval_ms"), "{e}");
+    }
+
+    #[test]
+    fn public_host_is_a_dns_name() {
+        assert_eq!(with_file("").unwrap().public_host, None);
+        let config = with_file("[client]\npublic_host = \"sfu.example.com\"\n").unwrap();
+        assert_eq!(config.public_host.as_deref(), Some("sfu.example.com"));
+        assert_eq!(config.client_hosts(), ["sfu.example.com"]);
+        let config = Config::resolve(&cli(&["--announced-ip", "192.0.2.1", "--announced-ip6", "2001:db8::1"])).unwrap();
+        assert_eq!(config.client_hosts(), ["192.0.2.1", "2001:db8::1"]);
+        for host in ["192.0.2.1", "::1", "not a name", "", "a..b"] {
+            let e = with_file(&format!("[client]\npublic_host = {host:?}\n")).unwrap_err().to_string();
+            assert!(e.contains("client.public_host"), "{host:?}: {e}");
         }
     }
 

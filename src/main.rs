@@ -12,12 +12,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Parser;
-use uprtcd_controlplane::listener::{self, HttpStats};
+use uprtcd_controlplane::listener::{self, HttpStats, ListenerStats};
 use uprtcd_controlplane::load::{WorkerInfo, WorkerLoads};
 use uprtcd_controlplane::state::Settings;
+use uprtcd_controlplane::tls::{Certificate, CertificateFiles, ServerCertificate};
 use uprtcd_dataplane::worker::{WorkerPlan, Workers};
 
-use crate::config::{Cli, Config, DemoNotice};
+use crate::config::{Certificates, Cli, Config, DemoNotice};
 
 /// mimalloc, counted: `/metrics` reports the bytes the program holds beside its resident size.
 #[global_allocator]
@@ -75,6 +76,7 @@ fn run(cli: &Cli) -> Result<(), String> {
     let config = Config::resolve(cli).map_err(|e| e.to_string())?;
     config.prepare_data_dir().map_err(|e| e.to_string())?;
     let (api_listener, client_listener) = config.bind_listeners().map_err(|e| e.to_string())?;
+    let certificates = config.load_certificates().map_err(|e| e.to_string())?;
     // Once the configuration is known good: a bad one still stops the start with one line.
     match config.demo_notice {
         Some(notice @ DemoNotice::OffBeyondLoopback) => {
@@ -150,7 +152,7 @@ fn run(cli: &Cli) -> Result<(), String> {
     let runtime = control_runtime(&control_cores).map_err(|e| format!("cannot start the control plane: {e}"))?;
     // Once nothing else can stop the start, so that a refused start stays one line.
     raise_open_files_limit(&config, workers.handles().len());
-    let served = runtime.block_on(serve(state, loads, &config, api_listener, client_listener));
+    let served = runtime.block_on(serve(state, loads, &config, certificates, api_listener, client_listener));
     runtime.shutdown_timeout(Duration::from_secs(5));
     // The control plane's state held the other references; dropping the last one stops and
     // joins the workers.
@@ -169,13 +171,18 @@ fn settings(config: &Config, app_secret: String, api: &TcpListener, client: &Tcp
     let client_port = local(client, "client.listen")?.port();
     let announced_api =
         if api_addr.ip().is_unspecified() { SocketAddr::new(config.announced_ip, api_addr.port()) } else { api_addr };
-    let ws_url = |ip: IpAddr| format!("ws://{}/", SocketAddr::new(ip, client_port));
+    let scheme = if config.client_tls.is_some() { "wss" } else { "ws" };
+    // A DNS name, when set, stands for both addresses: it is what a certificate names.
+    let url = |ip: IpAddr| match &config.public_host {
+        Some(host) => format!("{scheme}://{host}:{client_port}/"),
+        None => format!("{scheme}://{}/", SocketAddr::new(ip, client_port)),
+    };
     let ip6 = config.announced_ip6.map(IpAddr::V6).or(config.announced_ip.is_ipv6().then_some(config.announced_ip));
     Ok(Settings {
         alias: config.alias.clone(),
         api_address: announced_api.to_string(),
-        client_url: ws_url(config.announced_ip),
-        client_url6: ip6.map(ws_url).unwrap_or_default(),
+        client_url: url(config.announced_ip),
+        client_url6: ip6.map(url).unwrap_or_default(),
         announced_ip: config.announced_ip,
         app_secret,
         max_body_bytes: config.max_body_bytes,
@@ -206,11 +213,12 @@ fn control_runtime(cores: &[usize]) -> std::io::Result<tokio::runtime::Runtime> 
         .build()
 }
 
-/// Serves both listeners until SIGTERM or SIGINT.
+/// Serves both listeners until SIGTERM or SIGINT; reloads their certificates on SIGHUP.
 async fn serve(
     state: uprtcd_controlplane::state::AppState,
     loads: Arc<WorkerLoads>,
     config: &Config,
+    certificates: Certificates,
     api_listener: TcpListener,
     client_listener: TcpListener,
 ) -> Result<(), String> {
@@ -231,10 +239,18 @@ async fn serve(
         let _ = rx.wait_for(|stop| *stop).await;
     };
     let http = HttpStats::default();
+    let serving = |name, loaded: Option<(CertificateFiles, Certificate)>, hosts, stats: &Arc<ListenerStats>| {
+        loaded.map(|(files, certificate)| ServerCertificate::new(name, files, certificate, hosts, Arc::clone(stats)))
+    };
+    // Browsers check the client listener's certificate against the host of serverUrl;
+    // business servers reach the API by whatever name they were given.
+    let api_certificate = serving("api", certificates.api, Vec::new(), &http.api);
+    let client_certificate = serving("client", certificates.client, config.client_hosts(), &http.client);
     let client_task = tokio::spawn(listener::serve(
         client,
         uprtcd_controlplane::client_router(state.clone()),
         config.client_http,
+        client_certificate.as_ref().map(ServerCertificate::server_config),
         Arc::clone(&http.client),
         stopped(stop_rx.clone()),
     ));
@@ -242,12 +258,23 @@ async fn serve(
         api,
         uprtcd_controlplane::api::router(state, http.clone()),
         config.api_http,
+        api_certificate.as_ref().map(ServerCertificate::server_config),
         Arc::clone(&http.api),
         stopped(stop_rx.clone()),
     ));
+    let certificates: Vec<_> = api_certificate.into_iter().chain(client_certificate).collect();
+    if let Some(interval) = config.tls_watch_interval {
+        for certificate in &certificates {
+            uprtcd_controlplane::tls::spawn_watch(Arc::clone(certificate), interval);
+        }
+    }
     // Watched before anyone is told the server is up: a SIGTERM right after READY must stop
-    // it gracefully, not kill it with the default action.
+    // it gracefully, not kill it with the default action, and a SIGHUP (`systemctl reload`)
+    // must not kill it either.
     let shutdown = ShutdownSignals::install().map_err(|e| format!("cannot watch for signals: {e}"))?;
+    let hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        .map_err(|e| format!("cannot watch for signals: {e}"))?;
+    tokio::spawn(reload_on_hangup(hangup, certificates));
 
     eprintln!("uprtcd: api listening on {api_addr}");
     eprintln!("uprtcd: client listening on {client_addr}");
@@ -272,6 +299,21 @@ async fn watchdog(every: Duration) {
     loop {
         tick.tick().await;
         let _ = sd_notify::notify(&[sd_notify::NotifyState::Watchdog]);
+    }
+}
+
+/// Reloads every TLS certificate on each SIGHUP; a failure keeps the certificate in use (see
+/// [`ServerCertificate::reload`]).
+async fn reload_on_hangup(mut hangup: tokio::signal::unix::Signal, certificates: Vec<Arc<ServerCertificate>>) {
+    while hangup.recv().await.is_some() {
+        if certificates.is_empty() {
+            tracing::info!("SIGHUP: no listener has TLS; nothing to reload");
+        }
+        for certificate in &certificates {
+            let certificate = Arc::clone(certificate);
+            // A failure is logged and counted by the reload.
+            let _ = tokio::task::spawn_blocking(move || certificate.reload()).await;
+        }
     }
 }
 

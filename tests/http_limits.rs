@@ -68,17 +68,6 @@ fn soft_open_files_limit_of(pid: u32) -> u64 {
     line["Max open files".len()..].split_whitespace().next().and_then(|v| v.parse().ok()).expect("a number")
 }
 
-/// VmRSS of process `pid`, in bytes.
-fn rss_bytes(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("read /proc/PID/status");
-    let kb = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-        .unwrap_or_else(|| panic!("no VmRSS in:\n{status}"));
-    kb * 1024
-}
-
 fn connections(srv: &Server, listener: &str) -> u64 {
     metric(srv, &format!("uprtcd_http_connections{{listener=\"{listener}\"}}"))
 }
@@ -120,38 +109,10 @@ fn open(addr: &str, n: usize, head: &[u8]) -> Vec<TcpStream> {
         .collect()
 }
 
-/// Whether the server closed `s` before `deadline`, anything it sent first being read away.
-fn closed_by_server(mut s: &TcpStream, deadline: Instant) -> bool {
-    let mut buf = [0u8; 4096];
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() {
-            return false;
-        }
-        s.set_read_timeout(Some(left)).expect("set_read_timeout");
-        match s.read(&mut buf) {
-            Ok(0) => return true,
-            Ok(_) => continue,
-            Err(e) if matches!(e.kind(), ErrorKind::ConnectionReset | ErrorKind::ConnectionAborted) => return true,
-            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut | ErrorKind::Interrupted) => {}
-            Err(e) => panic!("read: {e}"),
-        }
-    }
-}
-
-/// Sends `GET /healthz` on `s` (keeping it alive) and reads the answer whole.
+/// [`support::healthz`] on `s`, with a bound on the wait.
 fn healthz(s: &mut TcpStream) -> String {
-    s.write_all(b"GET /healthz HTTP/1.1\r\nhost: 127.0.0.1\r\n\r\n").expect("write the request");
     s.set_read_timeout(Some(Duration::from_secs(20))).expect("set_read_timeout");
-    let mut got = Vec::new();
-    let mut buf = [0u8; 1024];
-    // The answer is a short head and `ok\n`, with a content-length.
-    while !(got.windows(4).any(|w| w == b"\r\n\r\n") && got.ends_with(b"ok\n")) {
-        let n = s.read(&mut buf).unwrap_or_else(|e| panic!("read the answer: {e}; so far {got:?}"));
-        assert!(n > 0, "the server closed the connection; so far: {:?}", String::from_utf8_lossy(&got));
-        got.extend_from_slice(&buf[..n]);
-    }
-    String::from_utf8_lossy(&got).into_owned()
+    support::healthz(s)
 }
 
 #[test]

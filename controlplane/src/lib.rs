@@ -4,7 +4,8 @@
 //!
 //! Layering: `envelope` (answer format, codes, extractors) ← `registry` (pure rules) ←
 //! `store` (redb) ← `state` (lock + commit-before-answer) ← `api` (axum handlers); `listener`
-//! serves the routers on the API and client listeners, with their connection bounds.
+//! serves the routers on the API and client listeners, with their connection bounds, over TLS
+//! with the certificates `tls` keeps.
 #![forbid(unsafe_code)]
 
 pub mod api;
@@ -20,6 +21,7 @@ pub mod sdp;
 pub mod signalling;
 pub mod state;
 pub mod store;
+pub mod tls;
 pub mod token;
 
 use std::path::Path;

@@ -8,7 +8,7 @@ use std::fmt::Write;
 
 use uprtcd_dataplane::stats::DropReason;
 
-use crate::listener::{HttpStats, ListenerStats};
+use crate::listener::{HandshakeFailure, HttpStats, ListenerStats};
 use crate::state::AppState;
 
 /// One metric family: name, type, help, and its samples per worker.
@@ -187,19 +187,66 @@ pub fn render(state: &AppState, http: &HttpStats) -> String {
         per_listener(&|s| s.refused() as f64),
     );
     let timeouts = listeners.iter().flat_map(|(name, stats)| {
-        [("header", stats.header_timeouts()), ("idle", stats.idle_timeouts())]
-            .map(|(kind, n)| (format!("listener=\"{name}\",kind=\"{kind}\""), n as f64))
+        [
+            ("header", stats.header_timeouts()),
+            ("idle", stats.idle_timeouts()),
+            ("tls_handshake", stats.tls_handshake_timeouts()),
+        ]
+        .map(|(kind, n)| (format!("listener=\"{name}\",kind=\"{kind}\""), n as f64))
     });
     family(
         &mut out,
         "uprtcd_http_timeouts_total",
         "counter",
         "Connections closed because a request's head took longer than the header-read timeout \
-         (header) or no request began within the idle timeout (idle).",
+         (header), no request began within the idle timeout (idle), or the TLS handshake took \
+         longer than its timeout (tls_handshake).",
         timeouts,
     );
+    tls(&mut out, &listeners);
     demo(&mut out, state);
     out
+}
+
+/// The TLS listeners' handshakes and certificate reloads (all zero on a listener without TLS).
+fn tls(out: &mut String, listeners: &[(&'static str, &ListenerStats)]) {
+    let handshakes = listeners.iter().flat_map(|(name, stats)| {
+        [("full", false), ("resumed", true)].map(|(kind, resumed)| {
+            (format!("listener=\"{name}\",kind=\"{kind}\""), stats.tls_handshakes(resumed) as f64)
+        })
+    });
+    family(
+        out,
+        "uprtcd_tls_handshakes_total",
+        "counter",
+        "TLS handshakes completed, full or resumed with a session ticket.",
+        handshakes,
+    );
+    let failures = listeners.iter().flat_map(|(name, stats)| {
+        HandshakeFailure::ALL.map(|reason| {
+            (format!("listener=\"{name}\",reason=\"{}\"", reason.label()), stats.tls_failures(reason) as f64)
+        })
+    });
+    family(
+        out,
+        "uprtcd_tls_handshake_failures_total",
+        "counter",
+        "TLS handshakes that failed, by reason: plain_http (answered 400), not_tls, malformed, \
+         misbehaved, incompatible (nothing in common), alert (the client refused, often the \
+         certificate), closed (by the client), other. Timeouts are in uprtcd_http_timeouts_total.",
+        failures,
+    );
+    let reloads = listeners.iter().flat_map(|(name, stats)| {
+        [("ok", true), ("failed", false)]
+            .map(|(result, ok)| (format!("listener=\"{name}\",result=\"{result}\""), stats.tls_reloads(ok) as f64))
+    });
+    family(
+        out,
+        "uprtcd_tls_reloads_total",
+        "counter",
+        "Certificate reloads (SIGHUP or a change of the files); a failed one keeps the certificate in use.",
+        reloads,
+    );
 }
 
 /// What demo mode holds open, refused and closed.

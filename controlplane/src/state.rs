@@ -34,7 +34,9 @@ pub struct Settings {
     pub alias: String,
     /// `serverAddress`: where business servers reach the API.
     pub api_address: String,
-    /// `serverUrl`: where clients connect (`ws://ip:port/`); they append the invitation code.
+    /// `serverUrl`: where clients connect (`ws://ip:port/`, `wss://` when the client listener
+    /// has TLS, a DNS name for the address with `client.public_host`); they append the
+    /// invitation code.
     pub client_url: String,
     /// `serverUrl6`, or empty when no IPv6 address is announced.
     pub client_url6: String,

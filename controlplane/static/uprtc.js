@@ -11,7 +11,8 @@
  *     // serverUrl and invitationCode as the REST API hands them out, token a join token
  *     // (docs/rest-api.md, "Join tokens"). Resolves on `joined`; rejects with an UprtcError
  *     // {code, msg}: the spec's code of a refused admission (50001, 50000, 50003, 50004,
- *     // 50012, 50022), or code -1 when the connection failed or timed out before an answer.
+ *     // 50012, 50022), or code -1 when the connection failed or timed out before an answer
+ *     // (or when a page loaded over https is given a ws:// serverUrl, which browsers block).
  *     // Options: autoSubscribe (default true: subscribe() is sent on join),
  *     // rtcConfiguration (merged over the defaults below), timeoutMs (default 15000).
  *
@@ -72,6 +73,16 @@ export class UprtcError extends Error {
 
 function key(peer, trackId) {
   return `${peer}\u0000${trackId}`;
+}
+
+/**
+ * Why a page cannot open `url`, or null: a page loaded over https may open wss:// only
+ * (mixed content), and the browser's own error says little.
+ */
+function mixedContent(url) {
+  if (globalThis.location?.protocol !== 'https:' || !/^ws:/i.test(url)) return null;
+  return `serverUrl ${url.split('?')[0]} is ws:// but this page was loaded over https, and browsers block that: ` +
+    'give the client listener a certificate (client.tls_cert and client.tls_key) so that serverUrl is wss://';
 }
 
 function signallingUrl(serverUrl, invitationCode, peer, token) {
@@ -187,6 +198,12 @@ export class Room {
         }
         reject(new UprtcError(code, msg));
       };
+      const blocked = mixedContent(this._url);
+      if (blocked) {
+        this._closed = true;
+        reject(new UprtcError(NO_ANSWER, blocked));
+        return;
+      }
       const timer = setTimeout(() => refuse(NO_ANSWER, `no answer from ${this._url} within ${this._timeoutMs} ms`), this._timeoutMs);
       let ws;
       try {

@@ -98,8 +98,9 @@ export async function poll(ms, what, probe, every = 250) {
 // uprtcd
 
 export class Server {
-  constructor(child, dataDir, secret) {
+  constructor(child, dataDir, secret, secure) {
     this.child = child;
+    this.secure = secure;
     this.pid = child.pid;
     this.dataDir = dataDir;
     this.secret = secret;
@@ -109,7 +110,8 @@ export class Server {
     this.exited = new Promise((resolve) => child.once('exit', (code, signal) => resolve({ code, signal })));
   }
 
-  static async start(extraArgs = []) {
+  /** `secure`: the client listener has TLS (its configuration says so), so pages are https. */
+  static async start(extraArgs = [], { secure = false } = {}) {
     if (!BIN) throw new Error('UPRTCD_BIN is not set: run the suite through tests/e2e/run');
     const dataDir = await mkdtemp(join(tmpdir(), 'uprtcd-e2e-'));
     const secret = `e2e-secret-${randomBytes(16).toString('hex')}`;
@@ -131,7 +133,7 @@ export class Server {
     ];
     const child = spawn(BIN, args, { stdio: ['ignore', 'pipe', 'pipe'], env: { RUST_LOG: 'info', ...process.env } });
     living.add(child.pid);
-    const server = new Server(child, dataDir, secret);
+    const server = new Server(child, dataDir, secret, secure);
     server.exited.then(() => living.delete(child.pid));
     const ready = new Promise((resolve, reject) => {
       let buffered = '';
@@ -171,9 +173,9 @@ export class Server {
     return this.lines.slice(-lines).join('\n');
   }
 
-  /** `http://<client>`: the origin of the pages and the SDK. */
+  /** `http://<client>` (`https://` with TLS): the origin of the pages and the SDK. */
   get origin() {
-    return `http://${this.client}`;
+    return `${this.secure ? 'https' : 'http'}://${this.client}`;
   }
 
   /** A REST call with the AppSecret; returns the envelope. */
@@ -247,9 +249,9 @@ export class Browser {
    * A fresh Chromium with its own new profile, started here (so its flags are exactly ours and
    * its PID is known) and driven over the DevTools protocol on a loopback port it picks.
    */
-  static async launch(name) {
+  static async launch(name, flags = []) {
     const profile = await mkdtemp(join(tmpdir(), `uprtcd-e2e-chromium-${name}-`));
-    const args = [...CHROMIUM_FLAGS, `--user-data-dir=${profile}`, '--remote-debugging-address=127.0.0.1', '--remote-debugging-port=0', 'about:blank'];
+    const args = [...CHROMIUM_FLAGS, ...flags, `--user-data-dir=${profile}`, '--remote-debugging-address=127.0.0.1', '--remote-debugging-port=0', 'about:blank'];
     const child = spawn(CHROMIUM, args, { stdio: ['ignore', 'ignore', 'pipe'] });
     living.add(child.pid);
     child.once('exit', () => living.delete(child.pid));
@@ -466,17 +468,20 @@ export class Scenario {
     return dir;
   }
 
-  async server(extraArgs) {
-    const s = await Server.start(extraArgs);
+  async server(extraArgs, options) {
+    const s = await Server.start(extraArgs, options);
     this.servers.push(s);
     return s;
   }
 
-  /** Launches browsers named `names` in parallel, each on a blank page of `server`'s origin. */
-  async browsersOn(server, names, path = '/healthz') {
+  /**
+   * Launches browsers named `names` in parallel, each on a blank page of `server`'s origin,
+   * with `flags` besides the usual ones.
+   */
+  async browsersOn(server, names, path = '/healthz', { flags = [] } = {}) {
     const launched = await Promise.all(
       names.map(async (name) => {
-        const b = await Browser.launch(name);
+        const b = await Browser.launch(name, flags);
         this.browsers.push(b);
         return b;
       }),

@@ -48,8 +48,8 @@ enum Read {
 }
 
 /// Waits for the next text message (pings and pongs are answered by the library while it
-/// reads).
-fn read_message(socket: &mut Client) -> Read {
+/// reads). Any stream: a plain socket, or TLS (tests/tls.rs).
+fn read_message<S: std::io::Read + std::io::Write>(socket: &mut WebSocket<S>) -> Read {
     loop {
         match socket.read() {
             Ok(Message::Text(text)) => return Read::Event(serde_json::from_str(&text).expect("events are JSON")),
@@ -68,7 +68,7 @@ fn read_message(socket: &mut Client) -> Read {
 
 /// The next JSON event, or `None` once the server closed the connection; a socket quiet for
 /// its whole read timeout fails the test.
-pub fn next_event(socket: &mut Client) -> Option<Value> {
+pub fn next_event<S: std::io::Read + std::io::Write>(socket: &mut WebSocket<S>) -> Option<Value> {
     match read_message(socket) {
         Read::Event(event) => Some(event),
         Read::Closed => None,
@@ -77,7 +77,7 @@ pub fn next_event(socket: &mut Client) -> Option<Value> {
 }
 
 /// Reads events until one of `kind` arrives; `None` when the connection ends first.
-pub fn event_of(socket: &mut Client, kind: &str) -> Option<Value> {
+pub fn event_of<S: std::io::Read + std::io::Write>(socket: &mut WebSocket<S>, kind: &str) -> Option<Value> {
     loop {
         let event = next_event(socket)?;
         if event["type"] == kind {

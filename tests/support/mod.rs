@@ -10,11 +10,12 @@
 #![allow(dead_code)]
 
 pub mod client;
+pub mod tls;
 pub mod tmpfs;
 
 use std::collections::hash_map::RandomState;
 use std::hash::{BuildHasher, Hasher};
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
@@ -1044,6 +1045,51 @@ pub fn multipart(field: &str, filename: &str, bytes: &[u8]) -> (String, Vec<u8>)
     body.extend_from_slice(bytes);
     body.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
     (format!("multipart/form-data; boundary={boundary}"), body)
+}
+
+/// VmRSS of process `pid`, in bytes.
+pub fn rss_bytes(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("read /proc/PID/status");
+    let kb = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .unwrap_or_else(|| panic!("no VmRSS in:\n{status}"));
+    kb * 1024
+}
+
+/// Whether the server closed `s` before `deadline`, anything it sent first being read away.
+pub fn closed_by_server(mut s: &TcpStream, deadline: Instant) -> bool {
+    let mut buf = [0u8; 4096];
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return false;
+        }
+        s.set_read_timeout(Some(left)).expect("set_read_timeout");
+        match s.read(&mut buf) {
+            Ok(0) => return true,
+            Ok(_) => continue,
+            Err(e) if matches!(e.kind(), ErrorKind::ConnectionReset | ErrorKind::ConnectionAborted) => return true,
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut | ErrorKind::Interrupted) => {}
+            Err(e) => panic!("read: {e}"),
+        }
+    }
+}
+
+/// Sends `GET /healthz` on `s` (keeping it alive; a plain or a TLS stream) and reads the
+/// answer whole.
+pub fn healthz(s: &mut (impl Read + Write)) -> String {
+    s.write_all(b"GET /healthz HTTP/1.1\r\nhost: 127.0.0.1\r\n\r\n").expect("write the request");
+    let mut got = Vec::new();
+    let mut buf = [0u8; 1024];
+    // The answer is a short head and `ok\n`, with a content-length.
+    while !(got.windows(4).any(|w| w == b"\r\n\r\n") && got.ends_with(b"ok\n")) {
+        let n = s.read(&mut buf).unwrap_or_else(|e| panic!("read the answer: {e}; so far {got:?}"));
+        assert!(n > 0, "the server closed the connection; so far: {:?}", String::from_utf8_lossy(&got));
+        got.extend_from_slice(&buf[..n]);
+    }
+    String::from_utf8_lossy(&got).into_owned()
 }
 
 /// Polls `f` every 20 ms until it returns `Some`, for at most `timeout`.
