@@ -508,14 +508,14 @@ fn server_cpu_per_connection(srv: &Server, ca: &TestCa, n: usize, resume: bool) 
     Duration::from_millis((cpu_ticks(srv.pid) - before) * 1000 / ticks_per_second) / n as u32
 }
 
+/// Measures (printed, not judged: times belong to benchmarks) the server's CPU per TLS
+/// connection; bounds the memory an idle one holds.
 #[test]
 fn what_a_tls_connection_costs() {
     const HANDSHAKES: usize = 500;
     const OPEN: usize = 300;
     /// As for a plain connection in tests/http_limits.rs.
     const MAX_BYTES_PER_CONNECTION: u64 = 64 * 1024;
-    /// Far above what a P-256 certificate costs here; one that costs this is a mistake.
-    const MAX_CPU_PER_HANDSHAKE: Duration = Duration::from_millis(10);
     let fx = Fixture::new();
     let srv = fx.server("header_read_timeout_ms = 600000\n");
     let full = server_cpu_per_connection(&srv, &fx.ca, HANDSHAKES, false);
@@ -531,6 +531,5 @@ fn what_a_tls_connection_costs() {
          an idle TLS connection after its handshake: {per_connection} B"
     );
     assert!(per_connection < MAX_BYTES_PER_CONNECTION, "an idle TLS connection costs {per_connection} B");
-    assert!(full < MAX_CPU_PER_HANDSHAKE && resumed < MAX_CPU_PER_HANDSHAKE, "{full:?} full, {resumed:?} resumed");
     drop(open);
 }
