@@ -176,27 +176,41 @@ fn choose<'a>(media: &'a RemoteMedia, policy: &CodecPolicy) -> Option<&'a Codec>
         SectionKind::Audio => {
             media.codecs.iter().find(|c| c.is("opus") && c.clock_rate == 48000 && c.channels == Some(2))
         }
-        SectionKind::Video => {
-            policy.video.iter().copied().chain([VideoCodec::Vp8]).find_map(|wanted| best_video(media, wanted))
-        }
+        SectionKind::Video => policy
+            .video
+            .iter()
+            .copied()
+            .chain([VideoCodec::Vp8])
+            .find_map(|wanted| video_formats(media, wanted).first().copied()),
         // Data channels are not served yet.
         SectionKind::Application => None,
     }
 }
 
-fn best_video(media: &RemoteMedia, wanted: VideoCodec) -> Option<&Codec> {
-    let mut video = media.codecs.iter().filter(|c| c.clock_rate == 90000);
+/// The offered formats of `wanted` the SFU forwards, the best first: VP9 profile 0 only; H.264
+/// in packetization mode 0 or 1, ranked by [`h264_rank`] (the offer's order among equals).
+fn video_formats(media: &RemoteMedia, wanted: VideoCodec) -> Vec<&Codec> {
+    let video = media.codecs.iter().filter(|c| c.clock_rate == 90000);
     match wanted {
-        VideoCodec::Vp8 => video.find(|c| c.is("VP8")),
-        VideoCodec::Vp9 => video.find(|c| c.is("VP9") && c.fmtp_param("profile-id").is_none_or(|id| id == "0")),
-        // `rev` because `max_by_key` keeps the last of equals and the offer's first should win.
-        VideoCodec::H264 => video.filter(|c| c.is("H264") && h264_mode(c).is_some()).rev().max_by_key(|c| h264_rank(c)),
+        VideoCodec::Vp8 => video.filter(|c| c.is("VP8")).collect(),
+        VideoCodec::Vp9 => {
+            video.filter(|c| c.is("VP9") && c.fmtp_param("profile-id").is_none_or(|id| id == "0")).collect()
+        }
+        VideoCodec::H264 => {
+            let mut h264: Vec<&Codec> = video.filter(|c| c.is("H264") && h264_mode(c).is_some()).collect();
+            // Stable: the offer's first of equals stays first.
+            h264.sort_by_key(|c| std::cmp::Reverse(h264_rank(c)));
+            h264
+        }
     }
 }
 
-/// Every format of `media` the SFU forwards, in the policy's order of preference (VP8 last
-/// unless the policy names it): Opus for audio; VP8, VP9 profile 0 and H.264 in packetization
-/// mode 0 or 1 (each offered profile) for video.
+/// What the SFU forwards, as the answer and the error messages name it.
+pub const FORWARDED_FORMATS: &str = "Opus, VP8, VP9 profile 0 and H.264 (packetization mode 0 or 1)";
+
+/// Every format of `media` the SFU forwards ([`FORWARDED_FORMATS`]), in the policy's order of
+/// preference (VP8 last unless the policy names it), each offered H.264 profile included: the
+/// first is the one [`answer`] picks.
 pub fn forwardable<'m>(media: &'m RemoteMedia, policy: &CodecPolicy) -> Vec<&'m Codec> {
     let mut found: Vec<&Codec> = Vec::new();
     let wanted: Vec<VideoCodec> = match media.kind {
@@ -204,25 +218,9 @@ pub fn forwardable<'m>(media: &'m RemoteMedia, policy: &CodecPolicy) -> Vec<&'m 
         SectionKind::Video => policy.video.iter().copied().chain([VideoCodec::Vp8]).collect(),
         SectionKind::Application => return found,
     };
-    for wanted in wanted {
-        let video = media.codecs.iter().filter(|c| c.clock_rate == 90000);
-        let matching: Vec<&Codec> = match wanted {
-            VideoCodec::Vp8 => video.filter(|c| c.is("VP8")).collect(),
-            VideoCodec::Vp9 => {
-                video.filter(|c| c.is("VP9") && c.fmtp_param("profile-id").is_none_or(|id| id == "0")).collect()
-            }
-            VideoCodec::H264 => {
-                let mut h264: Vec<&Codec> = video.filter(|c| c.is("H264") && h264_mode(c).is_some()).collect();
-                // The best first, as `best_video` would pick it; stable, so the offer's order
-                // decides among equals.
-                h264.sort_by_key(|c| std::cmp::Reverse(h264_rank(c)));
-                h264
-            }
-        };
-        for codec in matching {
-            if !found.iter().any(|f| f.payload_type == codec.payload_type) {
-                found.push(codec);
-            }
+    for codec in wanted.into_iter().flat_map(|wanted| video_formats(media, wanted)) {
+        if !found.iter().any(|f| f.payload_type == codec.payload_type) {
+            found.push(codec);
         }
     }
     found

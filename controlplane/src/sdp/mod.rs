@@ -59,7 +59,9 @@ mod writer;
 #[cfg(test)]
 mod tests;
 
-pub use answer::{Answer, Negotiated, NegotiatedSection, RemoteStream, answer, answer_with_tracks, forwardable};
+pub use answer::{
+    Answer, FORWARDED_FORMATS, Negotiated, NegotiatedSection, RemoteStream, answer, answer_with_tracks, forwardable,
+};
 pub use codec::{
     ABS_SEND_TIME_URI, AUDIO_LEVEL_URI, Codec, CodecPolicy, HeaderExtensions, MID_URI, REPAIRED_RTP_STREAM_ID_URI,
     RTP_STREAM_ID_URI, TRANSPORT_CC_URI, VideoCodec,

@@ -7,7 +7,6 @@
 //! publisher and outlive its reconnects.
 
 use uprtcd_dataplane::command::Command;
-use uprtcd_dataplane::router::MediaKind;
 
 use super::Session;
 use super::hub::PublishedTrack;
@@ -22,19 +21,18 @@ const PLAYER_SSRC_BASE: u32 = 0x5700_0000;
 /// One section of a player's offer that the session keeps filled.
 #[derive(Debug)]
 pub(super) struct PlayerSlot {
-    mid: sdp::Mid,
-    kind: MediaKind,
     ssrc: u32,
     rtx_ssrc: u32,
-    /// The offer's section with the formats the answer agreed to, in its payload types.
+    /// The offer's section (its mid, kind and extension ids) with the formats the answer
+    /// agreed to, in its payload types.
     media: sdp::RemoteMedia,
     /// The track it plays now.
     playing: Option<TrackId>,
 }
 
-/// Whether `slot` can play `track`.
-fn fits(media: &sdp::RemoteMedia, kind: MediaKind, track: &PublishedTrack) -> bool {
-    track.kind == kind && media.codecs.iter().any(|c| c.same_format(&track.codec))
+/// Whether the section `media` can play `track`.
+fn fits(media: &sdp::RemoteMedia, track: &PublishedTrack) -> bool {
+    media.kind.media() == Some(track.kind) && media.codecs.iter().any(|c| c.same_format(&track.codec))
 }
 
 impl Session<'_> {
@@ -61,7 +59,7 @@ impl Session<'_> {
             let (Some(kind), Some(&fallback)) = (media.kind.media(), sdp::forwardable(media, &policy).first()) else {
                 continue;
             };
-            let now = tracks.iter().find(|t| !taken.contains(&&t.track_id) && fits(media, kind, t));
+            let now = tracks.iter().find(|t| !taken.contains(&&t.track_id) && fits(media, t));
             taken.extend(now.map(|t| &t.track_id));
             let index = planned.len() as u32;
             let outgoing = sdp::OutgoingTrack {
@@ -77,9 +75,10 @@ impl Session<'_> {
             planned.push((media.mid.clone(), outgoing));
         }
         if planned.is_empty() {
-            return Err(ApiError::invalid(
-                "the offer receives no audio or video in a format the SFU forwards (Opus, VP8, VP9 profile 0, H.264)",
-            ));
+            return Err(ApiError::invalid(format!(
+                "the offer receives no audio or video in a format the SFU forwards ({})",
+                sdp::FORWARDED_FORMATS
+            )));
         }
         let worker = self.place_subscriber().await?;
         let (created, address) = self.create_transport(worker, None, &offer, "offer").await?;
@@ -96,8 +95,6 @@ impl Session<'_> {
             let (Some(agreed), Some(offered)) = (agreed, offer.media.iter().find(|m| &m.mid == mid)) else { continue };
             let codecs = std::iter::once(&agreed.codec).chain(&agreed.more_codecs).cloned().collect();
             subscription.slots.push(PlayerSlot {
-                mid: mid.clone(),
-                kind: offered.kind.media().unwrap_or(MediaKind::Video),
                 ssrc: outgoing.ssrc.0,
                 rtx_ssrc: outgoing.rtx_ssrc.map_or(0, |s| s.0),
                 media: sdp::RemoteMedia { codecs, ..offered.clone() },
@@ -115,6 +112,10 @@ impl Session<'_> {
     /// Frees the slots whose stream is no longer the room's and gives each empty one the
     /// first stream that fits it and that no other slot plays.
     pub(super) async fn fill_slots(&mut self) -> Result<(), ApiError> {
+        // A WHIP publisher's session hears of the room's tracks too, and has no slots.
+        if self.subscription.as_ref().is_none_or(|s| s.slots.is_empty()) {
+            return Ok(());
+        }
         let tracks = self.tracks_for_players();
         let Some(subscription) = self.subscription.as_mut() else { return Ok(()) };
         let (Some(transport), worker) = (subscription.transport(), subscription.worker()) else { return Ok(()) };
@@ -128,10 +129,10 @@ impl Session<'_> {
         let mut playing: Vec<&TrackId> = subscription.slots.iter().filter_map(|s| s.playing.as_ref()).collect();
         let mut starting = Vec::new();
         for (index, slot) in subscription.slots.iter().enumerate().filter(|(_, s)| s.playing.is_none()) {
-            let fitting = tracks.iter().find(|t| !playing.contains(&&t.track_id) && fits(&slot.media, slot.kind, t));
+            let fitting = tracks.iter().find(|t| !playing.contains(&&t.track_id) && fits(&slot.media, t));
             if let Some(track) = fitting {
                 playing.push(&track.track_id);
-                starting.push((index, slot.mid.clone(), (slot.ssrc, slot.rtx_ssrc), slot.media.clone(), track.clone()));
+                starting.push((index, (slot.ssrc, slot.rtx_ssrc), slot.media.clone(), track.clone()));
             }
         }
         // A stream that left the room with its producer alive (a separated merge) stops here;
@@ -139,10 +140,10 @@ impl Session<'_> {
         for ssrc in ended {
             let _ = self.state.request_worker(worker, Command::RemoveConsumer { transport, ssrc }).await;
         }
-        for (index, mid, ssrcs, media, track) in starting {
+        for (index, ssrcs, media, track) in starting {
             let Some(consumer) = self.add_consumer(worker, transport, &track, &media, ssrcs).await? else { continue };
             if let Some(subscription) = self.subscription.as_mut() {
-                subscription.receiving.insert(track.track_id.clone(), (mid, consumer, ssrcs.0));
+                subscription.receiving.insert(track.track_id.clone(), (media.mid, consumer, ssrcs.0));
                 if let Some(slot) = subscription.slots.get_mut(index) {
                     slot.playing = Some(track.track_id);
                 }

@@ -111,8 +111,8 @@ fn no_format_in_common(offer: &sdp::RemoteDescription) -> Result<(), ApiError> {
         sending.iter().flat_map(|m| &m.codecs).map(|c| format!("{}/{}", c.name, c.clock_rate)).collect();
     offered.dedup();
     Err(ApiError::invalid(format!(
-        "no format in common: the offer sends {}; the SFU forwards Opus, VP8, VP9 profile 0 and H.264 \
-         (packetization mode 0 or 1)",
-        if offered.is_empty() { "none".to_owned() } else { offered.join(", ") }
+        "no format in common: the offer sends {}; the SFU forwards {}",
+        if offered.is_empty() { "none".to_owned() } else { offered.join(", ") },
+        sdp::FORWARDED_FORMATS
     )))
 }
