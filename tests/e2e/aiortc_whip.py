@@ -9,7 +9,6 @@ aioice leaves 127.0.0.1 out of its host candidates; the tests run in a namespace
 loopback only, so the publisher hands aioice that address itself.
 """
 
-import argparse
 import asyncio
 import fractions
 import math
@@ -20,7 +19,7 @@ import urllib.parse
 import aioice.ice
 import av
 from aiortc import MediaStreamTrack, RTCConfiguration, RTCPeerConnection, RTCSessionDescription
-from whip_client import http, say
+from whip_client import http, publisher_arguments, say
 
 aioice.ice.get_host_addresses = lambda use_ipv4, use_ipv6: ["127.0.0.1"] if use_ipv4 else []
 
@@ -114,11 +113,7 @@ async def publish(url, token, seconds):
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--url", required=True, help="http://<client listener>/whip/<roomId>")
-    parser.add_argument("--token", required=True, help="a join token for the room")
-    parser.add_argument("--seconds", type=float, default=20, help="how long to stay on air")
-    args = parser.parse_args()
+    args = publisher_arguments(__doc__.splitlines()[0])
     sys.exit(asyncio.run(publish(args.url, args.token, args.seconds)))
 
 

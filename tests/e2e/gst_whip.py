@@ -6,7 +6,6 @@ own (VP8 98, Opus 100), offered once ICE gathering completed (WHIP without trick
 Prints one JSON object per line: {"step": "answered"|"connected"|"ended"|"refused"|
 "not-connected", ...}. On air for --seconds, then DELETE."""
 
-import argparse
 import sys
 import threading
 import urllib.parse
@@ -18,7 +17,7 @@ gi.require_version("GstSdp", "1.0")
 gi.require_version("GstWebRTC", "1.0")
 from gi.repository import GLib, Gst, GstSdp, GstWebRTC  # noqa: E402
 
-from whip_client import http, say  # noqa: E402
+from whip_client import http, publisher_arguments, say  # noqa: E402
 
 PIPELINE = (
     "webrtcbin name=send bundle-policy=max-bundle "
@@ -113,11 +112,7 @@ class Publisher:
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--url", required=True, help="http://<client listener>/whip/<roomId>")
-    parser.add_argument("--token", required=True, help="a join token for the room")
-    parser.add_argument("--seconds", type=float, default=20, help="how long to stay on air")
-    args = parser.parse_args()
+    args = publisher_arguments(__doc__.splitlines()[0])
     Gst.init(None)
     sys.exit(Publisher(args.url, args.token, args.seconds).run())
 

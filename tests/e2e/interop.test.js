@@ -74,6 +74,18 @@ async function whipPublisher(sc, script, server, room, peer, seconds) {
   ]);
 }
 
+/**
+ * A server whose media goes over the namespace's default route, a room with alice and bob in
+ * it, and Firefox playing it as bob, started before anything is published.
+ */
+async function playerBeforeAnyPublisher(t, sc) {
+  const mediaAddress = await defaultRoute(t);
+  const server = await sc.server(['--udp-listen', `${mediaAddress}:0`, '--announced-ip', mediaAddress]);
+  const room = await server.convo('alice', ['bob']);
+  const player = await firefoxPlayer(sc, server, room, 'bob');
+  return { server, room, player };
+}
+
 /** The player's last `stats` line. */
 function latestStats(player) {
   const stats = player.lines.filter((l) => l.startsWith('{"step":"stats"'));
@@ -82,10 +94,7 @@ function latestStats(player) {
 
 test('Firefox plays over WHEP, from before the publisher and through its return', TIMEOUT, (t) =>
   scenario(t, async (sc) => {
-    const mediaAddress = await defaultRoute(t);
-    const server = await sc.server(['--udp-listen', `${mediaAddress}:0`, '--announced-ip', mediaAddress]);
-    const room = await server.convo('alice', ['bob']);
-    const player = await firefoxPlayer(sc, server, room, 'bob');
+    const { server, room, player } = await playerBeforeAnyPublisher(t, sc);
     const answered = await player.next('answered', 60_000);
     t.diagnostic(`offer ${answered.offer.join(' | ')}; answer ${answered.answer.join(' | ')}`);
     assert.match(answered.answer.find((l) => l.startsWith('m=video')), /SAVPF 120\b/, 'VP8 under Firefox\'s number first');
@@ -109,10 +118,7 @@ test('Firefox plays over WHEP, from before the publisher and through its return'
 
 test('Firefox plays over WHEP what GStreamer webrtcbin publishes over WHIP', TIMEOUT, (t) =>
   scenario(t, async (sc) => {
-    const mediaAddress = await defaultRoute(t);
-    const server = await sc.server(['--udp-listen', `${mediaAddress}:0`, '--announced-ip', mediaAddress]);
-    const room = await server.convo('alice', ['bob']);
-    const player = await firefoxPlayer(sc, server, room, 'bob');
+    const { server, room, player } = await playerBeforeAnyPublisher(t, sc);
     await player.next('answered', 60_000);
     const publisher = await whipPublisher(sc, './gst_whip.py', server, room, 'alice', 30);
     await publisher.next('connected', 30_000);

@@ -1,6 +1,8 @@
 """What the test clients in Python share: their report (one JSON object per line on stdout,
-which the harness's `tool` reads) and the plain HTTP exchanges of WHIP (RFC 9725)."""
+which the harness's `tool` reads), the plain HTTP exchanges of WHIP (RFC 9725), and a WHIP
+publisher's command line."""
 
+import argparse
 import json
 import urllib.error
 import urllib.request
@@ -21,3 +23,12 @@ def http(method, url, token=None, body=None):
             return response.status, dict(response.headers), response.read().decode()
     except urllib.error.HTTPError as error:
         return error.code, dict(error.headers), error.read().decode()
+
+
+def publisher_arguments(description):
+    """A WHIP publisher's command line: --url, --token, --seconds."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--url", required=True, help="http://<client listener>/whip/<roomId>")
+    parser.add_argument("--token", required=True, help="a join token for the room")
+    parser.add_argument("--seconds", type=float, default=20, help="how long to stay on air")
+    return parser.parse_args()
