@@ -1,0 +1,16 @@
+//! The recorder: what turns a room's live streams into one MP4, and what checks media files.
+//!
+//! - [`capture`]: receives the plaintext RTP and RTCP a worker sends to a recording's
+//!   loopback socket and writes each stream append-only, with arrival times, sender-report
+//!   timing and an event log, so that a crash at any moment leaves files that still process.
+//! - [`compose`]: after the capture ends, depacketizes each stream, aligns the streams on one
+//!   timeline and runs one ffmpeg job that lays them out, turns phone video upright, mixes the
+//!   audio and writes an H.264 + AAC MP4.
+//! - [`probe`]: what ffprobe says a file holds (streams, duration), to refuse what is not media.
+//!
+//! ffmpeg is the codec library: no codec is written here.
+#![forbid(unsafe_code)]
+
+pub mod capture;
+pub mod compose;
+pub mod probe;
