@@ -14,3 +14,16 @@
 pub mod capture;
 pub mod compose;
 pub mod probe;
+
+use std::path::PathBuf;
+
+pub use self::probe::Tools;
+
+/// What can go wrong while capturing, composing or probing.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{tool} is not usable: {reason}")]
+    ToolMissing { tool: &'static str, reason: String },
+    #[error("{}: {source}", path.display())]
+    Io { path: PathBuf, source: std::io::Error },
+}
