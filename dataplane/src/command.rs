@@ -54,6 +54,12 @@ pub enum Command {
         remote_ice: IceCredentials,
         remote_fingerprint: CertificateFingerprint,
     },
+    /// Open a plain transport to and from a helper of this machine at `remote` (a recorder,
+    /// a player): plaintext RTP and RTCP, no ICE or DTLS, until it is closed. Replies
+    /// [`Reply::PlainTransportCreated`].
+    CreatePlainTransport {
+        remote: SocketAddr,
+    },
     CloseTransport {
         transport: TransportId,
     },
@@ -128,6 +134,11 @@ pub enum Reply {
     /// The transport and where clients send to it.
     TransportCreated {
         created: TransportCreated,
+        address: SocketAddr,
+    },
+    /// The plain transport, and the worker's address it sends from and receives on.
+    PlainTransportCreated {
+        transport: TransportId,
         address: SocketAddr,
     },
     Done,

@@ -72,6 +72,9 @@ pub struct Net {
     /// Handshake datagrams the engine handles per [`Net::deliver`], as a worker's clock
     /// would allow per turn (unbounded by default); the rest wait for the next call.
     pub handshakes_per_turn: usize,
+    /// Datagrams the server sent to addresses no client has: what the helpers at the far end
+    /// of plain transports receive.
+    pub elsewhere: Vec<(SocketAddr, Vec<u8>)>,
 }
 
 impl std::fmt::Debug for Net {
@@ -98,6 +101,7 @@ impl Net {
             lose: Box::new(|_, _| false),
             server_sent: (0, 0),
             handshakes_per_turn: usize::MAX,
+            elsewhere: Vec::new(),
         }
     }
 
@@ -179,7 +183,10 @@ impl Net {
             if (self.lose)(to, &bytes) {
                 continue;
             }
-            let Some(client) = self.clients.iter_mut().find(|c| c.addr == to) else { continue };
+            let Some(client) = self.clients.iter_mut().find(|c| c.addr == to) else {
+                self.elsewhere.push((to, bytes));
+                continue;
+            };
             let addr = client.addr;
             let flight = &mut self.in_flight;
             match client.peer.handle_datagram(self.now, SERVER, &mut bytes, &mut |out| {

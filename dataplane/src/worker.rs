@@ -599,6 +599,12 @@ fn apply(engine: &mut Engine, now: Instant, address: Option<SocketAddr>, command
                 (Err(e), _) => refused(e),
             }
         }
+        Command::CreatePlainTransport { remote } => match address {
+            Some(address) => engine
+                .create_plain_transport(remote)
+                .map_or_else(refused, |transport| Reply::PlainTransportCreated { transport, address }),
+            None => Reply::Refused(crate::engine::EngineError::NoSocket),
+        },
         Command::CloseTransport { transport } => {
             engine.close_transport(transport).map_or_else(refused, |()| Reply::Done)
         }

@@ -532,3 +532,93 @@ fn random_datagrams_never_panic_and_are_all_counted() {
     net.deliver();
     assert_eq!((net.clients[1].inbox.len(), net.clients[2].inbox.len()), (1, 1), "and still forward");
 }
+
+/// Where the recorder of the plain-transport tests listens.
+const HELPER: std::net::SocketAddr =
+    std::net::SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 45000);
+
+/// What the helper at HELPER received, parsed as RTP, as (ssrc, sequence number, payload).
+fn plain_rtp(net: &Net) -> Vec<(u32, u16, Vec<u8>)> {
+    net.elsewhere
+        .iter()
+        .filter(|(to, bytes)| *to == HELPER && classify(bytes) == Datagram::Rtp)
+        .map(|(_, bytes)| {
+            let packet = RtpPacket::new_checked(&bytes[..]).expect("plaintext RTP");
+            (packet.ssrc(), packet.sequence_number(), packet.payload().to_vec())
+        })
+        .collect()
+}
+
+#[test]
+fn a_plain_transport_gets_plaintext_copies_and_its_keyframe_requests_reach_the_publisher() {
+    let (mut net, producer) = publishing_net(2, MediaKind::Video);
+    let plain = net.engine.create_plain_transport(HELPER).unwrap();
+    assert_eq!(net.engine.create_plain_transport(HELPER), Err(EngineError::AddressInUse));
+    net.engine.add_consumer(producer, plain, 0x5000).unwrap();
+    net.engine.add_consumer(producer, net.clients[1].transport, 0x2001).unwrap();
+    net.deliver();
+    assert_eq!(plis_to_publisher(&net), 1, "the recording consumer asked for a keyframe like any other");
+    for seq in 500..520u16 {
+        net.send_rtp(0, PUBLISHER_SSRC, seq, u32::from(seq) * 3000, &payload(seq));
+    }
+    net.deliver();
+    let received = plain_rtp(&net);
+    assert_eq!(received.len(), 20, "every packet, unencrypted");
+    for (i, (ssrc, seq, bytes)) in received.iter().enumerate() {
+        assert_eq!(*ssrc, 0x5000);
+        assert_eq!(*seq, received[0].1.wrapping_add(i as u16), "continuous numbering");
+        assert_eq!(bytes, &payload(500 + i as u16), "the payload as published");
+    }
+    assert_eq!(net.clients[1].inbox.len(), 20, "the browser subscriber still gets its SRTP copy");
+
+    // The helper's PLI, in plaintext from its address, is a keyframe request for the stream.
+    net.advance(Duration::from_secs(1));
+    let mut rtcp = [0u8; 64];
+    let len = write_pli(&mut rtcp, 0x1234, 0x5000).unwrap();
+    net.send_raw(HELPER, rtcp[..len].to_vec());
+    net.deliver();
+    assert_eq!(plis_to_publisher(&net), 2);
+
+    // A helper speaks no ICE or DTLS: such datagrams from its address are dropped, counted.
+    let before = net.engine.counters().drops_of(DropReason::Malformed);
+    net.send_raw(HELPER, vec![0, 1, 0, 0, 0x21, 0x12, 0xa4, 0x42, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
+    net.deliver();
+    assert_eq!(net.engine.counters().drops_of(DropReason::Malformed), before + 1);
+
+    // It lives without consent checks until it is closed, and then nothing more goes there.
+    net.advance(Duration::from_secs(60));
+    net.deliver();
+    assert!(
+        !net.engine
+            .drain_events()
+            .any(|e| matches!(e, EngineEvent::TransportClosed { transport, .. } if transport == plain))
+    );
+    net.engine.close_transport(plain).unwrap();
+    net.elsewhere.clear();
+    net.send_rtp(0, PUBLISHER_SSRC, 520, 520 * 3000, &payload(520));
+    net.deliver();
+    assert!(plain_rtp(&net).is_empty());
+    assert!(net.engine.create_plain_transport(HELPER).is_ok(), "its address is free again");
+}
+
+#[test]
+fn a_plain_transport_can_publish_a_stream_that_browsers_receive() {
+    let mut net = Net::new(EngineConfig::default());
+    net.add_clients(1);
+    assert_eq!(net.connect_all(), 1);
+    let player = net.engine.create_plain_transport(HELPER).unwrap();
+    let spec = ProducerSpec { transport: player, ssrc: 0x7000, kind: MediaKind::Video, clock_rate: 90_000 };
+    let producer = net.engine.add_producer(spec).unwrap();
+    net.engine.add_consumer(producer, net.clients[0].transport, 0x2000).unwrap();
+    let mut buf = vec![0u8; SLOT_SIZE];
+    for seq in 0..5u16 {
+        let header = RtpHeader::new(96, seq, u32::from(seq) * 3000, 0x7000).write(&mut buf).unwrap();
+        buf[header..header + 4].copy_from_slice(b"vp8!");
+        net.send_raw(HELPER, buf[..header + 4].to_vec());
+    }
+    net.deliver();
+    let received: Vec<_> =
+        net.clients[0].inbox.iter().filter(|(kind, _)| matches!(kind, Received::Rtp { .. })).collect();
+    assert_eq!(received.len(), 5, "decrypted by the subscriber: protected for it by the engine");
+    assert_eq!(RtpPacket::new_checked(&received[0].1[..]).unwrap().payload(), b"vp8!");
+}

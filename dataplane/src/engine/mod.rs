@@ -13,6 +13,9 @@
 //! - **Media only over a validated, keyed transport.** A datagram other than STUN is
 //!   accepted only from an address an ICE check validated; RTP/RTCP only after DTLS
 //!   yielded keys, which it does only once the peer's certificate matched its fingerprint.
+//!   The one exception is a *plain* transport ([`Engine::create_plain_transport`]): the
+//!   control plane names the fixed loopback address of a helper it started itself (a
+//!   recorder, a player), and media to and from there is plaintext, without ICE or DTLS.
 //! - **No allocation per packet.** Forwarding writes each consumer's copy straight into a
 //!   send-queue slot and protects it there; RTCP the engine originates is built in slots
 //!   too. Transports, producers and consumers allocate when they are created.
@@ -46,7 +49,7 @@ use std::time::{Duration, Instant};
 
 use slab::Slab;
 
-use self::transport::Transport;
+use self::transport::{Link, Transport};
 use crate::dtls::{CertificateFingerprint, DtlsError, DtlsIdentity, DtlsOutput, MIN_OUTPUT_BUFFER_LEN};
 use crate::ice::{IceCredentials, IceError, StunOutcome, local_ufrag_of};
 use crate::io::SLOT_SIZE;
@@ -115,6 +118,8 @@ pub enum EngineError {
     NoSocket,
     #[error("another transport of this worker answers to that ICE ufrag")]
     UfragInUse,
+    #[error("another transport of this worker owns that address")]
+    AddressInUse,
     #[error("cannot generate ICE credentials: {0}")]
     Ice(IceError),
     #[error("no relay link to that worker (it is this one, or no such worker runs)")]
@@ -364,6 +369,26 @@ impl Engine {
         Ok(TransportCreated { transport: id, local_ice, fingerprint: self.identity.fingerprint() })
     }
 
+    /// A plain transport to and from the local helper at `remote` (a recorder, a player):
+    /// usable at once, plaintext both ways, ended only by [`Engine::close_transport`].
+    /// Refused when another transport owns that address.
+    pub fn create_plain_transport(&mut self, remote: SocketAddr) -> Result<TransportId, EngineError> {
+        if self.transports.len() >= self.config.max_transports.min(MAX_TRANSPORT_SLOTS) {
+            return Err(EngineError::TooManyTransports);
+        }
+        if self.by_addr.contains_key(&remote) {
+            return Err(EngineError::AddressInUse);
+        }
+        let entry = self.transports.vacant_entry();
+        let slot = u32::try_from(entry.key()).map_err(|_| EngineError::TooManyTransports)?;
+        self.generation = self.generation.wrapping_add(1);
+        let id = TransportId((self.generation << TRANSPORT_SLOT_BITS) | slot);
+        entry.insert(Transport::plain(id, remote));
+        self.by_addr.insert(remote, id);
+        self.counters.transports = self.transports.len() as u64;
+        Ok(id)
+    }
+
     /// Ends a transport at the control plane's request.
     pub fn close_transport(&mut self, id: TransportId) -> Result<(), EngineError> {
         if lookup(&mut self.transports, id).is_none() {
@@ -445,7 +470,12 @@ impl Engine {
     pub fn poll_timeout(&self) -> Option<Instant> {
         // A waiting backlog is due now: its oldest arrival time is already past.
         let backlog = self.handshake_backlog.front().map(|(_, arrived, _)| *arrived);
-        self.transports.iter().map(|(_, t)| t.poll_timeout()).chain(backlog).chain(self.next_receiver_reports).min()
+        self.transports
+            .iter()
+            .filter_map(|(_, t)| t.poll_timeout())
+            .chain(backlog)
+            .chain(self.next_receiver_reports)
+            .min()
     }
 
     /// Runs due DTLS timers, closes transports whose consent expired or that did not connect
@@ -466,8 +496,9 @@ impl Engine {
                 ended.push((id, reason));
                 continue;
             }
-            if transport.dtls.poll_timeout().is_some_and(|due| due <= now) {
-                transport.dtls.handle_timeout(now);
+            let Link::Webrtc { dtls, .. } = &mut transport.link else { continue };
+            if dtls.poll_timeout().is_some_and(|due| due <= now) {
+                dtls.handle_timeout(now);
                 if let Some(reason) =
                     drain_dtls(id, transport, &mut self.dtls_out, out, (&mut self.events, &mut self.counters))
                 {
@@ -485,7 +516,9 @@ impl Engine {
             return;
         }
         let transport = self.transports.remove(slot_key(id));
-        self.by_ufrag.remove(transport.ice.local_ufrag());
+        if let Link::Webrtc { ice, .. } = &transport.link {
+            self.by_ufrag.remove(ice.local_ufrag());
+        }
         for addr in &transport.addresses {
             self.by_addr.remove(addr);
         }
@@ -516,8 +549,13 @@ impl Engine {
             return;
         };
         let Some(transport) = lookup(&mut self.transports, id) else { return };
+        let Link::Webrtc { ice, .. } = &mut transport.link else {
+            // A plain transport's helper speaks no ICE.
+            self.counters.drop(DropReason::Malformed);
+            return;
+        };
         let response = out.slot();
-        match transport.ice.handle_stun(datagram, from, now, response) {
+        match ice.handle_stun(datagram, from, now, response) {
             Ok(StunOutcome::CheckAccepted { response_len, .. }) => {
                 send(out, &mut self.counters, from, response_len);
                 if !transport.addresses.contains(&from) {
@@ -564,8 +602,12 @@ impl Engine {
         // The transport may have gone while the datagram waited in the backlog.
         let Some(&id) = self.by_addr.get(&from) else { return };
         let Some(transport) = lookup(&mut self.transports, id) else { return };
-        transport.last_dtls_source = Some(from);
-        if let Err(e) = transport.dtls.handle_packet(now, datagram) {
+        let Link::Webrtc { dtls, last_dtls_source, .. } = &mut transport.link else {
+            self.counters.drop(DropReason::Dtls);
+            return;
+        };
+        *last_dtls_source = Some(from);
+        if let Err(e) = dtls.handle_packet(now, datagram) {
             self.counters.drop(DropReason::Dtls);
             if !e.is_fatal() {
                 return;
@@ -587,11 +629,15 @@ impl Engine {
     ) -> Option<(TransportId, usize)> {
         let id = self.validated(from)?;
         let transport = lookup(&mut self.transports, id)?;
-        let Some(srtp) = transport.srtp.as_mut() else {
-            self.counters.drop(DropReason::NotConnected);
-            return None;
+        let result = match &mut transport.link {
+            Link::Webrtc { srtp: Some(srtp), .. } => unprotect(srtp, datagram),
+            Link::Webrtc { srtp: None, .. } => {
+                self.counters.drop(DropReason::NotConnected);
+                return None;
+            }
+            Link::Plain { .. } => Ok(datagram.len()),
         };
-        match unprotect(srtp, datagram) {
+        match result {
             Ok(len) => Some((id, len)),
             Err(e) => {
                 self.counters.drop(srtp_drop_reason(e));
@@ -736,7 +782,9 @@ fn send_rtx(
         return;
     }
     let Some(destination) = subscriber.destination() else { return };
-    let Some(srtp) = subscriber.srtp.as_mut() else { return };
+    if !subscriber.is_keyed() {
+        return;
+    }
     let slot = out.slot();
     slot[..header_len].copy_from_slice(&plaintext[..header_len]);
     // The padding bit: RTX carries no padding.
@@ -751,8 +799,9 @@ fn send_rtx(
     header.set_sequence_number(rtx_sequence_number);
     header.set_timestamp(rewritten.timestamp);
     header.remap_extensions(rewritten.format.extensions());
-    let protected = srtp.protect_rtp(slot, len);
-    commit_protected(out, destination, protected, counters);
+    if let Some(protected) = subscriber.protect_rtp(slot, len) {
+        commit_protected(out, destination, protected, counters);
+    }
 }
 
 /// Copies `plaintext` into a slot with the consumer's header fields, protects it with the
@@ -765,7 +814,9 @@ fn send_rtp(
     counters: &mut WorkerCounters,
 ) {
     let Some(destination) = subscriber.destination() else { return };
-    let Some(srtp) = subscriber.srtp.as_mut() else { return };
+    if !subscriber.is_keyed() {
+        return;
+    }
     if plaintext.len() + MAX_SRTP_OVERHEAD > SLOT_SIZE {
         counters.drop(DropReason::Malformed);
         return;
@@ -781,8 +832,9 @@ fn send_rtp(
     header.set_sequence_number(rewritten.sequence_number);
     header.set_timestamp(rewritten.timestamp);
     header.remap_extensions(rewritten.format.extensions());
-    let protected = srtp.protect_rtp(slot, plaintext.len());
-    commit_protected(out, destination, protected, counters);
+    if let Some(protected) = subscriber.protect_rtp(slot, plaintext.len()) {
+        commit_protected(out, destination, protected, counters);
+    }
 }
 
 /// Writes an RTCP packet with `write` into a slot, protects it with the client's keys and
@@ -794,11 +846,14 @@ fn send_rtcp(
     write: impl FnOnce(&mut [u8]) -> Result<usize, WireError>,
 ) {
     let Some(destination) = client.destination() else { return };
-    let Some(srtp) = client.srtp.as_mut() else { return };
+    if !client.is_keyed() {
+        return;
+    }
     let slot = out.slot();
     let Ok(len) = write(&mut slot[..SLOT_SIZE - MAX_SRTCP_OVERHEAD]) else { return };
-    let protected = srtp.protect_rtcp(slot, len);
-    commit_protected(out, destination, protected, counters);
+    if let Some(protected) = client.protect_rtcp(slot, len) {
+        commit_protected(out, destination, protected, counters);
+    }
 }
 
 /// Queues what DTLS has to send and takes its keys; the close reason when it ended.
@@ -809,10 +864,12 @@ fn drain_dtls(
     out: &mut impl Outbox,
     (events, counters): (&mut Vec<EngineEvent>, &mut WorkerCounters),
 ) -> Option<CloseReason> {
+    let destination = transport.destination();
+    let Link::Webrtc { dtls, srtp, last_dtls_source, .. } = &mut transport.link else { return None };
     loop {
-        match transport.dtls.poll_output(buf)? {
+        match dtls.poll_output(buf)? {
             DtlsOutput::Transmit(bytes) => {
-                if let Some(destination) = transport.last_dtls_source.or_else(|| transport.destination()) {
+                if let Some(destination) = last_dtls_source.or(destination) {
                     let slot = out.slot();
                     let len = bytes.len().min(slot.len());
                     slot[..len].copy_from_slice(&bytes[..len]);
@@ -821,7 +878,7 @@ fn drain_dtls(
             }
             DtlsOutput::Connected { keys, .. } => match SrtpSession::new(&keys) {
                 Ok(session) => {
-                    transport.srtp = Some(session);
+                    *srtp = Some(session);
                     transport.connect_deadline = None;
                     events.push(EngineEvent::TransportConnected(id));
                 }

@@ -1,5 +1,6 @@
 //! One client connection inside an engine: its ICE-lite agent, its DTLS association and,
-//! once DTLS has keyed it, its SRTP session; plus the addresses ICE validated for it.
+//! once DTLS has keyed it, its SRTP session; plus the addresses ICE validated for it. Or a
+//! plain transport: a local helper's fixed address, plaintext both ways.
 #![forbid(unsafe_code)]
 
 use std::net::SocketAddr;
@@ -9,7 +10,7 @@ use super::{CloseReason, MAX_TRANSPORT_ADDRESSES};
 use crate::dtls::{CertificateFingerprint, DtlsIdentity, DtlsTransport};
 use crate::ice::{IceCredentials, IceLiteAgent};
 use crate::router::TransportId;
-use crate::srtp::SrtpSession;
+use crate::srtp::{SrtpError, SrtpSession};
 
 #[derive(Debug)]
 pub(super) struct Transport {
@@ -17,20 +18,36 @@ pub(super) struct Transport {
     pub(super) id: TransportId,
     /// Until it connects: when it is removed if it has not.
     pub(super) connect_deadline: Option<Instant>,
-    pub(super) ice: IceLiteAgent,
-    pub(super) dtls: DtlsTransport,
-    /// Present once DTLS finished and the peer's certificate matched its fingerprint.
-    pub(super) srtp: Option<SrtpSession>,
-    /// Every address an ICE check validated (at most [`MAX_TRANSPORT_ADDRESSES`]), so closing
-    /// the transport frees them all.
+    pub(super) link: Link,
+    /// Every address an ICE check validated (at most [`MAX_TRANSPORT_ADDRESSES`]), or a plain
+    /// transport's one fixed address, so closing the transport frees them all.
     pub(super) addresses: Vec<SocketAddr>,
-    /// Where the peer's last DTLS record came from: its flights are answered there even
-    /// before a candidate is nominated.
-    pub(super) last_dtls_source: Option<SocketAddr>,
     /// The most this client may send, in bits per second, told to it by REMB.
     pub(super) bitrate_cap: Option<u32>,
     /// The SSRCs of the video it publishes, which its REMB names.
     pub(super) video_ssrcs: Vec<u32>,
+}
+
+/// How the peer reaches the transport and how its media is keyed.
+// Browsers' transports are nearly all of them and are on the forwarding path: their state
+// stays inline rather than behind a box for the few plain ones.
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug)]
+pub(super) enum Link {
+    /// A browser or app: ICE-lite checks validate its addresses, then DTLS keys SRTP.
+    Webrtc {
+        ice: IceLiteAgent,
+        dtls: DtlsTransport,
+        /// Present once DTLS finished and the peer's certificate matched its fingerprint.
+        srtp: Option<SrtpSession>,
+        /// Where the peer's last DTLS record came from: its flights are answered there even
+        /// before a candidate is nominated.
+        last_dtls_source: Option<SocketAddr>,
+    },
+    /// A helper process or thread of this machine at a fixed loopback address (a recorder, a
+    /// player): plaintext RTP and RTCP, no ICE or DTLS. The control plane made it and knows
+    /// the address, and only it ends it: it has no connect or consent timeout.
+    Plain { remote: SocketAddr },
 }
 
 impl Transport {
@@ -46,34 +63,79 @@ impl Transport {
         Self {
             id,
             connect_deadline: Some(connect_deadline),
-            ice: IceLiteAgent::new(local_ice, remote_ice, now),
-            dtls: DtlsTransport::new_server(identity, remote_fingerprint, now),
-            srtp: None,
+            link: Link::Webrtc {
+                ice: IceLiteAgent::new(local_ice, remote_ice, now),
+                dtls: DtlsTransport::new_server(identity, remote_fingerprint, now),
+                srtp: None,
+                last_dtls_source: None,
+            },
             addresses: Vec::new(),
-            last_dtls_source: None,
             bitrate_cap: None,
             video_ssrcs: Vec::new(),
         }
     }
 
-    /// Where media for this client goes: the nominated address, else the first validated.
+    /// A plain transport to and from `remote`, usable at once.
+    pub(super) fn plain(id: TransportId, remote: SocketAddr) -> Self {
+        Self {
+            id,
+            connect_deadline: None,
+            link: Link::Plain { remote },
+            addresses: vec![remote],
+            bitrate_cap: None,
+            video_ssrcs: Vec::new(),
+        }
+    }
+
+    /// Where media for this client goes: the nominated address, else the first validated;
+    /// a plain transport's fixed address.
     pub(super) fn destination(&self) -> Option<SocketAddr> {
-        self.ice.selected().or_else(|| self.addresses.first().copied())
+        match &self.link {
+            Link::Webrtc { ice, .. } => ice.selected().or_else(|| self.addresses.first().copied()),
+            Link::Plain { remote } => Some(*remote),
+        }
+    }
+
+    /// Whether media may flow: SRTP is keyed, or the transport is plain.
+    pub(super) fn is_keyed(&self) -> bool {
+        match &self.link {
+            Link::Webrtc { srtp, .. } => srtp.is_some(),
+            Link::Plain { .. } => true,
+        }
+    }
+
+    /// Protects the RTP packet in `buf[..len]` for the peer: its length then, `None` before
+    /// the transport is keyed. A plain transport sends it as it is.
+    pub(super) fn protect_rtp(&mut self, buf: &mut [u8], len: usize) -> Option<Result<usize, SrtpError>> {
+        match &mut self.link {
+            Link::Webrtc { srtp, .. } => srtp.as_mut().map(|srtp| srtp.protect_rtp(buf, len)),
+            Link::Plain { .. } => Some(Ok(len)),
+        }
+    }
+
+    /// [`Transport::protect_rtp`] for an RTCP packet.
+    pub(super) fn protect_rtcp(&mut self, buf: &mut [u8], len: usize) -> Option<Result<usize, SrtpError>> {
+        match &mut self.link {
+            Link::Webrtc { srtp, .. } => srtp.as_mut().map(|srtp| srtp.protect_rtcp(buf, len)),
+            Link::Plain { .. } => Some(Ok(len)),
+        }
     }
 
     /// The earliest deadline of this transport: DTLS retransmission, connect timeout or
-    /// consent expiry.
-    pub(super) fn poll_timeout(&self) -> Instant {
-        let mut due = self.ice.poll_timeout();
-        for deadline in [self.dtls.poll_timeout(), self.connect_deadline].into_iter().flatten() {
+    /// consent expiry; none for a plain transport.
+    pub(super) fn poll_timeout(&self) -> Option<Instant> {
+        let Link::Webrtc { ice, dtls, .. } = &self.link else { return None };
+        let mut due = ice.poll_timeout();
+        for deadline in [dtls.poll_timeout(), self.connect_deadline].into_iter().flatten() {
             due = due.min(deadline);
         }
-        due
+        Some(due)
     }
 
     /// Why the transport ends at `now`, if its consent expired or it did not connect in time.
     pub(super) fn timed_out(&self, now: Instant) -> Option<CloseReason> {
-        if self.ice.is_expired(now) {
+        let Link::Webrtc { ice, .. } = &self.link else { return None };
+        if ice.is_expired(now) {
             return Some(CloseReason::ConsentExpired);
         }
         match self.connect_deadline {
@@ -88,7 +150,10 @@ impl Transport {
     pub(super) fn add_address(&mut self, address: SocketAddr) -> Option<SocketAddr> {
         let mut evicted = None;
         if self.addresses.len() >= MAX_TRANSPORT_ADDRESSES {
-            let selected = self.ice.selected();
+            let selected = match &self.link {
+                Link::Webrtc { ice, .. } => ice.selected(),
+                Link::Plain { remote } => Some(*remote),
+            };
             let oldest = self.addresses.iter().position(|a| Some(*a) != selected).unwrap_or(0);
             evicted = Some(self.addresses.remove(oldest));
         }
