@@ -159,6 +159,10 @@ pub const AUDIO_LEVEL_URI: &str = "urn:ietf:params:rtp-hdrext:ssrc-audio-level";
 pub const RTP_STREAM_ID_URI: &str = "urn:ietf:params:rtp-hdrext:sdes:rtp-stream-id";
 pub const REPAIRED_RTP_STREAM_ID_URI: &str = "urn:ietf:params:rtp-hdrext:sdes:repaired-rtp-stream-id";
 pub const TRANSPORT_CC_URI: &str = "http://www.ietf.org/id/draft-holmer-rmcat-transport-wide-cc-extensions-01";
+/// Coordination of video orientation (3GPP TS 26.114): a phone sends its frames as the
+/// camera took them and tags each with how to turn it upright, instead of rotating them
+/// itself; recordings need the tag to turn the video upright.
+pub const VIDEO_ORIENTATION_URI: &str = "urn:3gpp:video-orientation";
 
 /// The highest id a one-byte header extension can carry (RFC 8285 §4.2). We never negotiate
 /// `extmap-allow-mixed`, so the dataplane only ever meets one-byte headers.
@@ -174,11 +178,12 @@ pub struct HeaderExtensions {
     pub rtp_stream_id: Option<u8>,
     pub repaired_rtp_stream_id: Option<u8>,
     pub transport_cc: Option<u8>,
+    pub video_orientation: Option<u8>,
 }
 
 impl HeaderExtensions {
     /// Each extension's id with its URI.
-    pub(crate) fn entries(&self) -> [(Option<u8>, &'static str); 6] {
+    pub(crate) fn entries(&self) -> [(Option<u8>, &'static str); 7] {
         [
             (self.mid, MID_URI),
             (self.abs_send_time, ABS_SEND_TIME_URI),
@@ -186,6 +191,7 @@ impl HeaderExtensions {
             (self.rtp_stream_id, RTP_STREAM_ID_URI),
             (self.repaired_rtp_stream_id, REPAIRED_RTP_STREAM_ID_URI),
             (self.transport_cc, TRANSPORT_CC_URI),
+            (self.video_orientation, VIDEO_ORIENTATION_URI),
         ]
     }
 
@@ -198,6 +204,7 @@ impl HeaderExtensions {
             RTP_STREAM_ID_URI => &mut self.rtp_stream_id,
             REPAIRED_RTP_STREAM_ID_URI => &mut self.repaired_rtp_stream_id,
             TRANSPORT_CC_URI if transport_cc => &mut self.transport_cc,
+            VIDEO_ORIENTATION_URI => &mut self.video_orientation,
             _ => return None,
         })
     }

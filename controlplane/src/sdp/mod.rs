@@ -64,7 +64,7 @@ pub use answer::{
 };
 pub use codec::{
     ABS_SEND_TIME_URI, AUDIO_LEVEL_URI, Codec, CodecPolicy, HeaderExtensions, MID_URI, REPAIRED_RTP_STREAM_ID_URI,
-    RTP_STREAM_ID_URI, TRANSPORT_CC_URI, VideoCodec,
+    RTP_STREAM_ID_URI, TRANSPORT_CC_URI, VIDEO_ORIENTATION_URI, VideoCodec,
 };
 pub use error::SdpError;
 pub use ids::{Direction, Mid, PayloadType, SectionKind, Ssrc};

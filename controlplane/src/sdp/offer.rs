@@ -99,6 +99,7 @@ pub fn subscriber_extensions(kind: SectionKind, policy: &CodecPolicy) -> HeaderE
         abs_send_time: Some(2),
         audio_level: (kind == SectionKind::Audio).then_some(3),
         transport_cc: policy.transport_cc.then_some(4),
+        video_orientation: (kind == SectionKind::Video).then_some(5),
         // One layer is forwarded per subscriber, so rids are never offered.
         rtp_stream_id: None,
         repaired_rtp_stream_id: None,

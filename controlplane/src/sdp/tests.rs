@@ -307,7 +307,7 @@ fn chrome_publish_answer_takes_opus_and_vp8_and_rejects_the_data_channel() {
             _ => None,
         })
         .collect();
-    assert_eq!(video_extmaps, [2, 4, 10, 11]);
+    assert_eq!(video_extmaps, [2, 13, 4, 10, 11], "video orientation (13) kept, so phones tag rotation");
 
     let negotiated = answer.negotiated.section(&Mid::from("1")).expect("video negotiated");
     assert_eq!(negotiated.kind, SectionKind::Video);
@@ -330,6 +330,7 @@ fn chrome_publish_answer_takes_opus_and_vp8_and_rejects_the_data_channel() {
             abs_send_time: Some(2),
             rtp_stream_id: Some(10),
             repaired_rtp_stream_id: Some(11),
+            video_orientation: Some(13),
             ..HeaderExtensions::default()
         }
     );

@@ -410,6 +410,7 @@ fn extension_map(publisher: &sdp::HeaderExtensions, answer: &sdp::RemoteMedia) -
         (publisher.abs_send_time, sdp::ABS_SEND_TIME_URI),
         (publisher.audio_level, sdp::AUDIO_LEVEL_URI),
         (publisher.transport_cc, sdp::TRANSPORT_CC_URI),
+        (publisher.video_orientation, sdp::VIDEO_ORIENTATION_URI),
     ] {
         if let (Some(from), Some(to)) = (from, subscriber_id(uri)) {
             // Ids outside the one-byte range are not forwarded: blanked like the rest.
