@@ -26,4 +26,19 @@ pub enum Error {
     ToolMissing { tool: &'static str, reason: String },
     #[error("{}: {source}", path.display())]
     Io { path: PathBuf, source: std::io::Error },
+    /// The capture thread stopped writing; the reason is the first write error.
+    #[error("capture failed: {0}")]
+    Capture(String),
+    /// A capture folder that is not one (no or unreadable meta, foreign stream files).
+    #[error("{}: not a capture: {reason}", path.display())]
+    NotACapture { path: PathBuf, reason: String },
+    /// Nothing in the capture can be shown or heard.
+    #[error("nothing to compose: no video stream had a key frame and no audio packet was recorded")]
+    NoMedia,
+    /// ffmpeg ended with an error; `stderr` is its last lines.
+    #[error("ffmpeg failed ({status}): {stderr}")]
+    Ffmpeg { status: String, stderr: String },
+    /// ffmpeg succeeded but ffprobe does not see what the output must hold.
+    #[error("composed file rejected: {0}")]
+    BadOutput(String),
 }
