@@ -1,7 +1,8 @@
 //! Nanoseconds per packet of the forwarding path's stages: first-byte demux, SRTP
 //! unprotect and protect of a 1,100-byte video packet per profile, and the whole engine
 //! step of one published packet fanned out to N subscribers (unprotect once, then rewrite,
-//! protect and queue N times).
+//! protect and queue N times); and what one more copy costs on top of ten: a subscriber's
+//! (rewrite, protect) against a recording's (rewrite, sent in plaintext to the capture).
 //!
 //! `cargo bench --bench dataplane`; numbers and machine in benches/README.md.
 
@@ -86,8 +87,9 @@ fn srtp(c: &mut Criterion) {
     group.finish();
 }
 
-/// A connected publisher and `subscribers` consumers of its video stream.
-fn fan_out_net(subscribers: usize) -> Net {
+/// A connected publisher and `subscribers` consumers of its video stream, plus a recording's
+/// consumer on a plain transport when `recorded`.
+fn fan_out_net(subscribers: usize, recorded: bool) -> Net {
     let mut net = Net::new(EngineConfig::default());
     net.add_clients(1 + subscribers);
     assert_eq!(net.connect_all(), 1 + subscribers, "handshakes complete");
@@ -101,46 +103,72 @@ fn fan_out_net(subscribers: usize) -> Net {
     for i in 1..=subscribers {
         net.engine.add_consumer(producer, net.clients[i].transport, 0x1000 + i as u32).expect("consumer");
     }
+    if recorded {
+        let capture = std::net::SocketAddr::from(([127, 0, 0, 1], 45_000));
+        let plain = net.engine.create_plain_transport(capture).expect("plain transport");
+        net.engine.add_consumer(producer, plain, 0x5245_4300).expect("recording consumer");
+    }
     net
 }
 
 fn fan_out(c: &mut Criterion) {
     let mut group = c.benchmark_group("fan_out_1100B_aes256gcm");
     for subscribers in [1usize, 10, 100] {
-        let mut net = fan_out_net(subscribers);
-        let publisher = net.clients[0].addr;
-        let payload = vec![0xA5; PAYLOAD];
-        let mut seq = 0u16;
         group.throughput(Throughput::Elements(subscribers as u64));
-        group.bench_function(BenchmarkId::from_parameter(subscribers), |b| {
-            b.iter_custom(|iters| {
-                // Packets are protected untimed, in chunks: each must be new to the
-                // engine's replay window, and a whole run's worth would not fit in memory.
-                let mut timed = Duration::ZERO;
-                let mut left = iters;
-                while left > 0 {
-                    let chunk = left.min(1024);
-                    left -= chunk;
-                    let mut packets: Vec<Vec<u8>> = (0..chunk)
-                        .map(|_| {
-                            seq = seq.wrapping_add(1);
-                            net.protect_rtp(0, 0x1234_5678, seq, u32::from(seq) * 3000, &payload)
-                        })
-                        .collect();
-                    let now = net.now;
-                    let start = Instant::now();
-                    for packet in &mut packets {
-                        net.engine.handle_datagram(now, publisher, black_box(packet), &mut net.outbox);
-                        net.outbox.0.clear();
-                    }
-                    timed += start.elapsed();
-                }
-                timed
-            })
-        });
+        bench_published_packets(&mut group, BenchmarkId::from_parameter(subscribers), fan_out_net(subscribers, false));
     }
     group.finish();
 }
 
-criterion_group!(benches, demux, srtp, fan_out);
+/// Ten subscribers, eleven, and ten plus a recording: the difference of the last two to the
+/// first is what one more subscriber and one recorded copy cost per packet.
+fn recorded_copy(c: &mut Criterion) {
+    let mut group = c.benchmark_group("one_more_copy_1100B_aes256gcm");
+    group.throughput(Throughput::Elements(1));
+    for (name, subscribers, recorded) in
+        [("10_subscribers", 10, false), ("11_subscribers", 11, false), ("10_subscribers_and_recording", 10, true)]
+    {
+        bench_published_packets(&mut group, BenchmarkId::from_parameter(name), fan_out_net(subscribers, recorded));
+    }
+    group.finish();
+}
+
+/// Times the engine step of each packet the publisher (client 0) sends into `net`.
+fn bench_published_packets(
+    group: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>,
+    id: BenchmarkId,
+    mut net: Net,
+) {
+    let publisher = net.clients[0].addr;
+    let payload = vec![0xA5; PAYLOAD];
+    let mut seq = 0u16;
+    group.bench_function(id, |b| {
+        b.iter_custom(|iters| {
+            // Packets are protected untimed, in chunks: each must be new to the
+            // engine's replay window, and a whole run's worth would not fit in memory.
+            let mut timed = Duration::ZERO;
+            let mut left = iters;
+            while left > 0 {
+                let chunk = left.min(1024);
+                left -= chunk;
+                let mut packets: Vec<Vec<u8>> = (0..chunk)
+                    .map(|_| {
+                        seq = seq.wrapping_add(1);
+                        net.protect_rtp(0, 0x1234_5678, seq, u32::from(seq) * 3000, &payload)
+                    })
+                    .collect();
+                let now = net.now;
+                let start = Instant::now();
+                for packet in &mut packets {
+                    net.engine.handle_datagram(now, publisher, black_box(packet), &mut net.outbox);
+                    net.outbox.0.clear();
+                }
+                timed += start.elapsed();
+            }
+            timed
+        })
+    });
+}
+
+criterion_group!(benches, demux, srtp, fan_out, recorded_copy);
 criterion_main!(benches);

@@ -99,6 +99,8 @@ struct FileConfig {
     dataplane: DataplaneSection,
     #[serde(default)]
     rooms: RoomsSection,
+    #[serde(default)]
+    recording: RecordingSection,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -165,6 +167,15 @@ struct RoomsSection {
     default_max_members: Option<u32>,
     max_connections: Option<u32>,
     mirror_load_percent: Option<f64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RecordingSection {
+    dir: Option<PathBuf>,
+    ffmpeg: Option<PathBuf>,
+    jobs: Option<u32>,
+    min_free_mb: Option<u64>,
 }
 
 /// Demo mode on a client listener that others can reach: the start-up log says which.
@@ -241,6 +252,15 @@ pub struct Config {
     pub max_connections: u32,
     /// CPU % of the workers serving a live room at which its audience opens a mirror; 0 = never.
     pub mirror_load_percent: f64,
+    /// Where recordings and uploads are kept: `<data_dir>/recordings` unless set (another
+    /// disk, say).
+    pub recordings_dir: Option<PathBuf>,
+    /// ffmpeg for server-side recordings: a path or a name on PATH.
+    pub ffmpeg: PathBuf,
+    /// Recordings composed at once.
+    pub recording_jobs: usize,
+    /// Free space the recordings folder needs for a recording to start.
+    pub recording_min_free_bytes: u64,
 }
 
 const DEFAULT_API_LISTEN: &str = "127.0.0.1:6017";
@@ -258,6 +278,12 @@ const DEFAULT_DEMO_MAX_ROOMS: u32 = 100;
 const DEFAULT_DEMO_ROOM_IDLE_MS: u64 = 600_000;
 const DEFAULT_DEMO_ROOM_MAX_AGE_MS: u64 = 7_200_000;
 const DEFAULT_DEMO_JOINS_PER_MINUTE: u32 = 10;
+/// One composition at a time leaves the other spare cores to the control plane.
+const DEFAULT_RECORDING_JOBS: u32 = 1;
+/// More compositions at once than this is a typo: each is an ffmpeg using several cores.
+const MAX_RECORDING_JOBS: u32 = 64;
+/// About an hour of a 720p recording with its capture.
+const DEFAULT_RECORDING_MIN_FREE_MB: u64 = 2048;
 /// More workers than this is a typo, not a machine.
 const MAX_WORKERS: usize = 1024;
 const DEFAULT_PING_TIMEOUT_MS: u64 = 30_000;
@@ -546,6 +572,22 @@ impl Config {
             io_backend,
             udp_listen,
             default_max_members: file.rooms.default_max_members.unwrap_or(DEFAULT_MAX_MEMBERS),
+            recordings_dir: file.recording.dir,
+            ffmpeg: file.recording.ffmpeg.unwrap_or_else(|| PathBuf::from("ffmpeg")),
+            recording_jobs: match file.recording.jobs.unwrap_or(DEFAULT_RECORDING_JOBS) {
+                jobs @ 1..=MAX_RECORDING_JOBS => jobs as usize,
+                jobs => {
+                    return Err(ConfigError::new(
+                        "recording.jobs",
+                        format!("{jobs} is outside 1..={MAX_RECORDING_JOBS}"),
+                    ));
+                }
+            },
+            recording_min_free_bytes: file
+                .recording
+                .min_free_mb
+                .unwrap_or(DEFAULT_RECORDING_MIN_FREE_MB)
+                .saturating_mul(1_000_000),
             mirror_load_percent: match file.rooms.mirror_load_percent {
                 Some(p) if !(0.0..=100.0).contains(&p) => {
                     return Err(ConfigError::new(
@@ -789,6 +831,26 @@ mod tests {
             let e = with_file(&format!("[client]\npublic_host = {host:?}\n")).unwrap_err().to_string();
             assert!(e.contains("client.public_host"), "{host:?}: {e}");
         }
+    }
+
+    #[test]
+    fn recording_keys_have_defaults_and_bounds() {
+        let defaults = Config::resolve(&cli(&[])).unwrap();
+        assert_eq!(
+            (defaults.ffmpeg.as_path(), defaults.recording_jobs, defaults.recording_min_free_bytes),
+            (std::path::Path::new("ffmpeg"), 1, 2_048_000_000)
+        );
+        let set = with_file("[recording]\nffmpeg = \"/opt/ff/ffmpeg\"\njobs = 3\nmin_free_mb = 10\n").unwrap();
+        assert_eq!(
+            (set.ffmpeg.to_str(), set.recording_jobs, set.recording_min_free_bytes),
+            (Some("/opt/ff/ffmpeg"), 3, 10_000_000)
+        );
+        for jobs in ["0", "65"] {
+            let e = with_file(&format!("[recording]\njobs = {jobs}\n")).unwrap_err().to_string();
+            assert!(e.contains("recording.jobs"), "{e}");
+        }
+        let e = with_file("[recording]\nthreads = 2\n").unwrap_err().to_string();
+        assert!(e.contains("threads"), "{e}");
     }
 
     #[test]

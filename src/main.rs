@@ -14,6 +14,7 @@ use std::time::Duration;
 use clap::Parser;
 use uprtcd_controlplane::listener::{self, HttpStats, ListenerStats};
 use uprtcd_controlplane::load::{WorkerInfo, WorkerLoads};
+use uprtcd_controlplane::recording::RecordingSettings;
 use uprtcd_controlplane::state::Settings;
 use uprtcd_controlplane::tls::{Certificate, CertificateFiles, ServerCertificate};
 use uprtcd_dataplane::worker::{WorkerPlan, Workers};
@@ -135,7 +136,12 @@ fn run(cli: &Cli) -> Result<(), String> {
             .collect(),
     ));
 
-    let settings = settings(&config, app_secret, &api_listener, &client_listener)?;
+    let control_cores = plan.spare_cores(&available);
+    let settings = settings(&config, app_secret, (&api_listener, &client_listener), &control_cores)?;
+    if config.recordings_dir.is_some() {
+        std::fs::create_dir_all(&settings.recordings_dir)
+            .map_err(|e| format!("recording.dir: cannot create {}: {e}", settings.recordings_dir.display()))?;
+    }
     let state = uprtcd_controlplane::open(
         settings,
         &config.data_dir,
@@ -148,7 +154,6 @@ fn run(cli: &Cli) -> Result<(), String> {
     )
     .map_err(|e| format!("server.data_dir: {e}"))?;
 
-    let control_cores = plan.spare_cores(&available);
     let runtime = control_runtime(&control_cores).map_err(|e| format!("cannot start the control plane: {e}"))?;
     // Once nothing else can stop the start, so that a refused start stays one line.
     raise_open_files_limit(&config, workers.handles().len());
@@ -164,8 +169,14 @@ fn run(cli: &Cli) -> Result<(), String> {
     served
 }
 
-/// What the API announces, from the configuration and the addresses actually bound.
-fn settings(config: &Config, app_secret: String, api: &TcpListener, client: &TcpListener) -> Result<Settings, String> {
+/// What the API announces, from the configuration and the addresses actually bound; ffmpeg
+/// runs on `spare_cores`, the control plane's.
+fn settings(
+    config: &Config,
+    app_secret: String,
+    (api, client): (&TcpListener, &TcpListener),
+    spare_cores: &[usize],
+) -> Result<Settings, String> {
     let local = |listener: &TcpListener, key: &str| listener.local_addr().map_err(|e| format!("{key}: {e}"));
     let api_addr = local(api, "api.listen")?;
     let client_port = local(client, "client.listen")?.port();
@@ -187,7 +198,16 @@ fn settings(config: &Config, app_secret: String, api: &TcpListener, client: &Tcp
         app_secret,
         max_body_bytes: config.max_body_bytes,
         max_upload_bytes: config.max_upload_bytes,
-        recordings_dir: config.data_dir.join(uprtcd_controlplane::RECORDINGS_DIR),
+        recordings_dir: config
+            .recordings_dir
+            .clone()
+            .unwrap_or_else(|| config.data_dir.join(uprtcd_controlplane::RECORDINGS_DIR)),
+        recording: RecordingSettings {
+            ffmpeg: config.ffmpeg.clone(),
+            jobs: config.recording_jobs,
+            min_free_bytes: config.recording_min_free_bytes,
+            cores: spare_cores.to_vec(),
+        },
         demo: config.demo,
         ping_timeout: config.ping_timeout,
         write_timeout: config.write_timeout,
@@ -233,6 +253,7 @@ async fn serve(
     loads.spawn_sampler();
     uprtcd_controlplane::events::spawn_drains(&state);
     uprtcd_controlplane::demo::spawn_expiry(&state);
+    uprtcd_controlplane::recording::spawn(&state).await;
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {

@@ -1,8 +1,11 @@
-//! Server-wide calls (miniLoad, room/num, recycle, block) and the recording table
-//! (upload/download/status work; the calls that need a recorder answer 50021).
+//! Server-wide calls (miniLoad, room/num, recycle, block) and the recording table: uploads,
+//! downloads and statuses, and what a recording start checks (the recordings themselves, with
+//! media, are tests/recording.rs).
 //! The contract is docs/rest-api.md, "Server" and "Recording".
 
 mod support;
+
+use std::time::Duration;
 
 use support::*;
 
@@ -97,28 +100,41 @@ fn block_peer_refuses_the_master_and_survives_a_restart() {
 }
 
 #[test]
-fn recording_calls_that_need_a_recorder_answer_50021() {
-    let srv = Server::start(&[]);
+fn without_ffmpeg_no_recording_starts_and_the_answer_says_why() {
+    let dir = tempfile::tempdir().unwrap();
+    let srv = Server::builder().config_text(dir.path(), "[recording]\nffmpeg = \"/nonexistent/ffmpeg\"\n").start();
     let c = srv.convo_id("alice", &[]);
-    let l = srv.live_id("host");
-    srv.expect("GET", "/record/server", (), 50021);
+    let env = srv.expect("GET", "/record/server", (), 50021);
+    assert!(str_field(&env, "msg").contains("ffmpeg"), "{env}");
+    let env = srv.expect("POST", "/record/start", json!({"roomId": c}), 50021);
+    assert!(str_field(&env, "msg").contains("/nonexistent/ffmpeg"), "{env}");
+    assert_eq!(u64_field(&srv.ok("GET", &format!("/room/{c}/record/status"), ()), "status"), 0);
     srv.expect("POST", "/record/client/upload", (), 50021);
     srv.expect("POST", "/record/client/upload", json!({}), 50021);
+}
+
+#[test]
+fn recording_input_is_checked_and_one_recording_runs_per_room() {
+    let srv = Server::start(&[]);
+    let c = srv.convo_id("alice", &["bob"]);
+    let l = srv.live_id("host");
+    let server = srv.ok("GET", "/record/server", ());
+    assert_eq!(str_field(&server, "serverAlias"), "rtc-1:cluster-1");
+    assert!(str_field(&server, "serverUrl").starts_with(&srv.url_prefix()), "{server}");
+    assert!(!str_field(&server, "serverAddress").is_empty());
     for id in [&c, &l] {
-        srv.expect("POST", "/record/start", json!({"roomId": id}), 50021);
-        for res in ["1080p", "720p", "480p"] {
-            srv.expect("POST", "/record/start", json!({"roomId": id, "resolution": res}), 50021);
-        }
-        srv.expect(
-            "POST",
-            "/record/start",
-            json!({"roomId": id, "all": true, "peers": ["alice"], "layout": "grid", "fixVideoDirection": true}),
-            50021,
-        );
         for res in [json!("4k"), json!("720"), json!(720), json!("")] {
             let env = srv.expect("POST", "/record/start", json!({"roomId": id, "resolution": res}), 10002);
             assert!(str_field(&env, "msg").contains("resolution"), "{env}");
         }
+        let env = srv.expect("POST", "/record/start", json!({"roomId": id, "peers": ["mallory"]}), 10002);
+        assert!(str_field(&env, "msg").contains("peers: mallory"), "{env}");
+        let env = srv.expect("POST", "/record/start", json!({"roomId": id, "layout": "mallory"}), 10002);
+        assert!(str_field(&env, "msg").contains("layout: mallory"), "{env}");
+        let env = srv.expect("POST", "/record/start", json!({"roomId": id, "layout": ""}), 10002);
+        assert!(str_field(&env, "msg").contains("layout"), "{env}");
+        let env = srv.expect("POST", "/record/start", json!({"roomId": id, "serverAlias": "rtc-9:elsewhere"}), 50021);
+        assert!(str_field(&env, "msg").contains("rtc-9:elsewhere"), "{env}");
         // Nothing is being recorded.
         srv.expect("POST", &format!("/record/stop/{id}"), (), 10003);
         assert_eq!(u64_field(&srv.ok("GET", &format!("/room/{id}/record/status"), ()), "status"), 0);
@@ -131,6 +147,42 @@ fn recording_calls_that_need_a_recorder_answer_50021() {
     srv.expect("POST", "/record/start", json!({"roomId": "ZZZZZZZZZZ"}), 50001);
     srv.expect("POST", "/record/stop/ZZZZZZZZZZ", (), 50001);
     srv.expect("POST", "/record/stop/hello", (), 50001);
+
+    // A recording of a room where nobody publishes yet waits in 1 for a first key frame; a
+    // second start is refused while it does, and the room's status is the recording's.
+    let body = json!({"roomId": c, "all": true, "resolution": "480p", "layout": "bob", "fixVideoDirection": true});
+    let started = srv.ok("POST", "/record/start", body.clone());
+    let record = str_field(&started, "recordId").to_owned();
+    assert_eq!(str_field(&started, "serverAlias"), "rtc-1:cluster-1");
+    assert_eq!(u64_field(&srv.ok("GET", &format!("/record/{record}/status"), ()), "status"), 1);
+    assert_eq!(u64_field(&srv.ok("GET", &format!("/room/{c}/record/status"), ()), "status"), 1);
+    srv.expect("POST", "/record/start", body.clone(), 50020);
+    srv.expect("POST", "/record/start", json!({"roomId": c}), 50020);
+    // Nothing to download yet.
+    let r = srv.request(&Auth::Key, "GET", &format!("{PREFIX}/record/download/{record}"), &[], Body::None);
+    assert_eq!(u64_field(&r.envelope("download while recording"), "code"), 50019);
+
+    // Stopped with nothing captured, it cannot become a video: 7, and msg says why.
+    srv.ok("POST", &format!("/record/stop/{c}"), ());
+    let failed = poll_until(Duration::from_secs(30), || {
+        let (_, env) = srv.call("GET", &format!("/record/{record}/status"), ());
+        (env["data"]["status"] == 7).then_some(env)
+    })
+    .unwrap_or_else(|| panic!("status 7 within 30 s; log:\n{}", srv.log()));
+    assert!(!str_field(&failed, "msg").is_empty(), "status 7 says why: {failed}");
+    assert_eq!(u64_field(&srv.ok("GET", &format!("/room/{c}/record/status"), ()), "status"), 7);
+    srv.expect("POST", &format!("/record/stop/{c}"), (), 10003);
+
+    // The room may be recorded again; closing it ends that recording.
+    let again = srv.ok("POST", "/record/start", json!({"roomId": c}));
+    let second = str_field(&again, "recordId").to_owned();
+    assert_ne!(second, record);
+    srv.ok("DELETE", &format!("/room/{c}"), ());
+    let ended = poll_until(Duration::from_secs(30), || {
+        let status = u64_field(&srv.ok("GET", &format!("/record/{second}/status"), ()), "status");
+        (status >= 3).then_some(status)
+    });
+    assert!(ended.is_some(), "closing the room ends its recording; log:\n{}", srv.log());
 }
 
 #[test]

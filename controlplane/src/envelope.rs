@@ -165,6 +165,17 @@ impl<T: Serialize> IntoResponse for Answer<T> {
     }
 }
 
+/// A successful answer's `data` with a `msg` that explains it (why a recording ended in
+/// error, say).
+#[derive(Debug)]
+pub struct Noted<T>(pub T, pub String);
+
+impl<T: Serialize> IntoResponse for Noted<T> {
+    fn into_response(self) -> Response {
+        Json(Envelope { code: 0, data: self.0, msg: self.1 }).into_response()
+    }
+}
+
 /// `Ok(Answer(Empty {}))`, for calls that answer no data.
 pub fn done() -> ApiResult<Empty> {
     Ok(Answer(Empty {}))

@@ -1,6 +1,6 @@
 //! The Prometheus text exposition of the dataplane workers' counters, the registry's size,
 //! the store's I/O failures, the HTTP listeners' connection counters, how client transports
-//! and sessions ended, and demo mode's guards, served at `/metrics` on the API listener
+//! and sessions ended, demo mode's guards and server-side recordings, served at `/metrics` on the API listener
 //! (which operators keep private).
 #![forbid(unsafe_code)]
 
@@ -205,6 +205,7 @@ pub fn render(state: &AppState, http: &HttpStats) -> String {
     );
     tls(&mut out, &listeners);
     demo(&mut out, state);
+    recordings(&mut out, state);
     out
 }
 
@@ -273,6 +274,50 @@ fn demo(out: &mut String, state: &AppState) {
         "counter",
         "Demo rooms closed for being empty (client.demo_room_idle_ms) or old (client.demo_room_max_age_ms).",
         guard.expired().map(|(reason, n)| (format!("reason=\"{reason}\""), n as f64)),
+    );
+}
+
+/// Server-side recordings: capturing, composed, failed, and packets their captures lost.
+fn recordings(out: &mut String, state: &AppState) {
+    let recordings = state.recordings();
+    let counters = &recordings.counters;
+    let count = |counter: &std::sync::atomic::AtomicU64| {
+        std::iter::once((String::new(), counter.load(std::sync::atomic::Ordering::Relaxed) as f64))
+    };
+    family(
+        out,
+        "uprtcd_recordings_capturing",
+        "gauge",
+        "Server-side recordings capturing now (status 1 or 2).",
+        std::iter::once((String::new(), recordings.active_count() as f64)),
+    );
+    family(
+        out,
+        "uprtcd_recordings_started_total",
+        "counter",
+        "Server-side recordings started.",
+        count(&counters.started),
+    );
+    family(
+        out,
+        "uprtcd_recordings_composed_total",
+        "counter",
+        "Recordings composed into their MP4 (status 6).",
+        count(&counters.composed),
+    );
+    family(
+        out,
+        "uprtcd_recordings_failed_total",
+        "counter",
+        "Recordings that ended in status 7.",
+        count(&counters.failed),
+    );
+    family(
+        out,
+        "uprtcd_recording_capture_overflow_total",
+        "counter",
+        "Packets a capture's socket had no room for (dropped; forwarding never waits for a capture).",
+        count(&counters.capture_overflow),
     );
 }
 

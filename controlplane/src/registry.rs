@@ -81,7 +81,19 @@ pub enum RoomKind {
 /// Recording status constants of the spec.
 pub mod record_status {
     pub const NOT_RECORDED: u8 = 0;
+    /// Capturing, until the first key frame of a recorded stream arrives.
+    pub const PREPARING: u8 = 1;
+    pub const RECORDING: u8 = 2;
+    pub const ENDED: u8 = 3;
+    pub const WAITING: u8 = 4;
+    pub const PROCESSING: u8 = 5;
     pub const PROCESSING_DONE: u8 = 6;
+    pub const ERROR: u8 = 7;
+
+    /// Whether a recording in `status` is still capturing: its room may not start another.
+    pub fn is_capturing(status: u8) -> bool {
+        matches!(status, PREPARING | RECORDING)
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -101,6 +113,9 @@ pub struct Room {
     /// The merge group the room belongs to, if merged.
     pub merge_group: Option<u64>,
     pub record_status: u8,
+    /// The room's latest server-side recording, whose status `record_status` follows.
+    #[serde(default)]
+    pub recording: Option<RecordId>,
     /// Opened by the demo page (`POST /demo/join`), which may invite into it and lets it
     /// expire; no other room is the demo's to touch. Rooms stored before the field existed
     /// are not demo rooms.
@@ -158,6 +173,12 @@ pub struct Recording {
     /// File name under the data dir's recordings folder.
     pub file: String,
     pub size: u64,
+    /// The room a server-side recording captured; none for an upload.
+    #[serde(default)]
+    pub room: Option<RoomId>,
+    /// Why the recording ended in status 7.
+    #[serde(default)]
+    pub error: Option<String>,
 }
 
 /// Which ids a mutation touched; committed to the store before the answer.
@@ -401,6 +422,7 @@ impl Registry {
             mirrors: Vec::new(),
             merge_group: None,
             record_status: record_status::NOT_RECORDED,
+            recording: None,
             demo: new.demo,
             connected: BTreeSet::new(),
         };
@@ -730,7 +752,11 @@ impl Registry {
     }
 
     pub fn recording(&self, id: &RecordId) -> Result<&Recording, ApiError> {
-        self.recordings.get(id).ok_or_else(|| ApiError::new(ApiCode::RecordingNotFound, format!("no recording {id}")))
+        self.recordings.get(id).ok_or_else(|| recording_not_found(id))
+    }
+
+    fn recording_mut(&mut self, id: &RecordId) -> Result<&mut Recording, ApiError> {
+        self.recordings.get_mut(id).ok_or_else(|| recording_not_found(id))
     }
 
     pub fn recordings(&self) -> impl Iterator<Item = &Recording> {
@@ -750,6 +776,56 @@ impl Registry {
         self.changes.recordings.insert(recording.id.clone());
         self.recordings.insert(recording.id.clone(), recording);
     }
+
+    /// Registers `recording` (status 1) as the room's current one, unless the room's latest
+    /// recording is still capturing (50020).
+    pub fn begin_recording(&mut self, room: &RoomId, recording: Recording) -> Result<(), ApiError> {
+        let current = self.room(room)?.record_status;
+        if record_status::is_capturing(current) {
+            return Err(ApiError::new(ApiCode::AlreadyRecording, format!("room {room} is already being recorded")));
+        }
+        let entry = self.room_mut(room)?;
+        entry.record_status = recording.status;
+        entry.recording = Some(recording.id.clone());
+        self.changes.rooms.insert(room.clone());
+        self.add_recording(recording);
+        Ok(())
+    }
+
+    /// Moves a recording to `status` (with the reason for 7), and its room's status along
+    /// when it is still the room's latest recording.
+    pub fn set_recording_status(
+        &mut self,
+        id: &RecordId,
+        status: u8,
+        error: Option<String>,
+    ) -> Result<&Recording, ApiError> {
+        let recording = self.recording_mut(id)?;
+        recording.status = status;
+        recording.error = error;
+        let room_id = recording.room.clone();
+        self.changes.recordings.insert(id.clone());
+        if let Some(room_id) = room_id
+            && let Some(room) = self.rooms.get_mut(&room_id)
+            && room.recording.as_ref() == Some(id)
+        {
+            room.record_status = status;
+            self.changes.rooms.insert(room_id);
+        }
+        Ok(&self.recordings[id])
+    }
+
+    /// Records the composed file of a recording and marks it done (6).
+    pub fn finish_recording(&mut self, id: &RecordId, file: String, size: u64) -> Result<(), ApiError> {
+        let recording = self.recording_mut(id)?;
+        recording.file = file;
+        recording.size = size;
+        self.set_recording_status(id, record_status::PROCESSING_DONE, None).map(|_| ())
+    }
+}
+
+fn recording_not_found(id: &RecordId) -> ApiError {
+    ApiError::new(ApiCode::RecordingNotFound, format!("no recording {id}"))
 }
 
 /// Appends the peers of `more` not yet in `list`, keeping order.

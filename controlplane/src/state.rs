@@ -20,6 +20,7 @@ use crate::demo::guard::{DemoGuard, DemoLimits};
 use crate::envelope::{ApiCode, ApiError, BodyLimit};
 use crate::events::Lifecycle;
 use crate::load::WorkerLoads;
+use crate::recording::{RecordingSettings, Recordings};
 use crate::registry::Registry;
 use crate::signalling::hub::Hub;
 use crate::store::{Store, StoreHealth};
@@ -50,6 +51,8 @@ pub struct Settings {
     pub mirror_load_percent: f64,
     /// Where uploaded and recorded files are kept.
     pub recordings_dir: PathBuf,
+    /// How server-side recordings are made.
+    pub recording: RecordingSettings,
     /// Demo mode and its limits, or `None` when it is off: `/demo` and `/demo/join` let
     /// anyone create demo rooms and join them (see [`crate::demo`]).
     pub demo: Option<DemoLimits>,
@@ -89,6 +92,7 @@ struct Shared {
     hub: Hub,
     lifecycle: Lifecycle,
     demo_guard: DemoGuard,
+    recordings: Recordings,
     workers: Arc<Workers>,
 }
 
@@ -104,6 +108,7 @@ impl AppState {
         loads: Arc<WorkerLoads>,
         workers: Arc<Workers>,
     ) -> Self {
+        let recordings = Recordings::new(settings.recording.clone(), settings.recordings_dir.clone());
         Self(Arc::new(Shared {
             settings,
             registry: Mutex::new(registry),
@@ -112,6 +117,7 @@ impl AppState {
             hub: Hub::default(),
             lifecycle: Lifecycle::default(),
             demo_guard: DemoGuard::default(),
+            recordings,
             workers,
         }))
     }
@@ -160,6 +166,11 @@ impl AppState {
     /// Demo mode's join buckets and counters.
     pub fn demo_guard(&self) -> &DemoGuard {
         &self.0.demo_guard
+    }
+
+    /// Server-side recordings: those capturing, and the processing queue.
+    pub fn recordings(&self) -> &Recordings {
+        &self.0.recordings
     }
 
     pub fn worker_handles(&self) -> &[WorkerHandle] {

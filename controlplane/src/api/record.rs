@@ -1,6 +1,6 @@
-//! Recording endpoints. This release stores and serves uploaded recordings; the calls that
-//! need a recorder or a player (start, client upload, playback) validate their input and then
-//! answer 50021, because none is built in yet — nothing pretends to record.
+//! Recording endpoints: server-side recordings (start, stop, status; see `crate::recording`),
+//! uploads and downloads. Playback rooms and client uploads validate their input and then
+//! answer 50021, because no player or client upload is built in yet — nothing pretends to.
 #![forbid(unsafe_code)]
 
 use std::path::Path;
@@ -14,66 +14,109 @@ use tokio::io::AsyncWriteExt;
 use utoipa::ToSchema;
 
 use super::rooms::Status;
-use crate::envelope::{Answer, ApiCode, ApiError, ApiJson, ApiPath, ApiResult, Empty, Envelope};
+use crate::envelope::{Answer, ApiCode, ApiError, ApiJson, ApiPath, ApiResult, Empty, Envelope, Noted, done};
 use crate::ids::{PeerId, RecordId, RoomId};
+use crate::recording::{self, StartRequest};
 use crate::registry::{Protocol, Recording, record_status};
 use crate::state::AppState;
 
 fn no_recorder() -> ApiError {
-    ApiError::new(ApiCode::NoRecorder, "no recording server is available: this server has no recorder")
+    ApiError::new(ApiCode::NoRecorder, "no recording server is available: this server has no player")
 }
 
-/// An available recording server.
-#[utoipa::path(get, path = "/record/server", tag = "record", responses((status = 200, body = Envelope<Empty>, description = "50021: this server has no recorder")))]
-pub(super) async fn record_server() -> ApiResult<Empty> {
-    Err(no_recorder())
+/// This server, as a recording server.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub(super) struct RecordServer {
+    name: String,
+    server_alias: String,
+    server_address: String,
+    server_url: String,
+}
+
+/// An available recording server: this one, when it has ffmpeg and free space.
+#[utoipa::path(get, path = "/record/server", tag = "record",
+    responses((status = 200, body = Envelope<RecordServer>, description = "50021 when this server cannot record")))]
+pub(super) async fn record_server(State(state): State<AppState>) -> ApiResult<RecordServer> {
+    state.recordings().check_available()?;
+    let s = state.settings();
+    Ok(Answer(RecordServer {
+        name: "uprtcd".to_owned(),
+        server_alias: s.alias.clone(),
+        server_address: s.api_address.clone(),
+        server_url: s.client_url.clone(),
+    }))
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub(super) struct StartRecording {
     room_id: RoomId,
+    /// The recording server; this one's alias or absent.
     server_alias: Option<String>,
+    /// Record everyone who publishes, also those who start later.
     all: Option<bool>,
+    /// Record these peers; a live room records its host by default, a conversation everyone.
     peers: Option<Vec<PeerId>>,
     /// 1080p, 720p (default) or 480p.
     resolution: Option<String>,
     /// `grid` (default) or a peerId placed in the centre.
     layout: Option<String>,
+    /// Turn phone video upright by its orientation tags.
     fix_video_direction: Option<bool>,
+}
+
+/// Where a recording is made.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub(super) struct Started {
+    record_id: RecordId,
+    server_alias: String,
+    server_address: String,
 }
 
 /// Start recording a room.
 #[utoipa::path(post, path = "/record/start", tag = "record", request_body = StartRecording,
-    responses((status = 200, body = Envelope<Empty>, description = "50021: this server has no recorder")))]
-pub(super) async fn start(State(state): State<AppState>, ApiJson(body): ApiJson<StartRecording>) -> ApiResult<Empty> {
+    responses((status = 200, body = Envelope<Started>, description = "50020 while the room is being recorded; 50021 when this server cannot record")))]
+pub(super) async fn start(State(state): State<AppState>, ApiJson(body): ApiJson<StartRecording>) -> ApiResult<Started> {
     state.read(|reg| reg.room(&body.room_id).map(|_| ()))?;
-    if let Some(resolution) = &body.resolution
-        && !["1080p", "720p", "480p"].contains(&resolution.as_str())
-    {
-        return Err(ApiError::invalid(format!("resolution must be 1080p, 720p or 480p, not {resolution:?}")));
+    let request = StartRequest {
+        room: body.room_id,
+        all: body.all.unwrap_or(false),
+        peers: body.peers.unwrap_or_default(),
+        resolution: recording::parse_resolution(body.resolution.as_deref())?,
+        layout: recording::parse_layout(body.layout.as_deref())?,
+        fix_video_direction: body.fix_video_direction.unwrap_or(false),
+    };
+    let s = state.settings();
+    if let Some(alias) = body.server_alias.filter(|alias| *alias != s.alias) {
+        return Err(ApiError::new(
+            ApiCode::NoRecorder,
+            format!("no recording server {alias:?}: this server is {:?}", s.alias),
+        ));
     }
-    if body.layout.as_deref() == Some("") {
-        return Err(ApiError::invalid("layout must be grid or a peerId"));
-    }
-    tracing::debug!(room = %body.room_id, alias = ?body.server_alias, all = ?body.all, peers = ?body.peers,
-        fix = ?body.fix_video_direction, "recording requested");
-    Err(no_recorder())
+    let record_id = recording::start(&state, request).await?;
+    let s = state.settings();
+    Ok(Answer(Started { record_id, server_alias: s.alias.clone(), server_address: s.api_address.clone() }))
 }
 
-/// Stop the room's recording.
+/// Stop the room's recording; its processing starts.
 #[utoipa::path(post, path = "/record/stop/{roomId}", tag = "record", params(("roomId" = String, Path)),
-    responses((status = 200, body = Envelope<Empty>)))]
+    responses((status = 200, body = Envelope<Empty>, description = "10003 when the room is not being recorded")))]
 pub(super) async fn stop(State(state): State<AppState>, ApiPath(id): ApiPath<RoomId>) -> ApiResult<Empty> {
-    let status = state.read(|reg| reg.record_status(&id))?;
-    Err(ApiError::request(format!("room {id} is not being recorded (status {status})")))
+    recording::stop(&state, &id).await?;
+    done()
 }
 
-/// The status of one recording.
+/// The status of one recording; for status 7, `msg` says what went wrong.
 #[utoipa::path(get, path = "/record/{recordId}/status", tag = "record", params(("recordId" = String, Path)),
     responses((status = 200, body = Envelope<Status>)))]
-pub(super) async fn status(State(state): State<AppState>, ApiPath(id): ApiPath<RecordId>) -> ApiResult<Status> {
-    Ok(Answer(Status::of(state.read(|reg| reg.recording(&id).map(|r| r.status))?)))
+pub(super) async fn status(
+    State(state): State<AppState>,
+    ApiPath(id): ApiPath<RecordId>,
+) -> Result<Noted<Status>, ApiError> {
+    let (status, error) = state.read(|reg| reg.recording(&id).map(|r| (r.status, r.error.clone())))?;
+    Ok(Noted(Status::of(status), error.unwrap_or_default()))
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -109,14 +152,14 @@ pub(super) async fn playback(State(state): State<AppState>, ApiJson(body): ApiJs
         return Err(ApiError::invalid("minBitrate must not exceed maxBitrate"));
     }
     tracing::debug!(record = %body.record_id, alias = ?body.server_alias, protocol = ?body.protocol, "playback requested");
-    Err(ApiError::new(ApiCode::NoRecorder, "no recording server is available: this server has no player"))
+    Err(no_recorder())
 }
 
 /// A URL a client can upload its own recording to.
 #[utoipa::path(post, path = "/record/client/upload", tag = "record",
     responses((status = 200, body = Envelope<Empty>, description = "50021: this server has no recorder")))]
 pub(super) async fn client_upload() -> ApiResult<Empty> {
-    Err(no_recorder())
+    Err(ApiError::new(ApiCode::NoRecorder, "no recording server is available: client uploads are not built in yet"))
 }
 
 /// The recording's file itself (not an envelope); 50019 in an envelope when there is none.
@@ -184,8 +227,14 @@ pub(super) async fn upload(State(state): State<AppState>, request: Request) -> A
         .await
         .map_err(|e| ApiError::system(format!("cannot store the upload: {e}")))?;
     sync_dir(&dir).await?;
-    let recording =
-        Recording { id: id.clone(), status: record_status::PROCESSING_DONE, file: id.to_string(), size: received };
+    let recording = Recording {
+        id: id.clone(),
+        status: record_status::PROCESSING_DONE,
+        file: id.to_string(),
+        size: received,
+        room: None,
+        error: None,
+    };
     state
         .write(move |reg| {
             reg.add_recording(recording);

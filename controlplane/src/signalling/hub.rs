@@ -242,6 +242,11 @@ impl Hub {
         self.state().add_tracks(room, added)
     }
 
+    /// What the clients of `room` publish, in publishing order.
+    pub fn tracks_of(&self, room: &RoomId) -> Vec<PublishedTrack> {
+        self.state().tracks.get(room).cloned().unwrap_or_default()
+    }
+
     /// Forgets what `publisher` published in `room` (its session ended), with where it was
     /// imported and paused; returns it.
     pub fn remove_tracks(&self, room: &RoomId, publisher: &PeerId) -> Vec<PublishedTrack> {

@@ -394,6 +394,7 @@ impl Session<'_> {
     async fn unpublish(&mut self) {
         let (state, room, peer) = (self.state, &self.room, &self.peer);
         let removed = state.hub().remove_tracks(room, peer);
+        crate::recording::tracks_removed(state, room, &removed).await;
         let audiences = if removed.is_empty() { Vec::new() } else { state.read(|reg| reg.visible_rooms(room)) };
         for track in removed {
             let removed = Outgoing::Tracks(ServerEvent::TrackRemoved { peer: peer.clone(), track_id: track.track_id });

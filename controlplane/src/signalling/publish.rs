@@ -88,12 +88,14 @@ impl Session<'_> {
         }
         let peer = self.peer.clone();
         let audiences = self.state.read(|reg| reg.visible_rooms(&self.room));
-        for track in self.state.hub().add_tracks(&self.room, published) {
+        let published = self.state.hub().add_tracks(&self.room, published);
+        for track in &published {
             let added = Outgoing::Tracks(ServerEvent::TrackAdded(track.info()));
             for audience in &audiences {
                 self.state.hub().send(audience, |p| p != &peer, &added);
             }
         }
+        crate::recording::tracks_added(self.state, &self.room, &published).await;
         Ok(answer.sdp)
     }
 }
