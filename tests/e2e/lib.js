@@ -522,6 +522,23 @@ export async function scenario(t, body) {
   }
 }
 
+/** Joins each browser as its own peer (subscribing), then publishes from all of them. */
+export async function joinAndPublish(server, room, browsers) {
+  for (const b of browsers) {
+    const joined = await b.join({
+      serverUrl: room.serverUrl,
+      invitationCode: room.invitationCode,
+      peer: b.name,
+      token: await server.token(room.roomId, b.name),
+    });
+    if (!joined.ok) throw new Error(`${b.name} joins: ${JSON.stringify(joined)}`);
+  }
+  const kinds = await Promise.all(browsers.map((b) => b.publish()));
+  for (const k of kinds) {
+    if ([...k].sort().join() !== 'audio,video') throw new Error(`published ${[...k]}, not audio and video`);
+  }
+}
+
 /**
  * Waits (up to `ms`) until `browser` decodes video from and receives audio of every peer of
  * `from`, then checks over a second sample a second later that both still grow. Returns the

@@ -3,24 +3,9 @@
 // Each check reads what the receiving browser decoded (getStats), never a timing.
 import test from 'node:test';
 import assert from 'node:assert/strict';
-import { describeSample, expectMedia, poll, scenario } from './lib.js';
+import { describeSample, expectMedia, joinAndPublish, poll, scenario } from './lib.js';
 
 const TIMEOUT = { timeout: 120_000 };
-
-/** Joins each browser as its own peer (subscribing), then publishes from all of them. */
-async function joinAndPublish(server, room, browsers) {
-  for (const b of browsers) {
-    const joined = await b.join({
-      serverUrl: room.serverUrl,
-      invitationCode: room.invitationCode,
-      peer: b.name,
-      token: await server.token(room.roomId, b.name),
-    });
-    assert.equal(joined.ok, true, `${b.name} joins: ${JSON.stringify(joined)}`);
-  }
-  const kinds = await Promise.all(browsers.map((b) => b.publish()));
-  for (const k of kinds) assert.deepEqual([...k].sort(), ['audio', 'video']);
-}
 
 /** The selected candidate pair of the SDK's `which` connection ('publish' or 'subscribe'). */
 function selectedPair(browser, which) {
