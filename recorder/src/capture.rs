@@ -51,6 +51,24 @@ pub enum Codec {
     Opus,
 }
 
+impl Codec {
+    /// What the codec carries.
+    pub fn kind(self) -> MediaKind {
+        match self {
+            Codec::Opus => MediaKind::Audio,
+            Codec::Vp8 | Codec::Vp9 | Codec::H264 => MediaKind::Video,
+        }
+    }
+
+    /// Its RTP clock rate (RFC 7741, RFC 9628, RFC 6184, RFC 7587).
+    pub fn clock_rate(self) -> u32 {
+        match self {
+            Codec::Opus => 48_000,
+            Codec::Vp8 | Codec::Vp9 | Codec::H264 => 90_000,
+        }
+    }
+}
+
 /// One recorded stream, as the worker sends it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StreamSpec {
@@ -65,6 +83,21 @@ pub struct StreamSpec {
     pub clock_rate: u32,
     /// The publisher's id of `urn:3gpp:video-orientation`, when negotiated.
     pub cvo_extension_id: Option<u8>,
+}
+
+impl StreamSpec {
+    /// A stream of `codec` with its kind and standard clock rate, without CVO.
+    pub fn new(ssrc: u32, peer: impl Into<String>, codec: Codec, payload_type: u8) -> Self {
+        StreamSpec {
+            ssrc,
+            peer: peer.into(),
+            kind: codec.kind(),
+            codec,
+            payload_type,
+            clock_rate: codec.clock_rate(),
+            cvo_extension_id: None,
+        }
+    }
 }
 
 /// How composition lays the video out.
@@ -302,15 +335,22 @@ impl Writer {
         loop {
             let received = self.socket.recv_from(&mut buf);
             let arrival_us = micros(self.epoch.elapsed());
-            if !self.drain_commands() {
-                break;
-            }
+            // Commands first (a stream is added before its packets are sent), then the
+            // datagram, which a stop does not discard.
+            let running = self.drain_commands();
             match received {
                 Ok((len, from)) => self.handle(arrival_us, &buf[..len], from),
-                Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => {}
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut | io::ErrorKind::Interrupted
+                    ) => {}
                 // ICMP errors of an earlier PLI send surface here; nothing is lost.
                 Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => {}
                 Err(e) => self.fail(format!("receive: {e}")),
+            }
+            if !running {
+                break;
             }
             if last_flush.elapsed() >= FLUSH_INTERVAL {
                 last_flush = Instant::now();

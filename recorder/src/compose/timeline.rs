@@ -201,15 +201,7 @@ mod tests {
 
     fn track(peer: &str, ssrc: u32, origin_capture_us: i64, sr: Option<(i64, i64)>) -> Track {
         Track {
-            spec: StreamSpec {
-                ssrc,
-                peer: peer.into(),
-                kind: MediaKind::Video,
-                codec: Codec::Vp8,
-                payload_type: 96,
-                clock_rate: 90_000,
-                cvo_extension_id: None,
-            },
+            spec: StreamSpec::new(ssrc, peer, Codec::Vp8, 96),
             path: PathBuf::new(),
             origin_capture_us,
             sender_report: sr.map(|(ntp_us, origin_to_report_us)| SenderReportTiming { ntp_us, origin_to_report_us }),

@@ -7,7 +7,7 @@
 
 use std::collections::BTreeMap;
 use std::fs::File;
-use std::io::{self, BufReader, BufWriter, Seek, SeekFrom, Write};
+use std::io::{self, BufReader, BufWriter, Write};
 use std::path::{Path, PathBuf};
 
 use ogg::writing::{PacketWriteEndInfo, PacketWriter};
@@ -150,7 +150,6 @@ struct TrackBuilder {
     origin: Option<i64>,
     last_ms: Option<u64>,
     end_ms: u64,
-    frames: u64,
     sender_report: Option<(u64, u32)>,
     presence: Vec<(u64, u64)>,
     rotation: u8,
@@ -173,7 +172,6 @@ impl TrackBuilder {
             origin: None,
             last_ms: None,
             end_ms: 0,
-            frames: 0,
             sender_report: None,
             presence: Vec::new(),
             rotation: 0,
@@ -294,7 +292,6 @@ impl TrackBuilder {
             }
         }
         self.last_ms = Some(ms);
-        self.frames += 1;
         Ok(())
     }
 
@@ -314,7 +311,7 @@ impl TrackBuilder {
         }
         self.finish_frame()?;
         match self.sink {
-            Sink::Ivf(ivf) => ivf.finish(self.frames)?,
+            Sink::Ivf(ivf) => ivf.finish()?,
             Sink::Ogg(ogg) => ogg.finish()?,
         }
         let (Some(origin), Some((reference, _))) = (self.origin, self.reference) else { return Ok(None) };
@@ -376,7 +373,7 @@ impl IvfWriter {
             Codec::H264 | Codec::Opus => b"H264",
         };
         let mut out = BufWriter::new(File::create(path)?);
-        out.write_all(&ivf_header(fourcc, 0))?;
+        out.write_all(&ivf_header(fourcc))?;
         Ok(Self { out })
     }
 
@@ -387,23 +384,20 @@ impl IvfWriter {
         self.out.write_all(data)
     }
 
-    /// Writes the frame count into the header.
-    fn finish(mut self, frames: u64) -> io::Result<()> {
-        self.out.seek(SeekFrom::Start(24))?;
-        self.out.write_all(&u32::try_from(frames).unwrap_or(u32::MAX).to_le_bytes())?;
+    fn finish(mut self) -> io::Result<()> {
         self.out.flush()
     }
 }
 
-/// The IVF header with a millisecond time base; the size fields stay 0 (the decoder's).
-fn ivf_header(fourcc: &[u8; 4], frames: u32) -> [u8; 32] {
+/// The IVF header with a millisecond time base. The size fields stay 0 (the decoder knows),
+/// and so does the frame count: ffmpeg reads that field as the duration in time-base units.
+fn ivf_header(fourcc: &[u8; 4]) -> [u8; 32] {
     let mut header = [0u8; 32];
     header[..4].copy_from_slice(b"DKIF");
     header[6..8].copy_from_slice(&32u16.to_le_bytes());
     header[8..12].copy_from_slice(fourcc);
     header[16..20].copy_from_slice(&1000u32.to_le_bytes());
     header[20..24].copy_from_slice(&1u32.to_le_bytes());
-    header[24..28].copy_from_slice(&frames.to_le_bytes());
     header
 }
 
@@ -482,11 +476,10 @@ mod tests {
 
     #[test]
     fn the_ivf_header_has_a_millisecond_time_base() {
-        let header = ivf_header(b"VP80", 7);
+        let header = ivf_header(b"VP80");
         assert_eq!(&header[..4], b"DKIF");
         assert_eq!(&header[8..12], b"VP80");
         assert_eq!(u32::from_le_bytes(header[16..20].try_into().unwrap()), 1000);
-        assert_eq!(u32::from_le_bytes(header[24..28].try_into().unwrap()), 7);
     }
 
     /// A VP8 stream of `frames` two-packet frames 3000 ticks apart, with `drop` packets lost.
@@ -513,15 +506,7 @@ mod tests {
 
     fn build(packets: impl IntoIterator<Item = (u64, Vec<u8>)>) -> (Track, Vec<u8>) {
         let dir = tempfile::tempdir().unwrap();
-        let spec = StreamSpec {
-            ssrc: 7,
-            peer: "p".into(),
-            kind: MediaKind::Video,
-            codec: Codec::Vp8,
-            payload_type: 96,
-            clock_rate: 90_000,
-            cvo_extension_id: None,
-        };
+        let spec = StreamSpec::new(7, "p", Codec::Vp8, 96);
         let path = dir.path().join("t.ivf");
         let mut builder = TrackBuilder::new(spec, Sink::Ivf(IvfWriter::create(&path, Codec::Vp8).unwrap()));
         for (arrival, packet) in packets {
