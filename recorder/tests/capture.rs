@@ -91,3 +91,9 @@ fn a_video_stream_is_written_from_its_first_key_frame() {
     assert_eq!(log.lines().count(), 3, "{log}");
     assert!(log.contains("stream_ended"));
 }
+
+#[test]
+fn a_capture_can_be_shared_between_threads() {
+    fn shared<T: Send + Sync>() {}
+    shared::<Capture>();
+}

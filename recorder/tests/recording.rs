@@ -19,6 +19,7 @@ use uprtcd_recorder::capture::{
 use uprtcd_recorder::compose::{ComposeJob, ComposeSummary, compose};
 
 const VP8: u8 = 96;
+const VP9: u8 = 98;
 const H264: u8 = 102;
 const OPUS: u8 = 111;
 const CVO_ID: u8 = 3;
@@ -43,7 +44,18 @@ impl Sender {
 #[derive(Clone, Copy)]
 enum Video {
     Vp8,
+    Vp9,
     H264,
+}
+
+impl Video {
+    fn codec(self) -> (Codec, u8) {
+        match self {
+            Video::Vp8 => (Codec::Vp8, VP8),
+            Video::Vp9 => (Codec::Vp9, VP9),
+            Video::H264 => (Codec::H264, H264),
+        }
+    }
 }
 
 /// One peer: a video (and optionally an audio) stream, from one ffmpeg in real time.
@@ -58,10 +70,7 @@ struct Peer {
 
 impl Peer {
     fn specs(&self) -> Vec<StreamSpec> {
-        let (codec, payload_type) = match self.video {
-            Video::Vp8 => (Codec::Vp8, VP8),
-            Video::H264 => (Codec::H264, H264),
-        };
+        let (codec, payload_type) = self.video.codec();
         let video = StreamSpec::new(self.video_ssrc, self.name, codec, payload_type);
         let mut specs = vec![StreamSpec { cvo_extension_id: Some(CVO_ID), ..video }];
         if let Some(ssrc) = self.audio_ssrc {
@@ -83,6 +92,19 @@ impl Peer {
         command.args(["-t", &seconds.to_string(), "-map", "0:v"]);
         match self.video {
             Video::Vp8 => command.args(["-c:v", "libvpx", "-deadline", "realtime", "-cpu-used", "8", "-b:v", "600k"]),
+            // ffmpeg's VP9 packetizer is marked experimental.
+            Video::Vp9 => command.args([
+                "-c:v",
+                "libvpx-vp9",
+                "-deadline",
+                "realtime",
+                "-cpu-used",
+                "8",
+                "-b:v",
+                "600k",
+                "-strict",
+                "experimental",
+            ]),
             Video::H264 => command.args([
                 "-c:v",
                 "libx264",
@@ -95,10 +117,7 @@ impl Peer {
             ]),
         };
         command.args(["-g", "50", "-pix_fmt", "yuv420p", "-ssrc", &self.video_ssrc.to_string()]);
-        let payload_type = match self.video {
-            Video::Vp8 => VP8,
-            Video::H264 => H264,
-        };
+        let (_, payload_type) = self.video.codec();
         command.args(["-payload_type", &payload_type.to_string(), "-f", "rtp", &url(video_to)]);
         if let Some(ssrc) = self.audio_ssrc {
             command.args(["-t", &seconds.to_string(), "-map", "1:a", "-c:a", "libopus", "-b:a", "48k"]);
@@ -381,7 +400,7 @@ fn a_late_joiner_is_absent_before_it_joins() {
 #[test]
 fn a_capture_cut_mid_record_still_composes() {
     let dir = tempfile::tempdir().unwrap();
-    let a = Peer { name: "a", video_ssrc: 0x0A01, audio_ssrc: Some(0x0A02), video: Video::Vp8, source: "testsrc2" };
+    let a = Peer { name: "a", video_ssrc: 0x0A01, audio_ssrc: Some(0x0A02), video: Video::Vp9, source: "testsrc2" };
     let capture = capture(dir.path(), meta(Layout::Grid, Resolution::P480, false), &[&a]);
     let to = capture.address();
     a.send(2.5, to, to).finish();
@@ -404,6 +423,8 @@ fn a_capture_cut_mid_record_still_composes() {
     let probed = probe(&mp4);
     assert_eq!(probed.audio.as_deref(), Some("aac"));
     assert!((probed.duration - 2.5).abs() <= 1.0, "duration {}", probed.duration);
+    let picture = Gray::at(&mp4, 1.2, 854).mean((200, 654), (100, 380));
+    assert!(picture > 40.0, "the VP9 video shows: luma {picture:.0}");
 }
 
 #[test]
