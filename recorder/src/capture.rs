@@ -114,9 +114,12 @@ pub enum Layout {
 /// The composed video's size.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 pub enum Resolution {
+    #[serde(rename = "1080p")]
     P1080,
     #[default]
+    #[serde(rename = "720p")]
     P720,
+    #[serde(rename = "480p")]
     P480,
 }
 
@@ -161,7 +164,7 @@ pub enum CaptureEvent {
 }
 
 /// A snapshot of a capture's state.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CaptureProgress {
     /// Some video stream has its first key frame written (or, when only audio is recorded,
     /// some audio packet): the recording has begun.
@@ -508,4 +511,33 @@ fn socket_drops(address: Option<SocketAddr>) -> Option<u64> {
         .skip(1)
         .find(|line| line.split_whitespace().nth(1) == Some(local.as_str()))
         .and_then(|line| line.split_whitespace().last()?.parse().ok())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn meta_and_specs_read_as_the_api_names_them() {
+        let meta = CaptureMeta {
+            room: "r".into(),
+            record: "1".into(),
+            started_unix_ms: 7,
+            layout: Layout::Centre("alice".into()),
+            resolution: Resolution::P1080,
+            fix_video_direction: true,
+        };
+        let json = serde_json::to_value(&meta).unwrap();
+        assert_eq!(json["layout"], serde_json::json!({"centre": "alice"}));
+        assert_eq!(json["resolution"], "1080p");
+        assert_eq!(serde_json::from_value::<CaptureMeta>(json).unwrap(), meta);
+        let spec = StreamSpec::new(9, "bob", Codec::Opus, 111);
+        let json = serde_json::to_value(&spec).unwrap();
+        assert_eq!(
+            (json["kind"].as_str(), json["codec"].as_str(), json["clock_rate"].as_u64()),
+            (Some("audio"), Some("opus"), Some(48_000))
+        );
+        assert_eq!(serde_json::from_value::<StreamSpec>(json).unwrap(), spec);
+        assert_eq!(Resolution::default().size(), (1280, 720));
+    }
 }

@@ -215,6 +215,11 @@ impl TrackBuilder {
             // CVO byte: 0 0 0 0 C F R1 R0 (3GPP TS 26.114 §7.4.5); R1R0 in quarter turns.
             self.rotation = rotation & 0x03;
         }
+        if packet.payload().is_empty() {
+            // Padding only (bandwidth probes on the media SSRC): it takes a sequence number
+            // but is part of no frame.
+            return Ok(());
+        }
         let info = codec::inspect(self.spec.codec, packet.payload());
         if self.spec.kind == MediaKind::Audio {
             let mut data = Vec::new();
@@ -537,6 +542,24 @@ mod tests {
         let (track, file) = build(packets.into_iter().enumerate().map(|(i, (_, p))| (i as u64 * 1000, p)));
         assert_eq!(ivf_times(&file), vec![0, 33, 66, 100]);
         assert_eq!(track.presence, vec![(0, 100)]);
+    }
+
+    #[test]
+    fn padding_only_packets_break_no_frame() {
+        // Frames 0 and 1 (sequence numbers 0..=3), a padding-only packet as 4, frame 2 as 5, 6.
+        let mut packets: Vec<Vec<u8>> = vp8_packets(3, &[]).into_iter().map(|(_, p)| p).collect();
+        for packet in &mut packets[4..] {
+            let seq = u16::from_be_bytes([packet[2], packet[3]]) + 1;
+            packet[2..4].copy_from_slice(&seq.to_be_bytes());
+        }
+        let mut padding = vec![0; 16];
+        let len = RtpHeader::new(96, 4, 3000, 7).write(&mut padding).unwrap();
+        padding.truncate(len);
+        padding[0] |= 0x20;
+        padding.extend_from_slice(&[0, 0, 0, 4]);
+        packets.insert(4, padding);
+        let (_, file) = build(packets.into_iter().enumerate().map(|(i, p)| (i as u64 * 1000, p)));
+        assert_eq!(ivf_times(&file), vec![0, 33, 66]);
     }
 
     #[test]
