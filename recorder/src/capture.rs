@@ -1,9 +1,9 @@
 //! Capture: one recording's loopback socket and the thread that writes what arrives on it.
 //!
-//! What it owns: a capture folder (created by [`Capture::start`], format in [`format`]), a UDP
+//! What it owns: a capture folder (created by [`Capture::start`], its format in `capture/format.rs`), a UDP
 //! socket on 127.0.0.1 to which a worker sends the recorded streams' plaintext RTP and their
 //! sender reports (rtcp-mux), and one thread, "uprtcd-capture", that receives, decides
-//! ([`session`]), writes, and sends key-frame requests (PLI) back to the packets' source.
+//! (`capture/session.rs`, without I/O), writes, and sends key-frame requests (PLI) back to the packets' source.
 //!
 //! Rules for callers: add a stream before its packets are sent ([`Capture::add_stream`]
 //! happens-before the worker's first send is enough: the thread reads its commands before it
@@ -281,7 +281,8 @@ impl Capture {
         self.progress.lock().unwrap_or_else(PoisonError::into_inner).clone()
     }
 
-    /// Flushes and syncs the files and the folder, and ends the thread.
+    /// Flushes and syncs the files and the folder, and ends the thread. Fails with
+    /// [`Error::Capture`] when the capture had stopped writing (its files end at the failure).
     pub fn stop(mut self) -> Result<CaptureProgress, Error> {
         self.join()?;
         Ok(self.progress())

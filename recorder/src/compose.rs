@@ -1,9 +1,15 @@
 //! Composition: one capture folder in, one MP4 (H.264 + AAC, faststart) out.
 //!
 //! What it owns: a work folder beside the output (`<output>.parts`, removed when done) with
-//! one IVF or Ogg Opus file per stream ([`track`]), the timeline and layout ([`timeline`]),
-//! and one ffmpeg process (killed if the composition is abandoned), whose result is checked
-//! with ffprobe before it is renamed to `output`. Until then `output` does not exist.
+//! one IVF or Ogg Opus file per stream (`compose/track.rs`), the timeline and the layout
+//! (`compose/timeline.rs`), and one ffmpeg process, killed and reaped if [`compose`] returns
+//! or unwinds early (a panicking progress callback abandons the job). ffmpeg writes
+//! `<output>.partial`, which becomes `output` only after ffprobe approved it, so `output` is
+//! only ever a checked result.
+//!
+//! The event log's `Left` and stream ends cut a video's presence; `Joined` and `Muted` are
+//! kept for the record but do not change the layout (a muted video stops sending frames, and
+//! a gap over two seconds is an absence anyway).
 //!
 //! Memory stays bounded by a reorder window per stream: frames are streamed to the work
 //! files, never held for the whole recording.
