@@ -470,3 +470,53 @@ fn processing_speed() {
         fs::rename(mp4, keep.join("speed.mp4")).unwrap();
     }
 }
+
+/// The environment variable that makes [`capture_in_a_child_process`] run (in the child).
+const CHILD_DIR: &str = "UPRTCD_TEST_CAPTURE_CHILD_DIR";
+
+/// The child side of [`a_capture_killed_with_sigkill_still_composes`]: captures peer a into
+/// the folder named by [`CHILD_DIR`], prints its address and waits to be killed.
+#[test]
+#[ignore = "the child process of a_capture_killed_with_sigkill_still_composes"]
+fn capture_in_a_child_process() {
+    let Some(dir) = std::env::var_os(CHILD_DIR) else { return };
+    let a = Peer { name: "a", video_ssrc: 0x0A01, audio_ssrc: Some(0x0A02), video: Video::Vp8, source: "testsrc2" };
+    let capture = capture(Path::new(&dir), meta(Layout::Grid, Resolution::P480, false), &[&a]);
+    println!("capture address {}", capture.address());
+    thread::sleep(Duration::from_secs(30));
+}
+
+#[test]
+fn a_capture_killed_with_sigkill_still_composes() {
+    use std::io::{BufRead, BufReader};
+
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = Sender(
+        Command::new(std::env::current_exe().unwrap())
+            .args(["--exact", "capture_in_a_child_process", "--ignored", "--nocapture", "--test-threads=1"])
+            .env(CHILD_DIR, dir.path())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let stdout = BufReader::new(child.0.stdout.take().unwrap());
+    let to: SocketAddr = stdout
+        .lines()
+        .map_while(Result::ok)
+        // libtest may print the test's name on the same line first.
+        .find_map(|line| line.split("capture address ").nth(1).map(|a| a.trim().parse().unwrap()))
+        .expect("the child prints its capture's address");
+    let a = Peer { name: "a", video_ssrc: 0x0A01, audio_ssrc: Some(0x0A02), video: Video::Vp8, source: "testsrc2" };
+    let sender = a.send(5.0, to, to);
+    thread::sleep(Duration::from_millis(3000));
+    // Sender's drop sends SIGKILL: the capture thread dies wherever it is.
+    drop(child);
+    drop(sender);
+
+    let (mp4, summary) = compose_to(dir.path(), "killed.mp4");
+    let probed = probe(&mp4);
+    assert_eq!(probed.audio.as_deref(), Some("aac"));
+    // Up to the kill: three seconds less ffmpeg's start, less at most the unflushed 200 ms.
+    assert!(summary.duration >= Duration::from_millis(1500) && probed.duration <= 3.5, "{summary:?}");
+}
