@@ -17,7 +17,7 @@
 mod timeline;
 mod track;
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 use std::fmt::Write as _;
 use std::fs;
 use std::io::{self, BufRead, BufReader};
@@ -25,7 +25,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use self::timeline::{Segment, Shown};
+use self::timeline::{Rect, Segment, Shown};
 use self::track::Track;
 use crate::capture::format::{self, LogLine};
 use crate::capture::{CaptureMeta, MediaKind, sync_dir};
@@ -179,7 +179,7 @@ impl Plan {
             .map(|s| s.unwrap_or(Shown { peer: "", spans: Vec::new(), rotations: Vec::new() }))
             .collect();
         let canvas = meta.resolution.size();
-        let segments = timeline::segments(&shown, &meta.layout, canvas, duration_ms);
+        let segments = timeline::segments(&shown, &meta.layout, canvas, duration_ms, u64::from(1000 / FRAME_RATE));
         Self { starts, duration_ms, canvas, segments }
     }
 
@@ -195,14 +195,17 @@ impl Plan {
             .collect()
     }
 
+    /// The filter graph: each segment is its own black canvas with its tiles overlaid, and
+    /// the segments are concatenated. Rendering them one after the other keeps ffmpeg from
+    /// decoding a video far ahead for a later segment while an earlier one still waits for
+    /// the same frames (a single canvas with every segment's overlay buffered that way).
     fn filter_graph(&self, tracks: &[Track]) -> String {
         let (width, height) = self.canvas;
         let seconds = |ms: u64| format!("{}.{:03}", ms / 1000, ms % 1000);
-        let duration = seconds(self.duration_ms);
-        let mut graph =
-            format!("color=c=black:s={width}x{height}:r={FRAME_RATE}:d={duration},format=yuv420p[base0];\n");
-        let mut base = 0;
+        let mut graph = String::new();
         let mut audio = Vec::new();
+        // Per track: its ffmpeg input and how many tiles it is shown in.
+        let mut branches: BTreeMap<usize, (usize, usize)> = BTreeMap::new();
         for (input, (i, track)) in self.inputs(tracks).into_iter().enumerate() {
             if track.spec.kind == MediaKind::Audio {
                 // amix mixes samples in arrival order: each input is made continuous from 0
@@ -211,49 +214,49 @@ impl Plan {
                 audio.push(format!("[a{input}]"));
                 continue;
             }
-            let tiles: Vec<_> = self
-                .segments
-                .iter()
-                .flat_map(|s| s.tiles.iter().filter(|t| t.track == i).map(move |t| (s, t)))
-                .collect();
-            let _ = write!(graph, "[{input}:v]split={}", tiles.len());
-            for k in 0..tiles.len() {
+            let shown = self.segments.iter().flat_map(|s| &s.tiles).filter(|t| t.track == i).count();
+            let _ = write!(graph, "[{input}:v]split={shown}");
+            for k in 0..shown {
                 let _ = write!(graph, "[v{input}s{k}]");
             }
             graph.push_str(";\n");
-            for (k, (segment, tile)) in tiles.into_iter().enumerate() {
-                let r = tile.rect;
+            branches.insert(i, (input, 0));
+        }
+        for (k, segment) in self.segments.iter().enumerate() {
+            let (start, end) = (seconds(segment.start_ms), seconds(segment.end_ms));
+            let length = seconds(segment.end_ms - segment.start_ms);
+            let _ =
+                writeln!(graph, "color=c=black:s={width}x{height}:r={FRAME_RATE}:d={length},format=yuv420p[g{k}b0];");
+            for (j, tile) in segment.tiles.iter().enumerate() {
+                let Some((input, used)) = branches.get_mut(&tile.track) else { continue };
+                let branch = format!("v{input}s{used}");
+                *used += 1;
                 let turn = match tile.rotation {
                     1 => "transpose=1,",
                     2 => "hflip,vflip,",
                     3 => "transpose=2,",
                     _ => "",
                 };
+                let Rect { x, y, w, h } = tile.rect;
+                // The segment's frames, moved to start at 0 like its canvas.
                 let _ = writeln!(
                     graph,
-                    "[v{input}s{k}]trim=start={}:end={},{turn}scale={w}:{h}:force_original_aspect_ratio=decrease:force_divisible_by=2,pad={w}:{h}:(ow-iw)/2:(oh-ih)/2:color=black,setsar=1[t{input}s{k}];",
-                    seconds(segment.start_ms),
-                    seconds(segment.end_ms),
-                    w = r.w,
-                    h = r.h,
+                    "[{branch}]trim=start={start}:end={end},setpts=PTS-{start}/TB,{turn}scale={w}:{h}:force_original_aspect_ratio=decrease:force_divisible_by=2,pad={w}:{h}:(ow-iw)/2:(oh-ih)/2:color=black,setsar=1[g{k}t{j}];"
                 );
-                let _ = writeln!(
-                    graph,
-                    "[base{base}][t{input}s{k}]overlay=x={}:y={}:eof_action=pass[base{}];",
-                    r.x,
-                    r.y,
-                    base + 1
-                );
-                base += 1;
+                let _ = writeln!(graph, "[g{k}b{j}][g{k}t{j}]overlay=x={x}:y={y}:eof_action=pass[g{k}b{}];", j + 1);
             }
         }
-        let _ = write!(graph, "[base{base}]null[vout]");
+        for (k, segment) in self.segments.iter().enumerate() {
+            let _ = write!(graph, "[g{k}b{}]", segment.tiles.len());
+        }
+        let _ = write!(graph, "concat=n={}:v=1:a=0[vout]", self.segments.len());
         if !audio.is_empty() {
             let _ = write!(
                 graph,
-                ";\n{}amix=inputs={}:normalize=0:duration=longest,apad=whole_dur={duration}[aout]",
+                ";\n{}amix=inputs={}:normalize=0:duration=longest,apad=whole_dur={}[aout]",
                 audio.concat(),
-                audio.len()
+                audio.len(),
+                seconds(self.duration_ms)
             );
         }
         graph
