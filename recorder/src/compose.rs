@@ -33,6 +33,8 @@ use crate::{Error, Tools};
 
 /// The composed video's frame rate.
 const FRAME_RATE: u32 = 25;
+/// How far before its segment a tile's frames are taken, for the frame it shows at the start.
+const LOOKBACK_MS: u64 = 1_000;
 /// ffmpeg's stderr lines kept for an error message.
 const STDERR_LINES: usize = 12;
 
@@ -224,6 +226,7 @@ impl Plan {
         }
         for (k, segment) in self.segments.iter().enumerate() {
             let (start, end) = (seconds(segment.start_ms), seconds(segment.end_ms));
+            let lookback = seconds(segment.start_ms.saturating_sub(LOOKBACK_MS));
             let length = seconds(segment.end_ms - segment.start_ms);
             let _ =
                 writeln!(graph, "color=c=black:s={width}x{height}:r={FRAME_RATE}:d={length},format=yuv420p[g{k}b0];");
@@ -238,10 +241,12 @@ impl Plan {
                     _ => "",
                 };
                 let Rect { x, y, w, h } = tile.rect;
-                // The segment's frames, moved to start at 0 like its canvas.
+                // The segment's frames, moved to start at 0 like its canvas, with the last
+                // second before it: the overlay shows the latest frame at or before each
+                // canvas frame, so a tile shown on does not flash black until its next frame.
                 let _ = writeln!(
                     graph,
-                    "[{branch}]trim=start={start}:end={end},setpts=PTS-{start}/TB,{turn}scale={w}:{h}:force_original_aspect_ratio=decrease:force_divisible_by=2,pad={w}:{h}:(ow-iw)/2:(oh-ih)/2:color=black,setsar=1[g{k}t{j}];"
+                    "[{branch}]trim=start={lookback}:end={end},setpts=PTS-{start}/TB,{turn}scale={w}:{h}:force_original_aspect_ratio=decrease:force_divisible_by=2,pad={w}:{h}:(ow-iw)/2:(oh-ih)/2:color=black,setsar=1[g{k}t{j}];"
                 );
                 let _ = writeln!(graph, "[g{k}b{j}][g{k}t{j}]overlay=x={x}:y={y}:eof_action=pass[g{k}b{}];", j + 1);
             }
