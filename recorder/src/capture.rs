@@ -3,7 +3,8 @@
 //! What it owns: a capture folder (created by [`Capture::start`], its format in `capture/format.rs`), a UDP
 //! socket on 127.0.0.1 to which a worker sends the recorded streams' plaintext RTP and their
 //! sender reports (rtcp-mux), and one thread, "uprtcd-capture", that receives, decides
-//! (`capture/session.rs`, without I/O), writes, and sends key-frame requests (PLI) back to the packets' source.
+//! (`capture/session.rs`, without I/O), writes, and sends key-frame requests (PLI) back to the packets' source; a second thread,
+//! "uprtcd-capture-sync", syncs the files to disk, so that a slow disk never delays a receive.
 //!
 //! Rules for callers: add a stream before its packets are sent ([`Capture::add_stream`]
 //! happens-before the worker's first send is enough: the thread reads its commands before it
@@ -227,6 +228,8 @@ impl Capture {
         write_durably(&meta_path, &json).map_err(io_err(&meta_path))?;
         let events_path = dir.join(format::EVENTS_FILE);
         let events = File::create_new(&events_path).map_err(io_err(&events_path))?;
+        let syncer = Arc::new(Syncer::default());
+        syncer.add(&events).map_err(io_err(&events_path))?;
         sync_dir(dir).map_err(io_err(dir))?;
         sync_dir(parent).map_err(io_err(parent))?;
 
@@ -247,6 +250,7 @@ impl Capture {
             progress: Arc::clone(&progress),
             events: BufWriter::new(events),
             session: Session::new(),
+            syncer,
             failure: None,
         };
         let thread = std::thread::Builder::new()
@@ -326,15 +330,55 @@ struct Writer {
     progress: Arc<Mutex<CaptureProgress>>,
     events: BufWriter<File>,
     session: Session<BufWriter<File>>,
+    syncer: Arc<Syncer>,
     /// Set at the first write error: nothing is written after it.
     failure: Option<String>,
 }
 
+/// Syncs the capture's files to disk about once a second on a thread of its own, so that a
+/// slow disk never holds up the receiving thread (which only hands data to the OS).
+#[derive(Debug, Default)]
+struct Syncer {
+    /// Second handles of the files being written.
+    files: Mutex<Vec<File>>,
+    failure: Mutex<Option<String>>,
+}
+
+impl Syncer {
+    fn add(&self, file: &File) -> io::Result<()> {
+        let clone = file.try_clone()?;
+        self.files.lock().unwrap_or_else(PoisonError::into_inner).push(clone);
+        Ok(())
+    }
+
+    /// Until `stop` is dropped.
+    fn run(&self, stop: &Receiver<()>) {
+        while let Err(mpsc::RecvTimeoutError::Timeout) = stop.recv_timeout(SYNC_INTERVAL) {
+            let files = self.files.lock().unwrap_or_else(PoisonError::into_inner);
+            if let Some(e) = files.iter().find_map(|file| file.sync_data().err()) {
+                self.failure.lock().unwrap_or_else(PoisonError::into_inner).get_or_insert(format!("sync: {e}"));
+                return;
+            }
+        }
+    }
+
+    fn failure(&self) -> Option<String> {
+        self.failure.lock().unwrap_or_else(PoisonError::into_inner).clone()
+    }
+}
+
 impl Writer {
     fn run(mut self) -> Result<(), Error> {
+        let (stop_syncing, sync_stop) = mpsc::channel::<()>();
+        let syncer = Arc::clone(&self.syncer);
+        let sync_thread = std::thread::Builder::new()
+            .name("uprtcd-capture-sync".into())
+            .spawn(move || syncer.run(&sync_stop))
+            .map_err(|e| self.fail(format!("sync thread: {e}")))
+            .ok();
         let mut buf = vec![0u8; 65_536];
         let mut last_flush = Instant::now();
-        let mut last_sync = Instant::now();
+        let mut last_census = Instant::now();
         let mut overflow = 0;
         loop {
             let received = self.socket.recv_from(&mut buf);
@@ -359,13 +403,19 @@ impl Writer {
             if last_flush.elapsed() >= FLUSH_INTERVAL {
                 last_flush = Instant::now();
                 self.flush(false);
-                if last_sync.elapsed() >= SYNC_INTERVAL {
-                    last_sync = Instant::now();
-                    self.flush(true);
+                if let Some(reason) = self.syncer.failure() {
+                    self.fail(reason);
+                }
+                if last_census.elapsed() >= SYNC_INTERVAL {
+                    last_census = Instant::now();
                     overflow = socket_drops(self.socket.local_addr().ok()).unwrap_or(overflow);
                 }
                 self.publish(overflow);
             }
+        }
+        drop(stop_syncing);
+        if let Some(thread) = sync_thread {
+            let _ = thread.join();
         }
         self.flush(true);
         if let (None, Err(e)) = (&self.failure, sync_dir(&self.dir)) {
@@ -404,6 +454,7 @@ impl Writer {
         }
         let path = format::stream_path(&self.dir, spec.ssrc);
         let opened = File::create_new(&path).and_then(|file| {
+            self.syncer.add(&file)?;
             let mut out = BufWriter::new(file);
             format::write_header(&mut out, &spec)?;
             out.flush()?;

@@ -243,20 +243,38 @@ impl Gray {
 }
 
 /// Records two peers (VP8 + Opus each, test patterns) for `seconds` in a 720p grid.
-fn record_two_peers(dir: &Path, seconds: f32) -> CaptureProgress {
+/// Also returns how long the senders ran, from the first start to the last end: what the
+/// recording can span at most (on a loaded machine their starts may be far apart).
+fn record_two_peers(dir: &Path, seconds: f32) -> (CaptureProgress, f64) {
     let a = Peer { name: "a", video_ssrc: 0x0A01, audio_ssrc: Some(0x0A02), video: Video::Vp8, source: "testsrc2" };
     let b = Peer { name: "b", video_ssrc: 0x0B01, audio_ssrc: Some(0x0B02), video: Video::Vp8, source: "testsrc2" };
     let capture = capture(dir, meta(Layout::Grid, Resolution::P720, false), &[&a, &b]);
     let to = capture.address();
+    let started = Instant::now();
     let senders = [a.send(seconds, to, to), b.send(seconds, to, to)];
     senders.into_iter().for_each(Sender::finish);
-    capture.stop().unwrap()
+    (capture.stop().unwrap(), started.elapsed().as_secs_f64())
+}
+
+/// Whether some frame between `from` and `to` seconds shows two tiles side by side of
+/// 16:9 video on a 16:9 canvas: letterboxed (the top rows black), both halves lit.
+fn shows_two_tiles(mp4: &Path, width: usize, from: f32, to: f32) -> bool {
+    let steps = 6;
+    (0..=steps).map(|i| from + (to - from) * i as f32 / steps as f32).any(|t| {
+        let frame = Gray::at(mp4, t, width);
+        let (height, half) = (frame.height(), width / 2);
+        let top = frame.mean((0, width), (0, height / 8));
+        let rows = (height * 3 / 8, height * 5 / 8);
+        let (left, right) =
+            (frame.mean((half / 10, half * 9 / 10), rows), frame.mean((half * 11 / 10, width - half / 10), rows));
+        top < 20.0 && left > 40.0 && right > 40.0
+    })
 }
 
 #[test]
 fn two_peers_in_a_grid_with_their_audio() {
     let dir = tempfile::tempdir().unwrap();
-    let progress = record_two_peers(dir.path(), 3.5);
+    let (progress, sent) = record_two_peers(dir.path(), 3.5);
     assert!(progress.started && progress.packets > 100, "{progress:?}");
     assert_eq!((progress.dropped_unknown, progress.dropped_invalid, progress.failure), (0, 0, None));
 
@@ -265,10 +283,8 @@ fn two_peers_in_a_grid_with_their_audio() {
     let probed = probe(&mp4);
     assert_eq!((probed.width, probed.height, probed.video.as_str()), (1280, 720, "h264"));
     assert_eq!(probed.audio.as_deref(), Some("aac"));
-    assert!((probed.duration - 3.5).abs() <= 1.0, "duration {}", probed.duration);
-    let frame = Gray::at(&mp4, 1.8, 1280);
-    let (left, right) = (frame.mean((40, 600), (200, 520)), frame.mean((680, 1240), (200, 520)));
-    assert!(left > 40.0 && right > 40.0, "tiles' luma {left:.0} and {right:.0}");
+    assert!(probed.duration >= 2.5 && probed.duration <= sent + 0.5, "duration {} of {sent} s sent", probed.duration);
+    assert!(shows_two_tiles(&mp4, 1280, 0.5, probed.duration as f32 - 0.5), "two lit tiles");
 }
 
 #[test]
@@ -285,14 +301,18 @@ fn the_centre_peer_is_in_the_centre_h264() {
     let (mp4, _) = compose_to(dir.path(), "centre.mp4");
     let probed = probe(&mp4);
     assert_eq!((probed.width, probed.height, probed.audio), (854, 480, None));
-    let frame = Gray::at(&mp4, 1.5, 854);
-    // Centre: the white peer; along the bottom, the thumbnail of the other.
-    let centre = frame.mean((327, 527), (120, 260));
-    let thumbnail = frame.mean((380, 474), (400, 470));
-    let corner = frame.mean((0, 60), (0, 30));
-    assert!(centre > 200.0, "centre luma {centre:.0}");
-    assert!(thumbnail > 40.0 && thumbnail < 200.0, "thumbnail luma {thumbnail:.0}");
-    assert!(corner < 20.0, "top-left corner luma {corner:.0}");
+    // Centre: the white peer; along the bottom, the thumbnail of the other; black around.
+    // Looked for over the recording, as the two senders may start far apart.
+    let lumas: Vec<_> = (1..=5)
+        .map(|i| {
+            let frame = Gray::at(&mp4, probed.duration as f32 * i as f32 / 6.0, 854);
+            (frame.mean((327, 527), (120, 260)), frame.mean((380, 474), (400, 470)), frame.mean((0, 60), (0, 30)))
+        })
+        .collect();
+    let laid_out = |&(centre, thumbnail, corner): &(f64, f64, f64)| {
+        centre > 200.0 && thumbnail > 40.0 && thumbnail < 200.0 && corner < 20.0
+    };
+    assert!(lumas.iter().any(laid_out), "(centre, thumbnail, corner) luma: {lumas:.0?}");
 }
 
 /// Forwards RTP from ffmpeg to `to`, adding a one-byte CVO extension (id [`CVO_ID`]) with
@@ -385,16 +405,9 @@ fn a_late_joiner_is_absent_before_it_joins() {
     // Alone, a fills the canvas (16:9 on 16:9): the top rows hold picture.
     let early = Gray::at(&mp4, 0.8, 854);
     assert!(early.mean((0, 854), (0, 60)) > 40.0, "a alone fills the canvas");
-    // Once b is there, two tiles side by side, letterboxed: the top rows are black, both
-    // halves not. When exactly depends on how fast b's ffmpeg started: look near the end.
-    let end = summary.duration.as_secs_f32();
-    let both = [1.0, 1.5, 2.0].iter().any(|before_end| {
-        let late = Gray::at(&mp4, end - before_end, 854);
-        late.mean((0, 854), (0, 60)) < 20.0
-            && late.mean((30, 400), (150, 330)) > 40.0
-            && late.mean((454, 824), (150, 330)) > 40.0
-    });
-    assert!(both, "two tiles once b joined");
+    // Once b is there, two tiles side by side. When exactly depends on how fast b's ffmpeg
+    // started.
+    assert!(shows_two_tiles(&mp4, 854, 2.0, summary.duration.as_secs_f32() - 0.3), "two tiles once b joined");
 }
 
 #[test]
@@ -452,7 +465,7 @@ fn a_capture_without_media_says_so() {
 #[ignore = "a measurement: 10 s of capture, then composition"]
 fn processing_speed() {
     let dir = tempfile::tempdir().unwrap();
-    record_two_peers(dir.path(), 10.0);
+    let _ = record_two_peers(dir.path(), 10.0);
     let started = Instant::now();
     let (mp4, summary) = compose_to(dir.path(), "speed.mp4");
     let elapsed = started.elapsed();
@@ -517,6 +530,7 @@ fn a_capture_killed_with_sigkill_still_composes() {
     let (mp4, summary) = compose_to(dir.path(), "killed.mp4");
     let probed = probe(&mp4);
     assert_eq!(probed.audio.as_deref(), Some("aac"));
-    // Up to the kill: three seconds less ffmpeg's start, less at most the unflushed 200 ms.
-    assert!(summary.duration >= Duration::from_millis(1500) && probed.duration <= 3.5, "{summary:?}");
+    // Up to the kill: three seconds less ffmpeg's start (slow on a loaded machine), less at
+    // most the unflushed 200 ms.
+    assert!(summary.duration >= Duration::from_millis(1000) && probed.duration <= 3.5, "{summary:?}");
 }
