@@ -96,13 +96,11 @@ pub fn compose(job: &ComposeJob, mut progress: impl FnMut(f32)) -> Result<Compos
     let plan = Plan::new(&tracks, &events, &meta);
     let script = work.path.join("filter");
     fs::write(&script, plan.filter_graph(&tracks)).map_err(io_err(&script))?;
-    let partial = partial_path(&job.output);
-    let args = plan.arguments(&tracks, &script, &partial);
+    let partial = Partial(partial_path(&job.output));
+    let args = plan.arguments(&tracks, &script, &partial.0);
     run_ffmpeg(job, &args, plan.duration_ms, &mut progress)?;
-    check_output(&job.tools, &partial, timeline::has_kind(&tracks, MediaKind::Audio)).inspect_err(|_| {
-        let _ = fs::remove_file(&partial);
-    })?;
-    fs::rename(&partial, &job.output).map_err(io_err(&job.output))?;
+    check_output(&job.tools, &partial.0, timeline::has_kind(&tracks, MediaKind::Audio))?;
+    fs::rename(&partial.0, &job.output).map_err(io_err(&job.output))?;
     let folder = job.output.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
     sync_dir(folder).map_err(io_err(folder))?;
     let bytes = fs::metadata(&job.output).map_err(io_err(&job.output))?.len();
@@ -120,6 +118,18 @@ fn partial_path(output: &Path) -> PathBuf {
     let mut name = output.file_name().unwrap_or_default().to_os_string();
     name.push(".partial");
     output.with_file_name(name)
+}
+
+/// ffmpeg's output before it is checked, removed unless renamed to the output (a failed,
+/// rejected or abandoned composition leaves nothing half-written).
+#[derive(Debug)]
+struct Partial(PathBuf);
+
+impl Drop for Partial {
+    fn drop(&mut self) {
+        // After the rename there is nothing left to remove.
+        let _ = fs::remove_file(&self.0);
+    }
 }
 
 /// The work folder of one composition, removed on drop.

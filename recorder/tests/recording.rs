@@ -432,6 +432,24 @@ fn a_capture_cut_mid_record_still_composes() {
     log.push_str("{\"at_us\":12,\"ent");
     fs::write(&events, log).unwrap();
 
+    // A composition abandoned midway (its progress callback panics) leaves no ffmpeg behind
+    // and no output.
+    let abandoned = dir.path().join("abandoned.mp4");
+    let job = ComposeJob {
+        tools: Tools::locate(Path::new("ffmpeg")).unwrap(),
+        capture_dir: dir.path().join("capture"),
+        output: abandoned.clone(),
+        cores: None,
+        nice: 0,
+    };
+    let result = std::panic::catch_unwind(|| compose(&job, |_| panic!("abandoned")));
+    assert!(result.is_err());
+    assert!(!abandoned.exists() && !dir.path().join("abandoned.mp4.partial").exists());
+    assert!(!dir.path().join("abandoned.mp4.parts").exists());
+    let needle = abandoned.to_string_lossy().into_owned();
+    let running = fs::read_dir("/proc").unwrap().filter_map(|e| fs::read(e.ok()?.path().join("cmdline")).ok());
+    assert!(!running.into_iter().any(|cmdline| String::from_utf8_lossy(&cmdline).contains(&needle)), "ffmpeg killed");
+
     let (mp4, _) = compose_to(dir.path(), "torn.mp4");
     let probed = probe(&mp4);
     assert_eq!(probed.audio.as_deref(), Some("aac"));
