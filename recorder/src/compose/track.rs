@@ -150,6 +150,8 @@ struct TrackBuilder {
     origin: Option<i64>,
     last_ms: Option<u64>,
     end_ms: u64,
+    /// Audio: the granule position (48 kHz samples) where the last packet written ends.
+    end_granule: u64,
     sender_report: Option<(u64, u32)>,
     presence: Vec<(u64, u64)>,
     rotation: u8,
@@ -172,6 +174,7 @@ impl TrackBuilder {
             origin: None,
             last_ms: None,
             end_ms: 0,
+            end_granule: 0,
             sender_report: None,
             presence: Vec::new(),
             rotation: 0,
@@ -290,10 +293,16 @@ impl TrackBuilder {
                 self.end_ms = ms;
             }
             Sink::Ogg(ogg) => {
-                let samples = i64::from(opus_samples(&frame.data).unwrap_or(960));
-                let start = ticks as i64 * OPUS_RATE / clock;
-                ogg.write_packet(frame.data, (start + samples) as u64)?;
-                self.end_ms = ((start + samples) * 1000 / OPUS_RATE) as u64;
+                let samples = u64::from(opus_samples(&frame.data).unwrap_or(960));
+                let start = ticks * OPUS_RATE as u64 / clock as u64;
+                if start < self.end_granule {
+                    // Overlaps the previous packet (a timestamp repeated or going back):
+                    // granule positions must increase.
+                    return Ok(());
+                }
+                self.end_granule = start + samples;
+                ogg.write_packet(frame.data, self.end_granule)?;
+                self.end_ms = self.end_granule * 1000 / OPUS_RATE as u64;
             }
         }
         self.last_ms = Some(ms);
@@ -531,6 +540,30 @@ mod tests {
             at += 12 + len;
         }
         times
+    }
+
+    #[test]
+    fn opus_granules_follow_rtp_time_and_keep_gaps() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a.ogg");
+        let spec = StreamSpec::new(9, "p", Codec::Opus, 111);
+        let mut builder = TrackBuilder::new(spec, Sink::Ogg(OggOpusWriter::create(&path, 9).unwrap()));
+        // 20 ms packets at 0 and 960; one repeating 960; then 60 ms not sent (a gap).
+        for (seq, timestamp) in [(1u16, 10_000u32), (2, 10_960), (3, 10_960), (4, 14_800)] {
+            let mut packet = vec![0; 16];
+            let len = RtpHeader::new(111, seq, timestamp, 9).write(&mut packet).unwrap();
+            packet.truncate(len);
+            packet.extend_from_slice(&[0xFC, 0xAA]);
+            builder.push_packet(u64::from(seq) * 20_000, packet).unwrap();
+        }
+        let track = builder.finish(path.clone()).unwrap().unwrap();
+        assert_eq!(track.end_ms, 120);
+        let mut reader = ogg::PacketReader::new(File::open(&path).unwrap());
+        let mut granules = Vec::new();
+        while let Some(packet) = reader.read_packet().unwrap() {
+            granules.push(packet.absgp_page());
+        }
+        assert_eq!(granules, vec![0, 0, 960, 1920, 4800 + 960]);
     }
 
     #[test]
