@@ -83,9 +83,9 @@ pub fn compose(job: &ComposeJob, mut progress: impl FnMut(f32)) -> Result<Compos
         match track::read_track(&file, &work.path) {
             Ok(Some(track)) => tracks.push(track),
             Ok(None) => tracing::info!(file = %file.display(), "stream with nothing to compose"),
-            // A stream file whose header never made it to disk is skipped, not fatal.
-            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => {
-                tracing::warn!(file = %file.display(), "stream file without a header")
+            // A stream file whose header never made it to disk whole is skipped, not fatal.
+            Err(e) if matches!(e.kind(), io::ErrorKind::UnexpectedEof | io::ErrorKind::InvalidData) => {
+                tracing::warn!(file = %file.display(), error = %e, "stream file without a valid header")
             }
             Err(e) => return Err(io_err(&file)(e)),
         }
@@ -100,6 +100,8 @@ pub fn compose(job: &ComposeJob, mut progress: impl FnMut(f32)) -> Result<Compos
     let args = plan.arguments(&tracks, &script, &partial.0);
     run_ffmpeg(job, &args, plan.duration_ms, &mut progress)?;
     check_output(&job.tools, &partial.0, timeline::has_kind(&tracks, MediaKind::Audio))?;
+    // On disk before it takes the output's name: a crash leaves the old name or the whole file.
+    fs::File::open(&partial.0).and_then(|file| file.sync_all()).map_err(io_err(&partial.0))?;
     fs::rename(&partial.0, &job.output).map_err(io_err(&job.output))?;
     let folder = job.output.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
     sync_dir(folder).map_err(io_err(folder))?;

@@ -427,6 +427,8 @@ fn a_capture_cut_mid_record_still_composes() {
             fs::OpenOptions::new().write(true).open(&path).unwrap().set_len(len - 7).unwrap();
         }
     }
+    // A stream file created but whose header never reached the disk.
+    fs::write(dir.path().join("capture/stream-0000dead.rec"), [0u8; 20]).unwrap();
     let events = dir.path().join("capture/events.log");
     let mut log = fs::read_to_string(&events).unwrap();
     log.push_str("{\"at_us\":12,\"ent");
