@@ -486,13 +486,16 @@ fn a_capture_without_media_says_so() {
 fn processing_speed() {
     let dir = tempfile::tempdir().unwrap();
     let _ = record_two_peers(dir.path(), 10.0);
-    let started = Instant::now();
+    let (started, children_before) = (Instant::now(), children_cpu_seconds());
     let (mp4, summary) = compose_to(dir.path(), "speed.mp4");
-    let elapsed = started.elapsed();
+    let (elapsed, cpu) = (started.elapsed(), children_cpu_seconds() - children_before);
+    let media = summary.duration.as_secs_f64();
     println!(
-        "composed {:?} of a 2-peer 720p grid in {elapsed:?}: {:.2}× real time ({} bytes)",
+        "composed {:?} of a 2-peer 720p grid in {elapsed:?}: {:.2}× real time; ffmpeg and ffprobe used \
+         {cpu:.2} CPU-seconds, {:.2} per second of output ({} bytes)",
         summary.duration,
-        summary.duration.as_secs_f64() / elapsed.as_secs_f64(),
+        media / elapsed.as_secs_f64(),
+        cpu / media,
         summary.bytes
     );
     if let Some(keep) = std::env::var_os("UPRTCD_KEEP_CAPTURE") {
@@ -502,6 +505,16 @@ fn processing_speed() {
         fs::rename(dir.path().join("capture"), keep.join("capture")).unwrap();
         fs::rename(mp4, keep.join("speed.mp4")).unwrap();
     }
+}
+
+/// CPU time (user + system) of this process's children that have been waited for, from
+/// /proc/self/stat (fields 16 and 17, in clock ticks of 1/100 s on Linux).
+fn children_cpu_seconds() -> f64 {
+    let stat = fs::read_to_string("/proc/self/stat").unwrap();
+    // Fields after the command name, which is in parentheses and may hold spaces.
+    let fields: Vec<&str> = stat[stat.rfind(')').unwrap() + 2..].split_whitespace().collect();
+    let ticks: u64 = fields[13].parse::<u64>().unwrap() + fields[14].parse::<u64>().unwrap();
+    ticks as f64 / 100.0
 }
 
 /// The environment variable that makes [`capture_in_a_child_process`] run (in the child).
