@@ -1,9 +1,10 @@
 //! Capture: one recording's loopback socket and the thread that writes what arrives on it.
 //!
-//! What it owns: a capture folder (created by [`Capture::start`], format in [`format`]), a UDP
+//! What it owns: a capture folder (created by [`Capture::start`], its format in `capture/format.rs`), a UDP
 //! socket on 127.0.0.1 to which a worker sends the recorded streams' plaintext RTP and their
 //! sender reports (rtcp-mux), and one thread, "uprtcd-capture", that receives, decides
-//! ([`session`]), writes, and sends key-frame requests (PLI) back to the packets' source.
+//! (`capture/session.rs`, without I/O), writes, and sends key-frame requests (PLI) back to the packets' source; a second thread,
+//! "uprtcd-capture-sync", syncs the files to disk, so that a slow disk never delays a receive.
 //!
 //! Rules for callers: add a stream before its packets are sent ([`Capture::add_stream`]
 //! happens-before the worker's first send is enough: the thread reads its commands before it
@@ -51,6 +52,24 @@ pub enum Codec {
     Opus,
 }
 
+impl Codec {
+    /// What the codec carries.
+    pub fn kind(self) -> MediaKind {
+        match self {
+            Codec::Opus => MediaKind::Audio,
+            Codec::Vp8 | Codec::Vp9 | Codec::H264 => MediaKind::Video,
+        }
+    }
+
+    /// Its RTP clock rate (RFC 7741, RFC 9628, RFC 6184, RFC 7587).
+    pub fn clock_rate(self) -> u32 {
+        match self {
+            Codec::Opus => 48_000,
+            Codec::Vp8 | Codec::Vp9 | Codec::H264 => 90_000,
+        }
+    }
+}
+
 /// One recorded stream, as the worker sends it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StreamSpec {
@@ -67,6 +86,21 @@ pub struct StreamSpec {
     pub cvo_extension_id: Option<u8>,
 }
 
+impl StreamSpec {
+    /// A stream of `codec` with its kind and standard clock rate, without CVO.
+    pub fn new(ssrc: u32, peer: impl Into<String>, codec: Codec, payload_type: u8) -> Self {
+        StreamSpec {
+            ssrc,
+            peer: peer.into(),
+            kind: codec.kind(),
+            codec,
+            payload_type,
+            clock_rate: codec.clock_rate(),
+            cvo_extension_id: None,
+        }
+    }
+}
+
 /// How composition lays the video out.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "lowercase")]
@@ -81,9 +115,12 @@ pub enum Layout {
 /// The composed video's size.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 pub enum Resolution {
+    #[serde(rename = "1080p")]
     P1080,
     #[default]
+    #[serde(rename = "720p")]
     P720,
+    #[serde(rename = "480p")]
     P480,
 }
 
@@ -128,7 +165,7 @@ pub enum CaptureEvent {
 }
 
 /// A snapshot of a capture's state.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CaptureProgress {
     /// Some video stream has its first key frame written (or, when only audio is recorded,
     /// some audio packet): the recording has begun.
@@ -191,6 +228,8 @@ impl Capture {
         write_durably(&meta_path, &json).map_err(io_err(&meta_path))?;
         let events_path = dir.join(format::EVENTS_FILE);
         let events = File::create_new(&events_path).map_err(io_err(&events_path))?;
+        let syncer = Arc::new(Syncer::default());
+        syncer.add(&events).map_err(io_err(&events_path))?;
         sync_dir(dir).map_err(io_err(dir))?;
         sync_dir(parent).map_err(io_err(parent))?;
 
@@ -211,6 +250,7 @@ impl Capture {
             progress: Arc::clone(&progress),
             events: BufWriter::new(events),
             session: Session::new(),
+            syncer,
             failure: None,
         };
         let thread = std::thread::Builder::new()
@@ -245,7 +285,8 @@ impl Capture {
         self.progress.lock().unwrap_or_else(PoisonError::into_inner).clone()
     }
 
-    /// Flushes and syncs the files and the folder, and ends the thread.
+    /// Flushes and syncs the files and the folder, and ends the thread. Fails with
+    /// [`Error::Capture`] when the capture had stopped writing (its files end at the failure).
     pub fn stop(mut self) -> Result<CaptureProgress, Error> {
         self.join()?;
         Ok(self.progress())
@@ -289,39 +330,92 @@ struct Writer {
     progress: Arc<Mutex<CaptureProgress>>,
     events: BufWriter<File>,
     session: Session<BufWriter<File>>,
+    syncer: Arc<Syncer>,
     /// Set at the first write error: nothing is written after it.
     failure: Option<String>,
 }
 
+/// Syncs the capture's files to disk about once a second on a thread of its own, so that a
+/// slow disk never holds up the receiving thread (which only hands data to the OS).
+#[derive(Debug, Default)]
+struct Syncer {
+    /// Second handles of the files being written.
+    files: Mutex<Vec<File>>,
+    failure: Mutex<Option<String>>,
+}
+
+impl Syncer {
+    fn add(&self, file: &File) -> io::Result<()> {
+        let clone = file.try_clone()?;
+        self.files.lock().unwrap_or_else(PoisonError::into_inner).push(clone);
+        Ok(())
+    }
+
+    /// Until `stop` is dropped.
+    fn run(&self, stop: &Receiver<()>) {
+        while let Err(mpsc::RecvTimeoutError::Timeout) = stop.recv_timeout(SYNC_INTERVAL) {
+            let files = self.files.lock().unwrap_or_else(PoisonError::into_inner);
+            if let Some(e) = files.iter().find_map(|file| file.sync_data().err()) {
+                self.failure.lock().unwrap_or_else(PoisonError::into_inner).get_or_insert(format!("sync: {e}"));
+                return;
+            }
+        }
+    }
+
+    fn failure(&self) -> Option<String> {
+        self.failure.lock().unwrap_or_else(PoisonError::into_inner).clone()
+    }
+}
+
 impl Writer {
     fn run(mut self) -> Result<(), Error> {
+        let (stop_syncing, sync_stop) = mpsc::channel::<()>();
+        let syncer = Arc::clone(&self.syncer);
+        let sync_thread = std::thread::Builder::new()
+            .name("uprtcd-capture-sync".into())
+            .spawn(move || syncer.run(&sync_stop))
+            .map_err(|e| self.fail(format!("sync thread: {e}")))
+            .ok();
         let mut buf = vec![0u8; 65_536];
         let mut last_flush = Instant::now();
-        let mut last_sync = Instant::now();
+        let mut last_census = Instant::now();
         let mut overflow = 0;
         loop {
             let received = self.socket.recv_from(&mut buf);
             let arrival_us = micros(self.epoch.elapsed());
-            if !self.drain_commands() {
-                break;
-            }
+            // Commands first (a stream is added before its packets are sent), then the
+            // datagram, which a stop does not discard.
+            let running = self.drain_commands();
             match received {
                 Ok((len, from)) => self.handle(arrival_us, &buf[..len], from),
-                Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => {}
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut | io::ErrorKind::Interrupted
+                    ) => {}
                 // ICMP errors of an earlier PLI send surface here; nothing is lost.
                 Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => {}
                 Err(e) => self.fail(format!("receive: {e}")),
             }
+            if !running {
+                break;
+            }
             if last_flush.elapsed() >= FLUSH_INTERVAL {
                 last_flush = Instant::now();
                 self.flush(false);
-                if last_sync.elapsed() >= SYNC_INTERVAL {
-                    last_sync = Instant::now();
-                    self.flush(true);
+                if let Some(reason) = self.syncer.failure() {
+                    self.fail(reason);
+                }
+                if last_census.elapsed() >= SYNC_INTERVAL {
+                    last_census = Instant::now();
                     overflow = socket_drops(self.socket.local_addr().ok()).unwrap_or(overflow);
                 }
                 self.publish(overflow);
             }
+        }
+        drop(stop_syncing);
+        if let Some(thread) = sync_thread {
+            let _ = thread.join();
         }
         self.flush(true);
         if let (None, Err(e)) = (&self.failure, sync_dir(&self.dir)) {
@@ -360,6 +454,7 @@ impl Writer {
         }
         let path = format::stream_path(&self.dir, spec.ssrc);
         let opened = File::create_new(&path).and_then(|file| {
+            self.syncer.add(&file)?;
             let mut out = BufWriter::new(file);
             format::write_header(&mut out, &spec)?;
             out.flush()?;
@@ -468,4 +563,33 @@ fn socket_drops(address: Option<SocketAddr>) -> Option<u64> {
         .skip(1)
         .find(|line| line.split_whitespace().nth(1) == Some(local.as_str()))
         .and_then(|line| line.split_whitespace().last()?.parse().ok())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn meta_and_specs_read_as_the_api_names_them() {
+        let meta = CaptureMeta {
+            room: "r".into(),
+            record: "1".into(),
+            started_unix_ms: 7,
+            layout: Layout::Centre("alice".into()),
+            resolution: Resolution::P1080,
+            fix_video_direction: true,
+        };
+        let json = serde_json::to_value(&meta).unwrap();
+        assert_eq!(json["layout"], serde_json::json!({"centre": "alice"}));
+        assert_eq!(json["resolution"], "1080p");
+        assert_eq!(serde_json::from_value::<CaptureMeta>(json).unwrap(), meta);
+        let spec = StreamSpec::new(9, "bob", Codec::Opus, 111);
+        let json = serde_json::to_value(&spec).unwrap();
+        assert_eq!(
+            (json["kind"].as_str(), json["codec"].as_str(), json["clock_rate"].as_u64()),
+            (Some("audio"), Some("opus"), Some(48_000))
+        );
+        assert_eq!(serde_json::from_value::<StreamSpec>(json).unwrap(), spec);
+        assert_eq!(Resolution::default().size(), (1280, 720));
+    }
 }

@@ -1,9 +1,15 @@
 //! Composition: one capture folder in, one MP4 (H.264 + AAC, faststart) out.
 //!
 //! What it owns: a work folder beside the output (`<output>.parts`, removed when done) with
-//! one IVF or Ogg Opus file per stream ([`track`]), the timeline and layout ([`timeline`]),
-//! and one ffmpeg process (killed if the composition is abandoned), whose result is checked
-//! with ffprobe before it is renamed to `output`. Until then `output` does not exist.
+//! one IVF or Ogg Opus file per stream (`compose/track.rs`), the timeline and the layout
+//! (`compose/timeline.rs`), and one ffmpeg process, killed and reaped if [`compose`] returns
+//! or unwinds early (a panicking progress callback abandons the job). ffmpeg writes
+//! `<output>.partial`, which becomes `output` only after ffprobe approved it, so `output` is
+//! only ever a checked result.
+//!
+//! The event log's `Left` and stream ends cut a video's presence; `Joined` and `Muted` are
+//! kept for the record but do not change the layout (a muted video stops sending frames, and
+//! a gap over two seconds is an absence anyway).
 //!
 //! Memory stays bounded by a reorder window per stream: frames are streamed to the work
 //! files, never held for the whole recording.
@@ -11,7 +17,7 @@
 mod timeline;
 mod track;
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 use std::fmt::Write as _;
 use std::fs;
 use std::io::{self, BufRead, BufReader};
@@ -19,7 +25,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use self::timeline::{Segment, Shown};
+use self::timeline::{Rect, Segment, Shown};
 use self::track::Track;
 use crate::capture::format::{self, LogLine};
 use crate::capture::{CaptureMeta, MediaKind, sync_dir};
@@ -27,6 +33,8 @@ use crate::{Error, Tools};
 
 /// The composed video's frame rate.
 const FRAME_RATE: u32 = 25;
+/// How far before its segment a tile's frames are taken, for the frame it shows at the start.
+const LOOKBACK_MS: u64 = 1_000;
 /// ffmpeg's stderr lines kept for an error message.
 const STDERR_LINES: usize = 12;
 
@@ -75,9 +83,9 @@ pub fn compose(job: &ComposeJob, mut progress: impl FnMut(f32)) -> Result<Compos
         match track::read_track(&file, &work.path) {
             Ok(Some(track)) => tracks.push(track),
             Ok(None) => tracing::info!(file = %file.display(), "stream with nothing to compose"),
-            // A stream file whose header never made it to disk is skipped, not fatal.
-            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => {
-                tracing::warn!(file = %file.display(), "stream file without a header")
+            // A stream file whose header never made it to disk whole is skipped, not fatal.
+            Err(e) if matches!(e.kind(), io::ErrorKind::UnexpectedEof | io::ErrorKind::InvalidData) => {
+                tracing::warn!(file = %file.display(), error = %e, "stream file without a valid header")
             }
             Err(e) => return Err(io_err(&file)(e)),
         }
@@ -88,13 +96,13 @@ pub fn compose(job: &ComposeJob, mut progress: impl FnMut(f32)) -> Result<Compos
     let plan = Plan::new(&tracks, &events, &meta);
     let script = work.path.join("filter");
     fs::write(&script, plan.filter_graph(&tracks)).map_err(io_err(&script))?;
-    let partial = partial_path(&job.output);
-    let args = plan.arguments(&tracks, &script, &partial);
+    let partial = Partial(partial_path(&job.output));
+    let args = plan.arguments(&tracks, &script, &partial.0);
     run_ffmpeg(job, &args, plan.duration_ms, &mut progress)?;
-    check_output(&job.tools, &partial, timeline::has_kind(&tracks, MediaKind::Audio)).inspect_err(|_| {
-        let _ = fs::remove_file(&partial);
-    })?;
-    fs::rename(&partial, &job.output).map_err(io_err(&job.output))?;
+    check_output(&job.tools, &partial.0, timeline::has_kind(&tracks, MediaKind::Audio))?;
+    // On disk before it takes the output's name: a crash leaves the old name or the whole file.
+    fs::File::open(&partial.0).and_then(|file| file.sync_all()).map_err(io_err(&partial.0))?;
+    fs::rename(&partial.0, &job.output).map_err(io_err(&job.output))?;
     let folder = job.output.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
     sync_dir(folder).map_err(io_err(folder))?;
     let bytes = fs::metadata(&job.output).map_err(io_err(&job.output))?.len();
@@ -112,6 +120,18 @@ fn partial_path(output: &Path) -> PathBuf {
     let mut name = output.file_name().unwrap_or_default().to_os_string();
     name.push(".partial");
     output.with_file_name(name)
+}
+
+/// ffmpeg's output before it is checked, removed unless renamed to the output (a failed,
+/// rejected or abandoned composition leaves nothing half-written).
+#[derive(Debug)]
+struct Partial(PathBuf);
+
+impl Drop for Partial {
+    fn drop(&mut self) {
+        // After the rename there is nothing left to remove.
+        let _ = fs::remove_file(&self.0);
+    }
 }
 
 /// The work folder of one composition, removed on drop.
@@ -173,7 +193,7 @@ impl Plan {
             .map(|s| s.unwrap_or(Shown { peer: "", spans: Vec::new(), rotations: Vec::new() }))
             .collect();
         let canvas = meta.resolution.size();
-        let segments = timeline::segments(&shown, &meta.layout, canvas, duration_ms);
+        let segments = timeline::segments(&shown, &meta.layout, canvas, duration_ms, u64::from(1000 / FRAME_RATE));
         Self { starts, duration_ms, canvas, segments }
     }
 
@@ -189,14 +209,17 @@ impl Plan {
             .collect()
     }
 
+    /// The filter graph: each segment is its own black canvas with its tiles overlaid, and
+    /// the segments are concatenated. Rendering them one after the other keeps ffmpeg from
+    /// decoding a video far ahead for a later segment while an earlier one still waits for
+    /// the same frames (a single canvas with every segment's overlay buffered that way).
     fn filter_graph(&self, tracks: &[Track]) -> String {
         let (width, height) = self.canvas;
         let seconds = |ms: u64| format!("{}.{:03}", ms / 1000, ms % 1000);
-        let duration = seconds(self.duration_ms);
-        let mut graph =
-            format!("color=c=black:s={width}x{height}:r={FRAME_RATE}:d={duration},format=yuv420p[base0];\n");
-        let mut base = 0;
+        let mut graph = String::new();
         let mut audio = Vec::new();
+        // Per track: its ffmpeg input and how many tiles it is shown in.
+        let mut branches: BTreeMap<usize, (usize, usize)> = BTreeMap::new();
         for (input, (i, track)) in self.inputs(tracks).into_iter().enumerate() {
             if track.spec.kind == MediaKind::Audio {
                 // amix mixes samples in arrival order: each input is made continuous from 0
@@ -205,49 +228,52 @@ impl Plan {
                 audio.push(format!("[a{input}]"));
                 continue;
             }
-            let tiles: Vec<_> = self
-                .segments
-                .iter()
-                .flat_map(|s| s.tiles.iter().filter(|t| t.track == i).map(move |t| (s, t)))
-                .collect();
-            let _ = write!(graph, "[{input}:v]split={}", tiles.len());
-            for k in 0..tiles.len() {
+            let shown = self.segments.iter().flat_map(|s| &s.tiles).filter(|t| t.track == i).count();
+            let _ = write!(graph, "[{input}:v]split={shown}");
+            for k in 0..shown {
                 let _ = write!(graph, "[v{input}s{k}]");
             }
             graph.push_str(";\n");
-            for (k, (segment, tile)) in tiles.into_iter().enumerate() {
-                let r = tile.rect;
+            branches.insert(i, (input, 0));
+        }
+        for (k, segment) in self.segments.iter().enumerate() {
+            let (start, end) = (seconds(segment.start_ms), seconds(segment.end_ms));
+            let lookback = seconds(segment.start_ms.saturating_sub(LOOKBACK_MS));
+            let length = seconds(segment.end_ms - segment.start_ms);
+            let _ =
+                writeln!(graph, "color=c=black:s={width}x{height}:r={FRAME_RATE}:d={length},format=yuv420p[g{k}b0];");
+            for (j, tile) in segment.tiles.iter().enumerate() {
+                let Some((input, used)) = branches.get_mut(&tile.track) else { continue };
+                let branch = format!("v{input}s{used}");
+                *used += 1;
                 let turn = match tile.rotation {
                     1 => "transpose=1,",
                     2 => "hflip,vflip,",
                     3 => "transpose=2,",
                     _ => "",
                 };
+                let Rect { x, y, w, h } = tile.rect;
+                // The segment's frames, moved to start at 0 like its canvas, with the last
+                // second before it: the overlay shows the latest frame at or before each
+                // canvas frame, so a tile shown on does not flash black until its next frame.
                 let _ = writeln!(
                     graph,
-                    "[v{input}s{k}]trim=start={}:end={},{turn}scale={w}:{h}:force_original_aspect_ratio=decrease:force_divisible_by=2,pad={w}:{h}:(ow-iw)/2:(oh-ih)/2:color=black,setsar=1[t{input}s{k}];",
-                    seconds(segment.start_ms),
-                    seconds(segment.end_ms),
-                    w = r.w,
-                    h = r.h,
+                    "[{branch}]trim=start={lookback}:end={end},setpts=PTS-{start}/TB,{turn}scale={w}:{h}:force_original_aspect_ratio=decrease:force_divisible_by=2,pad={w}:{h}:(ow-iw)/2:(oh-ih)/2:color=black,setsar=1[g{k}t{j}];"
                 );
-                let _ = writeln!(
-                    graph,
-                    "[base{base}][t{input}s{k}]overlay=x={}:y={}:eof_action=pass[base{}];",
-                    r.x,
-                    r.y,
-                    base + 1
-                );
-                base += 1;
+                let _ = writeln!(graph, "[g{k}b{j}][g{k}t{j}]overlay=x={x}:y={y}:eof_action=pass[g{k}b{}];", j + 1);
             }
         }
-        let _ = write!(graph, "[base{base}]null[vout]");
+        for (k, segment) in self.segments.iter().enumerate() {
+            let _ = write!(graph, "[g{k}b{}]", segment.tiles.len());
+        }
+        let _ = write!(graph, "concat=n={}:v=1:a=0[vout]", self.segments.len());
         if !audio.is_empty() {
             let _ = write!(
                 graph,
-                ";\n{}amix=inputs={}:normalize=0:duration=longest,apad=whole_dur={duration}[aout]",
+                ";\n{}amix=inputs={}:normalize=0:duration=longest,apad=whole_dur={}[aout]",
                 audio.concat(),
-                audio.len()
+                audio.len(),
+                seconds(self.duration_ms)
             );
         }
         graph

@@ -211,18 +211,10 @@ pub(crate) fn read_event_log(text: &str) -> Vec<LogLine> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::capture::{Codec, MediaKind};
+    use crate::capture::Codec;
 
     fn spec() -> StreamSpec {
-        StreamSpec {
-            ssrc: 0x1234,
-            peer: "alice".into(),
-            kind: MediaKind::Video,
-            codec: Codec::Vp8,
-            payload_type: 96,
-            clock_rate: 90_000,
-            cvo_extension_id: Some(3),
-        }
+        StreamSpec { cvo_extension_id: Some(3), ..StreamSpec::new(0x1234, "alice", Codec::Vp8, 96) }
     }
 
     fn file_with_three_records() -> Vec<u8> {

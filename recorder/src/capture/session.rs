@@ -173,18 +173,6 @@ mod tests {
     const VIDEO: u32 = 0xAAAA;
     const AUDIO: u32 = 0xBBBB;
 
-    fn spec(ssrc: u32, kind: MediaKind, codec: Codec, payload_type: u8) -> StreamSpec {
-        StreamSpec {
-            ssrc,
-            peer: "p".into(),
-            kind,
-            codec,
-            payload_type,
-            clock_rate: if kind == MediaKind::Video { 90_000 } else { 48_000 },
-            cvo_extension_id: None,
-        }
-    }
-
     fn rtp(ssrc: u32, payload_type: u8, seq: u16, payload: &[u8]) -> Vec<u8> {
         let mut packet = vec![0; 64];
         let len = RtpHeader::new(payload_type, seq, u32::from(seq) * 3000, ssrc).write(&mut packet).unwrap();
@@ -195,14 +183,14 @@ mod tests {
 
     fn session() -> Session<Vec<u8>> {
         let mut session = Session::new();
-        session.add_stream(spec(VIDEO, MediaKind::Video, Codec::Vp8, 96), Vec::new());
-        session.add_stream(spec(AUDIO, MediaKind::Audio, Codec::Opus, 111), Vec::new());
+        session.add_stream(StreamSpec::new(VIDEO, "p", Codec::Vp8, 96), Vec::new());
+        session.add_stream(StreamSpec::new(AUDIO, "p", Codec::Opus, 111), Vec::new());
         session
     }
 
     fn records(session: Session<Vec<u8>>, ssrc: u32) -> Vec<Record> {
         let mut file = Vec::new();
-        format::write_header(&mut file, &spec(ssrc, MediaKind::Video, Codec::Vp8, 96)).unwrap();
+        format::write_header(&mut file, &StreamSpec::new(ssrc, "p", Codec::Vp8, 96)).unwrap();
         file.extend_from_slice(&session.streams[&ssrc].out);
         let (_, mut reader) = StreamReader::open(&file[..]).unwrap();
         std::iter::from_fn(|| reader.next_record()).collect()
@@ -233,7 +221,7 @@ mod tests {
         assert_eq!(s.handle(0, &rtp(AUDIO, 111, 1, &[0xFC])).unwrap(), Verdict::Kept);
         assert!(!s.started());
         let mut audio_only = Session::new();
-        audio_only.add_stream(spec(AUDIO, MediaKind::Audio, Codec::Opus, 111), Vec::new());
+        audio_only.add_stream(StreamSpec::new(AUDIO, "p", Codec::Opus, 111), Vec::new());
         audio_only.handle(0, &rtp(AUDIO, 111, 1, &[0xFC])).unwrap();
         assert!(audio_only.started());
         assert_eq!(audio_only.counters().packets, 1);
@@ -267,7 +255,7 @@ mod tests {
         let mut s: Session<Vec<u8>> = Session::new();
         for ssrc in 0..MAX_STREAMS as u32 {
             assert!(s.has_room_for(ssrc));
-            s.add_stream(spec(ssrc, MediaKind::Audio, Codec::Opus, 111), Vec::new());
+            s.add_stream(StreamSpec::new(ssrc, "p", Codec::Opus, 111), Vec::new());
         }
         assert!(!s.has_room_for(1_000));
         assert!(!s.has_room_for(0), "an SSRC already recorded");

@@ -104,15 +104,31 @@ pub(crate) struct Shown<'a> {
     pub rotations: Vec<(u64, u8)>,
 }
 
-/// Cuts `0..duration_ms` wherever a span starts or ends or a rotation changes, and lays out
-/// each piece; neighbours with the same tiles are merged.
-pub(crate) fn segments(shown: &[Shown<'_>], layout: &Layout, canvas: (u32, u32), duration_ms: u64) -> Vec<Segment> {
-    let mut cuts = vec![0, duration_ms];
-    for s in shown {
-        cuts.extend(s.spans.iter().flat_map(|span| [span.start, span.end]));
-        cuts.extend(s.rotations.iter().map(|&(at, _)| at));
+/// Cuts the timeline wherever a span starts or ends or a rotation changes, and lays out each
+/// piece; neighbours with the same tiles are merged. Cuts fall on the output's frame grid
+/// (`frame_ms`), so that the pieces, rendered one after the other, add up to the timeline
+/// exactly; together they cover `0..duration_ms` rounded up to that grid, pieces without
+/// any video included.
+pub(crate) fn segments(
+    shown: &[Shown<'_>],
+    layout: &Layout,
+    canvas: (u32, u32),
+    duration_ms: u64,
+    frame_ms: u64,
+) -> Vec<Segment> {
+    let frame_ms = frame_ms.max(1);
+    let on_grid = |t: u64| (t + frame_ms / 2) / frame_ms * frame_ms;
+    let total = duration_ms.max(1).div_ceil(frame_ms) * frame_ms;
+    let spans: Vec<Vec<Span>> = shown
+        .iter()
+        .map(|s| s.spans.iter().map(|span| Span { start: on_grid(span.start), end: on_grid(span.end) }).collect())
+        .collect();
+    let mut cuts = vec![0, total];
+    for (s, spans) in shown.iter().zip(&spans) {
+        cuts.extend(spans.iter().flat_map(|span| [span.start, span.end]));
+        cuts.extend(s.rotations.iter().map(|&(at, _)| on_grid(at)));
     }
-    cuts.retain(|&c| c <= duration_ms);
+    cuts.retain(|&c| c <= total);
     cuts.sort_unstable();
     cuts.dedup();
     let mut segments: Vec<Segment> = Vec::new();
@@ -120,20 +136,21 @@ pub(crate) fn segments(shown: &[Shown<'_>], layout: &Layout, canvas: (u32, u32),
         let (start_ms, end_ms) = (pair[0], pair[1]);
         let visible: Vec<(usize, &str, u8)> = shown
             .iter()
+            .zip(&spans)
             .enumerate()
-            .filter(|(_, s)| s.spans.iter().any(|span| span.start <= start_ms && end_ms <= span.end))
-            .map(|(i, s)| {
-                let rotation = s.rotations.iter().take_while(|&&(at, _)| at <= start_ms).last().map_or(0, |r| r.1);
+            .filter(|(_, (_, spans))| spans.iter().any(|span| span.start <= start_ms && end_ms <= span.end))
+            .map(|(i, (s, _))| {
+                let rotation =
+                    s.rotations.iter().take_while(|&&(at, _)| on_grid(at) <= start_ms).last().map_or(0, |r| r.1);
                 (i, s.peer, rotation)
             })
             .collect();
         let tiles = arrange(&visible, layout, canvas);
         match segments.last_mut() {
-            Some(last) if last.tiles == tiles && last.end_ms == start_ms => last.end_ms = end_ms,
+            Some(last) if last.tiles == tiles => last.end_ms = end_ms,
             _ => segments.push(Segment { start_ms, end_ms, tiles }),
         }
     }
-    segments.retain(|segment| !segment.tiles.is_empty());
     segments
 }
 
@@ -201,15 +218,7 @@ mod tests {
 
     fn track(peer: &str, ssrc: u32, origin_capture_us: i64, sr: Option<(i64, i64)>) -> Track {
         Track {
-            spec: StreamSpec {
-                ssrc,
-                peer: peer.into(),
-                kind: MediaKind::Video,
-                codec: Codec::Vp8,
-                payload_type: 96,
-                clock_rate: 90_000,
-                cvo_extension_id: None,
-            },
+            spec: StreamSpec::new(ssrc, peer, Codec::Vp8, 96),
             path: PathBuf::new(),
             origin_capture_us,
             sender_report: sr.map(|(ntp_us, origin_to_report_us)| SenderReportTiming { ntp_us, origin_to_report_us }),
@@ -250,13 +259,23 @@ mod tests {
 
     #[test]
     fn the_grid_follows_who_is_present() {
-        let segments = segments(&[shown("a", 0, 3000), shown("b", 1000, 3000)], &Layout::Grid, (1280, 720), 3000);
+        let segments = segments(&[shown("a", 0, 3000), shown("b", 1010, 3000)], &Layout::Grid, (1280, 720), 3000, 40);
         assert_eq!(segments.len(), 2);
         assert_eq!((segments[0].start_ms, segments[0].end_ms), (0, 1000));
         assert_eq!(segments[0].tiles, vec![Tile { track: 0, rect: Rect { x: 0, y: 0, w: 1280, h: 720 }, rotation: 0 }]);
         assert_eq!(
             segments[1].tiles.iter().map(|t| t.rect).collect::<Vec<_>>(),
             vec![Rect { x: 0, y: 0, w: 640, h: 720 }, Rect { x: 640, y: 0, w: 640, h: 720 }]
+        );
+    }
+
+    #[test]
+    fn segments_cover_the_timeline_on_the_frame_grid() {
+        // a leaves at 1,013 ms; nobody is shown after that, and the timeline ends at 2,010 ms.
+        let s = segments(&[shown("a", 0, 1013)], &Layout::Grid, (1280, 720), 2010, 40);
+        assert_eq!(
+            s.iter().map(|s| (s.start_ms, s.end_ms, s.tiles.len())).collect::<Vec<_>>(),
+            vec![(0, 1000, 1), (1000, 2040, 0)]
         );
     }
 
@@ -268,7 +287,8 @@ mod tests {
 
     #[test]
     fn the_centre_peer_is_large_and_the_others_below() {
-        let s = segments(&[shown("a", 0, 1000), shown("b", 0, 1000)], &Layout::Centre("b".into()), (1280, 720), 1000);
+        let s =
+            segments(&[shown("a", 0, 1000), shown("b", 0, 1000)], &Layout::Centre("b".into()), (1280, 720), 1000, 40);
         let tiles = &s[0].tiles;
         assert_eq!(tiles[0], Tile { track: 1, rect: Rect { x: 0, y: 0, w: 1280, h: 576 }, rotation: 0 });
         assert_eq!(tiles[1].rect, Rect { x: 512, y: 576, w: 256, h: 144 });
@@ -278,7 +298,7 @@ mod tests {
     fn a_rotation_change_cuts_a_segment() {
         let mut a = shown("a", 0, 2000);
         a.rotations = vec![(0, 0), (1200, 1)];
-        let s = segments(&[a], &Layout::Grid, (1280, 720), 2000);
+        let s = segments(&[a], &Layout::Grid, (1280, 720), 2000, 40);
         assert_eq!(s.iter().map(|s| (s.start_ms, s.tiles[0].rotation)).collect::<Vec<_>>(), vec![(0, 0), (1200, 1)]);
     }
 }

@@ -7,7 +7,7 @@
 
 use std::collections::BTreeMap;
 use std::fs::File;
-use std::io::{self, BufReader, BufWriter, Seek, SeekFrom, Write};
+use std::io::{self, BufReader, BufWriter, Write};
 use std::path::{Path, PathBuf};
 
 use ogg::writing::{PacketWriteEndInfo, PacketWriter};
@@ -150,7 +150,8 @@ struct TrackBuilder {
     origin: Option<i64>,
     last_ms: Option<u64>,
     end_ms: u64,
-    frames: u64,
+    /// Audio: the granule position (48 kHz samples) where the last packet written ends.
+    end_granule: u64,
     sender_report: Option<(u64, u32)>,
     presence: Vec<(u64, u64)>,
     rotation: u8,
@@ -173,7 +174,7 @@ impl TrackBuilder {
             origin: None,
             last_ms: None,
             end_ms: 0,
-            frames: 0,
+            end_granule: 0,
             sender_report: None,
             presence: Vec::new(),
             rotation: 0,
@@ -216,6 +217,11 @@ impl TrackBuilder {
         if let Some(rotation) = self.spec.cvo_extension_id.and_then(|id| packet.extension(id)?.first().copied()) {
             // CVO byte: 0 0 0 0 C F R1 R0 (3GPP TS 26.114 §7.4.5); R1R0 in quarter turns.
             self.rotation = rotation & 0x03;
+        }
+        if packet.payload().is_empty() {
+            // Padding only (bandwidth probes on the media SSRC): it takes a sequence number
+            // but is part of no frame.
+            return Ok(());
         }
         let info = codec::inspect(self.spec.codec, packet.payload());
         if self.spec.kind == MediaKind::Audio {
@@ -287,14 +293,19 @@ impl TrackBuilder {
                 self.end_ms = ms;
             }
             Sink::Ogg(ogg) => {
-                let samples = i64::from(opus_samples(&frame.data).unwrap_or(960));
-                let start = ticks as i64 * OPUS_RATE / clock;
-                ogg.write_packet(frame.data, (start + samples) as u64)?;
-                self.end_ms = ((start + samples) * 1000 / OPUS_RATE) as u64;
+                let samples = u64::from(opus_samples(&frame.data).unwrap_or(960));
+                let start = ticks * OPUS_RATE as u64 / clock as u64;
+                if start < self.end_granule {
+                    // Overlaps the previous packet (a timestamp repeated or going back):
+                    // granule positions must increase.
+                    return Ok(());
+                }
+                self.end_granule = start + samples;
+                ogg.write_packet(frame.data, self.end_granule)?;
+                self.end_ms = self.end_granule * 1000 / OPUS_RATE as u64;
             }
         }
         self.last_ms = Some(ms);
-        self.frames += 1;
         Ok(())
     }
 
@@ -314,7 +325,7 @@ impl TrackBuilder {
         }
         self.finish_frame()?;
         match self.sink {
-            Sink::Ivf(ivf) => ivf.finish(self.frames)?,
+            Sink::Ivf(ivf) => ivf.finish()?,
             Sink::Ogg(ogg) => ogg.finish()?,
         }
         let (Some(origin), Some((reference, _))) = (self.origin, self.reference) else { return Ok(None) };
@@ -376,7 +387,7 @@ impl IvfWriter {
             Codec::H264 | Codec::Opus => b"H264",
         };
         let mut out = BufWriter::new(File::create(path)?);
-        out.write_all(&ivf_header(fourcc, 0))?;
+        out.write_all(&ivf_header(fourcc))?;
         Ok(Self { out })
     }
 
@@ -387,23 +398,20 @@ impl IvfWriter {
         self.out.write_all(data)
     }
 
-    /// Writes the frame count into the header.
-    fn finish(mut self, frames: u64) -> io::Result<()> {
-        self.out.seek(SeekFrom::Start(24))?;
-        self.out.write_all(&u32::try_from(frames).unwrap_or(u32::MAX).to_le_bytes())?;
+    fn finish(mut self) -> io::Result<()> {
         self.out.flush()
     }
 }
 
-/// The IVF header with a millisecond time base; the size fields stay 0 (the decoder's).
-fn ivf_header(fourcc: &[u8; 4], frames: u32) -> [u8; 32] {
+/// The IVF header with a millisecond time base. The size fields stay 0 (the decoder knows),
+/// and so does the frame count: ffmpeg reads that field as the duration in time-base units.
+fn ivf_header(fourcc: &[u8; 4]) -> [u8; 32] {
     let mut header = [0u8; 32];
     header[..4].copy_from_slice(b"DKIF");
     header[6..8].copy_from_slice(&32u16.to_le_bytes());
     header[8..12].copy_from_slice(fourcc);
     header[16..20].copy_from_slice(&1000u32.to_le_bytes());
     header[20..24].copy_from_slice(&1u32.to_le_bytes());
-    header[24..28].copy_from_slice(&frames.to_le_bytes());
     header
 }
 
@@ -482,11 +490,10 @@ mod tests {
 
     #[test]
     fn the_ivf_header_has_a_millisecond_time_base() {
-        let header = ivf_header(b"VP80", 7);
+        let header = ivf_header(b"VP80");
         assert_eq!(&header[..4], b"DKIF");
         assert_eq!(&header[8..12], b"VP80");
         assert_eq!(u32::from_le_bytes(header[16..20].try_into().unwrap()), 1000);
-        assert_eq!(u32::from_le_bytes(header[24..28].try_into().unwrap()), 7);
     }
 
     /// A VP8 stream of `frames` two-packet frames 3000 ticks apart, with `drop` packets lost.
@@ -513,15 +520,7 @@ mod tests {
 
     fn build(packets: impl IntoIterator<Item = (u64, Vec<u8>)>) -> (Track, Vec<u8>) {
         let dir = tempfile::tempdir().unwrap();
-        let spec = StreamSpec {
-            ssrc: 7,
-            peer: "p".into(),
-            kind: MediaKind::Video,
-            codec: Codec::Vp8,
-            payload_type: 96,
-            clock_rate: 90_000,
-            cvo_extension_id: None,
-        };
+        let spec = StreamSpec::new(7, "p", Codec::Vp8, 96);
         let path = dir.path().join("t.ivf");
         let mut builder = TrackBuilder::new(spec, Sink::Ivf(IvfWriter::create(&path, Codec::Vp8).unwrap()));
         for (arrival, packet) in packets {
@@ -544,6 +543,30 @@ mod tests {
     }
 
     #[test]
+    fn opus_granules_follow_rtp_time_and_keep_gaps() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a.ogg");
+        let spec = StreamSpec::new(9, "p", Codec::Opus, 111);
+        let mut builder = TrackBuilder::new(spec, Sink::Ogg(OggOpusWriter::create(&path, 9).unwrap()));
+        // 20 ms packets at 0 and 960; one repeating 960; then 60 ms not sent (a gap).
+        for (seq, timestamp) in [(1u16, 10_000u32), (2, 10_960), (3, 10_960), (4, 14_800)] {
+            let mut packet = vec![0; 16];
+            let len = RtpHeader::new(111, seq, timestamp, 9).write(&mut packet).unwrap();
+            packet.truncate(len);
+            packet.extend_from_slice(&[0xFC, 0xAA]);
+            builder.push_packet(u64::from(seq) * 20_000, packet).unwrap();
+        }
+        let track = builder.finish(path.clone()).unwrap().unwrap();
+        assert_eq!(track.end_ms, 120);
+        let mut reader = ogg::PacketReader::new(File::open(&path).unwrap());
+        let mut granules = Vec::new();
+        while let Some(packet) = reader.read_packet().unwrap() {
+            granules.push(packet.absgp_page());
+        }
+        assert_eq!(granules, vec![0, 0, 960, 1920, 4800 + 960]);
+    }
+
+    #[test]
     fn reordered_and_duplicated_packets_give_every_frame_once() {
         let mut packets = vp8_packets(4, &[]);
         packets.swap(2, 3);
@@ -552,6 +575,24 @@ mod tests {
         let (track, file) = build(packets.into_iter().enumerate().map(|(i, (_, p))| (i as u64 * 1000, p)));
         assert_eq!(ivf_times(&file), vec![0, 33, 66, 100]);
         assert_eq!(track.presence, vec![(0, 100)]);
+    }
+
+    #[test]
+    fn padding_only_packets_break_no_frame() {
+        // Frames 0 and 1 (sequence numbers 0..=3), a padding-only packet as 4, frame 2 as 5, 6.
+        let mut packets: Vec<Vec<u8>> = vp8_packets(3, &[]).into_iter().map(|(_, p)| p).collect();
+        for packet in &mut packets[4..] {
+            let seq = u16::from_be_bytes([packet[2], packet[3]]) + 1;
+            packet[2..4].copy_from_slice(&seq.to_be_bytes());
+        }
+        let mut padding = vec![0; 16];
+        let len = RtpHeader::new(96, 4, 3000, 7).write(&mut padding).unwrap();
+        padding.truncate(len);
+        padding[0] |= 0x20;
+        padding.extend_from_slice(&[0, 0, 0, 4]);
+        packets.insert(4, padding);
+        let (_, file) = build(packets.into_iter().enumerate().map(|(i, p)| (i as u64 * 1000, p)));
+        assert_eq!(ivf_times(&file), vec![0, 33, 66]);
     }
 
     #[test]
