@@ -17,7 +17,7 @@ pub mod probe;
 
 use std::path::PathBuf;
 
-pub use self::probe::Tools;
+pub use self::probe::{AudioInfo, MediaInfo, Tools, VideoInfo, probe};
 
 /// What can go wrong while capturing, composing or probing.
 #[derive(Debug, thiserror::Error)]
@@ -26,4 +26,11 @@ pub enum Error {
     ToolMissing { tool: &'static str, reason: String },
     #[error("{}: {source}", path.display())]
     Io { path: PathBuf, source: std::io::Error },
+    // Probing (probe.rs).
+    /// ffprobe cannot read the file as media, or its format refers to other files.
+    #[error("{} is not media ffprobe reads: {reason}", path.display())]
+    NotMedia { path: PathBuf, reason: String },
+    /// ffprobe did not finish in time and was killed.
+    #[error("ffprobe did not finish reading {} within {after:?}", path.display())]
+    ProbeTimeout { path: PathBuf, after: std::time::Duration },
 }
