@@ -81,7 +81,15 @@ pub enum RoomKind {
 /// Recording status constants of the spec.
 pub mod record_status {
     pub const NOT_RECORDED: u8 = 0;
+    pub const PREPARING: u8 = 1;
+    pub const RECORDING: u8 = 2;
     pub const PROCESSING_DONE: u8 = 6;
+    pub const ERROR: u8 = 7;
+
+    /// Done or failed: nothing will change the record any more.
+    pub fn is_finished(status: u8) -> bool {
+        matches!(status, PROCESSING_DONE | ERROR)
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -158,6 +166,16 @@ pub struct Recording {
     /// File name under the data dir's recordings folder.
     pub file: String,
     pub size: u64,
+    /// When the record was made, milliseconds since the epoch; 0 for records stored before
+    /// the field existed (retention then goes by the file's modification time).
+    #[serde(default)]
+    pub created_ms: u64,
+    /// Why the record failed (status 7); empty otherwise.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub msg: String,
+    /// A client upload's: when its upload URL stops being accepted (seconds since the epoch).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upload_expires: Option<u64>,
 }
 
 /// Which ids a mutation touched; committed to the store before the answer.
@@ -749,6 +767,27 @@ impl Registry {
     pub fn add_recording(&mut self, recording: Recording) {
         self.changes.recordings.insert(recording.id.clone());
         self.recordings.insert(recording.id.clone(), recording);
+    }
+
+    /// Changes recording `id` with `change`; 50019 when there is none.
+    pub fn update_recording<R>(
+        &mut self,
+        id: &RecordId,
+        change: impl FnOnce(&mut Recording) -> R,
+    ) -> Result<R, ApiError> {
+        let recording = self
+            .recordings
+            .get_mut(id)
+            .ok_or_else(|| ApiError::new(ApiCode::RecordingNotFound, format!("no recording {id}")))?;
+        self.changes.recordings.insert(id.clone());
+        Ok(change(recording))
+    }
+
+    /// Forgets recording `id` (its file is the caller's to remove).
+    pub fn remove_recording(&mut self, id: &RecordId) -> Option<Recording> {
+        let removed = self.recordings.remove(id)?;
+        self.changes.recordings.insert(id.clone());
+        Some(removed)
     }
 }
 

@@ -19,6 +19,7 @@ use uprtcd_dataplane::worker::{WorkerHandle, Workers};
 use crate::demo::guard::{DemoGuard, DemoLimits};
 use crate::envelope::{ApiCode, ApiError, BodyLimit};
 use crate::events::Lifecycle;
+use crate::files::FileStats;
 use crate::load::WorkerLoads;
 use crate::registry::Registry;
 use crate::signalling::hub::Hub;
@@ -61,6 +62,14 @@ pub struct Settings {
     pub write_timeout: Duration,
     /// Transports one client address may have opened and not yet connected.
     pub max_pending_transports_per_ip: usize,
+    /// Finished records (status 6 or 7) older than this are removed with their files;
+    /// `None`: kept for good (`recording.retention_days`).
+    pub retention: Option<Duration>,
+    /// How long a client upload URL is accepted (`recording.client_upload_ttl_ms`).
+    pub client_upload_ttl: Duration,
+    /// A client upload connection that sends nothing this long is closed
+    /// (`recording.client_upload_idle_timeout_ms`).
+    pub client_upload_idle_timeout: Duration,
 }
 
 impl Settings {
@@ -89,6 +98,7 @@ struct Shared {
     hub: Hub,
     lifecycle: Lifecycle,
     demo_guard: DemoGuard,
+    files: FileStats,
     workers: Arc<Workers>,
 }
 
@@ -112,6 +122,7 @@ impl AppState {
             hub: Hub::default(),
             lifecycle: Lifecycle::default(),
             demo_guard: DemoGuard::default(),
+            files: FileStats::default(),
             workers,
         }))
     }
@@ -160,6 +171,11 @@ impl AppState {
     /// Demo mode's join buckets and counters.
     pub fn demo_guard(&self) -> &DemoGuard {
         &self.0.demo_guard
+    }
+
+    /// The recording files' counters and the client uploads in progress.
+    pub fn files(&self) -> &FileStats {
+        &self.0.files
     }
 
     pub fn worker_handles(&self) -> &[WorkerHandle] {
