@@ -164,9 +164,11 @@ pub(super) async fn client_upload(State(state): State<AppState>) -> ApiResult<Cl
 /// envelope when there is none, or not yet (status other than 6).
 #[utoipa::path(get, path = "/record/download/{recordId}", tag = "record", params(("recordId" = String, Path),
         ("Range" = Option<String>, Header, description = "one range: bytes=a-b, bytes=a- or bytes=-n")),
-    responses((status = 200, description = "the file, or an envelope with 50019 when there is none",
-        content((Vec<u8> = "application/octet-stream"), (Envelope<Empty> = "application/json"))),
-        (status = 206, description = "the range asked for", content_type = "application/octet-stream"),
+    responses((status = 200, description = "the file (its type by its extension), or an envelope with 50019 when there is none",
+        content((Vec<u8> = "video/mp4"), (Vec<u8> = "video/webm"), (Vec<u8> = "application/octet-stream"),
+            (Envelope<Empty> = "application/json"))),
+        (status = 206, description = "the range asked for",
+            content((Vec<u8> = "video/mp4"), (Vec<u8> = "video/webm"), (Vec<u8> = "application/octet-stream"))),
         (status = 416, description = "the range starts past the end of the file")))]
 pub(super) async fn download(
     State(state): State<AppState>,

@@ -17,7 +17,7 @@ use axum::response::Response;
 use serde::{Deserialize, Serialize};
 use tokio::io::AsyncWriteExt;
 
-use super::UploadEnd;
+use super::{UploadEnd, Uploading};
 use crate::envelope::{ApiCode, ApiError};
 use crate::ids::RecordId;
 use crate::registry::{Recording, record_status};
@@ -99,9 +99,11 @@ async fn refuse(socket: &mut WebSocket, error: &ApiError, code: u16, reason: &'s
     let _ = socket.send(Message::Close(Some(CloseFrame { code, reason: reason.into() }))).await;
 }
 
-/// The record the token opens, if it is genuine, unexpired, this record's, and the record
-/// still takes bytes.
-fn admit(state: &AppState, query: &UploadQuery) -> Result<RecordId, (UploadEnd, ApiError)> {
+/// The record the token opens, held for this connection, if the token is genuine, unexpired
+/// and this record's, no other connection holds the record, and it still takes bytes. The
+/// status is read while holding the record: a connection that just finished it has written
+/// its status before letting go.
+fn admit<'a>(state: &'a AppState, query: &UploadQuery) -> Result<(RecordId, Uploading<'a>), (UploadEnd, ApiError)> {
     let illegal = |end, msg: String| (end, ApiError::new(ApiCode::IllegalClient, msg));
     let claims = crate::token::verify_upload(&state.settings().app_secret, &query.token, super::unix_ms() / 1000)
         .map_err(|e| {
@@ -111,30 +113,27 @@ fn admit(state: &AppState, query: &UploadQuery) -> Result<RecordId, (UploadEnd, 
     if claims.record.as_str() != query.record_id {
         return Err(illegal(UploadEnd::WrongRecord, "the upload token is another record's".to_owned()));
     }
-    let status =
-        state.read(|reg| reg.recording(&claims.record).map(|r| r.status)).map_err(|e| (UploadEnd::WrongRecord, e))?;
+    let id = claims.record;
+    let hold = state.files().start_upload(&id).ok_or_else(|| {
+        (UploadEnd::Busy, ApiError::request(format!("recording {id} is being uploaded by another connection")))
+    })?;
+    let status = state.read(|reg| reg.recording(&id).map(|r| r.status)).map_err(|e| (UploadEnd::WrongRecord, e))?;
     if !matches!(status, record_status::PREPARING | record_status::RECORDING) {
-        let msg = format!("recording {} takes no more bytes (status {status})", claims.record);
+        let msg = format!("recording {id} takes no more bytes (status {status})");
         return Err((UploadEnd::WrongRecord, ApiError::request(msg)));
     }
-    Ok(claims.record)
+    Ok((id, hold))
 }
 
 async fn session(state: AppState, query: UploadQuery, mut socket: WebSocket) {
-    let id = match admit(&state, &query) {
-        Ok(id) => id,
+    let (id, _hold) = match admit(&state, &query) {
+        Ok(admitted) => admitted,
         Err((end, error)) => {
             tracing::info!(record = %query.record_id, reason = end.name(), "client upload refused");
             state.files().count(end);
             refuse(&mut socket, &error, CLOSE_POLICY, end.name()).await;
             return;
         }
-    };
-    let Some(_hold) = state.files().start_upload(&id) else {
-        state.files().count(UploadEnd::Busy);
-        let error = ApiError::request(format!("recording {id} is being uploaded by another connection"));
-        refuse(&mut socket, &error, CLOSE_POLICY, UploadEnd::Busy.name()).await;
-        return;
     };
     let end = match receive(&state, &id, &mut socket).await {
         Ok(end) => end,
@@ -186,7 +185,13 @@ async fn receive(state: &AppState, id: &RecordId, socket: &mut WebSocket) -> Res
                     started = true;
                     let id = id.clone();
                     state
-                        .write(move |reg| reg.update_recording(&id, |r| r.status = record_status::RECORDING))
+                        .write(move |reg| {
+                            reg.update_recording(&id, |r| {
+                                if r.status == record_status::PREPARING {
+                                    r.status = record_status::RECORDING;
+                                }
+                            })
+                        })
                         .await
                         .map_err(|e| (UploadEnd::Failed, e))?;
                 }
@@ -279,7 +284,8 @@ pub async fn fail(state: &AppState, id: &RecordId, msg: String) -> Result<(), Ap
     Ok(())
 }
 
-/// Ends client upload `id` with `outcome` (its URL takes no more bytes), durably.
+/// Ends client upload `id` with `outcome` (its URL takes no more bytes), durably; refused
+/// when it has ended already (the retention sweep ended it as abandoned meanwhile).
 async fn conclude(
     state: &AppState,
     id: &RecordId,
@@ -288,10 +294,15 @@ async fn conclude(
     let id = id.clone();
     state
         .write(move |reg| {
-            reg.update_recording(&id, |r| {
-                outcome(r);
-                r.upload_expires = None;
-            })
+            let open = reg.update_recording(&id, |r| {
+                let open = matches!(r.status, record_status::PREPARING | record_status::RECORDING);
+                if open {
+                    outcome(r);
+                    r.upload_expires = None;
+                }
+                open
+            })?;
+            if open { Ok(()) } else { Err(ApiError::request(format!("recording {id} is no longer being uploaded"))) }
         })
         .await
 }
