@@ -625,3 +625,24 @@ fn a_silent_client_upload_is_closed_at_the_idle_timeout_and_may_resume() {
     let (_socket, offset) = resume(&url);
     assert_eq!(offset, 10, "what was sent before the timeout is kept");
 }
+
+#[test]
+fn a_client_upload_that_fills_the_disk_ends_in_status_7_and_frees_the_space() {
+    let Some(disk) = support::tmpfs::Tmpfs::mount(6 << 20) else { return };
+    let srv = Server::builder().data_dir(disk.path()).start();
+    let (rid, url) = client_upload_url(&srv);
+    let (mut socket, _) = resume(&url);
+    // More than the disk holds; the server refuses at the first write that fails.
+    for _ in 0..160 {
+        if socket.send(Message::binary(random_bytes(64 * 1024))).is_err() {
+            break;
+        }
+    }
+    let ended = poll_until(Duration::from_secs(10), || (status_of(&srv, &rid) == 7).then_some(()));
+    assert!(ended.is_some(), "status 7 once the disk is full, not {}; log:\n{}", status_of(&srv, &rid), srv.log());
+    assert_eq!(stored_files(&srv), Vec::<String>::new(), "the partial file is removed");
+    srv.expect("GET", &format!("/record/download/{rid}"), (), 50019);
+    assert_eq!(metric(&srv, "uprtcd_record_client_uploads_total{result=\"failed\"}"), 1.0);
+    // The space is back: another upload is stored.
+    expect_ok(&srv.upload("file", "after.webm", &media_file("webm", 1)), "an upload after the disk was full");
+}

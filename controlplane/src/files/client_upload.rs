@@ -178,6 +178,7 @@ async fn receive(state: &AppState, id: &RecordId, socket: &mut WebSocket) -> Res
                 }
                 if offset + bytes.len() as u64 > settings.max_upload_bytes {
                     let msg = format!("the upload is over api.max_upload_bytes ({} bytes)", settings.max_upload_bytes);
+                    drop(file);
                     fail(state, id, msg.clone()).await.map_err(|e| (UploadEnd::Failed, e))?;
                     return Err((UploadEnd::TooLarge, ApiError::invalid(msg)));
                 }
@@ -203,6 +204,8 @@ async fn receive(state: &AppState, id: &RecordId, socket: &mut WebSocket) -> Res
                 };
                 if let Err(e) = written.await {
                     let msg = format!("cannot store the upload: {e}");
+                    // Closed before it is removed, or its blocks stay taken.
+                    drop(file);
                     fail(state, id, msg.clone()).await.map_err(|e| (UploadEnd::Failed, e))?;
                     return Err((UploadEnd::Failed, ApiError::system(msg)));
                 }
@@ -273,15 +276,15 @@ async fn finish(
     Ok(UploadEnd::Stored)
 }
 
-/// Ends client upload `id` in error: status 7 with `msg`, its partial file removed.
+/// Ends client upload `id` in error: its partial file removed, then status 7 with `msg`. The
+/// file goes first: on a full disk, the space it frees lets the store commit the status.
 pub async fn fail(state: &AppState, id: &RecordId, msg: String) -> Result<(), ApiError> {
+    let _ = tokio::fs::remove_file(super::partial_path(&state.settings().recordings_dir, id)).await;
     conclude(state, id, move |r| {
         r.status = record_status::ERROR;
         r.msg = msg;
     })
-    .await?;
-    let _ = tokio::fs::remove_file(super::partial_path(&state.settings().recordings_dir, id)).await;
-    Ok(())
+    .await
 }
 
 /// Ends client upload `id` with `outcome` (its URL takes no more bytes), durably; refused
