@@ -176,6 +176,9 @@ struct RecordingSection {
     ffmpeg: Option<PathBuf>,
     jobs: Option<u32>,
     min_free_mb: Option<u64>,
+    retention_days: Option<f64>,
+    client_upload_ttl_ms: Option<u64>,
+    client_upload_idle_timeout_ms: Option<u64>,
 }
 
 /// Demo mode on a client listener that others can reach: the start-up log says which.
@@ -261,6 +264,12 @@ pub struct Config {
     pub recording_jobs: usize,
     /// Free space the recordings folder needs for a recording to start.
     pub recording_min_free_bytes: u64,
+    /// Finished records older than this are removed with their files; `None`: never.
+    pub retention: Option<Duration>,
+    /// How long a client upload URL is accepted.
+    pub client_upload_ttl: Duration,
+    /// A client upload connection silent this long is closed.
+    pub client_upload_idle_timeout: Duration,
 }
 
 const DEFAULT_API_LISTEN: &str = "127.0.0.1:6017";
@@ -284,6 +293,12 @@ const DEFAULT_RECORDING_JOBS: u32 = 1;
 const MAX_RECORDING_JOBS: u32 = 64;
 /// About an hour of a 720p recording with its capture.
 const DEFAULT_RECORDING_MIN_FREE_MB: u64 = 2048;
+/// A client upload URL is for a recording about to be sent, not for later.
+const DEFAULT_CLIENT_UPLOAD_TTL_MS: u64 = 600_000;
+/// A client with a connection sends a chunk every few seconds (MediaRecorder's timeslice).
+const DEFAULT_CLIENT_UPLOAD_IDLE_TIMEOUT_MS: u64 = 30_000;
+/// Longer than a century is a typo.
+const MAX_RETENTION_DAYS: f64 = 36_500.0;
 /// More workers than this is a typo, not a machine.
 const MAX_WORKERS: usize = 1024;
 const DEFAULT_PING_TIMEOUT_MS: u64 = 30_000;
@@ -322,6 +337,16 @@ fn tcp_config(section: &DataplaneSection) -> Result<TcpConfig, ConfigError> {
         defaults.auth_timeout.as_millis() as u64,
     )?;
     Ok(TcpConfig { max_connections, max_connections_per_ip, auth_timeout })
+}
+
+/// `recording.retention_days`: 0 (the default) keeps recordings for good; fractions of a day
+/// are allowed.
+fn retention(days: Option<f64>) -> Result<Option<Duration>, ConfigError> {
+    match days.unwrap_or(0.0) {
+        0.0 => Ok(None),
+        d if d > 0.0 && d <= MAX_RETENTION_DAYS => Ok(Some(Duration::from_secs_f64(d * 86_400.0))),
+        d => Err(ConfigError::new("recording.retention_days", format!("{d} is outside 0..={MAX_RETENTION_DAYS}"))),
+    }
 }
 
 /// A timeout key of the file, in milliseconds, checked against the sane range.
@@ -602,6 +627,17 @@ impl Config {
                 Some(v) => parse_flag(v, "rooms.max_connections", "--max-connections")?,
                 None => file.rooms.max_connections.unwrap_or(0),
             },
+            retention: retention(file.recording.retention_days)?,
+            client_upload_ttl: timeout(
+                "recording.client_upload_ttl_ms",
+                file.recording.client_upload_ttl_ms,
+                DEFAULT_CLIENT_UPLOAD_TTL_MS,
+            )?,
+            client_upload_idle_timeout: timeout(
+                "recording.client_upload_idle_timeout_ms",
+                file.recording.client_upload_idle_timeout_ms,
+                DEFAULT_CLIENT_UPLOAD_IDLE_TIMEOUT_MS,
+            )?,
         })
     }
 
@@ -724,6 +760,14 @@ mod tests {
         let path = dir.path().join("c.toml");
         std::fs::write(&path, text).unwrap();
         Config::resolve(&cli(&["--config", path.to_str().unwrap()]))
+    }
+
+    /// Each `(line, key)`: the line in `[section]` stops the start with an error naming `key`.
+    fn each_refused_naming_its_key(section: &str, cases: &[(&str, &str)]) {
+        for (line, key) in cases {
+            let e = with_file(&format!("[{section}]\n{line}\n")).unwrap_err().to_string();
+            assert!(e.contains(key), "{line}: {e}");
+        }
     }
 
     #[test]
@@ -862,6 +906,35 @@ mod tests {
     }
 
     #[test]
+    fn recording_keys_from_the_file() {
+        let defaults = with_file("").unwrap();
+        assert_eq!(defaults.retention, None, "recordings are kept for good by default");
+        assert_eq!(defaults.client_upload_ttl, Duration::from_secs(600));
+        assert_eq!(defaults.client_upload_idle_timeout, Duration::from_secs(30));
+        let set = with_file(
+            "[recording]\nretention_days = 30\nclient_upload_ttl_ms = 60000\nclient_upload_idle_timeout_ms = 1000\n",
+        )
+        .unwrap();
+        assert_eq!(set.retention, Some(Duration::from_secs(30 * 86_400)));
+        assert_eq!(set.client_upload_ttl, Duration::from_secs(60));
+        assert_eq!(set.client_upload_idle_timeout, Duration::from_secs(1));
+        assert_eq!(
+            with_file("[recording]\nretention_days = 0.5\n").unwrap().retention,
+            Some(Duration::from_secs(43_200))
+        );
+        assert_eq!(with_file("[recording]\nretention_days = 0\n").unwrap().retention, None);
+        each_refused_naming_its_key(
+            "recording",
+            &[
+                ("retention_days = -1", "recording.retention_days"),
+                ("retention_days = \"a week\"", "recording.retention_days"),
+                ("client_upload_ttl_ms = 10", "recording.client_upload_ttl_ms"),
+                ("client_upload_idle_timeout_ms = 0", "recording.client_upload_idle_timeout_ms"),
+            ],
+        );
+    }
+
+    #[test]
     fn timeouts_from_the_file_within_their_range() {
         let defaults = with_file("").unwrap();
         assert_eq!(defaults.ping_timeout, Duration::from_secs(30));
@@ -906,16 +979,16 @@ mod tests {
         );
         let capped = with_file("[dataplane]\ntcp_max_connections = 10\n").unwrap().tcp;
         assert_eq!(capped.max_connections_per_ip, 10, "one address never gets more than the worker");
-        for (text, key) in [
-            ("tcp_auth_timeout_ms = 10", "dataplane.tcp_auth_timeout_ms"),
-            ("tcp_max_connections = 0", "dataplane.tcp_max_connections"),
-            ("tcp_max_connections = 2000000", "dataplane.tcp_max_connections"),
-            ("tcp_max_connections_per_ip = 0", "dataplane.tcp_max_connections_per_ip"),
-            ("tcp_max_connections_per_ip = -1", "dataplane.tcp_max_connections_per_ip"),
-        ] {
-            let e = with_file(&format!("[dataplane]\n{text}\n")).unwrap_err().to_string();
-            assert!(e.contains(key), "{text}: {e}");
-        }
+        each_refused_naming_its_key(
+            "dataplane",
+            &[
+                ("tcp_auth_timeout_ms = 10", "dataplane.tcp_auth_timeout_ms"),
+                ("tcp_max_connections = 0", "dataplane.tcp_max_connections"),
+                ("tcp_max_connections = 2000000", "dataplane.tcp_max_connections"),
+                ("tcp_max_connections_per_ip = 0", "dataplane.tcp_max_connections_per_ip"),
+                ("tcp_max_connections_per_ip = -1", "dataplane.tcp_max_connections_per_ip"),
+            ],
+        );
     }
 
     #[test]
@@ -973,16 +1046,16 @@ mod tests {
         let limits = config.demo.unwrap();
         assert_eq!((limits.max_rooms, limits.joins_per_minute), (3, 2));
         assert_eq!((limits.room_idle, limits.room_max_age), (Duration::from_secs(1), Duration::from_secs(5)));
-        for (line, key) in [
-            ("demo_max_rooms = 0", "client.demo_max_rooms"),
-            ("demo_joins_per_minute = 0", "client.demo_joins_per_minute"),
-            ("demo_room_idle_ms = 10", "client.demo_room_idle_ms"),
-            ("demo_room_max_age_ms = 100000000", "client.demo_room_max_age_ms"),
-            ("demo_max_rooms = -1", "client.demo_max_rooms"),
-        ] {
-            let e = with_file(&format!("[client]\n{line}\n")).unwrap_err().to_string();
-            assert!(e.contains(key), "{line}: {e}");
-        }
+        each_refused_naming_its_key(
+            "client",
+            &[
+                ("demo_max_rooms = 0", "client.demo_max_rooms"),
+                ("demo_joins_per_minute = 0", "client.demo_joins_per_minute"),
+                ("demo_room_idle_ms = 10", "client.demo_room_idle_ms"),
+                ("demo_room_max_age_ms = 100000000", "client.demo_room_max_age_ms"),
+                ("demo_max_rooms = -1", "client.demo_max_rooms"),
+            ],
+        );
     }
 
     #[test]

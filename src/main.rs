@@ -213,6 +213,9 @@ fn settings(
         write_timeout: config.write_timeout,
         max_pending_transports_per_ip: config.max_pending_transports_per_ip,
         mirror_load_percent: config.mirror_load_percent,
+        retention: config.retention,
+        client_upload_ttl: config.client_upload_ttl,
+        client_upload_idle_timeout: config.client_upload_idle_timeout,
     })
 }
 
@@ -254,6 +257,7 @@ async fn serve(
     uprtcd_controlplane::events::spawn_drains(&state);
     uprtcd_controlplane::demo::spawn_expiry(&state);
     uprtcd_controlplane::recording::spawn(&state).await;
+    uprtcd_controlplane::files::retention::spawn(&state);
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {

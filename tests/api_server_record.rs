@@ -1,13 +1,17 @@
-//! Server-wide calls (miniLoad, room/num, recycle, block) and the recording table: uploads,
-//! downloads and statuses, and what a recording start checks (the recordings themselves, with
-//! media, are tests/recording.rs).
-//! The contract is docs/rest-api.md, "Server" and "Recording".
+//! Server-wide calls (miniLoad, room/num, recycle, block) and the recording table: what a
+//! recording start checks and the statuses it goes through (the recordings themselves, with
+//! media, are tests/recording.rs), uploads checked with ffprobe, downloads with byte ranges,
+//! retention, client uploads over WebSocket (with a reconnect in the middle).
+//! The contract is docs/rest-api.md, "Server" and "Recording", and docs/signalling.md,
+//! "Client upload of a recording".
 
 mod support;
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use support::*;
+use tungstenite::Message;
+use tungstenite::protocol::frame::coding::CloseCode;
 
 #[test]
 fn mini_load_describes_this_server() {
@@ -185,44 +189,125 @@ fn recording_input_is_checked_and_one_recording_runs_per_room() {
     assert!(ended.is_some(), "closing the room ends its recording; log:\n{}", srv.log());
 }
 
+/// The files in the server's recordings folder.
+fn stored_files(srv: &Server) -> Vec<String> {
+    let dir = srv.data_dir.join("recordings");
+    let mut names: Vec<String> = std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+        .map(|entry| entry.expect("dir entry").file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    names
+}
+
+/// A server with this configuration file (kept in the returned folder).
+fn with_config(text: &str) -> (tempfile::TempDir, Server) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let srv = Server::builder().config_text(dir.path(), text).start();
+    (dir, srv)
+}
+
+fn download(srv: &Server, rid: &str, headers: &[(&str, &str)]) -> Resp {
+    srv.request(&Auth::Key, "GET", &format!("{PREFIX}/record/download/{}", enc(rid)), headers, Body::None)
+}
+
+fn status_of(srv: &Server, rid: &str) -> u64 {
+    u64_field(&srv.ok("GET", &format!("/record/{}/status", enc(rid)), ()), "status")
+}
+
+fn metric(srv: &Server, line_start: &str) -> f64 {
+    let text = srv.request(&Auth::Missing, "GET", "/metrics", &[], Body::None).text();
+    text.lines()
+        .find_map(|l| l.strip_prefix(line_start).and_then(|rest| rest.trim().parse().ok()))
+        .unwrap_or_else(|| panic!("no {line_start} in /metrics:\n{text}"))
+}
+
 #[test]
-fn upload_then_status_6_and_download_returns_the_same_bytes() {
+fn uploads_are_done_at_once_and_download_as_the_same_bytes_with_their_type() {
     let alias = "rec-1";
     let srv = Server::builder().alias(alias).start();
-    let mut one = random_bytes(200_000);
-    // Bytes that look like multipart framing inside the file must survive.
-    one.splice(1000..1000, b"\r\n--\r\n------WebKitFormBoundary\r\n\r\n".iter().copied());
-    let two = random_bytes(1);
-    let three: Vec<u8> = Vec::new();
+    let webm = media_file("webm", 1);
+    let ogg = media_file("ogg", 1);
 
     let mut ids = Vec::new();
-    for (name, bytes) in [("a.webm", &one), ("b.mp4", &two), ("empty.mkv", &three)] {
+    for (name, bytes, ext, content_type) in [
+        ("a.webm", &webm, "webm", "video/webm"),
+        ("b.ogg", &ogg, "ogg", "video/ogg"),
+        // No extension: the one ffprobe's format names.
+        ("clip", &webm, "webm", "video/webm"),
+        // A strange one: the format's again.
+        ("c.we bm", &webm, "webm", "video/webm"),
+        // A name that is not what the file is: what the file is.
+        ("movie.MP4", &webm, "webm", "video/webm"),
+    ] {
         let r = srv.upload("file", name, bytes);
         let d = expect_ok(&r, &format!("upload {name}"));
         let rid = str_field(&d, "recordId").to_string();
-        assert!(!rid.is_empty() && rid.chars().count() <= 128, "{d}");
+        assert_generated_id(&rid);
         assert_eq!(str_field(&d, "serverAlias"), alias, "{d}");
         assert_eq!(str_field(&d, "serverAddress"), srv.api, "{d}");
-        ids.push((rid, bytes.clone()));
+        assert!(
+            srv.data_dir.join("recordings").join(format!("{rid}.{ext}")).is_file(),
+            "{name}: {:?}",
+            stored_files(&srv)
+        );
+        ids.push((rid, bytes.clone(), content_type));
     }
-    let mut distinct: Vec<&String> = ids.iter().map(|(i, _)| i).collect();
+    let mut distinct: Vec<&String> = ids.iter().map(|(i, _, _)| i).collect();
     distinct.sort();
     distinct.dedup();
-    assert_eq!(distinct.len(), 3, "each upload gets its own recordId: {ids:?}");
+    assert_eq!(distinct.len(), ids.len(), "each upload gets its own recordId: {ids:?}");
 
-    for (rid, bytes) in &ids {
-        let s = srv.ok("GET", &format!("/record/{}/status", enc(rid)), ());
-        assert_eq!(u64_field(&s, "status"), 6, "an uploaded file is done: {s}");
-        let r = srv.request(&Auth::Key, "GET", &format!("{PREFIX}/record/download/{}", enc(rid)), &[], Body::None);
+    for (rid, bytes, content_type) in &ids {
+        assert_eq!(status_of(&srv, rid), 6, "an uploaded file is done");
+        let r = download(&srv, rid, &[]);
         assert_eq!(r.status, 200, "download {rid}: {}", r.text());
-        let ct = r.content_type.clone().unwrap_or_default();
-        assert!(ct.starts_with("application/octet-stream"), "download content-type {ct:?}");
+        assert_eq!(r.content_type.as_deref(), Some(*content_type), "{rid}");
+        assert_eq!(r.header("accept-ranges"), Some("bytes"));
+        assert_eq!(r.header("content-length"), Some(bytes.len().to_string().as_str()));
         assert!(
             r.body == *bytes,
             "download {rid}: {} bytes back, {} uploaded (or different content)",
             r.body.len(),
             bytes.len()
         );
+    }
+    // HEAD says the same without the body.
+    let r = srv.request(&Auth::Key, "HEAD", &format!("{PREFIX}/record/download/{}", ids[0].0), &[], Body::None);
+    assert_eq!((r.status, r.header("content-length")), (200, Some(ids[0].1.len().to_string().as_str())));
+}
+
+#[test]
+fn downloads_serve_single_byte_ranges() {
+    let srv = Server::start(&[]);
+    let bytes = media_file("webm", 1);
+    let len = bytes.len();
+    let rid = str_field(&expect_ok(&srv.upload("file", "r.webm", &bytes), "upload"), "recordId").to_string();
+    for (range, start, end) in [
+        ("bytes=0-99", 0, 99),
+        ("bytes=100-", 100, len - 1),
+        ("bytes=-100", len - 100, len - 1),
+        ("bytes=10-10", 10, 10),
+        (&*format!("bytes=50-{}", len + 1000), 50, len - 1),
+    ] {
+        let r = download(&srv, &rid, &[("range", range)]);
+        assert_eq!(r.status, 206, "{range}: {}", r.text());
+        assert_eq!(r.header("content-range"), Some(format!("bytes {start}-{end}/{len}").as_str()), "{range}");
+        assert_eq!(r.header("content-length"), Some((end - start + 1).to_string().as_str()), "{range}");
+        assert_eq!(r.content_type.as_deref(), Some("video/webm"));
+        assert!(r.body == bytes[start..=end], "{range}: other bytes");
+    }
+    for range in [format!("bytes={len}-"), format!("bytes={}-{}", len + 5, len + 10), "bytes=-0".to_owned()] {
+        let r = download(&srv, &rid, &[("range", &range)]);
+        assert_eq!(r.status, 416, "{range}");
+        assert_eq!(r.header("content-range"), Some(format!("bytes */{len}").as_str()), "{range}");
+        assert!(r.body.is_empty());
+    }
+    // Malformed or several ranges: the whole file.
+    for range in ["bytes=0-1,5-6", "bytes=9-2", "lines=1-2", "bytes=x-"] {
+        let r = download(&srv, &rid, &[("range", range)]);
+        assert_eq!(r.status, 200, "{range}");
+        assert!(r.body == bytes, "{range}: the whole file");
     }
 }
 
@@ -252,8 +337,66 @@ fn upload_refusals() {
     );
     let env = r.envelope("truncated multipart");
     expect_code(&(r.status, env), 10002, "truncated multipart");
+    // Files that are not media: text, random bytes, nothing, a playlist of a URL.
+    let playlist = b"#EXTM3U\n#EXT-X-TARGETDURATION:1\n#EXTINF:1,\nhttp://192.0.2.1/a.ts\n#EXT-X-ENDLIST\n";
+    for (name, bytes) in [
+        ("notes.txt", b"hello, this is text".to_vec()),
+        ("fake.webm", random_bytes(20_000)),
+        ("empty.mp4", Vec::new()),
+        ("list.m3u8", playlist.to_vec()),
+    ] {
+        let r = srv.upload("file", name, &bytes);
+        expect_code(&r, 10002, name);
+        let msg = str_field(&r.1, "msg");
+        assert!(msg.starts_with("file: "), "{name}: msg names the field and the problem: {msg}");
+        assert!(msg.contains("not media") || msg.contains("no audio or video"), "{name}: {msg}");
+    }
+    // A file ffprobe reads that has no audio or video stream: a subtitle file.
+    let srt = b"1\n00:00:00,000 --> 00:00:01,000\nhello\n";
+    let r = srv.upload("file", "subs.srt", srt);
+    expect_code(&r, 10002, "subtitles");
+    assert!(str_field(&r.1, "msg").contains("no audio or video stream"), "{}", r.1);
+    assert_eq!(stored_files(&srv), Vec::<String>::new(), "nothing is kept of a refused upload");
+    assert_eq!(metric(&srv, "uprtcd_record_uploads_not_media_total"), 5.0);
     // The server still stores good uploads.
-    expect_ok(&srv.upload("file", "ok.bin", b"fine"), "good upload after refusals");
+    expect_ok(&srv.upload("file", "ok.webm", &media_file("webm", 1)), "good upload after refusals");
+}
+
+#[test]
+fn without_ffmpeg_uploads_answer_50021_and_keep_nothing() {
+    let srv = Server::builder().env("PATH", "/nonexistent").start();
+    let r = srv.upload("file", "a.webm", &media_file("webm", 1));
+    expect_code(&r, 50021, "upload without ffmpeg");
+    assert!(str_field(&r.1, "msg").contains("ffmpeg"), "msg says what is missing: {}", r.1);
+    let env = srv.expect("POST", "/record/client/upload", (), 50021);
+    assert!(str_field(&env, "msg").contains("ffmpeg"), "{env}");
+    assert_eq!(stored_files(&srv), Vec::<String>::new());
+}
+
+#[test]
+fn retention_removes_finished_records_and_their_files() {
+    // 0.0001 day = 8.64 s; the sweep runs at start (and hourly).
+    let (_dir, mut srv) = with_config("[recording]\nretention_days = 0.0001\n");
+    let webm = media_file("webm", 1);
+    let old = str_field(&expect_ok(&srv.upload("file", "old.webm", &webm), "upload"), "recordId").to_string();
+    std::thread::sleep(Duration::from_millis(9_000));
+    let young = str_field(&expect_ok(&srv.upload("file", "young.webm", &webm), "upload"), "recordId").to_string();
+    srv.restart();
+    // The record goes first, its file right after.
+    let kept = vec![format!("{young}.webm")];
+    let gone = poll_until(Duration::from_secs(10), || (stored_files(&srv) == kept).then_some(()));
+    assert!(
+        gone.is_some(),
+        "the old record's file is removed at start, the young one's kept: {:?}",
+        stored_files(&srv)
+    );
+    srv.expect("GET", &format!("/record/{old}/status"), (), 50019);
+    assert_eq!(status_of(&srv, &young), 6);
+    assert_eq!(metric(&srv, "uprtcd_recordings_expired_total"), 1.0);
+    // Durable: a restart does not bring it back.
+    srv.kill9();
+    srv.restart();
+    srv.expect("GET", &format!("/record/{old}/status"), (), 50019);
 }
 
 #[test]
@@ -271,7 +414,7 @@ fn unknown_record_is_50019() {
 #[test]
 fn playback_checks_its_parameters_then_answers_50021() {
     let srv = Server::start(&[]);
-    let d = expect_ok(&srv.upload("file", "clip.webm", &random_bytes(4096)), "upload");
+    let d = expect_ok(&srv.upload("file", "clip.webm", &media_file("webm", 1)), "upload");
     let rid = str_field(&d, "recordId").to_string();
     srv.expect("POST", "/record/playback", json!({"recordId": rid}), 50021);
     srv.expect("POST", "/record/playback", json!({"recordId": rid, "loopPlay": false}), 50021);
@@ -324,11 +467,12 @@ fn body_and_upload_limits_come_from_the_config() {
     }
 
     // Uploads have their own limit, above max_body_bytes.
-    let bytes = random_bytes(16 * 1024);
-    let d = expect_ok(&srv.upload("file", "16k.bin", &bytes), "a 16 KiB upload under max_upload_bytes");
+    let bytes = media_file("webm", 1);
+    assert!(bytes.len() < 65536);
+    let d = expect_ok(&srv.upload("file", "small.webm", &bytes), "an upload under max_upload_bytes");
     let rid = str_field(&d, "recordId").to_string();
     let r = srv.request(&Auth::Key, "GET", &format!("{PREFIX}/record/download/{}", enc(&rid)), &[], Body::None);
-    assert!(r.body == bytes, "download returns the 16 KiB");
+    assert!(r.body == bytes, "download returns the file");
 
     let (ct, body) = multipart("file", "big.bin", &random_bytes(256 * 1024));
     for expect_continue in [true, false] {
@@ -339,4 +483,218 @@ fn body_and_upload_limits_come_from_the_config() {
         expect_status_code(&(r.status, env), 413, 10002, "an upload over api.max_upload_bytes");
     }
     assert_eq!(u64_field(&srv.ok("GET", "/server/room/num", ()), "num"), 1);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Client uploads over WebSocket (docs/signalling.md, "Client upload of a recording")
+
+type Socket = tungstenite::WebSocket<tungstenite::stream::MaybeTlsStream<std::net::TcpStream>>;
+
+/// `POST /record/client/upload`: (recordId, serverUrl).
+fn client_upload_url(srv: &Server) -> (String, String) {
+    let d = srv.ok("POST", "/record/client/upload", ());
+    let rid = str_field(&d, "recordId").to_string();
+    let url = str_field(&d, "serverUrl").to_string();
+    assert_generated_id(&rid);
+    assert_eq!(str_field(&d, "serverAddress"), srv.api, "{d}");
+    assert!(!str_field(&d, "serverAlias").is_empty(), "{d}");
+    let expected = format!("{}record?recordId={rid}&token=", srv.url_prefix());
+    assert!(url.starts_with(&expected), "{url} starts with {expected}");
+    (rid, url)
+}
+
+fn open(url: &str) -> Socket {
+    let (socket, _) = tungstenite::connect(url).unwrap_or_else(|e| panic!("connect {url}: {e}"));
+    if let tungstenite::stream::MaybeTlsStream::Plain(stream) = socket.get_ref() {
+        stream.set_read_timeout(Some(Duration::from_secs(10))).expect("read timeout");
+    }
+    socket
+}
+
+/// The next text message as JSON, or the close code when the server closed instead.
+fn next(socket: &mut Socket) -> Result<Value, Option<CloseCode>> {
+    loop {
+        match socket.read() {
+            Ok(Message::Text(text)) => return Ok(serde_json::from_str(&text).expect("JSON message")),
+            Ok(Message::Close(frame)) => return Err(frame.map(|f| f.code)),
+            Ok(_) => continue,
+            Err(tungstenite::Error::ConnectionClosed | tungstenite::Error::AlreadyClosed) => return Err(None),
+            Err(e) => panic!("read failed: {e}"),
+        }
+    }
+}
+
+/// The `upload` message's offset; retries while an earlier connection still holds the record
+/// (the server has not seen it go yet), as the SDK does.
+fn resume(url: &str) -> (Socket, u64) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let mut socket = open(url);
+        let first = next(&mut socket).expect("a first message");
+        if first["type"] == "upload" {
+            return (socket, first["offset"].as_u64().expect("offset"));
+        }
+        assert!(str_field(&first, "msg").contains("another connection"), "{first}");
+        assert!(Instant::now() < deadline, "the record stays busy: {first}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn send_bytes(socket: &mut Socket, bytes: &[u8]) {
+    for chunk in bytes.chunks(4096) {
+        socket.send(Message::binary(chunk.to_vec())).expect("send a frame");
+    }
+}
+
+/// The error a refused connection gets, and its close code.
+fn refused(url: &str) -> (Value, Option<CloseCode>) {
+    let mut socket = open(url);
+    let error = next(&mut socket).expect("an error message");
+    assert_eq!(error["type"], "error", "{error}");
+    let close = next(&mut socket).expect_err("then the close");
+    (error, close)
+}
+
+#[test]
+fn a_client_upload_resumes_after_a_disconnect_and_downloads_as_the_same_bytes() {
+    let srv = Server::start(&[]);
+    let bytes = media_file("webm", 2);
+    let (rid, url) = client_upload_url(&srv);
+    assert_eq!(status_of(&srv, &rid), 1, "preparing until bytes arrive");
+    srv.expect("GET", &format!("/record/download/{rid}"), (), 50019);
+
+    let (mut socket, offset) = resume(&url);
+    assert_eq!(offset, 0);
+    let half = bytes.len() / 2;
+    send_bytes(&mut socket, &bytes[..half]);
+    socket.flush().expect("flush");
+    let receiving = poll_until(Duration::from_secs(5), || (status_of(&srv, &rid) == 2).then_some(()));
+    assert!(receiving.is_some(), "status 2 while bytes arrive");
+    // Gone without a close frame, as a phone that loses its network.
+    drop(socket);
+
+    let (mut socket, offset) = resume(&url);
+    assert!(offset as usize <= half && offset > 0, "the server has {offset} of the {half} bytes sent");
+    send_bytes(&mut socket, &bytes[offset as usize..]);
+    socket.send(Message::text(json!({"type": "done", "size": bytes.len()}).to_string())).expect("done");
+    let stored = next(&mut socket).expect("stored");
+    assert_eq!(stored, json!({"type": "stored", "recordId": rid, "size": bytes.len()}));
+    assert_eq!(next(&mut socket).expect_err("closed"), Some(CloseCode::Normal));
+
+    assert_eq!(status_of(&srv, &rid), 6);
+    let r = download(&srv, &rid, &[]);
+    assert_eq!((r.status, r.content_type.as_deref()), (200, Some("video/webm")));
+    assert!(r.body == bytes, "{} bytes back, {} sent (or different content)", r.body.len(), bytes.len());
+    assert_eq!(stored_files(&srv), vec![format!("{rid}.webm")], "no partial file left");
+    // Done: the URL takes nothing more.
+    let (error, close) = refused(&url);
+    assert_eq!((error["code"].as_u64(), close), (Some(10003), Some(CloseCode::Policy)), "{error}");
+    assert_eq!(metric(&srv, "uprtcd_record_client_uploads_total{result=\"stored\"}"), 1.0);
+}
+
+#[test]
+fn client_upload_tokens_open_their_own_record_only() {
+    let srv = Server::start(&[]);
+    let (a, url_a) = client_upload_url(&srv);
+    let (b, url_b) = client_upload_url(&srv);
+    assert_ne!(a, b);
+    let token_b = url_b.split("token=").nth(1).expect("a token");
+    // A tampered token, another record's, none, a malformed one.
+    let cases = [
+        format!("{url_a}x"),
+        format!("{}record?recordId={a}&token={token_b}", srv.url_prefix()),
+        format!("{}record?recordId={a}", srv.url_prefix()),
+        format!("{}record?recordId={a}&token=abc.def.ghi", srv.url_prefix()),
+    ];
+    for url in &cases {
+        let (error, close) = refused(url);
+        assert_eq!((error["code"].as_u64(), close), (Some(50000), Some(CloseCode::Policy)), "{url}: {error}");
+    }
+    // A join token is no upload token.
+    let room = srv.convo_id("alice", &[]);
+    let join =
+        str_field(&srv.ok("POST", &format!("/room/{room}/token"), json!({"peerId": "alice"})), "token").to_owned();
+    let (error, _) = refused(&format!("{}record?recordId={a}&token={join}", srv.url_prefix()));
+    assert_eq!(error["code"], 50000, "{error}");
+    assert_eq!(metric(&srv, "uprtcd_record_client_uploads_total{result=\"bad_token\"}"), 4.0);
+    assert_eq!(metric(&srv, "uprtcd_record_client_uploads_total{result=\"wrong_record\"}"), 1.0);
+    for rid in [&a, &b] {
+        assert_eq!(status_of(&srv, rid), 1, "nothing was taken");
+    }
+    assert_eq!(stored_files(&srv), Vec::<String>::new(), "no byte kept");
+}
+
+#[test]
+fn an_expired_client_upload_url_is_refused() {
+    let (_dir, srv) = with_config("[recording]\nclient_upload_ttl_ms = 1000\n");
+    let (rid, url) = client_upload_url(&srv);
+    std::thread::sleep(Duration::from_millis(2100));
+    let (error, close) = refused(&url);
+    assert_eq!((error["code"].as_u64(), close), (Some(50000), Some(CloseCode::Policy)), "{error}");
+    assert!(str_field(&error, "msg").contains("expired"), "{error}");
+    assert_eq!(metric(&srv, "uprtcd_record_client_uploads_total{result=\"expired_token\"}"), 1.0);
+    assert_eq!(status_of(&srv, &rid), 1);
+    assert_eq!(stored_files(&srv), Vec::<String>::new());
+}
+
+#[test]
+fn a_client_upload_that_is_not_media_ends_in_status_7_and_keeps_nothing() {
+    let srv = Server::start(&[]);
+    let (rid, url) = client_upload_url(&srv);
+    let (mut socket, _) = resume(&url);
+    let text = b"this is not a video at all\n".repeat(100);
+    send_bytes(&mut socket, &text);
+    // A wrong size first: refused, the bytes kept for a resume.
+    socket.send(Message::text(json!({"type": "done", "size": 1}).to_string())).expect("done");
+    let error = next(&mut socket).expect("error");
+    assert_eq!(error["code"], 10002, "{error}");
+    assert!(str_field(&error, "msg").contains(&text.len().to_string()), "says what the server has: {error}");
+    let (mut socket, offset) = resume(&url);
+    assert_eq!(offset as usize, text.len());
+    socket.send(Message::text(json!({"type": "done", "size": text.len()}).to_string())).expect("done");
+    let error = next(&mut socket).expect("error");
+    assert_eq!(error["type"], "error", "{error}");
+    assert_eq!(error["code"], 10002, "{error}");
+    assert!(str_field(&error, "msg").contains("not media"), "{error}");
+    assert_eq!(status_of(&srv, &rid), 7);
+    srv.expect("GET", &format!("/record/download/{rid}"), (), 50019);
+    assert_eq!(stored_files(&srv), Vec::<String>::new(), "the file is removed");
+    assert_eq!(metric(&srv, "uprtcd_record_client_uploads_total{result=\"not_media\"}"), 1.0);
+}
+
+#[test]
+fn a_silent_client_upload_is_closed_at_the_idle_timeout_and_may_resume() {
+    let (_dir, srv) = with_config("[recording]\nclient_upload_idle_timeout_ms = 1000\n");
+    let (rid, url) = client_upload_url(&srv);
+    let (mut socket, _) = resume(&url);
+    send_bytes(&mut socket, b"0123456789");
+    let started = Instant::now();
+    assert_eq!(next(&mut socket).expect_err("closed"), Some(CloseCode::Normal));
+    let waited = started.elapsed();
+    assert!(waited >= Duration::from_millis(900) && waited < Duration::from_secs(5), "{waited:?}");
+    assert_eq!(metric(&srv, "uprtcd_record_client_uploads_total{result=\"idle_timeout\"}"), 1.0);
+    assert_eq!(status_of(&srv, &rid), 2);
+    let (_socket, offset) = resume(&url);
+    assert_eq!(offset, 10, "what was sent before the timeout is kept");
+}
+
+#[test]
+fn a_client_upload_that_fills_the_disk_ends_in_status_7_and_frees_the_space() {
+    let Some(disk) = support::tmpfs::Tmpfs::mount(6 << 20) else { return };
+    let srv = Server::builder().data_dir(disk.path()).start();
+    let (rid, url) = client_upload_url(&srv);
+    let (mut socket, _) = resume(&url);
+    // More than the disk holds; the server refuses at the first write that fails.
+    for _ in 0..160 {
+        if socket.send(Message::binary(random_bytes(64 * 1024))).is_err() {
+            break;
+        }
+    }
+    let ended = poll_until(Duration::from_secs(10), || (status_of(&srv, &rid) == 7).then_some(()));
+    assert!(ended.is_some(), "status 7 once the disk is full, not {}; log:\n{}", status_of(&srv, &rid), srv.log());
+    assert_eq!(stored_files(&srv), Vec::<String>::new(), "the partial file is removed");
+    srv.expect("GET", &format!("/record/download/{rid}"), (), 50019);
+    assert_eq!(metric(&srv, "uprtcd_record_client_uploads_total{result=\"failed\"}"), 1.0);
+    // The space is back: another upload is stored.
+    expect_ok(&srv.upload("file", "after.webm", &media_file("webm", 1)), "an upload after the disk was full");
 }

@@ -97,7 +97,7 @@ fn everything_survives_sigkill_right_after_the_last_answer() {
     srv.ok("POST", &format!("/room/{l5}/live/mirror"), json!({"serverAlias": alias}));
 
     // A recording and a blocked user.
-    let bytes = random_bytes(50_000);
+    let bytes = media_file("webm", 1);
     let rid = str_field(&expect_ok(&srv.upload("file", "keep.webm", &bytes), "upload"), "recordId").to_string();
 
     let open = [&c1, &c2, &l1, &l2, &l3, &l4, &l5];

@@ -12,6 +12,7 @@ pub mod api;
 pub mod demo;
 pub mod envelope;
 pub mod events;
+pub mod files;
 pub mod ids;
 pub mod listener;
 pub mod load;
@@ -67,8 +68,9 @@ pub fn open(
     Ok(AppState::new(settings, registry, store, loads, workers))
 }
 
-/// The client listener's router: signalling at `/{invitationCode}`, WHIP and WHEP, a health
-/// check for load balancers, the JavaScript SDK and the demo page. Static paths win over the
+/// The client listener's router: signalling at `/{invitationCode}`, WHIP and WHEP, client
+/// uploads of recordings at `/record`, a health check for load balancers, the JavaScript SDK
+/// and the demo page. Static paths win over the
 /// `/{code}` capture, so none of them can be taken for an invitation code.
 pub fn client_router(state: AppState) -> Router {
     Router::new()
@@ -77,6 +79,7 @@ pub fn client_router(state: AppState) -> Router {
         .route("/favicon.ico", get(demo::favicon))
         .route("/demo", get(demo::page))
         .route("/demo/join", post(demo::join))
+        .route("/record", get(files::client_upload::connect))
         .route("/{code}", get(signalling::connect))
         .merge(signalling::whip::routes())
         .with_state(state)

@@ -1,7 +1,8 @@
 //! The Prometheus text exposition of the dataplane workers' counters, the registry's size,
 //! the store's I/O failures, the HTTP listeners' connection counters, how client transports
-//! and sessions ended, demo mode's guards and server-side recordings, served at `/metrics` on the API listener
-//! (which operators keep private).
+//! and sessions ended, demo mode's guards, server-side recordings and the recording files'
+//! uploads and retention, served at `/metrics` on the API listener (which operators keep
+//! private).
 #![forbid(unsafe_code)]
 
 use std::fmt::Write;
@@ -206,7 +207,36 @@ pub fn render(state: &AppState, http: &HttpStats) -> String {
     tls(&mut out, &listeners);
     demo(&mut out, state);
     recordings(&mut out, state);
+    files(&mut out, state);
     out
+}
+
+/// Uploads refused, client uploads by how they ended, and records the retention removed.
+fn files(out: &mut String, state: &AppState) {
+    let files = state.files();
+    family(
+        out,
+        "uprtcd_record_client_uploads_total",
+        "counter",
+        "Client upload connections (GET /record on the client listener), by how they ended: stored, \
+         not_media, refused (bad_token, expired_token, wrong_record, busy), idle_timeout, too_large, \
+         protocol, disconnected (may resume), failed (the server could not store or check the file).",
+        files.client_uploads().map(|(result, n)| (format!("result=\"{result}\""), n as f64)),
+    );
+    family(
+        out,
+        "uprtcd_record_uploads_not_media_total",
+        "counter",
+        "POST /record/upload files refused because ffprobe found no audio or video in them.",
+        std::iter::once((String::new(), files.uploads_not_media() as f64)),
+    );
+    family(
+        out,
+        "uprtcd_recordings_expired_total",
+        "counter",
+        "Finished records removed with their files after recording.retention_days.",
+        std::iter::once((String::new(), files.expired() as f64)),
+    );
 }
 
 /// The TLS listeners' handshakes and certificate reloads (all zero on a listener without TLS).

@@ -245,7 +245,9 @@ pub async fn start(state: &AppState, request: StartRequest) -> Result<RecordId, 
         file: format!("{record}.mp4"),
         size: 0,
         room: Some(request.room.clone()),
-        error: None,
+        created_ms: unix_ms(),
+        msg: String::new(),
+        upload_expires: None,
     };
     let room = request.room.clone();
     if let Err(e) = state.write(move |reg| reg.begin_recording(&room, registered)).await {

@@ -81,7 +81,8 @@ pub enum RoomKind {
 /// Recording status constants of the spec.
 pub mod record_status {
     pub const NOT_RECORDED: u8 = 0;
-    /// Capturing, until the first key frame of a recorded stream arrives.
+    /// Capturing (or a client upload waiting for its first byte), until the first key frame
+    /// of a recorded stream arrives.
     pub const PREPARING: u8 = 1;
     pub const RECORDING: u8 = 2;
     pub const ENDED: u8 = 3;
@@ -93,6 +94,11 @@ pub mod record_status {
     /// Whether a recording in `status` is still capturing: its room may not start another.
     pub fn is_capturing(status: u8) -> bool {
         matches!(status, PREPARING | RECORDING)
+    }
+
+    /// Done or failed: nothing will change the record any more.
+    pub fn is_finished(status: u8) -> bool {
+        matches!(status, PROCESSING_DONE | ERROR)
     }
 }
 
@@ -174,11 +180,18 @@ pub struct Recording {
     pub file: String,
     pub size: u64,
     /// The room a server-side recording captured; none for an upload.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub room: Option<RoomId>,
-    /// Why the recording ended in status 7.
+    /// When the record was made, milliseconds since the epoch; 0 for records stored before
+    /// the field existed (retention then goes by the file's modification time).
     #[serde(default)]
-    pub error: Option<String>,
+    pub created_ms: u64,
+    /// Why the record failed (status 7); empty otherwise.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub msg: String,
+    /// A client upload's: when its upload URL stops being accepted (seconds since the epoch).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upload_expires: Option<u64>,
 }
 
 /// Which ids a mutation touched; committed to the store before the answer.
@@ -802,7 +815,7 @@ impl Registry {
     ) -> Result<&Recording, ApiError> {
         let recording = self.recording_mut(id)?;
         recording.status = status;
-        recording.error = error;
+        recording.msg = error.unwrap_or_default();
         let room_id = recording.room.clone();
         self.changes.recordings.insert(id.clone());
         if let Some(room_id) = room_id
@@ -821,6 +834,25 @@ impl Registry {
         recording.file = file;
         recording.size = size;
         self.set_recording_status(id, record_status::PROCESSING_DONE, None).map(|_| ())
+    }
+
+    /// Changes recording `id` with `change`; 50019 when there is none.
+    pub fn update_recording<R>(
+        &mut self,
+        id: &RecordId,
+        change: impl FnOnce(&mut Recording) -> R,
+    ) -> Result<R, ApiError> {
+        let recording = self.recording_mut(id)?;
+        let result = change(recording);
+        self.changes.recordings.insert(id.clone());
+        Ok(result)
+    }
+
+    /// Forgets recording `id` (its file is the caller's to remove).
+    pub fn remove_recording(&mut self, id: &RecordId) -> Option<Recording> {
+        let removed = self.recordings.remove(id)?;
+        self.changes.recordings.insert(id.clone());
+        Some(removed)
     }
 }
 

@@ -19,6 +19,7 @@ use uprtcd_dataplane::worker::{WorkerHandle, Workers};
 use crate::demo::guard::{DemoGuard, DemoLimits};
 use crate::envelope::{ApiCode, ApiError, BodyLimit};
 use crate::events::Lifecycle;
+use crate::files::FileStats;
 use crate::load::WorkerLoads;
 use crate::recording::{RecordingSettings, Recordings};
 use crate::registry::Registry;
@@ -64,6 +65,14 @@ pub struct Settings {
     pub write_timeout: Duration,
     /// Transports one client address may have opened and not yet connected.
     pub max_pending_transports_per_ip: usize,
+    /// Finished records (status 6 or 7) older than this are removed with their files;
+    /// `None`: kept for good (`recording.retention_days`).
+    pub retention: Option<Duration>,
+    /// How long a client upload URL is accepted (`recording.client_upload_ttl_ms`).
+    pub client_upload_ttl: Duration,
+    /// A client upload connection that sends nothing this long is closed
+    /// (`recording.client_upload_idle_timeout_ms`).
+    pub client_upload_idle_timeout: Duration,
 }
 
 impl Settings {
@@ -93,6 +102,7 @@ struct Shared {
     lifecycle: Lifecycle,
     demo_guard: DemoGuard,
     recordings: Recordings,
+    files: FileStats,
     workers: Arc<Workers>,
 }
 
@@ -118,6 +128,7 @@ impl AppState {
             lifecycle: Lifecycle::default(),
             demo_guard: DemoGuard::default(),
             recordings,
+            files: FileStats::default(),
             workers,
         }))
     }
@@ -171,6 +182,11 @@ impl AppState {
     /// Server-side recordings: those capturing, and the processing queue.
     pub fn recordings(&self) -> &Recordings {
         &self.0.recordings
+    }
+
+    /// The recording files' counters and the client uploads in progress.
+    pub fn files(&self) -> &FileStats {
+        &self.0.files
     }
 
     pub fn worker_handles(&self) -> &[WorkerHandle] {

@@ -242,8 +242,13 @@ impl Store {
                 }
                 let mut recordings = txn.open_table(RECORDINGS)?;
                 for id in &changes.recordings {
-                    if let Ok(recording) = registry.recording(id) {
-                        recordings.insert(id.as_str(), encode(recording).as_slice())?;
+                    match registry.recording(id) {
+                        Ok(recording) => {
+                            recordings.insert(id.as_str(), encode(recording).as_slice())?;
+                        }
+                        Err(_) => {
+                            recordings.remove(id.as_str())?;
+                        }
                     }
                 }
             }

@@ -3,7 +3,9 @@
 //!
 //! A join token is a standard JWT signed with HMAC-SHA256 (`alg: HS256`) under the server's
 //! AppSecret, carrying the claims of [`JoinClaims`]. Because it is a plain JWT, a business
-//! server can mint one with any JWT library instead of asking the API.
+//! server can mint one with any JWT library instead of asking the API. Client upload tokens
+//! (in the URL of `POST /record/client/upload`) are made the same way with the claims of
+//! [`UploadClaims`]; neither kind passes for the other.
 //!
 //! Rules:
 //! - HS256 only. The header's `alg` decides nothing: `none`, the other HMACs, RSA, ECDSA and
@@ -20,7 +22,7 @@ use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
 
-use crate::ids::{PeerId, RoomId};
+use crate::ids::{PeerId, RecordId, RoomId};
 
 /// Longest token accepted. Tokens this server mints stay far below it (about 2 KiB for two
 /// ids of the longest kind); the bound keeps a hostile client from making the server decode
@@ -38,6 +40,39 @@ pub struct JoinClaims {
     pub iat: u64,
     /// When the token stops being accepted, seconds since the epoch.
     pub exp: u64,
+}
+
+/// What a client upload token says: it lets its holder upload the file of one record, and
+/// nothing else (a join token is not one, nor the other way round: each lacks the other's
+/// claims).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UploadClaims {
+    /// The record whose file the holder may upload.
+    pub record: RecordId,
+    /// Always [`UPLOAD_PURPOSE`].
+    pub purpose: String,
+    pub iat: u64,
+    pub exp: u64,
+}
+
+/// The `purpose` claim of client upload tokens.
+pub const UPLOAD_PURPOSE: &str = "record-upload";
+
+/// Claims that expire.
+trait Expiring {
+    fn exp(&self) -> u64;
+}
+
+impl Expiring for JoinClaims {
+    fn exp(&self) -> u64 {
+        self.exp
+    }
+}
+
+impl Expiring for UploadClaims {
+    fn exp(&self) -> u64 {
+        self.exp
+    }
 }
 
 /// Why a token was not made or not accepted.
@@ -67,15 +102,42 @@ pub fn expiry(now_unix: u64, ttl: Duration) -> u64 {
 
 /// A join token for `peer` in `room`, issued at `now_unix` and valid for `ttl`.
 pub fn mint(secret: &str, room: RoomId, peer: PeerId, now_unix: u64, ttl: Duration) -> Result<String, TokenError> {
+    sign(secret, &JoinClaims { room, peer, iat: now_unix, exp: expiry(now_unix, ttl) })
+}
+
+/// A client upload token for the file of `record`, issued at `now_unix` and valid for `ttl`.
+pub fn mint_upload(secret: &str, record: RecordId, now_unix: u64, ttl: Duration) -> Result<String, TokenError> {
+    let claims = UploadClaims { record, purpose: UPLOAD_PURPOSE.to_owned(), iat: now_unix, exp: expiry(now_unix, ttl) };
+    sign(secret, &claims)
+}
+
+fn sign(secret: &str, claims: &impl Serialize) -> Result<String, TokenError> {
     let key = EncodingKey::from_secret(secret.as_bytes()).map_err(|_| TokenError::EmptySecret)?;
-    let claims = JoinClaims { room, peer, iat: now_unix, exp: expiry(now_unix, ttl) };
-    jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &key)
+    jsonwebtoken::encode(&Header::new(Algorithm::HS256), claims, &key)
         .map_err(|e| TokenError::CannotSign(e.to_string()))
 }
 
 /// The claims of `token` if it is an HS256 join token signed with `secret` that has not
 /// expired at `now_unix`.
 pub fn verify(secret: &str, token: &str, now_unix: u64) -> Result<JoinClaims, TokenError> {
+    verify_as(secret, token, now_unix)
+}
+
+/// The claims of `token` if it is an HS256 client upload token signed with `secret` that has
+/// not expired at `now_unix`.
+pub fn verify_upload(secret: &str, token: &str, now_unix: u64) -> Result<UploadClaims, TokenError> {
+    let claims: UploadClaims = verify_as(secret, token, now_unix)?;
+    if claims.purpose != UPLOAD_PURPOSE {
+        return Err(TokenError::Malformed);
+    }
+    Ok(claims)
+}
+
+fn verify_as<C: serde::de::DeserializeOwned + Expiring>(
+    secret: &str,
+    token: &str,
+    now_unix: u64,
+) -> Result<C, TokenError> {
     if token.len() > MAX_TOKEN_BYTES {
         return Err(TokenError::TooLarge);
     }
@@ -94,14 +156,14 @@ pub fn verify(secret: &str, token: &str, now_unix: u64) -> Result<JoinClaims, To
     // The library would compare `exp` with the system clock; it is compared with `now_unix`
     // below instead, after the signature has been checked.
     validation.validate_exp = false;
-    let claims = jsonwebtoken::decode::<JoinClaims>(token, &key, &validation)
+    let claims = jsonwebtoken::decode::<C>(token, &key, &validation)
         .map_err(|e| match e.kind() {
             ErrorKind::InvalidSignature => TokenError::BadSignature,
             ErrorKind::InvalidAlgorithm => TokenError::WrongAlgorithm,
             _ => TokenError::Malformed,
         })?
         .claims;
-    if claims.exp <= now_unix {
+    if claims.exp() <= now_unix {
         return Err(TokenError::Expired);
     }
     Ok(claims)
@@ -283,6 +345,26 @@ mod tests {
         ] {
             assert_eq!(verify(SECRET, &token, NOW), Err(TokenError::Malformed), "{token}");
         }
+    }
+
+    #[test]
+    fn upload_tokens_open_one_record_only_and_are_no_join_tokens() {
+        let record = RecordId::try_from("rec1".to_owned()).unwrap();
+        let token = mint_upload(SECRET, record.clone(), NOW, HOUR).unwrap();
+        let claims = verify_upload(SECRET, &token, NOW).unwrap();
+        assert_eq!((claims.record, claims.exp), (record.clone(), NOW + 3600));
+        assert_eq!(verify_upload(SECRET, &token, NOW + 3600), Err(TokenError::Expired));
+        assert_eq!(verify(SECRET, &token, NOW), Err(TokenError::Malformed), "not a join token");
+        let join = mint(SECRET, room("r1"), peer("alice"), NOW, HOUR).unwrap();
+        assert_eq!(verify_upload(SECRET, &join, NOW), Err(TokenError::Malformed), "not an upload token");
+        let other_purpose = hand_made(
+            SECRET,
+            r#"{"alg":"HS256"}"#,
+            &format!(r#"{{"record":"rec1","purpose":"x","iat":{NOW},"exp":{}}}"#, NOW + 60),
+        );
+        assert_eq!(verify_upload(SECRET, &other_purpose, NOW), Err(TokenError::Malformed));
+        let forged = mint_upload("another-secret", record, NOW, HOUR).unwrap();
+        assert_eq!(verify_upload(SECRET, &forged, NOW), Err(TokenError::BadSignature));
     }
 
     #[test]

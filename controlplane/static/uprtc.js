@@ -45,6 +45,13 @@
  *
  * The SFU is ICE-lite and DTLS-passive with its candidates in the SDP, so there is no trickle
  * ICE: descriptions are sent as soon as they are set, and no ICE servers are used.
+ *
+ *   import { uploadRecording } from '/uprtc.js';
+ *
+ *   const { recordId, size } = await uploadRecording(url, blobOrStream, { onProgress });
+ *     // url: serverUrl of POST /record/client/upload. Uploads a Blob, or a ReadableStream of
+ *     // MediaRecorder's chunks as they come, over the upload protocol (docs/signalling.md),
+ *     // reconnecting and resuming where the server says when the connection drops.
  */
 
 const DEFAULT_RTC_CONFIGURATION = Object.freeze({
@@ -430,5 +437,158 @@ export class Room {
     this._pendingPublish?.reject(new UprtcError(INVALID_REQUEST, 'the session has ended'));
     for (const pc of [this._publisher, this._subscriber]) pc?.close();
     this._emit('closed', { code, reason });
+  }
+}
+
+/** Bytes per binary frame of a client upload (the server takes up to 1 MiB). */
+const UPLOAD_FRAME_BYTES = 256 * 1024;
+/** Frames the socket may hold unsent before the upload waits for it to drain. */
+const UPLOAD_HIGH_WATER_BYTES = 4 * UPLOAD_FRAME_BYTES;
+/** While a stream has nothing new, an empty frame this often keeps the upload from idling out. */
+const UPLOAD_KEEPALIVE_MS = 10000;
+/** Waits between attempts of an upload, the last repeated. */
+const UPLOAD_RETRY_MS = [250, 500, 1000, 2000, 4000];
+/** Close reasons after which trying again cannot help. */
+const UPLOAD_FINAL = new Set(['bad_token', 'expired_token', 'wrong_record', 'too_large', 'not_media', 'failed']);
+
+const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
+
+function asBytes(value) {
+  if (value instanceof ArrayBuffer) return Promise.resolve(new Uint8Array(value));
+  if (ArrayBuffer.isView(value)) return Promise.resolve(new Uint8Array(value.buffer, value.byteOffset, value.byteLength));
+  if (value instanceof Blob) return value.arrayBuffer().then((b) => new Uint8Array(b));
+  return Promise.reject(new TypeError('a stream given to uploadRecording must yield Blobs, ArrayBuffers or typed arrays'));
+}
+
+/** The bytes of a Blob, read from any offset. */
+function blobSource(blob) {
+  return {
+    total: blob.size,
+    release() {},
+    async at(position) {
+      if (position >= blob.size) return null;
+      return new Uint8Array(await blob.slice(position, position + UPLOAD_FRAME_BYTES).arrayBuffer());
+    },
+  };
+}
+
+/**
+ * The bytes of a ReadableStream (or async iterable), read once; what the server has not yet
+ * said it received is kept, so that a resume can send it again.
+ */
+function streamSource(stream) {
+  const iterator = typeof stream.getReader === 'function'
+    ? (async function* chunks(reader) {
+      for (;;) {
+        const { value, done } = await reader.read();
+        if (done) return;
+        yield value;
+      }
+    })(stream.getReader())
+    : stream[Symbol.asyncIterator]();
+  const kept = []; // [{start, bytes}] in order, from `keptFrom` to `read`
+  let keptFrom = 0;
+  let read = 0;
+  let ended = false;
+  let pending = null; // the stream's next chunk, awaited by whoever asks next
+  return {
+    total: null,
+    release(offset) {
+      while (kept.length && kept[0].start + kept[0].bytes.byteLength <= offset) {
+        keptFrom = kept[0].start + kept[0].bytes.byteLength;
+        kept.shift();
+      }
+    },
+    /** The frame at `position`, null at the end, or undefined when nothing came within `waitMs`. */
+    async at(position, waitMs) {
+      if (position < keptFrom) throw new UprtcError(INVALID_REQUEST, `cannot resume at byte ${position}`);
+      while (position >= read) {
+        if (ended) return null;
+        if (!pending) {
+          pending = iterator.next().then(async (got) => {
+            if (got.done) {
+              ended = true;
+            } else {
+              const bytes = await asBytes(got.value);
+              if (bytes.byteLength) kept.push({ start: read, bytes });
+              read += bytes.byteLength;
+            }
+            pending = null;
+          });
+        }
+        if (await Promise.race([pending.then(() => true), sleep(waitMs).then(() => false)]) === false) return undefined;
+      }
+      const chunk = kept.find((c) => c.start + c.bytes.byteLength > position);
+      const from = position - chunk.start;
+      return chunk.bytes.subarray(from, Math.min(chunk.bytes.byteLength, from + UPLOAD_FRAME_BYTES));
+    },
+  };
+}
+
+/** One connection of an upload: resolves with `stored`, rejects with an UprtcError whose `retry` says whether another connection may succeed. */
+function uploadOnce(url, source, onProgress, timeoutMs) {
+  return new Promise((resolve, reject) => {
+    const ws = new WebSocket(url);
+    ws.binaryType = 'arraybuffer';
+    let refusal = null;
+    let settled = false;
+    const timer = setTimeout(() => ws.close(), timeoutMs);
+    const settle = (f) => { if (!settled) { settled = true; clearTimeout(timer); f(); } };
+    async function pump(offset) {
+      let position = offset;
+      for (;;) {
+        const bytes = await source.at(position, UPLOAD_KEEPALIVE_MS);
+        if (ws.readyState !== WebSocket.OPEN) return;
+        if (bytes === null) break;
+        ws.send(bytes ?? new Uint8Array(0));
+        position += bytes?.byteLength ?? 0;
+        onProgress?.({ sent: position, total: source.total });
+        while (ws.bufferedAmount > UPLOAD_HIGH_WATER_BYTES && ws.readyState === WebSocket.OPEN) await sleep(20);
+      }
+      ws.send(JSON.stringify({ type: 'done', size: position }));
+    }
+    ws.onmessage = (event) => {
+      if (typeof event.data !== 'string') return;
+      const message = JSON.parse(event.data);
+      if (message.type === 'upload') {
+        clearTimeout(timer);
+        pump(message.offset).catch((e) => { settle(() => reject(e)); ws.close(); });
+      } else if (message.type === 'received') {
+        source.release(message.offset);
+      } else if (message.type === 'stored') {
+        settle(() => resolve({ recordId: message.recordId, size: message.size }));
+      } else if (message.type === 'error') {
+        refusal = message;
+      }
+    };
+    ws.onclose = (event) => settle(() => {
+      const error = new UprtcError(refusal?.code ?? NO_ANSWER, refusal?.msg ?? `the upload connection closed (${event.code})`);
+      error.retry = !UPLOAD_FINAL.has(event.reason);
+      reject(error);
+    });
+  });
+}
+
+/**
+ * Uploads a recording to the WebSocket URL of `POST /record/client/upload` (docs/sdk.md): a Blob
+ * (a File, a recorded Blob) or a ReadableStream / async iterable of Blobs or byte arrays (e.g.
+ * MediaRecorder's chunks as they come). Reconnects when the connection drops and resumes at the
+ * offset the server announces. Resolves with {recordId, size} once the server stored the file
+ * (status 6); rejects with an UprtcError: 50000 (the URL's token is wrong or expired), 10002
+ * (not media, or over the size cap), 10003, or -1 when no connection succeeded.
+ * Options: onProgress({sent, total}) after each frame (total null for a stream),
+ * timeoutMs per connection attempt (default 15000), attempts (default 8).
+ */
+export async function uploadRecording(url, source, { onProgress, timeoutMs = DEFAULT_TIMEOUT_MS, attempts = 8 } = {}) {
+  const blocked = mixedContent(url);
+  if (blocked) throw new UprtcError(NO_ANSWER, blocked);
+  const input = source instanceof Blob ? blobSource(source) : streamSource(source);
+  for (let attempt = 0; ; attempt++) {
+    try {
+      return await uploadOnce(url, input, onProgress, timeoutMs);
+    } catch (error) {
+      if (!error.retry || attempt + 1 >= attempts) throw error;
+    }
+    await sleep(UPLOAD_RETRY_MS[Math.min(attempt, UPLOAD_RETRY_MS.length - 1)]);
   }
 }

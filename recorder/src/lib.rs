@@ -17,7 +17,7 @@ pub mod probe;
 
 use std::path::PathBuf;
 
-pub use self::probe::Tools;
+pub use self::probe::{AudioInfo, MediaInfo, Tools, VideoInfo, probe};
 
 /// What can go wrong while capturing, composing or probing.
 #[derive(Debug, thiserror::Error)]
@@ -41,4 +41,11 @@ pub enum Error {
     /// ffmpeg succeeded but ffprobe does not see what the output must hold.
     #[error("composed file rejected: {0}")]
     BadOutput(String),
+    // Probing (probe.rs).
+    /// ffprobe cannot read the file as media, or its format refers to other files.
+    #[error("{} is not media ffprobe reads: {reason}", path.display())]
+    NotMedia { path: PathBuf, reason: String },
+    /// ffprobe did not finish in time and was killed.
+    #[error("ffprobe did not finish reading {} within {after:?}", path.display())]
+    ProbeTimeout { path: PathBuf, after: std::time::Duration },
 }

@@ -56,6 +56,29 @@ pub fn random_bytes(n: usize) -> Vec<u8> {
     out
 }
 
+/// A small media file made by ffmpeg from its test sources: `seconds` of `kind` ("webm": VP8
+/// 160x120 and Opus; "ogg": Opus audio only).
+pub fn media_file(kind: &str, seconds: u32) -> Vec<u8> {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = dir.path().join(format!("media.{kind}"));
+    let t = seconds.to_string();
+    let sources: &[&str] = match kind {
+        "webm" => &["testsrc=size=160x120:rate=10", "sine"],
+        "ogg" => &["sine"],
+        other => panic!("no recipe for {other}"),
+    };
+    let mut command = Command::new("ffmpeg");
+    command.args(["-v", "error", "-y"]);
+    for source in sources {
+        command.args(["-f", "lavfi", "-i", source]);
+    }
+    let codecs: &[&str] = if kind == "webm" { &["-c:v", "libvpx", "-c:a", "libopus"] } else { &["-c:a", "libopus"] };
+    let status =
+        command.args(["-t", &t]).args(codecs).arg(&out).status().expect("ffmpeg runs (the test suite installs it)");
+    assert!(status.success(), "ffmpeg for {kind}: {status}");
+    std::fs::read(&out).expect("ffmpeg's output")
+}
+
 pub fn unique_secret() -> String {
     format!("test-secret-{:016x}{:016x}", rand_u64(), rand_u64())
 }
@@ -200,9 +223,14 @@ pub struct Resp {
     pub status: u16,
     pub content_type: Option<String>,
     pub body: Vec<u8>,
+    /// Every response header, names in lower case (empty from `raw_exchange`).
+    pub headers: Vec<(String, String)>,
 }
 
 impl Resp {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+    }
     pub fn text(&self) -> String {
         String::from_utf8_lossy(&self.body).into_owned()
     }
@@ -365,9 +393,15 @@ pub struct ServerBuilder {
     data_dir: Option<PathBuf>,
     config: Option<PathBuf>,
     extra: Vec<String>,
+    env: Vec<(String, String)>,
 }
 
 impl ServerBuilder {
+    /// An environment variable of the server's process (e.g. a PATH without ffmpeg).
+    pub fn env(mut self, key: &str, value: &str) -> Self {
+        self.env.push((key.to_owned(), value.to_owned()));
+        self
+    }
     pub fn workers(mut self, n: u32) -> Self {
         self.workers = Some(n);
         self
@@ -453,6 +487,7 @@ impl ServerBuilder {
             secret: String::new(),
             data_dir,
             args,
+            env: self.env,
             secret_source: self.secret,
             log: Arc::new(Mutex::new(Vec::new())),
             agent: new_agent(),
@@ -484,6 +519,7 @@ pub struct Server {
     pub secret: String,
     pub data_dir: PathBuf,
     args: Vec<String>,
+    env: Vec<(String, String)>,
     secret_source: SecretSource,
     log: Arc<Mutex<Vec<String>>>,
     agent: ureq::Agent,
@@ -514,6 +550,7 @@ impl Server {
             data_dir: None,
             config: None,
             extra: Vec::new(),
+            env: Vec::new(),
         }
     }
 
@@ -536,6 +573,7 @@ impl Server {
             data_dir: Some(data_dir.to_path_buf()),
             config: Some(config.to_path_buf()),
             extra: Vec::new(),
+            env: Vec::new(),
         }
     }
 
@@ -560,6 +598,7 @@ impl Server {
             std::env::var("UPRTCD_TEST_IO_BACKEND").ok().filter(|_| !self.args.iter().any(|a| a == "--io-backend"));
         let mut child = Command::new(BIN)
             .args(&self.args)
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .args(backend.iter().flat_map(|b| ["--io-backend", b.as_str()]))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -707,13 +746,18 @@ impl Server {
         let mut resp = self.exchange(method, &format!("http://{}{}", self.api, path), &all, body);
         let status = resp.status().as_u16();
         let content_type = resp.headers().get("content-type").and_then(|v| v.to_str().ok()).map(str::to_string);
+        let headers = resp
+            .headers()
+            .iter()
+            .map(|(k, v)| (k.as_str().to_owned(), String::from_utf8_lossy(v.as_bytes()).into_owned()))
+            .collect();
         let body = resp
             .body_mut()
             .with_config()
             .limit(256 * 1024 * 1024)
             .read_to_vec()
             .unwrap_or_else(|e| panic!("{method} {path}: reading the body failed: {e}"));
-        Resp { status, content_type, body }
+        Resp { status, content_type, body, headers }
     }
 
     /// One HTTP request to `path` on the client listener (no authorization), keeping every
@@ -999,7 +1043,7 @@ impl RawReader {
             }
         }
         if status == 100 {
-            return Ok(Resp { status, content_type, body: Vec::new() });
+            return Ok(Resp { status, content_type, body: Vec::new(), headers: Vec::new() });
         }
         let body = if chunked {
             let mut out = Vec::new();
@@ -1031,7 +1075,7 @@ impl RawReader {
             }
             self.buf.drain(..n).collect()
         };
-        Ok(Resp { status, content_type, body })
+        Ok(Resp { status, content_type, body, headers: Vec::new() })
     }
 }
 

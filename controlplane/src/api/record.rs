@@ -1,20 +1,22 @@
 //! Recording endpoints: server-side recordings (start, stop, status; see `crate::recording`),
-//! uploads and downloads. Playback rooms and client uploads validate their input and then
-//! answer 50021, because no player or client upload is built in yet — nothing pretends to.
+//! uploads (`POST /record/upload`, and client uploads over WebSocket, see
+//! [`crate::files::client_upload`]) checked with ffprobe, and `GET /record/download/{recordId}`
+//! with byte ranges.
 #![forbid(unsafe_code)]
 
 use std::path::Path;
 
 use axum::body::Body;
 use axum::extract::{FromRequest, Multipart, Request, State};
-use axum::http::header;
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
 use utoipa::ToSchema;
 
 use super::rooms::Status;
 use crate::envelope::{Answer, ApiCode, ApiError, ApiJson, ApiPath, ApiResult, Empty, Envelope, Noted, done};
+use crate::files::range::{self, Selection};
 use crate::ids::{PeerId, RecordId, RoomId};
 use crate::recording::{self, StartRequest};
 use crate::registry::{Protocol, Recording, record_status};
@@ -115,8 +117,8 @@ pub(super) async fn status(
     State(state): State<AppState>,
     ApiPath(id): ApiPath<RecordId>,
 ) -> Result<Noted<Status>, ApiError> {
-    let (status, error) = state.read(|reg| reg.recording(&id).map(|r| (r.status, r.error.clone())))?;
-    Ok(Noted(Status::of(status), error.unwrap_or_default()))
+    let (status, msg) = state.read(|reg| reg.recording(&id).map(|r| (r.status, r.msg.clone())))?;
+    Ok(Noted(Status::of(status), msg))
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -155,37 +157,105 @@ pub(super) async fn playback(State(state): State<AppState>, ApiJson(body): ApiJs
     Err(no_recorder())
 }
 
-/// A URL a client can upload its own recording to.
-#[utoipa::path(post, path = "/record/client/upload", tag = "record",
-    responses((status = 200, body = Envelope<Empty>, description = "50021: this server has no recorder")))]
-pub(super) async fn client_upload() -> ApiResult<Empty> {
-    Err(ApiError::new(ApiCode::NoRecorder, "no recording server is available: client uploads are not built in yet"))
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub(super) struct ClientUpload {
+    record_id: RecordId,
+    /// The WebSocket URL the client uploads to: `serverUrl` + `record?recordId=…&token=…`.
+    server_url: String,
+    server_alias: String,
+    server_address: String,
 }
 
-/// The recording's file itself (not an envelope); 50019 in an envelope when there is none.
-#[utoipa::path(get, path = "/record/download/{recordId}", tag = "record", params(("recordId" = String, Path)),
-    responses((status = 200, description = "the file, or an envelope with 50019 when there is none",
-        content((Vec<u8> = "application/octet-stream"), (Envelope<Empty> = "application/json")))))]
+/// A URL a client can upload its own recording to, over WebSocket (docs/signalling.md,
+/// "Client upload of a recording"). The record exists from now on, with status 1.
+#[utoipa::path(post, path = "/record/client/upload", tag = "record",
+    responses((status = 200, body = Envelope<ClientUpload>, description = "50021: ffmpeg is not installed")))]
+pub(super) async fn client_upload(State(state): State<AppState>) -> ApiResult<ClientUpload> {
+    crate::files::require_tools(&state)?;
+    let settings = state.settings();
+    let id = state.read(|reg| reg.fresh_record_id());
+    let now = crate::files::unix_ms() / 1000;
+    let token = crate::token::mint_upload(&settings.app_secret, id.clone(), now, settings.client_upload_ttl)
+        .map_err(|e| ApiError::system(format!("cannot make the upload token: {e}")))?;
+    let recording = Recording {
+        id: id.clone(),
+        status: record_status::PREPARING,
+        file: String::new(),
+        size: 0,
+        created_ms: crate::files::unix_ms(),
+        msg: String::new(),
+        upload_expires: Some(crate::token::expiry(now, settings.client_upload_ttl)),
+        room: None,
+    };
+    state
+        .write(move |reg| {
+            reg.add_recording(recording);
+            Ok(())
+        })
+        .await?;
+    // Generated ids and JWTs are URL-safe as they are.
+    let server_url = format!("{}record?recordId={id}&token={token}", settings.client_url);
+    Ok(Answer(ClientUpload {
+        record_id: id,
+        server_url,
+        server_alias: settings.alias.clone(),
+        server_address: settings.api_address.clone(),
+    }))
+}
+
+/// The recording's file itself (not an envelope), whole or one byte range; 50019 in an
+/// envelope when there is none, or not yet (status other than 6).
+#[utoipa::path(get, path = "/record/download/{recordId}", tag = "record", params(("recordId" = String, Path),
+        ("Range" = Option<String>, Header, description = "one range: bytes=a-b, bytes=a- or bytes=-n")),
+    responses((status = 200, description = "the file (its type by its extension), or an envelope with 50019 when there is none",
+        content((Vec<u8> = "video/mp4"), (Vec<u8> = "video/webm"), (Vec<u8> = "application/octet-stream"),
+            (Envelope<Empty> = "application/json"))),
+        (status = 206, description = "the range asked for",
+            content((Vec<u8> = "video/mp4"), (Vec<u8> = "video/webm"), (Vec<u8> = "application/octet-stream"))),
+        (status = 416, description = "the range starts past the end of the file")))]
 pub(super) async fn download(
     State(state): State<AppState>,
     ApiPath(id): ApiPath<RecordId>,
+    headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let recording = state.read(|reg| reg.recording(&id).cloned())?;
+    let missing = |why: String| ApiError::new(ApiCode::RecordingNotFound, format!("recording {id} has no file: {why}"));
+    if recording.status != record_status::PROCESSING_DONE {
+        return Err(missing(format!("its status is {}, not 6 (done)", recording.status)));
+    }
+    if recording.file.is_empty() {
+        return Err(missing("none was stored".to_owned()));
+    }
     let path = state.settings().recordings_dir.join(&recording.file);
-    let file = tokio::fs::File::open(&path)
+    let mut file = tokio::fs::File::open(&path).await.map_err(|e| missing(e.to_string()))?;
+    let len = file.metadata().await.map_err(|e| missing(e.to_string()))?.len();
+    let asked = headers.get(header::RANGE).and_then(|v| v.to_str().ok());
+    let disposition = format!("attachment; filename=\"{}\"", recording.file);
+    let common = [
+        (header::CONTENT_TYPE, crate::files::content_type(&recording.file).to_owned()),
+        (header::ACCEPT_RANGES, "bytes".to_owned()),
+        (header::CONTENT_DISPOSITION, disposition),
+    ];
+    let (status, start, end) = match range::select(asked, len) {
+        Selection::Whole => (StatusCode::OK, 0, len.checked_sub(1)),
+        Selection::Part { start, end } => (StatusCode::PARTIAL_CONTENT, start, Some(end)),
+        Selection::Unsatisfiable => {
+            let unsatisfied = [(header::CONTENT_RANGE, format!("bytes */{len}"))];
+            return Ok((StatusCode::RANGE_NOT_SATISFIABLE, common, unsatisfied, Body::empty()).into_response());
+        }
+    };
+    let count = end.map_or(0, |end| end - start + 1);
+    file.seek(std::io::SeekFrom::Start(start))
         .await
-        .map_err(|e| ApiError::new(ApiCode::RecordingNotFound, format!("recording {id} has no file: {e}")))?;
-    let body = Body::from_stream(tokio_util::io::ReaderStream::new(file));
-    let disposition = format!("attachment; filename=\"{}\"", recording.id);
-    Ok((
-        [
-            (header::CONTENT_TYPE, "application/octet-stream".to_owned()),
-            (header::CONTENT_LENGTH, recording.size.to_string()),
-            (header::CONTENT_DISPOSITION, disposition),
-        ],
-        body,
-    )
-        .into_response())
+        .map_err(|e| ApiError::system(format!("cannot read recording {id}: {e}")))?;
+    let body = Body::from_stream(tokio_util::io::ReaderStream::new(file.take(count)));
+    let mut response = (status, common, [(header::CONTENT_LENGTH, count.to_string())], body).into_response();
+    if let (StatusCode::PARTIAL_CONTENT, Some(end)) = (status, end) {
+        let value = format!("bytes {start}-{end}/{len}");
+        response.headers_mut().insert(header::CONTENT_RANGE, value.parse().expect("digits, a dash and a slash"));
+    }
+    Ok(response)
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -196,10 +266,11 @@ pub(super) struct Uploaded {
     server_address: String,
 }
 
-/// Upload a recording file (multipart form field `file`).
+/// Upload a recording file (multipart form field `file`): any file ffmpeg reads with an
+/// audio or video stream; anything else is refused (10002) and nothing is kept.
 #[utoipa::path(post, path = "/record/upload", tag = "record",
     request_body(content_type = "multipart/form-data", description = "field `file`: the video file"),
-    responses((status = 200, body = Envelope<Uploaded>)))]
+    responses((status = 200, body = Envelope<Uploaded>, description = "10002: not media; 50021: ffmpeg is not installed")))]
 pub(super) async fn upload(State(state): State<AppState>, request: Request) -> ApiResult<Uploaded> {
     let mut form = Multipart::from_request(request, &state)
         .await
@@ -207,33 +278,37 @@ pub(super) async fn upload(State(state): State<AppState>, request: Request) -> A
     let id = state.read(|reg| reg.fresh_record_id());
     let dir = state.settings().recordings_dir.clone();
     let limit = state.settings().max_upload_bytes;
-    let partial = dir.join(format!(".{id}.part"));
-    let received = loop {
+    let partial = crate::files::partial_path(&dir, &id);
+    let (received, name) = loop {
         let field = form.next_field().await.map_err(|e| ApiError::invalid(format!("malformed multipart body: {e}")))?;
         match field {
             None => return Err(ApiError::invalid("the form has no field named file")),
             Some(field) if field.name() == Some("file") => {
+                let name = field.file_name().map(str::to_owned);
                 let result = save_field(field, &partial, limit).await;
-                if result.is_err() {
-                    // Best effort: a leftover partial file is harmless and never served.
-                    let _ = tokio::fs::remove_file(&partial).await;
-                }
-                break result?;
+                break (discard_unless_ok(result, &partial).await?, name);
             }
             Some(_) => continue,
         }
     };
-    tokio::fs::rename(&partial, dir.join(id.as_str()))
-        .await
-        .map_err(|e| ApiError::system(format!("cannot store the upload: {e}")))?;
-    sync_dir(&dir).await?;
+    let checked = crate::files::check_media(&state, &partial).await;
+    if let Err(e) = &checked
+        && e.code == ApiCode::InvalidParameter
+    {
+        state.files().count_upload_not_media();
+    }
+    let info = discard_unless_ok(checked, &partial).await?;
+    let extension = crate::files::extension(name.as_deref(), &info);
+    let file = crate::files::keep(&dir, &id, extension.as_deref()).await?;
     let recording = Recording {
         id: id.clone(),
         status: record_status::PROCESSING_DONE,
-        file: id.to_string(),
+        file,
         size: received,
+        created_ms: crate::files::unix_ms(),
+        msg: String::new(),
+        upload_expires: None,
         room: None,
-        error: None,
     };
     state
         .write(move |reg| {
@@ -243,6 +318,15 @@ pub(super) async fn upload(State(state): State<AppState>, request: Request) -> A
         .await?;
     let s = state.settings();
     Ok(Answer(Uploaded { record_id: id, server_alias: s.alias.clone(), server_address: s.api_address.clone() }))
+}
+
+/// `result`, after removing the partial file when it is an error.
+async fn discard_unless_ok<T>(result: Result<T, ApiError>, partial: &Path) -> Result<T, ApiError> {
+    if result.is_err() {
+        // Best effort: a leftover partial file is harmless and never served.
+        let _ = tokio::fs::remove_file(partial).await;
+    }
+    result
 }
 
 /// Streams one form field to `path`, refusing more than `limit` bytes; returns the size.
@@ -259,13 +343,4 @@ async fn save_field(mut field: axum::extract::multipart::Field<'_>, path: &Path,
     }
     file.sync_all().await.map_err(io)?;
     Ok(size)
-}
-
-/// Makes a rename in `dir` durable.
-async fn sync_dir(dir: &Path) -> Result<(), ApiError> {
-    let dir = dir.to_owned();
-    tokio::task::spawn_blocking(move || std::fs::File::open(&dir)?.sync_all())
-        .await
-        .map_err(|e| ApiError::system(e.to_string()))?
-        .map_err(|e| ApiError::system(format!("cannot sync the recordings folder: {e}")))
 }
