@@ -99,6 +99,8 @@ struct FileConfig {
     dataplane: DataplaneSection,
     #[serde(default)]
     rooms: RoomsSection,
+    #[serde(default)]
+    recording: RecordingSection,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -165,6 +167,12 @@ struct RoomsSection {
     default_max_members: Option<u32>,
     max_connections: Option<u32>,
     mirror_load_percent: Option<f64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RecordingSection {
+    max_playbacks: Option<usize>,
 }
 
 /// Demo mode on a client listener that others can reach: the start-up log says which.
@@ -241,6 +249,8 @@ pub struct Config {
     pub max_connections: u32,
     /// CPU % of the workers serving a live room at which its audience opens a mirror; 0 = never.
     pub mirror_load_percent: f64,
+    /// Playback rooms (an ffmpeg each) open at once; 0 = none.
+    pub max_playbacks: usize,
 }
 
 const DEFAULT_API_LISTEN: &str = "127.0.0.1:6017";
@@ -258,6 +268,8 @@ const DEFAULT_DEMO_MAX_ROOMS: u32 = 100;
 const DEFAULT_DEMO_ROOM_IDLE_MS: u64 = 600_000;
 const DEFAULT_DEMO_ROOM_MAX_AGE_MS: u64 = 7_200_000;
 const DEFAULT_DEMO_JOINS_PER_MINUTE: u32 = 10;
+/// Each playback is an ffmpeg transcoding to VP8 in real time, about a core's share.
+const DEFAULT_MAX_PLAYBACKS: usize = 4;
 /// More workers than this is a typo, not a machine.
 const MAX_WORKERS: usize = 1024;
 const DEFAULT_PING_TIMEOUT_MS: u64 = 30_000;
@@ -560,6 +572,7 @@ impl Config {
                 Some(v) => parse_flag(v, "rooms.max_connections", "--max-connections")?,
                 None => file.rooms.max_connections.unwrap_or(0),
             },
+            max_playbacks: file.recording.max_playbacks.unwrap_or(DEFAULT_MAX_PLAYBACKS),
         })
     }
 
@@ -789,6 +802,14 @@ mod tests {
             let e = with_file(&format!("[client]\npublic_host = {host:?}\n")).unwrap_err().to_string();
             assert!(e.contains("client.public_host"), "{host:?}: {e}");
         }
+    }
+
+    #[test]
+    fn max_playbacks_from_the_file() {
+        assert_eq!(Config::resolve(&cli(&[])).unwrap().max_playbacks, DEFAULT_MAX_PLAYBACKS);
+        assert_eq!(with_file("[recording]\nmax_playbacks = 0\n").unwrap().max_playbacks, 0);
+        let e = with_file("[recording]\nmax_playbacks = -1\n").unwrap_err().to_string();
+        assert!(e.contains("max_playbacks"), "{e}");
     }
 
     #[test]

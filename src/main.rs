@@ -188,6 +188,7 @@ fn settings(config: &Config, app_secret: String, api: &TcpListener, client: &Tcp
         max_body_bytes: config.max_body_bytes,
         max_upload_bytes: config.max_upload_bytes,
         recordings_dir: config.data_dir.join(uprtcd_controlplane::RECORDINGS_DIR),
+        max_playbacks: config.max_playbacks,
         demo: config.demo,
         ping_timeout: config.ping_timeout,
         write_timeout: config.write_timeout,
@@ -233,6 +234,7 @@ async fn serve(
     loads.spawn_sampler();
     uprtcd_controlplane::events::spawn_drains(&state);
     uprtcd_controlplane::demo::spawn_expiry(&state);
+    uprtcd_controlplane::playback::close_orphans(&state);
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {

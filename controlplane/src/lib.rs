@@ -16,6 +16,7 @@ pub mod ids;
 pub mod listener;
 pub mod load;
 pub mod metrics;
+pub mod playback;
 pub mod registry;
 pub mod sdp;
 pub mod signalling;

@@ -20,6 +20,7 @@ use crate::demo::guard::{DemoGuard, DemoLimits};
 use crate::envelope::{ApiCode, ApiError, BodyLimit};
 use crate::events::Lifecycle;
 use crate::load::WorkerLoads;
+use crate::playback::Playbacks;
 use crate::registry::Registry;
 use crate::signalling::hub::Hub;
 use crate::store::{Store, StoreHealth};
@@ -50,6 +51,8 @@ pub struct Settings {
     pub mirror_load_percent: f64,
     /// Where uploaded and recorded files are kept.
     pub recordings_dir: PathBuf,
+    /// Playback rooms open at once at most (`recording.max_playbacks`).
+    pub max_playbacks: usize,
     /// Demo mode and its limits, or `None` when it is off: `/demo` and `/demo/join` let
     /// anyone create demo rooms and join them (see [`crate::demo`]).
     pub demo: Option<DemoLimits>,
@@ -87,6 +90,7 @@ struct Shared {
     store: Store,
     loads: Arc<WorkerLoads>,
     hub: Hub,
+    playbacks: Playbacks,
     lifecycle: Lifecycle,
     demo_guard: DemoGuard,
     workers: Arc<Workers>,
@@ -110,6 +114,7 @@ impl AppState {
             store,
             loads,
             hub: Hub::default(),
+            playbacks: Playbacks::default(),
             lifecycle: Lifecycle::default(),
             demo_guard: DemoGuard::default(),
             workers,
@@ -150,6 +155,11 @@ impl AppState {
     /// The connected clients' signalling sessions.
     pub fn hub(&self) -> &Hub {
         &self.0.hub
+    }
+
+    /// The playback rooms whose ffmpeg runs or waits for its start.
+    pub fn playbacks(&self) -> &Playbacks {
+        &self.0.playbacks
     }
 
     /// How transports and sessions ended.
