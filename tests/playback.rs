@@ -230,6 +230,14 @@ fn a_start_time_delays_the_first_packet_and_deleting_the_room_stops_ffmpeg() {
     let (mut viewer, _) = audience(&srv, &room, code, "viewer");
     assert_eq!(viewer.tracks.len(), 1, "a file with video only publishes video: {:?}", viewer.tracks);
     assert!(ffmpegs(&srv.data_dir).is_empty(), "no ffmpeg before startTime");
+    // A WHEP player of the room, as any live room's.
+    let player_identity = DtlsIdentity::generate(DtlsVersionPolicy::Dtls12Only).unwrap();
+    let player_ice = IceCredentials::generate().unwrap();
+    let offer = player_offer(&player_ice, &player_identity.fingerprint().to_string());
+    let played = whip_post(&srv, "whep", &room, &token(&srv, &room, "player"), &offer);
+    assert_eq!(played.status, 201, "{}", played.text());
+    let mut player = connect_media(&played.text(), player_ice, &player_identity);
+
     let vp8 = payload_type(&viewer.sdp, "VP8/90000");
     let first = poll_until(Duration::from_secs(8), || {
         rtp_within(&mut viewer.media, Duration::from_millis(100)).iter().find(|p| p.1 == vp8).map(|_| now_ms())
@@ -237,6 +245,10 @@ fn a_start_time_delays_the_first_packet_and_deleting_the_room_stops_ffmpeg() {
     .expect("the playback starts");
     assert!(first + 50 >= start, "the first packet came {}ms before startTime", start as i64 - first as i64);
     assert!(first < start + 3_000, "the first packet came {}ms after startTime", first - start);
+
+    let whep_vp8 = payload_type(&played.text(), "VP8/90000");
+    let played_packets = rtp_within(&mut player, Duration::from_millis(1000));
+    assert!(continuous(&played_packets, whep_vp8) >= 5, "the WHEP player gets VP8 too: {}", played_packets.len());
 
     srv.ok("DELETE", &format!("/room/{}", enc(&room)), Body::None);
     assert!(patient_event_of(&mut viewer.signalling, "room-closed", Duration::from_secs(5)).is_some());
@@ -279,12 +291,14 @@ fn bad_playback_requests_get_the_contracts_codes_and_the_cap_holds() {
     assert_eq!(kinds, ["audio"], "a file with audio only publishes audio: {joined}");
     let full = srv.expect("POST", "/record/playback", json!({"recordId": record}), 50021);
     assert!(full["msg"].as_str().unwrap_or("").contains("max_playbacks"), "{full}");
-    srv.ok("DELETE", &format!("/room/{}", enc(&room)), Body::None);
+    // Kicking the host ends the playback as the room's end does.
+    srv.ok("DELETE", &format!("/room/{}/peer/{}", enc(&room), enc(&record)), Body::None);
     let freed = poll_until(Duration::from_secs(3), || {
         let (_, env) = srv.call("POST", "/record/playback", json!({"recordId": record}));
         (env["code"] == 0).then_some(env)
     });
     assert!(freed.is_some(), "the slot is given back when the room closes");
+    srv.expect("GET", &format!("/room/{}", enc(&room)), Body::None, 50001);
     let again = str_field(&freed.unwrap()["data"], "roomId").to_owned();
     srv.ok("DELETE", &format!("/room/{}", enc(&again)), Body::None);
     assert!(no_ffmpeg_within(&srv.data_dir, Duration::from_secs(3)));

@@ -198,7 +198,7 @@ pub async fn open(state: &AppState, request: Request) -> Result<Room, ApiError> 
         slot,
     };
     if let Err(e) = playback.publish(streams).await {
-        playback.finish(true).await;
+        playback.finish().await;
         return Err(e);
     }
     let job = Job {
@@ -247,7 +247,8 @@ async fn probe(ffprobe: &Path, file: &Path) -> Result<Streams, ApiError> {
     let mut input = std::ffi::OsString::from("file:");
     input.push(file.as_os_str());
     let run = Process::new(ffprobe)
-        .args(["-v", "error", "-protocol_whitelist", "file", "-show_entries", "stream=codec_type", "-of", "json"])
+        .args(["-v", "error", "-protocol_whitelist", "file", "-of", "json"])
+        .args(["-show_entries", "stream=codec_type:stream_disposition=attached_pic"])
         .arg(input)
         .stdin(Stdio::null())
         .kill_on_drop(true)
@@ -262,8 +263,11 @@ async fn probe(ffprobe: &Path, file: &Path) -> Result<Streams, ApiError> {
     }
     let probed: serde_json::Value =
         serde_json::from_slice(&output.stdout).map_err(|e| ApiError::system(format!("ffprobe's output: {e}")))?;
+    // A cover picture (an MP3's, an M4A's) is a video stream of one frame: not video to play.
     let has = |kind: &str| {
-        probed["streams"].as_array().is_some_and(|streams| streams.iter().any(|s| s["codec_type"] == kind))
+        probed["streams"].as_array().is_some_and(|streams| {
+            streams.iter().any(|s| s["codec_type"] == kind && s["disposition"]["attached_pic"] != 1)
+        })
     };
     Ok(Streams { audio: has("audio"), video: has("video") })
 }
@@ -428,8 +432,9 @@ impl Playback {
         ffmpeg.args(["-re", "-protocol_whitelist", "file,rtp,udp", "-i"]).arg(input);
         for output in &self.outputs {
             match output.kind {
+                // `V`: video that is not a cover picture.
                 MediaKind::Video => ffmpeg
-                    .args(["-map", "0:v:0", "-an", "-c:v", "libvpx", "-deadline", "realtime", "-cpu-used", "8"])
+                    .args(["-map", "0:V:0", "-an", "-c:v", "libvpx", "-deadline", "realtime", "-cpu-used", "8"])
                     .args(["-g", &KEYFRAME_INTERVAL.to_string(), "-keyint_min", &KEYFRAME_INTERVAL.to_string()])
                     .args(["-b:v", &job.video_bps.to_string(), "-pix_fmt", "yuv420p"])
                     .args(["-vf", "scale=w='min(1280,iw)':h=-2"])
@@ -466,18 +471,16 @@ impl Playback {
         ffmpeg.spawn()
     }
 
-    /// Ends the playback: the host's tracks leave the room, its transports close, the host
-    /// leaves and, when `close` (the room was not closed already), the room closes as
-    /// `DELETE /room/{id}` closes it.
-    async fn finish(mut self, close: bool) {
+    /// Ends the playback: the room closes as `DELETE /room/{id}` closes it (unless that is
+    /// what ended it), the host's tracks leave it, its transports close and the host leaves.
+    async fn finish(mut self) {
         let state = self.state.clone();
-        if close {
-            let (host, record) = (self.host.clone(), PeerId::as_str(&self.host).to_owned());
-            let still =
-                move |room: &Room| room.master == host && room.playback.as_ref().is_some_and(|r| r.as_str() == record);
-            if let Err(e) = signalling::close_room(&state, self.room.clone(), still).await {
-                tracing::debug!(room = %self.room, error = %e.msg, "playback room was closed already");
-            }
+        let (host, record) = (self.host.clone(), PeerId::as_str(&self.host).to_owned());
+        // Only this playback's room: its id may have been taken again since a DELETE.
+        let still =
+            move |room: &Room| room.master == host && room.playback.as_ref().is_some_and(|r| r.as_str() == record);
+        if let Err(e) = signalling::close_room(&state, self.room.clone(), still).await {
+            tracing::debug!(room = %self.room, error = %e.msg, "the playback room was closed already");
         }
         let removed = state.hub().remove_tracks(&self.room, &self.host);
         let audiences = if removed.is_empty() { Vec::new() } else { state.read(|reg| reg.visible_rooms(&self.room)) };
@@ -537,7 +540,7 @@ async fn run(mut playback: Playback, job: Job, mut queue: mpsc::Receiver<Outgoin
         None => play(&mut playback, &job, &mut queue, ended_at_end).await,
     };
     tracing::info!(room = %playback.room, ?end, "playback ends");
-    playback.finish(end != End::Closed).await;
+    playback.finish().await;
 }
 
 /// Whether a message to the host ends the playback (the room closed, the host kicked, or the
