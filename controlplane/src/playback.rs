@@ -28,7 +28,7 @@
 //!   `startTime` minutes away), so nothing else takes them meanwhile.
 #![forbid(unsafe_code)]
 
-use std::collections::{HashSet, VecDeque};
+use std::collections::VecDeque;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -73,39 +73,39 @@ const AUDIO_PT: u8 = 111;
 const VIDEO_SSRC: u32 = 0x504C_0001;
 const AUDIO_SSRC: u32 = 0x504C_0002;
 
-/// The playbacks open now, by room: what `recording.max_playbacks` caps.
+/// How many playbacks are open (ffmpeg running or waiting for its start): what
+/// `recording.max_playbacks` caps.
 #[derive(Debug, Default)]
 pub struct Playbacks {
-    open: Mutex<HashSet<RoomId>>,
+    open: Mutex<usize>,
 }
 
 /// One taken slot of [`Playbacks`], given back when dropped.
 #[derive(Debug)]
 struct Slot {
     state: AppState,
-    room: RoomId,
 }
 
 impl Slot {
-    /// Takes one of `recording.max_playbacks` slots for `room`, or answers 50021 when all are
-    /// taken.
-    fn take(state: &AppState, room: &RoomId) -> Result<Self, ApiError> {
+    /// Takes one of `recording.max_playbacks` slots, or answers 50021 when all are taken.
+    fn take(state: &AppState) -> Result<Self, ApiError> {
         let max = state.settings().max_playbacks;
         let mut open = state.playbacks().open.lock().unwrap_or_else(PoisonError::into_inner);
-        if open.len() >= max {
+        if *open >= max {
             return Err(ApiError::new(
                 ApiCode::NoRecorder,
                 format!("this server plays at most {max} recordings at once (recording.max_playbacks)"),
             ));
         }
-        open.insert(room.clone());
-        Ok(Slot { state: state.clone(), room: room.clone() })
+        *open += 1;
+        Ok(Slot { state: state.clone() })
     }
 }
 
 impl Drop for Slot {
     fn drop(&mut self) {
-        self.state.playbacks().open.lock().unwrap_or_else(PoisonError::into_inner).remove(&self.room);
+        let mut open = self.state.playbacks().open.lock().unwrap_or_else(PoisonError::into_inner);
+        *open = open.saturating_sub(1);
     }
 }
 
@@ -171,9 +171,7 @@ pub async fn open(state: &AppState, request: Request) -> Result<Room, ApiError> 
         return Err(ApiError::new(ApiCode::RecordingNotFound, format!("recording {} has no file", recording.id)));
     }
     let tools = locate_tools().await?;
-    let reserved =
-        RoomId::try_from(format!("reserved-{}", rand::random::<u64>())).map_err(|e| ApiError::system(e.to_string()))?;
-    let reservation = Slot::take(state, &reserved)?;
+    let slot = Slot::take(state)?;
     let streams = probe(&tools.ffprobe, &file).await?;
     if !streams.audio && !streams.video {
         return Err(ApiError::request(format!("recording {} holds no audio or video to play", recording.id)));
@@ -183,10 +181,6 @@ pub async fn open(state: &AppState, request: Request) -> Result<Room, ApiError> 
     new.master = host.clone();
     let record = recording.id.clone();
     let room = state.write(move |reg| reg.create_playback(new, record).cloned()).await?;
-    // The slot goes over to the room's name before the reservation is given back, so the
-    // count never dips in between.
-    let slot = Slot::take_over(state, &room.id);
-    drop(reservation);
     let (session, queue) = state.hub().attach(&room.id, &host);
     let mut playback = Playback {
         state: state.clone(),
@@ -213,14 +207,6 @@ pub async fn open(state: &AppState, request: Request) -> Result<Room, ApiError> 
         audio = streams.audio, video = streams.video, "playback room opened");
     tokio::spawn(run(playback, job, queue));
     Ok(room)
-}
-
-impl Slot {
-    /// A slot for `room` beside the one reserved for it, which the caller gives back next.
-    fn take_over(state: &AppState, room: &RoomId) -> Self {
-        state.playbacks().open.lock().unwrap_or_else(PoisonError::into_inner).insert(room.clone());
-        Slot { state: state.clone(), room: room.clone() }
-    }
 }
 
 /// Where ffmpeg and ffprobe are; 50021 when either is missing.
