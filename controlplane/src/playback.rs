@@ -44,7 +44,7 @@ use uprtcd_dataplane::router::{MediaKind, ProducerSpec, TransportId};
 
 use crate::envelope::{ApiCode, ApiError};
 use crate::ids::{PeerId, RecordId, RoomId, TrackId};
-use crate::registry::{NewRoom, Room, record_status};
+use crate::registry::{NewRoom, Recording, Room, record_status};
 use crate::sdp::{Codec, HeaderExtensions, PayloadType};
 use crate::signalling::hub::{Outgoing, PublishedTrack};
 use crate::signalling::protocol::ServerEvent;
@@ -155,22 +155,28 @@ fn check_times(request: &Request, alias: &str, now: u64) -> Result<(u64, Option<
     Ok((start, request.end_ms))
 }
 
+/// A recording plays once it is done (status 6); before, 10003 says its status.
+fn ready_to_play(recording: &Recording) -> Result<(), ApiError> {
+    if recording.status == record_status::PROCESSING_DONE {
+        return Ok(());
+    }
+    Err(ApiError::request(format!(
+        "recording {} is not ready to play: its status is {}",
+        recording.id, recording.status
+    )))
+}
+
 /// Opens a playback room and answers it; ffmpeg starts at `startTime` and the room closes
 /// when the playback ends.
 pub async fn open(state: &AppState, request: Request) -> Result<Room, ApiError> {
     let (start_ms, end_ms) = check_times(&request, &state.settings().alias, now_ms())?;
     let recording = state.read(|reg| reg.recording(&request.record).cloned())?;
-    if recording.status != record_status::PROCESSING_DONE {
-        return Err(ApiError::request(format!(
-            "recording {} is not ready to play: its status is {}",
-            recording.id, recording.status
-        )));
-    }
+    ready_to_play(&recording)?;
     let file = state.settings().recordings_dir.join(&recording.file);
     if !file.is_file() {
         return Err(ApiError::new(ApiCode::RecordingNotFound, format!("recording {} has no file", recording.id)));
     }
-    let tools = locate_tools().await?;
+    let tools = locate_tools(Path::new(FFMPEG)).await?;
     let slot = Slot::take(state)?;
     let streams = probe(&tools.ffprobe, &file).await?;
     if !streams.audio && !streams.video {
@@ -209,9 +215,10 @@ pub async fn open(state: &AppState, request: Request) -> Result<Room, ApiError> 
     Ok(room)
 }
 
-/// Where ffmpeg and ffprobe are; 50021 when either is missing.
-async fn locate_tools() -> Result<uprtcd_recorder::Tools, ApiError> {
-    tokio::task::spawn_blocking(|| uprtcd_recorder::Tools::locate(Path::new(FFMPEG)))
+/// Where `ffmpeg` and the ffprobe beside it are; 50021 when either is missing.
+async fn locate_tools(ffmpeg: &Path) -> Result<uprtcd_recorder::Tools, ApiError> {
+    let ffmpeg = ffmpeg.to_owned();
+    tokio::task::spawn_blocking(move || uprtcd_recorder::Tools::locate(&ffmpeg))
         .await
         .map_err(|e| ApiError::system(e.to_string()))?
         .map_err(|e| {
@@ -650,6 +657,28 @@ mod tests {
         assert_eq!(check(request(Some(now + 9), false, Some(now + 5), None)), Err(ApiCode::InvalidParameter));
         assert_eq!(check(request(None, false, Some(now - 1), None)), Err(ApiCode::InvalidParameter), "an end passed");
         assert_eq!(check(request(None, false, None, Some("other"))), Err(ApiCode::NoRecorder));
+    }
+
+    #[test]
+    fn only_a_finished_recording_plays_and_the_refusal_says_its_status() {
+        // From JSON, as the store keeps it: fields added later take their defaults.
+        let recording = |status: u8| -> Recording {
+            serde_json::from_value(serde_json::json!({"id": "rec", "status": status, "file": "rec", "size": 1}))
+                .unwrap()
+        };
+        assert!(ready_to_play(&recording(record_status::PROCESSING_DONE)).is_ok());
+        for status in [0, 1, 2, 3, 4, 5, 7] {
+            let refused = ready_to_play(&recording(status)).unwrap_err();
+            assert_eq!(refused.code, ApiCode::InvalidRequest);
+            assert!(refused.msg.ends_with(&format!("its status is {status}")), "{}", refused.msg);
+        }
+    }
+
+    #[tokio::test]
+    async fn without_ffmpeg_there_is_no_recording_server() {
+        let missing = locate_tools(Path::new("/nonexistent/ffmpeg")).await.unwrap_err();
+        assert_eq!(missing.code, ApiCode::NoRecorder);
+        assert!(missing.msg.contains("ffmpeg"), "{}", missing.msg);
     }
 
     #[test]
