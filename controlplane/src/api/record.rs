@@ -1,6 +1,7 @@
-//! Recording endpoints. This release stores and serves uploaded recordings; the calls that
-//! need a recorder or a player (start, client upload, playback) validate their input and then
-//! answer 50021, because none is built in yet — nothing pretends to record.
+//! Recording endpoints. This release stores and serves uploaded recordings and plays them
+//! into playback rooms ([`crate::playback`]); the calls that need a recorder (start, client
+//! upload) validate their input and then answer 50021, because none is built in yet —
+//! nothing pretends to record.
 #![forbid(unsafe_code)]
 
 use std::path::Path;
