@@ -415,8 +415,9 @@ impl Registry {
     }
 
     /// Opens a playback room: live room `new` whose host, its master, is recording `record`
-    /// and is present from the start (no client connection of its own: it counts toward no
-    /// licence, and a client claiming its id finds it connected).
+    /// and is present from the start. It is no client, so no admission rule applies to it;
+    /// while present it is counted among the connections like any connected host, and a
+    /// client claiming its id finds it connected (50004).
     pub fn create_playback(&mut self, new: NewRoom, record: RecordId) -> Result<&Room, ApiError> {
         let id = self.create(new)?.id.clone();
         let room = self.room_mut(&id)?;
