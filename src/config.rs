@@ -179,6 +179,7 @@ struct RecordingSection {
     retention_days: Option<f64>,
     client_upload_ttl_ms: Option<u64>,
     client_upload_idle_timeout_ms: Option<u64>,
+    max_playbacks: Option<usize>,
 }
 
 /// Demo mode on a client listener that others can reach: the start-up log says which.
@@ -270,6 +271,8 @@ pub struct Config {
     pub client_upload_ttl: Duration,
     /// A client upload connection silent this long is closed.
     pub client_upload_idle_timeout: Duration,
+    /// Playback rooms (an ffmpeg each) open at once; 0 = none.
+    pub max_playbacks: usize,
 }
 
 const DEFAULT_API_LISTEN: &str = "127.0.0.1:6017";
@@ -299,6 +302,8 @@ const DEFAULT_CLIENT_UPLOAD_TTL_MS: u64 = 600_000;
 const DEFAULT_CLIENT_UPLOAD_IDLE_TIMEOUT_MS: u64 = 30_000;
 /// Longer than a century is a typo.
 const MAX_RETENTION_DAYS: f64 = 36_500.0;
+/// Each playback is an ffmpeg transcoding to VP8 in real time, about a core's share.
+const DEFAULT_MAX_PLAYBACKS: usize = 4;
 /// More workers than this is a typo, not a machine.
 const MAX_WORKERS: usize = 1024;
 const DEFAULT_PING_TIMEOUT_MS: u64 = 30_000;
@@ -638,6 +643,7 @@ impl Config {
                 file.recording.client_upload_idle_timeout_ms,
                 DEFAULT_CLIENT_UPLOAD_IDLE_TIMEOUT_MS,
             )?,
+            max_playbacks: file.recording.max_playbacks.unwrap_or(DEFAULT_MAX_PLAYBACKS),
         })
     }
 
@@ -895,6 +901,14 @@ mod tests {
         }
         let e = with_file("[recording]\nthreads = 2\n").unwrap_err().to_string();
         assert!(e.contains("threads"), "{e}");
+    }
+
+    #[test]
+    fn max_playbacks_from_the_file() {
+        assert_eq!(Config::resolve(&cli(&[])).unwrap().max_playbacks, DEFAULT_MAX_PLAYBACKS);
+        assert_eq!(with_file("[recording]\nmax_playbacks = 0\n").unwrap().max_playbacks, 0);
+        let e = with_file("[recording]\nmax_playbacks = -1\n").unwrap_err().to_string();
+        assert!(e.contains("max_playbacks"), "{e}");
     }
 
     #[test]

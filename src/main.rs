@@ -208,6 +208,7 @@ fn settings(
             min_free_bytes: config.recording_min_free_bytes,
             cores: spare_cores.to_vec(),
         },
+        max_playbacks: config.max_playbacks,
         demo: config.demo,
         ping_timeout: config.ping_timeout,
         write_timeout: config.write_timeout,
@@ -258,6 +259,7 @@ async fn serve(
     uprtcd_controlplane::demo::spawn_expiry(&state);
     uprtcd_controlplane::recording::spawn(&state).await;
     uprtcd_controlplane::files::retention::spawn(&state);
+    uprtcd_controlplane::playback::close_orphans(&state);
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {

@@ -411,24 +411,26 @@ fn unknown_record_is_50019() {
     }
 }
 
+/// A stored file that is not media passes the parameter checks and is refused when probed
+/// (10003); tests/playback.rs plays real files.
 #[test]
-fn playback_checks_its_parameters_then_answers_50021() {
+fn playback_checks_its_parameters_then_refuses_a_file_that_is_not_media() {
     let srv = Server::start(&[]);
     let d = expect_ok(&srv.upload("file", "clip.webm", &media_file("webm", 1)), "upload");
     let rid = str_field(&d, "recordId").to_string();
-    srv.expect("POST", "/record/playback", json!({"recordId": rid}), 50021);
-    srv.expect("POST", "/record/playback", json!({"recordId": rid, "loopPlay": false}), 50021);
+    srv.expect("POST", "/record/playback", json!({"recordId": rid}), 10003);
+    srv.expect("POST", "/record/playback", json!({"recordId": rid, "loopPlay": false}), 10003);
     srv.expect(
         "POST",
         "/record/playback",
         json!({"recordId": rid, "loopPlay": true, "endTime": 1_900_000_000_000u64}),
-        50021,
+        10003,
     );
     srv.expect(
         "POST",
         "/record/playback",
         json!({"recordId": rid, "startTime": 1_800_000_000_000u64, "protocol": 1, "minBitrate": 1000, "maxBitrate": 2000}),
-        50021,
+        10003,
     );
     let env = srv.expect("POST", "/record/playback", json!({"recordId": rid, "loopPlay": true}), 10002);
     assert!(str_field(&env, "msg").contains("endTime"), "{env}");

@@ -18,6 +18,7 @@ pub mod listener;
 pub mod load;
 pub mod metrics;
 pub mod recording;
+pub mod playback;
 pub mod registry;
 pub mod sdp;
 pub mod signalling;

@@ -127,6 +127,10 @@ pub struct Room {
     /// are not demo rooms.
     #[serde(default)]
     pub demo: bool,
+    /// A playback room's recording: the room is a live room whose host is this recording,
+    /// played by an ffmpeg the control plane runs (see [`crate::playback`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub playback: Option<RecordId>,
     /// Peers with a live client connection (not persisted: media state).
     #[serde(skip)]
     pub connected: BTreeSet<PeerId>,
@@ -437,11 +441,25 @@ impl Registry {
             record_status: record_status::NOT_RECORDED,
             recording: None,
             demo: new.demo,
+            playback: None,
             connected: BTreeSet::new(),
         };
         self.codes.insert(room.invitation_code, id.clone());
         self.changes.rooms.insert(id.clone());
         Ok(self.rooms.entry(id).or_insert(room))
+    }
+
+    /// Opens a playback room: live room `new` whose host, its master, is recording `record`
+    /// and is present from the start. It is no client, so no admission rule applies to it;
+    /// while present it is counted among the connections like any connected host, and a
+    /// client claiming its id finds it connected (50004).
+    pub fn create_playback(&mut self, new: NewRoom, record: RecordId) -> Result<&Room, ApiError> {
+        let id = self.create(new)?.id.clone();
+        let room = self.room_mut(&id)?;
+        room.playback = Some(record);
+        let master = room.master.clone();
+        room.connected.insert(master);
+        Ok(room)
     }
 
     fn fresh_room_id(&self) -> RoomId {

@@ -22,6 +22,7 @@ use crate::events::Lifecycle;
 use crate::files::FileStats;
 use crate::load::WorkerLoads;
 use crate::recording::{RecordingSettings, Recordings};
+use crate::playback::Playbacks;
 use crate::registry::Registry;
 use crate::signalling::hub::Hub;
 use crate::store::{Store, StoreHealth};
@@ -54,6 +55,8 @@ pub struct Settings {
     pub recordings_dir: PathBuf,
     /// How server-side recordings are made.
     pub recording: RecordingSettings,
+    /// Playback rooms open at once at most (`recording.max_playbacks`).
+    pub max_playbacks: usize,
     /// Demo mode and its limits, or `None` when it is off: `/demo` and `/demo/join` let
     /// anyone create demo rooms and join them (see [`crate::demo`]).
     pub demo: Option<DemoLimits>,
@@ -99,6 +102,7 @@ struct Shared {
     store: Store,
     loads: Arc<WorkerLoads>,
     hub: Hub,
+    playbacks: Playbacks,
     lifecycle: Lifecycle,
     demo_guard: DemoGuard,
     recordings: Recordings,
@@ -125,6 +129,7 @@ impl AppState {
             store,
             loads,
             hub: Hub::default(),
+            playbacks: Playbacks::default(),
             lifecycle: Lifecycle::default(),
             demo_guard: DemoGuard::default(),
             recordings,
@@ -167,6 +172,11 @@ impl AppState {
     /// The connected clients' signalling sessions.
     pub fn hub(&self) -> &Hub {
         &self.0.hub
+    }
+
+    /// The playback rooms whose ffmpeg runs or waits for its start.
+    pub fn playbacks(&self) -> &Playbacks {
+        &self.0.playbacks
     }
 
     /// How transports and sessions ended.

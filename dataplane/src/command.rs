@@ -55,10 +55,12 @@ pub enum Command {
         remote_fingerprint: CertificateFingerprint,
     },
     /// Open a plain transport to and from a helper of this machine at `remote` (a recorder,
-    /// a player): plaintext RTP and RTCP, no ICE or DTLS, until it is closed. Replies
+    /// a player): plaintext RTP and RTCP, no ICE or DTLS, until it is closed; `rtcp_remote`
+    /// when the helper sends and receives RTCP on a port of its own. Replies
     /// [`Reply::PlainTransportCreated`].
     CreatePlainTransport {
         remote: SocketAddr,
+        rtcp_remote: Option<SocketAddr>,
     },
     CloseTransport {
         transport: TransportId,

@@ -537,6 +537,11 @@ fn random_datagrams_never_panic_and_are_all_counted() {
 const HELPER: std::net::SocketAddr =
     std::net::SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 45000);
 
+/// Where the player of the plain-transport tests sends its RTCP from (ffmpeg's RTP output
+/// keeps RTCP on a port of its own).
+const HELPER_RTCP: std::net::SocketAddr =
+    std::net::SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 45001);
+
 /// What the helper at HELPER received, parsed as RTP, as (ssrc, sequence number, payload).
 fn plain_rtp(net: &Net) -> Vec<(u32, u16, Vec<u8>)> {
     net.elsewhere
@@ -552,8 +557,8 @@ fn plain_rtp(net: &Net) -> Vec<(u32, u16, Vec<u8>)> {
 #[test]
 fn a_plain_transport_gets_plaintext_copies_and_its_keyframe_requests_reach_the_publisher() {
     let (mut net, producer) = publishing_net(2, MediaKind::Video);
-    let plain = net.engine.create_plain_transport(HELPER).unwrap();
-    assert_eq!(net.engine.create_plain_transport(HELPER), Err(EngineError::AddressInUse));
+    let plain = net.engine.create_plain_transport(HELPER, None).unwrap();
+    assert_eq!(net.engine.create_plain_transport(HELPER, None), Err(EngineError::AddressInUse));
     net.engine.add_consumer(producer, plain, 0x5000).unwrap();
     net.engine.add_consumer(producer, net.clients[1].transport, 0x2001).unwrap();
     net.deliver();
@@ -598,7 +603,7 @@ fn a_plain_transport_gets_plaintext_copies_and_its_keyframe_requests_reach_the_p
     net.send_rtp(0, PUBLISHER_SSRC, 520, 520 * 3000, &payload(520));
     net.deliver();
     assert!(plain_rtp(&net).is_empty());
-    assert!(net.engine.create_plain_transport(HELPER).is_ok(), "its address is free again");
+    assert!(net.engine.create_plain_transport(HELPER, None).is_ok(), "its address is free again");
 }
 
 #[test]
@@ -606,7 +611,7 @@ fn a_plain_transport_can_publish_a_stream_that_browsers_receive() {
     let mut net = Net::new(EngineConfig::default());
     net.add_clients(1);
     assert_eq!(net.connect_all(), 1);
-    let player = net.engine.create_plain_transport(HELPER).unwrap();
+    let player = net.engine.create_plain_transport(HELPER, None).unwrap();
     let spec = ProducerSpec { transport: player, ssrc: 0x7000, kind: MediaKind::Video, clock_rate: 90_000 };
     let producer = net.engine.add_producer(spec).unwrap();
     net.engine.add_consumer(producer, net.clients[0].transport, 0x2000).unwrap();
@@ -621,4 +626,38 @@ fn a_plain_transport_can_publish_a_stream_that_browsers_receive() {
         net.clients[0].inbox.iter().filter(|(kind, _)| matches!(kind, Received::Rtp { .. })).collect();
     assert_eq!(received.len(), 5, "decrypted by the subscriber: protected for it by the engine");
     assert_eq!(RtpPacket::new_checked(&received[0].1[..]).unwrap().payload(), b"vp8!");
+}
+
+#[test]
+fn a_plain_transport_with_an_rtcp_port_takes_reports_from_it_and_sends_its_rtcp_there() {
+    let mut net = Net::new(EngineConfig::default());
+    net.add_clients(1);
+    assert_eq!(net.connect_all(), 1);
+    let player = net.engine.create_plain_transport(HELPER, Some(HELPER_RTCP)).unwrap();
+    assert_eq!(net.engine.create_plain_transport(HELPER_RTCP, None), Err(EngineError::AddressInUse));
+    let spec = ProducerSpec { transport: player, ssrc: 0x7000, kind: MediaKind::Video, clock_rate: 90_000 };
+    let producer = net.engine.add_producer(spec).unwrap();
+    net.engine.add_consumer(producer, net.clients[0].transport, 0x2000).unwrap();
+    net.deliver();
+    let rtcp_to = |net: &Net, to| {
+        net.elsewhere.iter().filter(|(dest, bytes)| *dest == to && classify(bytes) == Datagram::Rtcp).count()
+    };
+    assert_eq!(rtcp_to(&net, HELPER_RTCP), 1, "the new consumer's keyframe request goes to the RTCP port");
+    assert_eq!(rtcp_to(&net, HELPER), 0);
+
+    // The player's sender report, from its RTCP port, is taken like a browser's.
+    let unknown = net.engine.counters().drops_of(DropReason::UnknownSource);
+    let info = SenderInfo { ssrc: 0x7000, ntp_timestamp: 1 << 32, rtp_timestamp: 0, packet_count: 1, octet_count: 4 };
+    let mut rtcp = [0u8; 64];
+    let len = write_sender_report(&mut rtcp, &info, &[]).unwrap();
+    net.send_raw(HELPER_RTCP, rtcp[..len].to_vec());
+    net.deliver();
+    assert_eq!(net.engine.counters().drops_of(DropReason::UnknownSource), unknown, "a known source");
+
+    // Closing frees both addresses.
+    net.engine.close_transport(player).unwrap();
+    net.send_raw(HELPER_RTCP, rtcp[..len].to_vec());
+    net.deliver();
+    assert_eq!(net.engine.counters().drops_of(DropReason::UnknownSource), unknown + 1, "forgotten with it");
+    assert!(net.engine.create_plain_transport(HELPER_RTCP, None).is_ok());
 }

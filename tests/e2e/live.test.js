@@ -1,11 +1,14 @@
 // Live rooms with real Chromium: a host and a co-host watched by an audience spread over two
 // workers, the co-host taken off the air; three merged rooms whose audience decodes every
-// host, one merged track paused and resumed, and a separation. Each check reads what the
+// host, one merged track paused and resumed, and a separation; a playback room whose host is
+// an uploaded recording. Each check reads what the
 // receiving browser decoded (getStats).
 import test from 'node:test';
 import assert from 'node:assert/strict';
+import { readFile } from 'node:fs/promises';
+import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { describeSample, expectMedia, poll, scenario } from './lib.js';
+import { describeSample, expectMedia, poll, run, scenario } from './lib.js';
 
 const TIMEOUT = { timeout: 150_000 };
 
@@ -106,5 +109,31 @@ test('three merged rooms: the audience decodes every host, a paused merged track
     });
     const [, after] = await expectMedia(viewer, ['anna', 'ben']);
     t.diagnostic(describeSample(viewer, after));
+  }),
+);
+
+test('a playback room: a Chromium audience decodes the recording, and hears the room close', TIMEOUT, (t) =>
+  scenario(t, async (sc) => {
+    const server = await sc.server();
+    const clip = join(server.dataDir, 'clip.webm');
+    await run('ffmpeg', ['-hide_banner', '-loglevel', 'error', '-y',
+      '-f', 'lavfi', '-i', 'testsrc2=size=320x240:rate=25:duration=3',
+      '-f', 'lavfi', '-i', 'sine=frequency=440:sample_rate=48000:duration=3',
+      '-c:v', 'libvpx', '-deadline', 'realtime', '-cpu-used', '8', '-b:v', '300k', '-c:a', 'libopus', clip]);
+    const form = new FormData();
+    form.append('file', new Blob([await readFile(clip)]), 'clip.webm');
+    const uploaded = await (await fetch(`http://${server.api}/uprtc/api/v2/record/upload`, {
+      method: 'POST', headers: { authorization: `key=${server.secret}` }, body: form,
+    })).json();
+    assert.equal(uploaded.code, 0, JSON.stringify(uploaded));
+    const { recordId } = uploaded.data;
+    // Looped, so that the browser has the time to start; the room is closed by hand below.
+    const room = await server.ok('POST', '/record/playback', { recordId, loopPlay: true, endTime: Date.now() + 120_000 });
+    const [viewer] = await sc.browsersOn(server, ['viewer']);
+    await joinAs(server, room, viewer);
+    const [, second] = await expectMedia(viewer, [recordId]);
+    t.diagnostic(describeSample(viewer, second));
+    await server.ok('DELETE', `/room/${encodeURIComponent(room.roomId)}`);
+    await viewer.waitEvent('room-closed');
   }),
 );

@@ -1,7 +1,7 @@
 //! Recording endpoints: server-side recordings (start, stop, status; see `crate::recording`),
 //! uploads (`POST /record/upload`, and client uploads over WebSocket, see
-//! [`crate::files::client_upload`]) checked with ffprobe, and `GET /record/download/{recordId}`
-//! with byte ranges.
+//! [`crate::files::client_upload`]) checked with ffprobe, `GET /record/download/{recordId}`
+//! with byte ranges, and playback rooms ([`crate::playback`]).
 #![forbid(unsafe_code)]
 
 use std::path::Path;
@@ -14,17 +14,13 @@ use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
 use utoipa::ToSchema;
 
-use super::rooms::Status;
+use super::rooms::{CommonRoomFields, CreatedRoom, Status};
 use crate::envelope::{Answer, ApiCode, ApiError, ApiJson, ApiPath, ApiResult, Empty, Envelope, Noted, done};
 use crate::files::range::{self, Selection};
 use crate::ids::{PeerId, RecordId, RoomId};
 use crate::recording::{self, StartRequest};
-use crate::registry::{Protocol, Recording, record_status};
+use crate::registry::{NewRoomKind, Protocol, Recording, record_status};
 use crate::state::AppState;
-
-fn no_recorder() -> ApiError {
-    ApiError::new(ApiCode::NoRecorder, "no recording server is available: this server has no player")
-}
 
 /// This server, as a recording server.
 #[derive(Debug, Serialize, ToSchema)]
@@ -137,24 +133,35 @@ pub(super) struct Playback {
     max_bitrate: Option<u64>,
 }
 
-/// Open a live room whose host plays a recording.
+/// Open a live room whose host plays a recording: ffmpeg plays the file in real time from
+/// `startTime` (once, or looped until `endTime`) and the room closes when it ends.
 #[utoipa::path(post, path = "/record/playback", tag = "record", request_body = Playback,
-    responses((status = 200, body = Envelope<Empty>, description = "50021: this server has no player")))]
-pub(super) async fn playback(State(state): State<AppState>, ApiJson(body): ApiJson<Playback>) -> ApiResult<Empty> {
-    state.read(|reg| reg.recording(&body.record_id).map(|_| ()))?;
-    if body.loop_play == Some(true) && body.end_time.is_none() {
-        return Err(ApiError::invalid("endTime is required when loopPlay is true"));
-    }
-    if let (Some(start), Some(end)) = (body.start_time, body.end_time)
-        && end <= start
-    {
-        return Err(ApiError::invalid("endTime must be after startTime"));
-    }
-    if body.min_bitrate.unwrap_or(0) > body.max_bitrate.unwrap_or(u64::MAX) {
+    responses((status = 200, body = Envelope<CreatedRoom>, description = "as POST /room/live; 50019 unknown recording; 10003 not processed yet (its status in msg); 50021 ffmpeg missing, another serverAlias or recording.max_playbacks reached")))]
+pub(super) async fn playback(
+    State(state): State<AppState>,
+    ApiJson(body): ApiJson<Playback>,
+) -> ApiResult<CreatedRoom> {
+    let common = CommonRoomFields {
+        room_id: None,
+        protocol: body.protocol,
+        min_bitrate: body.min_bitrate,
+        max_bitrate: body.max_bitrate,
+    };
+    let host = PeerId::try_from(body.record_id.to_string()).map_err(|e| ApiError::invalid(format!("recordId: {e}")))?;
+    let room = common.into_new_room(host, NewRoomKind::Live)?;
+    if room.min_bitrate > room.max_bitrate {
         return Err(ApiError::invalid("minBitrate must not exceed maxBitrate"));
     }
-    tracing::debug!(record = %body.record_id, alias = ?body.server_alias, protocol = ?body.protocol, "playback requested");
-    Err(no_recorder())
+    let request = crate::playback::Request {
+        record: body.record_id,
+        server_alias: body.server_alias,
+        start_ms: body.start_time,
+        loop_play: body.loop_play.unwrap_or(false),
+        end_ms: body.end_time,
+        room,
+    };
+    let room = crate::playback::open(&state, request).await?;
+    Ok(Answer(CreatedRoom::of(&state, &room)))
 }
 
 #[derive(Debug, Serialize, ToSchema)]

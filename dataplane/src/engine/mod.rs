@@ -370,21 +370,29 @@ impl Engine {
     }
 
     /// A plain transport to and from the local helper at `remote` (a recorder, a player):
-    /// usable at once, plaintext both ways, ended only by [`Engine::close_transport`].
-    /// Refused when another transport owns that address.
-    pub fn create_plain_transport(&mut self, remote: SocketAddr) -> Result<TransportId, EngineError> {
+    /// usable at once, plaintext both ways, ended only by [`Engine::close_transport`]. A
+    /// helper that sends its RTCP from a port of its own names it as `rtcp_remote`, which
+    /// then receives the engine's RTCP. Refused when another transport owns either address.
+    pub fn create_plain_transport(
+        &mut self,
+        remote: SocketAddr,
+        rtcp_remote: Option<SocketAddr>,
+    ) -> Result<TransportId, EngineError> {
         if self.transports.len() >= self.config.max_transports.min(MAX_TRANSPORT_SLOTS) {
             return Err(EngineError::TooManyTransports);
         }
-        if self.by_addr.contains_key(&remote) {
+        let mut addresses = std::iter::once(remote).chain(rtcp_remote);
+        if addresses.any(|address| self.by_addr.contains_key(&address)) {
             return Err(EngineError::AddressInUse);
         }
         let entry = self.transports.vacant_entry();
         let slot = u32::try_from(entry.key()).map_err(|_| EngineError::TooManyTransports)?;
         self.generation = self.generation.wrapping_add(1);
         let id = TransportId((self.generation << TRANSPORT_SLOT_BITS) | slot);
-        entry.insert(Transport::plain(id, remote));
-        self.by_addr.insert(remote, id);
+        entry.insert(Transport::plain(id, remote, rtcp_remote));
+        for address in std::iter::once(remote).chain(rtcp_remote) {
+            self.by_addr.insert(address, id);
+        }
         self.counters.transports = self.transports.len() as u64;
         Ok(id)
     }
@@ -845,7 +853,7 @@ fn send_rtcp(
     counters: &mut WorkerCounters,
     write: impl FnOnce(&mut [u8]) -> Result<usize, WireError>,
 ) {
-    let Some(destination) = client.destination() else { return };
+    let Some(destination) = client.rtcp_destination() else { return };
     if !client.is_keyed() {
         return;
     }

@@ -46,8 +46,11 @@ pub(super) enum Link {
     },
     /// A helper process or thread of this machine at a fixed loopback address (a recorder, a
     /// player): plaintext RTP and RTCP, no ICE or DTLS. The control plane made it and knows
-    /// the address, and only it ends it: it has no connect or consent timeout.
-    Plain { remote: SocketAddr },
+    /// the address, and only it ends it: it has no connect or consent timeout. A helper that
+    /// keeps RTCP on a port of its own (RFC 3550 without rtcp-mux, as ffmpeg's RTP output
+    /// does) names it as `rtcp_remote`: its reports are accepted from there and the
+    /// engine's RTCP goes there.
+    Plain { remote: SocketAddr, rtcp_remote: Option<SocketAddr> },
 }
 
 impl Transport {
@@ -75,13 +78,13 @@ impl Transport {
         }
     }
 
-    /// A plain transport to and from `remote`, usable at once.
-    pub(super) fn plain(id: TransportId, remote: SocketAddr) -> Self {
+    /// A plain transport to and from `remote` (and its RTCP at `rtcp_remote`), usable at once.
+    pub(super) fn plain(id: TransportId, remote: SocketAddr, rtcp_remote: Option<SocketAddr>) -> Self {
         Self {
             id,
             connect_deadline: None,
-            link: Link::Plain { remote },
-            addresses: vec![remote],
+            link: Link::Plain { remote, rtcp_remote },
+            addresses: std::iter::once(remote).chain(rtcp_remote).collect(),
             bitrate_cap: None,
             video_ssrcs: Vec::new(),
         }
@@ -92,7 +95,16 @@ impl Transport {
     pub(super) fn destination(&self) -> Option<SocketAddr> {
         match &self.link {
             Link::Webrtc { ice, .. } => ice.selected().or_else(|| self.addresses.first().copied()),
-            Link::Plain { remote } => Some(*remote),
+            Link::Plain { remote, .. } => Some(*remote),
+        }
+    }
+
+    /// Where RTCP for this client goes: a plain transport's RTCP address when it has one,
+    /// else where its media goes.
+    pub(super) fn rtcp_destination(&self) -> Option<SocketAddr> {
+        match &self.link {
+            Link::Plain { rtcp_remote: Some(rtcp), .. } => Some(*rtcp),
+            _ => self.destination(),
         }
     }
 
@@ -152,7 +164,7 @@ impl Transport {
         if self.addresses.len() >= MAX_TRANSPORT_ADDRESSES {
             let selected = match &self.link {
                 Link::Webrtc { ice, .. } => ice.selected(),
-                Link::Plain { remote } => Some(*remote),
+                Link::Plain { remote, .. } => Some(*remote),
             };
             let oldest = self.addresses.iter().position(|a| Some(*a) != selected).unwrap_or(0);
             evicted = Some(self.addresses.remove(oldest));
