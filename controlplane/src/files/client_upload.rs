@@ -82,9 +82,11 @@ pub async fn connect(
     Query(query): Query<UploadQuery>,
     upgrade: WebSocketUpgrade,
 ) -> Response {
+    // Up to twice the cap reaches the check below, which says what the cap is; beyond that
+    // the library refuses the message and the connection simply ends.
     upgrade
-        .max_message_size(MAX_FRAME_BYTES + 1)
-        .max_frame_size(MAX_FRAME_BYTES + 1)
+        .max_message_size(2 * MAX_FRAME_BYTES)
+        .max_frame_size(2 * MAX_FRAME_BYTES)
         .write_buffer_size(0)
         .on_upgrade(move |socket| session(state, query, socket))
 }
