@@ -700,3 +700,33 @@ fn a_client_upload_that_fills_the_disk_ends_in_status_7_and_frees_the_space() {
     // The space is back: another upload is stored.
     expect_ok(&srv.upload("file", "after.webm", &media_file("webm", 1)), "an upload after the disk was full");
 }
+
+#[test]
+fn client_upload_frames_and_totals_over_their_caps_are_refused() {
+    let (_dir, srv) = with_config("[api]\nmax_upload_bytes = 2097152\n");
+    let (rid, url) = client_upload_url(&srv);
+    let (mut socket, _) = resume(&url);
+    socket.send(Message::binary(vec![0u8; (1 << 20) + 1])).expect("send");
+    let error = next(&mut socket).expect("error");
+    assert_eq!(error["code"], 10002, "{error}");
+    assert!(str_field(&error, "msg").contains("1048576"), "names the cap: {error}");
+    assert_eq!(next(&mut socket).expect_err("closed"), Some(CloseCode::Size));
+    assert_eq!(status_of(&srv, &rid), 1, "nothing was taken");
+    // Frames within the cap, but more than api.max_upload_bytes in all.
+    let (mut socket, offset) = resume(&url);
+    assert_eq!(offset, 0);
+    for _ in 0..2 {
+        socket.send(Message::binary(vec![0u8; 1 << 20])).expect("send");
+    }
+    socket.send(Message::binary(vec![0u8; 1])).expect("send");
+    // Each further MiB is acknowledged.
+    assert_eq!(next(&mut socket).expect("received"), json!({"type": "received", "offset": 1 << 20}));
+    assert_eq!(next(&mut socket).expect("received"), json!({"type": "received", "offset": 2 << 20}));
+    let error = next(&mut socket).expect("error");
+    assert_eq!(error["code"], 10002, "{error}");
+    assert!(str_field(&error, "msg").contains("max_upload_bytes"), "{error}");
+    assert_eq!(next(&mut socket).expect_err("closed"), Some(CloseCode::Size));
+    assert_eq!(status_of(&srv, &rid), 7);
+    assert_eq!(stored_files(&srv), Vec::<String>::new());
+    assert_eq!(metric(&srv, "uprtcd_record_client_uploads_total{result=\"too_large\"}"), 2.0);
+}

@@ -9,6 +9,8 @@
 //! the next is read, so the length of the partial file is what the server has, and a client
 //! that reconnects resumes where the server says (`upload.offset`). On `done` the file is
 //! synced, probed and kept (status 6), or refused as not media (status 7, file removed).
+//! Every write to the client is bounded by `client.write_timeout_ms`, and every wait for it by
+//! the idle timeout: a client that stops reading or sending holds nothing for long.
 #![forbid(unsafe_code)]
 
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
@@ -82,9 +84,11 @@ pub async fn connect(
     Query(query): Query<UploadQuery>,
     upgrade: WebSocketUpgrade,
 ) -> Response {
+    // Up to twice the cap reaches the check below, which says what the cap is; beyond that
+    // the library refuses the message and the connection simply ends.
     upgrade
-        .max_message_size(MAX_FRAME_BYTES + 1)
-        .max_frame_size(MAX_FRAME_BYTES + 1)
+        .max_message_size(2 * MAX_FRAME_BYTES)
+        .max_frame_size(2 * MAX_FRAME_BYTES)
         .write_buffer_size(0)
         .on_upgrade(move |socket| session(state, query, socket))
 }
@@ -93,10 +97,14 @@ fn text(message: &ServerMessage<'_>) -> Message {
     Message::Text(serde_json::to_string(message).expect("plain data serialises").into())
 }
 
-/// Sends an `error` and closes with `code`.
-async fn refuse(socket: &mut WebSocket, error: &ApiError, code: u16, reason: &'static str) {
-    let _ = socket.send(text(&ServerMessage::Error { code: error.code.number(), msg: &error.msg })).await;
-    let _ = socket.send(Message::Close(Some(CloseFrame { code, reason: reason.into() }))).await;
+/// Sends an `error` and closes with `code`; a client that does not read is not waited for
+/// longer than the write timeout.
+async fn refuse(state: &AppState, socket: &mut WebSocket, error: &ApiError, code: u16, reason: &'static str) {
+    let closing = async {
+        socket.send(text(&ServerMessage::Error { code: error.code.number(), msg: &error.msg })).await?;
+        socket.send(Message::Close(Some(CloseFrame { code, reason: reason.into() }))).await
+    };
+    let _ = tokio::time::timeout(state.settings().write_timeout, closing).await;
 }
 
 /// The record the token opens, held for this connection, if the token is genuine, unexpired
@@ -131,7 +139,7 @@ async fn session(state: AppState, query: UploadQuery, mut socket: WebSocket) {
         Err((end, error)) => {
             tracing::info!(record = %query.record_id, reason = end.name(), "client upload refused");
             state.files().count(end);
-            refuse(&mut socket, &error, CLOSE_POLICY, end.name()).await;
+            refuse(&state, &mut socket, &error, CLOSE_POLICY, end.name()).await;
             return;
         }
     };
@@ -139,7 +147,7 @@ async fn session(state: AppState, query: UploadQuery, mut socket: WebSocket) {
         Ok(end) => end,
         Err((end, error)) => {
             let code = if end == UploadEnd::TooLarge { CLOSE_TOO_BIG } else { CLOSE_POLICY };
-            refuse(&mut socket, &error, code, end.name()).await;
+            refuse(&state, &mut socket, &error, code, end.name()).await;
             end
         }
     };
@@ -155,7 +163,7 @@ async fn receive(state: &AppState, id: &RecordId, socket: &mut WebSocket) -> Res
     let failed = |e: std::io::Error| (UploadEnd::Failed, ApiError::system(format!("cannot store the upload: {e}")));
     let mut file = tokio::fs::OpenOptions::new().create(true).append(true).open(&partial).await.map_err(failed)?;
     let mut offset = file.metadata().await.map_err(failed)?.len();
-    if socket.send(text(&ServerMessage::Upload { offset })).await.is_err() {
+    if !send_bounded(state, socket, &ServerMessage::Upload { offset }).await {
         return Ok(UploadEnd::Disconnected);
     }
     let idle = settings.client_upload_idle_timeout;
@@ -164,7 +172,7 @@ async fn receive(state: &AppState, id: &RecordId, socket: &mut WebSocket) -> Res
         let message = match tokio::time::timeout(idle, socket.recv()).await {
             Err(_) => {
                 let idle = CloseFrame { code: CLOSE_NORMAL, reason: UploadEnd::Idle.name().into() };
-                let _ = socket.send(Message::Close(Some(idle))).await;
+                let _ = tokio::time::timeout(settings.write_timeout, socket.send(Message::Close(Some(idle)))).await;
                 return Ok(UploadEnd::Idle);
             }
             Ok(None | Some(Err(_)) | Some(Ok(Message::Close(_)))) => return Ok(UploadEnd::Disconnected),
@@ -212,7 +220,7 @@ async fn receive(state: &AppState, id: &RecordId, socket: &mut WebSocket) -> Res
                 let before = offset;
                 offset += bytes.len() as u64;
                 if before / RECEIVED_EVERY != offset / RECEIVED_EVERY
-                    && socket.send(text(&ServerMessage::Received { offset })).await.is_err()
+                    && !send_bounded(state, socket, &ServerMessage::Received { offset }).await
                 {
                     return Ok(UploadEnd::Disconnected);
                 }
@@ -234,6 +242,13 @@ async fn receive(state: &AppState, id: &RecordId, socket: &mut WebSocket) -> Res
             Message::Close(_) => return Ok(UploadEnd::Disconnected),
         }
     }
+}
+
+/// Sends `message` unless the client stops reading for longer than `client.write_timeout_ms`;
+/// false when the connection must end.
+async fn send_bounded(state: &AppState, socket: &mut WebSocket, message: &ServerMessage<'_>) -> bool {
+    let sent = tokio::time::timeout(state.settings().write_timeout, socket.send(text(message))).await;
+    matches!(sent, Ok(Ok(())))
 }
 
 /// `done` with the right size: sync, probe, keep or refuse.
@@ -270,9 +285,10 @@ async fn finish(
     })
     .await
     .map_err(|e| (UploadEnd::Failed, e))?;
-    let _ = socket.send(text(&ServerMessage::Stored { record_id: id, size })).await;
-    let stored = CloseFrame { code: CLOSE_NORMAL, reason: UploadEnd::Stored.name().into() };
-    let _ = socket.send(Message::Close(Some(stored))).await;
+    if send_bounded(state, socket, &ServerMessage::Stored { record_id: id, size }).await {
+        let stored = CloseFrame { code: CLOSE_NORMAL, reason: UploadEnd::Stored.name().into() };
+        let _ = tokio::time::timeout(state.settings().write_timeout, socket.send(Message::Close(Some(stored)))).await;
+    }
     Ok(UploadEnd::Stored)
 }
 
