@@ -414,34 +414,33 @@ fn unknown_record_is_50019() {
 /// A stored file that is not media passes the parameter checks and is refused when probed
 /// (10003); tests/playback.rs plays real files.
 #[test]
-fn playback_checks_its_parameters_then_refuses_a_file_that_is_not_media() {
+fn playback_checks_its_parameters_and_plays_only_processed_records() {
     let srv = Server::start(&[]);
-    let d = expect_ok(&srv.upload("file", "clip.webm", &media_file("webm", 1)), "upload");
-    let rid = str_field(&d, "recordId").to_string();
-    srv.expect("POST", "/record/playback", json!({"recordId": rid}), 10003);
-    srv.expect("POST", "/record/playback", json!({"recordId": rid, "loopPlay": false}), 10003);
-    srv.expect(
-        "POST",
-        "/record/playback",
-        json!({"recordId": rid, "loopPlay": true, "endTime": 1_900_000_000_000u64}),
-        10003,
-    );
-    srv.expect(
-        "POST",
-        "/record/playback",
-        json!({"recordId": rid, "startTime": 1_800_000_000_000u64, "protocol": 1, "minBitrate": 1000, "maxBitrate": 2000}),
-        10003,
-    );
-    let env = srv.expect("POST", "/record/playback", json!({"recordId": rid, "loopPlay": true}), 10002);
+    // A client upload's record exists at once, in status 1: not playable yet.
+    let pending = str_field(&srv.ok("POST", "/record/client/upload", ()), "recordId").to_string();
+    for body in [
+        json!({"recordId": pending}),
+        json!({"recordId": pending, "loopPlay": false}),
+        json!({"recordId": pending, "loopPlay": true, "endTime": 1_900_000_000_000u64}),
+        json!({"recordId": pending, "startTime": 1_800_000_000_000u64, "protocol": 1, "minBitrate": 1000, "maxBitrate": 2000}),
+    ] {
+        let env = srv.expect("POST", "/record/playback", body.clone(), 10003);
+        assert!(str_field(&env, "msg").contains("status is 1"), "{body}: {env}");
+    }
+    let env = srv.expect("POST", "/record/playback", json!({"recordId": pending, "loopPlay": true}), 10002);
     assert!(str_field(&env, "msg").contains("endTime"), "{env}");
     for body in [json!({}), json!({"recordId": ""}), json!({"recordId": 3})] {
         let env = srv.expect("POST", "/record/playback", body.clone(), 10002);
         assert!(str_field(&env, "msg").contains("recordId"), "{body}: {env}");
     }
-    srv.expect("POST", "/record/playback", json!({"recordId": rid, "loopPlay": "yes"}), 10002);
+    srv.expect("POST", "/record/playback", json!({"recordId": pending, "loopPlay": "yes"}), 10002);
     srv.expect("POST", "/record/playback", raw("{\"recordId\": "), 10002);
-    // Refused playbacks open no room.
+    // Refused playbacks open no room; an uploaded file plays.
     assert_eq!(u64_field(&srv.ok("GET", "/server/room/num", ()), "num"), 0);
+    let uploaded = expect_ok(&srv.upload("file", "clip.webm", &media_file("webm", 1)), "upload");
+    let room = srv.ok("POST", "/record/playback", json!({"recordId": str_field(&uploaded, "recordId")}));
+    assert_eq!(u64_field(&srv.ok("GET", "/server/room/num", ()), "num"), 1);
+    srv.ok("DELETE", &format!("/room/{}", str_field(&room, "roomId")), ());
 }
 
 #[test]

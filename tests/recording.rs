@@ -346,3 +346,44 @@ fn a_full_recordings_disk_ends_the_recording_in_7_saying_why() {
     let env = srv.expect("POST", "/record/start", json!({"roomId": room}), 50021);
     assert!(str_field(&env, "msg").contains("free"), "{env}");
 }
+
+/// Nanoseconds on a CPU (the scheduler's count) of the threads of `pid` whose name starts
+/// with `prefix`.
+fn thread_cpu_ns(pid: u32, prefix: &str) -> u64 {
+    let mut total = 0;
+    for task in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap().flatten() {
+        let name = std::fs::read_to_string(task.path().join("comm")).unwrap_or_default();
+        if !name.starts_with(prefix) {
+            continue;
+        }
+        let schedstat = std::fs::read_to_string(task.path().join("schedstat")).unwrap_or_default();
+        total += schedstat.split_whitespace().next().and_then(|ns| ns.parse::<u64>().ok()).unwrap_or(0);
+    }
+    total
+}
+
+/// What a recorded stream costs the capture thread: CPU per second of two recorded cameras,
+/// against the run's length. A measurement, not a check: `cargo nextest run -p uprtcd --test
+/// recording --run-ignored only --no-capture what_capture_costs` (benches/README.md).
+#[test]
+#[ignore = "a measurement: run it alone on a quiet machine"]
+fn what_capture_costs() {
+    let srv = Server::start(&[]);
+    let (room, code) = convo(&srv, "u1", &["u2"], 0);
+    let (_s1, cam1) = publish_camera(&srv, &room, code, "u1", 0x5001, "testsrc2", 0);
+    let (_s2, cam2) = publish_camera(&srv, &room, code, "u2", 0x5002, "testsrc", 0);
+    let started = srv.ok("POST", "/record/start", json!({"roomId": room, "all": true}));
+    let record = str_field(&started, "recordId").to_owned();
+    await_status(&srv, &record, 2, Duration::from_secs(10));
+    let (capture_before, begun) = (thread_cpu_ns(srv.pid, "uprtcd-capture"), Instant::now());
+    std::thread::sleep(Duration::from_secs(20));
+    let capture_ms = (thread_cpu_ns(srv.pid, "uprtcd-capture") - capture_before) as f64 / 1e6;
+    let seconds = begun.elapsed().as_secs_f64();
+    srv.ok("POST", &format!("/record/stop/{room}"), ());
+    let packets = (cam1.stop(), cam2.stop());
+    eprintln!(
+        "capture threads: {:.3} ms of CPU per second for 2 streams ({:.4} % of a core per stream); cameras sent {packets:?} packets in all",
+        capture_ms / seconds,
+        capture_ms / seconds / 2.0 / 10.0,
+    );
+}

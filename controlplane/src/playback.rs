@@ -30,7 +30,7 @@
 
 use std::collections::VecDeque;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Stdio;
 use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -51,8 +51,6 @@ use crate::signalling::protocol::ServerEvent;
 use crate::signalling::{self};
 use crate::state::AppState;
 
-/// The name ffmpeg is looked for under, on PATH (Debian's package puts it in /usr/bin).
-const FFMPEG: &str = "ffmpeg";
 /// Frames between key frames: two seconds at 25 fps, so a viewer who joins (whose key-frame
 /// request ffmpeg does not hear) sees a picture within that.
 const KEYFRAME_INTERVAL: u32 = 50;
@@ -64,8 +62,6 @@ const MAX_VIDEO_BPS: u64 = 2_000_000;
 const AUDIO_BPS: u64 = 64_000;
 /// Lines of ffmpeg's complaints kept for the log when it fails.
 const STDERR_TAIL_LINES: usize = 20;
-/// How long ffprobe may take over a file.
-const PROBE_TIMEOUT: Duration = Duration::from_secs(20);
 /// The payload types and SSRCs ffmpeg sends as (any fixed values do: each stream has a
 /// transport of its own, and subscribers get their own numbers).
 const VIDEO_PT: u8 = 96;
@@ -176,12 +172,15 @@ pub async fn open(state: &AppState, request: Request) -> Result<Room, ApiError> 
     if !file.is_file() {
         return Err(ApiError::new(ApiCode::RecordingNotFound, format!("recording {} has no file", recording.id)));
     }
-    let tools = locate_tools(Path::new(FFMPEG)).await?;
+    let tools = crate::files::require_tools(state)?;
     let slot = Slot::take(state)?;
-    let streams = probe(&tools.ffprobe, &file).await?;
-    if !streams.audio && !streams.video {
-        return Err(ApiError::request(format!("recording {} holds no audio or video to play", recording.id)));
-    }
+    let info = crate::files::check_media(state, &file).await.map_err(|e| match e.code {
+        ApiCode::InvalidParameter => {
+            ApiError::request(format!("recording {} is not media to play: {}", recording.id, e.msg))
+        }
+        _ => e,
+    })?;
+    let streams = Streams { audio: !info.audio.is_empty(), video: !info.video.is_empty() };
     let host = PeerId::try_from(recording.id.to_string()).map_err(|e| ApiError::system(e.to_string()))?;
     let mut new = request.room;
     new.master = host.clone();
@@ -215,54 +214,11 @@ pub async fn open(state: &AppState, request: Request) -> Result<Room, ApiError> 
     Ok(room)
 }
 
-/// Where `ffmpeg` and the ffprobe beside it are; 50021 when either is missing.
-async fn locate_tools(ffmpeg: &Path) -> Result<uprtcd_recorder::Tools, ApiError> {
-    let ffmpeg = ffmpeg.to_owned();
-    tokio::task::spawn_blocking(move || uprtcd_recorder::Tools::locate(&ffmpeg))
-        .await
-        .map_err(|e| ApiError::system(e.to_string()))?
-        .map_err(|e| {
-            tracing::error!(error = %e, "playback needs Debian's ffmpeg package");
-            ApiError::new(ApiCode::NoRecorder, format!("no recording server is available: {e}"))
-        })
-}
-
 /// The streams a file holds, as far as playback cares.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Streams {
     audio: bool,
     video: bool,
-}
-
-/// Asks ffprobe which streams `file` holds. (A stand-in for the recorder crate's probe, which
-/// says more than playback needs.)
-async fn probe(ffprobe: &Path, file: &Path) -> Result<Streams, ApiError> {
-    let mut input = std::ffi::OsString::from("file:");
-    input.push(file.as_os_str());
-    let run = Process::new(ffprobe)
-        .args(["-v", "error", "-protocol_whitelist", "file", "-of", "json"])
-        .args(["-show_entries", "stream=codec_type:stream_disposition=attached_pic"])
-        .arg(input)
-        .stdin(Stdio::null())
-        .kill_on_drop(true)
-        .output();
-    let output = tokio::time::timeout(PROBE_TIMEOUT, run)
-        .await
-        .map_err(|_| ApiError::system(format!("ffprobe took over {PROBE_TIMEOUT:?} over {}", file.display())))?
-        .map_err(|e| ApiError::new(ApiCode::NoRecorder, format!("ffprobe does not run: {e}")))?;
-    if !output.status.success() {
-        let why = String::from_utf8_lossy(&output.stderr);
-        return Err(ApiError::request(format!("the recording is not media that ffmpeg reads: {}", why.trim())));
-    }
-    let probed: serde_json::Value =
-        serde_json::from_slice(&output.stdout).map_err(|e| ApiError::system(format!("ffprobe's output: {e}")))?;
-    // A cover picture (an MP3's, an M4A's) is a video stream of one frame: not video to play.
-    let has = |kind: &str| {
-        probed["streams"].as_array().is_some_and(|streams| {
-            streams.iter().any(|s| s["codec_type"] == kind && s["disposition"]["attached_pic"] != 1)
-        })
-    };
-    Ok(Streams { audio: has("audio"), video: has("video") })
 }
 
 /// One stream ffmpeg sends: its kind, the plain transport it arrives on, and the loopback
@@ -672,13 +628,6 @@ mod tests {
             assert_eq!(refused.code, ApiCode::InvalidRequest);
             assert!(refused.msg.ends_with(&format!("its status is {status}")), "{}", refused.msg);
         }
-    }
-
-    #[tokio::test]
-    async fn without_ffmpeg_there_is_no_recording_server() {
-        let missing = locate_tools(Path::new("/nonexistent/ffmpeg")).await.unwrap_err();
-        assert_eq!(missing.code, ApiCode::NoRecorder);
-        assert!(missing.msg.contains("ffmpeg"), "{}", missing.msg);
     }
 
     #[test]

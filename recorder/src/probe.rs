@@ -141,6 +141,15 @@ struct ProbedStream {
     codec_name: Option<String>,
     width: Option<u32>,
     height: Option<u32>,
+    #[serde(default)]
+    disposition: ProbedDisposition,
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct ProbedDisposition {
+    /// A cover picture (an MP3's, an M4A's): a video stream of one frame, not video to play.
+    #[serde(default)]
+    attached_pic: u8,
 }
 
 #[derive(Debug, Deserialize)]
@@ -164,7 +173,8 @@ fn probe_within(tools: &Tools, file: &Path, timeout: Duration) -> Result<MediaIn
     input.push(file.as_os_str());
     let child = Command::new(&tools.ffprobe)
         .args(["-v", "error", "-protocol_whitelist", "file"])
-        .args(["-show_entries", "stream=codec_type,codec_name,width,height:format=duration,format_name"])
+        .args(["-show_entries", "stream=codec_type,codec_name,width,height:stream_disposition=attached_pic"])
+        .args(["-show_entries", "format=duration,format_name"])
         .args(["-of", "json"])
         .arg(input)
         .stdin(Stdio::null())
@@ -202,6 +212,7 @@ fn probe_within(tools: &Tools, file: &Path, timeout: Duration) -> Result<MediaIn
     for stream in probed.streams {
         let codec = stream.codec_name.unwrap_or_default();
         match stream.codec_type.as_deref() {
+            Some("video") if stream.disposition.attached_pic == 1 => {}
             Some("video") => info.video.push(VideoInfo {
                 codec,
                 width: stream.width.unwrap_or(0),
@@ -333,6 +344,17 @@ mod tests {
         assert!(info.video.is_empty());
         assert_eq!(info.audio, [AudioInfo { codec: "opus".into() }]);
         assert_eq!(info.extension(), Some("ogg"));
+    }
+
+    #[test]
+    fn a_cover_picture_is_not_video() {
+        let dir = tempfile::tempdir().unwrap();
+        let args = ["-f", "lavfi", "-i", "sine", "-f", "lavfi", "-i", "color=size=64x64", "-map", "0", "-map", "1"];
+        let cover = ["-frames:v", "1", "-t", "1", "-c:v", "mjpeg", "-disposition:v", "attached_pic", "-c:a", "aac"];
+        let file = make(dir.path(), "song.m4a", &[&args[..], &cover[..]].concat());
+        let info = probe(&tools(), &file).unwrap();
+        assert!(info.video.is_empty(), "{info:?}");
+        assert_eq!(info.audio, [AudioInfo { codec: "aac".into() }]);
     }
 
     #[test]
