@@ -866,10 +866,19 @@ impl Registry {
         Ok(result)
     }
 
-    /// Forgets recording `id` (its file is the caller's to remove).
+    /// Forgets recording `id` (its file is the caller's to remove); a room whose latest
+    /// recording it was is not recorded any more (status 0).
     pub fn remove_recording(&mut self, id: &RecordId) -> Option<Recording> {
         let removed = self.recordings.remove(id)?;
         self.changes.recordings.insert(id.clone());
+        if let Some(room_id) = &removed.room
+            && let Some(room) = self.rooms.get_mut(room_id)
+            && room.recording.as_ref() == Some(id)
+        {
+            room.recording = None;
+            room.record_status = record_status::NOT_RECORDED;
+            self.changes.rooms.insert(room_id.clone());
+        }
         Some(removed)
     }
 }
@@ -1102,5 +1111,38 @@ mod tests {
         reg.admit(&id, &peer("bob")).unwrap();
         assert!(reg.take_changes().is_empty(), "presence is not persisted");
         assert_eq!(reg.room(&id).unwrap().connected_members(), vec![peer("alice"), peer("bob")]);
+    }
+
+    #[test]
+    fn a_room_records_once_at_a_time_and_its_status_follows_its_latest_recording() {
+        let mut reg = registry(1);
+        let id = open_live(&mut reg, "host");
+        let recording = |reg: &Registry| Recording {
+            id: reg.fresh_record_id(),
+            status: record_status::PREPARING,
+            file: String::new(),
+            size: 0,
+            room: Some(id.clone()),
+            created_ms: 0,
+            msg: String::new(),
+            upload_expires: None,
+        };
+        let first = recording(&reg);
+        reg.begin_recording(&id, first.clone()).unwrap();
+        assert_eq!(reg.record_status(&id).unwrap(), 1);
+        reg.set_recording_status(&first.id, record_status::RECORDING, None).unwrap();
+        let refused = reg.begin_recording(&id, recording(&reg)).unwrap_err();
+        assert_eq!((refused.code, reg.record_status(&id).unwrap()), (ApiCode::AlreadyRecording, 2));
+        reg.set_recording_status(&first.id, record_status::ERROR, Some("why".into())).unwrap();
+        assert_eq!((reg.record_status(&id).unwrap(), reg.recording(&first.id).unwrap().msg.as_str()), (7, "why"));
+        let second = recording(&reg);
+        reg.begin_recording(&id, second.clone()).unwrap();
+        reg.set_recording_status(&first.id, record_status::ERROR, None).unwrap();
+        assert_eq!(reg.record_status(&id).unwrap(), 1, "the room follows its latest recording only");
+        reg.finish_recording(&second.id, "a.mp4".into(), 9).unwrap();
+        assert_eq!(reg.record_status(&id).unwrap(), 6);
+        reg.remove_recording(&second.id).unwrap();
+        assert_eq!(reg.record_status(&id).unwrap(), 0, "its latest recording removed, the room has none");
+        assert!(reg.take_changes().rooms.contains(&id));
     }
 }
