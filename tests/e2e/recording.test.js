@@ -12,6 +12,10 @@ import { expectMedia, joinAndPublish, poll, scenario, sleep } from './lib.js';
 const exec = promisify(execFile);
 const TIMEOUT = { timeout: 240_000 };
 const [WIDTH, HEIGHT] = [1280, 720];
+/** The bottom sixth, where a centred layout puts its thumbnails (a fifth of the height). */
+const BOTTOM_STRIP = [0, 600, WIDTH, HEIGHT];
+/** Where a centred layout's 4:3 tile is, above the thumbnails. */
+const CENTRE_TILE = [256, 0, 1024, 576];
 
 /** Waits for the recording to reach `status`; fails at once on 7, with its reason. */
 async function awaitStatus(server, recordId, status, ms) {
@@ -86,21 +90,28 @@ test('two browsers recorded as a grid and with one in the centre make 720p MP4s 
     assert.equal(probed.audio?.codec_name, 'aac', 'the two microphones, mixed');
     assert.ok(Math.abs(probed.duration - 10) <= 1.5, `about the 10 s recorded: ${probed.duration} s`);
     // Side by side: both halves show a camera.
-    const halves = await litShare(grid, probed.duration / 2, [
+    const [left, right, strip] = await litShare(grid, probed.duration / 2, [
       [0, 0, WIDTH / 2, HEIGHT],
       [WIDTH / 2, 0, WIDTH, HEIGHT],
+      BOTTOM_STRIP,
     ]);
-    t.diagnostic(`grid halves' share of lit pixels: ${halves.map((l) => l.toFixed(2))}`);
+    t.diagnostic(`grid: share of lit pixels ${[left, right, strip].map((l) => l.toFixed(3))} (left, right, bottom)`);
     // Chromium's fake camera draws a few bright shapes on black: a tile lights a few percent of
-    // its half, an empty half none.
-    for (const share of halves) assert.ok(share > 0.02, `a tile in each half: ${halves}`);
+    // its half, an empty half none. The two 4:3 tiles leave the bottom strip black.
+    for (const share of [left, right]) assert.ok(share > 0.02, `a tile in each half: ${left}, ${right}`);
+    assert.ok(strip < 0.001, `nothing below the grid's tiles: ${strip}`);
 
     const centred = await record(server, room.roomId, { all: true, layout: 'bob' }, 4, dir);
     const second = await probe(centred);
     assert.deepEqual([second.video.width, second.video.height], [WIDTH, HEIGHT]);
-    // Bob's tile fills the centre, where the fake camera draws its bright disc.
-    const [centre] = await litShare(centred, second.duration / 2, [[WIDTH / 2 - 100, HEIGHT / 2 - 100, WIDTH / 2 + 100, HEIGHT / 2 + 100]]);
-    t.diagnostic(`centre's share of lit pixels: ${centre.toFixed(2)}`);
-    assert.ok(centre > 0.1, `a tile in the centre: ${centre}`);
+    // Bob large in the centre above a row of thumbnails (alice's in the bottom strip). The
+    // fake camera's shapes move, so each region counts its brightest of three frames.
+    const shares = await Promise.all(
+      [0.3, 0.5, 0.7].map((at) => litShare(centred, second.duration * at, [CENTRE_TILE, BOTTOM_STRIP])),
+    );
+    const [centre, thumbnails] = [0, 1].map((i) => Math.max(...shares.map((s) => s[i])));
+    t.diagnostic(`centred: share of lit pixels ${centre.toFixed(3)} (centre tile), ${thumbnails.toFixed(4)} (bottom strip)`);
+    assert.ok(centre > 0.02, `a tile in the centre: ${centre}`);
+    assert.ok(thumbnails > 0.001, `a thumbnail below it: ${thumbnails}`);
   }),
 );
