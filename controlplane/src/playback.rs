@@ -33,7 +33,7 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket};
 use std::path::PathBuf;
 use std::process::Stdio;
 use std::sync::{Mutex, PoisonError};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command as Process};
@@ -119,13 +119,9 @@ pub struct Request {
     pub room: NewRoom,
 }
 
-fn now_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-}
-
 /// The wait from now until `at_ms` (epoch milliseconds); zero when it has passed.
 fn until(at_ms: u64) -> Duration {
-    Duration::from_millis(at_ms.saturating_sub(now_ms()))
+    Duration::from_millis(at_ms.saturating_sub(crate::files::unix_ms()))
 }
 
 /// Checks what needs no I/O at `now` (epoch ms): the server named, loop and times. Returns
@@ -165,7 +161,7 @@ fn ready_to_play(recording: &Recording) -> Result<(), ApiError> {
 /// Opens a playback room and answers it; ffmpeg starts at `startTime` and the room closes
 /// when the playback ends.
 pub async fn open(state: &AppState, request: Request) -> Result<Room, ApiError> {
-    let (start_ms, end_ms) = check_times(&request, &state.settings().alias, now_ms())?;
+    let (start_ms, end_ms) = check_times(&request, &state.settings().alias, crate::files::unix_ms())?;
     let recording = state.read(|reg| reg.recording(&request.record).cloned())?;
     ready_to_play(&recording)?;
     let file = state.settings().recordings_dir.join(&recording.file);

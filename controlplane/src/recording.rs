@@ -23,7 +23,7 @@ use std::collections::{BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc;
 
@@ -209,10 +209,6 @@ fn free_bytes(dir: &Path) -> std::io::Result<u64> {
     Ok(stats.f_bavail.saturating_mul(stats.f_frsize))
 }
 
-fn unix_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-}
-
 /// Starts recording a room: registers the recording (status 1), starts its capture and
 /// attaches the chosen streams. 50020 when the room is being recorded already.
 pub async fn start(state: &AppState, request: StartRequest) -> Result<RecordId, ApiError> {
@@ -245,7 +241,7 @@ pub async fn start(state: &AppState, request: StartRequest) -> Result<RecordId, 
         file: format!("{record}.mp4"),
         size: 0,
         room: Some(request.room.clone()),
-        created_ms: unix_ms(),
+        created_ms: crate::files::unix_ms(),
         msg: String::new(),
         upload_expires: None,
     };
@@ -257,7 +253,7 @@ pub async fn start(state: &AppState, request: StartRequest) -> Result<RecordId, 
     let meta = CaptureMeta {
         room: request.room.to_string(),
         record: record.to_string(),
-        started_unix_ms: unix_ms(),
+        started_unix_ms: crate::files::unix_ms(),
         layout: request.layout.clone(),
         resolution: request.resolution,
         fix_video_direction: request.fix_video_direction,
@@ -310,12 +306,8 @@ fn selection_of(room: &crate::registry::Room, request: &StartRequest) -> Result<
 /// Gives up a recording that could not start: status 7 with `why`, and the room free to
 /// record again. Returns the error to answer.
 async fn abandon(state: &AppState, recording: &Active, why: String) -> ApiError {
-    tracing::error!(room = %recording.room, record = %recording.record, reason = %why, "recording failed to start");
     state.recordings().lock_active().remove(&recording.room);
-    state.recordings().counters.failed.fetch_add(1, Ordering::Relaxed);
-    let (record, reason) = (recording.record.clone(), why.clone());
-    let _ =
-        state.write(move |reg| reg.set_recording_status(&record, record_status::ERROR, Some(reason)).map(|_| ())).await;
+    fail(state, &recording.record, why.clone()).await;
     ApiError::system(why)
 }
 
@@ -451,10 +443,7 @@ async fn monitor(state: AppState, room: RoomId, handle: ActiveHandle) {
             } else {
                 if progress.started && !recording.started {
                     recording.started = true;
-                    let record = recording.record.clone();
-                    let _ = state
-                        .write(move |reg| reg.set_recording_status(&record, record_status::RECORDING, None).map(|_| ()))
-                        .await;
+                    let _ = set_status(&state, &recording.record, record_status::RECORDING, None).await;
                 }
                 None
             }
@@ -492,9 +481,7 @@ async fn end(state: &AppState, handle: &ActiveHandle, error: Option<String>) {
     match error {
         Some(reason) => fail(state, &record, reason).await,
         None => {
-            let ended = record.clone();
-            let _ =
-                state.write(move |reg| reg.set_recording_status(&ended, record_status::ENDED, None).map(|_| ())).await;
+            let _ = set_status(state, &record, record_status::ENDED, None).await;
             enqueue(state, record).await;
         }
     }
@@ -502,10 +489,7 @@ async fn end(state: &AppState, handle: &ActiveHandle, error: Option<String>) {
 
 /// Puts a recording whose capture ended in the processing queue (status 4).
 async fn enqueue(state: &AppState, record: RecordId) {
-    let waiting = record.clone();
-    if let Err(e) =
-        state.write(move |reg| reg.set_recording_status(&waiting, record_status::WAITING, None).map(|_| ())).await
-    {
+    if let Err(e) = set_status(state, &record, record_status::WAITING, None).await {
         tracing::error!(%record, error = %e.msg, "cannot mark the recording waiting");
     }
     if state.recordings().queue.try_send(record.clone()).is_err() {
@@ -517,9 +501,13 @@ async fn enqueue(state: &AppState, record: RecordId) {
 async fn fail(state: &AppState, record: &RecordId, reason: String) {
     tracing::error!(%record, %reason, "recording failed");
     state.recordings().counters.failed.fetch_add(1, Ordering::Relaxed);
+    let _ = set_status(state, record, record_status::ERROR, Some(reason)).await;
+}
+
+/// Commits `status` (and the reason for 7) of a recording, and of its room along with it.
+async fn set_status(state: &AppState, record: &RecordId, status: u8, error: Option<String>) -> Result<(), ApiError> {
     let record = record.clone();
-    let _ =
-        state.write(move |reg| reg.set_recording_status(&record, record_status::ERROR, Some(reason)).map(|_| ())).await;
+    state.write(move |reg| reg.set_recording_status(&record, status, error).map(|_| ())).await
 }
 
 /// Starts the processing tasks, and queues again what a previous run left unfinished: a
@@ -542,9 +530,7 @@ pub async fn spawn(state: &AppState) {
     for (record, status) in unfinished {
         if record_status::is_capturing(status) {
             tracing::info!(%record, "the recording was capturing when the server stopped: it ends, and what it wrote is processed");
-            let ended = record.clone();
-            let _ =
-                state.write(move |reg| reg.set_recording_status(&ended, record_status::ENDED, None).map(|_| ())).await;
+            let _ = set_status(state, &record, record_status::ENDED, None).await;
         } else {
             tracing::info!(%record, status, "processing the recording again after a restart");
         }
@@ -567,12 +553,7 @@ async fn process(state: &AppState, record: RecordId) {
         Ok(tools) => tools.clone(),
         Err(e) => return fail(state, &record, e.msg).await,
     };
-    let processing = record.clone();
-    if state
-        .write(move |reg| reg.set_recording_status(&processing, record_status::PROCESSING, None).map(|_| ()))
-        .await
-        .is_err()
-    {
+    if set_status(state, &record, record_status::PROCESSING, None).await.is_err() {
         return;
     }
     let file = format!("{record}.mp4");

@@ -27,7 +27,7 @@ use crate::state::AppState;
 
 /// Milliseconds since the epoch, the registry's clock for records.
 pub fn unix_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
 /// Where a file being received for record `id` is written until it is checked.
