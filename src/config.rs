@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use clap::Parser;
 use serde::Deserialize;
+use uprtcd_controlplane::cluster::ClusterSettings;
 use uprtcd_controlplane::demo::guard::DemoLimits;
 use uprtcd_controlplane::listener::Limits;
 use uprtcd_controlplane::tls::{Certificate, CertificateFile, CertificateFiles};
@@ -101,6 +102,8 @@ struct FileConfig {
     rooms: RoomsSection,
     #[serde(default)]
     recording: RecordingSection,
+    #[serde(default)]
+    cluster: ClusterSection,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -182,6 +185,14 @@ struct RecordingSection {
     max_playbacks: Option<usize>,
 }
 
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ClusterSection {
+    redis_url: Option<String>,
+    node_ttl_ms: Option<u64>,
+    call_timeout_ms: Option<u64>,
+}
+
 /// Demo mode on a client listener that others can reach: the start-up log says which.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DemoNotice {
@@ -256,6 +267,8 @@ pub struct Config {
     pub max_connections: u32,
     /// CPU % of the workers serving a live room at which its audience opens a mirror; 0 = never.
     pub mirror_load_percent: f64,
+    /// The cluster this node joins; `None`: a single node, no Redis.
+    pub cluster: Option<ClusterSettings>,
     /// Where recordings and uploads are kept: `<data_dir>/recordings` unless set (another
     /// disk, say).
     pub recordings_dir: Option<PathBuf>,
@@ -361,6 +374,39 @@ fn timeout(file_key: &str, value: Option<u64>, default_ms: u64) -> Result<Durati
         ms => Err(ConfigError::new(file_key, format!("{ms} ms is outside {MIN_TIMEOUT_MS}..={MAX_TIMEOUT_MS}"))),
     }
 }
+/// Five heartbeats per lease: a node is out of placement within five seconds of its last.
+const DEFAULT_NODE_TTL_MS: u64 = 5_000;
+/// A forwarded REST call is one REST call on another node: seconds, not minutes.
+const DEFAULT_CALL_TIMEOUT_MS: u64 = 10_000;
+
+/// `[cluster]`: absent `redis_url` is a single node. Nodes reach each other's API over plain
+/// HTTP on their private network, so an API listener with TLS cannot join one yet.
+fn cluster(section: ClusterSection, api_tls: bool) -> Result<Option<ClusterSettings>, ConfigError> {
+    let Some(redis_url) = section.redis_url else {
+        if section.node_ttl_ms.is_some() || section.call_timeout_ms.is_some() {
+            return Err(ConfigError::new(
+                "cluster.redis_url",
+                "must be set for the other [cluster] keys to mean anything",
+            ));
+        }
+        return Ok(None);
+    };
+    uprtcd_controlplane::cluster::check_redis_url(&redis_url)
+        .map_err(|e| ConfigError::new("cluster.redis_url", format!("{redis_url:?}: {e}")))?;
+    if api_tls {
+        return Err(ConfigError::new(
+            "cluster.redis_url",
+            "cluster nodes call each other's API over plain HTTP; api.tls_cert cannot be combined with a cluster yet",
+        ));
+    }
+    let node_ttl = timeout("cluster.node_ttl_ms", section.node_ttl_ms, DEFAULT_NODE_TTL_MS)?;
+    if node_ttl < Duration::from_millis(500) {
+        return Err(ConfigError::new("cluster.node_ttl_ms", "must be at least 500 ms (five heartbeats fit in it)"));
+    }
+    let call_timeout = timeout("cluster.call_timeout_ms", section.call_timeout_ms, DEFAULT_CALL_TIMEOUT_MS)?;
+    Ok(Some(ClusterSettings { redis_url, node_ttl, call_timeout }))
+}
+
 /// Business servers keep a few pooled connections each; hundreds is already a crowd.
 const DEFAULT_API_HTTP_CONNECTIONS: usize = 256;
 /// Every client in a room holds a WebSocket, and a worker carries thousands of subscribers
@@ -560,6 +606,7 @@ impl Config {
             DEFAULT_CLIENT_HTTP_CONNECTIONS,
         )?;
         let api_tls = tls_files("api", file.api.tls_cert, file.api.tls_key)?;
+        let api_tls_set = api_tls.is_some();
         let client_tls = tls_files("client", file.client.tls_cert, file.client.tls_key)?;
         let public_host = public_host(file.client.public_host)?;
         let tls_watch_interval = match file.server.tls_watch_interval_ms {
@@ -644,6 +691,7 @@ impl Config {
                 DEFAULT_CLIENT_UPLOAD_IDLE_TIMEOUT_MS,
             )?,
             max_playbacks: file.recording.max_playbacks.unwrap_or(DEFAULT_MAX_PLAYBACKS),
+            cluster: cluster(file.cluster, api_tls_set)?,
         })
     }
 
@@ -909,6 +957,23 @@ mod tests {
         assert_eq!(with_file("[recording]\nmax_playbacks = 0\n").unwrap().max_playbacks, 0);
         let e = with_file("[recording]\nmax_playbacks = -1\n").unwrap_err().to_string();
         assert!(e.contains("max_playbacks"), "{e}");
+    }
+
+    #[test]
+    fn a_cluster_needs_a_redis_url_and_takes_bounded_timings() {
+        assert!(Config::resolve(&cli(&[])).unwrap().cluster.is_none(), "a single node by default");
+        let cluster = with_file("[cluster]\nredis_url = \"redis://127.0.0.1:6380/\"\n").unwrap().cluster.unwrap();
+        assert_eq!((cluster.node_ttl, cluster.call_timeout), (Duration::from_secs(5), Duration::from_secs(10)));
+        assert_eq!(cluster.heartbeat(), Duration::from_secs(1));
+        each_refused_naming_its_key(
+            "cluster",
+            &[
+                ("redis_url = \"http://nope\"", "cluster.redis_url"),
+                ("node_ttl_ms = 2000", "cluster.redis_url"),
+                ("redis_url = \"redis://127.0.0.1/\"\nnode_ttl_ms = 400", "cluster.node_ttl_ms"),
+                ("redis_url = \"redis://127.0.0.1/\"\ncall_timeout_ms = 0", "cluster.call_timeout_ms"),
+            ],
+        );
     }
 
     #[test]

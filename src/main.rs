@@ -217,6 +217,7 @@ fn settings(
         retention: config.retention,
         client_upload_ttl: config.client_upload_ttl,
         client_upload_idle_timeout: config.client_upload_idle_timeout,
+        cluster: config.cluster.clone(),
     })
 }
 
@@ -260,6 +261,7 @@ async fn serve(
     uprtcd_controlplane::recording::spawn(&state).await;
     uprtcd_controlplane::files::retention::spawn(&state);
     uprtcd_controlplane::playback::close_orphans(&state);
+    uprtcd_controlplane::cluster::start(&state).await?;
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {

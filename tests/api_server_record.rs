@@ -58,6 +58,9 @@ fn recycle_refuses_creation_while_rooms_go_on_and_a_restart_lifts_it() {
     srv.expect("POST", "/room/live", json!({"masterId": "new"}), 50015);
     srv.expect("POST", "/room/convo", json!({"masterId": "old", "memberIds": [], "roomId": closed}), 50015);
     srv.expect("POST", "/room/live", json!({"masterId": "old", "roomId": closed}), 50015);
+    srv.expect("GET", "/server/miniLoad", (), 50015);
+    let health = |srv: &Server| srv.client_request("GET", "/healthz", &[], Body::None).text();
+    assert_eq!(health(&srv), "draining: 2 rooms, 0 clients\n");
     // Open rooms go on: they answer GET and their calls still work.
     assert_eq!(str_field(&srv.room(&c), "masterId"), "alice");
     assert_eq!(str_field(&srv.room(&l), "masterId"), "host");
@@ -69,6 +72,7 @@ fn recycle_refuses_creation_while_rooms_go_on_and_a_restart_lifts_it() {
 
     // Not persisted: after a restart the server takes rooms again; the rooms are still there.
     srv.restart();
+    assert_eq!(health(&srv), "ok\n");
     assert_eq!(sorted(&srv.room(&c)["invitedUserIds"]), set_of(&["alice", "bob", "carol"]));
     assert_eq!(srv.ok("GET", &format!("/room/{l}/live/members"), ()), json!(["guest"]));
     srv.convo_id("new", &[]);

@@ -128,6 +128,12 @@ impl ServerIdentity {
         &self.key
     }
 
+    /// The two characters every id this server generates carries: how other nodes of a
+    /// cluster tell which node made an id (see [`tag_of`]).
+    pub fn tag(&self) -> &str {
+        std::str::from_utf8(&self.tag).expect("the alphabet is ASCII")
+    }
+
     fn mac(key: &[u8; 32], input: &[u8]) -> [u8; 32] {
         let mut mac = Hmac::<Sha256>::new_from_slice(key).expect("HMAC accepts keys of any length");
         mac.update(input);
@@ -165,6 +171,14 @@ impl ServerIdentity {
     }
 }
 
+/// The server tag of `id` when it has the shape of a generated id; what the tag says is
+/// unchecked (only the node that made an id can check it).
+pub fn tag_of(id: &str) -> Option<&str> {
+    let bytes = id.as_bytes();
+    (bytes.len() == GENERATED_ID_LEN && bytes.iter().all(u8::is_ascii_alphanumeric))
+        .then(|| &id[RANDOM_CHARS..RANDOM_CHARS + TAG_CHARS])
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -196,6 +210,16 @@ mod tests {
         let mut id = ours.generate_room_id().0.into_bytes();
         id[0] = if id[0] == b'a' { b'b' } else { b'a' };
         assert!(!ours.made(&room(std::str::from_utf8(&id).unwrap())), "a changed character must fail the check");
+    }
+
+    #[test]
+    fn the_tag_of_an_id_names_the_server_that_made_it() {
+        let ours = ServerIdentity::from_key([1; 32]);
+        assert_eq!(tag_of(ours.generate_room_id().as_str()), Some(ours.tag()));
+        assert_eq!(tag_of(ours.generate_record_id().as_str()), Some(ours.tag()));
+        for text in ["convo", "live", "房间房间房间房间房间", "abc-defghi", "0123456789a"] {
+            assert_eq!(tag_of(text), None, "{text}");
+        }
     }
 
     #[test]

@@ -9,6 +9,7 @@
 #![forbid(unsafe_code)]
 
 pub mod api;
+pub mod cluster;
 pub mod demo;
 pub mod envelope;
 pub mod events;
@@ -31,6 +32,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use axum::Router;
+use axum::extract::State;
 use axum::routing::{get, post};
 
 use crate::load::WorkerLoads;
@@ -45,6 +47,8 @@ pub enum Error {
     Store(#[from] StoreError),
     #[error("cannot create {path}: {source}")]
     Folder { path: String, source: std::io::Error },
+    #[error("cluster.redis_url: {0}")]
+    Cluster(String),
 }
 
 /// The file name of the store inside the data dir.
@@ -66,7 +70,24 @@ pub fn open(
     let store = Store::open(&data_dir.join(STORE_FILE))?;
     let identity = store.identity()?;
     let registry = Registry::new(identity, workers.handles().len(), limits, store.load()?);
-    Ok(AppState::new(settings, registry, store, loads, workers))
+    let cluster = match &settings.cluster {
+        Some(cluster) => Some(
+            cluster::Cluster::new(cluster.clone(), settings.alias.clone(), registry.identity().tag().to_owned())
+                .map_err(Error::Cluster)?,
+        ),
+        None => None,
+    };
+    Ok(AppState::new(settings, registry, store, loads, workers, cluster))
+}
+
+/// `ok` while the node takes rooms; once recycled, what is still open, then `drained`
+/// when a stop loses nothing. Always 200: a draining node still serves its rooms' clients.
+async fn health(State(state): State<AppState>) -> String {
+    match state.read(|reg| reg.draining()) {
+        None => "ok\n".to_owned(),
+        Some((0, 0)) => "drained\n".to_owned(),
+        Some((rooms, clients)) => format!("draining: {rooms} rooms, {clients} clients\n"),
+    }
 }
 
 /// The client listener's router: signalling at `/{invitationCode}`, WHIP and WHEP, client
@@ -75,7 +96,7 @@ pub fn open(
 /// `/{code}` capture, so none of them can be taken for an invitation code.
 pub fn client_router(state: AppState) -> Router {
     Router::new()
-        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/healthz", get(health))
         .route("/uprtc.js", get(demo::sdk))
         .route("/favicon.ico", get(demo::favicon))
         .route("/demo", get(demo::page))

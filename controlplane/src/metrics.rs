@@ -208,7 +208,80 @@ pub fn render(state: &AppState, http: &HttpStats) -> String {
     demo(&mut out, state);
     recordings(&mut out, state);
     files(&mut out, state);
+    cluster(&mut out, state);
     out
+}
+
+/// Recycling, and the node's cluster side when it has one.
+fn cluster(out: &mut String, state: &AppState) {
+    let draining = state.read(|reg| reg.draining());
+    let one = |value: bool| std::iter::once((String::new(), f64::from(u8::from(value))));
+    family(
+        out,
+        "uprtcd_draining",
+        "gauge",
+        "1 once POST /server/recycle was called: no new rooms.",
+        one(draining.is_some()),
+    );
+    family(
+        out,
+        "uprtcd_drained",
+        "gauge",
+        "1 when the node is recycled and has no room and no client left: a stop loses nothing.",
+        one(draining == Some((0, 0))),
+    );
+    let Some(cluster) = state.cluster() else { return };
+    let stats = &cluster.stats;
+    let count = |counter: &std::sync::atomic::AtomicU64| counter.load(std::sync::atomic::Ordering::Relaxed) as f64;
+    family(
+        out,
+        "uprtcd_cluster_registered",
+        "gauge",
+        "1 while the node's entry is in the cluster's Redis.",
+        one(cluster.registered()),
+    );
+    family(
+        out,
+        "uprtcd_cluster_nodes",
+        "gauge",
+        "Live nodes in the cluster directory as last read (0 while Redis cannot be read).",
+        std::iter::once((String::new(), cluster.nodes().len() as f64)),
+    );
+    family(
+        out,
+        "uprtcd_cluster_heartbeats_total",
+        "counter",
+        "Heartbeats to the cluster's Redis, by result.",
+        [
+            ("ok", count(&stats.heartbeats) - count(&stats.heartbeat_failures)),
+            ("failed", count(&stats.heartbeat_failures)),
+        ]
+        .into_iter()
+        .map(|(result, n)| (format!("result=\"{result}\""), n)),
+    );
+    family(
+        out,
+        "uprtcd_cluster_bad_entries_total",
+        "counter",
+        "Directory entries of other nodes that did not parse, ignored.",
+        std::iter::once((String::new(), count(&stats.bad_entries))),
+    );
+    family(
+        out,
+        "uprtcd_cluster_forwarded_total",
+        "counter",
+        "REST calls about another node's rooms passed to it, by result (refused: too many in flight), and \
+         calls other nodes passed to this one (received).",
+        [
+            ("ok", &stats.forwarded_ok),
+            ("unreachable", &stats.forwarded_unreachable),
+            ("timeout", &stats.forwarded_timeout),
+            ("refused", &stats.forwarded_refused),
+            ("received", &stats.received_forwarded),
+        ]
+        .into_iter()
+        .map(|(result, n)| (format!("result=\"{result}\""), count(n))),
+    );
 }
 
 /// Uploads refused, client uploads by how they ended, and records the retention removed.

@@ -337,6 +337,16 @@ impl Registry {
         self.workers
     }
 
+    /// This server's identity: the tag its ids carry.
+    pub fn identity(&self) -> &ServerIdentity {
+        &self.identity
+    }
+
+    /// Peers connected over every room.
+    pub fn connection_count(&self) -> usize {
+        self.rooms.values().map(|room| room.connected.len()).sum()
+    }
+
     /// Takes the changes made since the last call.
     pub fn take_changes(&mut self) -> Changes {
         std::mem::take(&mut self.changes)
@@ -381,6 +391,12 @@ impl Registry {
 
     pub fn recycling(&self) -> bool {
         self.recycling
+    }
+
+    /// While recycling: the rooms still open and the peers still connected; both 0 means
+    /// drained, and a stop loses nothing.
+    pub fn draining(&self) -> Option<(usize, usize)> {
+        self.recycling.then(|| (self.rooms.len(), self.connection_count()))
     }
 
     /// Stop taking new rooms (not persisted: a restarted server takes rooms again).
@@ -542,7 +558,7 @@ impl Registry {
         if self.is_blocked(peer) {
             return Err(ApiError::new(ApiCode::IllegalClient, format!("user {peer} is blocked")));
         }
-        let connections: usize = self.rooms.values().map(|room| room.connected.len()).sum();
+        let connections = self.connection_count();
         let room = self.rooms.get_mut(id).ok_or_else(|| room_not_found(id))?;
         if let RoomKind::Convo { invited, .. } = &room.kind
             && !invited.contains(peer)

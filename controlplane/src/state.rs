@@ -16,6 +16,7 @@ use uprtcd_dataplane::command::{Command, Reply};
 use uprtcd_dataplane::dtls::CertificateFingerprint;
 use uprtcd_dataplane::worker::{WorkerHandle, Workers};
 
+use crate::cluster::{Cluster, ClusterSettings};
 use crate::demo::guard::{DemoGuard, DemoLimits};
 use crate::envelope::{ApiCode, ApiError, BodyLimit};
 use crate::events::Lifecycle;
@@ -71,6 +72,8 @@ pub struct Settings {
     /// Finished records (status 6 or 7) older than this are removed with their files;
     /// `None`: kept for good (`recording.retention_days`).
     pub retention: Option<Duration>,
+    /// The cluster this node joins (`[cluster]`), or `None` for a single node.
+    pub cluster: Option<ClusterSettings>,
     /// How long a client upload URL is accepted (`recording.client_upload_ttl_ms`).
     pub client_upload_ttl: Duration,
     /// A client upload connection that sends nothing this long is closed
@@ -108,6 +111,7 @@ struct Shared {
     recordings: Recordings,
     files: FileStats,
     workers: Arc<Workers>,
+    cluster: Option<Cluster>,
 }
 
 /// Cheap to clone; one per router.
@@ -121,6 +125,7 @@ impl AppState {
         store: Store,
         loads: Arc<WorkerLoads>,
         workers: Arc<Workers>,
+        cluster: Option<Cluster>,
     ) -> Self {
         let recordings = Recordings::new(settings.recording.clone(), settings.recordings_dir.clone());
         Self(Arc::new(Shared {
@@ -135,6 +140,7 @@ impl AppState {
             recordings,
             files: FileStats::default(),
             workers,
+            cluster,
         }))
     }
 
@@ -197,6 +203,11 @@ impl AppState {
     /// The recording files' counters and the client uploads in progress.
     pub fn files(&self) -> &FileStats {
         &self.0.files
+    }
+
+    /// The node's cluster side, when it is configured for one.
+    pub fn cluster(&self) -> Option<&Cluster> {
+        self.0.cluster.as_ref()
     }
 
     pub fn worker_handles(&self) -> &[WorkerHandle] {

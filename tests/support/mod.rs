@@ -10,6 +10,7 @@
 #![allow(dead_code)]
 
 pub mod client;
+pub mod redis;
 pub mod tls;
 pub mod tmpfs;
 
@@ -439,6 +440,13 @@ impl ServerBuilder {
         self.config = Some(write_file(dir, "uprtcd.toml", text));
         self
     }
+    /// Every listener and the media socket on loopback address `ip` (127.0.0.2, say), which
+    /// is also the announced one: a node of a cluster on a machine of its own.
+    pub fn host(mut self, ip: &str) -> Self {
+        self.api_listen = Some(format!("{ip}:0"));
+        self.client_listen = Some(format!("{ip}:0"));
+        self.args(&["--udp-listen", &format!("{ip}:0"), "--announced-ip", ip])
+    }
     /// `--demo true|false`: the demo page and `POST /demo/join` on the client listener.
     pub fn demo(self, on: bool) -> Self {
         self.args(&["--demo", if on { "true" } else { "false" }])
@@ -585,7 +593,7 @@ impl Server {
     }
     /// What every `serverUrl` must start with.
     pub fn url_prefix(&self) -> String {
-        format!("ws://127.0.0.1:{}/", self.client_port())
+        format!("ws://{}/", self.client)
     }
 
     pub fn log(&self) -> String {
@@ -667,8 +675,8 @@ impl Server {
             panic!("uprtcd said ready without both listening lines; stderr:\n{log}");
         };
         assert!(
-            api.starts_with("127.0.0.1:") && client.starts_with("127.0.0.1:"),
-            "listening lines must give 127.0.0.1:PORT; stderr:\n{}",
+            api.starts_with("127.") && client.starts_with("127."),
+            "listening lines must give a loopback 127.x.y.z:PORT; stderr:\n{}",
             self.log()
         );
         self.api = api;

@@ -112,6 +112,8 @@ pub fn router(state: AppState, http: HttpStats) -> Router {
         .route("/room/{roomId}/join/enable/{enable}", post(rooms::set_join_enabled))
         .route("/room/{roomId}/peers/message", post(rooms::peers_message))
         .method_not_allowed_fallback(|| async { ApiError::request("method not allowed on this path") })
+        // Inside the AppSecret check: only authenticated calls are passed to other nodes.
+        .layer(middleware::from_fn_with_state(state.clone(), crate::cluster::forward::to_owner))
         .layer(middleware::from_fn_with_state(state.clone(), require_app_secret))
         // JSON bodies are capped by `ApiJson` (api.max_body_bytes) and uploads by the upload
         // handler (api.max_upload_bytes); axum's own 2 MB default would cut uploads short.

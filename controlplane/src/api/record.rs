@@ -32,10 +32,21 @@ pub(super) struct RecordServer {
     server_url: String,
 }
 
-/// An available recording server: this one, when it has ffmpeg and free space.
+/// An available recording server: in a cluster the least loaded SERVING node that has
+/// ffmpeg and free space; a single node answers itself when it has them.
 #[utoipa::path(get, path = "/record/server", tag = "record",
-    responses((status = 200, body = Envelope<RecordServer>, description = "50021 when this server cannot record")))]
+    responses((status = 200, body = Envelope<RecordServer>, description = "50021 when no server can record")))]
 pub(super) async fn record_server(State(state): State<AppState>) -> ApiResult<RecordServer> {
+    if let Some(cluster) = state.cluster()
+        && let Some(node) = cluster.choose(|node| node.can_record).await
+    {
+        return Ok(Answer(RecordServer {
+            name: "uprtcd".to_owned(),
+            server_alias: node.alias,
+            server_address: node.api_address,
+            server_url: node.client_url,
+        }));
+    }
     state.recordings().check_available()?;
     let s = state.settings();
     Ok(Answer(RecordServer {
@@ -87,7 +98,10 @@ pub(super) async fn start(State(state): State<AppState>, ApiJson(body): ApiJson<
         fix_video_direction: body.fix_video_direction.unwrap_or(false),
     };
     let s = state.settings();
-    if let Some(alias) = body.server_alias.filter(|alias| *alias != s.alias) {
+    // A room is recorded on the node that holds its media; any live node of the cluster may
+    // be named (the answer says where the recording is made).
+    let known = |alias: &str| state.cluster().is_some_and(|cluster| cluster.node(alias).is_some());
+    if let Some(alias) = body.server_alias.filter(|alias| *alias != s.alias && !known(alias)) {
         return Err(ApiError::new(
             ApiCode::NoRecorder,
             format!("no recording server {alias:?}: this server is {:?}", s.alias),

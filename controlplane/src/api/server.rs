@@ -5,7 +5,7 @@ use axum::extract::State;
 use serde::Serialize;
 use utoipa::ToSchema;
 
-use crate::envelope::{Answer, ApiPath, ApiResult, Empty, Envelope, done};
+use crate::envelope::{Answer, ApiCode, ApiError, ApiPath, ApiResult, Empty, Envelope, done};
 use crate::ids::PeerId;
 use crate::state::AppState;
 
@@ -18,9 +18,25 @@ pub(super) struct ServerInfo {
     server_url: String,
 }
 
-/// The least loaded server (a single node answers itself).
-#[utoipa::path(get, path = "/server/miniLoad", tag = "server", responses((status = 200, body = Envelope<ServerInfo>)))]
+/// The least loaded server: in a cluster, the SERVING node with the least worker CPU and
+/// clients (a node just chosen counts as busier for two seconds); a single node answers
+/// itself.
+#[utoipa::path(get, path = "/server/miniLoad", tag = "server",
+    responses((status = 200, body = Envelope<ServerInfo>, description = "50015 when no node takes rooms")))]
 pub(super) async fn mini_load(State(state): State<AppState>) -> ApiResult<ServerInfo> {
+    if let Some(cluster) = state.cluster()
+        && let Some(node) = cluster.choose(|_| true).await
+    {
+        return Ok(Answer(ServerInfo {
+            name: String::new(),
+            server_alias: node.alias,
+            server_address: node.api_address,
+            server_url: node.client_url,
+        }));
+    }
+    if state.read(|reg| reg.recycling()) {
+        return Err(ApiError::new(ApiCode::NoWorker, "this server is being recycled and no other node takes rooms"));
+    }
     let s = state.settings();
     Ok(Answer(ServerInfo {
         name: String::new(),
@@ -64,7 +80,9 @@ pub(super) async fn cpu_load(State(state): State<AppState>) -> ApiResult<Vec<Wor
     Ok(Answer(rows))
 }
 
-/// Stop taking new rooms; open rooms go on.
+/// Stop taking new rooms; open rooms go on. In a cluster the node is DRAINING for every
+/// node at once: `miniLoad` and mirrors leave it out. `/metrics` (`uprtcd_drained`) and the
+/// client listener's `/healthz` say when its last room has closed and a stop is safe.
 #[utoipa::path(post, path = "/server/recycle", tag = "server", responses((status = 200, body = Envelope<Empty>)))]
 pub(super) async fn recycle(State(state): State<AppState>) -> ApiResult<Empty> {
     state
@@ -73,6 +91,7 @@ pub(super) async fn recycle(State(state): State<AppState>) -> ApiResult<Empty> {
             Ok(())
         })
         .await?;
+    crate::cluster::announce(&state).await;
     done()
 }
 
