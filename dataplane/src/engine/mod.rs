@@ -14,8 +14,10 @@
 //!   accepted only from an address an ICE check validated; RTP/RTCP only after DTLS
 //!   yielded keys, which it does only once the peer's certificate matched its fingerprint.
 //!   The one exception is a *plain* transport ([`Engine::create_plain_transport`]): the
-//!   control plane names the fixed loopback address of a helper it started itself (a
-//!   recorder, a player), and media to and from there is plaintext, without ICE or DTLS.
+//!   control plane names a fixed address, without ICE or DTLS. For a helper it started
+//!   itself on loopback (a recorder, a player) media is plaintext; for another node's worker
+//!   (a *node link*) it is SRTP under [`LinkKeys`] the control plane drew, and what fails
+//!   to authenticate is dropped like a browser's.
 //! - **No allocation per packet.** Forwarding writes each consumer's copy straight into a
 //!   send-queue slot and protects it there; RTCP the engine originates is built in slots
 //!   too. Transports, producers and consumers allocate when they are created.
@@ -40,6 +42,7 @@
 //!   own send slots and protects it there like a local packet. A full link drops and counts.
 #![forbid(unsafe_code)]
 
+mod link_keys;
 mod relay;
 mod transport;
 
@@ -49,6 +52,7 @@ use std::time::{Duration, Instant};
 
 use slab::Slab;
 
+pub use self::link_keys::{LINK_SRTP_PROFILE, LinkKeys};
 use self::transport::{Link, Transport};
 use crate::dtls::{CertificateFingerprint, DtlsError, DtlsIdentity, DtlsOutput, MIN_OUTPUT_BUFFER_LEN};
 use crate::ice::{IceCredentials, IceError, StunOutcome, local_ufrag_of};
@@ -126,6 +130,11 @@ pub enum EngineError {
     UnknownWorker,
     #[error("the relayed stream has ended")]
     RelayStreamEnded,
+    /// A node link's keys do not fit their profile (a half that is not key ‖ salt).
+    #[error("cannot key the node link: {0}")]
+    LinkKeys(SrtpError),
+    #[error("the system's random number generator failed")]
+    RandomUnavailable,
     #[error(transparent)]
     Router(#[from] RouterError),
 }
@@ -369,14 +378,18 @@ impl Engine {
         Ok(TransportCreated { transport: id, local_ice, fingerprint: self.identity.fingerprint() })
     }
 
-    /// A plain transport to and from the local helper at `remote` (a recorder, a player):
-    /// usable at once, plaintext both ways, ended only by [`Engine::close_transport`]. A
-    /// helper that sends its RTCP from a port of its own names it as `rtcp_remote`, which
-    /// then receives the engine's RTCP. Refused when another transport owns either address.
+    /// A plain transport to and from `remote`: usable at once, ended only by
+    /// [`Engine::close_transport`]. Without `keys`, a local helper's (a recorder, a player),
+    /// plaintext both ways; with them, a node link to another node's worker, SRTP both ways.
+    /// A peer that sends its RTCP from a port of its own names it as `rtcp_remote`, which
+    /// then receives the engine's RTCP. Refused when another transport owns either address,
+    /// or when the keys do not fit their profile. One link carries at most
+    /// [`crate::srtp::MAX_STREAMS_PER_SESSION`] SSRCs each way.
     pub fn create_plain_transport(
         &mut self,
         remote: SocketAddr,
         rtcp_remote: Option<SocketAddr>,
+        keys: Option<&LinkKeys>,
     ) -> Result<TransportId, EngineError> {
         if self.transports.len() >= self.config.max_transports.min(MAX_TRANSPORT_SLOTS) {
             return Err(EngineError::TooManyTransports);
@@ -385,11 +398,12 @@ impl Engine {
         if addresses.any(|address| self.by_addr.contains_key(&address)) {
             return Err(EngineError::AddressInUse);
         }
+        let srtp = keys.map(LinkKeys::session).transpose()?;
         let entry = self.transports.vacant_entry();
         let slot = u32::try_from(entry.key()).map_err(|_| EngineError::TooManyTransports)?;
         self.generation = self.generation.wrapping_add(1);
         let id = TransportId((self.generation << TRANSPORT_SLOT_BITS) | slot);
-        entry.insert(Transport::plain(id, remote, rtcp_remote));
+        entry.insert(Transport::plain(id, remote, rtcp_remote, srtp));
         for address in std::iter::once(remote).chain(rtcp_remote) {
             self.by_addr.insert(address, id);
         }
@@ -637,13 +651,13 @@ impl Engine {
     ) -> Option<(TransportId, usize)> {
         let id = self.validated(from)?;
         let transport = lookup(&mut self.transports, id)?;
-        let result = match &mut transport.link {
-            Link::Webrtc { srtp: Some(srtp), .. } => unprotect(srtp, datagram),
-            Link::Webrtc { srtp: None, .. } => {
+        let result = match transport.media_keys() {
+            Some(Some(srtp)) => unprotect(srtp, datagram),
+            Some(None) => Ok(datagram.len()),
+            None => {
                 self.counters.drop(DropReason::NotConnected);
                 return None;
             }
-            Link::Plain { .. } => Ok(datagram.len()),
         };
         match result {
             Ok(len) => Some((id, len)),
