@@ -124,6 +124,11 @@ impl Transport {
         }
     }
 
+    /// Whether this is a node link: a plain transport keyed with SRTP.
+    pub(super) fn is_node_link(&self) -> bool {
+        matches!(self.link, Link::Plain { srtp: Some(_), .. })
+    }
+
     /// The SRTP session that media to and from the peer goes through: `None` while a
     /// browser's transport is not keyed yet; `Some(None)` for a helper's plaintext.
     pub(super) fn media_keys(&mut self) -> Option<Option<&mut SrtpSession>> {
