@@ -105,7 +105,7 @@ fn fan_out_net(subscribers: usize, recorded: bool) -> Net {
     }
     if recorded {
         let capture = std::net::SocketAddr::from(([127, 0, 0, 1], 45_000));
-        let plain = net.engine.create_plain_transport(capture, None).expect("plain transport");
+        let plain = net.engine.create_plain_transport(capture, None, None).expect("plain transport");
         net.engine.add_consumer(producer, plain, 0x5245_4300).expect("recording consumer");
     }
     net

@@ -314,7 +314,7 @@ impl Playback {
             let rtcp_remote = Some(SocketAddr::new(ip, rtcp_port));
             let transport = match self
                 .state
-                .request_worker(self.worker, Command::CreatePlainTransport { remote, rtcp_remote })
+                .request_worker(self.worker, Command::CreatePlainTransport { remote, rtcp_remote, keys: None })
                 .await?
             {
                 Reply::PlainTransportCreated { transport, .. } => transport,

@@ -348,7 +348,10 @@ async fn attach(state: &AppState, recording: &mut Active, track: &PublishedTrack
     let transport = match recording.plain.get(&track.worker) {
         Some(&transport) => transport,
         None => match state
-            .request_worker(track.worker, Command::CreatePlainTransport { remote: address, rtcp_remote: None })
+            .request_worker(
+                track.worker,
+                Command::CreatePlainTransport { remote: address, rtcp_remote: None, keys: None },
+            )
             .await
         {
             Ok(Reply::PlainTransportCreated { transport, .. }) => {

@@ -35,7 +35,7 @@ use crossbeam_channel::{Receiver, Sender, TrySendError};
 
 use crate::Error;
 use crate::dtls::CertificateFingerprint;
-use crate::engine::{EngineError, EngineEvent, TransportCreated};
+use crate::engine::{EngineError, EngineEvent, LinkKeys, TransportCreated};
 use crate::ice::IceCredentials;
 use crate::relay::{RelayStreamId, WorkerIndex};
 use crate::router::{ConsumerFormat, ConsumerId, MediaKind, ProducerId, ProducerSpec, RtxStream, TransportId};
@@ -54,13 +54,19 @@ pub enum Command {
         remote_ice: IceCredentials,
         remote_fingerprint: CertificateFingerprint,
     },
-    /// Open a plain transport to and from a helper of this machine at `remote` (a recorder,
-    /// a player): plaintext RTP and RTCP, no ICE or DTLS, until it is closed; `rtcp_remote`
-    /// when the helper sends and receives RTCP on a port of its own. Replies
-    /// [`Reply::PlainTransportCreated`].
+    /// Open a plain transport to and from `remote`, no ICE or DTLS, until it is closed:
+    /// without `keys`, to a helper of this machine (a recorder, a player), plaintext RTP and
+    /// RTCP; with them, a node link to another node's worker media address, SRTP both ways
+    /// (see [`LinkKeys`]). `rtcp_remote` when the peer sends and receives RTCP on a port of
+    /// its own. Replies [`Reply::PlainTransportCreated`]; refused when the keys do not fit
+    /// their profile ([`EngineError::LinkKeys`]).
+    ///
+    /// On a link, video published by the far end is repaired by NACKs to it, which it
+    /// answers with the original packets: enable no RTX on a consumer on a link.
     CreatePlainTransport {
         remote: SocketAddr,
         rtcp_remote: Option<SocketAddr>,
+        keys: Option<LinkKeys>,
     },
     CloseTransport {
         transport: TransportId,

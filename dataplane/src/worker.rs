@@ -599,9 +599,9 @@ fn apply(engine: &mut Engine, now: Instant, address: Option<SocketAddr>, command
                 (Err(e), _) => refused(e),
             }
         }
-        Command::CreatePlainTransport { remote, rtcp_remote } => match address {
+        Command::CreatePlainTransport { remote, rtcp_remote, ref keys } => match address {
             Some(address) => engine
-                .create_plain_transport(remote, rtcp_remote)
+                .create_plain_transport(remote, rtcp_remote, keys.as_ref())
                 .map_or_else(refused, |transport| Reply::PlainTransportCreated { transport, address }),
             None => Reply::Refused(crate::engine::EngineError::NoSocket),
         },

@@ -557,8 +557,8 @@ fn plain_rtp(net: &Net) -> Vec<(u32, u16, Vec<u8>)> {
 #[test]
 fn a_plain_transport_gets_plaintext_copies_and_its_keyframe_requests_reach_the_publisher() {
     let (mut net, producer) = publishing_net(2, MediaKind::Video);
-    let plain = net.engine.create_plain_transport(HELPER, None).unwrap();
-    assert_eq!(net.engine.create_plain_transport(HELPER, None), Err(EngineError::AddressInUse));
+    let plain = net.engine.create_plain_transport(HELPER, None, None).unwrap();
+    assert_eq!(net.engine.create_plain_transport(HELPER, None, None), Err(EngineError::AddressInUse));
     net.engine.add_consumer(producer, plain, 0x5000).unwrap();
     net.engine.add_consumer(producer, net.clients[1].transport, 0x2001).unwrap();
     net.deliver();
@@ -603,7 +603,7 @@ fn a_plain_transport_gets_plaintext_copies_and_its_keyframe_requests_reach_the_p
     net.send_rtp(0, PUBLISHER_SSRC, 520, 520 * 3000, &payload(520));
     net.deliver();
     assert!(plain_rtp(&net).is_empty());
-    assert!(net.engine.create_plain_transport(HELPER, None).is_ok(), "its address is free again");
+    assert!(net.engine.create_plain_transport(HELPER, None, None).is_ok(), "its address is free again");
 }
 
 #[test]
@@ -611,7 +611,7 @@ fn a_plain_transport_can_publish_a_stream_that_browsers_receive() {
     let mut net = Net::new(EngineConfig::default());
     net.add_clients(1);
     assert_eq!(net.connect_all(), 1);
-    let player = net.engine.create_plain_transport(HELPER, None).unwrap();
+    let player = net.engine.create_plain_transport(HELPER, None, None).unwrap();
     let spec = ProducerSpec { transport: player, ssrc: 0x7000, kind: MediaKind::Video, clock_rate: 90_000 };
     let producer = net.engine.add_producer(spec).unwrap();
     net.engine.add_consumer(producer, net.clients[0].transport, 0x2000).unwrap();
@@ -633,8 +633,8 @@ fn a_plain_transport_with_an_rtcp_port_takes_reports_from_it_and_sends_its_rtcp_
     let mut net = Net::new(EngineConfig::default());
     net.add_clients(1);
     assert_eq!(net.connect_all(), 1);
-    let player = net.engine.create_plain_transport(HELPER, Some(HELPER_RTCP)).unwrap();
-    assert_eq!(net.engine.create_plain_transport(HELPER_RTCP, None), Err(EngineError::AddressInUse));
+    let player = net.engine.create_plain_transport(HELPER, Some(HELPER_RTCP), None).unwrap();
+    assert_eq!(net.engine.create_plain_transport(HELPER_RTCP, None, None), Err(EngineError::AddressInUse));
     let spec = ProducerSpec { transport: player, ssrc: 0x7000, kind: MediaKind::Video, clock_rate: 90_000 };
     let producer = net.engine.add_producer(spec).unwrap();
     net.engine.add_consumer(producer, net.clients[0].transport, 0x2000).unwrap();
@@ -659,5 +659,5 @@ fn a_plain_transport_with_an_rtcp_port_takes_reports_from_it_and_sends_its_rtcp_
     net.send_raw(HELPER_RTCP, rtcp[..len].to_vec());
     net.deliver();
     assert_eq!(net.engine.counters().drops_of(DropReason::UnknownSource), unknown + 1, "forgotten with it");
-    assert!(net.engine.create_plain_transport(HELPER_RTCP, None).is_ok());
+    assert!(net.engine.create_plain_transport(HELPER_RTCP, None, None).is_ok());
 }

@@ -14,8 +14,14 @@
 //!   accepted only from an address an ICE check validated; RTP/RTCP only after DTLS
 //!   yielded keys, which it does only once the peer's certificate matched its fingerprint.
 //!   The one exception is a *plain* transport ([`Engine::create_plain_transport`]): the
-//!   control plane names the fixed loopback address of a helper it started itself (a
-//!   recorder, a player), and media to and from there is plaintext, without ICE or DTLS.
+//!   control plane names a fixed address, without ICE or DTLS. For a helper it started
+//!   itself on loopback (a recorder, a player) media is plaintext; for another node's worker
+//!   (a *node link*) it is SRTP under [`LinkKeys`] the control plane drew, and what fails
+//!   to authenticate is dropped like a browser's.
+//! - **Links repair their losses.** A video stream published over a node link has its gaps
+//!   NACKed to the link's far end, which resends from its retransmission cache (see
+//!   [`Engine::add_producer`]); a subscriber's keyframe request goes over the link too, and
+//!   the far end passes it on to its publisher, throttled at each hop.
 //! - **No allocation per packet.** Forwarding writes each consumer's copy straight into a
 //!   send-queue slot and protects it there; RTCP the engine originates is built in slots
 //!   too. Transports, producers and consumers allocate when they are created.
@@ -40,6 +46,7 @@
 //!   own send slots and protects it there like a local packet. A full link drops and counts.
 #![forbid(unsafe_code)]
 
+mod link_keys;
 mod relay;
 mod transport;
 
@@ -49,6 +56,7 @@ use std::time::{Duration, Instant};
 
 use slab::Slab;
 
+pub use self::link_keys::{LINK_SRTP_PROFILE, LinkKeys};
 use self::transport::{Link, Transport};
 use crate::dtls::{CertificateFingerprint, DtlsError, DtlsIdentity, DtlsOutput, MIN_OUTPUT_BUFFER_LEN};
 use crate::ice::{IceCredentials, IceError, StunOutcome, local_ufrag_of};
@@ -61,7 +69,9 @@ use crate::router::{
 use crate::srtp::{MAX_SRTCP_OVERHEAD, MAX_SRTP_OVERHEAD, SrtpError, SrtpSession};
 use crate::stats::{DropReason, WorkerCounters};
 use crate::wire::WireError;
-use crate::wire::rtcp::{RtcpCompound, RtcpPacket, write_pli, write_receiver_report, write_remb, write_sender_report};
+use crate::wire::rtcp::{
+    RtcpCompound, RtcpPacket, write_nack, write_pli, write_receiver_report, write_remb, write_sender_report,
+};
 use crate::wire::rtp::RtpPacket;
 use crate::wire::{Datagram, classify};
 
@@ -126,6 +136,11 @@ pub enum EngineError {
     UnknownWorker,
     #[error("the relayed stream has ended")]
     RelayStreamEnded,
+    /// A node link's keys do not fit their profile (a half that is not key ‖ salt).
+    #[error("cannot key the node link: {0}")]
+    LinkKeys(SrtpError),
+    #[error("the system's random number generator failed")]
+    RandomUnavailable,
     #[error(transparent)]
     Router(#[from] RouterError),
 }
@@ -369,14 +384,18 @@ impl Engine {
         Ok(TransportCreated { transport: id, local_ice, fingerprint: self.identity.fingerprint() })
     }
 
-    /// A plain transport to and from the local helper at `remote` (a recorder, a player):
-    /// usable at once, plaintext both ways, ended only by [`Engine::close_transport`]. A
-    /// helper that sends its RTCP from a port of its own names it as `rtcp_remote`, which
-    /// then receives the engine's RTCP. Refused when another transport owns either address.
+    /// A plain transport to and from `remote`: usable at once, ended only by
+    /// [`Engine::close_transport`]. Without `keys`, a local helper's (a recorder, a player),
+    /// plaintext both ways; with them, a node link to another node's worker, SRTP both ways.
+    /// A peer that sends its RTCP from a port of its own names it as `rtcp_remote`, which
+    /// then receives the engine's RTCP. Refused when another transport owns either address,
+    /// or when the keys do not fit their profile. One link carries at most
+    /// [`crate::srtp::MAX_STREAMS_PER_SESSION`] SSRCs each way.
     pub fn create_plain_transport(
         &mut self,
         remote: SocketAddr,
         rtcp_remote: Option<SocketAddr>,
+        keys: Option<&LinkKeys>,
     ) -> Result<TransportId, EngineError> {
         if self.transports.len() >= self.config.max_transports.min(MAX_TRANSPORT_SLOTS) {
             return Err(EngineError::TooManyTransports);
@@ -385,11 +404,12 @@ impl Engine {
         if addresses.any(|address| self.by_addr.contains_key(&address)) {
             return Err(EngineError::AddressInUse);
         }
+        let srtp = keys.map(LinkKeys::session).transpose()?;
         let entry = self.transports.vacant_entry();
         let slot = u32::try_from(entry.key()).map_err(|_| EngineError::TooManyTransports)?;
         self.generation = self.generation.wrapping_add(1);
         let id = TransportId((self.generation << TRANSPORT_SLOT_BITS) | slot);
-        entry.insert(Transport::plain(id, remote, rtcp_remote));
+        entry.insert(Transport::plain(id, remote, rtcp_remote, srtp));
         for address in std::iter::once(remote).chain(rtcp_remote) {
             self.by_addr.insert(address, id);
         }
@@ -406,10 +426,15 @@ impl Engine {
         Ok(())
     }
 
-    /// Publishes a stream the client on `spec.transport` sends.
+    /// Publishes a stream the client on `spec.transport` sends. A video stream that comes
+    /// over a node link has the packets the network loses NACKed to the link's far end.
     pub fn add_producer(&mut self, spec: ProducerSpec) -> Result<ProducerId, EngineError> {
         let transport = lookup(&mut self.transports, spec.transport).ok_or(EngineError::UnknownTransport)?;
         let producer = self.router.add_producer(spec)?;
+        if transport.is_node_link() {
+            // Just made: it is there.
+            let _ = self.router.repair_losses(producer);
+        }
         if spec.kind == MediaKind::Video {
             transport.video_ssrcs.push(spec.ssrc);
         }
@@ -474,7 +499,7 @@ impl Engine {
     }
 
     /// The earliest time [`Engine::handle_timeouts`] has work: a DTLS retransmission, a
-    /// connect or consent deadline.
+    /// connect or consent deadline, receiver reports, NACKs to a node link.
     pub fn poll_timeout(&self) -> Option<Instant> {
         // A waiting backlog is due now: its oldest arrival time is already past.
         let backlog = self.handshake_backlog.front().map(|(_, arrived, _)| *arrived);
@@ -483,12 +508,15 @@ impl Engine {
             .filter_map(|(_, t)| t.poll_timeout())
             .chain(backlog)
             .chain(self.next_receiver_reports)
+            .chain(self.router.nack_timeout())
             .min()
     }
 
     /// Runs due DTLS timers, closes transports whose consent expired or that did not connect
-    /// in time, and sends publishers their receiver reports when due.
+    /// in time, and sends publishers their receiver reports and node links their NACKs when
+    /// due.
     pub fn handle_timeouts(&mut self, now: Instant, out: &mut impl Outbox) {
+        self.send_nacks(now, out);
         if self.next_receiver_reports.is_some_and(|due| due <= now) {
             self.next_receiver_reports = Some(now + RECEIVER_REPORT_INTERVAL);
             self.send_receiver_reports(now, out);
@@ -637,13 +665,13 @@ impl Engine {
     ) -> Option<(TransportId, usize)> {
         let id = self.validated(from)?;
         let transport = lookup(&mut self.transports, id)?;
-        let result = match &mut transport.link {
-            Link::Webrtc { srtp: Some(srtp), .. } => unprotect(srtp, datagram),
-            Link::Webrtc { srtp: None, .. } => {
+        let result = match transport.media_keys() {
+            Some(Some(srtp)) => unprotect(srtp, datagram),
+            Some(None) => Ok(datagram.len()),
+            None => {
                 self.counters.drop(DropReason::NotConnected);
                 return None;
             }
-            Link::Plain { .. } => Ok(datagram.len()),
         };
         match result {
             Ok(len) => Some((id, len)),
@@ -756,8 +784,29 @@ impl Engine {
         }
     }
 
+    /// Asks the far ends of node links for the packets of their streams that did not arrive
+    /// here.
+    fn send_nacks(&mut self, now: Instant, out: &mut impl Outbox) {
+        let transports = &mut self.transports;
+        let counters = &mut self.counters;
+        self.router.nacks(now, |publisher, media_ssrc, lost| {
+            if let Some(link) = lookup(transports, publisher) {
+                send_rtcp(link, out, counters, |slot| write_nack(slot, ENGINE_SSRC, media_ssrc, lost));
+            }
+        });
+    }
+
     /// Resends a packet a subscriber on `id` reported lost, from the producer's cache: as
     /// RTX when the subscriber negotiated it, else the original packet.
+    ///
+    /// A node link's consumer is answered the second way: the control plane negotiates no
+    /// RTX on a link, so the far end's producer takes the resent packet as the late original
+    /// it is, under the number its NACK named, and needs no RTX stream to map and unwrap.
+    /// Resending it under SRTP is safe as it is for a browser: the same cached bytes
+    /// rewritten the same way give the same plaintext under the same index, hence the same
+    /// ciphertext (no GCM nonce is used for two different plaintexts); the far end, which
+    /// never accepted that index, takes it, and a copy that crossed a repair it did not
+    /// need is dropped there as a replay.
     fn retransmit(&mut self, now: Instant, id: TransportId, media_ssrc: u32, lost: u16, out: &mut impl Outbox) {
         let Some(resend) = self.router.retransmission(now, id, media_ssrc, lost) else { return };
         let Some(subscriber) = lookup(&mut self.transports, id) else { return };

@@ -1,6 +1,7 @@
 //! One client connection inside an engine: its ICE-lite agent, its DTLS association and,
 //! once DTLS has keyed it, its SRTP session; plus the addresses ICE validated for it. Or a
-//! plain transport: a local helper's fixed address, plaintext both ways.
+//! plain transport: a fixed address, plaintext both ways for a local helper, SRTP with keys
+//! the control plane gave for a node link.
 #![forbid(unsafe_code)]
 
 use std::net::SocketAddr;
@@ -44,13 +45,14 @@ pub(super) enum Link {
         /// before a candidate is nominated.
         last_dtls_source: Option<SocketAddr>,
     },
-    /// A helper process or thread of this machine at a fixed loopback address (a recorder, a
-    /// player): plaintext RTP and RTCP, no ICE or DTLS. The control plane made it and knows
-    /// the address, and only it ends it: it has no connect or consent timeout. A helper that
-    /// keeps RTCP on a port of its own (RFC 3550 without rtcp-mux, as ffmpeg's RTP output
-    /// does) names it as `rtcp_remote`: its reports are accepted from there and the
-    /// engine's RTCP goes there.
-    Plain { remote: SocketAddr, rtcp_remote: Option<SocketAddr> },
+    /// A fixed address, no ICE or DTLS: a helper process or thread of this machine on
+    /// loopback (a recorder, a player), or another node's worker (a node link). The control
+    /// plane made it and knows the address, and only it ends it: it has no connect or
+    /// consent timeout. A helper that keeps RTCP on a port of its own (RFC 3550 without
+    /// rtcp-mux, as ffmpeg's RTP output does) names it as `rtcp_remote`: its reports are
+    /// accepted from there and the engine's RTCP goes there. A helper's media is plaintext;
+    /// a link's is SRTP under the keys the control plane gave (`srtp`).
+    Plain { remote: SocketAddr, rtcp_remote: Option<SocketAddr>, srtp: Option<SrtpSession> },
 }
 
 impl Transport {
@@ -78,12 +80,18 @@ impl Transport {
         }
     }
 
-    /// A plain transport to and from `remote` (and its RTCP at `rtcp_remote`), usable at once.
-    pub(super) fn plain(id: TransportId, remote: SocketAddr, rtcp_remote: Option<SocketAddr>) -> Self {
+    /// A plain transport to and from `remote` (and its RTCP at `rtcp_remote`), usable at once;
+    /// a node link when `srtp` keys it.
+    pub(super) fn plain(
+        id: TransportId,
+        remote: SocketAddr,
+        rtcp_remote: Option<SocketAddr>,
+        srtp: Option<SrtpSession>,
+    ) -> Self {
         Self {
             id,
             connect_deadline: None,
-            link: Link::Plain { remote, rtcp_remote },
+            link: Link::Plain { remote, rtcp_remote, srtp },
             addresses: std::iter::once(remote).chain(rtcp_remote).collect(),
             bitrate_cap: None,
             video_ssrcs: Vec::new(),
@@ -116,21 +124,29 @@ impl Transport {
         }
     }
 
-    /// Protects the RTP packet in `buf[..len]` for the peer: its length then, `None` before
-    /// the transport is keyed. A plain transport sends it as it is.
-    pub(super) fn protect_rtp(&mut self, buf: &mut [u8], len: usize) -> Option<Result<usize, SrtpError>> {
+    /// Whether this is a node link: a plain transport keyed with SRTP.
+    pub(super) fn is_node_link(&self) -> bool {
+        matches!(self.link, Link::Plain { srtp: Some(_), .. })
+    }
+
+    /// The SRTP session that media to and from the peer goes through: `None` while a
+    /// browser's transport is not keyed yet; `Some(None)` for a helper's plaintext.
+    pub(super) fn media_keys(&mut self) -> Option<Option<&mut SrtpSession>> {
         match &mut self.link {
-            Link::Webrtc { srtp, .. } => srtp.as_mut().map(|srtp| srtp.protect_rtp(buf, len)),
-            Link::Plain { .. } => Some(Ok(len)),
+            Link::Webrtc { srtp, .. } => srtp.as_mut().map(Some),
+            Link::Plain { srtp, .. } => Some(srtp.as_mut()),
         }
+    }
+
+    /// Protects the RTP packet in `buf[..len]` for the peer: its length then, `None` before
+    /// the transport is keyed. A helper's plain transport sends it as it is.
+    pub(super) fn protect_rtp(&mut self, buf: &mut [u8], len: usize) -> Option<Result<usize, SrtpError>> {
+        self.media_keys().map(|srtp| srtp.map_or(Ok(len), |srtp| srtp.protect_rtp(buf, len)))
     }
 
     /// [`Transport::protect_rtp`] for an RTCP packet.
     pub(super) fn protect_rtcp(&mut self, buf: &mut [u8], len: usize) -> Option<Result<usize, SrtpError>> {
-        match &mut self.link {
-            Link::Webrtc { srtp, .. } => srtp.as_mut().map(|srtp| srtp.protect_rtcp(buf, len)),
-            Link::Plain { .. } => Some(Ok(len)),
-        }
+        self.media_keys().map(|srtp| srtp.map_or(Ok(len), |srtp| srtp.protect_rtcp(buf, len)))
     }
 
     /// The earliest deadline of this transport: DTLS retransmission, connect timeout or

@@ -15,10 +15,13 @@
 //! packet, apply the [`Rewritten`] header fields, protect and queue; then relay it to each
 //! of [`Router::exports`]. RTCP feedback from a subscriber names the consumer's SSRC; the
 //! router turns it into a (throttled) keyframe request or retransmissions for the producer.
+//! A producer whose stream crosses a lossy link to this node ([`Router::repair_losses`])
+//! has its gaps NACKed upstream: call [`Router::nacks`] when [`Router::nack_timeout`] is due.
 //! Exports that end (their producer went, or were withdrawn) are collected until the engine
 //! takes them with [`Router::drain_ended_exports`] to tell their destinations.
 #![forbid(unsafe_code)]
 
+pub mod nack;
 pub mod reception;
 pub mod rewrite;
 pub mod rtx_cache;
@@ -29,6 +32,7 @@ use std::time::{Duration, Instant};
 
 use slab::Slab;
 
+pub use self::nack::NackGenerator;
 pub use self::reception::ReceptionStats;
 pub use self::rewrite::{ConsumerFormat, OutputPosition, RewriteRefusal, Rewritten, StreamRewriter, seq_is_newer};
 pub use self::rtx_cache::RetransmissionCache;
@@ -145,6 +149,8 @@ struct Producer {
     cache: Option<RetransmissionCache>,
     last_keyframe_request: Option<Instant>,
     reception: ReceptionStats,
+    /// The gaps to NACK to its publisher, for a stream that comes over a node link.
+    repair: Option<NackGenerator>,
     exports: Vec<Export>,
     /// When its last packet arrived, and whether its packets count as flowing (none yet, or
     /// none for a stall timeout: not flowing).
@@ -208,6 +214,9 @@ pub struct Router {
     next_stream: u64,
     /// Exports that ended since the engine last took them.
     ended_exports: Vec<Export>,
+    /// When some producer's NACKs are next due (a loss noticed, a retry): kept here so that
+    /// the engine's every turn need not ask each producer.
+    nacks_due: Option<Instant>,
     /// Where ended consumers' streams stood, by the transport and SSRC they were sent on, with
     /// their RTX stream's next sequence number: a new consumer on that SSRC goes on from there
     /// (a WHEP player whose publisher came back). Dropped with the transport.
@@ -251,6 +260,7 @@ impl Router {
             cache,
             last_keyframe_request: None,
             reception: ReceptionStats::default(),
+            repair: None,
             exports: Vec::new(),
             last_packet: None,
             flowing: false,
@@ -504,6 +514,9 @@ impl Router {
             cache.store(now, seq, packet.as_bytes());
         }
         p.reception.record(now, seq, timestamp, p.clock_rate);
+        if p.repair.as_mut().is_some_and(|repair| repair.received(now, seq)) {
+            self.nacks_due = Some(now);
+        }
         // A publisher's packets carry its SSRC already (that is how they were routed here).
         p.ssrc = packet.ssrc();
         let ssrc = p.ssrc;
@@ -520,6 +533,38 @@ impl Router {
             }
         }
         started
+    }
+
+    /// NACKs the packets `producer`'s publisher loses on the way (its stream comes over a
+    /// node link, whose far end keeps them for retransmission). Audio is not repaired:
+    /// senders keep no audio for retransmission, and a lost audio frame is concealed.
+    pub fn repair_losses(&mut self, producer: ProducerId) -> Result<(), RouterError> {
+        let p = self.producers.get_mut(producer.0 as usize).ok_or(RouterError::UnknownProducer)?;
+        if p.kind == MediaKind::Video && matches!(p.origin, Origin::Publisher(_)) {
+            p.repair.get_or_insert_with(NackGenerator::new);
+        }
+        Ok(())
+    }
+
+    /// When [`Router::nacks`] next has numbers to ask for (or to give up).
+    pub fn nack_timeout(&self) -> Option<Instant> {
+        self.nacks_due
+    }
+
+    /// The NACKs due at `now`: for each repaired stream with numbers to ask for, its
+    /// publisher's transport, its SSRC and the numbers, oldest first.
+    pub fn nacks(&mut self, now: Instant, mut emit: impl FnMut(TransportId, u32, &[u16])) {
+        if self.nacks_due.is_none_or(|due| due > now) {
+            return;
+        }
+        let mut next = None;
+        for (_, p) in &mut self.producers {
+            let (ssrc, Origin::Publisher(transport)) = (p.ssrc, p.origin) else { continue };
+            let Some(repair) = &mut p.repair else { continue };
+            repair.poll(now, |lost| emit(transport, ssrc, lost));
+            next = next.into_iter().chain(repair.poll_timeout()).min();
+        }
+        self.nacks_due = next;
     }
 
     /// Reports each flowing producer whose last packet is more than `after` old, and counts
@@ -793,6 +838,30 @@ mod tests {
         }
         assert!(router.retransmission(t0, TransportId(2), 0xA, 102).is_none());
         assert!(router.retransmission(t0 + Duration::from_secs(5), TransportId(2), 0xA, 101).is_none());
+    }
+
+    #[test]
+    fn a_repaired_streams_gaps_are_nacked_to_its_publisher() {
+        let t0 = Instant::now();
+        let mut router = Router::new(RouterConfig::default());
+        let audio_spec = ProducerSpec { kind: MediaKind::Audio, clock_rate: 48_000, ..video(0x20) };
+        let (video, audio) = (router.add_producer(video(0x10)).unwrap(), router.add_producer(audio_spec).unwrap());
+        router.repair_losses(video).unwrap();
+        router.repair_losses(audio).unwrap();
+        assert_eq!(router.repair_losses(ProducerId(99)), Err(RouterError::UnknownProducer));
+        for seq in [1, 2, 5] {
+            collect(&mut router, t0, video, seq);
+            fan_out_packet(&mut router, t0, audio, &rtp(0x20, seq, 0));
+        }
+        assert_eq!(router.nack_timeout(), Some(t0));
+        let mut nacks = Vec::new();
+        router.nacks(t0, |transport, ssrc, lost| nacks.push((transport, ssrc, lost.to_vec())));
+        assert_eq!(nacks, [(PUB, 0x10, vec![3, 4])], "video only");
+        assert!(router.nack_timeout().is_some_and(|due| due > t0), "the retry");
+        collect(&mut router, t0, video, 3);
+        collect(&mut router, t0, video, 4);
+        router.nacks(t0 + Duration::from_secs(1), |_, _, _| panic!("repaired"));
+        assert_eq!(router.nack_timeout(), None);
     }
 
     #[test]

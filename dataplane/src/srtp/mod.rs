@@ -308,7 +308,7 @@ impl SrtpSession {
 
 /// Overwrites a derived key once it has been handed to the crypto library. Best effort:
 /// `black_box` keeps the optimizer from dropping the stores as dead.
-fn wipe(secret: &mut [u8]) {
+pub(crate) fn wipe(secret: &mut [u8]) {
     secret.fill(0);
     std::hint::black_box(secret);
 }
