@@ -8,7 +8,7 @@ mod support;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use support::client::metric;
+use support::client::*;
 use support::redis::Redis;
 use support::*;
 
@@ -203,7 +203,146 @@ fn without_redis_every_node_serves_its_own_rooms_and_registers_again_when_it_ret
     assert_eq!(mini_load_alias(one), "rtc-1", "alone, a node places on itself");
 
     redis.restart();
-    wait_until(|| metric(one, "uprtcd_cluster_nodes") == 3, "the nodes register again in an empty Redis");
+    for (server, _) in &nodes {
+        wait_until(|| metric(server, "uprtcd_cluster_nodes") == 3, "the nodes register again in an empty Redis");
+    }
     assert_eq!(one.room(&theirs), two.room(&theirs));
     assert_eq!(two.room(&ours), one.room(&ours), "nothing acknowledged was lost");
+}
+
+fn live_room(server: &Server, host: &str) -> (String, u64) {
+    let room = server.live_id(host);
+    let code = u64_field(&server.room(&room), "invitationCode");
+    (room, code)
+}
+
+#[test]
+fn a_mirror_on_another_node_feeds_its_audience_over_a_link_and_closes_with_the_room() {
+    let redis = Redis::start();
+    let nodes = three_nodes(&redis);
+    let (one, two, three) = (&nodes[0].0, &nodes[1].0, &nodes[2].0);
+    let (room, code) = live_room(one, "host");
+    let mut host = join(one, &room, code, "host");
+    let mut host_media = publish_video(&mut host, 0xA0);
+
+    // By hand, through a third node: the call goes to the origin, which opens it on node 2.
+    let mirror = format!("/room/{room}/live/mirror");
+    three.ok("POST", &mirror, json!({"serverAlias": "rtc-2"}));
+    three.expect("POST", &mirror, json!({"serverAlias": "rtc-2"}), 50013);
+    let unknown = three.expect("POST", &mirror, json!({"serverAlias": "rtc-9"}), 50015);
+    assert!(str_field(&unknown, "msg").contains("rtc-9"), "{unknown}");
+    let mirrors = one.ok("GET", &format!("/room/{room}/live/mirrors"), ());
+    let listed = mirrors.as_array().expect("an array");
+    assert_eq!(listed.len(), 1, "{mirrors}");
+    assert_eq!(str_field(&listed[0], "serverAlias"), "rtc-2");
+    assert_eq!(str_field(&listed[0], "serverUrl"), two.url_prefix());
+    assert_eq!(one.room(&room)["mirrorServers"], json!(["rtc-2"]));
+
+    // The audience of node 2 joins with the room's invitation code there.
+    let mut viewer = Viewer::join(two, &room, code, "viewer");
+    let tracks = viewer.renegotiate();
+    assert_eq!(tracks.len(), 1, "the host's track, fed over the link: {tracks:?}");
+    assert_eq!(tracks[0]["peer"], "host");
+    std::thread::scope(|scope| {
+        scope.spawn(|| send_video(&mut host_media, 0xA0, 60));
+        let media = viewer.media.as_mut().unwrap();
+        let arrived = receive_video(|buf, wait| media.receive(buf, wait), None, 60);
+        assert_eq!(sequence(&arrived), (0..60).collect::<Vec<u16>>(), "every packet, in order, across nodes");
+    });
+    // A key-frame request of node 2's audience reaches the host at the origin.
+    let mut buf = vec![0u8; 2048];
+    let sent_as = tracks[0]["ssrc"].as_u64().expect("the offer names the SSRC") as u32;
+    let len = uprtcd_dataplane::wire::rtcp::write_pli(&mut buf, 0x77, sent_as).unwrap();
+    viewer.media.as_mut().unwrap().send_rtcp(&mut buf, len).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let pli = loop {
+        assert!(Instant::now() < deadline, "no PLI reached the host at the origin");
+        match host_media.receive(&mut buf, Duration::from_millis(200)) {
+            Some(Ok(uprtcd_dataplane::peer::Received::Rtcp { len })) => {
+                let compound = uprtcd_dataplane::wire::rtcp::RtcpCompound::new_checked(&buf[..len]).unwrap();
+                let asked = compound.packets().any(
+                    |p| matches!(p, uprtcd_dataplane::wire::rtcp::RtcpPacket::Pli(pli) if pli.media_ssrc() == 0xA0),
+                );
+                if asked {
+                    break true;
+                }
+            }
+            _ => continue,
+        }
+    };
+    assert!(pli);
+    // Worker counters are published about once a second.
+    wait_until(
+        || metric(two, "uprtcd_worker_packets_in_total") >= 60,
+        "node 2's link worker counts what came over the link",
+    );
+
+    // Hosts publish at the origin only.
+    let mut stray = join(two, &room, code, "host");
+    let identity =
+        uprtcd_dataplane::dtls::DtlsIdentity::generate(uprtcd_dataplane::dtls::DtlsVersionPolicy::Dtls12Only).unwrap();
+    let ice = uprtcd_dataplane::ice::IceCredentials::generate().unwrap();
+    let offer = video_offer(&ice, &identity.fingerprint().to_string(), 0xB0);
+    stray.send(tungstenite::Message::Text(json!({"type": "publish", "sdp": offer}).to_string().into())).unwrap();
+    let refused = event_of(&mut stray, "error").expect("an error event");
+    assert_eq!(refused["code"], 50009, "{refused}");
+
+    // Closing the room at the origin closes the mirror and its audience.
+    two.ok("DELETE", &format!("/room/{room}"), ());
+    let closed = patient_event_of(&mut viewer.signalling, "room-closed", Duration::from_secs(5));
+    assert!(closed.is_some(), "the mirror's audience hears the room close");
+    wait_until(|| u64_field(&two.ok("GET", "/server/room/num", ()), "num") == 0, "node 2 holds no mirror any more");
+}
+
+/// A WHEP player of `room` at `server` (a mirror node, say), connected.
+fn whep_player(server: &Server, room: &str, peer: &str) -> uprtcd_dataplane::peer::UdpPeer {
+    let identity =
+        uprtcd_dataplane::dtls::DtlsIdentity::generate(uprtcd_dataplane::dtls::DtlsVersionPolicy::Dtls12Only).unwrap();
+    let ice = uprtcd_dataplane::ice::IceCredentials::generate().unwrap();
+    let offer = player_offer(&ice, &identity.fingerprint().to_string());
+    let played = whip_post(server, "whep", room, &token(server, room, peer), &offer);
+    assert_eq!(played.status, 201, "{}", played.text());
+    connect_media(&played.text(), ice, &identity)
+}
+
+#[test]
+fn mirrors_go_on_when_another_mirror_node_is_killed_and_a_restarted_one_is_fed_again() {
+    let redis = Redis::start();
+    let mut nodes = three_nodes(&redis);
+    let (room, code) = live_room(&nodes[0].0, "host");
+    let mut host = join(&nodes[0].0, &room, code, "host");
+    let mut host_media = publish_video(&mut host, 0xA0);
+    for alias in ["rtc-2", "rtc-3"] {
+        nodes[0].0.ok("POST", &format!("/room/{room}/live/mirror"), json!({"serverAlias": alias}));
+    }
+    let mut watching_three = whep_player(&nodes[2].0, &room, "p3");
+    nodes[1].0.kill9();
+    let mut first = 0;
+    let mut feed = |host_media: &mut uprtcd_dataplane::peer::UdpPeer, player: &mut uprtcd_dataplane::peer::UdpPeer| {
+        std::thread::scope(|scope| {
+            let from = first;
+            scope.spawn(move || send_video_from(host_media, 0xA0, from, 40));
+            first += 40;
+            receive_video(|buf, wait| player.receive(buf, wait), None, 40).len()
+        })
+    };
+    // A stream reaches a mirror within a feeder's turn: the host sends until the player has it.
+    let mut watch = |host_media: &mut uprtcd_dataplane::peer::UdpPeer, player: &mut uprtcd_dataplane::peer::UdpPeer| {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let mut got = 0;
+        while got < 30 && Instant::now() < deadline {
+            got = feed(host_media, player);
+        }
+        got
+    };
+    let seen = watch(&mut host_media, &mut watching_three);
+    assert!(seen >= 30, "node 3's audience goes on without node 2 ({seen} of 40)");
+
+    nodes[1].0.restart();
+    let two = &nodes[1].0;
+    wait_until(|| metric(two, "uprtcd_cluster_nodes") == 3, "node 2 is back");
+    assert_eq!(u64_field(&two.ok("GET", "/server/room/num", ()), "num"), 1, "it kept the mirror in its store");
+    let mut watching_two = whep_player(two, &room, "p2");
+    let got = watch(&mut host_media, &mut watching_two);
+    assert!(got >= 30, "the origin feeds the restarted mirror node again over a new link ({got})");
 }

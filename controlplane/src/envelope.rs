@@ -55,6 +55,43 @@ impl ApiCode {
         self as u32
     }
 
+    /// The code with this number (an answer of another node), if it is one of the spec's.
+    pub fn from_number(number: u32) -> Option<Self> {
+        use ApiCode::*;
+        [
+            Ok,
+            System,
+            Auth,
+            InvalidParameter,
+            InvalidRequest,
+            IllegalClient,
+            RoomNotFound,
+            RoomExists,
+            NotInvited,
+            AlreadyConnected,
+            RtcFailed,
+            AlreadyJoined,
+            MayNotConsume,
+            OwnerAbsent,
+            MayNotProduce,
+            MergedRoomNotFound,
+            PeerNotInRoom,
+            RoomFull,
+            MirrorExists,
+            AlreadyMerged,
+            NoWorker,
+            NoMedia,
+            NoRoute,
+            LicenceExceeded,
+            RecordingNotFound,
+            AlreadyRecording,
+            NoRecorder,
+            JoinDisabled,
+        ]
+        .into_iter()
+        .find(|code| code.number() == number)
+    }
+
     /// The spec's description of the code, used when a handler has nothing more precise.
     pub fn description(self) -> &'static str {
         match self {

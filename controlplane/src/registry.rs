@@ -131,6 +131,13 @@ pub struct Room {
     /// played by an ffmpeg the control plane runs (see [`crate::playback`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub playback: Option<RecordId>,
+    /// A mirror this node holds of a live room of node `origin` (the same id and invitation
+    /// code): its audience joins here, its hosts publish there.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub origin: Option<String>,
+    /// Mirrors of this room on other nodes of the cluster, in the order they were added.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub remote_mirrors: Vec<RemoteMirror>,
     /// Peers with a live client connection (not persisted: media state).
     #[serde(skip)]
     pub connected: BTreeSet<PeerId>,
@@ -173,6 +180,26 @@ impl Room {
             RoomKind::Live { live_members } => *peer == self.master || live_members.iter().any(|m| m.peer == *peer),
         }
     }
+}
+
+/// A mirror of a room on another node.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RemoteMirror {
+    pub alias: String,
+    /// The worker thread that holds it there.
+    pub work_pid: i32,
+}
+
+/// A live room of another node, as a mirror of it is held here.
+#[derive(Debug, Clone)]
+pub struct MirrorRoom {
+    pub id: RoomId,
+    pub master: PeerId,
+    pub invitation_code: u32,
+    pub protocol: Protocol,
+    pub min_bitrate: u64,
+    pub max_bitrate: u64,
+    pub origin: String,
 }
 
 /// A stored recording.
@@ -458,11 +485,73 @@ impl Registry {
             recording: None,
             demo: new.demo,
             playback: None,
+            origin: None,
+            remote_mirrors: Vec::new(),
             connected: BTreeSet::new(),
         };
         self.codes.insert(room.invitation_code, id.clone());
         self.changes.rooms.insert(id.clone());
         Ok(self.rooms.entry(id).or_insert(room))
+    }
+
+    /// Holds a mirror of another node's live room `mirror` on `worker` (default: the least
+    /// busy): a live room of the same id and invitation code. Holding it again keeps it as it
+    /// is. Returns its worker.
+    pub fn hold_mirror(&mut self, mirror: MirrorRoom, worker: Option<usize>) -> Result<usize, ApiError> {
+        if let Some(room) = self.rooms.get(&mirror.id) {
+            return match &room.origin {
+                Some(origin) if *origin == mirror.origin => Ok(room.worker),
+                _ => Err(ApiError::request(format!(
+                    "room {} is open here, and not as a mirror of {}",
+                    mirror.id, mirror.origin
+                ))),
+            };
+        }
+        if self.recycling {
+            return Err(ApiError::new(ApiCode::NoWorker, "this server is being recycled and takes no new mirrors"));
+        }
+        if self.codes.contains_key(&mirror.invitation_code) {
+            return Err(ApiError::system(format!("invitation code of room {} is in use here", mirror.id)));
+        }
+        if worker.is_some_and(|w| w >= self.workers) {
+            return Err(ApiError::invalid("no such worker"));
+        }
+        let room = Room {
+            id: mirror.id.clone(),
+            master: mirror.master,
+            kind: RoomKind::Live { live_members: Vec::new() },
+            invitation_code: mirror.invitation_code,
+            protocol: mirror.protocol,
+            min_bitrate: mirror.min_bitrate,
+            max_bitrate: mirror.max_bitrate,
+            join_enabled: true,
+            worker: worker.unwrap_or_else(|| self.least_busy_worker()),
+            mirrors: Vec::new(),
+            merge_group: None,
+            record_status: record_status::NOT_RECORDED,
+            recording: None,
+            demo: false,
+            playback: None,
+            origin: Some(mirror.origin),
+            remote_mirrors: Vec::new(),
+            connected: BTreeSet::new(),
+        };
+        let worker = room.worker;
+        self.codes.insert(room.invitation_code, mirror.id.clone());
+        self.changes.rooms.insert(mirror.id.clone());
+        self.rooms.insert(mirror.id, room);
+        Ok(worker)
+    }
+
+    /// Records a mirror of live room `id` on node `alias`: 50013 when that node has one.
+    pub fn add_remote_mirror(&mut self, id: &RoomId, mirror: RemoteMirror) -> Result<(), ApiError> {
+        self.live_room(id)?;
+        let room = self.room_mut(id)?;
+        if room.remote_mirrors.iter().any(|m| m.alias == mirror.alias) {
+            return Err(ApiError::new(ApiCode::MirrorExists, format!("{} already mirrors room {id}", mirror.alias)));
+        }
+        room.remote_mirrors.push(mirror);
+        Ok(())
     }
 
     /// Opens a playback room: live room `new` whose host, its master, is recording `record`
@@ -596,6 +685,12 @@ impl Registry {
     /// audience nothing (50009).
     pub fn publish_rights(&self, id: &RoomId, peer: &PeerId) -> Result<PublishRights, ApiError> {
         let room = self.room(id)?;
+        if let Some(origin) = &room.origin {
+            return Err(ApiError::new(
+                ApiCode::MayNotProduce,
+                format!("room {id} is a mirror of node {origin}'s room: hosts publish there"),
+            ));
+        }
         let full = PublishRights { audio: true, video: true, max_bitrate: room.max_bitrate };
         match &room.kind {
             RoomKind::Convo { .. } => Ok(full),
@@ -1026,6 +1121,36 @@ mod tests {
         reg.merge(&a, &c).unwrap();
         reg.close(&a).unwrap();
         assert_eq!(group_of(&reg, &b), [c].into());
+    }
+
+    #[test]
+    fn a_held_mirror_keeps_the_origin_id_and_code_and_takes_no_publisher() {
+        let mut origin = registry(1);
+        let a = open_live(&mut origin, "host");
+        let room = origin.room(&a).unwrap().clone();
+        let mirror = || MirrorRoom {
+            id: room.id.clone(),
+            master: room.master.clone(),
+            invitation_code: room.invitation_code,
+            protocol: room.protocol,
+            min_bitrate: room.min_bitrate,
+            max_bitrate: room.max_bitrate,
+            origin: "rtc-1".into(),
+        };
+        let mut here = registry(2);
+        assert_eq!(here.hold_mirror(mirror(), Some(1)).unwrap(), 1);
+        assert_eq!(here.hold_mirror(mirror(), None).unwrap(), 1, "holding again keeps it");
+        assert_eq!(here.room_by_code(room.invitation_code).unwrap().id, a);
+        assert!(here.take_changes().rooms.contains(&a), "held mirrors are stored");
+        assert_eq!(here.publish_rights(&a, &peer("host")).unwrap_err().code, ApiCode::MayNotProduce);
+        let other = MirrorRoom { origin: "rtc-3".into(), ..mirror() };
+        assert_eq!(here.hold_mirror(other, None).unwrap_err().code, ApiCode::InvalidRequest);
+
+        let on = |alias: &str| RemoteMirror { alias: alias.into(), work_pid: 7 };
+        origin.add_remote_mirror(&a, on("rtc-2")).unwrap();
+        assert_eq!(origin.add_remote_mirror(&a, on("rtc-2")).unwrap_err().code, ApiCode::MirrorExists);
+        origin.add_remote_mirror(&a, on("rtc-3")).unwrap();
+        assert_eq!(origin.room(&a).unwrap().remote_mirrors.len(), 2);
     }
 
     #[test]

@@ -163,6 +163,17 @@ impl AppState {
         }
     }
 
+    /// The worker a `workPid` of `/server/cpu/load` names (10002 for any other number);
+    /// `None` for none given.
+    pub fn worker_of_pid(&self, pid: Option<i64>) -> Result<Option<usize>, ApiError> {
+        pid.map(|pid| {
+            self.loads()
+                .index_of(pid)
+                .ok_or_else(|| ApiError::invalid(format!("pid {pid} is no worker of this server")))
+        })
+        .transpose()
+    }
+
     pub fn settings(&self) -> &Settings {
         &self.0.settings
     }

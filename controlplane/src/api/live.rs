@@ -65,22 +65,35 @@ pub(super) async fn add_mirror(
     ApiJson(body): ApiJson<NewMirror>,
 ) -> ApiResult<Empty> {
     if body.server_alias != state.settings().alias {
-        return Err(ApiError::new(
-            ApiCode::NoWorker,
-            format!("no server {:?} is known to this node", body.server_alias),
-        ));
+        return add_remote_mirror(&state, id, body).await;
     }
-    let worker = match body.pid {
-        None => None,
-        Some(pid) => Some(
-            state
-                .loads()
-                .index_of(pid)
-                .ok_or_else(|| ApiError::invalid(format!("pid {pid} is no worker of this server")))?,
-        ),
-    };
+    let worker = state.worker_of_pid(body.pid)?;
     let cpu = state.loads().cpu();
     state.write(move |reg| reg.add_mirror(&id, worker, &cpu)).await?;
+    done()
+}
+
+/// A mirror on another node of the cluster: opened there (the node must be SERVING), then
+/// recorded here and fed for as long as the room lives.
+async fn add_remote_mirror(state: &AppState, id: RoomId, body: NewMirror) -> ApiResult<Empty> {
+    let alias = body.server_alias;
+    let unknown = || {
+        ApiError::new(
+            ApiCode::NoWorker,
+            format!("no server {alias:?} takes mirrors: it is not a live, SERVING node of the cluster"),
+        )
+    };
+    let cluster = state.cluster().ok_or_else(unknown)?;
+    let node = cluster.node(&alias).filter(|node| !node.draining).ok_or_else(unknown)?;
+    let exists = state.read(|reg| reg.live_room(&id).map(|r| r.remote_mirrors.iter().any(|m| m.alias == alias)))?;
+    if exists {
+        return Err(ApiError::new(ApiCode::MirrorExists, format!("{alias} already mirrors room {id}")));
+    }
+    let (_, work_pid) = crate::cluster::mirror::open(state, &id, &node, body.pid).await?;
+    let mirror = crate::registry::RemoteMirror { alias: alias.clone(), work_pid };
+    let room = id.clone();
+    state.write(move |reg| reg.add_remote_mirror(&room, mirror)).await?;
+    crate::cluster::mirror::spawn_feeder(state, id, alias);
     done()
 }
 
@@ -103,23 +116,33 @@ pub(super) async fn list_mirrors(
     State(state): State<AppState>,
     ApiPath(id): ApiPath<RoomId>,
 ) -> ApiResult<Vec<MirrorInfo>> {
-    let mirrors = state.read(|reg| reg.live_room(&id).map(|room| room.mirrors.clone()))?;
+    let (mirrors, remote) =
+        state.read(|reg| reg.live_room(&id).map(|room| (room.mirrors.clone(), room.remote_mirrors.clone())))?;
     let s = state.settings();
     let workers = state.loads().workers();
-    Ok(Answer(
-        mirrors
-            .into_iter()
-            .filter_map(|index| workers.get(index).map(|w| (index, w.thread_id)))
-            .map(|(index, work_pid)| MirrorInfo {
-                name: format!("worker-{index}"),
-                server_url: s.client_url.clone(),
-                server_url6: s.client_url6.clone(),
-                server_address: s.api_address.clone(),
-                server_alias: s.alias.clone(),
-                work_pid,
-            })
-            .collect(),
-    ))
+    let here = mirrors.into_iter().filter_map(|index| workers.get(index).map(|w| (index, w.thread_id))).map(
+        |(index, work_pid)| MirrorInfo {
+            name: format!("worker-{index}"),
+            server_url: s.client_url.clone(),
+            server_url6: s.client_url6.clone(),
+            server_address: s.api_address.clone(),
+            server_alias: s.alias.clone(),
+            work_pid,
+        },
+    );
+    // A mirror node that is gone for now is listed still: its mirror comes back with it.
+    let elsewhere = remote.into_iter().map(|mirror| {
+        let node = state.cluster().and_then(|cluster| cluster.node(&mirror.alias));
+        MirrorInfo {
+            name: mirror.alias.clone(),
+            server_url: node.as_ref().map(|n| n.client_url.clone()).unwrap_or_default(),
+            server_url6: node.as_ref().map(|n| n.client_url6.clone()).unwrap_or_default(),
+            server_address: node.as_ref().map(|n| n.api_address.clone()).unwrap_or_default(),
+            server_alias: mirror.alias,
+            work_pid: mirror.work_pid,
+        }
+    });
+    Ok(Answer(here.chain(elsewhere).collect()))
 }
 
 #[derive(Debug, Deserialize, ToSchema)]

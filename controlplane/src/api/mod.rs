@@ -119,8 +119,12 @@ pub fn router(state: AppState, http: HttpStats) -> Router {
         // handler (api.max_upload_bytes); axum's own 2 MB default would cut uploads short.
         .layer(DefaultBodyLimit::disable())
         .route("/openapi.json", get(move || async move { ([(CONTENT_TYPE, "application/json")], openapi) }));
+    let internal = crate::cluster::mirror::internal_routes()
+        .fallback(|| async { ApiError::not_found() })
+        .layer(middleware::from_fn_with_state(state.clone(), require_app_secret));
     Router::new()
         .nest(PREFIX, api)
+        .nest(crate::cluster::mirror::INTERNAL_PREFIX, internal)
         .route("/metrics", get(move |State(state): State<AppState>| metrics(state, http)))
         .fallback(|| async { ApiError::not_found() })
         .with_state(state)

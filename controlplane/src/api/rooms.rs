@@ -228,7 +228,12 @@ pub(super) async fn get_room(State(state): State<AppState>, ApiPath(id): ApiPath
             member_ids: room.connected_members(),
             max_member_num: max_members,
             merge_room_ids: reg.merged_with(&id)?,
-            mirror_servers: room.mirrors.iter().map(|_| s.alias.clone()).collect(),
+            mirror_servers: room
+                .mirrors
+                .iter()
+                .map(|_| s.alias.clone())
+                .chain(room.remote_mirrors.iter().map(|m| m.alias.clone()))
+                .collect(),
             kind,
             invitation_code: room.invitation_code,
             protocol: room.protocol,

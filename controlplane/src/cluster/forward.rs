@@ -52,6 +52,58 @@ impl Forwarder {
     }
 }
 
+impl Forwarder {
+    /// Calls the internal API of `node` at `path` with a JSON `body` and the AppSecret:
+    /// the answer's `data` on code 0, else its code and msg (10000 when it is no envelope).
+    pub(crate) async fn call<T: serde::de::DeserializeOwned>(
+        &self,
+        node: &NodeRecord,
+        method: Method,
+        path: &str,
+        secret: &str,
+        body: Vec<u8>,
+    ) -> Result<T, ApiError> {
+        let request = Request::builder()
+            .method(method)
+            .uri(format!("http://{}{path}", node.api_address))
+            .header(header::AUTHORIZATION, format!("key={secret}"))
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(Body::from(body))
+            .map_err(|e| ApiError::system(format!("{}: {e}", node_name(node))))?;
+        let work = async {
+            let response = self.client.request(request).await.map_err(|e| format!("cannot be reached: {e}"))?;
+            let body = http_body_util::BodyExt::collect(http_body_util::Limited::new(response.into_body(), 1 << 20))
+                .await
+                .map_err(|e| format!("answer cut off: {e}"))?
+                .to_bytes();
+            serde_json::from_slice::<serde_json::Value>(&body).map_err(|e| format!("answered no envelope: {e}"))
+        };
+        let envelope = match tokio::time::timeout(self.timeout, work).await {
+            Ok(Ok(envelope)) => envelope,
+            Ok(Err(why)) => return Err(ApiError::system(format!("{} {why}", node_name(node)))),
+            Err(_) => {
+                return Err(ApiError::system(format!(
+                    "{} did not answer within {} ms",
+                    node_name(node),
+                    self.timeout.as_millis()
+                )));
+            }
+        };
+        let code = envelope.get("code").and_then(serde_json::Value::as_u64).unwrap_or(10000);
+        if code != 0 {
+            let msg = envelope.get("msg").and_then(serde_json::Value::as_str).unwrap_or_default();
+            let code = u32::try_from(code).ok().and_then(crate::envelope::ApiCode::from_number);
+            return Err(ApiError::new(
+                code.unwrap_or(crate::envelope::ApiCode::System),
+                format!("{}: {msg}", node_name(node)),
+            ));
+        }
+        let data = envelope.get("data").cloned().unwrap_or(serde_json::Value::Null);
+        serde_json::from_value(data)
+            .map_err(|e| ApiError::system(format!("{} answered unexpected data: {e}", node_name(node))))
+    }
+}
+
 /// What a REST path names, for routing it to the node that holds it.
 #[derive(Debug, PartialEq, Eq)]
 enum Key<'a> {

@@ -19,6 +19,7 @@
 #![forbid(unsafe_code)]
 
 pub mod forward;
+pub mod mirror;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -95,6 +96,9 @@ pub struct NodeRecord {
     pub can_record: bool,
     /// When the process started, ms since the epoch: a change means it restarted.
     pub started_ms: u64,
+    /// Where its node links receive (its first worker's media address).
+    #[serde(default)]
+    pub link_media: Option<std::net::SocketAddr>,
 }
 
 impl NodeRecord {
@@ -172,6 +176,7 @@ pub struct Cluster {
     beat_now: Notify,
     pub stats: ClusterStats,
     pub(crate) forwarder: forward::Forwarder,
+    pub(crate) mirrors: mirror::Mirrors,
 }
 
 impl Cluster {
@@ -192,6 +197,7 @@ impl Cluster {
             beat_now: Notify::new(),
             stats: ClusterStats::default(),
             forwarder,
+            mirrors: mirror::Mirrors::default(),
         })
     }
 
@@ -393,6 +399,7 @@ fn own_record(state: &AppState, cluster: &Cluster) -> NodeRecord {
         rooms,
         can_record: state.recordings().check_available().is_ok(),
         started_ms: cluster.started_ms,
+        link_media: mirror::link_media(state).ok(),
     }
 }
 
@@ -432,6 +439,7 @@ pub async fn start(state: &AppState) -> Result<(), String> {
             tracing::warn!(error = %e, "cannot reach the cluster's Redis; serving this node's rooms and retrying")
         }
     }
+    mirror::spawn_sweep(state);
     let state = state.clone();
     tokio::spawn(async move {
         let Some(cluster) = state.cluster() else { return };
@@ -482,6 +490,7 @@ mod tests {
             rooms: 0,
             can_record: true,
             started_ms: 0,
+            link_media: None,
         }
     }
 

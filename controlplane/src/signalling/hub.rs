@@ -253,6 +253,20 @@ impl Hub {
         self.state().remove_tracks(room, publisher)
     }
 
+    /// Forgets one track of `room` (a mirrored stream the origin no longer sends), with
+    /// where it was imported and paused.
+    pub fn remove_track(&self, room: &RoomId, track_id: &TrackId) {
+        let mut state = self.state();
+        if let Some(list) = state.tracks.get_mut(room) {
+            list.retain(|t| &t.track_id != track_id);
+            if list.is_empty() {
+                state.tracks.remove(room);
+            }
+        }
+        state.imports.retain(|(track, _), _| track != track_id);
+        state.paused.retain(|(_, track)| track != track_id);
+    }
+
     /// The producer that carries `track_id` on `worker`, if it was imported there.
     pub fn import(&self, track_id: &TrackId, worker: usize) -> Option<ProducerId> {
         self.state().import(track_id, worker)

@@ -25,6 +25,7 @@ use super::protocol::{OfferedTrack, ServerEvent};
 use crate::envelope::{ApiCode, ApiError};
 use crate::ids::TrackId;
 use crate::sdp;
+use crate::state::AppState;
 
 /// One session's subscribing side.
 pub(super) struct Subscription {
@@ -96,7 +97,7 @@ impl Subscription {
 /// The SSRC a track is sent to subscribers as: from its number, unique on the server (for
 /// 16 million tracks at a time), so the sections of one bundle never collide whichever
 /// workers their streams come from; its RTX stream's next to it.
-fn subscriber_ssrc(track: &PublishedTrack) -> u32 {
+pub(crate) fn subscriber_ssrc(track: &PublishedTrack) -> u32 {
     0x5500_0000 | (track.number & 0x00FF_FFFF) as u32
 }
 
@@ -301,36 +302,8 @@ impl Session<'_> {
         Ok(Some(consumer))
     }
 
-    /// The producer that carries `track` on `worker`: its own there, else its import,
-    /// exported from its worker and imported on first use (both are idempotent, so
-    /// subscribers racing for the same import agree). `None` when the track has ended.
     async fn producer_on(&self, worker: usize, track: &PublishedTrack) -> Result<Option<ProducerId>, ApiError> {
-        if track.worker == worker {
-            return Ok(Some(track.producer));
-        }
-        if let Some(imported) = self.state.hub().import(&track.track_id, worker) {
-            return Ok(Some(imported));
-        }
-        let (producer, to_worker, from_worker) = (track.producer, WorkerIndex(worker), WorkerIndex(track.worker));
-        let stream =
-            match self.state.request_worker(track.worker, Command::ExportProducer { producer, to_worker }).await? {
-                Reply::Exported(stream) => stream,
-                Reply::Refused(_) => return Ok(None),
-                other => return Err(ApiError::new(ApiCode::RtcFailed, format!("export refused: {other:?}"))),
-            };
-        let kind = track.kind;
-        let clock_rate = track.codec.clock_rate;
-        let imported = match self
-            .state
-            .request_worker(worker, Command::ImportProducer { from_worker, stream, kind, clock_rate })
-            .await?
-        {
-            Reply::ProducerAdded(imported) => imported,
-            Reply::Refused(_) => return Ok(None),
-            other => return Err(ApiError::new(ApiCode::RtcFailed, format!("import refused: {other:?}"))),
-        };
-        self.state.hub().record_import(&track.room, &track.track_id, worker, imported);
-        Ok(Some(imported))
+        producer_on(self.state, worker, track).await
     }
 
     async fn pause_consumer(&self, worker: usize, consumer: ConsumerId, paused: bool) -> Result<(), ApiError> {
@@ -377,6 +350,53 @@ impl Session<'_> {
         };
         self.state.hub().place(&self.room, worker, true);
         Ok(worker)
+    }
+}
+
+/// The producer that carries `track` on `worker`: its own there, else its import,
+/// exported from its worker and imported on first use (both are idempotent, so
+/// subscribers racing for the same import agree). `None` when the track has ended.
+async fn producer_on(state: &AppState, worker: usize, track: &PublishedTrack) -> Result<Option<ProducerId>, ApiError> {
+    if track.worker == worker {
+        return Ok(Some(track.producer));
+    }
+    if let Some(imported) = state.hub().import(&track.track_id, worker) {
+        return Ok(Some(imported));
+    }
+    let (producer, to_worker, from_worker) = (track.producer, WorkerIndex(worker), WorkerIndex(track.worker));
+    let stream = match state.request_worker(track.worker, Command::ExportProducer { producer, to_worker }).await? {
+        Reply::Exported(stream) => stream,
+        Reply::Refused(_) => return Ok(None),
+        other => return Err(ApiError::new(ApiCode::RtcFailed, format!("export refused: {other:?}"))),
+    };
+    let kind = track.kind;
+    let clock_rate = track.codec.clock_rate;
+    let imported =
+        match state.request_worker(worker, Command::ImportProducer { from_worker, stream, kind, clock_rate }).await? {
+            Reply::ProducerAdded(imported) => imported,
+            Reply::Refused(_) => return Ok(None),
+            other => return Err(ApiError::new(ApiCode::RtcFailed, format!("import refused: {other:?}"))),
+        };
+    state.hub().record_import(&track.room, &track.track_id, worker, imported);
+    Ok(Some(imported))
+}
+
+/// Sends `track` on `transport` of `worker` as `ssrc` in `format` (a node link's consumer):
+/// a consumer of its producer there, imported first when it is published on another worker;
+/// `None` when the track has ended.
+pub(crate) async fn consume_on(
+    state: &AppState,
+    worker: usize,
+    transport: TransportId,
+    track: &PublishedTrack,
+    ssrc: u32,
+    format: ConsumerFormat,
+) -> Result<Option<ConsumerId>, ApiError> {
+    let Some(producer) = producer_on(state, worker, track).await? else { return Ok(None) };
+    match state.request_worker(worker, Command::AddConsumer { producer, transport, ssrc, format }).await? {
+        Reply::ConsumerAdded(consumer) => Ok(Some(consumer)),
+        Reply::Refused(_) => Ok(None),
+        other => Err(ApiError::new(ApiCode::RtcFailed, format!("consumer refused: {other:?}"))),
     }
 }
 

@@ -1,0 +1,615 @@
+//! Mirrors of a live room on other nodes: the origin node sends the room's published
+//! streams over a node link to the mirror node, which publishes them in a mirror room of
+//! the same roomId and invitation code, so an audience may join there (signalling at that
+//! node's `serverUrl`, WHEP at its `/whep/{roomId}`) and spread over machines.
+//!
+//! What it owns:
+//! - **Links.** One SRTP-keyed plain transport per pair of nodes, between their first
+//!   workers (a UDP 5-tuple carries one SRTP session, so rooms share it); streams on other
+//!   workers reach it, and leave it, through the workers' relay as for any subscriber. Each
+//!   side makes its own sending key; a handshake (`POST …/link`) tells each the other's.
+//!   A link made again (a node restarted) gets a new generation, and everything that used
+//!   the old one is set up again.
+//! - **Feeders** on the origin: one task per room and mirror node that, every
+//!   [`FEED_INTERVAL`], keeps a consumer on the link for each stream the room's audience
+//!   sees and tells the mirror node the list when it changes; it ends when the room closes.
+//! - **Held mirrors** on the mirror node: the room in the registry (persisted, with its
+//!   origin) and, per stream, a producer on the link published as the origin's publisher.
+//!   A held mirror whose origin no longer lists it is closed by [`spawn_sweep`].
+//!
+//! Rules: hosts publish only at the origin; the mirror node never changes the origin's
+//! state, and the origin never writes the mirror node's registry: each asks the other over
+//! the internal API, which takes the AppSecret like the public one.
+#![forbid(unsafe_code)]
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::State;
+use axum::routing::{post, put};
+use serde::{Deserialize, Serialize};
+
+use uprtcd_dataplane::command::{Command, Reply};
+use uprtcd_dataplane::engine::{LINK_SRTP_PROFILE, LinkKeys};
+use uprtcd_dataplane::router::{ConsumerFormat, MediaKind, ProducerSpec, TransportId};
+
+use super::NodeRecord;
+use crate::envelope::{Answer, ApiCode, ApiError, ApiJson, ApiPath, ApiResult, Empty, done};
+use crate::ids::{PeerId, RoomId, TrackId};
+use crate::registry::Protocol;
+use crate::sdp::{Codec, HeaderExtensions, PayloadType};
+use crate::signalling::hub::{Outgoing, PublishedTrack};
+use crate::signalling::protocol::ServerEvent;
+use crate::state::AppState;
+
+/// Where the internal API lives on the API listener (not in the OpenAPI description).
+pub const INTERNAL_PREFIX: &str = "/uprtc/internal/v1";
+/// How often a feeder looks at its room's streams and its mirror node.
+const FEED_INTERVAL: Duration = Duration::from_millis(500);
+/// How often a node asks the origins of the mirrors it holds whether they still want them.
+const SWEEP_INTERVAL: Duration = Duration::from_secs(10);
+/// The worker every link of this node lives on.
+const LINK_WORKER: usize = 0;
+
+/// A node link's transport on [`LINK_WORKER`].
+#[derive(Debug, Clone)]
+struct Link {
+    transport: TransportId,
+    /// This side's sending half, kept for the link's life.
+    local_key: Vec<u8>,
+    /// The far side's sending half.
+    remote_key: Vec<u8>,
+    generation: u64,
+}
+
+/// A mirror this node holds for another node's room.
+#[derive(Debug, Default)]
+struct Held {
+    origin: String,
+    /// The link generation its producers live on.
+    generation: u64,
+    /// The origin's streams published here, by their SSRC on the link.
+    tracks: HashMap<u32, (TrackId, PeerId)>,
+}
+
+/// The links and held mirrors of this node.
+#[derive(Debug, Default)]
+pub struct Mirrors {
+    /// By the far node's media address.
+    links: tokio::sync::Mutex<HashMap<SocketAddr, Link>>,
+    held: tokio::sync::Mutex<HashMap<RoomId, Held>>,
+    next_generation: std::sync::atomic::AtomicU64,
+}
+
+fn to_hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn from_hex(text: &str) -> Result<Vec<u8>, ApiError> {
+    let bad = || ApiError::invalid("key: not an even number of hex digits");
+    if !text.len().is_multiple_of(2) || text.len() > 128 {
+        return Err(bad());
+    }
+    (0..text.len()).step_by(2).map(|i| u8::from_str_radix(&text[i..i + 2], 16).map_err(|_| bad())).collect()
+}
+
+/// Where this node's link worker receives, as other nodes reach it.
+pub(crate) fn link_media(state: &AppState) -> Result<SocketAddr, ApiError> {
+    let (address, _) = state.worker_endpoint(LINK_WORKER).ok_or_else(|| ApiError::code(ApiCode::NoWorker))?;
+    let ip: IpAddr = if address.ip().is_unspecified() { state.settings().announced_ip } else { address.ip() };
+    Ok(SocketAddr::new(ip, address.port()))
+}
+
+impl Mirrors {
+    /// The link to `remote` keyed with `remote_key` and this side's `local` half (default:
+    /// the link's own, or a fresh one): kept when both halves are those it has, else made
+    /// again under a new generation.
+    async fn ensure_link(
+        &self,
+        state: &AppState,
+        remote: SocketAddr,
+        local: Option<Vec<u8>>,
+        remote_key: Vec<u8>,
+    ) -> Result<Link, ApiError> {
+        let mut links = self.links.lock().await;
+        let existing = links.get(&remote).cloned();
+        if let Some(link) = &existing
+            && link.remote_key == remote_key
+            && local.as_ref().is_none_or(|local| *local == link.local_key)
+        {
+            return Ok(link.clone());
+        }
+        let local_key = match (local, &existing) {
+            (Some(local), _) => local,
+            (None, Some(link)) => link.local_key.clone(),
+            (None, None) => {
+                LinkKeys::random_half(LINK_SRTP_PROFILE).map_err(|e| ApiError::system(format!("link keys: {e}")))?
+            }
+        };
+        if let Some(link) = existing {
+            links.remove(&remote);
+            let _ = state.request_worker(LINK_WORKER, Command::CloseTransport { transport: link.transport }).await;
+        }
+        let keys = LinkKeys { profile: LINK_SRTP_PROFILE, local: local_key.clone(), remote: remote_key.clone() };
+        let command = Command::CreatePlainTransport { remote, rtcp_remote: None, keys: Some(keys) };
+        let transport = match state.request_worker(LINK_WORKER, command).await? {
+            Reply::PlainTransportCreated { transport, .. } => transport,
+            other => {
+                return Err(ApiError::new(ApiCode::RtcFailed, format!("the worker refused a node link: {other:?}")));
+            }
+        };
+        let generation = self.next_generation.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+        let link = Link { transport, local_key, remote_key, generation };
+        links.insert(remote, link.clone());
+        tracing::info!(%remote, generation, "node link made");
+        Ok(link)
+    }
+
+    /// The sending half this node offers `remote` in a handshake: its link's, or a fresh one.
+    async fn offered_key(&self, remote: SocketAddr) -> Result<Vec<u8>, ApiError> {
+        if let Some(link) = self.links.lock().await.get(&remote) {
+            return Ok(link.local_key.clone());
+        }
+        LinkKeys::random_half(LINK_SRTP_PROFILE).map_err(|e| ApiError::system(format!("link keys: {e}")))
+    }
+}
+
+/// A published stream as the origin describes it to a mirror node.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct WireTrack {
+    /// Its SSRC on the link (the origin's subscriber SSRC of the track).
+    ssrc: u32,
+    publisher: PeerId,
+    session: u64,
+    video: bool,
+    payload_type: u8,
+    name: String,
+    clock_rate: u32,
+    channels: Option<u32>,
+    fmtp: String,
+    rtcp_fb: Vec<String>,
+    /// Header extension ids in the publisher's numbering: mid, abs-send-time, audio level,
+    /// rid, repaired rid, transport-cc, video orientation.
+    extensions: [Option<u8>; 7],
+}
+
+impl WireTrack {
+    fn of(track: &PublishedTrack) -> Self {
+        let e = &track.extensions;
+        Self {
+            ssrc: crate::signalling::subscriber_ssrc(track),
+            publisher: track.publisher.clone(),
+            session: track.session,
+            video: track.kind == MediaKind::Video,
+            payload_type: track.codec.payload_type.0,
+            name: track.codec.name.clone(),
+            clock_rate: track.codec.clock_rate,
+            channels: track.codec.channels,
+            fmtp: track.codec.fmtp.clone(),
+            rtcp_fb: track.codec.rtcp_fb.clone(),
+            extensions: [
+                e.mid,
+                e.abs_send_time,
+                e.audio_level,
+                e.rtp_stream_id,
+                e.repaired_rtp_stream_id,
+                e.transport_cc,
+                e.video_orientation,
+            ],
+        }
+    }
+
+    fn kind(&self) -> MediaKind {
+        if self.video { MediaKind::Video } else { MediaKind::Audio }
+    }
+
+    /// The stream as published on this node, before the hub numbers it. No RTX: the link
+    /// repairs with NACKs answered by the original packets, and subscribers here get their
+    /// repairs from this node's cache.
+    fn published(
+        &self,
+        room: &RoomId,
+        worker: usize,
+        producer: uprtcd_dataplane::router::ProducerId,
+    ) -> PublishedTrack {
+        let [mid, abs_send_time, audio_level, rtp_stream_id, repaired_rtp_stream_id, transport_cc, video_orientation] =
+            self.extensions;
+        PublishedTrack {
+            track_id: TrackId::numbered(0),
+            number: 0,
+            room: room.clone(),
+            publisher: self.publisher.clone(),
+            session: self.session,
+            worker,
+            producer,
+            kind: self.kind(),
+            codec: Codec {
+                payload_type: PayloadType(self.payload_type),
+                name: self.name.clone(),
+                clock_rate: self.clock_rate,
+                channels: self.channels,
+                fmtp: self.fmtp.clone(),
+                rtcp_fb: self.rtcp_fb.clone(),
+                rtx_payload_type: None,
+            },
+            extensions: HeaderExtensions {
+                mid,
+                abs_send_time,
+                audio_level,
+                rtp_stream_id,
+                repaired_rtp_stream_id,
+                transport_cc,
+                video_orientation,
+            },
+        }
+    }
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Handshake {
+    alias: String,
+    media: SocketAddr,
+    key: String,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct OpenMirror {
+    room_id: RoomId,
+    master: PeerId,
+    invitation_code: u32,
+    protocol: Protocol,
+    min_bitrate: u64,
+    max_bitrate: u64,
+    origin: String,
+    /// A `workPid` of the mirror node's workers to hold the audience.
+    pid: Option<i64>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Opened {
+    work_pid: i32,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct StillMirrored {
+    mirrored: bool,
+}
+
+/// The internal API of the mirror side, under [`INTERNAL_PREFIX`].
+pub fn internal_routes() -> Router<AppState> {
+    Router::new()
+        .route("/link", post(answer_handshake))
+        .route("/mirror", post(hold))
+        .route("/mirror/{roomId}/tracks", put(set_tracks))
+        .route("/mirror/{roomId}/release", post(release))
+        .route("/mirror/{roomId}/wanted/{alias}", post(wanted))
+}
+
+/// `POST …/link`: the other node's half and media address; answers ours.
+async fn answer_handshake(State(state): State<AppState>, ApiJson(body): ApiJson<Handshake>) -> ApiResult<Handshake> {
+    let cluster = state.cluster().ok_or_else(|| ApiError::request("this node is in no cluster"))?;
+    let remote_key = from_hex(&body.key)?;
+    let link = cluster.mirrors.ensure_link(&state, body.media, None, remote_key).await?;
+    Ok(Answer(Handshake { alias: cluster.alias.clone(), media: link_media(&state)?, key: to_hex(&link.local_key) }))
+}
+
+/// `POST …/mirror`: hold a mirror of the origin's room here.
+async fn hold(State(state): State<AppState>, ApiJson(body): ApiJson<OpenMirror>) -> ApiResult<Opened> {
+    let cluster = state.cluster().ok_or_else(|| ApiError::request("this node is in no cluster"))?;
+    if body.origin == cluster.alias {
+        return Err(ApiError::request("a node does not mirror its own room through the cluster"));
+    }
+    let worker = state.worker_of_pid(body.pid)?;
+    let room = crate::registry::MirrorRoom {
+        id: body.room_id.clone(),
+        master: body.master,
+        invitation_code: body.invitation_code,
+        protocol: body.protocol,
+        min_bitrate: body.min_bitrate,
+        max_bitrate: body.max_bitrate,
+        origin: body.origin.clone(),
+    };
+    let worker = state.write(move |reg| reg.hold_mirror(room, worker)).await?;
+    let mut held = cluster.mirrors.held.lock().await;
+    held.entry(body.room_id).or_insert_with(|| Held { origin: body.origin, ..Held::default() });
+    let work_pid = state.loads().workers().get(worker).map_or(0, |w| w.thread_id);
+    Ok(Answer(Opened { work_pid }))
+}
+
+/// `PUT …/mirror/{roomId}/tracks`: the streams the origin sends on the link now.
+async fn set_tracks(
+    State(state): State<AppState>,
+    ApiPath(room): ApiPath<RoomId>,
+    ApiJson(tracks): ApiJson<Vec<WireTrack>>,
+) -> ApiResult<Empty> {
+    apply_tracks(&state, &room, tracks).await?;
+    done()
+}
+
+/// Publishes the origin's streams in the held mirror `room`, as they are listed now.
+async fn apply_tracks(state: &AppState, room: &RoomId, tracks: Vec<WireTrack>) -> Result<(), ApiError> {
+    let Some(cluster) = state.cluster() else { return Ok(()) };
+    let mut held_all = cluster.mirrors.held.lock().await;
+    let held =
+        held_all.get_mut(room).ok_or_else(|| ApiError::new(ApiCode::RoomNotFound, format!("no mirror of {room}")))?;
+    let origin = cluster.node(&held.origin).ok_or_else(|| ApiError::system("the origin is not in the cluster"))?;
+    let link = cluster.mirrors.links.lock().await.get(&origin_media_of(&origin)?).cloned();
+    let Some(link) = link else { return Err(ApiError::system("no node link to the origin yet")) };
+    let mut gone: Vec<(TrackId, PeerId)> = Vec::new();
+    if held.generation != link.generation {
+        gone.extend(held.tracks.drain().map(|(_, t)| t));
+        held.generation = link.generation;
+    }
+    let listed: BTreeMap<u32, &WireTrack> = tracks.iter().map(|t| (t.ssrc, t)).collect();
+    let stale: Vec<u32> = held.tracks.keys().filter(|ssrc| !listed.contains_key(ssrc)).copied().collect();
+    for ssrc in stale {
+        gone.extend(held.tracks.remove(&ssrc));
+    }
+    let room_worker = LINK_WORKER;
+    let mut added = Vec::new();
+    for (ssrc, wire) in listed.into_iter().filter(|(ssrc, _)| !held.tracks.contains_key(ssrc)) {
+        let spec = ProducerSpec { transport: link.transport, ssrc, kind: wire.kind(), clock_rate: wire.clock_rate };
+        match state.request_worker(LINK_WORKER, Command::AddProducer { spec }).await? {
+            Reply::ProducerAdded(producer) => added.push((ssrc, wire.published(room, room_worker, producer))),
+            other => tracing::warn!(%room, ssrc, ?other, "a mirrored stream was refused by the link worker"),
+        }
+    }
+    for (track_id, publisher) in gone {
+        state.hub().remove_track(room, &track_id);
+        let removed = Outgoing::Tracks(ServerEvent::TrackRemoved { peer: publisher, track_id });
+        state.hub().send(room, |_| true, &removed);
+    }
+    let (ssrcs, published): (Vec<u32>, Vec<PublishedTrack>) = added.into_iter().unzip();
+    for (ssrc, track) in ssrcs.into_iter().zip(state.hub().add_tracks(room, published)) {
+        held.tracks.insert(ssrc, (track.track_id.clone(), track.publisher.clone()));
+        state.hub().send(room, |_| true, &Outgoing::Tracks(ServerEvent::TrackAdded(track.info())));
+    }
+    Ok(())
+}
+
+fn origin_media_of(node: &NodeRecord) -> Result<SocketAddr, ApiError> {
+    node.link_media.ok_or_else(|| ApiError::system(format!("node {:?} announces no link address", node.alias)))
+}
+
+/// `POST …/mirror/{roomId}/release`: the origin no longer wants this mirror (the room
+/// closed, or the mirror was dropped); it closes like a deleted room.
+async fn release(State(state): State<AppState>, ApiPath(room): ApiPath<RoomId>) -> ApiResult<Empty> {
+    close_held(&state, &room).await?;
+    done()
+}
+
+/// Closes the held mirror `room`: its audience hears `room-closed`.
+async fn close_held(state: &AppState, room: &RoomId) -> Result<(), ApiError> {
+    if let Some(cluster) = state.cluster() {
+        cluster.mirrors.held.lock().await.remove(room);
+    }
+    let tracks = state.hub().tracks_of(room);
+    for track in tracks {
+        state.hub().remove_track(room, &track.track_id);
+    }
+    crate::signalling::close_room(state, room.clone(), |r| r.origin.is_some()).await?;
+    Ok(())
+}
+
+/// `POST …/mirror/{roomId}/wanted/{alias}` on the origin: whether the room is open and
+/// still mirrored on node `alias`.
+async fn wanted(
+    State(state): State<AppState>,
+    ApiPath((room, alias)): ApiPath<(RoomId, String)>,
+) -> ApiResult<StillMirrored> {
+    let mirrored = state.read(|reg| reg.room(&room).is_ok_and(|r| r.remote_mirrors.iter().any(|m| m.alias == alias)));
+    Ok(Answer(StillMirrored { mirrored }))
+}
+
+/// Calls `path` of the internal API of `node` with `body`; the envelope's data, or the
+/// envelope's error as it is.
+async fn call<T: serde::de::DeserializeOwned>(
+    state: &AppState,
+    node: &NodeRecord,
+    method: axum::http::Method,
+    path: &str,
+    body: &impl Serialize,
+) -> Result<T, ApiError> {
+    let cluster = state.cluster().ok_or_else(|| ApiError::request("this node is in no cluster"))?;
+    let bytes = serde_json::to_vec(body).map_err(|e| ApiError::system(e.to_string()))?;
+    cluster.forwarder.call(node, method, &format!("{INTERNAL_PREFIX}{path}"), &state.settings().app_secret, bytes).await
+}
+
+/// The origin's side of opening (or opening again) a mirror of live room `room` on `node`:
+/// the link (made when there is none), then the mirror room there. Returns the link and the
+/// mirror's worker thread id there.
+pub async fn open(
+    state: &AppState,
+    room: &RoomId,
+    node: &NodeRecord,
+    pid: Option<i64>,
+) -> Result<(LinkState, i32), ApiError> {
+    let link = link_to(state, node).await?;
+    let snapshot = state.read(|reg| {
+        reg.live_room(room).map(|r| OpenMirror {
+            room_id: r.id.clone(),
+            master: r.master.clone(),
+            invitation_code: r.invitation_code,
+            protocol: r.protocol,
+            min_bitrate: r.min_bitrate,
+            max_bitrate: r.max_bitrate,
+            origin: state.settings().alias.clone(),
+            pid,
+        })
+    })?;
+    let opened: Opened = call(state, node, axum::http::Method::POST, "/mirror", &snapshot).await?;
+    Ok((link, opened.work_pid))
+}
+
+/// Makes sure this node and `node` share a link keyed by both halves.
+async fn link_to(state: &AppState, node: &NodeRecord) -> Result<LinkState, ApiError> {
+    let cluster = state.cluster().ok_or_else(|| ApiError::request("this node is in no cluster"))?;
+    let remote = origin_media_of(node)?;
+    let offered = cluster.mirrors.offered_key(remote).await?;
+    let ours = Handshake { alias: cluster.alias.clone(), media: link_media(state)?, key: to_hex(&offered) };
+    let theirs: Handshake = call(state, node, axum::http::Method::POST, "/link", &ours).await?;
+    let link = cluster.mirrors.ensure_link(state, remote, Some(offered), from_hex(&theirs.key)?).await?;
+    Ok(LinkState { generation: link.generation, transport: link.transport })
+}
+
+/// What a feeder knows of the link it sends on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LinkState {
+    generation: u64,
+    transport: TransportId,
+}
+
+/// Starts the feeder of `room`'s mirror on node `alias`; it ends when the room closes or
+/// no longer lists the mirror, and releases the mirror there.
+pub fn spawn_feeder(state: &AppState, room: RoomId, alias: String) {
+    let state = state.clone();
+    tokio::spawn(async move {
+        let mut fed: Option<(LinkState, u64, BTreeMap<u32, TrackId>)> = None;
+        let mut told: Vec<WireTrack> = Vec::new();
+        loop {
+            tokio::time::sleep(FEED_INTERVAL).await;
+            let Some(cluster) = state.cluster() else { return };
+            let wanted =
+                state.read(|reg| reg.room(&room).is_ok_and(|r| r.remote_mirrors.iter().any(|m| m.alias == alias)));
+            if !wanted {
+                if let Some(node) = cluster.node(&alias) {
+                    let _ = call::<serde_json::Value>(
+                        &state,
+                        &node,
+                        axum::http::Method::POST,
+                        &format!("/mirror/{room}/release"),
+                        &(),
+                    )
+                    .await;
+                }
+                if let Some((link, _, consumers)) = fed {
+                    for ssrc in consumers.keys() {
+                        let _ = state
+                            .request_worker(
+                                LINK_WORKER,
+                                Command::RemoveConsumer { transport: link.transport, ssrc: *ssrc },
+                            )
+                            .await;
+                    }
+                }
+                return;
+            }
+            let Some(node) = cluster.node(&alias) else {
+                fed = None;
+                continue;
+            };
+            let current = cluster
+                .mirrors
+                .links
+                .lock()
+                .await
+                .get(&origin_media_of(&node).unwrap_or(SocketAddr::from(([0, 0, 0, 0], 0))))
+                .map(|l| l.generation);
+            let stale = match &fed {
+                Some((link, started, _)) => *started != node.started_ms || Some(link.generation) != current,
+                None => true,
+            };
+            if stale {
+                match open(&state, &room, &node, None).await {
+                    Ok((link, _)) => {
+                        fed = Some((link, node.started_ms, BTreeMap::new()));
+                        told.clear();
+                    }
+                    Err(e) => {
+                        tracing::warn!(%room, %alias, error = %e.msg, "cannot feed the mirror yet");
+                        fed = None;
+                        continue;
+                    }
+                }
+            }
+            let Some((link, _, consumers)) = fed.as_mut() else { continue };
+            let tracks = crate::signalling::room_tracks(&state, &room);
+            let wire: Vec<WireTrack> = tracks.iter().map(WireTrack::of).collect();
+            for track in &tracks {
+                let ssrc = crate::signalling::subscriber_ssrc(track);
+                if consumers.contains_key(&ssrc) {
+                    continue;
+                }
+                match crate::signalling::consume_on(
+                    &state,
+                    LINK_WORKER,
+                    link.transport,
+                    track,
+                    ssrc,
+                    ConsumerFormat::as_published(),
+                )
+                .await
+                {
+                    Ok(Some(_)) => {
+                        consumers.insert(ssrc, track.track_id.clone());
+                    }
+                    Ok(None) => {}
+                    Err(e) => tracing::warn!(%room, %alias, error = %e.msg, "a stream cannot go on the link"),
+                }
+            }
+            let live: std::collections::HashSet<u32> = wire.iter().map(|t| t.ssrc).collect();
+            let ended: Vec<u32> = consumers.keys().filter(|s| !live.contains(s)).copied().collect();
+            for ssrc in ended {
+                consumers.remove(&ssrc);
+                let _ = state
+                    .request_worker(LINK_WORKER, Command::RemoveConsumer { transport: link.transport, ssrc })
+                    .await;
+            }
+            let sent: Vec<WireTrack> = wire.into_iter().filter(|t| consumers.contains_key(&t.ssrc)).collect();
+            if sent != told {
+                match call::<serde_json::Value>(
+                    &state,
+                    &node,
+                    axum::http::Method::PUT,
+                    &format!("/mirror/{room}/tracks"),
+                    &sent,
+                )
+                .await
+                {
+                    Ok(_) => told = sent,
+                    Err(e) => {
+                        tracing::warn!(%room, %alias, error = %e.msg, "the mirror node did not take the streams");
+                        fed = None;
+                    }
+                }
+            }
+        }
+    });
+}
+
+/// Feeds every remote mirror of the rooms this node holds (at start), and closes, every
+/// [`SWEEP_INTERVAL`], the mirrors it holds whose origin says it no longer wants them.
+pub fn spawn_sweep(state: &AppState) {
+    let mirrored: Vec<(RoomId, String)> = state.read(|reg| {
+        reg.rooms().flat_map(|r| r.remote_mirrors.iter().map(|m| (r.id.clone(), m.alias.clone()))).collect()
+    });
+    for (room, alias) in mirrored {
+        spawn_feeder(state, room, alias);
+    }
+    let state = state.clone();
+    tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(SWEEP_INTERVAL).await;
+            let Some(cluster) = state.cluster() else { return };
+            let held: Vec<(RoomId, String)> =
+                state.read(|reg| reg.rooms().filter_map(|r| r.origin.clone().map(|o| (r.id.clone(), o))).collect());
+            for (room, origin) in held {
+                let Some(node) = cluster.node(&origin) else { continue };
+                let path = format!("/mirror/{room}/wanted/{}", cluster.alias);
+                if let Ok(StillMirrored { mirrored: false }) =
+                    call(&state, &node, axum::http::Method::POST, &path, &()).await
+                {
+                    tracing::info!(%room, %origin, "the origin no longer wants this mirror; closing it");
+                    let _ = close_held(&state, &room).await;
+                }
+            }
+        }
+    });
+}
