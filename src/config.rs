@@ -170,6 +170,7 @@ struct RoomsSection {
     default_max_members: Option<u32>,
     max_connections: Option<u32>,
     mirror_load_percent: Option<f64>,
+    max_audience_per_node: Option<usize>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -267,6 +268,9 @@ pub struct Config {
     pub max_connections: u32,
     /// CPU % of the workers serving a live room at which its audience opens a mirror; 0 = never.
     pub mirror_load_percent: f64,
+    /// A live room's audience beyond this many on its origin node goes to mirrors on other
+    /// nodes of the cluster; 0 = no cap.
+    pub max_audience_per_node: usize,
     /// The cluster this node joins; `None`: a single node, no Redis.
     pub cluster: Option<ClusterSettings>,
     /// Where recordings and uploads are kept: `<data_dir>/recordings` unless set (another
@@ -675,6 +679,7 @@ impl Config {
                 Some(p) => p,
                 None => DEFAULT_MIRROR_LOAD_PERCENT,
             },
+            max_audience_per_node: file.rooms.max_audience_per_node.unwrap_or(0),
             max_connections: match &cli.max_connections {
                 Some(v) => parse_flag(v, "rooms.max_connections", "--max-connections")?,
                 None => file.rooms.max_connections.unwrap_or(0),

@@ -214,6 +214,7 @@ fn settings(
         write_timeout: config.write_timeout,
         max_pending_transports_per_ip: config.max_pending_transports_per_ip,
         mirror_load_percent: config.mirror_load_percent,
+        max_audience_per_node: config.max_audience_per_node,
         retention: config.retention,
         client_upload_ttl: config.client_upload_ttl,
         client_upload_idle_timeout: config.client_upload_idle_timeout,

@@ -5,7 +5,6 @@
 
 mod support;
 
-use std::path::Path;
 use std::time::{Duration, Instant};
 
 use support::client::*;
@@ -15,21 +14,26 @@ use support::*;
 /// Short leases so that departures show within seconds.
 const NODE_TTL_MS: u64 = 1500;
 
-fn node_with(redis: &Redis, host: &str, alias: &str, secret: &str, dir: &Path) -> ServerBuilder {
-    let config =
-        format!("[cluster]\nredis_url = \"{}\"\nnode_ttl_ms = {NODE_TTL_MS}\ncall_timeout_ms = 3000\n", redis.url());
-    Server::builder().host(host).alias(alias).secret(secret).config_text(dir, &config)
-}
-
-fn node(redis: &Redis, host: &str, alias: &str, secret: &str) -> (Server, tempfile::TempDir) {
+/// A node of the cluster on loopback address `host`, with `extra` configuration.
+fn node(redis: &Redis, host: &str, alias: &str, secret: &str, extra: &str) -> (Server, tempfile::TempDir) {
     let dir = tempfile::tempdir().expect("tempdir");
-    (node_with(redis, host, alias, secret, dir.path()).start(), dir)
+    let config = format!(
+        "{extra}\n[cluster]\nredis_url = \"{}\"\nnode_ttl_ms = {NODE_TTL_MS}\ncall_timeout_ms = 3000\n",
+        redis.url()
+    );
+    let server = Server::builder().host(host).alias(alias).secret(secret).config_text(dir.path(), &config).start();
+    (server, dir)
 }
 
 /// Three nodes, rtc-1 to rtc-3 on 127.0.0.1 to .3, each seeing the other two.
 fn three_nodes(redis: &Redis) -> Vec<(Server, tempfile::TempDir)> {
+    three_nodes_with(redis, "")
+}
+
+fn three_nodes_with(redis: &Redis, extra: &str) -> Vec<(Server, tempfile::TempDir)> {
     let secret = unique_secret();
-    let nodes: Vec<_> = (1..=3).map(|i| node(redis, &format!("127.0.0.{i}"), &format!("rtc-{i}"), &secret)).collect();
+    let nodes: Vec<_> =
+        (1..=3).map(|i| node(redis, &format!("127.0.0.{i}"), &format!("rtc-{i}"), &secret, extra)).collect();
     for (server, _) in &nodes {
         wait_until(|| metric(server, "uprtcd_cluster_nodes") == 3, "every node sees three nodes");
     }
@@ -130,7 +134,7 @@ fn min_load_spreads_a_burst_and_leaves_out_a_recycled_node_until_it_is_drained()
 fn an_alias_belongs_to_one_data_dir_while_its_node_lives() {
     let redis = Redis::start();
     let secret = unique_secret();
-    let (mut first, dir) = node(&redis, "127.0.0.1", "rtc-same", &secret);
+    let (mut first, dir) = node(&redis, "127.0.0.1", "rtc-same", &secret, "");
     let twin_dir = tempfile::tempdir().unwrap();
     let config = format!("[cluster]\nredis_url = \"{}\"\nnode_ttl_ms = {NODE_TTL_MS}\n", redis.url());
     let config_file = twin_dir.path().join("uprtcd.toml");
@@ -345,4 +349,82 @@ fn mirrors_go_on_when_another_mirror_node_is_killed_and_a_restarted_one_is_fed_a
     let mut watching_two = whep_player(two, &room, "p2");
     let got = watch(&mut host_media, &mut watching_two);
     assert!(got >= 30, "the origin feeds the restarted mirror node again over a new link ({got})");
+}
+
+/// Joins at a `redirect`'s server with its token: the session and its first event.
+fn follow(redirect: &Value, peer: &str) -> (Client, Value) {
+    let url = format!(
+        "{}{}?peer={peer}&token={}",
+        str_field(redirect, "serverUrl"),
+        redirect["invitationCode"],
+        str_field(redirect, "token")
+    );
+    let (mut socket, _) = tungstenite::connect(url.as_str()).unwrap_or_else(|e| panic!("connect {url}: {e}"));
+    if let tungstenite::stream::MaybeTlsStream::Plain(stream) = socket.get_ref() {
+        stream.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    }
+    let first = next_event(&mut socket).expect("a first event");
+    (socket, first)
+}
+
+#[test]
+fn a_full_origin_sends_its_audience_to_a_mirror_it_opens_on_another_node() {
+    let redis = Redis::start();
+    let nodes = three_nodes_with(&redis, "[rooms]\nmax_audience_per_node = 1\n");
+    let one = &nodes[0].0;
+    let (room, code) = live_room(one, "host");
+    let mut host = join(one, &room, code, "host");
+    let mut host_media = publish_video(&mut host, 0xA0);
+    let mut stays = Viewer::join(one, &room, code, "first");
+    assert_eq!(stays.renegotiate().len(), 1, "the first of the audience stays at the origin");
+
+    let (_, redirect) = connect(one, code, "second", &token(one, &room, "second"));
+    assert_eq!(redirect["type"], "redirect", "{redirect}");
+    let alias = str_field(&redirect, "serverAlias").to_owned();
+    let mirror = nodes
+        .iter()
+        .map(|(n, _)| n)
+        .find(|n| n.url_prefix() == str_field(&redirect, "serverUrl"))
+        .expect("the redirect names a node of the cluster");
+    assert_ne!(alias, "rtc-1");
+    assert_eq!(redirect["invitationCode"], json!(code));
+    assert_eq!(one.room(&room)["mirrorServers"], json!([alias]), "the origin opened a mirror there");
+    assert_eq!(metric(one, "uprtcd_cluster_redirects_total"), 1);
+
+    let (mut signalling, joined) = follow(&redirect, "second");
+    assert_eq!(joined["type"], "joined", "{joined}");
+    signalling.send(tungstenite::Message::Text(json!({"type": "subscribe"}).to_string().into())).unwrap();
+    let identity =
+        uprtcd_dataplane::dtls::DtlsIdentity::generate(uprtcd_dataplane::dtls::DtlsVersionPolicy::Dtls12Only).unwrap();
+    let ice = uprtcd_dataplane::ice::IceCredentials::generate().unwrap();
+    let mut moved = Viewer { signalling, ice, identity, media: None };
+    assert_eq!(moved.renegotiate().len(), 1, "the host's track at the mirror");
+
+    // A WHEP player is sent to the same mirror, which has room, with a 307.
+    let identity =
+        uprtcd_dataplane::dtls::DtlsIdentity::generate(uprtcd_dataplane::dtls::DtlsVersionPolicy::Dtls12Only).unwrap();
+    let ice = uprtcd_dataplane::ice::IceCredentials::generate().unwrap();
+    let offer = player_offer(&ice, &identity.fingerprint().to_string());
+    let player_token = token(one, &room, "third");
+    let sent = whip_post(one, "whep", &room, &player_token, &offer);
+    assert_eq!(sent.status, 307, "{}", sent.text());
+    let location = sent.header("location").expect("a Location").to_owned();
+    assert_eq!(location, format!("http://{}/whep/{room}", mirror.client));
+    let played = mirror.client_request(
+        "POST",
+        &format!("/whep/{room}"),
+        &[("content-type", "application/sdp"), ("authorization", &format!("Bearer {player_token}"))],
+        raw(offer),
+    );
+    assert_eq!(played.status, 201, "{}", played.text());
+    let mut player = connect_media(&played.text(), ice, &identity);
+
+    std::thread::scope(|scope| {
+        scope.spawn(|| send_video(&mut host_media, 0xA0, 40));
+        for media in [stays.media.as_mut().unwrap(), moved.media.as_mut().unwrap(), &mut player] {
+            let arrived = receive_video(|buf, wait| media.receive(buf, wait), None, 40);
+            assert!(arrived.len() >= 30, "the audience at the origin and at the mirror receive ({})", arrived.len());
+        }
+    });
+    assert_eq!(metric(one, "uprtcd_cluster_redirects_total"), 2);
 }

@@ -282,6 +282,13 @@ fn cluster(out: &mut String, state: &AppState) {
         .into_iter()
         .map(|(result, n)| (format!("result=\"{result}\""), count(n))),
     );
+    family(
+        out,
+        "uprtcd_cluster_redirects_total",
+        "counter",
+        "Audience members of a full origin sent to a mirror node (signalling redirect or WHEP 307).",
+        std::iter::once((String::new(), count(&stats.redirects))),
+    );
 }
 
 /// Uploads refused, client uploads by how they ended, and records the retention removed.

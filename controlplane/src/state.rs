@@ -52,6 +52,9 @@ pub struct Settings {
     /// A live room's audience opens a mirror on another worker when every worker serving it
     /// is at least this busy (CPU %); 0 never opens one by itself.
     pub mirror_load_percent: f64,
+    /// A live room's audience beyond this many on its origin node is sent to mirrors on
+    /// other nodes (`rooms.max_audience_per_node`); 0: no cap.
+    pub max_audience_per_node: usize,
     /// Where uploaded and recorded files are kept.
     pub recordings_dir: PathBuf,
     /// How server-side recordings are made.

@@ -13,6 +13,9 @@
  *     // {code, msg}: the spec's code of a refused admission (50001, 50000, 50003, 50004,
  *     // 50012, 50022), or code -1 when the connection failed or timed out before an answer
  *     // (or when a page loaded over https is given a ws:// serverUrl, which browsers block).
+ *     // An audience member whom a full origin node sends to a mirror on another node
+ *     // (`redirect`) is connected there by join itself, at most three times; room.serverUrl
+ *     // then names the node it is on.
  *     // Options: autoSubscribe (default true: subscribe() is sent on join),
  *     // rtcConfiguration (merged over the defaults below), timeoutMs (default 15000).
  *
@@ -53,6 +56,9 @@
  *     // MediaRecorder's chunks as they come, over the upload protocol (docs/signalling.md),
  *     // reconnecting and resuming where the server says when the connection drops.
  */
+
+/** Redirects to a mirror node one join follows at most (a loop between nodes ends). */
+const MAX_REDIRECTS = 3;
 
 const DEFAULT_RTC_CONFIGURATION = Object.freeze({
   iceServers: [],
@@ -128,7 +134,9 @@ export class Room {
       throw new UprtcError(INVALID_REQUEST, 'Room.join needs serverUrl, invitationCode, peer and token');
     }
     this.peer = String(peer);
+    this.serverUrl = String(serverUrl);
     this.roomId = null;
+    this._redirects = 0;
     this.peers = new Set();
     this._url = signallingUrl(serverUrl, invitationCode, this.peer, token);
     this._autoSubscribe = autoSubscribe;
@@ -236,6 +244,20 @@ export class Room {
           this._joined(message);
           resolve(this);
           if (this._autoSubscribe) this.subscribe();
+        } else if (message.type === 'redirect' && this._redirects < MAX_REDIRECTS) {
+          // Sent instead of `joined`: join the room's mirror where the server says, anew.
+          this._redirects += 1;
+          clearTimeout(timer);
+          ws.onclose = null;
+          ws.onmessage = null;
+          try {
+            ws.close();
+          } catch {
+            // Already closing.
+          }
+          this.serverUrl = String(message.serverUrl);
+          this._url = signallingUrl(message.serverUrl, message.invitationCode, this.peer, message.token);
+          this._connect().then(resolve, reject);
         } else if (message.type === 'error') {
           refuse(message.code, message.msg);
         }

@@ -507,8 +507,10 @@ impl ServerBuilder {
 }
 
 fn new_agent() -> ureq::Agent {
+    // Redirects are answers to check, not to follow (a WHEP 307 to a mirror node).
     ureq::Agent::config_builder()
         .http_status_as_error(false)
+        .max_redirects(0)
         .timeout_global(Some(Duration::from_secs(20)))
         .max_idle_connections(0)
         .max_idle_connections_per_host(0)

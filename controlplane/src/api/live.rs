@@ -85,15 +85,7 @@ async fn add_remote_mirror(state: &AppState, id: RoomId, body: NewMirror) -> Api
     };
     let cluster = state.cluster().ok_or_else(unknown)?;
     let node = cluster.node(&alias).filter(|node| !node.draining).ok_or_else(unknown)?;
-    let exists = state.read(|reg| reg.live_room(&id).map(|r| r.remote_mirrors.iter().any(|m| m.alias == alias)))?;
-    if exists {
-        return Err(ApiError::new(ApiCode::MirrorExists, format!("{alias} already mirrors room {id}")));
-    }
-    let (_, work_pid) = crate::cluster::mirror::open(state, &id, &node, body.pid).await?;
-    let mirror = crate::registry::RemoteMirror { alias: alias.clone(), work_pid };
-    let room = id.clone();
-    state.write(move |reg| reg.add_remote_mirror(&room, mirror)).await?;
-    crate::cluster::mirror::spawn_feeder(state, id, alias);
+    crate::cluster::mirror::mirror_on(state, &id, &node, body.pid).await?;
     done()
 }
 

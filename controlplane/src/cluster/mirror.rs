@@ -459,6 +459,73 @@ async fn link_to(state: &AppState, node: &NodeRecord) -> Result<LinkState, ApiEr
     Ok(LinkState { generation: link.generation, transport: link.transport })
 }
 
+/// Opens a mirror of live room `room` on `node` (by hand, or for an audience the origin
+/// sends away): 50013 when that node mirrors it already; the mirror is recorded with the
+/// room and fed from now on.
+pub async fn mirror_on(state: &AppState, room: &RoomId, node: &NodeRecord, pid: Option<i64>) -> Result<(), ApiError> {
+    let alias = node.alias.clone();
+    let exists = state.read(|reg| reg.live_room(room).map(|r| r.remote_mirrors.iter().any(|m| m.alias == alias)))?;
+    if exists {
+        return Err(ApiError::new(ApiCode::MirrorExists, format!("{alias} already mirrors room {room}")));
+    }
+    let (_, work_pid) = open(state, room, node, pid).await?;
+    let mirror = crate::registry::RemoteMirror { alias: alias.clone(), work_pid };
+    let id = room.clone();
+    state.write(move |reg| reg.add_remote_mirror(&id, mirror)).await?;
+    spawn_feeder(state, room.clone(), alias);
+    Ok(())
+}
+
+/// Where an audience member of `room` joining this node goes instead, with a fresh token:
+/// `None` unless this node is the room's origin in a cluster and is full for it, by
+/// `rooms.max_audience_per_node` or by every worker at `rooms.mirror_load_percent`. A
+/// mirror node with room is taken, else a mirror opens on the least loaded node.
+pub async fn audience_redirect(state: &AppState, room: &RoomId, peer: &PeerId) -> Option<(NodeRecord, String)> {
+    let cluster = state.cluster()?;
+    let settings = state.settings();
+    let (audience, mirrors) = state.read(|reg| {
+        let r = reg.live_room(room).ok().filter(|r| r.origin.is_none() && !r.is_member(peer))?;
+        let audience = r.connected.iter().filter(|p| !r.is_member(p)).count();
+        Some((audience, r.remote_mirrors.iter().map(|m| m.alias.clone()).collect::<Vec<_>>()))
+    })?;
+    let threshold = settings.mirror_load_percent;
+    let busy = |cpu: f64| threshold > 0.0 && cpu >= threshold;
+    let full = settings.max_audience_per_node > 0 && audience >= settings.max_audience_per_node;
+    let cpu = state.loads().cpu();
+    let loaded = !cpu.is_empty() && cpu.iter().all(|&c| busy(c));
+    if !full && !loaded {
+        return None;
+    }
+    let spare = |node: &NodeRecord| !node.draining && !busy(node.cpu) && node.alias != cluster.alias;
+    let existing = cluster
+        .nodes()
+        .into_iter()
+        .filter(|node| mirrors.contains(&node.alias) && spare(node))
+        .min_by(|a, b| a.cpu.total_cmp(&b.cpu));
+    let target = match existing {
+        Some(node) => node,
+        None => {
+            let node = cluster.choose(|node| spare(node) && !mirrors.contains(&node.alias)).await?;
+            match mirror_on(state, room, &node, None).await {
+                Ok(()) => {}
+                Err(e) if e.code == ApiCode::MirrorExists => {}
+                Err(e) => {
+                    tracing::warn!(%room, alias = %node.alias, error = %e.msg, "cannot open a mirror for the audience");
+                    return None;
+                }
+            }
+            node
+        }
+    };
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    let token = crate::token::mint(&settings.app_secret, room.clone(), peer.clone(), now, REDIRECT_TOKEN_TTL).ok()?;
+    cluster.stats.redirects.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    Some((target, token))
+}
+
+/// What a redirected client has to reconnect with its fresh token.
+const REDIRECT_TOKEN_TTL: Duration = Duration::from_secs(300);
+
 /// What a feeder knows of the link it sends on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct LinkState {

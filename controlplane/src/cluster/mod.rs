@@ -158,6 +158,8 @@ pub struct ClusterStats {
     pub forwarded_timeout: AtomicU64,
     pub forwarded_refused: AtomicU64,
     pub received_forwarded: AtomicU64,
+    /// Audience members sent to a mirror node (`redirect`, or a WHEP 307).
+    pub redirects: AtomicU64,
 }
 
 /// The node's cluster side; present in [`AppState`] only when `cluster.redis_url` is set.

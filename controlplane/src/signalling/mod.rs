@@ -92,6 +92,22 @@ fn unix_now() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }
 
+/// The `redirect` for an audience member whose genuine token names a live room this node
+/// originates and is full for (see [`crate::cluster::mirror::audience_redirect`]).
+async fn redirect(state: &AppState, code: &str, query: &JoinQuery) -> Option<ServerEvent> {
+    state.cluster()?;
+    let code: u32 = code.parse().ok()?;
+    let (room, invitation_code) =
+        state.read(|reg| reg.room_by_code(code).map(|r| (r.id.clone(), r.invitation_code)))?;
+    let claims = crate::token::verify(&state.settings().app_secret, &query.token, unix_now()).ok()?;
+    if claims.room != room || claims.peer.as_str() != query.peer {
+        return None;
+    }
+    let (node, token) = crate::cluster::mirror::audience_redirect(state, &room, &claims.peer).await?;
+    tracing::info!(%room, peer = %claims.peer, to = %node.alias, "audience member sent to a mirror");
+    Some(ServerEvent::Redirect { server_url: node.client_url, server_alias: node.alias, invitation_code, token })
+}
+
 /// Checks the token and lets the client into the room it names.
 async fn admit(state: &AppState, code: &str, query: JoinQuery) -> Result<(RoomId, PeerId), ApiError> {
     let code: u32 =
@@ -165,6 +181,11 @@ async fn replace_silent_session(state: &AppState, room: &RoomId, peer: &PeerId) 
 }
 
 async fn session(state: AppState, code: String, query: JoinQuery, source: IpAddr, mut socket: WebSocket) {
+    if let Some(redirect) = redirect(&state, &code, &query).await {
+        let _ = socket.send(text(&redirect)).await;
+        let _ = socket.send(Message::Close(Some(CloseFrame { code: 1000, reason: "redirected".into() }))).await;
+        return;
+    }
     let (room, peer) = match admit(&state, &code, query).await {
         Ok(admitted) => admitted,
         Err(error) => {
@@ -220,7 +241,6 @@ fn text(event: &ServerEvent) -> Message {
     Message::Text(event.to_json().into())
 }
 
-/// The tracks the clients of `room` see: those its other peers and its merge group publish.
 pub(crate) use self::subscribe::{consume_on, subscriber_ssrc};
 
 /// What the audience of `room` sees published: its own and its merge group's streams.
@@ -229,6 +249,7 @@ pub(crate) fn room_tracks(state: &AppState, room: &RoomId) -> Vec<PublishedTrack
     rooms.iter().flat_map(|r| state.hub().tracks_of(r)).collect()
 }
 
+/// The tracks the clients of `room` see: those its other peers and its merge group publish.
 fn visible_tracks(state: &AppState, room: &RoomId, peer: &PeerId) -> Vec<PublishedTrack> {
     let rooms = state.read(|reg| reg.visible_rooms(room));
     state.hub().tracks_for(&rooms, peer)

@@ -104,6 +104,14 @@ pub enum ServerEvent {
     RoomClosed,
     /// Another connection of the same peer replaced this one.
     Replaced,
+    /// The room's origin is full: reconnect to its mirror at `serverUrl` + `invitationCode`
+    /// with this fresh `token`. Sent instead of `joined`; the connection then closes.
+    Redirect {
+        server_url: String,
+        server_alias: String,
+        invitation_code: u32,
+        token: String,
+    },
     /// The worker removed one of the session's transports.
     TransportClosed {
         role: TransportRole,
@@ -271,6 +279,18 @@ pub(super) mod tests {
         assert_eq!(wire(event), literal(r#"{"v":1,"type":"merge-changed","mergeRoomIds":["r2","r3"]}"#));
         let alone = ServerEvent::MergeChanged { merge_room_ids: Vec::new() };
         assert_eq!(wire(alone), literal(r#"{"v":1,"type":"merge-changed","mergeRoomIds":[]}"#));
+    }
+
+    #[test]
+    fn redirect() {
+        let event = ServerEvent::Redirect {
+            server_url: "ws://10.0.0.2:6016/".into(),
+            server_alias: "rtc-2".into(),
+            invitation_code: 123_456_789,
+            token: "t.k.n".into(),
+        };
+        let expected = r#"{"v":1,"type":"redirect","serverUrl":"ws://10.0.0.2:6016/","serverAlias":"rtc-2","invitationCode":123456789,"token":"t.k.n"}"#;
+        assert_eq!(wire(event), literal(expected));
     }
 
     #[test]

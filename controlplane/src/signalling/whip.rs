@@ -91,6 +91,20 @@ impl From<ApiError> for HttpError {
     }
 }
 
+/// Where a WHEP player of a live room this node originates and is full for plays instead:
+/// the same endpoint on a mirror node (the player sends its offer and token there again,
+/// as a 307 asks).
+async fn mirror_location(state: &AppState, room: &RoomId, token: &str) -> Option<HeaderValue> {
+    state.cluster()?;
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    let claims = crate::token::verify(&state.settings().app_secret, token, now).ok().filter(|c| &c.room == room)?;
+    let (node, _) = crate::cluster::mirror::audience_redirect(state, room, &claims.peer).await?;
+    let base = node.client_url.replacen("ws", "http", 1);
+    let location = format!("{}/whep/{}", base.trim_end_matches('/'), percent_encode(room.as_str()));
+    tracing::info!(%room, peer = %claims.peer, to = %node.alias, "WHEP player sent to a mirror");
+    HeaderValue::from_str(&location).ok()
+}
+
 /// `POST /whip/{room}` or `/whep/{room}`, as `role` says: the answer, or the error's response.
 async fn offered(
     role: Role,
@@ -129,6 +143,11 @@ async fn start(
         .ok_or_else(|| ApiError::new(ApiCode::IllegalClient, "Authorization: Bearer <join token> is required"))?;
     let room = RoomId::try_from(room).map_err(|_| ApiError::new(ApiCode::RoomNotFound, "no such room"))?;
     state.read(|reg| reg.room(&room).map(|_| ()))?;
+    if role == Role::Player
+        && let Some(location) = mirror_location(&state, &room, token).await
+    {
+        return Ok((StatusCode::TEMPORARY_REDIRECT, [(header::LOCATION, location)]).into_response());
+    }
     let peer = admit_with_token(&state, &room, token, None).await?;
     let (id, queue) = enter(&state, &room, &peer);
     let mut session = Session::new(&state, room.clone(), peer, id, source);
