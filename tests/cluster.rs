@@ -428,3 +428,43 @@ fn a_full_origin_sends_its_audience_to_a_mirror_it_opens_on_another_node() {
     });
     assert_eq!(metric(one, "uprtcd_cluster_redirects_total"), 2);
 }
+
+#[test]
+fn garbage_in_redis_is_ignored_and_counted_and_a_stalled_redis_holds_up_no_call() {
+    let redis = Redis::start();
+    let nodes = three_nodes(&redis);
+    let (one, two) = (&nodes[0].0, &nodes[1].0);
+    let theirs = two.live_id("host");
+    assert_eq!(redis.command(&["SADD", "uprtcd:aliases", "evil", "rtc-1x"]), ":2");
+    assert_eq!(redis.command(&["SET", "uprtcd:node:evil", "{not json"]), "+OK");
+    assert_eq!(redis.command(&["SET", "uprtcd:node:rtc-1x", r#"{"alias":"someone-else"}"#]), "+OK");
+    wait_until(|| metric(one, "uprtcd_cluster_bad_entries_total") >= 2, "the bad entries are counted");
+    assert_eq!(metric(one, "uprtcd_cluster_nodes"), 3, "and ignored");
+    assert_eq!(one.room(&theirs), two.room(&theirs), "forwarding goes on");
+
+    // The tag table of the wrong type: heartbeats fail, every node serves its own rooms.
+    redis.command(&["DEL", "uprtcd:tags"]);
+    redis.command(&["SET", "uprtcd:tags", "garbage"]);
+    wait_until(|| metric(one, "uprtcd_cluster_heartbeats_total{result=\"failed\"}") >= 1, "heartbeats fail");
+    let ours = one.live_id("during");
+    one.room(&ours);
+    redis.command(&["DEL", "uprtcd:tags"]);
+    wait_until(|| metric(one, "uprtcd_cluster_nodes") == 3 && metric(two, "uprtcd_cluster_nodes") == 3, "back");
+    assert_eq!(two.room(&ours), one.room(&ours));
+
+    // Redis stalled for 3 s: calls that need it go on without it, promptly.
+    std::thread::scope(|scope| {
+        scope.spawn(|| redis.command(&["DEBUG", "SLEEP", "3"]));
+        std::thread::sleep(Duration::from_millis(300));
+        let started = Instant::now();
+        let during = one.live_id("stalled");
+        one.room(&during);
+        mini_load_alias(one);
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "no call waits for a stalled Redis: {:?}",
+            started.elapsed()
+        );
+    });
+    wait_until(|| metric(one, "uprtcd_cluster_nodes") == 3, "the cluster after the stall");
+}

@@ -23,7 +23,7 @@ impl Redis {
     fn spawn(&mut self) {
         let child = Command::new("redis-server")
             .args(["--bind", "127.0.0.1", "--port", &self.port.to_string(), "--save", "", "--appendonly", "no"])
-            .args(["--protected-mode", "no", "--loglevel", "warning"])
+            .args(["--protected-mode", "no", "--loglevel", "warning", "--enable-debug-command", "local"])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -35,6 +35,21 @@ impl Redis {
             assert!(Instant::now() < deadline, "redis-server did not listen on port {} within 10 s", self.port);
             std::thread::sleep(Duration::from_millis(20));
         }
+    }
+
+    /// Runs one command (RESP over a fresh connection) and returns the reply's first line,
+    /// for tests that put garbage into the directory or stall Redis (`DEBUG SLEEP`).
+    pub fn command(&self, args: &[&str]) -> String {
+        use std::io::{BufRead, BufReader, Write};
+        let mut stream = TcpStream::connect(("127.0.0.1", self.port)).expect("connect to redis");
+        let mut request = format!("*{}\r\n", args.len());
+        for arg in args {
+            request.push_str(&format!("${}\r\n{arg}\r\n", arg.len()));
+        }
+        stream.write_all(request.as_bytes()).expect("write to redis");
+        let mut line = String::new();
+        BufReader::new(stream).read_line(&mut line).expect("read from redis");
+        line.trim_end().to_owned()
     }
 
     pub fn url(&self) -> String {
