@@ -185,6 +185,10 @@ fn a_node_that_stops_leaves_placement_and_its_rooms_answer_an_error_until_it_is_
     let gone = one.expect("GET", &format!("/room/{id}"), (), 10000);
     assert!(started.elapsed() < Duration::from_secs(2), "an answer, not a hang");
     assert!(str_field(&gone, "msg").contains("rtc-2"), "the error names the node: {gone}");
+    let ours = one.live_id("host");
+    let refused = one.expect("POST", &format!("/room/{ours}/live/merge"), json!({"roomId": id}), 10000);
+    assert!(str_field(&refused, "msg").contains("rtc-2"), "merging with a room of a node that is down: {refused}");
+    assert_eq!(one.ok("GET", &format!("/room/{ours}/live/merge"), ()), json!([]), "and nothing changed");
 
     nodes[1].0.restart();
     wait_until(|| metric(&nodes[0].0, "uprtcd_cluster_nodes") == 3, "node 2 is back");
@@ -467,4 +471,99 @@ fn garbage_in_redis_is_ignored_and_counted_and_a_stalled_redis_holds_up_no_call(
         );
     });
     wait_until(|| metric(one, "uprtcd_cluster_nodes") == 3, "the cluster after the stall");
+}
+
+/// The SSRC the audience receives `host`'s track as, from an offer's `tracks`.
+fn sent_ssrc_of(tracks: &[Value], host: &str) -> u32 {
+    let track = tracks.iter().find(|t| t["peer"] == host).expect("the host's track");
+    track["ssrc"].as_u64().expect("offers name each track's SSRC") as u32
+}
+
+/// Renegotiates until the offer has `count` tracks.
+fn tracks_until(viewer: &mut Viewer, count: usize) -> Vec<Value> {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let tracks = viewer.renegotiate();
+        if tracks.len() == count {
+            return tracks;
+        }
+        assert!(Instant::now() < deadline, "no offer of {count} tracks within 15 s: {tracks:?}");
+    }
+}
+
+#[test]
+fn live_rooms_on_three_nodes_merge_transitively_and_separate() {
+    let redis = Redis::start();
+    let nodes = three_nodes(&redis);
+    let hosts = ["anna", "ben", "cleo"];
+    let ssrcs = [0xA0u32, 0xB0, 0xC0];
+    let rooms: Vec<(String, u64)> = nodes.iter().zip(hosts).map(|((n, _), h)| live_room(n, h)).collect();
+    let mut publishers = Vec::new();
+    let mut viewers = Vec::new();
+    for (i, (node, _)) in nodes.iter().enumerate() {
+        let (room, code) = &rooms[i];
+        let mut signalling = join(node, room, *code, hosts[i]);
+        let media = publish_video(&mut signalling, ssrcs[i]);
+        publishers.push((signalling, media));
+        let mut viewer = Viewer::join(node, room, *code, &format!("viewer{i}"));
+        assert_eq!(viewer.renegotiate().len(), 1, "before merging, only the room's own host");
+        viewers.push(viewer);
+    }
+    let (a, b, c) = (&rooms[0].0, &rooms[1].0, &rooms[2].0);
+    // A+B asked of node 3, B+C of node 1: each call goes to its room's own node.
+    nodes[2].0.ok("POST", &format!("/room/{a}/live/merge"), json!({"roomId": b}));
+    nodes[0].0.ok("POST", &format!("/room/{b}/live/merge"), json!({"roomId": c}));
+    nodes[1].0.expect("POST", &format!("/room/{a}/live/merge"), json!({"roomId": c}), 50014);
+    nodes[1].0.expect("POST", &format!("/room/{a}/live/merge"), json!({"roomId": "nope"}), 50010);
+
+    let merged = nodes[0].0.ok("GET", &format!("/room/{a}/live/merge"), ());
+    let mut listed: Vec<(String, String)> = merged
+        .as_array()
+        .expect("an array")
+        .iter()
+        .map(|m| (str_field(m, "roomId").to_owned(), str_field(m, "serverAlias").to_owned()))
+        .collect();
+    listed.sort();
+    let mut expected = vec![(b.clone(), "rtc-2".to_owned()), (c.clone(), "rtc-3".to_owned())];
+    expected.sort();
+    assert_eq!(listed, expected, "each merged room with the node that holds it");
+
+    let all: Vec<Vec<Value>> = viewers.iter_mut().map(|v| tracks_until(v, 3)).collect();
+    for (i, tracks) in all.iter().enumerate() {
+        let mut peers: Vec<&str> = tracks.iter().filter_map(|t| t["peer"].as_str()).collect();
+        peers.sort_unstable();
+        assert_eq!(peers, hosts, "viewer {i} is offered every host of the group");
+    }
+    // Every audience receives every host, across the three nodes.
+    for (h, host) in hosts.iter().enumerate() {
+        std::thread::scope(|scope| {
+            let (_, media) = &mut publishers[h];
+            let ssrc = ssrcs[h];
+            scope.spawn(move || send_video(media, ssrc, 40));
+            for (i, viewer) in viewers.iter_mut().enumerate() {
+                let media = viewer.media.as_mut().unwrap();
+                let arrived =
+                    receive_video(|buf, wait| media.receive(buf, wait), Some(sent_ssrc_of(&all[i], host)), 40);
+                assert!(arrived.len() >= 30, "viewer {i} receives {host} ({} of 40)", arrived.len());
+            }
+        });
+    }
+
+    // C leaves the group: its audience sees only C, the others A and B.
+    nodes[1].0.ok("POST", &format!("/room/{b}/live/separate"), json!({"roomId": c}));
+    tracks_until(&mut viewers[2], 1);
+    tracks_until(&mut viewers[0], 2);
+    tracks_until(&mut viewers[1], 2);
+    assert_eq!(nodes[2].0.ok("GET", &format!("/room/{c}/live/merge"), ()), json!([]));
+    // The host of A takes A out: B is alone again.
+    nodes[0].0.ok("POST", &format!("/room/{a}/live/master/anna/separate"), ());
+    tracks_until(&mut viewers[1], 1);
+    nodes[0].0.expect("POST", &format!("/room/{a}/live/master/anna/separate"), (), 50010);
+    // The feeds of other nodes' rooms that each node held for its group are given up.
+    for (node, _) in &nodes {
+        wait_until(
+            || u64_field(&node.ok("GET", "/server/room/num", ()), "num") == 1,
+            "only the node's own room is left",
+        );
+    }
 }

@@ -135,6 +135,10 @@ pub struct Room {
     /// code): its audience joins here, its hosts publish there.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub origin: Option<String>,
+    /// A held room that only feeds this node's merge groups with the origin's streams (no
+    /// audience of its own is sent here).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub feed: bool,
     /// Mirrors of this room on other nodes of the cluster, in the order they were added.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub remote_mirrors: Vec<RemoteMirror>,
@@ -188,6 +192,9 @@ pub struct RemoteMirror {
     pub alias: String,
     /// The worker thread that holds it there.
     pub work_pid: i32,
+    /// Only a feed of a merge group there, not a mirror for an audience (not listed).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub feed: bool,
 }
 
 /// A live room of another node, as a mirror of it is held here.
@@ -200,6 +207,8 @@ pub struct MirrorRoom {
     pub min_bitrate: u64,
     pub max_bitrate: u64,
     pub origin: String,
+    /// Held only to feed merge groups (see [`Room::feed`]).
+    pub feed: bool,
 }
 
 /// A stored recording.
@@ -486,6 +495,7 @@ impl Registry {
             demo: new.demo,
             playback: None,
             origin: None,
+            feed: false,
             remote_mirrors: Vec::new(),
             connected: BTreeSet::new(),
         };
@@ -533,6 +543,7 @@ impl Registry {
             demo: false,
             playback: None,
             origin: Some(mirror.origin),
+            feed: mirror.feed,
             remote_mirrors: Vec::new(),
             connected: BTreeSet::new(),
         };
@@ -543,15 +554,64 @@ impl Registry {
         Ok(worker)
     }
 
-    /// Records a mirror of live room `id` on node `alias`: 50013 when that node has one.
+    /// Records a mirror of live room `id` on node `alias`: 50013 when that node has one
+    /// for an audience. A feed where a mirror is asked becomes that mirror; a feed asked
+    /// where anything is changes nothing.
     pub fn add_remote_mirror(&mut self, id: &RoomId, mirror: RemoteMirror) -> Result<(), ApiError> {
         self.live_room(id)?;
         let room = self.room_mut(id)?;
-        if room.remote_mirrors.iter().any(|m| m.alias == mirror.alias) {
-            return Err(ApiError::new(ApiCode::MirrorExists, format!("{} already mirrors room {id}", mirror.alias)));
+        match room.remote_mirrors.iter_mut().find(|m| m.alias == mirror.alias) {
+            None => room.remote_mirrors.push(mirror),
+            Some(_) if mirror.feed => {}
+            Some(held) if held.feed => *held = mirror,
+            Some(_) => {
+                return Err(ApiError::new(
+                    ApiCode::MirrorExists,
+                    format!("{} already mirrors room {id}", mirror.alias),
+                ));
+            }
         }
-        room.remote_mirrors.push(mirror);
         Ok(())
+    }
+
+    /// Forgets the feed of `id` on node `alias` (its merge group there no longer needs it);
+    /// a mirror for an audience stays. Whether a feed went.
+    pub fn drop_feed(&mut self, id: &RoomId, alias: &str) -> bool {
+        let Some(room) = self.rooms.get_mut(id) else { return false };
+        let before = room.remote_mirrors.len();
+        room.remote_mirrors.retain(|m| !(m.feed && m.alias == alias));
+        let dropped = room.remote_mirrors.len() != before;
+        if dropped {
+            self.changes.rooms.insert(id.clone());
+        }
+        dropped
+    }
+
+    /// Live room `id` and the rooms merged with it (50001 when it is not open, 10003 when it
+    /// is not live).
+    pub fn group_members(&self, id: &RoomId) -> Result<Vec<RoomId>, ApiError> {
+        self.live_room(id)?;
+        Ok(std::iter::once(id.clone()).chain(self.merged_with(id)?).collect())
+    }
+
+    /// Makes the rooms of `members` that are open here one merge group (after taking each
+    /// out of its group); fewer than two here are left alone.
+    pub fn set_group(&mut self, members: &[RoomId]) {
+        let present: Vec<RoomId> = members.iter().filter(|m| self.rooms.contains_key(*m)).cloned().collect();
+        for room in &present {
+            self.leave_group(room);
+        }
+        if present.len() < 2 {
+            return;
+        }
+        let group = self.fresh_group_id();
+        for room in present {
+            if let Some(r) = self.rooms.get_mut(&room) {
+                r.merge_group = Some(group);
+            }
+            self.changes.rooms.insert(room.clone());
+            self.groups.entry(group).or_default().insert(room);
+        }
     }
 
     /// Opens a playback room: live room `new` whose host, its master, is recording `record`
@@ -1136,6 +1196,7 @@ mod tests {
             min_bitrate: room.min_bitrate,
             max_bitrate: room.max_bitrate,
             origin: "rtc-1".into(),
+            feed: false,
         };
         let mut here = registry(2);
         assert_eq!(here.hold_mirror(mirror(), Some(1)).unwrap(), 1);
@@ -1146,11 +1207,33 @@ mod tests {
         let other = MirrorRoom { origin: "rtc-3".into(), ..mirror() };
         assert_eq!(here.hold_mirror(other, None).unwrap_err().code, ApiCode::InvalidRequest);
 
-        let on = |alias: &str| RemoteMirror { alias: alias.into(), work_pid: 7 };
+        let on = |alias: &str| RemoteMirror { alias: alias.into(), work_pid: 7, feed: false };
         origin.add_remote_mirror(&a, on("rtc-2")).unwrap();
         assert_eq!(origin.add_remote_mirror(&a, on("rtc-2")).unwrap_err().code, ApiCode::MirrorExists);
         origin.add_remote_mirror(&a, on("rtc-3")).unwrap();
         assert_eq!(origin.room(&a).unwrap().remote_mirrors.len(), 2);
+    }
+
+    #[test]
+    fn a_group_set_from_elsewhere_takes_the_rooms_open_here_out_of_their_groups() {
+        let mut reg = registry(1);
+        let [a, b, c] = ["a", "b", "c"].map(|m| open_live(&mut reg, m));
+        reg.merge(&a, &b).unwrap();
+        let elsewhere = RoomId::try_from("elsewhere".to_owned()).unwrap();
+        reg.set_group(&[b.clone(), c.clone(), elsewhere]);
+        assert_eq!(reg.merged_with(&a).unwrap(), Vec::<RoomId>::new(), "a left alone");
+        assert_eq!(reg.merged_with(&b).unwrap(), vec![c.clone()], "only the rooms open here are grouped");
+        reg.set_group(std::slice::from_ref(&c));
+        assert!(reg.merged_with(&b).unwrap().is_empty() && reg.room(&c).unwrap().merge_group.is_none());
+        assert_eq!(reg.group_members(&a).unwrap(), vec![a.clone()]);
+
+        let feed = RemoteMirror { alias: "rtc-2".into(), work_pid: 1, feed: true };
+        reg.add_remote_mirror(&a, feed.clone()).unwrap();
+        reg.add_remote_mirror(&a, feed).unwrap();
+        assert!(reg.drop_feed(&a, "rtc-2"));
+        assert!(!reg.drop_feed(&a, "rtc-2"));
+        reg.add_remote_mirror(&a, RemoteMirror { alias: "rtc-2".into(), work_pid: 1, feed: false }).unwrap();
+        assert!(!reg.drop_feed(&a, "rtc-2"), "a mirror for an audience is no feed");
     }
 
     #[test]

@@ -85,7 +85,7 @@ async fn add_remote_mirror(state: &AppState, id: RoomId, body: NewMirror) -> Api
     };
     let cluster = state.cluster().ok_or_else(unknown)?;
     let node = cluster.node(&alias).filter(|node| !node.draining).ok_or_else(unknown)?;
-    crate::cluster::mirror::mirror_on(state, &id, &node, body.pid).await?;
+    crate::cluster::mirror::mirror_on(state, &id, &node, body.pid, false).await?;
     done()
 }
 
@@ -123,7 +123,7 @@ pub(super) async fn list_mirrors(
         },
     );
     // A mirror node that is gone for now is listed still: its mirror comes back with it.
-    let elsewhere = remote.into_iter().map(|mirror| {
+    let elsewhere = remote.into_iter().filter(|mirror| !mirror.feed).map(|mirror| {
         let node = state.cluster().and_then(|cluster| cluster.node(&mirror.alias));
         MirrorInfo {
             name: mirror.alias.clone(),
@@ -203,6 +203,10 @@ pub(super) async fn merge(
     ApiPath(id): ApiPath<RoomId>,
     ApiJson(body): ApiJson<OtherRoom>,
 ) -> ApiResult<Empty> {
+    if crate::cluster::merge::in_cluster(&state) {
+        crate::cluster::merge::merge(&state, &id, &body.room_id).await?;
+        return done();
+    }
     let affected = state.read(|reg| [reg.visible_rooms(&id), reg.visible_rooms(&body.room_id)].concat());
     let room = id.clone();
     state.write(move |reg| reg.merge(&room, &body.room_id)).await?;
@@ -226,11 +230,13 @@ pub(super) async fn list_merged(
     ApiPath(id): ApiPath<RoomId>,
 ) -> ApiResult<Vec<MergedRoom>> {
     let merged = state.read(|reg| reg.live_room(&id).and_then(|_| reg.merged_with(&id)))?;
-    let s = state.settings();
     Ok(Answer(
         merged
             .into_iter()
-            .map(|room_id| MergedRoom { room_id, server_alias: s.alias.clone(), server_address: s.api_address.clone() })
+            .map(|room_id| {
+                let (server_alias, server_address) = crate::cluster::merge::location(&state, &room_id);
+                MergedRoom { room_id, server_alias, server_address }
+            })
             .collect(),
     ))
 }
@@ -242,6 +248,10 @@ pub(super) async fn separate_by_host(
     State(state): State<AppState>,
     ApiPath((id, host)): ApiPath<(RoomId, PeerId)>,
 ) -> ApiResult<Empty> {
+    if crate::cluster::merge::in_cluster(&state) {
+        crate::cluster::merge::separate(&state, &id, &id, Some(&host)).await?;
+        return done();
+    }
     let affected = state.read(|reg| reg.visible_rooms(&id));
     state.write(move |reg| reg.separate_by_host(&id, &host)).await?;
     signalling::announce_merge_change(&state, &affected);
@@ -256,6 +266,10 @@ pub(super) async fn separate(
     ApiPath(id): ApiPath<RoomId>,
     ApiJson(body): ApiJson<OtherRoom>,
 ) -> ApiResult<Empty> {
+    if crate::cluster::merge::in_cluster(&state) {
+        crate::cluster::merge::separate(&state, &id, &body.room_id, None).await?;
+        return done();
+    }
     let affected = state.read(|reg| reg.visible_rooms(&id));
     state.write(move |reg| reg.separate(&id, &body.room_id)).await?;
     signalling::announce_merge_change(&state, &affected);

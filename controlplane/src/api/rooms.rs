@@ -232,7 +232,7 @@ pub(super) async fn get_room(State(state): State<AppState>, ApiPath(id): ApiPath
                 .mirrors
                 .iter()
                 .map(|_| s.alias.clone())
-                .chain(room.remote_mirrors.iter().map(|m| m.alias.clone()))
+                .chain(room.remote_mirrors.iter().filter(|m| !m.feed).map(|m| m.alias.clone()))
                 .collect(),
             kind,
             invitation_code: room.invitation_code,

@@ -268,6 +268,9 @@ struct OpenMirror {
     origin: String,
     /// A `workPid` of the mirror node's workers to hold the audience.
     pid: Option<i64>,
+    /// Held only to feed the mirror node's merge groups.
+    #[serde(default)]
+    feed: bool,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -290,6 +293,7 @@ pub fn internal_routes() -> Router<AppState> {
         .route("/mirror/{roomId}/tracks", put(set_tracks))
         .route("/mirror/{roomId}/release", post(release))
         .route("/mirror/{roomId}/wanted/{alias}", post(wanted))
+        .merge(super::merge::internal_routes())
 }
 
 /// `POST …/link`: the other node's half and media address; answers ours.
@@ -315,6 +319,7 @@ async fn hold(State(state): State<AppState>, ApiJson(body): ApiJson<OpenMirror>)
         min_bitrate: body.min_bitrate,
         max_bitrate: body.max_bitrate,
         origin: body.origin.clone(),
+        feed: body.feed,
     };
     let worker = state.write(move |reg| reg.hold_mirror(room, worker)).await?;
     let mut held = cluster.mirrors.held.lock().await;
@@ -361,15 +366,21 @@ async fn apply_tracks(state: &AppState, room: &RoomId, tracks: Vec<WireTrack>) -
             other => tracing::warn!(%room, ssrc, ?other, "a mirrored stream was refused by the link worker"),
         }
     }
+    // The audience of every room merged with this one sees its streams too.
+    let audiences = state.read(|reg| reg.visible_rooms(room));
+    let tell = |event: ServerEvent| {
+        for audience in &audiences {
+            state.hub().send(audience, |_| true, &Outgoing::Tracks(event.clone()));
+        }
+    };
     for (track_id, publisher) in gone {
         state.hub().remove_track(room, &track_id);
-        let removed = Outgoing::Tracks(ServerEvent::TrackRemoved { peer: publisher, track_id });
-        state.hub().send(room, |_| true, &removed);
+        tell(ServerEvent::TrackRemoved { peer: publisher, track_id });
     }
     let (ssrcs, published): (Vec<u32>, Vec<PublishedTrack>) = added.into_iter().unzip();
     for (ssrc, track) in ssrcs.into_iter().zip(state.hub().add_tracks(room, published)) {
         held.tracks.insert(ssrc, (track.track_id.clone(), track.publisher.clone()));
-        state.hub().send(room, |_| true, &Outgoing::Tracks(ServerEvent::TrackAdded(track.info())));
+        tell(ServerEvent::TrackAdded(track.info()));
     }
     Ok(())
 }
@@ -430,6 +441,7 @@ pub async fn open(
     room: &RoomId,
     node: &NodeRecord,
     pid: Option<i64>,
+    feed: bool,
 ) -> Result<(LinkState, i32), ApiError> {
     let link = link_to(state, node).await?;
     let snapshot = state.read(|reg| {
@@ -442,6 +454,7 @@ pub async fn open(
             max_bitrate: r.max_bitrate,
             origin: state.settings().alias.clone(),
             pid,
+            feed,
         })
     })?;
     let opened: Opened = call(state, node, axum::http::Method::POST, "/mirror", &snapshot).await?;
@@ -460,19 +473,34 @@ async fn link_to(state: &AppState, node: &NodeRecord) -> Result<LinkState, ApiEr
 }
 
 /// Opens a mirror of live room `room` on `node` (by hand, or for an audience the origin
-/// sends away): 50013 when that node mirrors it already; the mirror is recorded with the
-/// room and fed from now on.
-pub async fn mirror_on(state: &AppState, room: &RoomId, node: &NodeRecord, pid: Option<i64>) -> Result<(), ApiError> {
+/// sends away), or with `feed` only a feed of the merge groups there: 50013 when that node
+/// mirrors it already for an audience; a feed there becomes the mirror, and a feed asked
+/// where anything is changes nothing. The mirror is recorded with the room and fed from
+/// now on.
+pub async fn mirror_on(
+    state: &AppState,
+    room: &RoomId,
+    node: &NodeRecord,
+    pid: Option<i64>,
+    feed: bool,
+) -> Result<(), ApiError> {
     let alias = node.alias.clone();
-    let exists = state.read(|reg| reg.live_room(room).map(|r| r.remote_mirrors.iter().any(|m| m.alias == alias)))?;
-    if exists {
-        return Err(ApiError::new(ApiCode::MirrorExists, format!("{alias} already mirrors room {room}")));
+    let held = state
+        .read(|reg| reg.live_room(room).map(|r| r.remote_mirrors.iter().find(|m| m.alias == alias).map(|m| m.feed)))?;
+    match held {
+        Some(_) if feed => return Ok(()),
+        Some(false) => {
+            return Err(ApiError::new(ApiCode::MirrorExists, format!("{alias} already mirrors room {room}")));
+        }
+        Some(true) | None => {}
     }
-    let (_, work_pid) = open(state, room, node, pid).await?;
-    let mirror = crate::registry::RemoteMirror { alias: alias.clone(), work_pid };
+    let (_, work_pid) = open(state, room, node, pid, feed).await?;
+    let mirror = crate::registry::RemoteMirror { alias: alias.clone(), work_pid, feed };
     let id = room.clone();
     state.write(move |reg| reg.add_remote_mirror(&id, mirror)).await?;
-    spawn_feeder(state, room.clone(), alias);
+    if held.is_none() {
+        spawn_feeder(state, room.clone(), alias);
+    }
     Ok(())
 }
 
@@ -486,7 +514,8 @@ pub async fn audience_redirect(state: &AppState, room: &RoomId, peer: &PeerId) -
     let (audience, mirrors) = state.read(|reg| {
         let r = reg.live_room(room).ok().filter(|r| r.origin.is_none() && !r.is_member(peer))?;
         let audience = r.connected.iter().filter(|p| !r.is_member(p)).count();
-        Some((audience, r.remote_mirrors.iter().map(|m| m.alias.clone()).collect::<Vec<_>>()))
+        let mirrors: Vec<String> = r.remote_mirrors.iter().filter(|m| !m.feed).map(|m| m.alias.clone()).collect();
+        Some((audience, mirrors))
     })?;
     let threshold = settings.mirror_load_percent;
     let busy = |cpu: f64| threshold > 0.0 && cpu >= threshold;
@@ -506,7 +535,7 @@ pub async fn audience_redirect(state: &AppState, room: &RoomId, peer: &PeerId) -
         Some(node) => node,
         None => {
             let node = cluster.choose(|node| spare(node) && !mirrors.contains(&node.alias)).await?;
-            match mirror_on(state, room, &node, None).await {
+            match mirror_on(state, room, &node, None, false).await {
                 Ok(()) => {}
                 Err(e) if e.code == ApiCode::MirrorExists => {}
                 Err(e) => {
@@ -543,9 +572,10 @@ pub fn spawn_feeder(state: &AppState, room: RoomId, alias: String) {
         loop {
             tokio::time::sleep(FEED_INTERVAL).await;
             let Some(cluster) = state.cluster() else { return };
-            let wanted =
-                state.read(|reg| reg.room(&room).is_ok_and(|r| r.remote_mirrors.iter().any(|m| m.alias == alias)));
-            if !wanted {
+            let wanted = state.read(|reg| {
+                reg.room(&room).ok().and_then(|r| r.remote_mirrors.iter().find(|m| m.alias == alias).map(|m| m.feed))
+            });
+            let Some(feed) = wanted else {
                 if let Some(node) = cluster.node(&alias) {
                     let _ = call::<serde_json::Value>(
                         &state,
@@ -567,7 +597,7 @@ pub fn spawn_feeder(state: &AppState, room: RoomId, alias: String) {
                     }
                 }
                 return;
-            }
+            };
             let Some(node) = cluster.node(&alias) else {
                 fed = None;
                 continue;
@@ -584,7 +614,7 @@ pub fn spawn_feeder(state: &AppState, room: RoomId, alias: String) {
                 None => true,
             };
             if stale {
-                match open(&state, &room, &node, None).await {
+                match open(&state, &room, &node, None, feed).await {
                     Ok((link, _)) => {
                         fed = Some((link, node.started_ms, BTreeMap::new()));
                         told.clear();
@@ -597,7 +627,9 @@ pub fn spawn_feeder(state: &AppState, room: RoomId, alias: String) {
                 }
             }
             let Some((link, _, consumers)) = fed.as_mut() else { continue };
-            let tracks = crate::signalling::room_tracks(&state, &room);
+            // The room's own streams: each room of a merge group is fed to the nodes that
+            // need it by its own origin, so a stream never comes back over a link.
+            let tracks = state.hub().tracks_of(&room);
             let wire: Vec<WireTrack> = tracks.iter().map(WireTrack::of).collect();
             for track in &tracks {
                 let ssrc = crate::signalling::subscriber_ssrc(track);

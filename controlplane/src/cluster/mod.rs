@@ -19,6 +19,7 @@
 #![forbid(unsafe_code)]
 
 pub mod forward;
+pub mod merge;
 pub mod mirror;
 
 use std::collections::HashMap;

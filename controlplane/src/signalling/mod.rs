@@ -243,12 +243,6 @@ fn text(event: &ServerEvent) -> Message {
 
 pub(crate) use self::subscribe::{consume_on, subscriber_ssrc};
 
-/// What the audience of `room` sees published: its own and its merge group's streams.
-pub(crate) fn room_tracks(state: &AppState, room: &RoomId) -> Vec<PublishedTrack> {
-    let rooms = state.read(|reg| reg.visible_rooms(room));
-    rooms.iter().flat_map(|r| state.hub().tracks_of(r)).collect()
-}
-
 /// The tracks the clients of `room` see: those its other peers and its merge group publish.
 fn visible_tracks(state: &AppState, room: &RoomId, peer: &PeerId) -> Vec<PublishedTrack> {
     let rooms = state.read(|reg| reg.visible_rooms(room));
