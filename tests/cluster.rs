@@ -567,3 +567,30 @@ fn live_rooms_on_three_nodes_merge_transitively_and_separate() {
         );
     }
 }
+
+#[test]
+fn min_load_moves_to_the_node_with_the_fewest_clients_and_record_server_to_one_that_can_record() {
+    let redis = Redis::start();
+    let nodes = three_nodes(&redis);
+    let mut clients = Vec::new();
+    for (i, (node, _)) in nodes.iter().enumerate().skip(1) {
+        let (room, code) = live_room(node, "host");
+        clients.push(join(node, &room, code, &format!("viewer{i}")));
+    }
+    // Past the penalty window of the choices made so far, the load alone decides.
+    std::thread::sleep(Duration::from_millis(2100));
+    wait_until(|| mini_load_alias(&nodes[1].0) == "rtc-1", "the node without clients is the least loaded");
+    std::thread::sleep(Duration::from_millis(2100));
+    let (room, code) = live_room(&nodes[0].0, "host");
+    for i in 0..2 {
+        clients.push(join(&nodes[0].0, &room, code, &format!("crowd{i}")));
+    }
+    std::thread::sleep(Duration::from_millis(2100));
+    wait_until(|| mini_load_alias(&nodes[2].0) != "rtc-1", "once it has the most clients, another node is chosen");
+
+    let recorder = nodes[0].0.ok("GET", "/record/server", ());
+    let alias = str_field(&recorder, "serverAlias");
+    assert!(["rtc-1", "rtc-2", "rtc-3"].contains(&alias), "{recorder}");
+    let node = nodes.iter().map(|(n, _)| n).find(|n| n.url_prefix() == str_field(&recorder, "serverUrl"));
+    assert!(node.is_some(), "the answer is one node's, whole: {recorder}");
+}
