@@ -549,6 +549,39 @@ fn live_rooms_on_three_nodes_merge_transitively_and_separate() {
         });
     }
 
+    // Room A's audience pauses B's host, which lives on node 2, and resumes it.
+    let ben = all[0].iter().find(|t| t["peer"] == "ben").expect("ben's track")["trackId"].as_str().unwrap().to_owned();
+    nodes[1].0.ok("POST", &format!("/room/{a}/live/pause/mergeTrack/{ben}"), ());
+    let (_, ben_media) = &mut publishers[1];
+    send_video_from(ben_media, 0xB0, 40, 30);
+    let watched = viewers[0].media.as_mut().unwrap();
+    let mut buf = vec![0u8; 2048];
+    let deadline = Instant::now() + Duration::from_millis(500);
+    let ben_ssrc = sent_ssrc_of(&all[0], "ben");
+    while let Some(left) = deadline.checked_duration_since(Instant::now()) {
+        if let Some(Ok(uprtcd_dataplane::peer::Received::Rtp { len })) = watched.receive(&mut buf, left) {
+            let packet = uprtcd_dataplane::wire::rtp::RtpPacket::new_checked(&buf[..len]).unwrap();
+            assert_ne!(packet.ssrc(), ben_ssrc, "paused for room A's audience");
+        }
+    }
+    nodes[2].0.ok("POST", &format!("/room/{a}/live/resume/mergeTrack/{ben}"), ());
+    // Resumed, numbered on from where the pause left it (so payloads no longer match numbers).
+    std::thread::scope(|scope| {
+        scope.spawn(|| send_video_from(ben_media, 0xB0, 70, 40));
+        let mut resumed = 0;
+        while let Some(Ok(received)) = watched.receive(&mut buf, Duration::from_secs(2)) {
+            if let uprtcd_dataplane::peer::Received::Rtp { len } = received
+                && uprtcd_dataplane::wire::rtp::RtpPacket::new_checked(&buf[..len]).unwrap().ssrc() == ben_ssrc
+            {
+                resumed += 1;
+                if resumed == 30 {
+                    break;
+                }
+            }
+        }
+        assert_eq!(resumed, 30, "resumed for room A's audience");
+    });
+
     // C leaves the group: its audience sees only C, the others A and B.
     nodes[1].0.ok("POST", &format!("/room/{b}/live/separate"), json!({"roomId": c}));
     tracks_until(&mut viewers[2], 1);
