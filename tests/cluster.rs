@@ -103,6 +103,17 @@ fn forwarding_checks_the_app_secret_first_and_never_crosses_the_client_listener(
     one.room(&id);
     let via_client = two.client_request("GET", &format!("{PREFIX}/room/{id}"), &[], Body::None);
     assert_ne!(via_client.status, 200, "the client listener serves no API");
+    // The nodes' internal API takes the AppSecret too, and is not on the client listener.
+    let internal = format!("/uprtc/internal/v1/mirror/{id}/release");
+    let forged = two.request(&Auth::Wrong, "POST", &internal, &[], Body::None);
+    expect_code(
+        &(forged.status, forged.envelope("forged internal call")),
+        10001,
+        "an internal call with a wrong secret",
+    );
+    assert_ne!(two.client_request("POST", &internal, &[], Body::None).status, 200);
+    let dropped = two.request(&Auth::Key, "DELETE", &format!("/uprtc/internal/v1/feed/{id}/rtc-9"), &[], Body::None);
+    assert_eq!(dropped.status, 200, "dropping a feed that is not there changes nothing");
     assert_eq!(metric(two, "uprtcd_cluster_forwarded_total{result=\"ok\"}"), 0);
 }
 
