@@ -11,8 +11,10 @@
 //!   A link made again (a node restarted) gets a new generation, and everything that used
 //!   the old one is set up again.
 //! - **Feeders** on the origin: one task per room and mirror node that, every
-//!   [`FEED_INTERVAL`], keeps a consumer on the link for each stream the room's audience
-//!   sees and tells the mirror node the list when it changes; it ends when the room closes.
+//!   [`FEED_INTERVAL`], keeps a consumer on the link for each stream the room's own
+//!   publishers send (a merged room's streams reach the mirror node from their own origin,
+//!   see [`super::merge`]) and tells the mirror node the list when it changes; it ends when
+//!   the room closes or no longer lists the mirror.
 //! - **Held mirrors** on the mirror node: the room in the registry (persisted, with its
 //!   origin) and, per stream, a producer on the link published as the origin's publisher.
 //!   A held mirror whose origin no longer lists it is closed by [`spawn_sweep`].
@@ -396,14 +398,19 @@ async fn release(State(state): State<AppState>, ApiPath(room): ApiPath<RoomId>) 
     done()
 }
 
-/// Closes the held mirror `room`: its audience hears `room-closed`.
+/// Closes the held mirror `room`: its audience hears `room-closed`, the audiences of the
+/// rooms merged with it that its streams are gone.
 async fn close_held(state: &AppState, room: &RoomId) -> Result<(), ApiError> {
     if let Some(cluster) = state.cluster() {
         cluster.mirrors.held.lock().await.remove(room);
     }
-    let tracks = state.hub().tracks_of(room);
-    for track in tracks {
+    let audiences = state.read(|reg| reg.visible_rooms(room));
+    for track in state.hub().tracks_of(room) {
         state.hub().remove_track(room, &track.track_id);
+        let removed = Outgoing::Tracks(ServerEvent::TrackRemoved { peer: track.publisher, track_id: track.track_id });
+        for audience in audiences.iter().filter(|a| *a != room) {
+            state.hub().send(audience, |_| true, &removed);
+        }
     }
     crate::signalling::close_room(state, room.clone(), |r| r.origin.is_some()).await?;
     Ok(())
