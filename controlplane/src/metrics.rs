@@ -282,6 +282,17 @@ fn cluster(out: &mut String, state: &AppState) {
         .into_iter()
         .map(|(result, n)| (format!("result=\"{result}\""), count(n))),
     );
+    let (mirrors, feeds) = state.read(|reg| {
+        let held = reg.rooms().filter(|r| r.origin.is_some());
+        held.fold((0, 0), |(mirrors, feeds), r| if r.feed { (mirrors, feeds + 1) } else { (mirrors + 1, feeds) })
+    });
+    family(
+        out,
+        "uprtcd_cluster_held_rooms",
+        "gauge",
+        "Other nodes' live rooms held here: mirrors for an audience, and feeds of merge groups.",
+        [("mirror", mirrors), ("feed", feeds)].into_iter().map(|(kind, n)| (format!("kind=\"{kind}\""), f64::from(n))),
+    );
     family(
         out,
         "uprtcd_cluster_redirects_total",

@@ -404,8 +404,9 @@ impl Registry {
         if room.is_live() { Ok(room) } else { Err(ApiError::request(format!("room {id} is not a live room"))) }
     }
 
+    /// Open rooms, not counting the feeds of other nodes' rooms held for merge groups.
     pub fn room_count(&self) -> usize {
-        self.rooms.len()
+        self.rooms.values().filter(|room| !room.feed).count()
     }
 
     pub fn rooms(&self) -> impl Iterator<Item = &Room> {
@@ -432,7 +433,7 @@ impl Registry {
     /// While recycling: the rooms still open and the peers still connected; both 0 means
     /// drained, and a stop loses nothing.
     pub fn draining(&self) -> Option<(usize, usize)> {
-        self.recycling.then(|| (self.rooms.len(), self.connection_count()))
+        self.recycling.then(|| (self.room_count(), self.connection_count()))
     }
 
     /// Stop taking new rooms (not persisted: a restarted server takes rooms again).

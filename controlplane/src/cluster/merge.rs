@@ -241,6 +241,14 @@ pub async fn apply(state: &AppState, groups: &[Vec<RoomId>]) -> Result<(), ApiEr
     Ok(())
 }
 
+/// A room of this node closed: the feeds it alone needed here are given up.
+pub fn room_closed(state: &AppState) {
+    if state.cluster().is_some() {
+        let state = state.clone();
+        tokio::spawn(async move { release_unneeded_feeds(&state).await });
+    }
+}
+
 /// Gives up the feeds held here that share a group with no room served here.
 async fn release_unneeded_feeds(state: &AppState) {
     let unneeded: Vec<(RoomId, String)> = state.read(|reg| {

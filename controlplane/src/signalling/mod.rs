@@ -274,6 +274,7 @@ pub async fn close_room(
         .await?;
     if closed {
         state.hub().send(&id, |_| true, &room_closed_event());
+        crate::cluster::merge::room_closed(state);
     }
     Ok(closed)
 }
