@@ -490,6 +490,25 @@ fn sent_ssrc_of(tracks: &[Value], host: &str) -> u32 {
     track["ssrc"].as_u64().expect("offers name each track's SSRC") as u32
 }
 
+/// Packets of `ssrc` that reach `media`, up to `most`, until none came for `quiet`
+/// (sequence numbers go on across a pause, so payloads are not checked).
+fn packets_of(media: &mut uprtcd_dataplane::peer::UdpPeer, ssrc: u32, most: usize, quiet: Duration) -> usize {
+    let mut buf = vec![0u8; 2048];
+    let mut seen = 0;
+    while seen < most {
+        match media.receive(&mut buf, quiet) {
+            Some(Ok(uprtcd_dataplane::peer::Received::Rtp { len })) => {
+                if uprtcd_dataplane::wire::rtp::RtpPacket::new_checked(&buf[..len]).unwrap().ssrc() == ssrc {
+                    seen += 1;
+                }
+            }
+            Some(_) => {}
+            None => break,
+        }
+    }
+    seen
+}
+
 /// Renegotiates until the offer has `count` tracks.
 fn tracks_until(viewer: &mut Viewer, count: usize) -> Vec<Value> {
     let deadline = Instant::now() + Duration::from_secs(15);
@@ -560,37 +579,30 @@ fn live_rooms_on_three_nodes_merge_transitively_and_separate() {
         });
     }
 
-    // Room A's audience pauses B's host, which lives on node 2, and resumes it.
+    // Room A's audience pauses B's host, which lives on node 2, and resumes it; so does
+    // room A's audience on node 3, where A is mirrored (node 3 fed A to its group already:
+    // the feed becomes the mirror).
+    nodes[1].0.ok("POST", &format!("/room/{a}/live/mirror"), json!({"serverAlias": "rtc-3"}));
+    let mut far = Viewer::join(&nodes[2].0, a, rooms[0].1, "far");
+    let far_tracks = tracks_until(&mut far, 3);
     let ben = all[0].iter().find(|t| t["peer"] == "ben").expect("ben's track")["trackId"].as_str().unwrap().to_owned();
+    let ben_ssrcs = [sent_ssrc_of(&all[0], "ben"), sent_ssrc_of(&far_tracks, "ben")];
     nodes[1].0.ok("POST", &format!("/room/{a}/live/pause/mergeTrack/{ben}"), ());
     let (_, ben_media) = &mut publishers[1];
     send_video_from(ben_media, 0xB0, 40, 30);
-    let watched = viewers[0].media.as_mut().unwrap();
-    let mut buf = vec![0u8; 2048];
-    let deadline = Instant::now() + Duration::from_millis(500);
-    let ben_ssrc = sent_ssrc_of(&all[0], "ben");
-    while let Some(left) = deadline.checked_duration_since(Instant::now()) {
-        if let Some(Ok(uprtcd_dataplane::peer::Received::Rtp { len })) = watched.receive(&mut buf, left) {
-            let packet = uprtcd_dataplane::wire::rtp::RtpPacket::new_checked(&buf[..len]).unwrap();
-            assert_ne!(packet.ssrc(), ben_ssrc, "paused for room A's audience");
-        }
+    for (i, (media, ssrc)) in
+        [viewers[0].media.as_mut().unwrap(), far.media.as_mut().unwrap()].into_iter().zip(ben_ssrcs).enumerate()
+    {
+        assert_eq!(packets_of(media, ssrc, 30, Duration::from_millis(500)), 0, "paused for room A's audience ({i})");
     }
     nodes[2].0.ok("POST", &format!("/room/{a}/live/resume/mergeTrack/{ben}"), ());
-    // Resumed, numbered on from where the pause left it (so payloads no longer match numbers).
     std::thread::scope(|scope| {
         scope.spawn(|| send_video_from(ben_media, 0xB0, 70, 40));
-        let mut resumed = 0;
-        while let Some(Ok(received)) = watched.receive(&mut buf, Duration::from_secs(2)) {
-            if let uprtcd_dataplane::peer::Received::Rtp { len } = received
-                && uprtcd_dataplane::wire::rtp::RtpPacket::new_checked(&buf[..len]).unwrap().ssrc() == ben_ssrc
-            {
-                resumed += 1;
-                if resumed == 30 {
-                    break;
-                }
-            }
+        for (media, ssrc) in
+            [viewers[0].media.as_mut().unwrap(), far.media.as_mut().unwrap()].into_iter().zip(ben_ssrcs)
+        {
+            assert_eq!(packets_of(media, ssrc, 30, Duration::from_secs(2)), 30, "resumed for room A's audience");
         }
-        assert_eq!(resumed, 30, "resumed for room A's audience");
     });
 
     // C leaves the group: its audience sees only C, the others A and B.

@@ -292,17 +292,7 @@ pub(super) async fn merge_track(
         return Err(ApiError::new(ApiCode::NoMedia, format!("no room merged with {id} publishes track {track}")));
     }
     let paused = action == "pause";
-    state.hub().set_paused(&id, &track, paused);
-    // Answered once every session of the room applied it (or a second passed): media
-    // follows the answer.
-    let (applied, mut acks) = tokio::sync::mpsc::channel(signalling::hub::SESSION_QUEUE);
-    let pause = signalling::hub::Outgoing::PauseTrack { track_id: track.clone(), paused, done: applied };
-    let sessions = state.hub().send(&id, |_| true, &pause);
-    let all_applied = async {
-        for _ in 0..sessions {
-            acks.recv().await;
-        }
-    };
-    let _ = tokio::time::timeout(std::time::Duration::from_secs(1), all_applied).await;
+    signalling::pause_for_audience(&state, &id, &track, paused).await;
+    crate::cluster::mirror::pause_at_mirrors(&state, &id, &track, paused).await?;
     done()
 }

@@ -295,6 +295,7 @@ pub fn internal_routes() -> Router<AppState> {
         .route("/mirror/{roomId}/tracks", put(set_tracks))
         .route("/mirror/{roomId}/release", post(release))
         .route("/mirror/{roomId}/wanted/{alias}", post(wanted))
+        .route("/mirror/{roomId}/pause", post(pause_here))
         .merge(super::merge::internal_routes())
 }
 
@@ -385,6 +386,83 @@ async fn apply_tracks(state: &AppState, room: &RoomId, tracks: Vec<WireTrack>) -
         tell(ServerEvent::TrackAdded(track.info()));
     }
     Ok(())
+}
+
+/// A merged stream paused or resumed for a room's audience, named by what every node
+/// knows it by: its own node, and its SSRC on the links from there (each node numbers its
+/// own streams, so the SSRC alone names one per node).
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Pause {
+    origin: String,
+    ssrc: u32,
+    paused: bool,
+}
+
+/// The own node and link SSRC of the stream of `track` (published here, or held from
+/// another node).
+async fn stream_key(state: &AppState, rooms: &[RoomId], track: &TrackId) -> Option<(String, u32)> {
+    let cluster = state.cluster()?;
+    let held = cluster.mirrors.held.lock().await;
+    for entry in rooms.iter().filter_map(|room| held.get(room)) {
+        if let Some((ssrc, _)) = entry.tracks.iter().find(|(_, (t, _))| t == track) {
+            return Some((entry.origin.clone(), *ssrc));
+        }
+    }
+    drop(held);
+    let published = rooms.iter().flat_map(|room| state.hub().tracks_of(room)).find(|t| &t.track_id == track)?;
+    Some((cluster.alias.clone(), crate::signalling::subscriber_ssrc(&published)))
+}
+
+/// After `track` was paused or resumed for `room`'s audience here: the same for its
+/// audiences on the nodes that mirror it (a node that is gone is skipped; it learns no
+/// pause it missed).
+pub async fn pause_at_mirrors(state: &AppState, room: &RoomId, track: &TrackId, paused: bool) -> Result<(), ApiError> {
+    let Some(cluster) = state.cluster() else { return Ok(()) };
+    let (merged, mirrors) = state.read(|reg| {
+        let r = reg.room(room)?;
+        let mirrors: Vec<String> = r.remote_mirrors.iter().filter(|m| !m.feed).map(|m| m.alias.clone()).collect();
+        Ok::<_, ApiError>((reg.visible_rooms(room), mirrors))
+    })?;
+    if mirrors.is_empty() {
+        return Ok(());
+    }
+    let Some((origin, ssrc)) = stream_key(state, &merged, track).await else { return Ok(()) };
+    let pause = Pause { origin, ssrc, paused };
+    for node in mirrors.iter().filter_map(|alias| cluster.node(alias)) {
+        let path = format!("/mirror/{room}/pause");
+        call::<serde_json::Value>(state, &node, axum::http::Method::POST, &path, &pause).await?;
+    }
+    Ok(())
+}
+
+/// `POST …/mirror/{roomId}/pause` on a mirror node: pause or resume the merged stream of
+/// that SSRC for the mirror's audience here.
+async fn pause_here(
+    State(state): State<AppState>,
+    ApiPath(room): ApiPath<RoomId>,
+    ApiJson(body): ApiJson<Pause>,
+) -> ApiResult<Empty> {
+    let merged = state.read(|reg| reg.visible_rooms(&room));
+    let cluster = state.cluster().ok_or_else(|| ApiError::request("this node is in no cluster"))?;
+    let track = if body.origin == cluster.alias {
+        merged
+            .iter()
+            .flat_map(|r| state.hub().tracks_of(r))
+            .find(|t| crate::signalling::subscriber_ssrc(t) == body.ssrc)
+            .map(|t| t.track_id)
+    } else {
+        let held = cluster.mirrors.held.lock().await;
+        merged
+            .iter()
+            .filter_map(|r| held.get(r).filter(|h| h.origin == body.origin))
+            .find_map(|h| h.tracks.get(&body.ssrc).map(|(t, _)| t.clone()))
+    };
+    let track = track.ok_or_else(|| {
+        ApiError::new(ApiCode::NoMedia, format!("no stream {:#x} reaches room {room} here", body.ssrc))
+    })?;
+    crate::signalling::pause_for_audience(&state, &room, &track, body.paused).await;
+    done()
 }
 
 fn origin_media_of(node: &NodeRecord) -> Result<SocketAddr, ApiError> {

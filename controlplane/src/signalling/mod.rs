@@ -42,7 +42,7 @@ use self::protocol::{ClientMessage, ServerEvent, TransportRole, UnpublishReason}
 use self::subscribe::Subscription;
 use crate::envelope::{ApiCode, ApiError};
 use crate::events::Lifecycle;
-use crate::ids::{PeerId, RoomId};
+use crate::ids::{PeerId, RoomId, TrackId};
 use crate::registry::{Protocol, Room};
 use crate::sdp;
 use crate::state::AppState;
@@ -257,6 +257,21 @@ pub fn announce_merge_change(state: &AppState, rooms: &[RoomId]) {
         let changed = ServerEvent::MergeChanged { merge_room_ids };
         state.hub().send(room, |_| true, &Outgoing::Tracks(changed));
     }
+}
+
+/// Pauses or resumes `track` for the audience of `room` on this node; returns once every
+/// session applied it (or a second passed), so that media follows the caller's answer.
+pub async fn pause_for_audience(state: &AppState, room: &RoomId, track: &TrackId, paused: bool) {
+    state.hub().set_paused(room, track, paused);
+    let (applied, mut acks) = tokio::sync::mpsc::channel(hub::SESSION_QUEUE);
+    let pause = Outgoing::PauseTrack { track_id: track.clone(), paused, done: applied };
+    let sessions = state.hub().send(room, |_| true, &pause);
+    let all_applied = async {
+        for _ in 0..sessions {
+            acks.recv().await;
+        }
+    };
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(1), all_applied).await;
 }
 
 /// Closes room `id` as `DELETE /room/{id}` does, if `still` holds for it under the
