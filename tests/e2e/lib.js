@@ -10,7 +10,7 @@
 // - waits are generous and bounded; no timing is a pass/fail criterion;
 // - a failure carries the server's log tail, the pages' console and the SDK's event log.
 import { execFile, spawn } from 'node:child_process';
-import { mkdtemp, rm } from 'node:fs/promises';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
@@ -26,10 +26,13 @@ export const run = promisify(execFile);
 const BIN = process.env.UPRTCD_BIN;
 const IO_BACKEND = process.env.UPRTCD_TEST_IO_BACKEND || '';
 const CHROMIUM = process.env.UPRTCD_E2E_CHROMIUM || '/usr/bin/chromium';
+const FIREFOX = process.env.UPRTCD_E2E_FIREFOX || '/usr/bin/firefox-esr';
 const READY_TIMEOUT_MS = 20_000;
 const PREFIX = '/uprtc/api/v2';
 
-/** The flags known to work here (shared/DESIGN.md), plus autoplay for the demo page's videos. */
+/** The flags known to work here (shared/DESIGN.md), plus autoplay for the demo page's videos;
+ * names resolve to nothing, and of addresses only 127.0.0.1 and 127.0.0.2 (a cluster's second
+ * node) are reached as themselves (the rules apply to address literals too). */
 const CHROMIUM_FLAGS = [
   '--headless',
   '--no-sandbox',
@@ -42,7 +45,7 @@ const CHROMIUM_FLAGS = [
   '--use-fake-device-for-media-stream',
   '--use-fake-ui-for-media-stream',
   '--allow-loopback-in-peer-connection',
-  '--host-resolver-rules=MAP * ~NOTFOUND , EXCLUDE 127.0.0.1',
+  '--host-resolver-rules=MAP * ~NOTFOUND , EXCLUDE 127.0.0.1 , EXCLUDE 127.0.0.2',
   '--disable-features=WebRtcHideLocalIpsWithMdns,MediaRouter,DialMediaRouteProvider,GlobalMediaControls',
   '--autoplay-policy=no-user-gesture-required',
 ];
@@ -110,11 +113,14 @@ export class Server {
     this.exited = new Promise((resolve) => child.once('exit', (code, signal) => resolve({ code, signal })));
   }
 
-  /** `secure`: the client listener has TLS (its configuration says so), so pages are https. */
-  static async start(extraArgs = [], { secure = false } = {}) {
+  /**
+   * `secure`: the client listener has TLS (its configuration says so), so pages are https.
+   * `secret`: the AppSecret, when several servers must share one (a cluster's nodes); by
+   * default one of its own.
+   */
+  static async start(extraArgs = [], { secure = false, secret = Server.secret() } = {}) {
     if (!BIN) throw new Error('UPRTCD_BIN is not set: run the suite through tests/e2e/run');
     const dataDir = await mkdtemp(join(tmpdir(), 'uprtcd-e2e-'));
-    const secret = `e2e-secret-${randomBytes(16).toString('hex')}`;
     // Loopback and one worker (a 2-core machine pins one per core) unless a test asks for
     // other values, as one whose client listens on a veth address of its own namespace does.
     const defaults = [
@@ -160,13 +166,20 @@ export class Server {
       await server.stop();
       throw e;
     }
-    const asked = extraArgs.indexOf('--client-listen');
-    const clientHost = asked >= 0 ? extraArgs[asked + 1].split(':')[0] : '127.0.0.1';
-    if (!server.api?.startsWith('127.0.0.1:') || !server.client?.startsWith(`${clientHost}:`)) {
+    const host = (flag) => {
+      const asked = extraArgs.indexOf(flag);
+      return asked >= 0 ? extraArgs[asked + 1].split(':')[0] : '127.0.0.1';
+    };
+    if (!server.api?.startsWith(`${host('--api-listen')}:`) || !server.client?.startsWith(`${host('--client-listen')}:`)) {
       await server.stop();
       throw new Error(`uprtcd said ready without the listening lines asked for:\n${server.log()}`);
     }
     return server;
+  }
+
+  /** A fresh AppSecret. */
+  static secret() {
+    return `e2e-secret-${randomBytes(16).toString('hex')}`;
   }
 
   log(lines = 80) {
@@ -327,7 +340,8 @@ export class Browser {
     }
   }
 
-  /** Per remote peer, the subscribe connection's inbound-rtp counters by kind. */
+  /** Per remote peer, the subscribe connection's inbound-rtp counters (and, for video, the
+   * size of the last decoded frame) by kind. */
   sample() {
     return this.evaluate(() => window.e2e.sample());
   }
@@ -387,7 +401,13 @@ async function installHelpers() {
         if (r.type !== 'inbound-rtp') return;
         const peer = byMid.get(r.mid)?.peer ?? `mid ${r.mid}`;
         out[peer] ??= {};
-        out[peer][r.kind] = { framesDecoded: r.framesDecoded ?? 0, packetsReceived: r.packetsReceived ?? 0, bytesReceived: r.bytesReceived ?? 0 };
+        out[peer][r.kind] = {
+          framesDecoded: r.framesDecoded ?? 0,
+          frameWidth: r.frameWidth ?? 0,
+          frameHeight: r.frameHeight ?? 0,
+          packetsReceived: r.packetsReceived ?? 0,
+          bytesReceived: r.bytesReceived ?? 0,
+        };
       });
       return out;
     },
@@ -424,6 +444,7 @@ export class Scenario {
     this.browsers = [];
     this.tools = [];
     this.dirs = [];
+    this.routes = [];
   }
 
   /**
@@ -501,13 +522,60 @@ export class Scenario {
     return parts.join('\n');
   }
 
+  /**
+   * A default route for this namespace over loopback, from 127.0.0.1, removed when the test
+   * ends: what is sent to any other address comes back into the namespace as if addressed to
+   * it (to a socket on 0.0.0.0 and that port, if any; else refused), so still nothing leaves.
+   * Firefox offers a page that captures nothing only the address of its default route, and
+   * none at all without one; with this it offers 127.0.0.1, which it pairs only with loopback
+   * addresses (127.0.0.0/8) of the server.
+   */
+  async defaultRouteOverLoopback() {
+    await run('ip', ['route', 'add', 'default', 'dev', 'lo', 'src', '127.0.0.1']);
+    this.routes.push(['default', 'dev', 'lo']);
+  }
+
+  /**
+   * Headless Firefox (Debian's firefox-esr, a scratch profile of its own) on whep_player.html
+   * playing `roomId` over WHEP at `server`'s client listener as `token`'s peer: a tool whose
+   * lines are the page's steps ("answered" or "refused", then "stats" twice a second with
+   * `framesDecoded` and `audioPackets`). Needs a default route (`defaultRouteOverLoopback`) and a
+   * server whose media is on a loopback address.
+   */
+  async firefoxWhep(server, roomId, token) {
+    const profile = await this.scratch('firefox');
+    const prefs = Object.entries(FIREFOX_PREFS).map(([k, v]) => `user_pref(${JSON.stringify(k)}, ${JSON.stringify(v)});`);
+    await writeFile(join(profile, 'user.js'), `${prefs.join('\n')}\n`);
+    const page = new URL('./whep_player.html', import.meta.url);
+    page.searchParams.set('whep', `${server.origin}/whep/${encodeURIComponent(roomId)}`);
+    page.searchParams.set('token', token);
+    return this.tool(FIREFOX, ['--headless', '--no-remote', '--profile', profile, page.href]);
+  }
+
   async close() {
     await Promise.all(this.tools.map((t) => terminate(t)));
     await Promise.all(this.browsers.map((b) => b.close()));
     await Promise.all(this.servers.map((s) => s.stop()));
     await Promise.all(this.dirs.map((d) => rm(d, { recursive: true, force: true })));
+    await Promise.all(this.routes.map((r) => run('ip', ['route', 'del', ...r]).catch(() => {})));
   }
 }
+
+// What a Firefox test profile needs: dump() on stdout, host candidates on loopback under their
+// real addresses, no first-run pages, updates or telemetry (as interop.test.js's).
+const FIREFOX_PREFS = {
+  'browser.dom.window.dump.enabled': true,
+  'media.peerconnection.ice.loopback': true,
+  'media.peerconnection.ice.obfuscate_host_addresses': false,
+  'media.autoplay.default': 0,
+  'browser.shell.checkDefaultBrowser': false,
+  'browser.aboutwelcome.enabled': false,
+  'datareporting.policy.dataSubmissionEnabled': false,
+  'toolkit.telemetry.reportingpolicy.firstRun': false,
+  'app.update.disabledForTesting': true,
+  'network.captive-portal-service.enabled': false,
+  'network.connectivity-service.enabled': false,
+};
 
 /** Runs `body(scenario)` and always ends what it started; failures carry the diagnostics. */
 export async function scenario(t, body) {
