@@ -64,10 +64,10 @@ async function redis(sc) {
   return `redis://127.0.0.1:${port}/`;
 }
 
-/** Node `alias` of the cluster on `redisUrl`, everything on loopback address `ip`. */
-async function node(sc, redisUrl, ip, alias, secret) {
+/** Node `alias` of the cluster on `redisUrl`, everything on loopback address `ip`, with `extra` configuration. */
+async function node(sc, redisUrl, ip, alias, secret, extra = '') {
   const config = join(await sc.scratch(alias), 'uprtcd.toml');
-  await writeFile(config, `[cluster]\nredis_url = "${redisUrl}"\n`);
+  await writeFile(config, `${extra}\n[cluster]\nredis_url = "${redisUrl}"\n`);
   return sc.server(
     [
       ['--api-listen', `${ip}:0`],
@@ -145,5 +145,45 @@ test('a live room mirrored on another node: Chromium and Firefox audiences there
     await one.ok('DELETE', `/room/${id}`);
     await viewer.waitEvent('room-closed');
     await poll(10_000, 'rtc-2 holds no room any more', async () => (await two.ok('GET', '/server/room/num')).num === 0);
+  }),
+);
+
+test('a full origin sends a Chromium audience member to a mirror it opens on another node: the SDK follows the redirect and decodes there', TIMEOUT, (t) =>
+  scenario(t, async (sc) => {
+    const redisUrl = await redis(sc);
+    const secret = Server.secret();
+    const [one, two] = await Promise.all([
+      node(sc, redisUrl, '127.0.0.1', 'rtc-1', secret, '[rooms]\nmax_audience_per_node = 1\n'),
+      node(sc, redisUrl, '127.0.0.2', 'rtc-2', secret),
+    ]);
+    for (const server of [one, two]) {
+      await poll(15_000, `${server.api} sees both nodes`, async () => (await server.metric('uprtcd_cluster_nodes')) === 2);
+    }
+    const { roomId, serverUrl } = await one.ok('POST', '/room/live', { masterId: 'host' });
+    const id = encodeURIComponent(roomId);
+    const { invitationCode } = await one.ok('GET', `/room/${id}`);
+    const [host, stays, moves] = await sc.browsersOn(one, ['host', 'stays', 'moves']);
+    const join = async (browser, peer) => {
+      const joined = await browser.join({ serverUrl, invitationCode, peer, token: await one.token(roomId, peer) });
+      assert.equal(joined.ok, true, `${peer} joins: ${JSON.stringify(joined)}`);
+    };
+    await join(host, 'host');
+    assert.deepEqual([...(await host.publish())].sort(), ['audio', 'video']);
+
+    // The origin takes one of the audience; the next one, given rtc-1's serverUrl like the
+    // first, is sent to a mirror rtc-1 opens on rtc-2, and the SDK goes there by itself.
+    await join(stays, 'stays');
+    await expectMedia(stays, ['host']);
+    await join(moves, 'moves');
+    const [, there] = await expectMedia(moves, ['host']);
+    const { frameWidth, frameHeight } = there.host.video;
+    t.diagnostic(`${describeSample(moves, there)}, ${frameWidth}x${frameHeight}`);
+    assert.ok(frameWidth > 0 && frameHeight > 0, `the redirected viewer decodes pictures: ${frameWidth}x${frameHeight}`);
+    const movedPairs = await subscribedFrom(moves);
+    assert.ok(movedPairs.length > 0 && movedPairs.every((p) => p.includes('127.0.0.2:')), `it receives from rtc-2: ${movedPairs}`);
+    const stayedPairs = await subscribedFrom(stays);
+    assert.ok(stayedPairs.every((p) => p.includes('127.0.0.1:')), `the first stays at rtc-1: ${stayedPairs}`);
+    assert.equal(await one.metric('uprtcd_cluster_redirects_total'), 1);
+    assert.deepEqual((await one.ok('GET', `/room/${id}`)).mirrorServers, ['rtc-2'], 'rtc-1 opened the mirror itself');
   }),
 );
