@@ -22,6 +22,7 @@ use axum::http::Method;
 use axum::routing::{get, post};
 use serde::{Deserialize, Serialize};
 
+use super::mirror::call;
 use super::{NodeRecord, Owner};
 use crate::envelope::{Answer, ApiCode, ApiError, ApiJson, ApiPath, ApiResult, Empty, done};
 use crate::ids::{PeerId, RoomId};
@@ -109,19 +110,6 @@ fn owner(state: &AppState, room: &RoomId) -> Result<Option<NodeRecord>, ApiError
             Err(ApiError::system(format!("room {room} belongs to node {alias:?}, which is not in the cluster now")))
         }
     }
-}
-
-async fn call<T: serde::de::DeserializeOwned>(
-    state: &AppState,
-    node: &NodeRecord,
-    method: Method,
-    path: &str,
-    body: &impl Serialize,
-) -> Result<T, ApiError> {
-    let cluster = state.cluster().ok_or_else(|| ApiError::request("this node is in no cluster"))?;
-    let bytes = serde_json::to_vec(body).map_err(|e| ApiError::system(e.to_string()))?;
-    let path = format!("{}{path}", super::mirror::INTERNAL_PREFIX);
-    cluster.forwarder.call(node, method, &path, &state.settings().app_secret, bytes).await
 }
 
 /// `room`'s group as its own node says (this one or another).

@@ -161,7 +161,7 @@ impl Mirrors {
 /// A published stream as the origin describes it to a mirror node.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
-pub struct WireTrack {
+struct WireTrack {
     /// Its SSRC on the link (the origin's subscriber SSRC of the track).
     ssrc: u32,
     publisher: PeerId,
@@ -506,7 +506,7 @@ async fn wanted(
 
 /// Calls `path` of the internal API of `node` with `body`; the envelope's data, or the
 /// envelope's error as it is.
-async fn call<T: serde::de::DeserializeOwned>(
+pub(super) async fn call<T: serde::de::DeserializeOwned>(
     state: &AppState,
     node: &NodeRecord,
     method: axum::http::Method,
@@ -521,7 +521,7 @@ async fn call<T: serde::de::DeserializeOwned>(
 /// The origin's side of opening (or opening again) a mirror of live room `room` on `node`:
 /// the link (made when there is none), then the mirror room there. Returns the link and the
 /// mirror's worker thread id there.
-pub async fn open(
+async fn open(
     state: &AppState,
     room: &RoomId,
     node: &NodeRecord,
@@ -642,14 +642,14 @@ const REDIRECT_TOKEN_TTL: Duration = Duration::from_secs(300);
 
 /// What a feeder knows of the link it sends on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct LinkState {
+struct LinkState {
     generation: u64,
     transport: TransportId,
 }
 
 /// Starts the feeder of `room`'s mirror on node `alias`; it ends when the room closes or
 /// no longer lists the mirror, and releases the mirror there.
-pub fn spawn_feeder(state: &AppState, room: RoomId, alias: String) {
+fn spawn_feeder(state: &AppState, room: RoomId, alias: String) {
     let state = state.clone();
     tokio::spawn(async move {
         let mut fed: Option<(LinkState, u64, BTreeMap<u32, TrackId>)> = None;

@@ -204,10 +204,6 @@ impl Cluster {
         })
     }
 
-    pub fn settings(&self) -> &ClusterSettings {
-        &self.settings
-    }
-
     /// Whether the last heartbeat registered this node.
     pub fn registered(&self) -> bool {
         self.registered.load(Ordering::Relaxed)
