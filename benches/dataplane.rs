@@ -2,7 +2,8 @@
 //! unprotect and protect of a 1,100-byte video packet per profile, and the whole engine
 //! step of one published packet fanned out to N subscribers (unprotect once, then rewrite,
 //! protect and queue N times); and what one more copy costs on top of ten: a subscriber's
-//! (rewrite, protect) against a recording's (rewrite, sent in plaintext to the capture).
+//! (rewrite, protect) against a recording's (rewrite, sent in plaintext to the capture) and
+//! a node link's (rewrite, protect with the link's AES-128-GCM keys).
 //!
 //! `cargo bench --bench dataplane`; numbers and machine in benches/README.md.
 
@@ -11,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use criterion::{BatchSize, BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use uprtcd_dataplane::dtls::SrtpProfile;
-use uprtcd_dataplane::engine::EngineConfig;
+use uprtcd_dataplane::engine::{EngineConfig, LINK_SRTP_PROFILE, LinkKeys};
 use uprtcd_dataplane::router::{MediaKind, ProducerSpec};
 use uprtcd_dataplane::srtp::{MasterKeySalt, SrtpSession};
 use uprtcd_dataplane::testnet::Net;
@@ -87,9 +88,18 @@ fn srtp(c: &mut Criterion) {
     group.finish();
 }
 
-/// A connected publisher and `subscribers` consumers of its video stream, plus a recording's
-/// consumer on a plain transport when `recorded`.
-fn fan_out_net(subscribers: usize, recorded: bool) -> Net {
+/// A copy of the stream beside the subscribers'.
+#[derive(Clone, Copy)]
+enum Extra {
+    None,
+    /// A recording's consumer on a plaintext plain transport.
+    Recording,
+    /// A consumer on a node link: a plain transport keyed with SRTP.
+    Link,
+}
+
+/// A connected publisher and `subscribers` consumers of its video stream, plus `extra`.
+fn fan_out_net(subscribers: usize, extra: Extra) -> Net {
     let mut net = Net::new(EngineConfig::default());
     net.add_clients(1 + subscribers);
     assert_eq!(net.connect_all(), 1 + subscribers, "handshakes complete");
@@ -103,11 +113,17 @@ fn fan_out_net(subscribers: usize, recorded: bool) -> Net {
     for i in 1..=subscribers {
         net.engine.add_consumer(producer, net.clients[i].transport, 0x1000 + i as u32).expect("consumer");
     }
-    if recorded {
-        let capture = std::net::SocketAddr::from(([127, 0, 0, 1], 45_000));
-        let plain = net.engine.create_plain_transport(capture, None, None).expect("plain transport");
-        net.engine.add_consumer(producer, plain, 0x5245_4300).expect("recording consumer");
-    }
+    let keys = match extra {
+        Extra::None => return net,
+        Extra::Recording => None,
+        Extra::Link => {
+            let half = || LinkKeys::random_half(LINK_SRTP_PROFILE).expect("random keys");
+            Some(LinkKeys { profile: LINK_SRTP_PROFILE, local: half(), remote: half() })
+        }
+    };
+    let far_end = std::net::SocketAddr::from(([127, 0, 0, 1], 45_000));
+    let plain = net.engine.create_plain_transport(far_end, None, keys.as_ref()).expect("plain transport");
+    net.engine.add_consumer(producer, plain, 0x5245_4300).expect("recording or link consumer");
     net
 }
 
@@ -115,20 +131,25 @@ fn fan_out(c: &mut Criterion) {
     let mut group = c.benchmark_group("fan_out_1100B_aes256gcm");
     for subscribers in [1usize, 10, 100] {
         group.throughput(Throughput::Elements(subscribers as u64));
-        bench_published_packets(&mut group, BenchmarkId::from_parameter(subscribers), fan_out_net(subscribers, false));
+        let net = fan_out_net(subscribers, Extra::None);
+        bench_published_packets(&mut group, BenchmarkId::from_parameter(subscribers), net);
     }
     group.finish();
 }
 
-/// Ten subscribers, eleven, and ten plus a recording: the difference of the last two to the
-/// first is what one more subscriber and one recorded copy cost per packet.
-fn recorded_copy(c: &mut Criterion) {
+/// Ten subscribers, eleven, ten plus a recording and ten plus a node link: the difference of
+/// the last three to the first is what one more subscriber, one recorded copy and one copy
+/// to another node cost per packet.
+fn one_more_copy(c: &mut Criterion) {
     let mut group = c.benchmark_group("one_more_copy_1100B_aes256gcm");
     group.throughput(Throughput::Elements(1));
-    for (name, subscribers, recorded) in
-        [("10_subscribers", 10, false), ("11_subscribers", 11, false), ("10_subscribers_and_recording", 10, true)]
-    {
-        bench_published_packets(&mut group, BenchmarkId::from_parameter(name), fan_out_net(subscribers, recorded));
+    for (name, subscribers, extra) in [
+        ("10_subscribers", 10, Extra::None),
+        ("11_subscribers", 11, Extra::None),
+        ("10_subscribers_and_recording", 10, Extra::Recording),
+        ("10_subscribers_and_link", 10, Extra::Link),
+    ] {
+        bench_published_packets(&mut group, BenchmarkId::from_parameter(name), fan_out_net(subscribers, extra));
     }
     group.finish();
 }
@@ -170,5 +191,5 @@ fn bench_published_packets(
     });
 }
 
-criterion_group!(benches, demux, srtp, fan_out, recorded_copy);
+criterion_group!(benches, demux, srtp, fan_out, one_more_copy);
 criterion_main!(benches);

@@ -389,8 +389,13 @@ impl Engine {
     /// plaintext both ways; with them, a node link to another node's worker, SRTP both ways.
     /// A peer that sends its RTCP from a port of its own names it as `rtcp_remote`, which
     /// then receives the engine's RTCP. Refused when another transport owns either address,
-    /// or when the keys do not fit their profile. One link carries at most
-    /// [`crate::srtp::MAX_STREAMS_PER_SESSION`] SSRCs each way.
+    /// or when the keys do not fit their profile.
+    ///
+    /// A link's SRTP session keeps every SSRC it has carried, each way, for its whole life
+    /// (forgetting one would restart its indices and repeat a keystream should the SSRC come
+    /// back), and takes at most [`crate::srtp::MAX_STREAMS_PER_SESSION`]: past that, a new
+    /// stream's packets are dropped (counted as malformed). Make the link again under fresh
+    /// keys before it has carried that many streams.
     pub fn create_plain_transport(
         &mut self,
         remote: SocketAddr,
