@@ -55,6 +55,12 @@ const SWEEP_INTERVAL: Duration = Duration::from_secs(10);
 /// The worker every link of this node lives on.
 const LINK_WORKER: usize = 0;
 
+/// A link is made again under fresh keys before this side has sent this many streams on
+/// it: an SRTP session keeps every SSRC it carried (forgetting one would let a returning
+/// stream reuse its keystream) and takes at most `MAX_STREAMS_PER_SESSION`. The margin is
+/// for the streams the far side sends and for RTCP.
+const LINK_STREAMS_BEFORE_REKEY: usize = uprtcd_dataplane::srtp::MAX_STREAMS_PER_SESSION * 3 / 4;
+
 /// A node link's transport on [`LINK_WORKER`].
 #[derive(Debug, Clone)]
 struct Link {
@@ -64,6 +70,8 @@ struct Link {
     /// The far side's sending half.
     remote_key: Vec<u8>,
     generation: u64,
+    /// The SSRCs this side has sent on the link under these keys.
+    sent: std::collections::HashSet<u32>,
 }
 
 /// A mirror this node holds for another node's room.
@@ -105,9 +113,9 @@ pub(crate) fn link_media(state: &AppState) -> Result<SocketAddr, ApiError> {
 }
 
 impl Mirrors {
-    /// The link to `remote` keyed with `remote_key` and this side's `local` half (default:
-    /// the link's own, or a fresh one): kept when both halves are those it has, else made
-    /// again under a new generation.
+    /// The link to `remote` keyed with `remote_key` and this side's `local` half: kept when
+    /// both halves are those it has (no `local`: this side's own), else made again under a
+    /// new generation, with `local` or a fresh half of this side (never the old one).
     async fn ensure_link(
         &self,
         state: &AppState,
@@ -123,12 +131,9 @@ impl Mirrors {
         {
             return Ok(link.clone());
         }
-        let local_key = match (local, &existing) {
-            (Some(local), _) => local,
-            (None, Some(link)) => link.local_key.clone(),
-            (None, None) => {
-                LinkKeys::random_half(LINK_SRTP_PROFILE).map_err(|e| ApiError::system(format!("link keys: {e}")))?
-            }
+        let local_key = match local {
+            Some(local) => local,
+            None => fresh_half()?,
         };
         if let Some(link) = existing {
             links.remove(&remote);
@@ -143,18 +148,37 @@ impl Mirrors {
             }
         };
         let generation = self.next_generation.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
-        let link = Link { transport, local_key, remote_key, generation };
+        let link = Link { transport, local_key, remote_key, generation, sent: Default::default() };
         links.insert(remote, link.clone());
         tracing::info!(%remote, generation, "node link made");
         Ok(link)
     }
 
-    /// The sending half this node offers `remote` in a handshake: its link's, or a fresh one.
-    async fn offered_key(&self, remote: SocketAddr) -> Result<Vec<u8>, ApiError> {
-        if let Some(link) = self.links.lock().await.get(&remote) {
-            return Ok(link.local_key.clone());
+    /// The sending half this node offers `remote` in a handshake, with the link it keeps
+    /// when the far side still has it: the link's own half, or a fresh one (no link yet, or
+    /// one that has carried its share of streams and is to be made again).
+    async fn offered_key(&self, remote: SocketAddr) -> Result<(Vec<u8>, Option<Link>), ApiError> {
+        if let Some(link) = self.links.lock().await.get(&remote)
+            && link.sent.len() < LINK_STREAMS_BEFORE_REKEY
+        {
+            return Ok((link.local_key.clone(), Some(link.clone())));
         }
-        LinkKeys::random_half(LINK_SRTP_PROFILE).map_err(|e| ApiError::system(format!("link keys: {e}")))
+        Ok((fresh_half()?, None))
+    }
+
+    /// Notes that this side sends `ssrc` on the link of `generation` to `remote`; false when
+    /// that link has carried its share of streams and must be made again first.
+    async fn may_send(&self, remote: SocketAddr, generation: u64, ssrc: u32) -> bool {
+        let mut links = self.links.lock().await;
+        let Some(link) = links.get_mut(&remote).filter(|link| link.generation == generation) else { return false };
+        if link.sent.contains(&ssrc) {
+            return true;
+        }
+        if link.sent.len() >= LINK_STREAMS_BEFORE_REKEY {
+            return false;
+        }
+        link.sent.insert(ssrc);
+        true
     }
 }
 
@@ -547,14 +571,36 @@ async fn open(
 }
 
 /// Makes sure this node and `node` share a link keyed by both halves.
+///
+/// Keys are never reused for a new session: a link made again (in either direction) gets
+/// fresh halves on both sides, since streams sent on it start their numbering again and an
+/// old key would encrypt them under nonces it has used. When the far side answers an old
+/// half with a new one of its own (it restarted), this side asks again with a fresh half.
 async fn link_to(state: &AppState, node: &NodeRecord) -> Result<LinkState, ApiError> {
     let cluster = state.cluster().ok_or_else(|| ApiError::request("this node is in no cluster"))?;
     let remote = origin_media_of(node)?;
-    let offered = cluster.mirrors.offered_key(remote).await?;
-    let ours = Handshake { alias: cluster.alias.clone(), media: link_media(state)?, key: to_hex(&offered) };
-    let theirs: Handshake = call(state, node, axum::http::Method::POST, "/link", &ours).await?;
-    let link = cluster.mirrors.ensure_link(state, remote, Some(offered), from_hex(&theirs.key)?).await?;
+    let media = link_media(state)?;
+    let handshake = |key: &[u8]| {
+        let ours = Handshake { alias: cluster.alias.clone(), media, key: to_hex(key) };
+        async move {
+            let theirs: Handshake = call(state, node, axum::http::Method::POST, "/link", &ours).await?;
+            from_hex(&theirs.key)
+        }
+    };
+    let (mut offered, kept) = cluster.mirrors.offered_key(remote).await?;
+    let mut answered = handshake(&offered).await?;
+    if let Some(kept) = kept
+        && kept.remote_key != answered
+    {
+        offered = fresh_half()?;
+        answered = handshake(&offered).await?;
+    }
+    let link = cluster.mirrors.ensure_link(state, remote, Some(offered), answered).await?;
     Ok(LinkState { generation: link.generation, transport: link.transport })
+}
+
+fn fresh_half() -> Result<Vec<u8>, ApiError> {
+    LinkKeys::random_half(LINK_SRTP_PROFILE).map_err(|e| ApiError::system(format!("link keys: {e}")))
 }
 
 /// Opens a mirror of live room `room` on `node` (by hand, or for an audience the origin
@@ -716,10 +762,16 @@ fn spawn_feeder(state: &AppState, room: RoomId, alias: String) {
             // need it by its own origin, so a stream never comes back over a link.
             let tracks = state.hub().tracks_of(&room);
             let wire: Vec<WireTrack> = tracks.iter().map(WireTrack::of).collect();
+            let mut rekey = false;
             for track in &tracks {
                 let ssrc = crate::signalling::subscriber_ssrc(track);
                 if consumers.contains_key(&ssrc) {
                     continue;
+                }
+                let Ok(remote) = origin_media_of(&node) else { break };
+                if !cluster.mirrors.may_send(remote, link.generation, ssrc).await {
+                    rekey = true;
+                    break;
                 }
                 match crate::signalling::consume_on(
                     &state,
@@ -737,6 +789,15 @@ fn spawn_feeder(state: &AppState, room: RoomId, alias: String) {
                     Ok(None) => {}
                     Err(e) => tracing::warn!(%room, %alias, error = %e.msg, "a stream cannot go on the link"),
                 }
+            }
+            if rekey {
+                tracing::info!(%alias, "the node link carried its share of streams; making it again under fresh keys");
+                if let Err(e) = link_to(&state, &node).await {
+                    tracing::warn!(%alias, error = %e.msg, "cannot make the node link again yet");
+                }
+                // Every feeder on the old link sees the new generation and sets up again.
+                fed = None;
+                continue;
             }
             let live: std::collections::HashSet<u32> = wire.iter().map(|t| t.ssrc).collect();
             let ended: Vec<u32> = consumers.keys().filter(|s| !live.contains(s)).copied().collect();
@@ -796,4 +857,41 @@ pub fn spawn_sweep(state: &AppState) {
             }
         }
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_link_that_carried_its_share_of_streams_is_keyed_afresh() {
+        let mirrors = Mirrors::default();
+        let remote = SocketAddr::from(([127, 0, 0, 2], 5000));
+        let link = Link {
+            transport: TransportId(1),
+            local_key: vec![1; 28],
+            remote_key: vec![2; 28],
+            generation: 7,
+            sent: Default::default(),
+        };
+        mirrors.links.lock().await.insert(remote, link);
+        let (offered, kept) = mirrors.offered_key(remote).await.unwrap();
+        assert_eq!((offered, kept.map(|l| l.generation)), (vec![1; 28], Some(7)), "a young link keeps its keys");
+        for ssrc in 0..LINK_STREAMS_BEFORE_REKEY as u32 {
+            assert!(mirrors.may_send(remote, 7, ssrc).await);
+        }
+        assert!(mirrors.may_send(remote, 7, 3).await, "a stream sent already goes on");
+        assert!(!mirrors.may_send(remote, 7, u32::MAX).await, "one stream more needs fresh keys");
+        assert!(!mirrors.may_send(remote, 6, 3).await, "an older generation is gone");
+        let (offered, kept) = mirrors.offered_key(remote).await.unwrap();
+        assert!(kept.is_none() && offered != vec![1; 28] && offered.len() == 28, "a fresh half is offered");
+    }
+
+    #[test]
+    fn keys_travel_as_hex_and_bad_hex_is_refused() {
+        assert_eq!(from_hex(&to_hex(&[0, 15, 255])).unwrap(), vec![0, 15, 255]);
+        for bad in ["abc", "zz", &"0".repeat(130)] {
+            assert_eq!(from_hex(bad).unwrap_err().code, ApiCode::InvalidParameter, "{bad}");
+        }
+    }
 }
