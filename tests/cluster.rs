@@ -650,3 +650,22 @@ fn min_load_moves_to_the_node_with_the_fewest_clients_and_record_server_to_one_t
     let node = nodes.iter().map(|(n, _)| n).find(|n| n.url_prefix() == str_field(&recorder, "serverUrl"));
     assert!(node.is_some(), "the answer is one node's, whole: {recorder}");
 }
+
+#[test]
+fn a_node_with_no_rooms_yet_whose_tag_is_taken_takes_a_fresh_one() {
+    let redis = Redis::start();
+    let (mut node, _dir) = node(&redis, "127.0.0.1", "rtc-new", &unique_secret(), "");
+    let probe = node.live_id("probe");
+    node.ok("DELETE", &format!("/room/{probe}"), ());
+    let tag = probe[7..9].to_owned();
+    node.kill9();
+    // Another node holds that tag now (two fresh nodes drew the same one).
+    assert_eq!(redis.command(&["HSET", "uprtcd:tags", &tag, "intruder"]), ":0");
+    node.restart();
+    wait_until(|| metric(&node, "uprtcd_cluster_registered") == 1, "the node registers under a fresh tag");
+    let room = node.live_id("host");
+    let fresh = &room[7..9];
+    assert_ne!(fresh, tag, "its ids carry the fresh tag");
+    assert_eq!(redis.command(&["HGET", "uprtcd:tags", fresh]), "$7");
+    assert!(node.log().contains("takes a fresh one"), "{}", node.log());
+}

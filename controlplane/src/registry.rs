@@ -378,6 +378,17 @@ impl Registry {
         &self.identity
     }
 
+    /// Whether the server holds nothing: no room (open or held) and no recording.
+    pub fn is_empty(&self) -> bool {
+        self.rooms.is_empty() && self.recordings.is_empty()
+    }
+
+    /// Takes another identity; only for a server that [`Registry::is_empty`], whose ids
+    /// carry no tag yet.
+    pub fn replace_identity(&mut self, identity: ServerIdentity) {
+        self.identity = identity;
+    }
+
     /// Peers connected over every room.
     pub fn connection_count(&self) -> usize {
         self.rooms.values().map(|room| room.connected.len()).sum()
@@ -1235,6 +1246,28 @@ mod tests {
         assert!(!reg.drop_feed(&a, "rtc-2"));
         reg.add_remote_mirror(&a, RemoteMirror { alias: "rtc-2".into(), work_pid: 1, feed: false }).unwrap();
         assert!(!reg.drop_feed(&a, "rtc-2"), "a mirror for an audience is no feed");
+    }
+
+    #[test]
+    fn a_registry_with_a_room_or_a_record_is_not_empty() {
+        let mut reg = registry(1);
+        assert!(reg.is_empty());
+        let a = open_live(&mut reg, "a");
+        assert!(!reg.is_empty());
+        reg.close(&a).unwrap();
+        assert!(reg.is_empty(), "a closed room leaves nothing");
+        let record = reg.fresh_record_id();
+        reg.add_recording(Recording {
+            id: record,
+            status: record_status::PROCESSING_DONE,
+            file: "f.mp4".into(),
+            size: 1,
+            room: None,
+            created_ms: 0,
+            msg: String::new(),
+            upload_expires: None,
+        });
+        assert!(!reg.is_empty(), "a record's id carries the tag");
     }
 
     #[test]

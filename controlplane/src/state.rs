@@ -234,6 +234,24 @@ impl AppState {
         self.0.registry.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
+    /// A fresh identity for a server that has made no room or recording yet (its tag turned
+    /// out to be another node's): stored, then taken by the registry. Its tag, or `None` when
+    /// the server has data (its ids must keep their tag) or the store refuses.
+    pub fn fresh_identity(&self) -> Option<String> {
+        let mut registry = self.lock();
+        if !registry.is_empty() {
+            return None;
+        }
+        let identity = crate::ids::ServerIdentity::generate();
+        if let Err(e) = self.0.store.replace_identity(&identity) {
+            tracing::error!(error = %e, "cannot store a fresh identity");
+            return None;
+        }
+        let tag = identity.tag().to_owned();
+        registry.replace_identity(identity);
+        Some(tag)
+    }
+
     /// Reads the registry.
     pub fn read<R>(&self, f: impl FnOnce(&Registry) -> R) -> R {
         f(&self.lock())

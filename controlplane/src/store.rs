@@ -192,6 +192,17 @@ impl Store {
         })
     }
 
+    /// Keeps `identity` as the server's from now on (a server with no data yet whose tag
+    /// was another node's).
+    pub fn replace_identity(&self, identity: &ServerIdentity) -> Result<(), StoreError> {
+        self.with_db(|db| {
+            let txn = db.begin_write()?;
+            txn.open_table(META)?.insert(IDENTITY_KEY, identity.key().as_slice())?;
+            txn.commit()?;
+            Ok(())
+        })
+    }
+
     /// Everything kept, for the registry at start-up and after a failed commit.
     pub fn load(&self) -> Result<Contents, StoreError> {
         self.with_db(|db| {

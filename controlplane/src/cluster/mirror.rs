@@ -717,22 +717,12 @@ fn spawn_feeder(state: &AppState, room: RoomId, alias: String) {
                     )
                     .await;
                 }
-                if let Some((link, _, consumers)) = fed {
-                    for ssrc in consumers.keys() {
-                        let _ = state
-                            .request_worker(
-                                LINK_WORKER,
-                                Command::RemoveConsumer { transport: link.transport, ssrc: *ssrc },
-                            )
-                            .await;
-                    }
-                }
+                take_off_link(&state, &mut fed).await;
                 return;
             };
-            let Some(node) = cluster.node(&alias) else {
-                fed = None;
-                continue;
-            };
+            // A node missing from the directory for a while keeps what it was fed: when it
+            // is back, a restart shows in its start time.
+            let Some(node) = cluster.node(&alias) else { continue };
             let current = cluster
                 .mirrors
                 .links
@@ -745,6 +735,7 @@ fn spawn_feeder(state: &AppState, room: RoomId, alias: String) {
                 None => true,
             };
             if stale {
+                take_off_link(&state, &mut fed).await;
                 match open(&state, &room, &node, None, feed).await {
                     Ok((link, _)) => {
                         fed = Some((link, node.started_ms, BTreeMap::new()));
@@ -752,7 +743,6 @@ fn spawn_feeder(state: &AppState, room: RoomId, alias: String) {
                     }
                     Err(e) => {
                         tracing::warn!(%room, %alias, error = %e.msg, "cannot feed the mirror yet");
-                        fed = None;
                         continue;
                     }
                 }
@@ -796,7 +786,7 @@ fn spawn_feeder(state: &AppState, room: RoomId, alias: String) {
                     tracing::warn!(%alias, error = %e.msg, "cannot make the node link again yet");
                 }
                 // Every feeder on the old link sees the new generation and sets up again.
-                fed = None;
+                take_off_link(&state, &mut fed).await;
                 continue;
             }
             let live: std::collections::HashSet<u32> = wire.iter().map(|t| t.ssrc).collect();
@@ -821,12 +811,23 @@ fn spawn_feeder(state: &AppState, room: RoomId, alias: String) {
                     Ok(_) => told = sent,
                     Err(e) => {
                         tracing::warn!(%room, %alias, error = %e.msg, "the mirror node did not take the streams");
-                        fed = None;
+                        take_off_link(&state, &mut fed).await;
                     }
                 }
             }
         }
     });
+}
+
+/// Takes a feeder's streams off its link (a link consumer per SSRC, so they are added again
+/// when the feeder sets up anew, never twice).
+async fn take_off_link(state: &AppState, fed: &mut Option<(LinkState, u64, BTreeMap<u32, TrackId>)>) {
+    if let Some((link, _, consumers)) = fed.take() {
+        for ssrc in consumers.into_keys() {
+            let _ =
+                state.request_worker(LINK_WORKER, Command::RemoveConsumer { transport: link.transport, ssrc }).await;
+        }
+    }
 }
 
 /// Feeds every remote mirror of the rooms this node holds (at start), and closes, every

@@ -168,7 +168,9 @@ pub struct ClusterStats {
 pub struct Cluster {
     settings: ClusterSettings,
     alias: String,
-    tag: String,
+    /// The tag of this node's ids; a fresh one when a node with no rooms yet finds its own
+    /// taken (see [`start`]).
+    tag: Mutex<String>,
     started_ms: u64,
     client: redis::Client,
     /// Made when the control plane's runtime runs (see [`start`]).
@@ -191,7 +193,7 @@ impl Cluster {
         Ok(Self {
             settings,
             alias,
-            tag,
+            tag: Mutex::new(tag),
             started_ms,
             client,
             redis: OnceLock::new(),
@@ -212,6 +214,11 @@ impl Cluster {
     /// Renews the node's entry now rather than at the next beat (its state changed).
     pub fn beat_now(&self) {
         self.beat_now.notify_one();
+    }
+
+    /// The tag of this node's ids.
+    pub fn tag(&self) -> String {
+        self.tag.lock().unwrap_or_else(PoisonError::into_inner).clone()
     }
 
     fn directory(&self) -> std::sync::MutexGuard<'_, Directory> {
@@ -237,7 +244,7 @@ impl Cluster {
 
     /// Who holds the ids tagged `tag`.
     pub fn owner_of_tag(&self, tag: &str) -> Owner {
-        if tag == self.tag {
+        if tag == self.tag() {
             return Owner::Here;
         }
         let directory = self.directory();
@@ -302,6 +309,21 @@ impl Cluster {
         tokio::time::timeout(limit, call).await.map_err(|_| ClusterError::Timeout(limit))?.map_err(Into::into)
     }
 
+    /// The alias lease, held under this node's old tag (by this data dir, before it took a
+    /// fresh identity), now held under its new one.
+    async fn hand_over_lease(&self, old: &str, new: &str) -> Result<(), ClusterError> {
+        let Some(redis) = self.redis.get() else { return Ok(()) };
+        let mut redis = redis.clone();
+        let lease = format!("{PREFIX}lease:{}", self.alias);
+        let holder: Option<String> = self.with_timeout(redis::cmd("GET").arg(&lease).query_async(&mut redis)).await?;
+        if holder.as_deref() == Some(old) {
+            let ttl = self.settings.node_ttl.as_millis() as u64;
+            self.with_timeout(redis::cmd("SET").arg(&lease).arg(new).arg("PX").arg(ttl).query_async::<()>(&mut redis))
+                .await?;
+        }
+        Ok(())
+    }
+
     /// Takes or renews the alias lease, claims the tag, writes the entry, then reads the
     /// directory back.
     async fn heartbeat(&self, record: &NodeRecord) -> Result<(), ClusterError> {
@@ -311,34 +333,34 @@ impl Cluster {
         let lease = format!("{PREFIX}lease:{}", self.alias);
         let tags = format!("{PREFIX}tags");
         let aliases = format!("{PREFIX}aliases");
+        let tag = self.tag();
+        // The tag first: a node that finds its tag taken has touched nothing else yet.
+        let _: bool = self
+            .with_timeout(redis::cmd("HSETNX").arg(&tags).arg(&tag).arg(&self.alias).query_async(&mut redis))
+            .await?;
+        let tag_owner: Option<String> =
+            self.with_timeout(redis::cmd("HGET").arg(&tags).arg(&tag).query_async(&mut redis)).await?;
+        if let Some(alias) = tag_owner.filter(|alias| *alias != self.alias) {
+            return Err(ClusterError::TagTaken { tag, alias });
+        }
         let took: bool = self
-            .with_timeout(
-                redis::cmd("SET").arg(&lease).arg(&self.tag).arg("NX").arg("PX").arg(ttl).query_async(&mut redis),
-            )
+            .with_timeout(redis::cmd("SET").arg(&lease).arg(&tag).arg("NX").arg("PX").arg(ttl).query_async(&mut redis))
             .await
             .map(|reply: Option<String>| reply.is_some())?;
         if !took {
             let holder: Option<String> =
                 self.with_timeout(redis::cmd("GET").arg(&lease).query_async(&mut redis)).await?;
             match holder {
-                Some(tag) if tag != self.tag => {
-                    return Err(ClusterError::AliasTaken { alias: self.alias.clone(), tag });
+                Some(holder) if holder != tag => {
+                    return Err(ClusterError::AliasTaken { alias: self.alias.clone(), tag: holder });
                 }
                 _ => {
                     self.with_timeout(
-                        redis::cmd("SET").arg(&lease).arg(&self.tag).arg("PX").arg(ttl).query_async::<()>(&mut redis),
+                        redis::cmd("SET").arg(&lease).arg(&tag).arg("PX").arg(ttl).query_async::<()>(&mut redis),
                     )
                     .await?
                 }
             }
-        }
-        let _: bool = self
-            .with_timeout(redis::cmd("HSETNX").arg(&tags).arg(&self.tag).arg(&self.alias).query_async(&mut redis))
-            .await?;
-        let tag_owner: Option<String> =
-            self.with_timeout(redis::cmd("HGET").arg(&tags).arg(&self.tag).query_async(&mut redis)).await?;
-        if let Some(alias) = tag_owner.filter(|alias| *alias != self.alias) {
-            return Err(ClusterError::TagTaken { tag: self.tag.clone(), alias });
         }
         let entry = serde_json::to_string(record).expect("plain data serializes");
         let mut write = redis::pipe();
@@ -388,7 +410,7 @@ fn own_record(state: &AppState, cluster: &Cluster) -> NodeRecord {
         state.read(|reg| (reg.recycling(), reg.room_count() as u64, reg.connection_count() as u64));
     NodeRecord {
         alias: cluster.alias.clone(),
-        tag: cluster.tag.clone(),
+        tag: cluster.tag(),
         api_address: s.api_address.clone(),
         client_url: s.client_url.clone(),
         client_url6: s.client_url6.clone(),
@@ -402,11 +424,31 @@ fn own_record(state: &AppState, cluster: &Cluster) -> NodeRecord {
     }
 }
 
+/// One heartbeat. A node whose tag turns out to be another's takes a fresh identity when it
+/// has no rooms and no recordings yet (a new node drew a tag in use: 1 in 3,844 per pair of
+/// nodes), and tries again; one with data keeps refusing.
+async fn register(state: &AppState, cluster: &Cluster) -> Result<(), ClusterError> {
+    for _ in 0..8 {
+        match cluster.heartbeat(&own_record(state, cluster)).await {
+            Err(ClusterError::TagTaken { tag, alias }) => match state.fresh_identity() {
+                Some(fresh) => {
+                    tracing::info!(taken = %tag, by = %alias, fresh = %fresh, "this node's id tag is another node's; it has no rooms yet and takes a fresh one");
+                    cluster.hand_over_lease(&tag, &fresh).await?;
+                    *cluster.tag.lock().unwrap_or_else(PoisonError::into_inner) = fresh;
+                }
+                None => return Err(ClusterError::TagTaken { tag, alias }),
+            },
+            other => return other,
+        }
+    }
+    Err(ClusterError::TagTaken { tag: cluster.tag(), alias: "others".into() })
+}
+
 /// Writes this node's entry now (its state changed: it was recycled), so that every node's
 /// next placement sees it; a failure is logged, and the heartbeat tries again.
 pub async fn announce(state: &AppState) {
     let Some(cluster) = state.cluster() else { return };
-    if let Err(e) = cluster.heartbeat(&own_record(state, cluster)).await {
+    if let Err(e) = register(state, cluster).await {
         tracing::warn!(error = %e, "cannot tell the cluster of this node's new state yet; the heartbeat retries");
         cluster.beat_now();
     }
@@ -427,9 +469,9 @@ pub async fn start(state: &AppState) -> Result<(), String> {
     let manager = ConnectionManager::new_lazy_with_config(cluster.client.clone(), config)
         .map_err(|e| format!("cluster.redis_url: {e}"))?;
     let _ = cluster.redis.set(manager);
-    match cluster.heartbeat(&own_record(state, cluster)).await {
+    match register(state, cluster).await {
         Ok(()) => {
-            tracing::info!(alias = %cluster.alias, tag = %cluster.tag, nodes = cluster.nodes().len(), "joined the cluster")
+            tracing::info!(alias = %cluster.alias, tag = %cluster.tag(), nodes = cluster.nodes().len(), "joined the cluster")
         }
         Err(e @ (ClusterError::AliasTaken { .. } | ClusterError::TagTaken { .. })) => {
             return Err(format!("cluster: {e}"));
@@ -448,7 +490,7 @@ pub async fn start(state: &AppState) -> Result<(), String> {
                 () = tokio::time::sleep(cluster.settings.heartbeat()) => {}
                 () = cluster.beat_now.notified() => {}
             }
-            let result = cluster.heartbeat(&own_record(&state, cluster)).await;
+            let result = register(&state, cluster).await;
             cluster.stats.heartbeats.fetch_add(1, Ordering::Relaxed);
             match result {
                 Ok(()) if !healthy => {
