@@ -42,8 +42,9 @@ from matplotlib.lines import Line2D  # noqa: E402
 from matplotlib.ticker import FuncFormatter  # noqa: E402
 
 SCENARIOS = ("fanout", "conference", "live-across-workers")
-# Scenarios whose steps are phases of one load, not a series of loads.
-PHASED = ("storm",)
+# Scenarios whose steps are phases of one load, not a series of loads: a storm's windows, and
+# the mirror scenario's configurations (one node, meters, split) of each audience.
+PHASED = ("storm", "mirror")
 UNKNOWN_SCENARIO = "scenario not recorded"
 RAW_LABELS = {"sendmmsg": "raw sendmmsg", "gso": "raw GSO"}
 RAW_COLORS = {"raw sendmmsg": "0.25", "raw GSO": "tab:brown"}

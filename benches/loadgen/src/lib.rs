@@ -16,6 +16,7 @@ pub mod janus;
 pub mod media;
 pub mod proc;
 pub mod raw;
+pub mod redis;
 pub mod report;
 pub mod scenario;
 pub mod sdp;

@@ -9,9 +9,11 @@ use std::time::Duration;
 use clap::Parser;
 use uprtcd_loadgen::media::{ClientDtls, StreamProfile};
 use uprtcd_loadgen::raw::{self, RawMode};
+use uprtcd_loadgen::redis::Redis;
 use uprtcd_loadgen::report::{Machine, Progress, Results, Run};
+use uprtcd_loadgen::scenario::mirror::{MirrorPlan, Nodes};
 use uprtcd_loadgen::scenario::{self, Context, FanoutPlan, StormPlan};
-use uprtcd_loadgen::uprtcd::{Uprtcd, UprtcdOptions};
+use uprtcd_loadgen::uprtcd::{ClusterNode, Uprtcd, UprtcdOptions, random_secret};
 use uprtcd_loadgen::{LoadError, janus};
 
 #[derive(Debug, Parser)]
@@ -23,7 +25,8 @@ struct Args {
     /// Where results go.
     #[arg(long, default_value = "benches/results")]
     out: PathBuf,
-    /// What to run, comma-separated: raw, fanout, storm, conference, aes-cm, live, janus.
+    /// What to run, comma-separated: raw, fanout, storm, conference, aes-cm, live, janus; and
+    /// mirror (two uprtcd nodes and a Redis; not in the standard set).
     #[arg(long, value_delimiter = ',', default_value = "raw,fanout,storm,conference,aes-cm,live,janus")]
     scenarios: Vec<String>,
     /// Socket backends for uprtcd's fan-out and conference (AES-256-GCM, as browsers get).
@@ -63,6 +66,27 @@ struct Args {
     /// Subscribers at each step of the live room spread over every worker.
     #[arg(long, value_delimiter = ',', default_value = "250,500,1000,2000")]
     live_steps: Vec<usize>,
+    /// Audiences of the mirror scenario (meters included): each on the origin node alone, then
+    /// split evenly between the origin and a mirror node.
+    #[arg(long, value_delimiter = ',', default_value = "600")]
+    mirror_audiences: Vec<usize>,
+    /// Times each mirror audience's configurations are measured, alternately.
+    #[arg(long, default_value_t = 2)]
+    mirror_rounds: usize,
+    /// Socket backend of both nodes of the mirror scenario.
+    #[arg(long, default_value = "epoll")]
+    mirror_backend: String,
+    /// The mirror node's address (all its listeners and media): a machine of its own on
+    /// loopback. The origin node is on `--media-ip`.
+    #[arg(long, default_value = "127.0.0.2")]
+    mirror_node_ip: IpAddr,
+    /// Cores the mirror node may use, its worker on the highest (default: the whole machine,
+    /// so its worker shares `--sfu-core` with the origin's).
+    #[arg(long, value_delimiter = ',')]
+    mirror_node_cores: Vec<usize>,
+    /// The Redis the mirror scenario's cluster shares (Debian's redis-server).
+    #[arg(long, default_value = "redis-server")]
+    redis_server: PathBuf,
     /// Members of each conference size.
     #[arg(long, value_delimiter = ',', default_value = "4,8,12,16")]
     conference_sizes: Vec<usize>,
@@ -123,7 +147,8 @@ fn run(args: &Args) -> Result<(), LoadError> {
         + usize::from(wants(args, "storm")) * args.storm_backends.len() * 3
         + usize::from(wants(args, "aes-cm")) * args.aes_cm_backends.len() * args.fanout_steps.len()
         + usize::from(wants(args, "live")) * args.live_backends.len() * args.live_steps.len()
-        + usize::from(wants(args, "janus")) * (args.janus_steps.len() + args.janus_conference_sizes.len());
+        + usize::from(wants(args, "janus")) * (args.janus_steps.len() + args.janus_conference_sizes.len())
+        + usize::from(wants(args, "mirror")) * mirror_plan(args, None).windows();
     let mut progress = Progress::new(planned);
 
     if wants(args, "raw") {
@@ -182,6 +207,11 @@ fn run(args: &Args) -> Result<(), LoadError> {
         record(&mut results, scenario::fanout(&ctx, &plan, &mut progress), "live across workers");
     }
 
+    if wants(args, "mirror") {
+        let run = mirror(args, results.machine.cpus, stream, window, &mut progress);
+        record(&mut results, run, "mirror on another node");
+    }
+
     if wants(args, "janus") {
         match start_janus(args) {
             Ok(server) => {
@@ -232,6 +262,52 @@ fn start_uprtcd(args: &Args, cpus: usize, backend: &str, workers: usize) -> Resu
         media_ip: args.media_ip,
         cores: (0..cpus).collect(),
     })
+}
+
+fn mirror_plan(args: &Args, redis_pid: Option<u32>) -> MirrorPlan {
+    MirrorPlan {
+        audiences: args.mirror_audiences.clone(),
+        meters: args.meters,
+        rounds: args.mirror_rounds.max(1),
+        redis_pid,
+    }
+}
+
+/// A cluster of its own — a Redis, the origin node `rtc-1` on `--media-ip` and the mirror node
+/// `rtc-2` on `--mirror-node-ip`, one worker each — for the mirror scenario; stopped (nodes
+/// first) when it returns.
+fn mirror(
+    args: &Args,
+    cpus: usize,
+    stream: StreamProfile,
+    window: Duration,
+    progress: &mut Progress,
+) -> Result<Run, LoadError> {
+    let machine: Vec<usize> = (0..cpus).collect();
+    let ours: Vec<usize> = machine.iter().copied().filter(|&core| core != args.sfu_core).collect();
+    let redis = Redis::start(&args.redis_server, &ours)?;
+    let secret = random_secret()?;
+    let node = |alias: &str, media_ip: IpAddr, cores: Vec<usize>| {
+        let options = UprtcdOptions {
+            binary: args.uprtcd.clone(),
+            workers: 1,
+            backend: args.mirror_backend.clone(),
+            media_ip,
+            cores,
+        };
+        Uprtcd::start_node(
+            options,
+            ClusterNode { alias: alias.to_owned(), redis_url: redis.url(), secret: secret.clone() },
+        )
+    };
+    let origin = node("rtc-1", args.media_ip, machine.clone())?;
+    let mirror_cores = if args.mirror_node_cores.is_empty() { machine } else { args.mirror_node_cores.clone() };
+    let mirror = node("rtc-2", args.mirror_node_ip, mirror_cores)?;
+    let identity = ClientDtls::browserlike()?;
+    let on_origin = Context::new(&origin, Some(&origin), stream, identity.clone(), window)?;
+    let on_mirror = Context::new(&mirror, Some(&mirror), stream, identity, window)?;
+    let nodes = Nodes { origin: &on_origin, mirror: &on_mirror };
+    scenario::mirror::mirror(nodes, &mirror_plan(args, Some(redis.pid())), progress)
 }
 
 fn start_janus(args: &Args) -> Result<janus::Janus, LoadError> {

@@ -69,6 +69,9 @@ pub struct Run {
     pub latency_cdf: Vec<(f64, f64)>,
     /// Why the run ended where it did.
     pub ended: String,
+    /// What went wrong on the way without ending the run.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub notes: Vec<String>,
 }
 
 /// One measurement window at a fixed load, or (a storm) while viewers join.
@@ -110,6 +113,46 @@ pub struct Step {
     /// Timed joins at this step's load: a fan-out's probes after its window (they stay, so
     /// they count in the next step's audience), or a storm's joins during its window.
     pub join_ms: Option<JoinTimes>,
+    /// Each node's share of the step, when the SFU is a cluster (the step's own fields are
+    /// then the totals over the nodes).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub nodes: Vec<NodeStep>,
+    /// CPU of the cluster's Redis, 100 = one core.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub redis_cpu_percent: Option<f64>,
+}
+
+/// One cluster node in a measurement window: its audience, what its meters saw and what its
+/// threads cost.
+#[derive(Debug, Default, Clone, Serialize)]
+pub struct NodeStep {
+    pub alias: String,
+    /// `origin` (the room's node, where its host publishes), `mirror`, or `idle` (a node of
+    /// the cluster without the room).
+    pub role: String,
+    /// Its audience, meters included.
+    pub subscribers: usize,
+    pub meters: usize,
+    /// Copies its audience asks for, per second.
+    pub offered_pps: f64,
+    /// Copies delivered per second: offered less the loss its meters saw.
+    pub egress_pps: f64,
+    pub loss: f64,
+    pub reordered: u64,
+    pub decrypt_errors: u64,
+    /// Its meters' latency: the publisher's send to the meter's kernel receive timestamp.
+    pub latency_us: Percentiles,
+    /// CPU seconds per second of its worker threads, and of its whole process (1 = one core).
+    pub worker_cpu_seconds_per_second: f64,
+    pub process_cpu_seconds_per_second: f64,
+    /// Worker CPU per delivered copy; the origin's also pays the copy to each mirror.
+    pub worker_cpu_us_per_packet: f64,
+    /// Datagrams each worker sent and received per second, by its own counters (published
+    /// about once a second, so ±1 s of counts over a window).
+    pub worker_pps: Vec<f64>,
+    pub worker_pps_in: Vec<f64>,
+    pub sfu_drops: u64,
+    pub longest_turn_us: f64,
 }
 
 /// Timed joins: each stage's end in milliseconds from a join's start, over the joins that
@@ -316,13 +359,15 @@ impl Results {
         }
         for run in &self.runs {
             out.push_str(&format!("\n{} — {} ({})\n", run.scenario, run.label, run.ended));
-            if run.steps.iter().any(|s| s.phase.is_some()) {
+            if run.steps.iter().any(|s| !s.nodes.is_empty()) {
+                nodes_table(&mut out, run);
+            } else if run.steps.iter().any(|s| s.phase.is_some()) {
                 storm_table(&mut out, run);
             } else {
                 steps_table(&mut out, run);
             }
         }
-        for note in &self.notes {
+        for note in self.runs.iter().flat_map(|r| &r.notes).chain(&self.notes) {
             out.push_str(&format!("note: {note}\n"));
         }
         out
@@ -382,6 +427,98 @@ fn steps_table(out: &mut String, run: &Run) {
         if !s.1.failures.is_empty() {
             out.push_str(&format!("  probes at {}: {}\n", s.0, JoinFailures::describe(&s.1.failures)));
         }
+    }
+}
+
+/// The phase of a cluster's window with the whole audience on the origin node.
+pub const ONE_NODE: &str = "one-node";
+/// The phase of a cluster's window with the audience split between the origin and a mirror.
+pub const SPLIT: &str = "split";
+
+/// A cluster's windows node by node, with their totals, the latency the mirror node adds to
+/// what the origin's own meters saw in the same window, and each window's CPU beside the
+/// window before it of the same audience on one node.
+fn nodes_table(out: &mut String, run: &Run) {
+    out.push_str(
+        "  phase     node            subs fail   egress/s worker s/s proc s/s µs/copy   loss%   \
+         p50µs   p99µs p99.9µs  turn ms\n",
+    );
+    let mut one_node: Option<&Step> = None;
+    for s in &run.steps {
+        let phase = s.phase.as_deref().unwrap_or("");
+        let total = NodeStep {
+            alias: "total".into(),
+            subscribers: s.subscribers,
+            egress_pps: s.egress_pps,
+            worker_cpu_seconds_per_second: s.worker_cpu_percent.unwrap_or_default() / 100.0,
+            process_cpu_seconds_per_second: s.sfu_cpu_percent / 100.0,
+            worker_cpu_us_per_packet: s.worker_cpu_us_per_packet.unwrap_or_default(),
+            loss: s.loss,
+            latency_us: s.latency_us,
+            longest_turn_us: s.longest_turn_us.unwrap_or_default(),
+            ..NodeStep::default()
+        };
+        for (i, n) in s.nodes.iter().chain([&total]).enumerate() {
+            let (name, fail) = if n.role.is_empty() {
+                (n.alias.clone(), s.join_failures.to_string())
+            } else {
+                (format!("{} ({})", n.alias, n.role), String::new())
+            };
+            out.push_str(&format!(
+                "  {:<9} {name:<15} {:>4} {fail:>4} {:>10.0} {:>10.3} {:>8.3} {:>7.2} {:>7.3} {:>7.0} {:>7.0} {:>7.0} {:>8.1}\n",
+                if i == 0 { phase } else { "" },
+                n.subscribers,
+                n.egress_pps,
+                n.worker_cpu_seconds_per_second,
+                n.process_cpu_seconds_per_second,
+                n.worker_cpu_us_per_packet,
+                n.loss * 100.0,
+                n.latency_us.p50,
+                n.latency_us.p99,
+                n.latency_us.p999,
+                n.longest_turn_us / 1e3,
+            ));
+        }
+        let workers = total.worker_cpu_seconds_per_second;
+        let origin = s.nodes.iter().find(|n| n.role == "origin");
+        for mirror in s.nodes.iter().filter(|n| n.role == "mirror" && n.latency_us.samples > 0) {
+            let Some(origin) = origin.filter(|o| o.latency_us.samples > 0) else { continue };
+            let (o, m) = (&origin.latency_us, &mirror.latency_us);
+            out.push_str(&format!(
+                "  {:<9} the mirror adds p50 {:+.0} µs, p99 {:+.0} µs, p99.9 {:+.0} µs to the origin's meters\n",
+                "",
+                m.p50 - o.p50,
+                m.p99 - o.p99,
+                m.p999 - o.p999
+            ));
+        }
+        if s.phase.as_deref() == Some(ONE_NODE) {
+            one_node = Some(s);
+        } else if let Some(one) =
+            one_node.filter(|o| o.subscribers == s.subscribers && s.phase.as_deref() == Some(SPLIT))
+        {
+            let alone = one.worker_cpu_percent.unwrap_or_default() / 100.0;
+            if alone > 0.0 {
+                out.push_str(&format!(
+                    "  {:<9} workers {:.3} s/s over two nodes against {:.3} on one: {:.2}×\n",
+                    "",
+                    workers,
+                    alone,
+                    workers / alone
+                ));
+            }
+        }
+    }
+    for s in run.steps.iter().filter(|s| !s.join_failure_reasons.is_empty()) {
+        out.push_str(&format!(
+            "  {} at {} subscribers: {}\n",
+            s.phase.as_deref().unwrap_or(""),
+            s.subscribers,
+            JoinFailures::describe(&s.join_failure_reasons)
+        ));
+    }
+    if let Some(redis) = run.steps.iter().filter_map(|s| s.redis_cpu_percent).reduce(f64::max) {
+        out.push_str(&format!("  Redis: at most {:.4} CPU s/s in any window\n", redis / 100.0));
     }
 }
 
@@ -522,5 +659,50 @@ mod tests {
         let stages: Vec<_> = times.failures.iter().map(|f| (f.stage, f.count, f.examples.len())).collect();
         assert_eq!(stages, [(JoinStage::Ice, 1, 1), (JoinStage::Dtls, 2, 1)]);
         assert_eq!(JoinPercentiles::of(Vec::new()).max, 0.0);
+    }
+
+    #[test]
+    fn a_cluster_run_shows_each_node_the_mirror_latency_and_the_cpu_beside_one_node() {
+        let node = |alias: &str, role: &str, subscribers, cpu, p50| NodeStep {
+            alias: alias.into(),
+            role: role.into(),
+            subscribers,
+            worker_cpu_seconds_per_second: cpu,
+            latency_us: Percentiles {
+                samples: usize::from(subscribers > 0) * 100,
+                p50,
+                p99: 2.0 * p50,
+                ..Percentiles::default()
+            },
+            ..NodeStep::default()
+        };
+        let step = |phase: &str, workers: f64, nodes| Step {
+            phase: Some(phase.into()),
+            subscribers: 600,
+            worker_cpu_percent: Some(workers * 100.0),
+            nodes,
+            redis_cpu_percent: Some(0.2),
+            ..Step::default()
+        };
+        let run = Run {
+            scenario: "mirror".into(),
+            steps: vec![
+                step(ONE_NODE, 0.5, vec![node("rtc-1", "origin", 600, 0.5, 300.0), node("rtc-2", "idle", 0, 0.0, 0.0)]),
+                step(
+                    SPLIT,
+                    0.55,
+                    vec![node("rtc-1", "origin", 300, 0.3, 250.0), node("rtc-2", "mirror", 300, 0.25, 400.0)],
+                ),
+            ],
+            ..Run::default()
+        };
+        let summary = Results { runs: vec![run], ..Results::default() }.summary();
+        assert!(summary.contains("rtc-2 (mirror)") && summary.contains("rtc-2 (idle)"), "{summary}");
+        assert!(summary.contains("the mirror adds p50 +150 µs, p99 +300 µs"), "{summary}");
+        assert_eq!(summary.matches("the mirror adds").count(), 1, "not for the idle node: {summary}");
+        assert!(summary.contains("workers 0.550 s/s over two nodes against 0.500 on one: 1.10×"), "{summary}");
+        assert!(summary.contains("Redis: at most 0.0020 CPU s/s"), "{summary}");
+        let json = serde_json::to_string(&Results::default()).unwrap();
+        assert!(!json.contains("nodes"), "a run of one server writes no nodes: {json}");
     }
 }

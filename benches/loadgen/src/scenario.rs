@@ -1,6 +1,6 @@
 //! The scenarios: 1 → N fan-out grown step by step until the meters see loss, a join storm
-//! on a standing audience, an N × N conference, and a live room whose audience spans every
-//! worker. Each step is a measurement window at a steady load (a storm's is while viewers
+//! on a standing audience, an N × N conference, a live room whose audience spans every
+//! worker, and one mirrored on another node of a cluster ([`mirror`]). Each step is a measurement window at a steady load (a storm's is while viewers
 //! join): the kernel's CPU accounting of the SFU's process and worker threads, the meters'
 //! loss, reordering and latency, the SFU's resident memory. Viewers join through
 //! [`Context::join_viewers`], which times each join and counts the ones that fail instead of
@@ -21,6 +21,8 @@ use crate::proc;
 use crate::report::{self, JoinFailures, JoinTimes, Percentiles, Progress, Run, Step};
 use crate::sfu::{Member, RoomKind, Sfu};
 use crate::uprtcd::{Uprtcd, WorkerMetrics};
+
+pub mod mirror;
 
 /// Threads that connect an audience at once: a connect mostly waits (on round trips, and on
 /// Janus for a DTLS retransmission, about 1 s), so many overlap; the CPU they use is the

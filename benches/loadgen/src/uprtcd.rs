@@ -2,6 +2,7 @@
 //! directory, rooms and join tokens through REST API v2, members through signalling v1
 //! (one WebSocket each, as a browser's SDK holds), and the worker counters of `/metrics`.
 
+use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
 use std::net::{IpAddr, TcpStream};
 use std::path::{Path, PathBuf};
@@ -21,7 +22,7 @@ const READY_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long uprtcd may take to stop after SIGTERM before it gets SIGKILL.
 const STOP_TIMEOUT: Duration = Duration::from_secs(5);
 const EVENT_TIMEOUT: Duration = Duration::from_secs(20);
-/// The `serverAlias` the server is started with, which `POST /live/mirror` names.
+/// The `serverAlias` a server on its own is started with, which `POST /live/mirror` names.
 const SERVER_ALIAS: &str = "uprtcd-load";
 
 /// How to start uprtcd.
@@ -37,10 +38,32 @@ pub struct UprtcdOptions {
     pub cores: Vec<usize>,
 }
 
+/// What makes a server a node of a cluster. Its API and client listeners bind on its
+/// `media_ip` too, as if it had a machine of its own (127.0.0.1, 127.0.0.2, ...).
+#[derive(Debug, Clone)]
+pub struct ClusterNode {
+    /// Its `--server-alias`, unique in the cluster.
+    pub alias: String,
+    /// The cluster's Redis, `redis://host:port/`.
+    pub redis_url: String,
+    /// The app secret every node of the cluster shares.
+    pub secret: String,
+}
+
+/// An app secret nobody else knows, so that no other local user can drive the server while it
+/// runs.
+pub fn random_secret() -> Result<String, LoadError> {
+    Ok(uprtcd_dataplane::ice::IceCredentials::generate()
+        .map_err(|e| LoadError::Setup(format!("a random secret: {e}")))?
+        .pwd()
+        .to_owned())
+}
+
 /// One worker's counters from `/metrics`.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct WorkerMetrics {
     pub packets_out: u64,
+    pub packets_in: u64,
     pub longest_turn: Duration,
     pub drops: u64,
 }
@@ -50,6 +73,8 @@ pub struct WorkerMetrics {
 pub struct Uprtcd {
     child: Child,
     options: UprtcdOptions,
+    /// Its `--server-alias`.
+    alias: String,
     data_dir: PathBuf,
     api: String,
     client: String,
@@ -63,24 +88,48 @@ impl Uprtcd {
     /// behind one NAT would, so the cap on transports still connecting per address is lifted
     /// (a join storm has hundreds connecting at once).
     pub fn start(options: UprtcdOptions) -> Result<Self, LoadError> {
-        let config = std::env::temp_dir().join(format!("uprtcd-load-{}.toml", std::process::id()));
-        std::fs::write(&config, "[client]\nmax_pending_transports_per_ip = 1000000\n")
-            .map_err(LoadError::io(format!("write {}", config.display())))?;
-        let started = Self::start_configured(options, Some(&config));
+        Self::start_benched(options, None)
+    }
+
+    /// Starts it as [`Self::start`] does, as node `node` of a cluster.
+    pub fn start_node(options: UprtcdOptions, node: ClusterNode) -> Result<Self, LoadError> {
+        Self::start_benched(options, Some(node))
+    }
+
+    fn start_benched(options: UprtcdOptions, node: Option<ClusterNode>) -> Result<Self, LoadError> {
+        let alias = node.as_ref().map_or(SERVER_ALIAS, |node| &node.alias);
+        let config = std::env::temp_dir().join(format!("uprtcd-load-{}-{alias}.toml", std::process::id()));
+        let mut text = String::from("[client]\nmax_pending_transports_per_ip = 1000000\n");
+        if let Some(node) = &node {
+            text.push_str(&format!("[cluster]\nredis_url = \"{}\"\n", node.redis_url));
+        }
+        std::fs::write(&config, text).map_err(LoadError::io(format!("write {}", config.display())))?;
+        let started = Self::launch(options, Some(&config), node);
         let _ = std::fs::remove_file(&config);
         started
     }
 
     /// Starts it with `config_file` (uprtcd's TOML) under the flags [`Self::start`] passes.
     pub fn start_configured(options: UprtcdOptions, config_file: Option<&Path>) -> Result<Self, LoadError> {
-        let data_dir = std::env::temp_dir().join(format!("uprtcd-load-{}-{}", std::process::id(), options.backend));
+        Self::launch(options, config_file, None)
+    }
+
+    fn launch(
+        options: UprtcdOptions,
+        config_file: Option<&Path>,
+        node: Option<ClusterNode>,
+    ) -> Result<Self, LoadError> {
+        let alias = node.as_ref().map_or(SERVER_ALIAS, |node| &node.alias).to_owned();
+        let data_dir =
+            std::env::temp_dir().join(format!("uprtcd-load-{}-{alias}-{}", std::process::id(), options.backend));
         let _ = std::fs::remove_dir_all(&data_dir);
         std::fs::create_dir_all(&data_dir).map_err(LoadError::io(format!("create {}", data_dir.display())))?;
-        // Random, so that no other local user can drive this server while it runs.
-        let secret = uprtcd_dataplane::ice::IceCredentials::generate()
-            .map_err(|e| LoadError::Setup(format!("a random secret: {e}")))?
-            .pwd()
-            .to_owned();
+        let secret = match &node {
+            Some(node) => node.secret.clone(),
+            None => random_secret()?,
+        };
+        // A cluster node listens on its own address; a server on its own on loopback.
+        let listen = if node.is_some() { options.media_ip } else { IpAddr::from([127, 0, 0, 1]) };
         let mut command = Command::new(&options.binary);
         // uprtcd pins its own threads to the cores it may use: give it the whole machine
         // rather than the load generator's own affinity, which it would inherit.
@@ -89,10 +138,10 @@ impl Uprtcd {
             command.arg("--config").arg(file);
         }
         let mut child = command
-            .args(["--api-listen", "127.0.0.1:0", "--client-listen", "127.0.0.1:0"])
+            .args(["--api-listen", &format!("{listen}:0"), "--client-listen", &format!("{listen}:0")])
             .args(["--announced-ip", &options.media_ip.to_string()])
             .args(["--udp-listen", &format!("{}:0", options.media_ip)])
-            .args(["--app-secret", &secret, "--server-alias", SERVER_ALIAS])
+            .args(["--app-secret", &secret, "--server-alias", &alias])
             .arg("--data-dir")
             .arg(&data_dir)
             .args(["--workers", &options.workers.to_string(), "--io-backend", &options.backend])
@@ -116,7 +165,7 @@ impl Uprtcd {
             .timeout_global(Some(Duration::from_secs(30)))
             .build()
             .new_agent();
-        let mut server = Self { child, options, data_dir, api, client, secret, agent, worker_tids: Vec::new() };
+        let mut server = Self { child, options, alias, data_dir, api, client, secret, agent, worker_tids: Vec::new() };
         let loads = server.call("GET", "/server/cpu/load", Value::Null)?;
         server.worker_tids = loads
             .as_array()
@@ -148,15 +197,25 @@ impl Uprtcd {
         Ok(envelope["data"].clone())
     }
 
-    /// Each worker's counters, in worker order.
-    pub fn metrics(&self) -> Result<Vec<WorkerMetrics>, LoadError> {
+    /// `/metrics` as it reads now.
+    fn metrics_text(&self) -> Result<String, LoadError> {
         let uri = format!("http://{}/metrics", self.api);
-        let text = self
-            .agent
+        self.agent
             .get(&uri)
             .call()
             .and_then(|mut r| r.body_mut().read_to_string())
-            .map_err(|e| LoadError::Http { what: uri, detail: e.to_string() })?;
+            .map_err(|e| LoadError::Http { what: uri, detail: e.to_string() })
+    }
+
+    /// The series `series` of `/metrics` now, or the family of that name summed over its
+    /// labels; 0 when it has neither.
+    pub fn metric(&self, series: &str) -> Result<f64, LoadError> {
+        Ok(metric(&parse_metrics(&self.metrics_text()?), series).unwrap_or_default())
+    }
+
+    /// Each worker's counters, in worker order.
+    pub fn metrics(&self) -> Result<Vec<WorkerMetrics>, LoadError> {
+        let text = self.metrics_text()?;
         let mut workers = vec![WorkerMetrics::default(); self.worker_tids.len().max(1)];
         for line in text.lines().filter(|l| !l.starts_with('#')) {
             let Some((name, value)) = line.rsplit_once(' ') else { continue };
@@ -165,6 +224,8 @@ impl Uprtcd {
             let Some(worker) = workers.get_mut(index) else { continue };
             if name.starts_with("uprtcd_worker_packets_out_total") {
                 worker.packets_out = value as u64;
+            } else if name.starts_with("uprtcd_worker_packets_in_total") {
+                worker.packets_in = value as u64;
             } else if name.starts_with("uprtcd_worker_longest_turn_seconds") {
                 worker.longest_turn = Duration::from_secs_f64(value);
             } else if name.starts_with("uprtcd_worker_drops_total") {
@@ -220,8 +281,19 @@ impl Uprtcd {
 
     /// Mirrors live room `room` onto the worker with kernel thread id `worker_tid`.
     pub fn mirror(&self, room: &str, worker_tid: u32) -> Result<(), LoadError> {
-        let body = json!({ "serverAlias": SERVER_ALIAS, "pid": worker_tid });
+        let body = json!({ "serverAlias": self.alias(), "pid": worker_tid });
         self.call("POST", &format!("/room/{room}/live/mirror"), body).map(drop)
+    }
+
+    /// Mirrors live room `room` onto the cluster node `alias`, which its audience may then
+    /// join.
+    pub fn mirror_on_node(&self, room: &str, alias: &str) -> Result<(), LoadError> {
+        self.call("POST", &format!("/room/{room}/live/mirror"), json!({ "serverAlias": alias })).map(drop)
+    }
+
+    /// Its `--server-alias`.
+    pub fn alias(&self) -> &str {
+        &self.alias
     }
 
     fn invitation_code(&self, room: &str) -> Result<u64, LoadError> {
@@ -271,6 +343,26 @@ fn await_ready(stderr: std::process::ChildStderr) -> Result<(String, String), Lo
         (Some(api), Some(client)) => Ok((api, client)),
         _ => Err(LoadError::Setup(format!("uprtcd printed no listeners:\n{}", log.join("\n")))),
     }
+}
+
+/// Every `name{labels} value` line of a Prometheus text exposition.
+pub fn parse_metrics(text: &str) -> BTreeMap<String, f64> {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| l.rsplit_once(' '))
+        .filter_map(|(series, value)| Some((series.to_owned(), value.parse().ok()?)))
+        .collect()
+}
+
+/// `series` exactly, or the family of that name summed over its labels.
+pub fn metric(metrics: &BTreeMap<String, f64>, series: &str) -> Option<f64> {
+    if let Some(value) = metrics.get(series) {
+        return Some(*value);
+    }
+    let labelled = format!("{series}{{");
+    let mut family = metrics.iter().filter(|(name, _)| name.starts_with(&labelled)).peekable();
+    family.peek()?;
+    Some(family.map(|(_, v)| v).sum())
 }
 
 /// The value of `key="..."` in a Prometheus sample name.
@@ -417,5 +509,22 @@ impl Member for Signalling {
         // Events that came meanwhile (presence, offers for tracks a scenario does not add) are
         // read so the server's writes never back up.
         self.drain(|_| {});
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn metrics_are_read_by_series_and_by_family() {
+        let text = "# HELP x\nuprtcd_rooms 3\nuprtcd_worker_transports{worker=\"0\",tid=\"1\"} 2\n\
+                    uprtcd_worker_transports{worker=\"1\",tid=\"2\"} 5\n\
+                    uprtcd_http_connections{listener=\"api\"} 1\n";
+        let metrics = parse_metrics(text);
+        assert_eq!(metric(&metrics, "uprtcd_rooms"), Some(3.0));
+        assert_eq!(metric(&metrics, "uprtcd_worker_transports"), Some(7.0));
+        assert_eq!(metric(&metrics, "uprtcd_http_connections{listener=\"api\"}"), Some(1.0));
+        assert_eq!(metric(&metrics, "uprtcd_demo_rooms"), None);
     }
 }

@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use super::{Count, Tally};
 use crate::LoadError;
-use crate::uprtcd::Uprtcd;
+use crate::uprtcd::{Uprtcd, metric, parse_metrics};
 
 /// Where the run stands when a sample is taken.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -219,26 +219,6 @@ impl Sampler {
     }
 }
 
-/// Every `name{labels} value` line of a Prometheus text exposition.
-fn parse_metrics(text: &str) -> BTreeMap<String, f64> {
-    text.lines()
-        .filter(|l| !l.starts_with('#'))
-        .filter_map(|l| l.rsplit_once(' '))
-        .filter_map(|(series, value)| Some((series.to_owned(), value.parse().ok()?)))
-        .collect()
-}
-
-/// `series` exactly, or the family of that name summed over its labels.
-fn metric(metrics: &BTreeMap<String, f64>, series: &str) -> Option<f64> {
-    if let Some(value) = metrics.get(series) {
-        return Some(*value);
-    }
-    let labelled = format!("{series}{{");
-    let mut family = metrics.iter().filter(|(name, _)| name.starts_with(&labelled)).peekable();
-    family.peek()?;
-    Some(family.map(|(_, v)| v).sum())
-}
-
 /// The judgement of a run.
 #[derive(Debug)]
 pub struct Verdict {
@@ -401,18 +381,6 @@ mod tests {
             churn: vec![0; Count::ALL.len()],
             metrics: BTreeMap::new(),
         }
-    }
-
-    #[test]
-    fn metrics_are_read_by_series_and_by_family() {
-        let text = "# HELP x\nuprtcd_rooms 3\nuprtcd_worker_transports{worker=\"0\",tid=\"1\"} 2\n\
-                    uprtcd_worker_transports{worker=\"1\",tid=\"2\"} 5\n\
-                    uprtcd_http_connections{listener=\"api\"} 1\n";
-        let metrics = parse_metrics(text);
-        assert_eq!(metric(&metrics, "uprtcd_rooms"), Some(3.0));
-        assert_eq!(metric(&metrics, "uprtcd_worker_transports"), Some(7.0));
-        assert_eq!(metric(&metrics, "uprtcd_http_connections{listener=\"api\"}"), Some(1.0));
-        assert_eq!(metric(&metrics, "uprtcd_demo_rooms"), None);
     }
 
     #[test]
