@@ -38,8 +38,9 @@ use crate::dtls::CertificateFingerprint;
 use crate::engine::{EngineError, EngineEvent, LinkKeys, TransportCreated};
 use crate::ice::IceCredentials;
 use crate::relay::{RelayStreamId, WorkerIndex};
-use crate::router::{ConsumerFormat, ConsumerId, MediaKind, ProducerId, ProducerSpec, RtxStream, TransportId};
+use crate::router::{ConsumerFormat, ConsumerId, MediaKind, ProducerId, ProducerSpec, Rid, RtxStream, TransportId};
 use crate::sys::EventFd;
+use crate::wire::video::VideoFormat;
 
 /// What the control plane asks of a worker.
 #[derive(Debug)]
@@ -81,6 +82,29 @@ pub enum Command {
         transport: TransportId,
         ssrc: u32,
         format: ConsumerFormat,
+    },
+    /// A simulcast layer `transport` publishes without naming its SSRC: the packets whose
+    /// RtpStreamId header extension (id `rid_extension`) holds `rid`. Replies
+    /// [`Reply::ProducerAdded`].
+    AddLayerProducer {
+        transport: TransportId,
+        rid_extension: u8,
+        rid: Rid,
+        kind: MediaKind,
+        clock_rate: u32,
+    },
+    /// Let the consumer choose among the simulcast layers `layers` (on this worker, lowest
+    /// first, its own producer among them) of a stream in `format`: it receives the highest
+    /// layer that sends, up to its preferred one (the highest until [`Command::PreferLayer`]).
+    SetLayers {
+        consumer: ConsumerId,
+        layers: Vec<ProducerId>,
+        format: VideoFormat,
+    },
+    /// Send the consumer at most its layer `layer` (0 = lowest).
+    PreferLayer {
+        consumer: ConsumerId,
+        layer: usize,
     },
     /// Cap what the client on `transport` publishes (REMB each report interval).
     LimitBitrate {

@@ -616,6 +616,15 @@ fn apply(engine: &mut Engine, now: Instant, address: Option<SocketAddr>, command
         Command::LimitBitrate { transport, max_bps } => {
             engine.limit_bitrate(transport, max_bps).map_or_else(refused, |()| Reply::Done)
         }
+        Command::AddLayerProducer { transport, rid_extension, rid, kind, clock_rate } => engine
+            .add_layer_producer(transport, (rid_extension, rid), kind, clock_rate)
+            .map_or_else(refused, Reply::ProducerAdded),
+        Command::SetLayers { consumer, ref layers, format } => {
+            engine.set_layers(now, consumer, layers, format).map_or_else(refused, |()| Reply::Done)
+        }
+        Command::PreferLayer { consumer, layer } => {
+            engine.prefer_layer(now, consumer, layer).map_or_else(refused, |()| Reply::Done)
+        }
         Command::EnableRtx { consumer, rtx } => engine.enable_rtx(consumer, rtx).map_or_else(refused, |()| Reply::Done),
         Command::RemoveConsumer { transport, ssrc } => {
             engine.remove_consumer(transport, ssrc).map_or_else(refused, |()| Reply::Done)

@@ -63,7 +63,7 @@ use crate::ice::{IceCredentials, IceError, StunOutcome, local_ufrag_of};
 use crate::io::SLOT_SIZE;
 use crate::relay::{PacketPool, RelayLinks};
 use crate::router::{
-    ConsumerFormat, ConsumerId, KeyframeRequest, MediaKind, ProducerId, ProducerSpec, Resend, Rewritten, Router,
+    ConsumerFormat, ConsumerId, KeyframeRequest, MediaKind, ProducerId, ProducerSpec, Resend, Rewritten, Rid, Router,
     RouterConfig, RouterError, RtxStream, TransportId,
 };
 use crate::srtp::{MAX_SRTCP_OVERHEAD, MAX_SRTP_OVERHEAD, SrtpError, SrtpSession};
@@ -73,6 +73,7 @@ use crate::wire::rtcp::{
     RtcpCompound, RtcpPacket, write_nack, write_pli, write_receiver_report, write_remb, write_sender_report,
 };
 use crate::wire::rtp::RtpPacket;
+use crate::wire::video::VideoFormat;
 use crate::wire::{Datagram, classify};
 
 /// Where the engine queues the datagrams it sends.
@@ -441,9 +442,59 @@ impl Engine {
             let _ = self.router.repair_losses(producer);
         }
         if spec.kind == MediaKind::Video {
-            transport.video_ssrcs.push(spec.ssrc);
+            transport.add_video_ssrc(spec.ssrc);
         }
         Ok(producer)
+    }
+
+    /// Registers a simulcast layer `transport` publishes under `rid` (see
+    /// [`Router::add_layer_producer`]); its SSRC is learnt from its first packet.
+    pub fn add_layer_producer(
+        &mut self,
+        transport: TransportId,
+        rid: (u8, Rid),
+        kind: MediaKind,
+        clock_rate: u32,
+    ) -> Result<ProducerId, EngineError> {
+        if lookup(&mut self.transports, transport).is_none() {
+            return Err(EngineError::UnknownTransport);
+        }
+        Ok(self.router.add_layer_producer(transport, rid, kind, clock_rate)?)
+    }
+
+    /// Lets `consumer` choose among simulcast `layers` (lowest first) in `format`; a switch
+    /// it needs asks for its key frame next turn.
+    pub fn set_layers(
+        &mut self,
+        now: Instant,
+        consumer: ConsumerId,
+        layers: &[ProducerId],
+        format: VideoFormat,
+    ) -> Result<(), EngineError> {
+        self.router.set_layers(consumer, layers, format)?;
+        self.review_layers(now, Some(consumer));
+        Ok(())
+    }
+
+    /// Sends `consumer` at most its simulcast layer `layer` from now on.
+    pub fn prefer_layer(&mut self, now: Instant, consumer: ConsumerId, layer: usize) -> Result<(), EngineError> {
+        self.router.prefer_layer(consumer, layer)?;
+        self.review_layers(now, Some(consumer));
+        Ok(())
+    }
+
+    /// A consumer's simulcast layers: current, awaited, preferred (0 = lowest).
+    pub fn layer_state(&self, consumer: ConsumerId) -> Option<(usize, Option<usize>, usize)> {
+        self.router.layer_state(consumer)
+    }
+
+    fn review_layers(&mut self, now: Instant, only: Option<ConsumerId>) {
+        let wanted = &mut self.keyframes_wanted;
+        self.router.review_layers(now, only, |producer| {
+            if !wanted.contains(&producer) {
+                wanted.push(producer);
+            }
+        });
     }
 
     /// Caps what the client on `transport` sends at `max_bps`: each receiver-report interval
@@ -529,6 +580,7 @@ impl Engine {
             self.router.stalled(now, PRODUCER_STALL_TIMEOUT, |producer| {
                 events.push(EngineEvent::ProducerStopped(producer));
             });
+            self.review_layers(now, None);
         }
         let mut ended = Vec::new();
         for (_, transport) in &mut self.transports {
@@ -694,9 +746,20 @@ impl Engine {
             self.counters.drop(DropReason::Malformed);
             return;
         };
-        let Some(producer) = self.router.producer_for(id, packet.ssrc()) else {
-            self.counters.drop(DropReason::UnknownSsrc);
-            return;
+        let producer = match self.router.producer_for(id, packet.ssrc()) {
+            Some(producer) => producer,
+            None => match self.router.bind_layer(id, &packet) {
+                Some(producer) => {
+                    if let Some(publisher) = lookup(&mut self.transports, id) {
+                        publisher.add_video_ssrc(packet.ssrc());
+                    }
+                    producer
+                }
+                None => {
+                    self.counters.drop(DropReason::UnknownSsrc);
+                    return;
+                }
+            },
         };
         self.forward(now, producer, &packet, out);
         self.relay_packet(producer, plaintext);
@@ -861,6 +924,10 @@ fn send_rtx(
     header.set_sequence_number(rtx_sequence_number);
     header.set_timestamp(rewritten.timestamp);
     header.remap_extensions(rewritten.format.extensions());
+    if let Some(ids) = rewritten.picture_ids {
+        // The payload descriptor follows the original sequence number.
+        ids.write(&mut slot[header_len + 2..len]);
+    }
     if let Some(protected) = subscriber.protect_rtp(slot, len) {
         commit_protected(out, destination, protected, counters);
     }
@@ -894,6 +961,10 @@ fn send_rtp(
     header.set_sequence_number(rewritten.sequence_number);
     header.set_timestamp(rewritten.timestamp);
     header.remap_extensions(rewritten.format.extensions());
+    if let Some(ids) = rewritten.picture_ids {
+        let payload = header.payload_range();
+        ids.write(&mut slot[payload]);
+    }
     if let Some(protected) = subscriber.protect_rtp(slot, plaintext.len()) {
         commit_protected(out, destination, protected, counters);
     }

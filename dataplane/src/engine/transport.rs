@@ -29,6 +29,10 @@ pub(super) struct Transport {
     pub(super) video_ssrcs: Vec<u32>,
 }
 
+/// A REMB names at most this many SSRCs; a publisher has a few video streams, each with up
+/// to four simulcast layers.
+const MAX_VIDEO_SSRCS: usize = 32;
+
 /// How the peer reaches the transport and how its media is keyed.
 // Browsers' transports are nearly all of them and are on the forwarding path: their state
 // stays inline rather than behind a box for the few plain ones.
@@ -56,6 +60,13 @@ pub(super) enum Link {
 }
 
 impl Transport {
+    /// Names `ssrc` in this publisher's REMB from now on.
+    pub(super) fn add_video_ssrc(&mut self, ssrc: u32) {
+        if !self.video_ssrcs.contains(&ssrc) && self.video_ssrcs.len() < MAX_VIDEO_SSRCS {
+            self.video_ssrcs.push(ssrc);
+        }
+    }
+
     pub(super) fn new(
         id: TransportId,
         now: Instant,

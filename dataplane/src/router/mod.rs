@@ -25,6 +25,7 @@ pub mod nack;
 pub mod reception;
 pub mod rewrite;
 pub mod rtx_cache;
+pub mod simulcast;
 
 use std::collections::HashMap;
 use std::fmt;
@@ -36,9 +37,12 @@ pub use self::nack::NackGenerator;
 pub use self::reception::ReceptionStats;
 pub use self::rewrite::{ConsumerFormat, OutputPosition, RewriteRefusal, Rewritten, StreamRewriter, seq_is_newer};
 pub use self::rtx_cache::RetransmissionCache;
+use self::simulcast::RidBinding;
+pub use self::simulcast::{LayerDecision, Layers, MAX_LAYERS, Rid};
 use crate::relay::{RelayStreamId, WorkerIndex};
 use crate::wire::rtcp::{ReportBlock, SenderInfo};
 use crate::wire::rtp::RtpPacket;
+use crate::wire::video::{VideoFormat, Vp8PictureIds};
 
 /// A transport (one client connection) of this worker. The engine makes it of the
 /// transport's slot and a generation, so an id is not given to another transport soon.
@@ -112,6 +116,10 @@ pub enum RouterError {
     DuplicateConsumerSsrc,
     #[error("an imported producer is not relayed any further")]
     NotLocal,
+    #[error("a rid is 1 to 16 letters, digits, '-' or '_'")]
+    InvalidRid,
+    #[error("simulcast layers are 1 to 4 video producers, the consumer's own among them")]
+    InvalidLayers,
 }
 
 /// Where an imported producer's packets come from: the origin worker and the id it gave
@@ -156,6 +164,8 @@ struct Producer {
     /// none for a stall timeout: not flowing).
     last_packet: Option<Instant>,
     flowing: bool,
+    /// Consumers waiting for this producer's next key frame to switch to it (simulcast).
+    awaiting: Vec<ConsumerId>,
 }
 
 #[derive(Debug)]
@@ -171,6 +181,8 @@ struct Consumer {
     rtx: Option<RtxStream>,
     /// The RTX stream's next sequence number.
     rtx_next: u16,
+    /// The simulcast layers it chooses among, when its stream has them.
+    layers: Option<Box<Layers>>,
 }
 
 /// An RTX stream (RFC 4588) a subscriber negotiated for a consumer: retransmissions go on
@@ -221,6 +233,11 @@ pub struct Router {
     /// their RTX stream's next sequence number: a new consumer on that SSRC goes on from there
     /// (a WHEP player whose publisher came back). Dropped with the transport.
     ended_streams: HashMap<(TransportId, u32), (OutputPosition, u16)>,
+    /// Publishers' layers named by rid, bound to an SSRC or not yet.
+    rid_bindings: Vec<RidBinding>,
+    /// Consumers that switched layer during a fan-out, with the producer they left: taken
+    /// off its list once the fan-out no longer holds the producers.
+    switched_from: Vec<(ProducerId, ConsumerId)>,
 }
 
 /// At most this many ended streams are remembered for continuity (a few dozen bytes each).
@@ -264,6 +281,7 @@ impl Router {
             exports: Vec::new(),
             last_packet: None,
             flowing: false,
+            awaiting: Vec::new(),
         }))
     }
 
@@ -275,6 +293,43 @@ impl Router {
         let id = self.insert_producer(Origin::Publisher(spec.transport), spec.ssrc, spec.kind, spec.clock_rate);
         self.by_source.insert((spec.transport, spec.ssrc), id);
         Ok(id)
+    }
+
+    /// Registers a simulcast layer that `transport` publishes without naming its SSRC: the
+    /// packets whose header extension `extension_id` (RtpStreamId, RFC 8852) holds `rid`
+    /// feed it, bound by [`Router::bind_layer`].
+    pub fn add_layer_producer(
+        &mut self,
+        transport: TransportId,
+        (extension_id, rid): (u8, Rid),
+        kind: MediaKind,
+        clock_rate: u32,
+    ) -> Result<ProducerId, RouterError> {
+        let taken = |b: &RidBinding| b.transport == transport && b.extension_id == extension_id && b.rid == rid;
+        if self.rid_bindings.iter().any(taken) {
+            return Err(RouterError::DuplicateSource);
+        }
+        let producer = self.insert_producer(Origin::Publisher(transport), 0, kind, clock_rate);
+        self.rid_bindings.push(RidBinding { transport, extension_id, rid, producer });
+        Ok(producer)
+    }
+
+    /// The layer a packet from `transport` with an SSRC no producer has belongs to, by the
+    /// rid it carries; from now on that SSRC feeds it (a layer whose publisher changed its
+    /// SSRC moves to the new one). `None` when the packet names no layer of `transport`.
+    pub fn bind_layer(&mut self, transport: TransportId, packet: &RtpPacket<&[u8]>) -> Option<ProducerId> {
+        let binding = self
+            .rid_bindings
+            .iter()
+            .find(|b| b.transport == transport && packet.extension(b.extension_id) == Some(b.rid.as_bytes()))?;
+        let id = binding.producer;
+        let p = self.producers.get_mut(id.0 as usize)?;
+        if self.by_source.get(&(transport, p.ssrc)) == Some(&id) {
+            self.by_source.remove(&(transport, p.ssrc));
+        }
+        p.ssrc = packet.ssrc();
+        self.by_source.insert((transport, p.ssrc), id);
+        Some(id)
     }
 
     /// Registers a producer fed by the relayed stream `source`; the one already fed by it
@@ -345,12 +400,22 @@ impl Router {
             self.by_export.remove(&export.stream);
         }
         self.ended_exports.extend_from_slice(&producer.exports);
-        for &consumer in &producer.consumers {
-            if let Some(c) = self.consumers.try_remove(consumer.0 as usize) {
-                self.consumer_ended(&c);
-            }
+        self.rid_bindings.retain(|b| b.producer != id);
+        // A consumer choosing among layers ends with any of them: its layer list must never
+        // name a producer slot that another stream may take next.
+        let mut ended = producer.consumers;
+        ended.extend(
+            self.consumers
+                .iter()
+                .filter(|(_, c)| c.layers.as_ref().is_some_and(|l| l.producers().contains(&id)))
+                .map(|(key, _)| slab_key::<ConsumerId>(key)),
+        );
+        ended.sort_unstable();
+        ended.dedup();
+        for &consumer in &ended {
+            let _ = self.remove_consumer(consumer);
         }
-        Ok(producer.consumers)
+        Ok(ended)
     }
 
     /// Subscribes `transport` to `producer`, sending it as `output_ssrc`.
@@ -373,6 +438,7 @@ impl Router {
             octets_sent: 0,
             rtx: None,
             rtx_next: 0,
+            layers: None,
         };
         if let Some((position, rtx_next)) = self.ended_streams.remove(&(transport, output_ssrc)) {
             consumer.rewriter.continue_after(position);
@@ -405,6 +471,11 @@ impl Router {
         if let Some(p) = self.producers.get_mut(consumer.producer.0 as usize) {
             p.consumers.retain(|&c| c != id);
         }
+        for layer in consumer.layers.iter().flat_map(|l| l.producers()) {
+            if let Some(p) = self.producers.get_mut(layer.0 as usize) {
+                p.awaiting.retain(|&c| c != id);
+            }
+        }
         Ok(())
     }
 
@@ -427,8 +498,12 @@ impl Router {
     /// Removes everything `transport` publishes (with their consumers) and every consumer
     /// it receives: the transport has gone.
     pub fn remove_transport(&mut self, transport: TransportId) {
-        let published: Vec<ProducerId> =
+        let mut published: Vec<ProducerId> =
             self.by_source.iter().filter(|((t, _), _)| *t == transport).map(|(_, &p)| p).collect();
+        // Layers whose SSRC was never learnt are in no source table.
+        published.extend(self.rid_bindings.iter().filter(|b| b.transport == transport).map(|b| b.producer));
+        published.sort_unstable();
+        published.dedup();
         for producer in published {
             let _ = self.remove_producer(producer);
         }
@@ -458,6 +533,10 @@ impl Router {
             return Err(RouterError::UnknownProducer);
         }
         let consumer = self.consumers.get_mut(id.0 as usize).ok_or(RouterError::UnknownConsumer)?;
+        if consumer.layers.is_some() {
+            // Another stream altogether: its layers are not this one's.
+            return Err(RouterError::InvalidLayers);
+        }
         let previous = std::mem::replace(&mut consumer.producer, producer);
         consumer.rewriter.resync();
         if let Some(p) = self.producers.get_mut(previous.0 as usize) {
@@ -521,18 +600,122 @@ impl Router {
         p.ssrc = packet.ssrc();
         let ssrc = p.ssrc;
         let len = packet.as_bytes().len() as u32;
+        if !p.awaiting.is_empty() {
+            self.take_switches(producer, packet.payload());
+        }
+        let Some(p) = self.producers.get_mut(producer.0 as usize) else { return started };
+        // Read once per packet, and only when a consumer rewrites them.
+        let mut picture_ids: Option<Option<Vp8PictureIds>> = None;
         for &id in &p.consumers {
             let Some(consumer) = self.consumers.get_mut(id.0 as usize) else { continue };
             if consumer.paused {
                 continue;
             }
-            if let Ok(rewritten) = consumer.rewriter.rewrite(now, ssrc, seq, timestamp) {
+            if let Ok(mut rewritten) = consumer.rewriter.rewrite(now, ssrc, seq, timestamp) {
+                if let Some(layers) = consumer.layers.as_mut().filter(|l| l.format() == VideoFormat::Vp8) {
+                    let ids = *picture_ids.get_or_insert_with(|| Vp8PictureIds::read(packet.payload()));
+                    rewritten.picture_ids = layers.vp8.map(ids);
+                }
                 consumer.packets_sent = consumer.packets_sent.wrapping_add(1);
                 consumer.octets_sent = consumer.octets_sent.wrapping_add(len);
                 emit(id, consumer.transport, rewritten);
             }
         }
         started
+    }
+
+    /// Moves the consumers awaiting `producer`'s key frame onto it when `payload` starts one.
+    fn take_switches(&mut self, producer: ProducerId, payload: &[u8]) {
+        let Some(p) = self.producers.get_mut(producer.0 as usize) else { return };
+        let mut key_frame = None;
+        let mut index = 0;
+        while let Some(&id) = p.awaiting.get(index) {
+            let Some(consumer) = self.consumers.get_mut(id.0 as usize) else {
+                p.awaiting.swap_remove(index);
+                continue;
+            };
+            let Some(layers) = consumer.layers.as_mut().filter(|l| l.awaits(producer)) else {
+                p.awaiting.swap_remove(index);
+                continue;
+            };
+            if !*key_frame.get_or_insert_with(|| layers.format().starts_key_frame(payload)) {
+                index += 1;
+                continue;
+            }
+            layers.switched();
+            let previous = std::mem::replace(&mut consumer.producer, producer);
+            consumer.rewriter.resync();
+            if !p.consumers.contains(&id) {
+                p.consumers.push(id);
+            }
+            p.awaiting.swap_remove(index);
+            self.switched_from.push((previous, id));
+        }
+        for (previous, id) in self.switched_from.drain(..) {
+            if let Some(p) = self.producers.get_mut(previous.0 as usize) {
+                p.consumers.retain(|&c| c != id);
+            }
+        }
+    }
+
+    /// Lets `id` choose among the simulcast layers `producers` (lowest first, its own
+    /// producer among them) of a stream in `format`; it wants the highest until told
+    /// otherwise ([`Router::prefer_layer`]). Call [`Router::review_layers`] to act on it.
+    pub fn set_layers(
+        &mut self,
+        id: ConsumerId,
+        producers: &[ProducerId],
+        format: VideoFormat,
+    ) -> Result<(), RouterError> {
+        if producers.iter().any(|p| self.producers.get(p.0 as usize).is_none_or(|p| p.kind != MediaKind::Video)) {
+            return Err(RouterError::InvalidLayers);
+        }
+        let consumer = self.consumers.get_mut(id.0 as usize).ok_or(RouterError::UnknownConsumer)?;
+        consumer.layers = Some(Box::new(Layers::new(producers, format, consumer.producer)?));
+        Ok(())
+    }
+
+    /// Sends `id` at most its layer `layer` (0 = lowest) from now on.
+    pub fn prefer_layer(&mut self, id: ConsumerId, layer: usize) -> Result<(), RouterError> {
+        let consumer = self.consumers.get_mut(id.0 as usize).ok_or(RouterError::UnknownConsumer)?;
+        consumer.layers.as_mut().ok_or(RouterError::InvalidLayers)?.prefer(layer);
+        Ok(())
+    }
+
+    /// A consumer's layers: the current one, the one a switch waits for, the highest wanted.
+    pub fn layer_state(&self, id: ConsumerId) -> Option<(usize, Option<usize>, usize)> {
+        let layers = self.consumers.get(id.0 as usize)?.layers.as_ref()?;
+        Some((layers.current(), layers.pending(), layers.preferred()))
+    }
+
+    /// Reviews each simulcast consumer's layer (see [`Layers::review`]), or only `only`'s: a
+    /// consumer that should switch waits for the new layer's key frame, and `emit` names the
+    /// producer to ask for one ([`Router::request_keyframe`] throttles). Call it when a
+    /// consumer's layers or preference change, and about once a second for layers that stop
+    /// and start.
+    pub fn review_layers(&mut self, now: Instant, only: Option<ConsumerId>, mut emit: impl FnMut(ProducerId)) {
+        let mut decisions = std::mem::take(&mut self.switched_from);
+        for (key, consumer) in &mut self.consumers {
+            if only.is_some_and(|only| only.0 as usize != key) {
+                continue;
+            }
+            let Some(layers) = consumer.layers.as_mut() else { continue };
+            let producers = &self.producers;
+            let last_packet = |p: ProducerId| producers.get(p.0 as usize).and_then(|p| p.last_packet);
+            if let LayerDecision::Await(producer) = layers.review(now, last_packet) {
+                decisions.push((producer, slab_key(key)));
+            }
+        }
+        for &(producer, consumer) in &decisions {
+            if let Some(p) = self.producers.get_mut(producer.0 as usize)
+                && !p.awaiting.contains(&consumer)
+            {
+                p.awaiting.push(consumer);
+            }
+            emit(producer);
+        }
+        decisions.clear();
+        self.switched_from = decisions;
     }
 
     /// NACKs the packets `producer`'s publisher loses on the way (its stream comes over a
@@ -696,7 +879,11 @@ impl Router {
         // Cached packets were parsed as RTP before they were stored: bytes 4..8 are the
         // timestamp.
         let timestamp = u32::from_be_bytes(packet.get(4..8)?.try_into().ok()?);
-        let rewritten = consumer.rewriter.output_for(input_seq, timestamp)?;
+        let mut rewritten = consumer.rewriter.output_for(input_seq, timestamp)?;
+        if let Some(layers) = consumer.layers.as_mut().filter(|l| l.format() == VideoFormat::Vp8) {
+            let ids = RtpPacket::new_checked(packet).ok().and_then(|p| Vp8PictureIds::read(p.payload()));
+            rewritten.picture_ids = layers.vp8.map(ids);
+        }
         Some(match consumer.rtx {
             Some(rtx) => {
                 let rtx_sequence_number = consumer.rtx_next;
@@ -945,5 +1132,140 @@ mod tests {
         assert_eq!(router.exported_producer(to_2), None);
         assert!(router.exports(producer).is_empty());
         assert_eq!(router.export(producer, WorkerIndex(1)), Err(RouterError::UnknownProducer));
+    }
+
+    const RID_EXTENSION: u8 = 10;
+
+    /// A VP8 packet of `ssrc` carrying `rid`, with a 15-bit picture id; a key frame's first
+    /// packet when `key`.
+    fn vp8_layer_packet(ssrc: u32, rid: &str, seq: u16, picture_id: u16, key: bool) -> Vec<u8> {
+        let mut buf = vec![0; 128];
+        let extensions = [(RID_EXTENSION, rid.as_bytes())];
+        let header = crate::wire::rtp::RtpHeader::new(96, seq, u32::from(seq) * 3000, ssrc).extensions(&extensions);
+        let len = header.write(&mut buf).unwrap();
+        let [high, low] = picture_id.to_be_bytes();
+        let payload = [0x90, 0x80, 0x80 | high, low, if key { 0x00 } else { 0x01 }, 0x9D];
+        buf[len..len + payload.len()].copy_from_slice(&payload);
+        buf.truncate(len + payload.len());
+        buf
+    }
+
+    /// Two layers `l` and `h` published by rid on [`PUB`], bound by their first packets.
+    fn two_layers(router: &mut Router, now: Instant) -> (ProducerId, ProducerId) {
+        let layer = |router: &mut Router, rid| {
+            router.add_layer_producer(PUB, (RID_EXTENSION, Rid::new(rid).unwrap()), MediaKind::Video, 90_000).unwrap()
+        };
+        let (low, high) = (layer(router, "l"), layer(router, "h"));
+        for (ssrc, rid, producer) in [(0x100, "l", low), (0x200, "h", high)] {
+            let bytes = vp8_layer_packet(ssrc, rid, 1, 1, true);
+            let packet = RtpPacket::new_checked(&bytes[..]).unwrap();
+            assert_eq!(router.producer_for(PUB, ssrc), None);
+            assert_eq!(router.bind_layer(PUB, &packet), Some(producer));
+            assert_eq!(router.producer_for(PUB, ssrc), Some(producer));
+            router.fan_out(now, producer, &packet, |_, _, _| {});
+        }
+        (low, high)
+    }
+
+    fn send(router: &mut Router, now: Instant, producer: ProducerId, bytes: &[u8]) -> Vec<Rewritten> {
+        fan_out_packet(router, now, producer, bytes).into_iter().map(|(_, r)| r).collect()
+    }
+
+    #[test]
+    fn layers_named_by_rid_learn_their_ssrc_and_refuse_strangers() {
+        let now = Instant::now();
+        let mut router = Router::new(RouterConfig::default());
+        let (low, _) = two_layers(&mut router, now);
+        let rid = (RID_EXTENSION, Rid::new("l").unwrap());
+        assert_eq!(router.add_layer_producer(PUB, rid, MediaKind::Video, 90_000), Err(RouterError::DuplicateSource));
+        let stranger = vp8_layer_packet(0x300, "x", 1, 1, true);
+        assert_eq!(router.bind_layer(PUB, &RtpPacket::new_checked(&stranger[..]).unwrap()), None, "unknown rid");
+        let other_transport = vp8_layer_packet(0x300, "l", 1, 1, true);
+        assert_eq!(router.bind_layer(TransportId(9), &RtpPacket::new_checked(&other_transport[..]).unwrap()), None);
+        // The publisher starts the layer again under another SSRC.
+        let moved = vp8_layer_packet(0x101, "l", 1, 1, true);
+        assert_eq!(router.bind_layer(PUB, &RtpPacket::new_checked(&moved[..]).unwrap()), Some(low));
+        assert_eq!((router.producer_for(PUB, 0x101), router.producer_for(PUB, 0x100)), (Some(low), None));
+        router.remove_transport(PUB);
+        assert_eq!(router.producer_total(), 0);
+        assert!(router.rid_bindings.is_empty());
+    }
+
+    #[test]
+    fn a_layer_switch_waits_for_a_key_frame_and_keeps_the_stream_continuous() {
+        let t0 = Instant::now();
+        let mut router = Router::new(RouterConfig::default());
+        let (low, high) = two_layers(&mut router, t0);
+        let consumer = router.add_consumer(low, TransportId(2), 0xA).unwrap();
+        router.set_layers(consumer, &[low, high], VideoFormat::Vp8).unwrap();
+        let mut asked = Vec::new();
+        router.review_layers(t0, Some(consumer), |p| asked.push(p));
+        assert_eq!(asked, [high], "the high layer's key frame is asked for");
+        assert_eq!(router.layer_state(consumer), Some((0, Some(1), 1)));
+
+        let out = send(&mut router, t0, low, &vp8_layer_packet(0x100, "l", 2, 40, false));
+        assert_eq!((out[0].sequence_number, out[0].picture_ids.unwrap().picture_id), (2, Some((40, true))));
+        assert!(
+            send(&mut router, t0, high, &vp8_layer_packet(0x200, "h", 500, 9000, false)).is_empty(),
+            "not a key frame"
+        );
+        let t1 = t0 + Duration::from_millis(33);
+        let out = send(&mut router, t1, high, &vp8_layer_packet(0x200, "h", 501, 9001, true));
+        assert_eq!(out.len(), 1, "switched on the key frame");
+        assert_eq!((out[0].ssrc, out[0].sequence_number), (0xA, 3), "numbering goes on");
+        assert_eq!(out[0].picture_ids.unwrap().picture_id, Some((41, true)), "so do picture ids");
+        assert_eq!(router.layer_state(consumer), Some((1, None, 1)));
+        assert!(
+            send(&mut router, t1, low, &vp8_layer_packet(0x100, "l", 3, 41, false)).is_empty(),
+            "the low layer no more"
+        );
+        let out = send(&mut router, t1, high, &vp8_layer_packet(0x200, "h", 502, 9002, false));
+        assert_eq!((out[0].sequence_number, out[0].picture_ids.unwrap().picture_id), (4, Some((42, true))));
+
+        // Down again when asked: at the low layer's key frame.
+        router.prefer_layer(consumer, 0).unwrap();
+        let mut asked = Vec::new();
+        router.review_layers(t1, Some(consumer), |p| asked.push(p));
+        assert_eq!(asked, [low]);
+        assert!(send(&mut router, t1, low, &vp8_layer_packet(0x100, "l", 4, 42, true)).len() == 1);
+        assert_eq!(router.layer_state(consumer), Some((0, None, 0)));
+        assert!(send(&mut router, t1, high, &vp8_layer_packet(0x200, "h", 503, 9003, true)).is_empty());
+    }
+
+    #[test]
+    fn a_subscriber_on_a_layer_that_stops_moves_to_one_that_sends() {
+        let t0 = Instant::now();
+        let mut router = Router::new(RouterConfig::default());
+        let (low, high) = two_layers(&mut router, t0);
+        let consumer = router.add_consumer(high, TransportId(2), 0xA).unwrap();
+        router.set_layers(consumer, &[low, high], VideoFormat::Vp8).unwrap();
+        router.review_layers(t0, None, |_| panic!("on the best layer already"));
+        // Only the low layer goes on sending.
+        let t1 = t0 + Duration::from_secs(2);
+        send(&mut router, t1, low, &vp8_layer_packet(0x100, "l", 2, 2, false));
+        let mut asked = Vec::new();
+        router.review_layers(t1, None, |p| asked.push(p));
+        assert_eq!(asked, [low]);
+        assert_eq!(send(&mut router, t1, low, &vp8_layer_packet(0x100, "l", 3, 3, true)).len(), 1);
+        // A consumer ends with any of its layers: the high one's publisher left.
+        router.remove_producer(high).unwrap();
+        assert_eq!(router.consumer_total(), 0);
+        assert!(send(&mut router, t1, low, &vp8_layer_packet(0x100, "l", 4, 4, false)).is_empty());
+    }
+
+    #[test]
+    fn layer_lists_must_be_video_producers_holding_the_consumers_own() {
+        let now = Instant::now();
+        let mut router = Router::new(RouterConfig::default());
+        let (low, high) = two_layers(&mut router, now);
+        let audio = router
+            .add_producer(ProducerSpec { transport: PUB, ssrc: 7, kind: MediaKind::Audio, clock_rate: 48_000 })
+            .unwrap();
+        let consumer = router.add_consumer(low, TransportId(2), 0xA).unwrap();
+        assert_eq!(router.set_layers(consumer, &[low, audio], VideoFormat::Vp8), Err(RouterError::InvalidLayers));
+        assert_eq!(router.set_layers(consumer, &[high], VideoFormat::Vp8), Err(RouterError::InvalidLayers));
+        assert_eq!(router.prefer_layer(consumer, 0), Err(RouterError::InvalidLayers), "no layers yet");
+        router.set_layers(consumer, &[low, high], VideoFormat::Vp8).unwrap();
+        assert_eq!(router.switch_source(consumer, audio), Err(RouterError::InvalidLayers));
     }
 }

@@ -15,6 +15,7 @@ use std::time::Instant;
 
 use crate::wire::WireError;
 use crate::wire::rtp::ExtensionIdMap;
+use crate::wire::video::Vp8PictureIds;
 
 /// How one subscriber numbers what it receives: the payload type it negotiated for the
 /// stream's codec and its header extension ids. Each side of the SFU negotiates its own
@@ -75,6 +76,9 @@ pub struct Rewritten {
     pub timestamp: u32,
     /// The payload type and extension ids as the subscriber knows them.
     pub format: ConsumerFormat,
+    /// The VP8 picture ids to write into the payload descriptor, for a consumer whose
+    /// source changes between simulcast layers; `None` leaves them as they are.
+    pub picture_ids: Option<Vp8PictureIds>,
 }
 
 /// Where a consumer stream's numbering stood: its last sequence number and timestamp, and
@@ -174,7 +178,13 @@ impl StreamRewriter {
             Some(last) if !seq_is_newer(out_seq, last.sequence_number) => {}
             _ => self.last_output = Some(OutputPosition { sequence_number: out_seq, timestamp: out_ts, at: now }),
         }
-        Ok(Rewritten { ssrc: self.output_ssrc, sequence_number: out_seq, timestamp: out_ts, format: self.format })
+        Ok(Rewritten {
+            ssrc: self.output_ssrc,
+            sequence_number: out_seq,
+            timestamp: out_ts,
+            format: self.format,
+            picture_ids: None,
+        })
     }
 
     /// The current source's SSRC and the input sequence number that was sent as
@@ -197,6 +207,7 @@ impl StreamRewriter {
             sequence_number: input_seq.wrapping_add(m.seq_offset),
             timestamp: input_ts.wrapping_add(m.ts_offset),
             format: self.format,
+            picture_ids: None,
         })
     }
 
@@ -247,7 +258,13 @@ mod tests {
         let out = rw.rewrite(t0, 0x1111, 100, 5000).unwrap();
         assert_eq!(
             out,
-            Rewritten { ssrc: 0xAAAA, sequence_number: 100, timestamp: 5000, format: ConsumerFormat::as_published() }
+            Rewritten {
+                ssrc: 0xAAAA,
+                sequence_number: 100,
+                timestamp: 5000,
+                format: ConsumerFormat::as_published(),
+                picture_ids: None
+            }
         );
         let out = rw.rewrite(t0, 0x1111, 101, 8000).unwrap();
         assert_eq!((out.sequence_number, out.timestamp), (101, 8000));
@@ -288,7 +305,13 @@ mod tests {
         assert_eq!(rw.input_seq_for(11), Some((1, 11)));
         assert_eq!(
             rw.output_for(11, 3),
-            Some(Rewritten { ssrc: 7, sequence_number: 11, timestamp: 3, format: ConsumerFormat::as_published() })
+            Some(Rewritten {
+                ssrc: 7,
+                sequence_number: 11,
+                timestamp: 3,
+                format: ConsumerFormat::as_published(),
+                picture_ids: None
+            })
         );
     }
 

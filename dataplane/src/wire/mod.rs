@@ -32,6 +32,7 @@ pub mod framing;
 pub mod rtcp;
 pub mod rtp;
 pub mod stun;
+pub mod video;
 
 #[cfg(test)]
 mod robustness_tests;

@@ -263,8 +263,12 @@ impl<T: AsRef<[u8]>> RtpPacket<T> {
 
     /// The payload, without header and padding.
     pub fn payload(&self) -> &[u8] {
-        let bytes = self.as_bytes();
-        &bytes[self.header_len..bytes.len() - self.padding_len]
+        &self.as_bytes()[self.payload_range()]
+    }
+
+    /// Where the payload lies in the packet's bytes.
+    pub fn payload_range(&self) -> std::ops::Range<usize> {
+        self.header_len..self.as_bytes().len() - self.padding_len
     }
 
     /// The header extension's "defined by profile" value, if the packet has an extension.

@@ -1,0 +1,315 @@
+//! Simulcast: a publisher's layers of one video stream, and each subscriber's choice among
+//! them. Layers named by `rid` (RFC 8851/8852) announce no SSRC: the router learns each
+//! layer's SSRC from the first packet whose RtpStreamId header extension names it, and
+//! again when the publisher changes it. A subscriber receives one layer at a time; a switch
+//! waits for a key frame of the new layer (asked for at once, again while it does not come),
+//! and the consumer's numbering (sequence numbers, timestamps, VP8 picture ids) goes on
+//! without a break, so the subscriber's decoder sees one stream.
+//!
+//! What it owns: the rid names ([`Rid`], [`RidBinding`]), one consumer's layer state
+//! ([`Layers`]: the layers, the current one, the one switched to at its next key frame, the
+//! highest one wanted) and its VP8 picture id continuity ([`Vp8Continuity`]). The router
+//! moves consumers between producers; this module decides where they should be.
+#![forbid(unsafe_code)]
+
+use std::time::{Duration, Instant};
+
+use super::{ProducerId, RouterError, TransportId};
+use crate::wire::video::{VideoFormat, Vp8PictureIds};
+
+/// At most this many layers per simulcast stream (browsers send up to three).
+pub const MAX_LAYERS: usize = 4;
+
+/// A layer that sent nothing for this long is not chosen; a subscriber on it moves to one
+/// that sends. Browsers stop their upper layers when their own estimate falls.
+pub const LAYER_IDLE: Duration = Duration::from_millis(1500);
+
+/// A switch whose key frame has not come for this long asks again (the request or the key
+/// frame was lost).
+pub const SWITCH_RETRY: Duration = Duration::from_millis(1000);
+
+/// Longest rid kept: RFC 8852's element fits 16 bytes in the one-byte header form; longer
+/// names are refused rather than cut.
+pub const MAX_RID_LEN: usize = 16;
+
+/// A simulcast layer's name, as the RtpStreamId header extension carries it (RFC 8852).
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Rid {
+    bytes: [u8; MAX_RID_LEN],
+    len: u8,
+}
+
+impl Rid {
+    /// A rid of 1 to [`MAX_RID_LEN`] alphanumeric characters, `-` or `_` (RFC 8851 §10).
+    pub fn new(name: &str) -> Result<Self, RouterError> {
+        let valid = |b: &u8| b.is_ascii_alphanumeric() || *b == b'-' || *b == b'_';
+        if name.is_empty() || name.len() > MAX_RID_LEN || !name.bytes().all(|b| valid(&b)) {
+            return Err(RouterError::InvalidRid);
+        }
+        let mut bytes = [0; MAX_RID_LEN];
+        bytes[..name.len()].copy_from_slice(name.as_bytes());
+        Ok(Self { bytes, len: name.len() as u8 })
+    }
+
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.bytes[..usize::from(self.len)]
+    }
+}
+
+impl std::fmt::Debug for Rid {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Rid({})", String::from_utf8_lossy(self.as_bytes()))
+    }
+}
+
+/// A publisher's layer named by rid: packets on `transport` whose extension `extension_id`
+/// holds `rid` feed `producer`, whatever SSRC they carry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct RidBinding {
+    pub transport: TransportId,
+    pub extension_id: u8,
+    pub rid: Rid,
+    pub producer: ProducerId,
+}
+
+/// Keeps a subscriber's VP8 picture ids and TL0PICIDX continuous across the layers it
+/// receives: each layer numbers its pictures on its own, and a decoder that saw the ids
+/// jump back could take the new layer's pictures for old ones.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Vp8Continuity {
+    /// Added to the current layer's picture id and TL0PICIDX; set by its first packet.
+    offsets: Option<(u16, u8)>,
+    /// The newest ids sent.
+    last: Option<(u16, u8)>,
+}
+
+const PICTURE_ID_MODULUS: u16 = 0x8000;
+
+impl Vp8Continuity {
+    /// The next packet comes from another layer: its ids continue from the last ones sent.
+    pub fn restart(&mut self) {
+        self.offsets = None;
+    }
+
+    /// The ids `ids` are sent as; `None` when the packet has none to rewrite.
+    pub fn map(&mut self, ids: Option<Vp8PictureIds>) -> Option<Vp8PictureIds> {
+        let ids = ids?;
+        let picture_id = ids.picture_id.map_or(0, |(id, _)| id);
+        let tl0 = ids.tl0picidx.unwrap_or(0);
+        let (picture_offset, tl0_offset) = *self.offsets.get_or_insert_with(|| match self.last {
+            Some((last_id, last_tl0)) => (
+                last_id.wrapping_add(1).wrapping_sub(picture_id) % PICTURE_ID_MODULUS,
+                last_tl0.wrapping_add(1).wrapping_sub(tl0),
+            ),
+            None => (0, 0),
+        });
+        let out_id = picture_id.wrapping_add(picture_offset) % PICTURE_ID_MODULUS;
+        let out_tl0 = tl0.wrapping_add(tl0_offset);
+        let newer = self.last.is_none_or(|(last, _)| {
+            let ahead = out_id.wrapping_sub(last) % PICTURE_ID_MODULUS;
+            ahead != 0 && ahead < PICTURE_ID_MODULUS / 2
+        });
+        if newer {
+            self.last = Some((out_id, out_tl0));
+        }
+        Some(Vp8PictureIds {
+            picture_id: ids.picture_id.map(|(_, long)| (out_id, long)),
+            tl0picidx: ids.tl0picidx.map(|_| out_tl0),
+        })
+    }
+}
+
+/// One subscriber's place among a simulcast stream's layers, lowest layer first.
+#[derive(Debug, Clone)]
+pub struct Layers {
+    producers: [ProducerId; MAX_LAYERS],
+    count: usize,
+    format: VideoFormat,
+    current: usize,
+    /// The highest layer to send: the subscriber's cap, or what its link carries.
+    preferred: usize,
+    /// The layer to switch to at its next key frame, and when that was decided (or last
+    /// asked for again).
+    pending: Option<(usize, Instant)>,
+    pub vp8: Vp8Continuity,
+}
+
+/// What a review of a consumer's layers decided.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LayerDecision {
+    /// Stay where it is.
+    Stay,
+    /// Wait for a key frame of this layer's producer (ask its publisher for one).
+    Await(ProducerId),
+}
+
+impl Layers {
+    /// A consumer of `producers` (lowest layer first, at most [`MAX_LAYERS`]) in `format`,
+    /// currently fed by `current`, wanting the highest layer.
+    pub fn new(producers: &[ProducerId], format: VideoFormat, current: ProducerId) -> Result<Self, RouterError> {
+        if producers.is_empty() || producers.len() > MAX_LAYERS {
+            return Err(RouterError::InvalidLayers);
+        }
+        let mut all = [ProducerId(u32::MAX); MAX_LAYERS];
+        all[..producers.len()].copy_from_slice(producers);
+        let current = producers.iter().position(|&p| p == current).ok_or(RouterError::InvalidLayers)?;
+        Ok(Self {
+            producers: all,
+            count: producers.len(),
+            format,
+            current,
+            preferred: producers.len() - 1,
+            pending: None,
+            vp8: Vp8Continuity::default(),
+        })
+    }
+
+    pub fn producers(&self) -> &[ProducerId] {
+        &self.producers[..self.count]
+    }
+
+    pub fn format(&self) -> VideoFormat {
+        self.format
+    }
+
+    /// The layer sent now (0 = lowest).
+    pub fn current(&self) -> usize {
+        self.current
+    }
+
+    /// The layer being switched to, if a switch waits for its key frame.
+    pub fn pending(&self) -> Option<usize> {
+        self.pending.map(|(layer, _)| layer)
+    }
+
+    pub fn preferred(&self) -> usize {
+        self.preferred
+    }
+
+    /// Sends at most layer `layer` from now on (clamped to the layers there are).
+    pub fn prefer(&mut self, layer: usize) {
+        self.preferred = layer.min(self.count - 1);
+    }
+
+    /// Whether `producer` is the layer a switch waits for.
+    pub fn awaits(&self, producer: ProducerId) -> bool {
+        self.pending.is_some_and(|(layer, _)| self.producers[layer] == producer)
+    }
+
+    /// The switch to the awaited layer happened (its key frame came): it is current.
+    pub fn switched(&mut self) {
+        if let Some((layer, _)) = self.pending.take() {
+            self.current = layer;
+            self.vp8.restart();
+        }
+    }
+
+    /// Chooses the layer to send: the highest one up to the preferred that sends (its last
+    /// packet within [`LAYER_IDLE`]), else the lowest that sends above it; none sending,
+    /// stay. `last_packet` tells when each producer last sent.
+    pub fn review(&mut self, now: Instant, last_packet: impl Fn(ProducerId) -> Option<Instant>) -> LayerDecision {
+        let sending = |layer: usize| {
+            last_packet(self.producers[layer]).is_some_and(|at| now.saturating_duration_since(at) < LAYER_IDLE)
+        };
+        let wanted = (0..=self.preferred)
+            .rev()
+            .find(|&l| sending(l))
+            .or_else(|| (self.preferred..self.count).find(|&l| sending(l)));
+        let Some(wanted) = wanted.filter(|&l| l != self.current) else {
+            self.pending = None;
+            return LayerDecision::Stay;
+        };
+        match self.pending {
+            Some((layer, since)) if layer == wanted && now.saturating_duration_since(since) < SWITCH_RETRY => {
+                LayerDecision::Stay
+            }
+            _ => {
+                self.pending = Some((wanted, now));
+                LayerDecision::Await(self.producers[wanted])
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const LOW: ProducerId = ProducerId(1);
+    const MID: ProducerId = ProducerId(2);
+    const HIGH: ProducerId = ProducerId(3);
+
+    #[test]
+    fn rids_are_short_tokens() {
+        assert_eq!(Rid::new("h").unwrap().as_bytes(), b"h");
+        assert_eq!(Rid::new("layer_2-b").unwrap().as_bytes(), b"layer_2-b");
+        for bad in ["", "a b", "ü", "x".repeat(17).as_str()] {
+            assert_eq!(Rid::new(bad), Err(RouterError::InvalidRid), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn the_highest_sending_layer_up_to_the_preferred_is_chosen() {
+        let t0 = Instant::now();
+        let mut layers = Layers::new(&[LOW, MID, HIGH], VideoFormat::Vp8, LOW).unwrap();
+        let all_send = |_| Some(t0);
+        assert_eq!(layers.review(t0, all_send), LayerDecision::Await(HIGH));
+        assert_eq!(layers.review(t0, all_send), LayerDecision::Stay, "asked already");
+        assert!(layers.awaits(HIGH));
+        layers.switched();
+        assert_eq!((layers.current(), layers.pending()), (2, None));
+
+        layers.prefer(1);
+        assert_eq!(layers.review(t0, all_send), LayerDecision::Await(MID));
+        layers.switched();
+        // The high layer stops; preferring it again finds the middle one best.
+        layers.prefer(9);
+        let no_high = |p| (p != HIGH).then_some(t0);
+        assert_eq!(layers.review(t0, no_high), LayerDecision::Stay);
+        assert_eq!(layers.preferred(), 2, "clamped");
+    }
+
+    #[test]
+    fn a_layer_that_went_quiet_is_left_and_an_unanswered_switch_is_asked_again() {
+        let t0 = Instant::now();
+        let mut layers = Layers::new(&[LOW, HIGH], VideoFormat::H264, HIGH).unwrap();
+        let later = t0 + LAYER_IDLE + Duration::from_millis(1);
+        let only_low = |p| if p == LOW { Some(later) } else { Some(t0) };
+        assert_eq!(layers.review(later, only_low), LayerDecision::Await(LOW));
+        assert_eq!(layers.review(later + Duration::from_millis(10), only_low), LayerDecision::Stay);
+        assert_eq!(layers.review(later + SWITCH_RETRY, only_low), LayerDecision::Await(LOW), "asked again");
+        // The high layer comes back before the key frame: the switch is off.
+        let both = |_| Some(later + SWITCH_RETRY);
+        assert_eq!(layers.review(later + SWITCH_RETRY, both), LayerDecision::Stay);
+        assert_eq!(layers.pending(), None);
+        // Nothing sends at all: stay.
+        assert_eq!(layers.review(later + Duration::from_secs(60), |_| None), LayerDecision::Stay);
+    }
+
+    #[test]
+    fn layer_lists_are_checked() {
+        assert_eq!(Layers::new(&[], VideoFormat::Vp8, LOW).err(), Some(RouterError::InvalidLayers));
+        assert_eq!(Layers::new(&[LOW; 5], VideoFormat::Vp8, LOW).err(), Some(RouterError::InvalidLayers));
+        assert_eq!(Layers::new(&[LOW, MID], VideoFormat::Vp8, HIGH).err(), Some(RouterError::InvalidLayers));
+    }
+
+    fn ids(picture_id: u16, tl0: u8) -> Option<Vp8PictureIds> {
+        Some(Vp8PictureIds { picture_id: Some((picture_id, true)), tl0picidx: Some(tl0) })
+    }
+
+    #[test]
+    fn vp8_ids_continue_across_a_switch() {
+        let mut vp8 = Vp8Continuity::default();
+        assert_eq!(vp8.map(ids(100, 5)), ids(100, 5), "the first layer keeps its ids");
+        assert_eq!(vp8.map(ids(101, 5)), ids(101, 5));
+        vp8.restart();
+        assert_eq!(vp8.map(ids(0x7FFF, 200)), ids(102, 6), "the next layer goes on from there");
+        assert_eq!(vp8.map(ids(0, 201)), ids(103, 7), "across its own wrap");
+        assert_eq!(vp8.map(ids(0x7FFF, 200)), ids(102, 6), "a late packet keeps its ids");
+        vp8.restart();
+        assert_eq!(vp8.map(ids(5000, 1)), ids(104, 8));
+        assert_eq!(vp8.map(None), None);
+        let short = Some(Vp8PictureIds { picture_id: Some((3, false)), tl0picidx: None });
+        assert_eq!(vp8.map(short).unwrap().picture_id.map(|(_, long)| long), Some(false), "the short form stays");
+    }
+}
