@@ -1,8 +1,8 @@
 // The userspace network impairment of the e2e harness (impair.js): the Shaper in virtual time
 // (deterministic, no clock), the UDP relay with plain sockets on loopback, and one real
-// Chromium subscriber behind the relay whose video stops while everything is dropped and comes
-// back when the link is clean again. Checks read counters and what the browser decoded, never
-// a timing of the host.
+// Chromium subscriber behind the relay whose video stops while everything is dropped, comes
+// back when the link is clean again, and overflows a narrow bottleneck. Checks read counters
+// and what the browser decoded, never a timing of the host.
 import test from 'node:test';
 import assert from 'node:assert/strict';
 import dgram from 'node:dgram';
@@ -241,7 +241,7 @@ async function received(browser, peer) {
   };
 }
 
-test('a Chromium subscriber behind an ImpairedPath decodes video, none while the path drops everything, and again once it is clean', { timeout: 90_000 }, (t) =>
+test('a Chromium subscriber behind an ImpairedPath decodes video, none while the path drops everything, again once it is clean, and overflows a narrow bottleneck', { timeout: 90_000 }, (t) =>
   scenario(t, async (sc) => {
     const server = await sc.server();
     const room = await server.convo('alice', ['bob']);
@@ -312,5 +312,25 @@ test('a Chromium subscriber behind an ImpairedPath decodes video, none while the
     const after = path.stats();
     t.diagnostic(`clean again: ${resumed.frames} frames, ${await ice()}; relay ${JSON.stringify(after.down)}`);
     assert.ok(after.down.forwarded > lossy.down.forwarded, 'the relay forwards again');
+
+    // A bottleneck well below what the SFU sends (320x240 at 15 fps is ~150 kbit/s): the queue
+    // overflows, and what it lets through stays within the rate (an upper bound: a slow host
+    // only makes the window longer).
+    const rateKbps = 48;
+    const start = performance.now();
+    const limited0 = path.stats().down;
+    path.set({ down: { rateKbps } });
+    const limited = await poll(10_000, 'the bottleneck drops at its queue', async () => {
+      await sleep(500);
+      const down = path.stats().down;
+      return down.droppedQueue > limited0.droppedQueue + 5 && down;
+    });
+    const elapsed = performance.now() - start;
+    const passed = limited.bytes - limited0.bytes;
+    const allowed = (rateKbps / 8) * (elapsed + limited.params.queueMs) + 1500;
+    t.diagnostic(`${rateKbps} kbit/s down: ${passed} bytes passed in ${Math.round(elapsed)} ms (at most ${Math.round(allowed)}), ${limited.droppedQueue - limited0.droppedQueue} dropped at the queue`);
+    assert.ok(passed <= allowed, `the bottleneck let ${passed} bytes through in ${elapsed} ms, more than ${rateKbps} kbit/s allows`);
+    assert.ok(passed > 0, 'and some');
+    path.set({ down: { rateKbps: 0 } });
   }),
 );
