@@ -221,7 +221,6 @@ export class ImpairedPath {
     this.lanes = new Map();
     /** "lane|client ip:port" -> {upstream socket, lane, client: {address, port}}. */
     this.clients = new Map();
-    this.pendingClients = new Map();
     this.timer = null;
     this.timerAt = Infinity;
     this.closed = false;
