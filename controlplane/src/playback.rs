@@ -340,6 +340,7 @@ impl Playback {
                 session: self.session,
                 worker: self.worker,
                 producer,
+                layers: Vec::new(),
                 kind,
                 codec,
                 extensions: HeaderExtensions::default(),

@@ -42,7 +42,10 @@
  *
  *   await room.publish(mediaStream); // one sendonly transceiver per track; resolves once the
  *                                    // SFU's answer is applied. One publish per session.
+ *                                    // Video as three simulcast layers unless
+ *                                    // publish(stream, {simulcast: false}).
  *   room.subscribe();                // sent by join unless {autoSubscribe: false}; idempotent
+ *   room.setVideoQuality(trackId, 'low'); // at most that simulcast layer of a received track
  *   await room.stats();              // {publish: RTCStatsReport|null, subscribe: RTCStatsReport|null}
  *   room.leave();                    // ends the session and closes both connections
  *
@@ -56,6 +59,30 @@
  *     // MediaRecorder's chunks as they come, over the upload protocol (docs/signalling.md),
  *     // reconnecting and resuming where the server says when the connection drops.
  */
+
+/**
+ * The simulcast layers a published camera is sent as, lowest first (the SFU orders `q`, `h`,
+ * `f` so); the bitrates are each layer's ceiling, the browser's own estimate shares what its
+ * uplink carries among them from the lowest up.
+ */
+const SIMULCAST_ENCODINGS = [
+  { rid: 'q', scaleResolutionDownBy: 4, maxBitrate: 150_000 },
+  { rid: 'h', scaleResolutionDownBy: 2, maxBitrate: 500_000 },
+  { rid: 'f', scaleResolutionDownBy: 1, maxBitrate: 1_500_000 },
+];
+
+/**
+ * The simulcast encodings for a camera track: the full-size one and, below it, as many smaller
+ * ones as its size is worth (browsers send at most two layers of a 640x360 picture and one of
+ * 320x180, dropping the largest: the encodings asked for are the top ones, so that the full size
+ * is always among them).
+ */
+function simulcastEncodings(track) {
+  const { width = 0, height = 0 } = track.getSettings?.() ?? {};
+  const pixels = width * height;
+  const count = pixels >= 960 * 540 ? 3 : pixels >= 480 * 270 ? 2 : 1;
+  return SIMULCAST_ENCODINGS.slice(SIMULCAST_ENCODINGS.length - count).map((e) => ({ ...e }));
+}
 
 /** Redirects to a mirror node one join follows at most (a loop between nodes ends). */
 const MAX_REDIRECTS = 3;
@@ -71,6 +98,7 @@ const PING_INTERVAL_MS = 25000;
 /** The spec's "cannot establish the RTC connection": used for failures on this side. */
 const RTC_FAILED = 50005;
 const INVALID_REQUEST = 10003;
+const INVALID_PARAMETER = 10002;
 /** Not a spec code: the connection failed or timed out before the server answered. */
 const NO_ANSWER = -1;
 
@@ -330,13 +358,23 @@ export class Room {
     }
   }
 
-  /** Publishes the stream's tracks; resolves once the SFU's answer is applied. */
-  async publish(stream) {
+  /**
+   * Publishes the stream's tracks; resolves once the SFU's answer is applied. Video goes as
+   * simulcast unless `{simulcast: false}`: encodings of the camera at full, half and a quarter
+   * size (two of them from 480x270, three from 960x540; smaller cameras send one), of which the
+   * SFU sends each subscriber the best its link carries.
+   */
+  async publish(stream, { simulcast = true } = {}) {
     if (this._closed) throw new UprtcError(INVALID_REQUEST, 'the session has ended');
     if (this._publisher) throw new UprtcError(INVALID_REQUEST, 'this session publishes already');
     const pc = new RTCPeerConnection(this._rtcConfiguration);
     this._publisher = pc;
-    for (const track of stream.getTracks()) pc.addTransceiver(track, { direction: 'sendonly', streams: [stream] });
+    for (const track of stream.getTracks()) {
+      const init = { direction: 'sendonly', streams: [stream] };
+      const encodings = simulcast && track.kind === 'video' ? simulcastEncodings(track) : [];
+      if (encodings.length > 1) init.sendEncodings = encodings;
+      pc.addTransceiver(track, init);
+    }
     await pc.setLocalDescription(await pc.createOffer());
     const sdp = await new Promise((resolve, reject) => {
       const timer = setTimeout(() => done(reject, new UprtcError(NO_ANSWER, `no answer to publish within ${this._timeoutMs} ms`)), this._timeoutMs);
@@ -353,6 +391,15 @@ export class Room {
     } catch (e) {
       throw new UprtcError(RTC_FAILED, `cannot apply the SFU's answer: ${e.message ?? e}`);
     }
+  }
+
+  /**
+   * The highest simulcast layer wanted of a received video track: 'low', 'medium' or 'high'
+   * (the default). A track without layers ignores it.
+   */
+  setVideoQuality(trackId, quality) {
+    if (!['low', 'medium', 'high'].includes(quality)) throw new UprtcError(INVALID_PARAMETER, `quality is low, medium or high, not ${quality}`);
+    this._send({ type: 'video-quality', trackId, quality });
   }
 
   /** Asks for everything the room publishes, now and later. */

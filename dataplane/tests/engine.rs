@@ -7,13 +7,14 @@ use std::time::Duration;
 use uprtcd_dataplane::engine::{CloseReason, EngineConfig, EngineError, EngineEvent, PRODUCER_STALL_TIMEOUT};
 use uprtcd_dataplane::io::SLOT_SIZE;
 use uprtcd_dataplane::peer::Received;
-use uprtcd_dataplane::router::{ConsumerFormat, MediaKind, ProducerId, ProducerSpec, RtxStream};
+use uprtcd_dataplane::router::{ConsumerFormat, MediaKind, ProducerId, ProducerSpec, Rid, RtxStream};
 use uprtcd_dataplane::stats::DropReason;
 use uprtcd_dataplane::testnet::{Net, client_addr};
 use uprtcd_dataplane::wire::rtcp::{
     FirEntry, RtcpCompound, RtcpPacket, SenderInfo, write_fir, write_nack, write_pli, write_sender_report,
 };
 use uprtcd_dataplane::wire::rtp::{ExtensionIdMap, RtpHeader, RtpPacket};
+use uprtcd_dataplane::wire::video::{VideoFormat, Vp8PictureIds};
 use uprtcd_dataplane::wire::{Datagram, classify};
 
 const PUBLISHER_SSRC: u32 = 0x1111_0000;
@@ -660,4 +661,74 @@ fn a_plain_transport_with_an_rtcp_port_takes_reports_from_it_and_sends_its_rtcp_
     net.deliver();
     assert_eq!(net.engine.counters().drops_of(DropReason::UnknownSource), unknown + 1, "forgotten with it");
     assert!(net.engine.create_plain_transport(HELPER_RTCP, None, None).is_ok());
+}
+
+const RID_EXTENSION: u8 = 10;
+
+/// Client 0 sends a VP8 packet of the simulcast layer `rid` (SSRC `ssrc`), with a 15-bit
+/// picture id; the first packet of a key frame when `key`.
+fn send_layer_packet(net: &mut Net, (rid, ssrc): (&str, u32), seq: u16, picture_id: u16, key: bool) {
+    let mut buf = vec![0u8; SLOT_SIZE];
+    let elements: [(u8, &[u8]); 1] = [(RID_EXTENSION, rid.as_bytes())];
+    let header = RtpHeader::new(96, seq, u32::from(seq) * 3000, ssrc).extensions(&elements).write(&mut buf).unwrap();
+    let [high, low] = picture_id.to_be_bytes();
+    let payload = [0x90, 0x80, 0x80 | high, low, u8::from(!key), 0x9D, 0x01, 0x2A];
+    buf[header..header + payload.len()].copy_from_slice(&payload);
+    let len = net.clients[0].peer.protect_rtp(&mut buf, header + payload.len()).unwrap();
+    buf.truncate(len);
+    net.send_raw(net.clients[0].addr, buf);
+    net.deliver();
+}
+
+/// (sequence number, picture id) of each packet client `i` received.
+fn received_pictures(net: &Net, i: usize) -> Vec<(u16, u16)> {
+    net.clients[i]
+        .inbox
+        .iter()
+        .filter(|(kind, _)| matches!(kind, Received::Rtp { .. }))
+        .map(|(_, bytes)| {
+            let packet = RtpPacket::new_checked(&bytes[..]).unwrap();
+            let ids = Vp8PictureIds::read(packet.payload()).unwrap();
+            (packet.sequence_number(), ids.picture_id.unwrap().0)
+        })
+        .collect()
+}
+
+#[test]
+fn simulcast_layers_named_by_rid_reach_a_subscriber_as_one_continuous_stream() {
+    let mut net = Net::new(EngineConfig::default());
+    net.add_clients(2);
+    assert_eq!(net.connect_all(), 2);
+    let publisher = net.clients[0].transport;
+    let layer = |net: &mut Net, rid| {
+        net.engine.add_layer_producer(publisher, (RID_EXTENSION, Rid::new(rid).unwrap()), MediaKind::Video, 90_000)
+    };
+    let (low, high) = (layer(&mut net, "q").unwrap(), layer(&mut net, "f").unwrap());
+    let consumer = net.engine.add_consumer(low, net.clients[1].transport, 0x2001).unwrap();
+    net.engine.set_layers(net.now, consumer, &[low, high], VideoFormat::Vp8).unwrap();
+    assert_eq!(net.engine.layer_state(consumer), Some((0, None, 1)), "nothing sends yet");
+
+    // Both layers start; the subscriber gets the low one until the high one's key frame.
+    send_layer_packet(&mut net, ("q", 0xA), 100, 7000, true);
+    send_layer_packet(&mut net, ("f", 0xB), 500, 20, false);
+    assert_eq!(net.engine.layer_state(consumer), Some((0, Some(1), 1)), "the high layer is wanted");
+    send_layer_packet(&mut net, ("q", 0xA), 101, 7001, false);
+    send_layer_packet(&mut net, ("f", 0xB), 501, 21, true);
+    send_layer_packet(&mut net, ("f", 0xB), 502, 22, false);
+    assert_eq!(received_pictures(&net, 1), [(100, 7000), (101, 7001), (102, 7002), (103, 7003)]);
+    assert_eq!(net.engine.layer_state(consumer), Some((1, None, 1)));
+    let asked = rtcp_of(&net, 0, |p| match p {
+        RtcpPacket::Pli(pli) => Some(pli.media_ssrc()),
+        _ => None,
+    });
+    assert!(asked.contains(&0xB), "the high layer's key frame was asked for: {asked:?}");
+
+    // The high layer stops: after a while the subscriber is moved down, at a key frame.
+    net.advance(Duration::from_secs(2));
+    send_layer_packet(&mut net, ("q", 0xA), 102, 7002, false);
+    net.advance(Duration::from_secs(1));
+    send_layer_packet(&mut net, ("q", 0xA), 103, 7003, true);
+    assert_eq!(net.engine.layer_state(consumer), Some((0, None, 1)));
+    assert_eq!(received_pictures(&net, 1).last(), Some(&(104, 7004)), "numbering and picture ids go on");
+    assert_eq!(net.clients[1].errors, 0);
 }

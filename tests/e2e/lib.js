@@ -317,9 +317,12 @@ export class Browser {
     return this.evaluate((o) => window.e2e.join(o), options);
   }
 
-  /** Fake camera and microphone through `room.publish`. */
-  publish() {
-    return this.evaluate(() => window.e2e.publish());
+  /**
+   * Fake camera and microphone through `room.publish`: `video` the camera's constraints (320x240
+   * at 15 fps by default), `options` those of `room.publish`.
+   */
+  publish(video = { width: 320, height: 240, frameRate: 15 }, options = {}) {
+    return this.evaluate((a) => window.e2e.publish(a.video, a.options), { video, options });
   }
 
   /** Event names (and their JSON payloads) the SDK emitted so far. */
@@ -344,6 +347,11 @@ export class Browser {
    * size of the last decoded frame) by kind. */
   sample() {
     return this.evaluate(() => window.e2e.sample());
+  }
+
+  /** What this browser publishes, per simulcast layer: `{rid: {framesEncoded, frameHeight, active}}`. */
+  sent() {
+    return this.evaluate(() => window.e2e.sent());
   }
 
   diagnostics() {
@@ -385,12 +393,9 @@ async function installHelpers() {
       }
       return { ok: true, peers: [...e2e.room.peers], roomId: e2e.room.roomId };
     },
-    async publish() {
-      e2e.local = await navigator.mediaDevices.getUserMedia({
-        audio: true,
-        video: { width: 320, height: 240, frameRate: 15 },
-      });
-      await e2e.room.publish(e2e.local);
+    async publish(video, options) {
+      e2e.local = await navigator.mediaDevices.getUserMedia({ audio: true, video });
+      await e2e.room.publish(e2e.local, options);
       return e2e.local.getTracks().map((t) => t.kind);
     },
     async sample() {
@@ -407,7 +412,20 @@ async function installHelpers() {
           frameHeight: r.frameHeight ?? 0,
           packetsReceived: r.packetsReceived ?? 0,
           bytesReceived: r.bytesReceived ?? 0,
+          freezeCount: r.freezeCount ?? 0,
+          totalFreezesDuration: r.totalFreezesDuration ?? 0,
         };
+      });
+      return out;
+    },
+    /** What the publisher sends, per simulcast layer (rid; '' without simulcast). */
+    async sent() {
+      const { publish } = await e2e.room.stats();
+      const out = {};
+      publish?.forEach((r) => {
+        if (r.type === 'outbound-rtp' && r.kind === 'video') {
+          out[r.rid ?? ''] = { framesEncoded: r.framesEncoded ?? 0, frameHeight: r.frameHeight ?? 0, active: r.active };
+        }
       });
       return out;
     },

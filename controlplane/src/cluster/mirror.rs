@@ -251,6 +251,7 @@ impl WireTrack {
             session: self.session,
             worker,
             producer,
+            layers: Vec::new(),
             kind: self.kind(),
             codec: Codec {
                 payload_type: PayloadType(self.payload_type),

@@ -310,8 +310,12 @@ fn accept(
     for (codec, feedback) in &answered {
         writer::add_codec(&mut section, codec, &codec.fmtp, feedback);
     }
-    let rids =
-        if policy.simulcast && direction.receives() { accept_simulcast(&mut section, media) } else { Vec::new() };
+    // Layers are told apart by their RtpStreamId: without that extension, no simulcast.
+    let rids = if policy.simulcast && direction.receives() && extensions.rtp_stream_id.is_some() {
+        accept_simulcast(&mut section, media)
+    } else {
+        Vec::new()
+    };
 
     let mut codecs = answered.into_iter().map(|(codec, _)| codec);
     let agreed = NegotiatedSection {
@@ -391,26 +395,33 @@ fn add_extensions(section: &mut SdpMedia, media: &RemoteMedia, transport_cc: boo
     kept
 }
 
-/// Answers the publisher's simulcast send list with the same list to receive, one `recv`
-/// rid per layer, and returns the layers' rids; nothing when the offer has no simulcast.
+/// Answers the publisher's simulcast send list with the layers the SFU takes to receive,
+/// one `recv` rid per layer, and returns the layers' rids; nothing when the offer has no
+/// simulcast. A layer is taken when a `send` rid declares it, its name is a short token
+/// (1 to 16 letters, digits, `-`, `_`), and it is not listed twice; the first
+/// [`MAX_SIMULCAST_LAYERS`] are kept. Of alternatives (`,`) the first is taken; a layer the
+/// offer starts paused (`~`) is received when the publisher starts it.
 fn accept_simulcast(section: &mut SdpMedia, media: &RemoteMedia) -> Vec<String> {
     let Some(simulcast) = media.simulcast.as_ref().filter(|s| !s.send.is_empty()) else {
         return Vec::new();
     };
-    // Each `;`-separated stream may list alternatives with `,`; `~` marks a paused one.
-    let layers: Vec<String> = simulcast
-        .send
-        .split(';')
-        .filter_map(|stream| stream.split(',').next())
-        .map(|id| id.trim_start_matches('~').to_owned())
-        .filter(|id| media.rids.iter().any(|rid| rid.send && &rid.id == id))
-        .collect();
-    // The crate's own grammar builds these two lines from the offer's parsed values; if it
-    // refuses one, simulcast is declined and the browser falls back to one encoding.
+    let token = |id: &str| {
+        (1..=16).contains(&id.len()) && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    };
+    let mut layers: Vec<String> = Vec::new();
+    for id in simulcast.send.split(';').filter_map(|stream| stream.split(',').next()) {
+        let id = id.trim_start_matches('~');
+        if token(id) && media.rids.iter().any(|rid| rid.send && rid.id == id) && !layers.iter().any(|l| l == id) {
+            layers.push(id.to_owned());
+        }
+    }
+    layers.truncate(MAX_SIMULCAST_LAYERS);
+    // The crate's own grammar builds these lines; if it refuses one, simulcast is declined
+    // and the browser falls back to one encoding.
     let lines: Result<Vec<SdpAttribute>, _> = layers
         .iter()
         .map(|id| format!("rid:{id} recv"))
-        .chain([format!("simulcast:recv {}", simulcast.send)])
+        .chain([format!("simulcast:recv {}", layers.join(";"))])
         .map(|line| SdpAttribute::from_str(&line))
         .collect();
     match lines {
@@ -423,6 +434,9 @@ fn accept_simulcast(section: &mut SdpMedia, media: &RemoteMedia) -> Vec<String> 
         _ => Vec::new(),
     }
 }
+
+/// At most this many simulcast layers are received per stream (browsers send up to three).
+pub const MAX_SIMULCAST_LAYERS: usize = 4;
 
 /// The publisher's streams: the media SSRCs (in `SIM` order when grouped, else in order of
 /// appearance, repair SSRCs left out), each with its RTX SSRC from `FID`.

@@ -24,7 +24,7 @@ pub struct CodecPolicy {
     /// only when the dataplane generates its feedback.
     pub transport_cc: bool,
     /// Accept a publisher's rid-based simulcast (RFC 8853). Without it the browser sends a
-    /// single encoding.
+    /// single encoding. Only an answer that receives is concerned.
     pub simulcast: bool,
 }
 
@@ -35,7 +35,7 @@ impl Default for CodecPolicy {
         CodecPolicy {
             video: vec![VideoCodec::Vp8, VideoCodec::H264, VideoCodec::Vp9],
             transport_cc: false,
-            simulcast: false,
+            simulcast: true,
         }
     }
 }

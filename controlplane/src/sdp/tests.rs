@@ -437,7 +437,7 @@ fn obs_whip_answer_takes_h264_only_when_the_policy_allows() {
 #[test]
 fn simulcast_is_answered_with_the_same_layers_to_receive() {
     let offer = parse(CHROME_SIMULCAST);
-    let accepted = publish(&offer, &CodecPolicy { simulcast: true, ..CodecPolicy::default() });
+    let accepted = publish(&offer, &CodecPolicy::default());
     let session = check_answer(&offer, &accepted);
     let video_lines = lines(section(&session, "1"));
     for line in ["rid:q recv", "rid:h recv", "rid:f recv", "simulcast:recv q;h;f"] {
@@ -448,10 +448,35 @@ fn simulcast_is_answered_with_the_same_layers_to_receive() {
     assert!(video.streams.is_empty(), "rid simulcast signals no SSRC");
     assert_eq!((video.extensions.rtp_stream_id, video.extensions.repaired_rtp_stream_id), (Some(10), Some(11)));
 
-    let declined = publish(&offer, &CodecPolicy::default());
+    let declined = publish(&offer, &CodecPolicy { simulcast: false, ..CodecPolicy::default() });
     let session = check_answer(&offer, &declined);
     assert!(!lines(section(&session, "1")).iter().any(|l| l.starts_with("rid") || l.starts_with("simulcast")));
     assert!(declined.negotiated.section(&Mid::from("1")).is_some_and(|v| v.rids.is_empty()));
+}
+
+#[test]
+fn simulcast_takes_declared_distinct_short_rids_and_needs_the_rid_extension() {
+    let policy = CodecPolicy { simulcast: true, ..CodecPolicy::default() };
+    let layers_of = |sdp: String| {
+        let offer = parse(&sdp);
+        let accepted = publish(&offer, &policy);
+        let session = check_answer(&offer, &accepted);
+        let recv = lines(section(&session, "1")).into_iter().find(|l| l.starts_with("simulcast:"));
+        (accepted.negotiated.section(&Mid::from("1")).expect("video").rids.clone(), recv)
+    };
+    // Duplicates and a paused one (an undeclared rid fails the offer's parse already).
+    let (rids, recv) = layers_of(CHROME_SIMULCAST.replace("a=simulcast:send q;h;f", "a=simulcast:send q;q;~h;f"));
+    assert_eq!(rids, ["q", "h", "f"]);
+    assert_eq!(recv.as_deref(), Some("simulcast:recv q;h;f"));
+    // More layers than the SFU takes.
+    let many = CHROME_SIMULCAST
+        .replace("a=rid:f send", "a=rid:f send\na=rid:g send\na=rid:i send")
+        .replace("a=simulcast:send q;h;f", "a=simulcast:send q;h;f;g;i");
+    assert_eq!(layers_of(many).0, ["q", "h", "f", "g"]);
+    // No RtpStreamId extension: the layers could not be told apart.
+    let (rids, recv) =
+        layers_of(CHROME_SIMULCAST.replace("a=extmap:10 urn:ietf:params:rtp-hdrext:sdes:rtp-stream-id\n", ""));
+    assert!(rids.is_empty() && recv.is_none());
 }
 
 #[test]

@@ -78,7 +78,11 @@ pub struct PublishedTrack {
     pub session: u64,
     /// The worker the producer lives on.
     pub worker: usize,
+    /// The stream: its highest simulcast layer when it has layers.
     pub producer: ProducerId,
+    /// Its simulcast layers on `worker`, lowest first (`producer` the last); empty without
+    /// simulcast. Each subscriber receives one of them.
+    pub layers: Vec<ProducerId>,
     pub kind: MediaKind,
     pub codec: Codec,
     /// The header extension ids the publisher negotiated.
@@ -115,9 +119,10 @@ struct HubState {
     next_track: u64,
     /// WHIP and WHEP sessions by resource id: their room, and how to stop them.
     http_sessions: HashMap<String, (RoomId, HttpStop)>,
-    /// Where a track is relayed to: its imported producer on another worker, by track id
-    /// and worker. Track ids are never reused, so an entry cannot outlive its stream's name.
-    imports: HashMap<(TrackId, usize), ProducerId>,
+    /// Where a track is relayed to: its imported producers on other workers, by track id,
+    /// worker and the producer imported (a simulcast layer's, or the track's). Track ids are
+    /// never reused, so an entry cannot outlive its stream's name.
+    imports: HashMap<(TrackId, usize, ProducerId), ProducerId>,
     /// Merged tracks paused for a room's audience: (the audience's room, track id).
     paused: HashSet<(RoomId, TrackId)>,
     /// Subscribers placed per room and worker, to spread an audience over its workers.
@@ -263,19 +268,30 @@ impl Hub {
                 state.tracks.remove(room);
             }
         }
-        state.imports.retain(|(track, _), _| track != track_id);
+        state.imports.retain(|(track, _, _), _| track != track_id);
         state.paused.retain(|(_, track)| track != track_id);
     }
 
-    /// The producer that carries `track_id` on `worker`, if it was imported there.
-    pub fn import(&self, track_id: &TrackId, worker: usize) -> Option<ProducerId> {
-        self.state().import(track_id, worker)
+    /// The producer that carries `track_id`'s `origin` producer on `worker`, if it was
+    /// imported there.
+    pub fn import(&self, track_id: &TrackId, worker: usize, origin: ProducerId) -> Option<ProducerId> {
+        self.state().imports.get(&(track_id.clone(), worker, origin)).copied()
     }
 
-    /// Records that `track_id` is imported on `worker` as `producer`, unless the track went
-    /// away meanwhile (then the import is no one's and ends with its stream).
-    pub fn record_import(&self, room: &RoomId, track_id: &TrackId, worker: usize, producer: ProducerId) {
-        self.state().record_import(room, track_id, worker, producer);
+    /// Records that `track_id`'s `origin` producer is imported on `worker` as `producer`,
+    /// unless the track went away meanwhile (then the import is no one's and ends with its
+    /// stream).
+    pub fn record_import(
+        &self,
+        room: &RoomId,
+        track_id: &TrackId,
+        (worker, origin): (usize, ProducerId),
+        producer: ProducerId,
+    ) {
+        let mut state = self.state();
+        if state.publishes(std::slice::from_ref(room), track_id) {
+            state.imports.insert((track_id.clone(), worker, origin), producer);
+        }
     }
 
     /// Whether some room of `rooms` publishes `track_id`.
@@ -404,7 +420,7 @@ impl HubState {
     }
 
     fn import_ended(&mut self, worker: usize, producer: ProducerId) {
-        self.imports.retain(|(_, on), imported| !(*on == worker && *imported == producer));
+        self.imports.retain(|(_, on, _), imported| !(*on == worker && *imported == producer));
     }
 
     fn add_http_session(&mut self, resource: &str, room: &RoomId, stop: HttpStop) {
@@ -437,19 +453,9 @@ impl HubState {
             self.tracks.remove(room);
         }
         let gone: HashSet<&TrackId> = removed.iter().map(|t| &t.track_id).collect();
-        self.imports.retain(|(track, _), _| !gone.contains(track));
+        self.imports.retain(|(track, _, _), _| !gone.contains(track));
         self.paused.retain(|(_, track)| !gone.contains(track));
         removed
-    }
-
-    fn import(&self, track_id: &TrackId, worker: usize) -> Option<ProducerId> {
-        self.imports.get(&(track_id.clone(), worker)).copied()
-    }
-
-    fn record_import(&mut self, room: &RoomId, track_id: &TrackId, worker: usize, producer: ProducerId) {
-        if self.publishes(std::slice::from_ref(room), track_id) {
-            self.imports.insert((track_id.clone(), worker), producer);
-        }
     }
 
     /// The streams `rooms` publish, room by room in the order given.
@@ -548,6 +554,7 @@ mod tests {
             session: 0,
             worker: 0,
             producer: ProducerId(producer),
+            layers: Vec::new(),
             kind: MediaKind::Video,
             codec: Codec {
                 payload_type: PayloadType(96),
@@ -604,17 +611,19 @@ mod tests {
         assert!(hub.publishes(std::slice::from_ref(&a), &first[1].track_id));
         assert!(!hub.publishes(std::slice::from_ref(&a), &second[0].track_id));
 
-        hub.record_import(&a, &first[0].track_id, 1, ProducerId(10));
+        let origin = first[0].producer;
+        hub.record_import(&a, &first[0].track_id, (1, origin), ProducerId(10));
         hub.set_paused(&b, &first[0].track_id, true);
-        assert_eq!(hub.import(&first[0].track_id, 1), Some(ProducerId(10)));
+        assert_eq!(hub.import(&first[0].track_id, 1, origin), Some(ProducerId(10)));
+        assert_eq!(hub.import(&first[0].track_id, 1, ProducerId(99)), None, "another layer's import");
         assert!(hub.is_paused(&b, &first[0].track_id));
 
         assert_eq!(hub.remove_tracks(&a, &peer("alice")).len(), 2);
-        assert_eq!(hub.import(&first[0].track_id, 1), None);
+        assert_eq!(hub.import(&first[0].track_id, 1, origin), None);
         assert!(!hub.is_paused(&b, &first[0].track_id));
         // An import made for a track that went away meanwhile is no one's.
-        hub.record_import(&a, &first[0].track_id, 1, ProducerId(11));
-        assert_eq!(hub.import(&first[0].track_id, 1), None);
+        hub.record_import(&a, &first[0].track_id, (1, origin), ProducerId(11));
+        assert_eq!(hub.import(&first[0].track_id, 1, origin), None);
         assert_eq!(hub.add_tracks(&a, vec![track(&a, "alice", 4)])[0].track_id.as_str(), "t3");
     }
 

@@ -521,6 +521,9 @@ impl Session<'_> {
             Ok(ClientMessage::Publish { sdp }) => self.publish(&sdp).await.map(|sdp| vec![ServerEvent::Answer { sdp }]),
             Ok(ClientMessage::Subscribe) => self.subscribe().await,
             Ok(ClientMessage::Answer { sdp }) => self.accept_answer(&sdp).await,
+            Ok(ClientMessage::VideoQuality { track_id, quality }) => {
+                self.set_video_quality(&track_id, quality).await.map(|()| Vec::new())
+            }
             Ok(ClientMessage::Unknown) => Err(ClientMessage::unknown(body)),
             Err(e) => Err(e),
         };

@@ -36,6 +36,11 @@ pub enum ClientMessage {
     Subscribe,
     /// The client's answer to the server's latest offer.
     Answer { sdp: String },
+    /// The highest simulcast layer the client wants of a video track it receives (a small
+    /// view needs no full-size picture); the SFU sends at most that, less when the client's
+    /// link carries less. Tracks without layers ignore it.
+    #[serde(rename_all = "camelCase")]
+    VideoQuality { track_id: TrackId, quality: VideoQuality },
     /// A type this version does not know: answered with 10003, where a message that is not
     /// one at all gets 10002.
     #[serde(other)]
@@ -59,8 +64,30 @@ impl ClientMessage {
         }
         let kind = serde_json::from_str::<Tagged>(body).map(|t| t.kind).unwrap_or_default();
         ApiError::request(format!(
-            "unknown message type {kind:?}; this server knows leave, ping, publish, subscribe and answer"
+            "unknown message type {kind:?}; this server knows leave, ping, publish, subscribe, answer and video-quality"
         ))
+    }
+}
+
+/// A simulcast layer by its size: the lowest, the middle one and the highest of those a
+/// stream has (a stream of two layers has no middle one: `medium` is its highest).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum VideoQuality {
+    Low,
+    Medium,
+    High,
+}
+
+impl VideoQuality {
+    /// The layer index it names, counted from the lowest (the dataplane clamps it to the
+    /// layers there are).
+    pub fn layer(self) -> usize {
+        match self {
+            Self::Low => 0,
+            Self::Medium => 1,
+            Self::High => usize::MAX,
+        }
     }
 }
 
@@ -362,6 +389,10 @@ pub(super) mod tests {
             (r#"{"type":"subscribe"}"#, ClientMessage::Subscribe),
             (r#"{"type":"publish","sdp":"v=0\r\n"}"#, ClientMessage::Publish { sdp: sdp() }),
             (r#"{"sdp":"v=0\r\n","type":"answer"}"#, ClientMessage::Answer { sdp: sdp() }),
+            (
+                r#"{"type":"video-quality","trackId":"t3","quality":"low"}"#,
+                ClientMessage::VideoQuality { track_id: TrackId::numbered(3), quality: VideoQuality::Low },
+            ),
             // Fields the protocol does not name are ignored, as they always were.
             (r#"{"type":"ping","id":5}"#, ClientMessage::Ping),
             (r#"{"type":"publish","sdp":"v=0\r\n","extra":true}"#, ClientMessage::Publish { sdp: sdp() }),
@@ -394,6 +425,8 @@ pub(super) mod tests {
             r#"{"type":null}"#,
             r#"{"type":"publish"}"#,
             r#"{"type":"answer","sdp":5}"#,
+            r#"{"type":"video-quality","trackId":"t3","quality":"ultra"}"#,
+            r#"{"type":"video-quality","quality":"low"}"#,
         ] {
             let error = ClientMessage::parse(body).unwrap_err();
             assert_eq!(error.code, ApiCode::InvalidParameter, "{body}: {}", error.msg);

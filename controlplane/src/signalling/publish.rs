@@ -7,7 +7,7 @@
 #![forbid(unsafe_code)]
 
 use uprtcd_dataplane::command::{Command, Reply};
-use uprtcd_dataplane::router::ProducerSpec;
+use uprtcd_dataplane::router::{ProducerId, ProducerSpec, Rid};
 
 use super::Session;
 use super::hub::{Outgoing, PublishedTrack};
@@ -62,23 +62,38 @@ impl Session<'_> {
         for section in answer.negotiated.sections.iter().filter(|s| s.direction == sdp::Direction::RecvOnly) {
             // Only audio and video sections are answered receiving.
             let Some(kind) = section.kind.media() else { continue };
+            let track = |producer, layers| PublishedTrack {
+                track_id: TrackId::numbered(0),
+                number: 0,
+                room: self.room.clone(),
+                publisher: self.peer.clone(),
+                session: self.id,
+                worker,
+                producer,
+                layers,
+                kind,
+                codec: section.codec.clone(),
+                extensions: section.extensions,
+            };
+            if let (false, Some(rid_extension)) = (section.rids.is_empty(), section.extensions.rtp_stream_id) {
+                // One track of simulcast layers, lowest first; its highest layer is what
+                // recordings and other nodes get.
+                let mut layers = Vec::new();
+                for name in layers_lowest_first(&section.rids) {
+                    let rid = Rid::new(name).map_err(|e| ApiError::invalid(format!("rid {name}: {e}")))?;
+                    let clock_rate = section.codec.clock_rate;
+                    let add = Command::AddLayerProducer { transport, rid_extension, rid, kind, clock_rate };
+                    layers.push(added_producer(self.state.request_worker(worker, add).await?)?);
+                }
+                if let Some(&highest) = layers.last() {
+                    published.push(track(highest, layers));
+                }
+                continue;
+            }
             for stream in &section.streams {
                 let spec = ProducerSpec { transport, ssrc: stream.ssrc.0, kind, clock_rate: section.codec.clock_rate };
-                match self.state.request_worker(worker, Command::AddProducer { spec }).await? {
-                    Reply::ProducerAdded(producer) => published.push(PublishedTrack {
-                        track_id: TrackId::numbered(0),
-                        number: 0,
-                        room: self.room.clone(),
-                        publisher: self.peer.clone(),
-                        session: self.id,
-                        worker,
-                        producer,
-                        kind,
-                        codec: section.codec.clone(),
-                        extensions: section.extensions,
-                    }),
-                    other => return Err(ApiError::new(ApiCode::RtcFailed, format!("producer refused: {other:?}"))),
-                }
+                let producer = added_producer(self.state.request_worker(worker, Command::AddProducer { spec }).await?)?;
+                published.push(track(producer, Vec::new()));
             }
         }
         if let Ok(max_bps) = u32::try_from(max_bitrate)
@@ -100,6 +115,27 @@ impl Session<'_> {
     }
 }
 
+/// The producer a worker added, or why it did not.
+fn added_producer(reply: Reply) -> Result<ProducerId, ApiError> {
+    match reply {
+        Reply::ProducerAdded(producer) => Ok(producer),
+        other => Err(ApiError::new(ApiCode::RtcFailed, format!("producer refused: {other:?}"))),
+    }
+}
+
+/// Simulcast layers' rids from the lowest layer to the highest. Layers carry no size in the
+/// SDP; names that say it (`q`/`h`/`f`, `l`/`m`/`h`, `low`/`mid`/`high`, `0`/`1`/`2`) are
+/// ordered by it, any other list is taken in the offer's order, lowest first, as browsers
+/// list `sendEncodings`.
+fn layers_lowest_first(rids: &[String]) -> Vec<&str> {
+    const SCALES: [&[&str]; 4] = [&["q", "h", "f"], &["l", "m", "h"], &["low", "mid", "high"], &["0", "1", "2"]];
+    let mut names: Vec<&str> = rids.iter().map(String::as_str).collect();
+    if let Some(scale) = SCALES.iter().find(|scale| names.iter().all(|n| scale.contains(n))) {
+        names.sort_by_key(|n| scale.iter().position(|s| s == n));
+    }
+    names
+}
+
 /// Refuses an offer whose audio and video sections all send formats the SFU does not forward,
 /// naming what it offered: answering it would publish nothing.
 fn no_format_in_common(offer: &sdp::RemoteDescription) -> Result<(), ApiError> {
@@ -117,4 +153,19 @@ fn no_format_in_common(offer: &sdp::RemoteDescription) -> Result<(), ApiError> {
         if offered.is_empty() { "none".to_owned() } else { offered.join(", ") },
         sdp::FORWARDED_FORMATS
     )))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::layers_lowest_first;
+
+    #[test]
+    fn layers_are_ordered_by_names_that_say_their_size() {
+        let names = |rids: &[&str]| rids.iter().map(|r| (*r).to_owned()).collect::<Vec<_>>();
+        assert_eq!(layers_lowest_first(&names(&["f", "h", "q"])), ["q", "h", "f"]);
+        assert_eq!(layers_lowest_first(&names(&["high", "low"])), ["low", "high"]);
+        assert_eq!(layers_lowest_first(&names(&["2", "0", "1"])), ["0", "1", "2"]);
+        assert_eq!(layers_lowest_first(&names(&["b", "a"])), ["b", "a"], "unknown names: the offer's order");
+        assert_eq!(layers_lowest_first(&names(&["h", "x"])), ["h", "x"]);
+    }
 }

@@ -18,10 +18,11 @@ use uprtcd_dataplane::ice::IceCredentials;
 use uprtcd_dataplane::relay::WorkerIndex;
 use uprtcd_dataplane::router::{ConsumerFormat, ConsumerId, ProducerId, RtxStream, TransportId};
 use uprtcd_dataplane::wire::rtp::ExtensionIdMap;
+use uprtcd_dataplane::wire::video::VideoFormat;
 
 use super::Session;
 use super::hub::PublishedTrack;
-use super::protocol::{OfferedTrack, ServerEvent};
+use super::protocol::{OfferedTrack, ServerEvent, VideoQuality};
 use crate::envelope::{ApiCode, ApiError};
 use crate::ids::TrackId;
 use crate::sdp;
@@ -296,6 +297,7 @@ impl Session<'_> {
             let rtx = RtxStream { ssrc: rtx_ssrc, payload_type: payload_type.0 };
             self.state.request_worker(worker, Command::EnableRtx { consumer, rtx }).await?;
         }
+        choose_among_layers(self.state, worker, track, consumer).await?;
         if self.state.hub().is_paused(&self.room, &track.track_id) {
             self.pause_consumer(worker, consumer, true).await?;
         }
@@ -318,6 +320,20 @@ impl Session<'_> {
         let Some(subscription) = self.subscription.as_ref() else { return };
         if let Some(&(_, consumer, _)) = subscription.receiving.get(track_id) {
             let _ = self.pause_consumer(subscription.worker, consumer, paused).await;
+        }
+    }
+
+    /// Sends the client at most `quality` of the simulcast track `track_id` it receives;
+    /// refused (10002) for a track it does not receive.
+    pub(super) async fn set_video_quality(&self, track_id: &TrackId, quality: VideoQuality) -> Result<(), ApiError> {
+        let receiving = self.subscription.as_ref().and_then(|s| Some((s.worker, s.receiving.get(track_id)?.1)));
+        let Some((worker, consumer)) = receiving else {
+            return Err(ApiError::invalid(format!("this session receives no track {track_id}")));
+        };
+        match self.state.request_worker(worker, Command::PreferLayer { consumer, layer: quality.layer() }).await? {
+            // A track without layers has one quality.
+            Reply::Done | Reply::Refused(_) => Ok(()),
+            other => Err(ApiError::new(ApiCode::RtcFailed, format!("layer refused: {other:?}"))),
         }
     }
 
@@ -357,14 +373,25 @@ impl Session<'_> {
 /// exported from its worker and imported on first use (both are idempotent, so
 /// subscribers racing for the same import agree). `None` when the track has ended.
 async fn producer_on(state: &AppState, worker: usize, track: &PublishedTrack) -> Result<Option<ProducerId>, ApiError> {
+    layer_on(state, worker, track, track.producer).await
+}
+
+/// [`producer_on`] for one of the track's producers (`origin`, a simulcast layer's).
+async fn layer_on(
+    state: &AppState,
+    worker: usize,
+    track: &PublishedTrack,
+    origin: ProducerId,
+) -> Result<Option<ProducerId>, ApiError> {
     if track.worker == worker {
-        return Ok(Some(track.producer));
+        return Ok(Some(origin));
     }
-    if let Some(imported) = state.hub().import(&track.track_id, worker) {
+    if let Some(imported) = state.hub().import(&track.track_id, worker, origin) {
         return Ok(Some(imported));
     }
-    let (producer, to_worker, from_worker) = (track.producer, WorkerIndex(worker), WorkerIndex(track.worker));
-    let stream = match state.request_worker(track.worker, Command::ExportProducer { producer, to_worker }).await? {
+    let (to_worker, from_worker) = (WorkerIndex(worker), WorkerIndex(track.worker));
+    let export = Command::ExportProducer { producer: origin, to_worker };
+    let stream = match state.request_worker(track.worker, export).await? {
         Reply::Exported(stream) => stream,
         Reply::Refused(_) => return Ok(None),
         other => return Err(ApiError::new(ApiCode::RtcFailed, format!("export refused: {other:?}"))),
@@ -377,8 +404,31 @@ async fn producer_on(state: &AppState, worker: usize, track: &PublishedTrack) ->
             Reply::Refused(_) => return Ok(None),
             other => return Err(ApiError::new(ApiCode::RtcFailed, format!("import refused: {other:?}"))),
         };
-    state.hub().record_import(&track.room, &track.track_id, worker, imported);
+    state.hub().record_import(&track.room, &track.track_id, (worker, origin), imported);
     Ok(Some(imported))
+}
+
+/// Lets `consumer` (on `worker`, of `track`'s highest layer) choose among the track's
+/// simulcast layers, each imported there when published on another worker; nothing for a
+/// track without layers, or whose codec has no key frames the dataplane knows.
+async fn choose_among_layers(
+    state: &AppState,
+    worker: usize,
+    track: &PublishedTrack,
+    consumer: ConsumerId,
+) -> Result<(), ApiError> {
+    let Some(format) = VideoFormat::from_encoding_name(&track.codec.name).filter(|_| track.layers.len() > 1) else {
+        return Ok(());
+    };
+    let mut layers = Vec::with_capacity(track.layers.len());
+    for &layer in &track.layers {
+        let Some(producer) = layer_on(state, worker, track, layer).await? else { return Ok(()) };
+        layers.push(producer);
+    }
+    match state.request_worker(worker, Command::SetLayers { consumer, layers, format }).await? {
+        Reply::Done | Reply::Refused(_) => Ok(()),
+        other => Err(ApiError::new(ApiCode::RtcFailed, format!("layers refused: {other:?}"))),
+    }
 }
 
 /// Sends `track` on `transport` of `worker` as `ssrc` in `format` (a node link's consumer):

@@ -777,6 +777,8 @@ impl Engine {
         });
         if started {
             self.events.push(EngineEvent::ProducerStarted(producer));
+            // A simulcast layer that starts may be some subscriber's better choice.
+            self.review_layers(now, None);
         }
     }
 
