@@ -2,7 +2,7 @@
 //! transports and routers, and the sans-IO protocol cores they drive.
 //!
 //! Layering (callers keep to it):
-//! - `wire`, `ice`, `srtp` are sans-IO: they own no socket, thread or clock; time is an
+//! - `wire`, `ice`, `srtp`, `bwe` are sans-IO: they own no socket, thread or clock; time is an
 //!   argument and bad input is an error value, never a panic.
 //! - `worker` runs the loops; `sys` is the one module allowed `unsafe` (kernel calls). `io`
 //!   drives `sys`; what both move (send queues, poll outcomes) lives in `batch`, which
@@ -16,6 +16,7 @@
 #![deny(unsafe_code)]
 
 mod batch;
+pub mod bwe;
 pub mod command;
 pub mod cpu;
 pub mod dtls;

@@ -1,11 +1,12 @@
 //! An accepted RTCP compound yields at least one packet, every view's accessors stay inside
-//! the buffer, and each packet type that has a writer writes back to the same values.
+//! the buffer, and each packet type that has a writer writes back to the same values
+//! (transport-wide feedback to the same packets and arrivals, if need be over several packets).
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
 use uprtcd_dataplane::wire::rtcp::{
-    FirEntry, ReportBlock, RtcpCompound, RtcpPacket, write_fir, write_nack, write_pli, write_receiver_report,
-    write_remb, write_sender_report,
+    DELTA_TICK_US, FirEntry, REFERENCE_TICK_US, ReportBlock, RtcpCompound, RtcpPacket, write_fir, write_nack, write_pli,
+    write_receiver_report, write_remb, write_sender_report, write_transport_feedback,
 };
 
 /// Asserts that `part` lies inside `whole`.
@@ -64,6 +65,47 @@ fuzz_target!(|data: &[u8]| {
                 let RtcpPacket::Nack(again) = only_packet(&out[..len]) else { panic!("not a NACK") };
                 assert_eq!((again.sender_ssrc(), again.media_ssrc()), (nack.sender_ssrc(), nack.media_ssrc()));
                 assert_eq!(sorted(again.lost_sequence_numbers().collect()), sorted(lost));
+            }
+            RtcpPacket::TransportFeedback(feedback) => {
+                let reference_us = i64::from(feedback.reference_time()) * REFERENCE_TICK_US;
+                let packets: Vec<(u16, Option<i64>)> = feedback.packets().collect();
+                assert_eq!(packets.len(), usize::from(feedback.packet_status_count()));
+                let arrivals: Vec<Option<i64>> =
+                    packets.iter().map(|&(_, arrival)| arrival.map(|us| reference_us + us)).collect();
+                assert!(arrivals.iter().flatten().all(|us| us % DELTA_TICK_US == 0));
+                // Arrivals are whole delta ticks, so they come back exactly, modulo the
+                // reference time's wrap (a split packet may take a reference time past 24 bits).
+                let wrapped = |arrival: Option<i64>| arrival.map(|us| us.rem_euclid(REFERENCE_TICK_US << 24));
+                let mut again = Vec::new();
+                let mut done = 0;
+                while done < arrivals.len() {
+                    let base = feedback.base_sequence_number().wrapping_add(done as u16);
+                    let reference = arrivals[done..]
+                        .iter()
+                        .flatten()
+                        .next()
+                        .map_or(feedback.reference_time(), |us| us.div_euclid(REFERENCE_TICK_US) as i32);
+                    let written = write_transport_feedback(
+                        &mut out,
+                        feedback.sender_ssrc(),
+                        feedback.media_ssrc(),
+                        base,
+                        feedback.feedback_packet_count(),
+                        reference,
+                        &arrivals[done..],
+                    )
+                    .expect("a parsed packet's arrivals can be written");
+                    let RtcpPacket::TransportFeedback(part) = only_packet(&out[..written.len]) else {
+                        panic!("not transport feedback")
+                    };
+                    assert_eq!(part.base_sequence_number(), base);
+                    let part_reference_us = i64::from(part.reference_time()) * REFERENCE_TICK_US;
+                    again.extend(part.packets().map(|(seq, arrival)| (seq, wrapped(arrival.map(|us| part_reference_us + us)))));
+                    done += written.covered;
+                }
+                let expected: Vec<(u16, Option<i64>)> =
+                    packets.iter().zip(&arrivals).map(|(&(seq, _), &arrival)| (seq, wrapped(arrival))).collect();
+                assert_eq!(again, expected);
             }
             RtcpPacket::Pli(pli) => {
                 let len = write_pli(&mut out, pli.sender_ssrc(), pli.media_ssrc()).expect("12 bytes");

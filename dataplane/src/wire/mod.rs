@@ -1,8 +1,8 @@
 //! Wire formats of the forwarding path: the first-byte demux of a received datagram
 //! (RFC 7983), and checked, zero-allocation views over RTP (RFC 3550, RFC 8285), RTCP
-//! (RFC 3550, RFC 4585, RFC 5104, REMB) and the STUN header (RFC 5389), with writers for the
-//! packets the SFU itself originates; and the RFC 4571 framing that carries those packets
-//! over ICE-TCP streams.
+//! (RFC 3550, RFC 4585, RFC 5104, REMB, transport-wide congestion control feedback) and the
+//! STUN header (RFC 5389), with writers for the packets the SFU itself originates; and the
+//! RFC 4571 framing that carries those packets over ICE-TCP streams.
 //!
 //! What it owns: byte layouts only. No clock, no socket; nothing here allocates, except the
 //! stream framing's two buffers, once, when a connection's reader and writer are made.
@@ -62,6 +62,9 @@ pub enum WireError {
     /// An RFC 8285 header extension element runs past its extension block.
     #[error("malformed RTP header extension")]
     BadExtension,
+    /// A field holds a value its format reserves (a transport-wide feedback status symbol 3).
+    #[error("reserved value in a packet field")]
+    ReservedValue,
     /// STUN message type whose two leading bits are not zero.
     #[error("STUN message type with leading bits set")]
     BadMessageType,

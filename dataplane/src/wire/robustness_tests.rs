@@ -101,6 +101,11 @@ fn exercise_rtcp(bytes: &[u8]) -> bool {
                 let lost = nack.lost_sequence_numbers().count();
                 assert!(lost >= pairs && lost <= 17 * pairs);
             }
+            RtcpPacket::TransportFeedback(feedback) => {
+                black_box((feedback.sender_ssrc(), feedback.media_ssrc(), feedback.base_sequence_number()));
+                black_box((feedback.reference_time(), feedback.feedback_packet_count()));
+                assert_eq!(feedback.packets().count(), usize::from(feedback.packet_status_count()));
+            }
             RtcpPacket::Pli(pli) => {
                 black_box((pli.sender_ssrc(), pli.media_ssrc()));
             }

@@ -12,6 +12,8 @@ use std::ops::Range;
 use super::be::{read_u16, read_u32, write_u16, write_u32};
 use super::{Ssrcs, WireError};
 
+/// Length of the transport-wide sequence number extension's value.
+pub const TRANSPORT_SEQUENCE_NUMBER_LEN: usize = 2;
 /// Length of the fixed RTP header, before CSRCs and the header extension.
 pub const FIXED_HEADER_LEN: usize = 12;
 /// The header extension's "defined by profile" value of the one-byte form (RFC 8285 §4.2).
@@ -287,6 +289,14 @@ impl<T: AsRef<[u8]>> RtpPacket<T> {
         self.extensions().find_map(|(found, value)| (found == id).then_some(value))
     }
 
+    /// The transport-wide sequence number (draft-holmer-rmcat-transport-wide-cc-extensions-01
+    /// §2) that element `id` carries as 2 bytes big-endian; `None` without the element or
+    /// with a value of another length.
+    pub fn transport_sequence_number(&self, id: u8) -> Option<u16> {
+        let value: [u8; TRANSPORT_SEQUENCE_NUMBER_LEN] = self.extension(id)?.try_into().ok()?;
+        Some(u16::from_be_bytes(value))
+    }
+
     /// Offset of the extension header, if the extension bit is set.
     fn extension_start(&self) -> Option<usize> {
         let first = self.as_bytes()[0];
@@ -366,6 +376,19 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> RtpPacket<T> {
         let (elements_start, mut walk) = self.element_walk()?;
         let (_, value) = walk.find_map(|element| element.ok().filter(|(found, _)| *found == id))?;
         Some(&mut self.buffer.as_mut()[elements_start + value.start..elements_start + value.end])
+    }
+
+    /// Rewrites the transport-wide sequence number that element `id` carries. Returns false,
+    /// changing nothing, when the packet has no 2-byte element `id`: a packet never grows in
+    /// place, so the element must have been negotiated and sent by the packet's source.
+    pub fn set_transport_sequence_number(&mut self, id: u8, sequence_number: u16) -> bool {
+        match self.extension_mut(id) {
+            Some(value) if value.len() == TRANSPORT_SEQUENCE_NUMBER_LEN => {
+                value.copy_from_slice(&sequence_number.to_be_bytes());
+                true
+            }
+            _ => false,
+        }
     }
 }
 

@@ -1,16 +1,18 @@
 //! RTCP compound packets (RFC 3550 §6) and the feedback WebRTC uses (RFC 4585 NACK, PLI,
-//! RFC 5104 FIR, draft-alvestrand-rmcat-remb REMB): a checked view whose iterator yields a
+//! RFC 5104 FIR, draft-alvestrand-rmcat-remb REMB, draft-holmer-rmcat-transport-wide-cc-extensions
+//! transport-wide feedback): a checked view whose iterator yields a
 //! typed view per packet, and writers for the reports and feedback the SFU originates.
 //!
 //! [`RtcpCompound::new_checked`] validates every packet of the compound (version, length
 //! word, padding only on the last packet, and the body layout of each type this module
 //! knows), so the views it yields have infallible accessors. One malformed packet refuses
 //! the whole compound, as RFC 3550 §A.2 asks. Reduced-size RTCP (RFC 5506) is accepted: the
-//! first packet need not be a report. Types it does not parse (APP, XR, transport-wide
-//! feedback, other formats) come out as [`RtcpPacket::Other`], bytes intact.
+//! first packet need not be a report. Types it does not parse (APP, XR, other feedback
+//! formats) come out as [`RtcpPacket::Other`], bytes intact.
 
 mod feedback;
 mod report;
+mod transport_cc;
 
 use super::be::{read_u16, write_u16};
 use super::{Ssrcs, WireError};
@@ -22,6 +24,10 @@ pub use feedback::{
 pub use report::{
     MAX_REPORT_BLOCKS, ReceiverReport, ReportBlock, ReportBlocks, SenderInfo, SenderReport, write_receiver_report,
     write_sender_report,
+};
+pub use transport_cc::{
+    DELTA_TICK_US, FeedbackPackets, REFERENCE_TICK_US, TransportFeedback, TransportFeedbackWritten,
+    write_transport_feedback,
 };
 
 /// RTCP packet types (RFC 3550 §12.1, RFC 4585 §6.1).
@@ -164,6 +170,8 @@ pub enum RtcpPacket<'a> {
     Bye(Bye<'a>),
     /// Generic NACK (PT 205, FMT 1).
     Nack(Nack<'a>),
+    /// Transport-wide congestion control feedback (PT 205, FMT 15).
+    TransportFeedback(TransportFeedback<'a>),
     /// Picture loss indication (PT 206, FMT 1).
     Pli(Pli),
     /// Full intra request (PT 206, FMT 4).
@@ -184,6 +192,9 @@ impl<'a> RtcpPacket<'a> {
             (SOURCE_DESCRIPTION, count) => Self::Sdes(Sdes::parse(count, body)?),
             (BYE, count) => Self::Bye(Bye::parse(count, body)?),
             (TRANSPORT_FEEDBACK, feedback::NACK_FORMAT) => Self::Nack(Nack::parse(body)?),
+            (TRANSPORT_FEEDBACK, transport_cc::TRANSPORT_CC_FORMAT) => {
+                Self::TransportFeedback(TransportFeedback::parse(body)?)
+            }
             (PAYLOAD_FEEDBACK, feedback::PLI_FORMAT) => Self::Pli(Pli::parse(body)?),
             (PAYLOAD_FEEDBACK, feedback::FIR_FORMAT) => Self::Fir(Fir::parse(body)?),
             (PAYLOAD_FEEDBACK, feedback::APPLICATION_LAYER_FORMAT) if Remb::is_remb(body) => {

@@ -87,10 +87,11 @@ fn sender_report_sdes_and_bye() {
 
 #[test]
 fn unparsed_types_are_kept_as_other() {
-    let transport_cc = [0x8f, 0xcd, 0x00, 0x04, 0, 0, 0, 1, 0, 0, 0, 2, 0, 1, 0, 1, 0xaa, 0xbb, 0xcc, 0xdd];
-    let RtcpPacket::Other(other) = only_packet(&transport_cc) else { panic!() };
-    assert_eq!((other.packet_type(), other.format()), (packet_type::TRANSPORT_FEEDBACK, 15));
-    assert_eq!(other.body(), &transport_cc[4..]);
+    // TMMBR (RFC 5104 §4.2.1), a transport-layer format this module does not parse.
+    let tmmbr = [0x83, 0xcd, 0x00, 0x04, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 2, 0x04, 0x00, 0x40, 0x28];
+    let RtcpPacket::Other(other) = only_packet(&tmmbr) else { panic!() };
+    assert_eq!((other.packet_type(), other.format()), (packet_type::TRANSPORT_FEEDBACK, 3));
+    assert_eq!(other.body(), &tmmbr[4..]);
 
     let app = [0x80, 0xcc, 0x00, 0x02, 0, 0, 0, 1, b'n', b'a', b'm', b'e'];
     let RtcpPacket::Other(other) = only_packet(&app) else { panic!() };
@@ -402,4 +403,215 @@ fn written_packets_chain_into_one_compound() {
     let packets = packets(&buf[..len]);
     assert_eq!(packets.len(), 3);
     assert!(matches!(packets[2], RtcpPacket::Pli(_)));
+}
+
+/// Transport-wide feedback built by hand from the draft's chunk examples (§3.1.3): a 1-bit
+/// status vector (example 2), a run of 221 packets not received (example 1), and a run of
+/// one packet with a large (negative) delta.
+const TRANSPORT_CC_BY_HAND: [u8; 36] = [
+    0x8f, 0xcd, 0x00, 0x08, // RTPFB, FMT=15, 9 words
+    0x00, 0x00, 0x00, 0x01, // sender SSRC
+    0x3a, 0xb4, 0xc0, 0xde, // media SSRC
+    0xff, 0xfa, 0x00, 0xec, // base sequence number 65530, 236 packets
+    0x00, 0x00, 0x10, 0x07, // reference time 16 (1.024 s), feedback packet count 7
+    0x9f, 0x1c, // 1-bit vector: lost, 5 received, 3 lost, 3 received, 2 lost
+    0x00, 0xdd, // run of 221 lost
+    0x40, 0x01, // run of 1 received with a large delta
+    0x04, 0x00, 0xff, 0x01, 0x02, // small deltas: 1 ms, 0, 63.75 ms, 0.25 ms, 0.5 ms
+    0x03, 0x04, 0x05, // small deltas: 0.75 ms, 1 ms, 1.25 ms
+    0xff, 0x38, // large delta: −200 ticks, −50 ms
+];
+
+fn transport_feedback(bytes: &[u8]) -> TransportFeedback<'_> {
+    let RtcpPacket::TransportFeedback(feedback) = only_packet(bytes) else { panic!("not transport feedback") };
+    feedback
+}
+
+fn feedback_packets(feedback: &TransportFeedback<'_>) -> Vec<(u16, Option<i64>)> {
+    feedback.packets().collect()
+}
+
+#[test]
+fn transport_feedback_by_hand() {
+    let feedback = transport_feedback(&TRANSPORT_CC_BY_HAND);
+    assert_eq!((feedback.sender_ssrc(), feedback.media_ssrc()), (1, 0x3ab4_c0de));
+    assert_eq!(feedback.base_sequence_number(), 65530);
+    assert_eq!(feedback.packet_status_count(), 236);
+    assert_eq!(feedback.reference_time(), 16);
+    assert_eq!(feedback.feedback_packet_count(), 7);
+    let packets = feedback_packets(&feedback);
+    assert_eq!(packets.len(), 236);
+    let received: Vec<(u16, i64)> = packets.iter().filter_map(|&(seq, arrival)| Some((seq, arrival?))).collect();
+    assert_eq!(
+        received,
+        [
+            (65531, 1000),
+            (65532, 1000),
+            (65533, 64_750),
+            (65534, 65_000),
+            (65535, 65_500),
+            (3, 66_250),
+            (4, 67_250),
+            (5, 68_500),
+            (229, 18_500)
+        ]
+    );
+    assert_eq!(packets[0], (65530, None));
+    assert_eq!(packets[234], (228, None));
+}
+
+#[test]
+fn transport_feedback_writes_back_the_hand_built_packet() {
+    let feedback = transport_feedback(&TRANSPORT_CC_BY_HAND);
+    let reference_us = i64::from(feedback.reference_time()) * REFERENCE_TICK_US;
+    let arrivals: Vec<Option<i64>> =
+        feedback.packets().map(|(_, arrival)| arrival.map(|us| reference_us + us)).collect();
+    let mut buf = [0; 64];
+    let written = write_transport_feedback(&mut buf, 1, 0x3ab4_c0de, 65530, 7, 16, &arrivals).unwrap();
+    assert_eq!(written, TransportFeedbackWritten { len: 36, covered: 236 });
+    assert_eq!(buf[..36], TRANSPORT_CC_BY_HAND);
+}
+
+/// Writes `arrivals` from base 100 with reference time `reference` and parses it back.
+fn round_trip(
+    buf: &mut [u8],
+    reference: i32,
+    arrivals: &[Option<i64>],
+) -> (TransportFeedbackWritten, Vec<Option<i64>>) {
+    let written = write_transport_feedback(buf, 1, 2, 100, 0, reference, arrivals).unwrap();
+    let feedback = transport_feedback(&buf[..written.len]);
+    let reference_us = i64::from(feedback.reference_time()) * REFERENCE_TICK_US;
+    let mut expected_seq = 100u16;
+    let parsed = feedback
+        .packets()
+        .map(|(seq, arrival)| {
+            assert_eq!(seq, expected_seq);
+            expected_seq = expected_seq.wrapping_add(1);
+            arrival.map(|us| reference_us + us)
+        })
+        .collect();
+    (written, parsed)
+}
+
+/// Arrival times as the writer quantises them: down to a delta tick.
+fn quantised(arrivals: &[Option<i64>]) -> Vec<Option<i64>> {
+    arrivals.iter().map(|a| a.map(|us| us.div_euclid(DELTA_TICK_US) * DELTA_TICK_US)).collect()
+}
+
+#[test]
+fn transport_feedback_round_trips_every_chunk_form() {
+    let base = 10 * REFERENCE_TICK_US;
+    let mut arrivals = Vec::new();
+    // A long run received at one instant (run-length chunk), a mix of small deltas and
+    // losses (1-bit vectors), large and negative deltas (2-bit vectors), a long loss run.
+    arrivals.extend((0..40).map(|_| Some(base + 1_000)));
+    arrivals.extend((0..30).map(|i| (i % 3 != 0).then_some(base + 2_000 + i * 1_300)));
+    arrivals.extend((0..9).map(|i| Some(base + 200_000 - i * 17_000)));
+    arrivals.extend((0..500).map(|_| None));
+    arrivals.push(Some(base + 300_123));
+    let mut buf = [0; 1500];
+    let (written, parsed) = round_trip(&mut buf, 10, &arrivals);
+    assert_eq!(written.covered, arrivals.len());
+    assert_eq!(parsed, quantised(&arrivals));
+    assert_eq!(written.len % 4, 0);
+}
+
+#[test]
+fn transport_feedback_pads_with_the_padding_bit() {
+    let mut buf = [0; 64];
+    let (written, parsed) = round_trip(&mut buf, 0, &[Some(1_000)]);
+    // 20 bytes of header and fixed FCI, one chunk, one delta: 23, padded to 24.
+    assert_eq!(written.len, 24);
+    assert_eq!(buf[0] & 0x20, 0x20);
+    assert_eq!(buf[23], 1);
+    assert_eq!(parsed, [Some(1_000)]);
+}
+
+#[test]
+fn transport_feedback_reference_time_is_signed_and_wraps() {
+    let mut buf = [0; 64];
+    let (_, parsed) = round_trip(&mut buf, -3, &[Some(-3 * REFERENCE_TICK_US + 500)]);
+    assert_eq!(parsed, [Some(-3 * REFERENCE_TICK_US + 500)]);
+    // 2^23 is past the signed 24-bit range: it goes on the wire modulo 2^24 and reads back
+    // as −2^23, with the deltas unchanged.
+    let written = write_transport_feedback(&mut buf, 1, 2, 0, 0, 1 << 23, &[Some((1 << 23) * REFERENCE_TICK_US)]);
+    let feedback = transport_feedback(&buf[..written.unwrap().len]);
+    assert_eq!(feedback.reference_time(), -(1 << 23));
+    assert_eq!(feedback_packets(&feedback), [(0, Some(0))]);
+}
+
+#[test]
+fn transport_feedback_splits_where_a_delta_does_not_fit() {
+    let mut buf = [0; 64];
+    // The third packet arrives 10 s after the second: more than 16 bits of 250 µs.
+    let arrivals = [Some(0), Some(1_000), Some(10_001_000), Some(10_002_000)];
+    let (written, parsed) = round_trip(&mut buf, 0, &arrivals);
+    assert_eq!(written.covered, 2);
+    assert_eq!(parsed, [Some(0), Some(1_000)]);
+    assert_eq!(
+        write_transport_feedback(&mut buf, 1, 2, 0, 0, 0, &[Some(9_000_000)]),
+        Err(WireError::Unrepresentable),
+        "the first delta counts from the reference time"
+    );
+    assert_eq!(write_transport_feedback(&mut buf, 1, 2, 0, 0, 0, &[]), Err(WireError::Unrepresentable));
+}
+
+#[test]
+fn transport_feedback_splits_where_the_buffer_ends() {
+    let arrivals: Vec<Option<i64>> = (0..1000).map(|i| Some(i * 3_000 + (i % 7) * 100_000)).collect();
+    let mut buf = [0; 120];
+    let mut done = 0;
+    let mut packets = 0;
+    while done < arrivals.len() {
+        // Each packet starts a new reference time at its first arrival, as a receiver would.
+        let reference = (arrivals[done].unwrap().div_euclid(REFERENCE_TICK_US)) as i32;
+        let (written, parsed) = round_trip(&mut buf, reference, &arrivals[done..]);
+        assert!(written.len <= buf.len());
+        assert_eq!(parsed, quantised(&arrivals[done..done + written.covered]));
+        done += written.covered;
+        packets += 1;
+    }
+    assert!(packets > 10, "{packets}");
+    assert_eq!(
+        write_transport_feedback(&mut buf[..23], 1, 2, 0, 0, 0, &[Some(0)]),
+        Err(WireError::BufferTooSmall),
+        "one packet needs 24 bytes"
+    );
+}
+
+#[test]
+fn transport_feedback_counts_must_agree_with_the_length() {
+    let mut bytes = TRANSPORT_CC_BY_HAND;
+    // One more packet in the status count than the chunks cover.
+    bytes[15] = 0xed;
+    assert_eq!(check_err(&bytes), WireError::BadLength);
+    // A status count of zero.
+    let mut bytes = TRANSPORT_CC_BY_HAND;
+    bytes[14..16].fill(0);
+    assert_eq!(check_err(&bytes), WireError::BadLength);
+    // One packet fewer: the last chunk and delta are left over.
+    let mut bytes = TRANSPORT_CC_BY_HAND;
+    bytes[15] = 0xeb;
+    assert_eq!(check_err(&bytes), WireError::BadLength);
+    // A reserved status symbol in a run.
+    let mut bytes = TRANSPORT_CC_BY_HAND;
+    bytes[22] = 0x60;
+    assert_eq!(check_err(&bytes), WireError::ReservedValue);
+    // Truncated deltas: the last word cut off.
+    let mut bytes = TRANSPORT_CC_BY_HAND.to_vec();
+    bytes.truncate(32);
+    bytes[3] = 7;
+    assert_eq!(check_err(&bytes), WireError::BadLength);
+    // No FCI at all.
+    assert_eq!(check_err(&[0x8f, 0xcd, 0x00, 0x02, 0, 0, 0, 1, 0, 0, 0, 2]), WireError::BadLength);
+}
+
+#[test]
+fn transport_feedback_padded_without_the_padding_bit_is_accepted() {
+    let mut buf = [0; 64];
+    write_transport_feedback(&mut buf, 1, 2, 0, 0, 0, &[Some(1_000)]).unwrap();
+    // The same packet with its padding bit cleared: the last byte (the pad count) is then
+    // just alignment after the deltas.
+    buf[0] &= !0x20;
+    assert_eq!(feedback_packets(&transport_feedback(&buf[..24])), [(0, Some(1_000))]);
 }

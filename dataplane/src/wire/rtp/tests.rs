@@ -335,3 +335,16 @@ fn extension_map_refuses_ids_outside_one_byte_range() {
     assert_eq!(map.map(1, 15), Err(WireError::Unrepresentable));
     assert!(map.map(14, 14).is_ok());
 }
+
+#[test]
+fn transport_sequence_number_reads_and_rewrites_in_place() {
+    let mut packet = chromium_vp8();
+    assert_eq!(packet.transport_sequence_number(3), Some(300));
+    assert!(packet.set_transport_sequence_number(3, 0xbeef));
+    assert_eq!(packet.transport_sequence_number(3), Some(0xbeef));
+    assert_eq!(packet.extension(3), Some(&[0xbe, 0xef][..]));
+    // Element 2 is abs-send-time, 3 bytes: not a transport-wide sequence number.
+    assert_eq!(packet.transport_sequence_number(2), None);
+    assert!(!packet.set_transport_sequence_number(2, 1));
+    assert!(!packet.set_transport_sequence_number(9, 1), "absent");
+}
