@@ -120,7 +120,9 @@ fn talking_over_each_other_does_not_oscillate() {
     let mut room = Room::new();
     room.run(2000, &[(1, TALK), (2, SILENCE)]);
     room.run_varying(5000, wandering);
-    room.run(5000, &[(1, TALK), (2, COUGH)]);
+    // A quiet speaker holds even against a voice twice its score.
+    let quiet = AudioLevel { voice: false, level_dbov: 45 };
+    room.run(5000, &[(1, quiet), (2, COUGH)]);
     assert_eq!(room.speakers(), [1]);
     room.run(2000, &[(1, SILENCE), (2, TALK)]);
     assert_eq!(room.speakers(), [1, 2]);
