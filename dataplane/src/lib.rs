@@ -2,8 +2,9 @@
 //! transports and routers, and the sans-IO protocol cores they drive.
 //!
 //! Layering (callers keep to it):
-//! - `wire`, `ice`, `srtp`, `bwe` are sans-IO: they own no socket, thread or clock; time is an
-//!   argument and bad input is an error value, never a panic.
+//! - `wire`, `ice`, `srtp`, `bwe` and `speaker` (dominant speaker detection) are sans-IO: they
+//!   own no socket, thread or clock; time is an argument and bad input is an error value,
+//!   never a panic.
 //! - `worker` runs the loops; `sys` is the one module allowed `unsafe` (kernel calls). `io`
 //!   drives `sys`; what both move (send queues, poll outcomes) lives in `batch`, which
 //!   depends on neither.
@@ -27,6 +28,7 @@ pub mod io;
 pub mod peer;
 pub mod relay;
 pub mod router;
+pub mod speaker;
 pub mod srtp;
 pub mod stats;
 #[allow(unsafe_code)]

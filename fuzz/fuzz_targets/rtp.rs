@@ -1,8 +1,10 @@
 //! An accepted RTP packet has every accessor and iterator called, stays inside its buffer,
-//! and stays valid through every setter.
+//! and stays valid through every setter; every extension element's value goes through the
+//! RFC 6464 audio level parser, which takes exactly the one-byte values.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
+use uprtcd_dataplane::wire::audio_level::AudioLevel;
 use uprtcd_dataplane::wire::rtp::{ONE_BYTE_EXTENSION_PROFILE, RtpHeader, RtpPacket};
 
 /// Offset of `part` inside `whole`, asserting that it lies within it.
@@ -28,6 +30,10 @@ fuzz_target!(|data: &[u8]| {
         assert!(at >= elements_start && at + value.len() <= header_len, "extension outside the header");
         assert!(packet.extension(id).is_some());
         assert!(packet.extension_profile().is_some());
+        match AudioLevel::parse(value) {
+            Ok(level) => assert!(value.len() == 1 && level.level_dbov < 128 && level.voice == (value[0] >= 0x80)),
+            Err(_) => assert_ne!(value.len(), 1),
+        }
     }
 
     let mut copy = data.to_vec();

@@ -1,8 +1,9 @@
 //! Wire formats of the forwarding path: the first-byte demux of a received datagram
 //! (RFC 7983), and checked, zero-allocation views over RTP (RFC 3550, RFC 8285), RTCP
 //! (RFC 3550, RFC 4585, RFC 5104, REMB, transport-wide congestion control feedback) and the
-//! STUN header (RFC 5389), with writers for the packets the SFU itself originates; and the
-//! RFC 4571 framing that carries those packets over ICE-TCP streams.
+//! STUN header (RFC 5389), with writers for the packets the SFU itself originates; the values
+//! of the RTP header extensions the SFU reads (RFC 6464 audio level); and the RFC 4571
+//! framing that carries those packets over ICE-TCP streams.
 //!
 //! What it owns: byte layouts only. No clock, no socket; nothing here allocates, except the
 //! stream framing's two buffers, once, when a connection's reader and writer are made.
@@ -26,6 +27,7 @@
 //!   before it an RTCP body is ciphertext and an RTP header extension may be encrypted.
 #![forbid(unsafe_code)]
 
+pub mod audio_level;
 mod be;
 mod demux;
 pub mod framing;
