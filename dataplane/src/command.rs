@@ -106,6 +106,12 @@ pub enum Command {
         consumer: ConsumerId,
         layer: usize,
     },
+    /// Send the publisher on `transport` transport-wide congestion control feedback about
+    /// its packets carrying a transport-wide sequence number under `extension_id`.
+    EnableTransportFeedback {
+        transport: TransportId,
+        extension_id: u8,
+    },
     /// Cap what the client on `transport` publishes (REMB each report interval).
     LimitBitrate {
         transport: TransportId,

@@ -619,6 +619,9 @@ fn apply(engine: &mut Engine, now: Instant, address: Option<SocketAddr>, command
         Command::AddLayerProducer { transport, rid_extension, rid, kind, clock_rate } => engine
             .add_layer_producer(transport, (rid_extension, rid), kind, clock_rate)
             .map_or_else(refused, Reply::ProducerAdded),
+        Command::EnableTransportFeedback { transport, extension_id } => {
+            engine.enable_transport_feedback(transport, extension_id).map_or_else(refused, |()| Reply::Done)
+        }
         Command::SetLayers { consumer, ref layers, format } => {
             engine.set_layers(now, consumer, layers, format).map_or_else(refused, |()| Reply::Done)
         }

@@ -732,3 +732,38 @@ fn simulcast_layers_named_by_rid_reach_a_subscriber_as_one_continuous_stream() {
     assert_eq!(received_pictures(&net, 1).last(), Some(&(104, 7004)), "numbering and picture ids go on");
     assert_eq!(net.clients[1].errors, 0);
 }
+
+#[test]
+fn publishers_get_transport_feedback_about_every_numbered_packet() {
+    const TRANSPORT_CC: u8 = 3;
+    let (mut net, _) = publishing_net(1, MediaKind::Video);
+    net.engine.enable_transport_feedback(net.clients[0].transport, TRANSPORT_CC).unwrap();
+    // Numbered 65530 onwards, across the wrap, one lost on the way (65534); a packet of a
+    // stream the SFU does not forward (a probe on the RTX SSRC) counts as well.
+    for (seq, number) in (0..10u16).map(|i| (1000 + i, 65530u16.wrapping_add(i))) {
+        if number == 65534 {
+            continue;
+        }
+        let ssrc = if number == 2 { 0x9999 } else { PUBLISHER_SSRC };
+        let mut buf = vec![0u8; SLOT_SIZE];
+        let value = number.to_be_bytes();
+        let elements: [(u8, &[u8]); 1] = [(TRANSPORT_CC, &value)];
+        let header =
+            RtpHeader::new(96, seq, u32::from(seq) * 3000, ssrc).extensions(&elements).write(&mut buf).unwrap();
+        buf[header..header + 4].copy_from_slice(b"vp8!");
+        let len = net.clients[0].peer.protect_rtp(&mut buf, header + 4).unwrap();
+        buf.truncate(len);
+        net.send_raw(net.clients[0].addr, buf);
+        net.advance(Duration::from_millis(5));
+    }
+    net.advance(Duration::from_millis(100));
+    let reported: Vec<(u16, bool)> = rtcp_of(&net, 0, |p| match p {
+        RtcpPacket::TransportFeedback(feedback) => {
+            Some(feedback.packets().map(|(seq, at)| (seq, at.is_some())).collect::<Vec<_>>())
+        }
+        _ => None,
+    })
+    .concat();
+    let expected: Vec<(u16, bool)> = (0..10u16).map(|i| 65530u16.wrapping_add(i)).map(|n| (n, n != 65534)).collect();
+    assert_eq!(reported, expected, "each number once, the lost one as lost");
+}

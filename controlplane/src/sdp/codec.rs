@@ -21,7 +21,8 @@ pub struct CodecPolicy {
     /// WebRTC endpoint must implement it (RFC 7742), so it is the one a room can always share.
     pub video: Vec<VideoCodec>,
     /// Negotiate transport-wide congestion control (its extmap and `transport-cc` feedback):
-    /// only when the dataplane generates its feedback.
+    /// publishers get feedback from the SFU about their packets, and subscribers' packets
+    /// carry the SFU's own transport-wide numbering for their feedback.
     pub transport_cc: bool,
     /// Accept a publisher's rid-based simulcast (RFC 8853). Without it the browser sends a
     /// single encoding. Only an answer that receives is concerned.
@@ -34,7 +35,7 @@ impl Default for CodecPolicy {
         // offer no VP8 (OBS and other WHIP encoders offer H.264 only).
         CodecPolicy {
             video: vec![VideoCodec::Vp8, VideoCodec::H264, VideoCodec::Vp9],
-            transport_cc: false,
+            transport_cc: true,
             simulcast: true,
         }
     }

@@ -269,11 +269,17 @@ fn chrome_publish_answer_takes_opus_and_vp8_and_rejects_the_data_channel() {
     );
     assert!(lines(audio).contains(&"fmtp:111 minptime=10;useinbandfec=1".to_owned()));
     assert!(audio.get_bandwidth().is_empty(), "caps are for video");
-    assert!(!lines(audio).iter().any(|l| l.starts_with("rtcp-fb")), "transport-cc is off by default");
+    let audio_feedback: Vec<String> = lines(audio).into_iter().filter(|l| l.starts_with("rtcp-fb")).collect();
+    assert_eq!(audio_feedback, ["rtcp-fb:111 transport-cc"], "the publisher's estimate works through the SFU");
     let audio_extmaps: Vec<String> = lines(audio).into_iter().filter(|l| l.starts_with("extmap")).collect();
     assert_eq!(
         audio_extmaps,
-        [format!("extmap:1 {AUDIO_LEVEL_URI}"), format!("extmap:2 {ABS_SEND_TIME_URI}"), format!("extmap:4 {MID_URI}")]
+        [
+            format!("extmap:1 {AUDIO_LEVEL_URI}"),
+            format!("extmap:2 {ABS_SEND_TIME_URI}"),
+            format!("extmap:3 {TRANSPORT_CC_URI}"),
+            format!("extmap:4 {MID_URI}")
+        ]
     );
 
     let video = section(&session, "1");
@@ -288,6 +294,7 @@ fn chrome_publish_answer_takes_opus_and_vp8_and_rejects_the_data_channel() {
         [
             "rtpmap:96 VP8/90000",
             "rtcp-fb:96 goog-remb",
+            "rtcp-fb:96 transport-cc",
             "rtcp-fb:96 ccm fir",
             "rtcp-fb:96 nack",
             "rtcp-fb:96 nack pli",
@@ -307,7 +314,7 @@ fn chrome_publish_answer_takes_opus_and_vp8_and_rejects_the_data_channel() {
             _ => None,
         })
         .collect();
-    assert_eq!(video_extmaps, [2, 13, 4, 10, 11], "video orientation (13) kept, so phones tag rotation");
+    assert_eq!(video_extmaps, [2, 13, 3, 4, 10, 11], "video orientation (13) kept, so phones tag rotation");
 
     let negotiated = answer.negotiated.section(&Mid::from("1")).expect("video negotiated");
     assert_eq!(negotiated.kind, SectionKind::Video);
@@ -316,7 +323,7 @@ fn chrome_publish_answer_takes_opus_and_vp8_and_rejects_the_data_channel() {
         (negotiated.codec.payload_type, negotiated.codec.rtx_payload_type),
         (PayloadType(96), Some(PayloadType(97)))
     );
-    assert_eq!(negotiated.codec.rtcp_fb, ["goog-remb", "ccm fir", "nack", "nack pli"]);
+    assert_eq!(negotiated.codec.rtcp_fb, ["goog-remb", "transport-cc", "ccm fir", "nack", "nack pli"]);
     assert_eq!(negotiated.streams, [RemoteStream { ssrc: Ssrc(2882400001), rtx_ssrc: Some(Ssrc(2882400002)) }]);
     assert_eq!(negotiated.cname.as_deref(), Some("Qm3xJ0dk8vT2ZpLw"));
     assert_eq!(
@@ -329,6 +336,7 @@ fn chrome_publish_answer_takes_opus_and_vp8_and_rejects_the_data_channel() {
             mid: Some(4),
             abs_send_time: Some(2),
             rtp_stream_id: Some(10),
+            transport_cc: Some(3),
             repaired_rtp_stream_id: Some(11),
             video_orientation: Some(13),
             ..HeaderExtensions::default()
@@ -394,7 +402,7 @@ fn firefox_answer_receives_on_sendrecv_sections() {
     assert_eq!((video.codec.payload_type, video.codec.rtx_payload_type), (PayloadType(120), Some(PayloadType(124))));
     assert_eq!(video.streams, [RemoteStream { ssrc: Ssrc(2386398282), rtx_ssrc: Some(Ssrc(1025392301)) }]);
     assert_eq!(video.extensions.mid, Some(3));
-    assert_eq!(video.extensions.transport_cc, None);
+    assert_eq!(video.extensions.transport_cc, Some(7));
 }
 
 #[test]
@@ -669,7 +677,8 @@ fn a_subscriber_offer_sends_each_track_with_its_ssrcs_and_msid() {
     ] {
         assert!(video_lines.contains(&line.to_owned()), "{line} missing from {video_lines:?}");
     }
-    assert!(!video_lines.iter().any(|l| l.contains("transport-cc") || l.contains("sli")));
+    assert!(video_lines.contains(&format!("extmap:4 {TRANSPORT_CC_URI}")), "the SFU numbers its packets for feedback");
+    assert!(!video_lines.iter().any(|l| l.contains("sli")));
     assert_eq!(video.get_attributes_of_type(SdpAttributeType::Candidate).len(), 0, "candidates go on the first");
     let audio = section(&session, "a0");
     assert_eq!(audio.get_attributes_of_type(SdpAttributeType::Candidate).len(), 3);
@@ -678,7 +687,7 @@ fn a_subscriber_offer_sends_each_track_with_its_ssrcs_and_msid() {
     assert!(audio_lines.contains(&format!("extmap:3 {AUDIO_LEVEL_URI}")));
     assert!(!audio_lines.iter().any(|l| l.starts_with("ssrc-group")), "no RTX for audio");
     let ids = subscriber_extensions(SectionKind::Video, &CodecPolicy::default());
-    assert_eq!((ids.mid, ids.abs_send_time, ids.audio_level, ids.transport_cc), (Some(1), Some(2), None, None));
+    assert_eq!((ids.mid, ids.abs_send_time, ids.audio_level, ids.transport_cc), (Some(1), Some(2), None, Some(4)));
 }
 
 #[test]

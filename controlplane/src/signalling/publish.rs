@@ -96,6 +96,10 @@ impl Session<'_> {
                 published.push(track(producer, Vec::new()));
             }
         }
+        // One transport for every section (BUNDLE): its first transport-wide numbering is it.
+        if let Some(extension_id) = answer.negotiated.sections.iter().find_map(|s| s.extensions.transport_cc) {
+            self.state.request_worker(worker, Command::EnableTransportFeedback { transport, extension_id }).await?;
+        }
         if let Ok(max_bps) = u32::try_from(max_bitrate)
             && max_bps > 0
         {

@@ -471,15 +471,15 @@ pub(super) fn outgoing_track(track: &PublishedTrack, mid: &Mid) -> sdp::Outgoing
 
 /// How the publisher's header extensions reach this subscriber: those both sides
 /// negotiated under the subscriber's ids, the rest blanked. The mid travels in the
-/// subscriber's own numbering of sections, which the publisher's value is not, and rids
-/// name the publisher's layers, so both are always blanked.
+/// subscriber's own numbering of sections, which the publisher's value is not, rids name the
+/// publisher's layers, and the transport-wide sequence number counts the publisher's
+/// transport, not the subscriber's, so these are always blanked.
 fn extension_map(publisher: &sdp::HeaderExtensions, answer: &sdp::RemoteMedia) -> ExtensionIdMap {
     let mut map = ExtensionIdMap::blank_all();
     let subscriber_id = |uri: &str| answer.extmaps.iter().find(|e| e.uri == uri).and_then(|e| u8::try_from(e.id).ok());
     for (from, uri) in [
         (publisher.abs_send_time, sdp::ABS_SEND_TIME_URI),
         (publisher.audio_level, sdp::AUDIO_LEVEL_URI),
-        (publisher.transport_cc, sdp::TRANSPORT_CC_URI),
         (publisher.video_orientation, sdp::VIDEO_ORIENTATION_URI),
     ] {
         if let (Some(from), Some(to)) = (from, subscriber_id(uri)) {

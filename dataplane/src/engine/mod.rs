@@ -58,6 +58,7 @@ use slab::Slab;
 
 pub use self::link_keys::{LINK_SRTP_PROFILE, LinkKeys};
 use self::transport::{Link, Transport};
+use crate::bwe::FeedbackGenerator;
 use crate::dtls::{CertificateFingerprint, DtlsError, DtlsIdentity, DtlsOutput, MIN_OUTPUT_BUFFER_LEN};
 use crate::ice::{IceCredentials, IceError, StunOutcome, local_ufrag_of};
 use crate::io::SLOT_SIZE;
@@ -447,6 +448,17 @@ impl Engine {
         Ok(producer)
     }
 
+    /// Reports to the publisher on `transport` when each of its packets arrived (transport-wide
+    /// congestion control feedback), for the packets carrying a transport-wide sequence
+    /// number under header extension `extension_id`: its browser's own estimate of its uplink
+    /// then works through the SFU.
+    pub fn enable_transport_feedback(&mut self, transport: TransportId, extension_id: u8) -> Result<(), EngineError> {
+        let transport = lookup(&mut self.transports, transport).ok_or(EngineError::UnknownTransport)?;
+        // Receivers name no media stream in transport feedback: it is about the transport.
+        transport.feedback = Some(Box::new((extension_id, FeedbackGenerator::new(ENGINE_SSRC, 0))));
+        Ok(())
+    }
+
     /// Registers a simulcast layer `transport` publishes under `rid` (see
     /// [`Router::add_layer_producer`]); its SSRC is learnt from its first packet.
     pub fn add_layer_producer(
@@ -588,6 +600,13 @@ impl Engine {
             if let Some(reason) = transport.timed_out(now) {
                 ended.push((id, reason));
                 continue;
+            }
+            if let Some(mut feedback) = transport.feedback.take_if(|f| f.1.poll_timeout().is_some_and(|due| due <= now))
+            {
+                feedback.1.poll(now, |report| {
+                    send_rtcp(transport, out, &mut self.counters, |slot| copy_into(slot, report));
+                });
+                transport.feedback = Some(feedback);
             }
             let Link::Webrtc { dtls, .. } = &mut transport.link else { continue };
             if dtls.poll_timeout().is_some_and(|due| due <= now) {
@@ -746,6 +765,14 @@ impl Engine {
             self.counters.drop(DropReason::Malformed);
             return;
         };
+        // Every packet that arrived counts for the publisher's estimate, whatever it carries
+        // (its probes come as padding on streams the SFU does not forward).
+        if let Some(publisher) = lookup(&mut self.transports, id)
+            && let Some(feedback) = publisher.feedback.as_deref_mut()
+            && let Some(seq) = packet.transport_sequence_number(feedback.0)
+        {
+            feedback.1.record(now, seq);
+        }
         let producer = match self.router.producer_for(id, packet.ssrc()) {
             Some(producer) => producer,
             None => match self.router.bind_layer(id, &packet) {
@@ -989,6 +1016,12 @@ fn send_rtcp(
     if let Some(protected) = client.protect_rtcp(slot, len) {
         commit_protected(out, destination, protected, counters);
     }
+}
+
+/// Copies a packet written elsewhere into `slot`.
+fn copy_into(slot: &mut [u8], packet: &[u8]) -> Result<usize, WireError> {
+    slot.get_mut(..packet.len()).ok_or(WireError::BufferTooSmall)?.copy_from_slice(packet);
+    Ok(packet.len())
 }
 
 /// Queues what DTLS has to send and takes its keys; the close reason when it ended.

@@ -8,6 +8,7 @@ use std::net::SocketAddr;
 use std::time::Instant;
 
 use super::{CloseReason, MAX_TRANSPORT_ADDRESSES};
+use crate::bwe::FeedbackGenerator;
 use crate::dtls::{CertificateFingerprint, DtlsIdentity, DtlsTransport};
 use crate::ice::{IceCredentials, IceLiteAgent};
 use crate::router::TransportId;
@@ -27,6 +28,10 @@ pub(super) struct Transport {
     pub(super) bitrate_cap: Option<u32>,
     /// The SSRCs of the video it publishes, which its REMB names.
     pub(super) video_ssrcs: Vec<u32>,
+    /// For a publisher that negotiated transport-wide congestion control: the extension id
+    /// its packets carry their transport-wide sequence number under, and the arrivals to
+    /// report back (boxed: most transports have none, and it holds a window of arrivals).
+    pub(super) feedback: Option<Box<(u8, FeedbackGenerator)>>,
 }
 
 /// A REMB names at most this many SSRCs; a publisher has a few video streams, each with up
@@ -88,6 +93,7 @@ impl Transport {
             addresses: Vec::new(),
             bitrate_cap: None,
             video_ssrcs: Vec::new(),
+            feedback: None,
         }
     }
 
@@ -106,6 +112,7 @@ impl Transport {
             addresses: std::iter::once(remote).chain(rtcp_remote).collect(),
             bitrate_cap: None,
             video_ssrcs: Vec::new(),
+            feedback: None,
         }
     }
 
@@ -165,7 +172,8 @@ impl Transport {
     pub(super) fn poll_timeout(&self) -> Option<Instant> {
         let Link::Webrtc { ice, dtls, .. } = &self.link else { return None };
         let mut due = ice.poll_timeout();
-        for deadline in [dtls.poll_timeout(), self.connect_deadline].into_iter().flatten() {
+        let feedback = self.feedback.as_ref().and_then(|f| f.1.poll_timeout());
+        for deadline in [dtls.poll_timeout(), self.connect_deadline, feedback].into_iter().flatten() {
             due = due.min(deadline);
         }
         Some(due)
