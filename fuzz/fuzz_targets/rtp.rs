@@ -1,11 +1,13 @@
 //! An accepted RTP packet has every accessor and iterator called, stays inside its buffer,
-//! and stays valid through every setter; every extension element's value goes through the
-//! RFC 6464 audio level parser, which takes exactly the one-byte values.
+//! stays valid through every setter, and copies into a packet that parses with the same
+//! payload; every extension element's value goes through the RFC 6464 audio level parser,
+//! which takes exactly the one-byte values.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
+use uprtcd_dataplane::wire::WireError;
 use uprtcd_dataplane::wire::audio_level::AudioLevel;
-use uprtcd_dataplane::wire::rtp::{ONE_BYTE_EXTENSION_PROFILE, RtpHeader, RtpPacket};
+use uprtcd_dataplane::wire::rtp::{ExtensionIdMap, ONE_BYTE_EXTENSION_PROFILE, RtpHeader, RtpPacket};
 
 /// Offset of `part` inside `whole`, asserting that it lies within it.
 fn offset_within(whole: &[u8], part: &[u8]) -> usize {
@@ -83,5 +85,26 @@ fuzz_target!(|data: &[u8]| {
     assert!(reread.csrcs().eq(csrcs));
     if packet.extension_profile() == Some(ONE_BYTE_EXTENSION_PROFILE) {
         assert!(reread.extensions().eq(extensions));
+    }
+
+    // A consumer's copy: the same ids (two-byte ids above 14 dropped), a transport-wide
+    // sequence number added under id 5 in place of the packet's own.
+    let added: (u8, &[u8]) = (5, &[0xbe, 0xef]);
+    let mut sent = vec![0; data.len() + 8];
+    match packet.copy_renumbered(&mut sent, &ExtensionIdMap::identity(), Some(added)) {
+        Ok(len) => {
+            let copy = RtpPacket::new_checked(&sent[..len]).expect("a copy parses");
+            assert_eq!(copy.payload(), packet.payload());
+            assert_eq!(copy.padding_len(), packet.padding_len());
+            assert_eq!(copy.sequence_number(), packet.sequence_number());
+            assert!(copy.csrcs().eq(packet.csrcs()));
+            let expected = packet.extensions().filter(|&(id, _)| (1..=14).contains(&id) && id != added.0);
+            assert!(copy.extensions().eq(expected.chain([added])));
+        }
+        // Only a block already near its 65535-word limit has no room for one more element.
+        Err(error) => {
+            assert_eq!(error, WireError::Unrepresentable);
+            assert!(header_len > 4 * 65_530, "refused a {header_len}-byte header");
+        }
     }
 });

@@ -9,7 +9,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
 use super::rtcp::{RtcpCompound, RtcpPacket};
-use super::rtp::RtpPacket;
+use super::rtp::{ExtensionIdMap, RtpPacket};
 use super::stun::StunHeader;
 use super::test_vectors::{
     CHROMIUM_RR_REMB, CHROMIUM_VP8, NACK_WITH_BLP, RFC5769_IPV4_RESPONSE, RFC5769_REQUEST, SR_SDES_BYE,
@@ -68,6 +68,15 @@ fn exercise_rtp(bytes: &[u8]) -> bool {
     assert_eq!(rewritten.marker(), !packet.marker());
     assert_eq!(rewritten.payload_type(), 127 - packet.payload_type());
     assert_eq!(rewritten.extensions().count(), packet.extensions().count());
+
+    // A consumer's copy, with a transport-wide sequence number added, grows by 8 bytes at
+    // most, parses, and carries the same payload.
+    let mut sent = vec![0; bytes.len() + 8];
+    let len = packet.copy_renumbered(&mut sent, &ExtensionIdMap::identity(), Some((5, &[0xbe, 0xef]))).unwrap();
+    let copy = RtpPacket::new_checked(&sent[..len]).expect("a copy parses");
+    assert_eq!(copy.payload(), packet.payload());
+    assert_eq!(copy.padding_len(), packet.padding_len());
+    assert_eq!(copy.transport_sequence_number(5), Some(0xbeef));
     true
 }
 

@@ -1,6 +1,8 @@
 //! RTP packets (RFC 3550 §5.1) and their header extensions (RFC 8285): a checked view over
-//! a received packet, in-place rewriting of the fields an SFU changes per consumer, and
-//! [`RtpHeader`], a header writer for test clients and the load generator.
+//! a received packet, in-place rewriting of the fields an SFU changes per consumer, a copy
+//! into a consumer's send slot that renumbers the elements and may add one
+//! ([`RtpPacket::copy_renumbered`]), and [`RtpHeader`], a header writer for test clients and
+//! the load generator.
 //!
 //! RTP has no length field: once the header fits, every longer prefix of a packet is itself
 //! a valid packet with a shorter payload. Truncation is detectable only inside the header
@@ -41,6 +43,8 @@ const ONE_BYTE_STOP_ID: u8 = 15;
 const ONE_BYTE_MAX_VALUE_LEN: usize = 16;
 /// One-byte element ids usable by a session: 1..=14.
 const ONE_BYTE_IDS: Range<u8> = 1..ONE_BYTE_STOP_ID;
+/// Two-byte element values are 0..=255 bytes: the length byte holds the length.
+const TWO_BYTE_MAX_VALUE_LEN: usize = u8::MAX as usize;
 
 /// The two element encodings of RFC 8285.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -57,6 +61,20 @@ impl ExtensionForm {
             Some(Self::TwoByte)
         } else {
             None
+        }
+    }
+
+    /// Whether an element fits the one-byte form; every element fits the two-byte form
+    /// except id 0 (padding) and values over 255 bytes.
+    fn fits_one_byte(id: u8, value_len: usize) -> bool {
+        ONE_BYTE_IDS.contains(&id) && (1..=ONE_BYTE_MAX_VALUE_LEN).contains(&value_len)
+    }
+
+    /// Bytes before an element's value: the id and length nibbles, or an id and a length byte.
+    fn element_header_len(self) -> usize {
+        match self {
+            Self::OneByte => 1,
+            Self::TwoByte => 2,
         }
     }
 }
@@ -125,7 +143,8 @@ impl Iterator for ElementWalk<'_> {
 /// How one consumer renumbers a publisher's header extensions (RFC 8285): the ids of the
 /// two sides were negotiated separately, so each element the subscriber agreed to gets its
 /// id there, and every other element is blanked into padding bytes, which keeps the packet's
-/// length (no payload moves) while the subscriber skips it.
+/// length (no payload moves) while the subscriber skips it. A copy
+/// ([`RtpPacket::copy_renumbered`]) drops those elements instead.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ExtensionIdMap {
     /// Indexed by the publisher's id (1..=14); 0 blanks the element.
@@ -295,6 +314,102 @@ impl<T: AsRef<[u8]>> RtpPacket<T> {
     pub fn transport_sequence_number(&self, id: u8) -> Option<u16> {
         let value: [u8; TRANSPORT_SEQUENCE_NUMBER_LEN] = self.extension(id)?.try_into().ok()?;
         Some(u16::from_be_bytes(value))
+    }
+
+    /// Writes into `dst` this packet as one consumer receives it, and returns its length:
+    /// the fixed header and CSRCs as they are; an extension block holding, in packet order,
+    /// each RFC 8285 element that `map` keeps, under its new id, then `added` as `(id, value)`;
+    /// the payload and the RTP padding (P bit, padding bytes) as they are.
+    ///
+    /// Unlike [`remap_extensions`](Self::remap_extensions) nothing is blanked: elements `map`
+    /// does not keep, two-byte ids above 14 and the padding between elements are dropped, and
+    /// so is a kept element that maps to `added`'s id, so that the id appears once. A block of
+    /// a profile other than RFC 8285's has no elements and is dropped too. The block is in the
+    /// one-byte form when every id is 1..=14 and every value 1..=16 bytes, else in the two-byte
+    /// form (keeping the source's application bits if it had that form); it is zero-padded to
+    /// 32 bits, and left out, the X bit cleared, when it would hold nothing.
+    ///
+    /// Size: without `added` the copy is never longer than the packet. With an `added` value
+    /// of `n` bytes that fits the one-byte form (id 1..=14, `n` 1..=16), it is at most
+    /// `4 + (1 + n).next_multiple_of(4)` bytes longer: 8 for a transport-wide sequence number.
+    /// An `added` that needs the two-byte form (id above 14, `n` 0 or above 16) moves a
+    /// one-byte source's kept elements into that form too, one byte more each.
+    ///
+    /// Errors: [`WireError::Unrepresentable`] for an `added` id of 0 or a value over 255 bytes
+    /// (or a block past 65535 words); [`WireError::BufferTooSmall`] when `dst` cannot hold
+    /// the copy, with nothing meaningful written.
+    pub fn copy_renumbered(
+        &self,
+        dst: &mut [u8],
+        map: &ExtensionIdMap,
+        added: Option<(u8, &[u8])>,
+    ) -> Result<usize, WireError> {
+        if added.is_some_and(|(id, value)| id == PADDING_ID || value.len() > TWO_BYTE_MAX_VALUE_LEN) {
+            return Err(WireError::Unrepresentable);
+        }
+        // First pass: the form and the block's length, so that nothing is written unless the
+        // whole copy fits. The second pass walks the same elements to write them.
+        let (mut count, mut values_len, mut one_byte) = (0, 0, true);
+        for (id, value) in self.copied_elements(map, added) {
+            count += 1;
+            values_len += value.len();
+            one_byte &= ExtensionForm::fits_one_byte(id, value.len());
+        }
+        let form = if one_byte { ExtensionForm::OneByte } else { ExtensionForm::TwoByte };
+        let elements_len = count * form.element_header_len() + values_len;
+        let words = elements_len.div_ceil(4);
+        let words_field = u16::try_from(words).map_err(|_| WireError::Unrepresentable)?;
+        let block_len = if count == 0 { 0 } else { EXTENSION_HEADER_LEN + 4 * words };
+
+        let src = self.as_bytes();
+        let fixed_len = FIXED_HEADER_LEN + 4 * self.csrcs().len();
+        let tail = &src[self.header_len..];
+        let len = fixed_len + block_len + tail.len();
+        let out = dst.get_mut(..len).ok_or(WireError::BufferTooSmall)?;
+        out[..fixed_len].copy_from_slice(&src[..fixed_len]);
+        out[fixed_len + block_len..].copy_from_slice(tail);
+        if block_len == 0 {
+            out[0] &= !EXTENSION_BIT;
+            return Ok(len);
+        }
+        out[0] |= EXTENSION_BIT;
+        let profile = match (form, self.extension_profile()) {
+            (ExtensionForm::OneByte, _) => ONE_BYTE_EXTENSION_PROFILE,
+            (ExtensionForm::TwoByte, Some(profile)) if ExtensionForm::of(profile) == Some(form) => profile,
+            (ExtensionForm::TwoByte, _) => TWO_BYTE_EXTENSION_PROFILE,
+        };
+        write_u16(out, fixed_len, profile);
+        write_u16(out, fixed_len + 2, words_field);
+        let mut at = fixed_len + EXTENSION_HEADER_LEN;
+        for (id, value) in self.copied_elements(map, added) {
+            // The first pass bounded every value to the form: 1..=16 bytes in the one-byte
+            // form (length − 1 fits the nibble), at most 255 in the two-byte form.
+            match form {
+                ExtensionForm::OneByte => out[at] = id << 4 | (value.len() - 1) as u8,
+                ExtensionForm::TwoByte => {
+                    out[at] = id;
+                    out[at + 1] = value.len() as u8;
+                }
+            }
+            at += form.element_header_len();
+            out[at..at + value.len()].copy_from_slice(value);
+            at += value.len();
+        }
+        out[at..fixed_len + block_len].fill(PADDING_ID);
+        Ok(len)
+    }
+
+    /// The elements a renumbered copy carries, in order: the kept ones under their new ids,
+    /// then `added`, which displaces a kept element of its id.
+    fn copied_elements<'a>(
+        &'a self,
+        map: &'a ExtensionIdMap,
+        added: Option<(u8, &'a [u8])>,
+    ) -> impl Iterator<Item = (u8, &'a [u8])> {
+        let added_id = added.map(|(id, _)| id);
+        self.extensions()
+            .filter_map(move |(id, value)| map.target(id).filter(|&to| Some(to) != added_id).map(|to| (to, value)))
+            .chain(added)
     }
 
     /// Offset of the extension header, if the extension bit is set.

@@ -1,3 +1,6 @@
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+
 use super::*;
 use crate::wire::test_vectors::CHROMIUM_VP8;
 
@@ -347,4 +350,318 @@ fn transport_sequence_number_reads_and_rewrites_in_place() {
     assert_eq!(packet.transport_sequence_number(2), None);
     assert!(!packet.set_transport_sequence_number(2, 1));
     assert!(!packet.set_transport_sequence_number(9, 1), "absent");
+}
+
+/// Copies `source` with `map` and `added` into a dirty buffer, and parses the copy.
+fn copy(source: &[u8], map: &ExtensionIdMap, added: Option<(u8, &[u8])>) -> Vec<u8> {
+    let packet = RtpPacket::new_checked(source).unwrap();
+    let mut dst = vec![0xff; source.len() + 64];
+    let len = packet.copy_renumbered(&mut dst, map, added).unwrap();
+    dst.truncate(len);
+    RtpPacket::new_checked(&dst[..]).expect("a copy parses");
+    dst
+}
+
+#[test]
+fn copy_adds_a_block_to_a_packet_without_one() {
+    let source = packet(0x80, b"payload");
+    let copied = copy(&source, &ExtensionIdMap::identity(), Some((3, &[0x12, 0x34])));
+    assert_eq!(copied.len(), source.len() + 4 + 4);
+    assert_eq!(copied[0], 0x90, "X bit set");
+    assert_eq!(copied[1..12], source[1..12]);
+    assert_eq!(copied[12..20], [0xbe, 0xde, 0x00, 0x01, 0x31, 0x12, 0x34, 0x00]);
+    assert_eq!(copied[20..], *b"payload");
+    let packet = RtpPacket::new_checked(&copied[..]).unwrap();
+    assert_eq!(packet.transport_sequence_number(3), Some(0x1234));
+}
+
+#[test]
+fn copy_drops_blanked_elements_and_appends_the_added_one() {
+    let mut map = ExtensionIdMap::blank_all();
+    map.map(2, 7).unwrap();
+    map.map(3, 1).unwrap();
+    let copied = copy(&CHROMIUM_VP8, &map, Some((5, &[0xab, 0xcd])));
+    #[rustfmt::skip]
+    let block = [
+        0xbe, 0xde, 0x00, 0x03,
+        0x72, 0x3c, 0x1e, 0x5a, // 2 as 7
+        0x11, 0x01, 0x2c, // 3 as 1
+        0x51, 0xab, 0xcd, // added
+        0x00, 0x00,
+    ];
+    assert_eq!(copied[..12], CHROMIUM_VP8[..12]);
+    assert_eq!(copied[12..28], block);
+    assert_eq!(copied[28..], CHROMIUM_VP8[32..], "the payload follows the shorter block");
+}
+
+#[test]
+fn copy_added_element_replaces_a_kept_one_of_its_id() {
+    let copied = copy(&CHROMIUM_VP8, &ExtensionIdMap::identity(), Some((3, &[0xbe, 0xef])));
+    let packet = RtpPacket::new_checked(&copied[..]).unwrap();
+    assert_eq!(
+        packet.extensions().collect::<Vec<_>>(),
+        [(1, &[0, 0, 0][..]), (2, &[0x3c, 0x1e, 0x5a][..]), (4, &b"0"[..]), (3, &[0xbe, 0xef][..])]
+    );
+    assert_eq!(packet.payload(), &CHROMIUM_VP8[32..]);
+
+    // Also when the displaced element came in under another id.
+    let mut map = ExtensionIdMap::identity();
+    map.map(1, 9).unwrap();
+    let copied = copy(&CHROMIUM_VP8, &map, Some((9, &[7, 7])));
+    let packet = RtpPacket::new_checked(&copied[..]).unwrap();
+    let ids: Vec<u8> = packet.extensions().map(|(id, _)| id).collect();
+    assert_eq!(ids, [2, 3, 4, 9]);
+    assert_eq!(packet.extension(9), Some(&[7, 7][..]));
+}
+
+#[test]
+fn copy_without_elements_left_has_no_block() {
+    let copied = copy(&CHROMIUM_VP8, &ExtensionIdMap::blank_all(), None);
+    assert_eq!(copied.len(), CHROMIUM_VP8.len() - 20, "the header shrinks to the fixed 12 bytes");
+    assert_eq!(copied[0], CHROMIUM_VP8[0] & !0x10, "X bit cleared");
+    assert_eq!(copied[1..12], CHROMIUM_VP8[1..12]);
+    assert_eq!(copied[12..], CHROMIUM_VP8[32..]);
+    // A block of an unknown profile has no elements to keep.
+    let unknown = packet(0x90, &[0xab, 0xcd, 0x00, 0x01, 0x12, 0x34, 0x56, 0x78, 0x99]);
+    assert_eq!(copy(&unknown, &ExtensionIdMap::identity(), None), packet(0x80, &[0x99]));
+    // So has an empty RFC 8285 block.
+    let empty = packet(0x90, &[0xbe, 0xde, 0x00, 0x00, 0x99]);
+    assert_eq!(copy(&empty, &ExtensionIdMap::identity(), None), packet(0x80, &[0x99]));
+}
+
+#[test]
+fn copy_of_two_byte_form_keeps_it_while_a_value_needs_it() {
+    // Two-byte profile with application bits, 4 words: id 5 len 2, padding, id 200 len 3,
+    // id 9 len 0, padding.
+    #[rustfmt::skip]
+    let block = [
+        0x10, 0x0a, 0x00, 0x04,
+        5, 2, 0xaa, 0xbb, 0, 200, 3, 1, 2, 3, 9, 0, 0, 0, 0, 0,
+    ];
+    let mut source = packet(0x90, &block);
+    source.extend_from_slice(b"payload");
+    let mut map = ExtensionIdMap::blank_all();
+    map.map(5, 12).unwrap();
+    map.map(9, 3).unwrap();
+    let copied = copy(&source, &map, Some((4, &[1, 2])));
+    #[rustfmt::skip]
+    let expected = [
+        0x10, 0x0a, 0x00, 0x03,
+        12, 2, 0xaa, 0xbb, // 5 as 12
+        3, 0, // 9 as 3, still empty
+        4, 2, 1, 2, // added
+        0, 0,
+    ];
+    assert_eq!(copied[12..28], expected);
+    assert_eq!(copied[28..], *b"payload");
+
+    // Without the empty value every element fits the one-byte form, which the copy takes.
+    let mut without_empty = ExtensionIdMap::blank_all();
+    without_empty.map(5, 12).unwrap();
+    let copied = copy(&source, &without_empty, Some((4, &[1, 2])));
+    assert_eq!(copied[12..24], [0xbe, 0xde, 0x00, 0x02, 0xc1, 0xaa, 0xbb, 0x41, 1, 2, 0, 0]);
+    assert_eq!(copied[24..], *b"payload");
+}
+
+#[test]
+fn copy_added_value_of_zero_length_or_a_high_id_takes_the_two_byte_form() {
+    for added in [(7, &[][..]), (200, &[1, 2][..]), (7, &[0x5a; 17][..])] {
+        let copied = copy(&CHROMIUM_VP8, &ExtensionIdMap::identity(), Some(added));
+        let packet = RtpPacket::new_checked(&copied[..]).unwrap();
+        assert_eq!(packet.extension_profile(), Some(TWO_BYTE_EXTENSION_PROFILE));
+        let source = chromium_vp8();
+        let expected: Vec<_> = source.extensions().chain([added]).collect();
+        assert_eq!(packet.extensions().collect::<Vec<_>>(), expected);
+        assert_eq!(packet.header_len() % 4, 0);
+        assert_eq!(packet.payload(), &CHROMIUM_VP8[32..]);
+    }
+    // An empty value in the two-byte form: id, length 0, zero padding.
+    let copied = copy(&packet(0x80, b"x"), &ExtensionIdMap::identity(), Some((7, &[])));
+    assert_eq!(copied[12..20], [0x10, 0x00, 0x00, 0x01, 7, 0, 0, 0]);
+}
+
+#[test]
+fn copy_refuses_an_added_element_no_form_can_carry() {
+    let packet = chromium_vp8();
+    let mut dst = [0; 512];
+    let identity = ExtensionIdMap::identity();
+    assert_eq!(packet.copy_renumbered(&mut dst, &identity, Some((0, &[1, 2]))), Err(WireError::Unrepresentable));
+    let long = [0; 256];
+    assert_eq!(packet.copy_renumbered(&mut dst, &identity, Some((3, &long))), Err(WireError::Unrepresentable));
+    assert!(packet.copy_renumbered(&mut dst, &identity, Some((255, &long[..255]))).is_ok());
+}
+
+#[test]
+fn copy_keeps_padding_bit_and_bytes() {
+    let source = packet(0xa0, &[0xaa, 0xbb, 0x11, 0x22, 0x03]);
+    let copied = copy(&source, &ExtensionIdMap::identity(), Some((1, &[0, 9])));
+    assert_eq!(copied[0], 0xb0, "P bit kept, X bit set");
+    assert_eq!(copied[copied.len() - 5..], source[12..], "payload then padding, byte for byte");
+    let packet = RtpPacket::new_checked(&copied[..]).unwrap();
+    assert_eq!(packet.padding_len(), 3);
+    assert_eq!(packet.payload(), [0xaa, 0xbb]);
+}
+
+#[test]
+fn copy_keeps_csrcs() {
+    let csrcs = [0x1111_1111, 0xffff_fffe];
+    let extensions: [(u8, &[u8]); 2] = [(1, &[0xaa]), (2, &[1, 2, 3, 4])];
+    let mut source = [0; 64];
+    let header_len =
+        RtpHeader::new(96, 1, 2, 3).marker(true).csrcs(&csrcs).extensions(&extensions).write(&mut source).unwrap();
+    source[header_len..header_len + 4].copy_from_slice(b"data");
+    let source = &source[..header_len + 4];
+    let mut map = ExtensionIdMap::blank_all();
+    map.map(2, 2).unwrap();
+    let copied = copy(source, &map, Some((5, &[0, 1])));
+    assert_eq!(copied[..20], source[..20], "fixed header and CSRCs");
+    let packet = RtpPacket::new_checked(&copied[..]).unwrap();
+    assert_eq!(packet.csrcs().collect::<Vec<_>>(), csrcs);
+    assert!(packet.marker());
+    assert_eq!(packet.extensions().collect::<Vec<_>>(), [(2, &[1, 2, 3, 4][..]), (5, &[0, 1][..])]);
+    assert_eq!(packet.payload(), b"data");
+}
+
+#[test]
+fn copy_needs_room_for_the_whole_packet() {
+    let packet = chromium_vp8();
+    let added = Some((5, &[0xab, 0xcd][..]));
+    let mut dst = [0; 64];
+    let len = packet.copy_renumbered(&mut dst, &ExtensionIdMap::identity(), added).unwrap();
+    assert_eq!(len, CHROMIUM_VP8.len(), "the 3 added bytes take the place of the block's padding");
+    for short in 0..len {
+        assert_eq!(
+            packet.copy_renumbered(&mut dst[..short], &ExtensionIdMap::identity(), added),
+            Err(WireError::BufferTooSmall),
+            "{short} bytes"
+        );
+    }
+}
+
+/// A parseable packet of random fields, CSRCs, extension block (none, one-byte, two-byte or
+/// unknown profile; ids repeated, padding between elements), payload and padding.
+fn random_packet(rng: &mut StdRng) -> Vec<u8> {
+    let csrc_count = rng.random_range(0..=3u8);
+    let padded = rng.random_bool(0.3);
+    let mut bytes = vec![0x80 | csrc_count | if padded { 0x20 } else { 0 }];
+    bytes.extend((0..11 + 4 * usize::from(csrc_count)).map(|_| rng.random::<u8>()));
+    let form = rng.random_range(0..4);
+    if form > 0 {
+        bytes[0] |= 0x10;
+        let block_start = bytes.len();
+        let profile: u16 = match form {
+            1 => ONE_BYTE_EXTENSION_PROFILE,
+            2 => TWO_BYTE_EXTENSION_PROFILE | rng.random_range(0..16),
+            _ => 0xabcd,
+        };
+        bytes.extend_from_slice(&profile.to_be_bytes());
+        bytes.extend_from_slice(&[0, 0]);
+        for _ in 0..rng.random_range(0..6) {
+            bytes.extend((0..rng.random_range(0..=2)).map(|_| 0));
+            match form {
+                1 => {
+                    let len = rng.random_range(1..=16u8);
+                    bytes.push(rng.random_range(1..=14) << 4 | (len - 1));
+                    bytes.extend((0..len).map(|_| rng.random::<u8>()));
+                }
+                2 => {
+                    let id = if rng.random_bool(0.8) { rng.random_range(1..=16) } else { rng.random_range(1..=255) };
+                    let len = if rng.random_bool(0.8) { rng.random_range(1..=16) } else { rng.random_range(0..=40) };
+                    bytes.extend_from_slice(&[id, len]);
+                    bytes.extend((0..len).map(|_| rng.random::<u8>()));
+                }
+                _ => bytes.extend((0..rng.random_range(1..=8)).map(|_| rng.random::<u8>())),
+            }
+        }
+        if form == 1 && rng.random_bool(0.1) {
+            // Id 15 ends the elements; what follows is not read.
+            bytes.extend((0..rng.random_range(1..=6)).map(|_| 0xf0 | rng.random::<u8>()));
+        }
+        let elements_len = bytes.len() - block_start - 4;
+        bytes.resize(block_start + 4 + elements_len.next_multiple_of(4), 0);
+        let words = u16::try_from(elements_len.div_ceil(4)).unwrap();
+        bytes[block_start + 2..block_start + 4].copy_from_slice(&words.to_be_bytes());
+    }
+    bytes.extend((0..rng.random_range(0..30)).map(|_| rng.random::<u8>()));
+    if padded {
+        let count = rng.random_range(1..=8u8);
+        bytes.extend((1..count).map(|_| rng.random::<u8>()));
+        bytes.push(count);
+    }
+    bytes
+}
+
+#[test]
+fn copy_equals_the_source_renumbered_for_random_packets() {
+    let mut rng = StdRng::seed_from_u64(3);
+    let mut forms = [0; 3];
+    for _ in 0..5_000 {
+        let bytes = random_packet(&mut rng);
+        let source = RtpPacket::new_checked(&bytes[..]).expect("generated packets parse");
+        // The map, and a model of it: publisher id → subscriber id, 0 to drop.
+        let mut model = [0u8; 15];
+        let mut map = ExtensionIdMap::blank_all();
+        for from in 1..=14 {
+            if rng.random_bool(0.6) {
+                model[usize::from(from)] = rng.random_range(1..=14);
+                map.map(from, model[usize::from(from)]).unwrap();
+            }
+        }
+        let value: Vec<u8> = (0..rng.random_range(0..=20)).map(|_| rng.random()).collect();
+        let added = match rng.random_range(0..8) {
+            0 => None,
+            1 => Some((rng.random_range(1..=255), &value[..])),
+            2 => Some((rng.random_range(1..=14), &value[..])),
+            _ => Some((rng.random_range(1..=14), &value[..value.len().min(2)])),
+        };
+
+        let mut dst = vec![0xff; bytes.len() + 128];
+        let len = source.copy_renumbered(&mut dst, &map, added).expect("ids 1..=255, values of 20 bytes at most");
+        let copy = RtpPacket::new_checked(&dst[..len]).expect("a copy parses");
+
+        let added_id = added.map(|(id, _)| id);
+        let expected: Vec<(u8, &[u8])> = source
+            .extensions()
+            .filter_map(|(id, value)| model.get(usize::from(id)).map(|&to| (to, value)))
+            .filter(|&(to, _)| to != 0 && Some(to) != added_id)
+            .chain(added)
+            .collect();
+        assert_eq!(copy.extensions().collect::<Vec<_>>(), expected, "{bytes:02x?}");
+        let one_byte = expected.iter().all(|&(id, value)| (1..=14).contains(&id) && (1..=16).contains(&value.len()));
+        let profile = copy.extension_profile();
+        match profile {
+            None => assert!(expected.is_empty()),
+            Some(ONE_BYTE_EXTENSION_PROFILE) => assert!(one_byte),
+            Some(profile) => {
+                assert!(!one_byte);
+                assert_eq!(profile & 0xfff0, TWO_BYTE_EXTENSION_PROFILE);
+                forms[2] += 1;
+            }
+        }
+        forms[0] += usize::from(profile.is_none());
+        forms[1] += usize::from(profile == Some(ONE_BYTE_EXTENSION_PROFILE));
+
+        assert_eq!(dst[0] & !0x10, bytes[0] & !0x10, "version, P bit and CSRC count");
+        assert_eq!(copy.marker(), source.marker());
+        assert_eq!(copy.payload_type(), source.payload_type());
+        assert_eq!(copy.sequence_number(), source.sequence_number());
+        assert_eq!(copy.timestamp(), source.timestamp());
+        assert_eq!(copy.ssrc(), source.ssrc());
+        assert!(copy.csrcs().eq(source.csrcs()));
+        assert_eq!(copy.payload(), source.payload());
+        assert_eq!(copy.padding_len(), source.padding_len());
+        assert_eq!(dst[copy.header_len()..len], bytes[source.header_len()..], "payload and padding bytes");
+        assert_eq!(copy.header_len() % 4, 0);
+
+        // The documented size bound.
+        match added {
+            None => assert!(len <= bytes.len()),
+            Some((id, value)) if ExtensionForm::fits_one_byte(id, value.len()) => {
+                assert!(len <= bytes.len() + 4 + (1 + value.len()).next_multiple_of(4))
+            }
+            Some(_) => {}
+        }
+        assert_eq!(source.copy_renumbered(&mut dst[..len - 1], &map, added), Err(WireError::BufferTooSmall));
+    }
+    assert!(forms.iter().all(|&count| count > 200), "no block, one-byte, two-byte: {forms:?}");
 }
