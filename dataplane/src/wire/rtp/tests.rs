@@ -362,6 +362,15 @@ fn copy(source: &[u8], map: &ExtensionIdMap, added: Option<(u8, &[u8])>) -> Vec<
     dst
 }
 
+/// A map that keeps only the `(from, to)` pairs given.
+fn keeping(pairs: &[(u8, u8)]) -> ExtensionIdMap {
+    let mut map = ExtensionIdMap::blank_all();
+    for &(from, to) in pairs {
+        map.map(from, to).unwrap();
+    }
+    map
+}
+
 #[test]
 fn copy_adds_a_block_to_a_packet_without_one() {
     let source = packet(0x80, b"payload");
@@ -377,10 +386,7 @@ fn copy_adds_a_block_to_a_packet_without_one() {
 
 #[test]
 fn copy_drops_blanked_elements_and_appends_the_added_one() {
-    let mut map = ExtensionIdMap::blank_all();
-    map.map(2, 7).unwrap();
-    map.map(3, 1).unwrap();
-    let copied = copy(&CHROMIUM_VP8, &map, Some((5, &[0xab, 0xcd])));
+    let copied = copy(&CHROMIUM_VP8, &keeping(&[(2, 7), (3, 1)]), Some((5, &[0xab, 0xcd])));
     #[rustfmt::skip]
     let block = [
         0xbe, 0xde, 0x00, 0x03,
@@ -440,10 +446,7 @@ fn copy_of_two_byte_form_keeps_it_while_a_value_needs_it() {
     ];
     let mut source = packet(0x90, &block);
     source.extend_from_slice(b"payload");
-    let mut map = ExtensionIdMap::blank_all();
-    map.map(5, 12).unwrap();
-    map.map(9, 3).unwrap();
-    let copied = copy(&source, &map, Some((4, &[1, 2])));
+    let copied = copy(&source, &keeping(&[(5, 12), (9, 3)]), Some((4, &[1, 2])));
     #[rustfmt::skip]
     let expected = [
         0x10, 0x0a, 0x00, 0x03,
@@ -456,9 +459,7 @@ fn copy_of_two_byte_form_keeps_it_while_a_value_needs_it() {
     assert_eq!(copied[28..], *b"payload");
 
     // Without the empty value every element fits the one-byte form, which the copy takes.
-    let mut without_empty = ExtensionIdMap::blank_all();
-    without_empty.map(5, 12).unwrap();
-    let copied = copy(&source, &without_empty, Some((4, &[1, 2])));
+    let copied = copy(&source, &keeping(&[(5, 12)]), Some((4, &[1, 2])));
     assert_eq!(copied[12..24], [0xbe, 0xde, 0x00, 0x02, 0xc1, 0xaa, 0xbb, 0x41, 1, 2, 0, 0]);
     assert_eq!(copied[24..], *b"payload");
 }
@@ -511,9 +512,7 @@ fn copy_keeps_csrcs() {
         RtpHeader::new(96, 1, 2, 3).marker(true).csrcs(&csrcs).extensions(&extensions).write(&mut source).unwrap();
     source[header_len..header_len + 4].copy_from_slice(b"data");
     let source = &source[..header_len + 4];
-    let mut map = ExtensionIdMap::blank_all();
-    map.map(2, 2).unwrap();
-    let copied = copy(source, &map, Some((5, &[0, 1])));
+    let copied = copy(source, &keeping(&[(2, 2)]), Some((5, &[0, 1])));
     assert_eq!(copied[..20], source[..20], "fixed header and CSRCs");
     let packet = RtpPacket::new_checked(&copied[..]).unwrap();
     assert_eq!(packet.csrcs().collect::<Vec<_>>(), csrcs);
