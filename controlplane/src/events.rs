@@ -38,6 +38,8 @@ pub struct Lifecycle {
     pub producers_started: AtomicU64,
     /// Producers that went quiet without being removed.
     pub producers_stopped: AtomicU64,
+    /// Rooms' dominant speakers that changed.
+    pub speaker_changes: AtomicU64,
 }
 
 impl Lifecycle {
@@ -108,6 +110,10 @@ fn apply(state: &AppState, WorkerEvent { worker, event }: WorkerEvent) {
         EngineEvent::ProducerStopped(producer) => {
             Lifecycle::bump(&lifecycle.producers_stopped);
             tracing::debug!(worker, producer = producer.0, "producer stopped");
+        }
+        EngineEvent::DominantSpeaker { producer, .. } => {
+            Lifecycle::bump(&lifecycle.speaker_changes);
+            crate::signalling::speaker_changed(state, worker, producer);
         }
     }
 }

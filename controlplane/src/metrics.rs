@@ -524,4 +524,11 @@ fn lifecycle(out: &mut String, state: &AppState) {
         "Published streams that sent nothing for 5 s while still published.",
         count(&lifecycle.producers_stopped),
     );
+    family(
+        out,
+        "uprtcd_speaker_changes_total",
+        "counter",
+        "Changes of a room's dominant speaker, as its clients hear them in `speaker` events.",
+        count(&lifecycle.speaker_changes),
+    );
 }

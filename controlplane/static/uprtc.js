@@ -37,6 +37,7 @@
  *                     called at once for each track already received.
  *     'track-added'   {peer, trackId, kind}  another peer published (media follows as 'track')
  *     'track-removed' {peer, trackId}        that track is gone (its publisher left)
+ *     'speaker'       {peer, trackId}        the room's dominant speaker changed (`room.speaker`)
  *     'error'         {code, msg}     the server refused a message, or WebRTC failed here
  *                                     (code 50005)
  *
@@ -166,6 +167,8 @@ export class Room {
     this.roomId = null;
     this._redirects = 0;
     this.peers = new Set();
+    /** The peer the server judges the room's dominant speaker, once someone spoke. */
+    this.speaker = null;
     this._url = signallingUrl(serverUrl, invitationCode, this.peer, token);
     this._autoSubscribe = autoSubscribe;
     this._rtcConfiguration = { ...DEFAULT_RTC_CONFIGURATION, ...rtcConfiguration };
@@ -340,6 +343,10 @@ export class Room {
         this._gone.add(key(message.peer, message.trackId));
         this._published.delete(key(message.peer, message.trackId));
         this._removeRemote(message.peer, message.trackId);
+        break;
+      case 'speaker':
+        this.speaker = message.peer;
+        this._emit('speaker', { peer: message.peer, trackId: message.trackId });
         break;
       case 'offer':
         this._offers = this._offers.then(() => this._answerOffer(message));

@@ -38,7 +38,9 @@ use crate::dtls::CertificateFingerprint;
 use crate::engine::{EngineError, EngineEvent, LinkKeys, TransportCreated};
 use crate::ice::IceCredentials;
 use crate::relay::{RelayStreamId, WorkerIndex};
-use crate::router::{ConsumerFormat, ConsumerId, MediaKind, ProducerId, ProducerSpec, Rid, RtxStream, TransportId};
+use crate::router::{
+    ConsumerFormat, ConsumerId, MediaKind, ProducerId, ProducerSpec, Rid, RtxStream, SpeakerGroup, TransportId,
+};
 use crate::sys::EventFd;
 use crate::wire::video::VideoFormat;
 
@@ -111,6 +113,22 @@ pub enum Command {
     EnableTransportFeedback {
         transport: TransportId,
         extension_id: u8,
+    },
+    /// Estimate the bandwidth toward the subscriber on `transport` (at most `max_bps`) from
+    /// its transport-wide feedback, numbering its packets under `extension_id`, and fit its
+    /// simulcast layers to the estimate.
+    EnableBandwidthEstimation {
+        transport: TransportId,
+        extension_id: u8,
+        max_bps: u64,
+    },
+    /// Follow the audio `producer`'s speech by its RFC 6464 audio levels (header extension
+    /// `extension_id`) among the room `group`'s; the worker reports the room's dominant
+    /// speaker as it changes.
+    FollowSpeech {
+        producer: ProducerId,
+        extension_id: u8,
+        group: SpeakerGroup,
     },
     /// Cap what the client on `transport` publishes (REMB each report interval).
     LimitBitrate {

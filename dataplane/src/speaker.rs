@@ -218,6 +218,18 @@ impl<K: Copy + Eq + Hash> DominantSpeaker<K> {
         }
     }
 
+    /// Forgets every stream `keep` says no to, as [`DominantSpeaker::remove`] does.
+    pub fn retain(&mut self, keep: impl Fn(K) -> bool) {
+        self.streams.retain(|&key, _| keep(key));
+        let known = |key: Option<K>| key.filter(|k| self.streams.contains_key(k));
+        self.speaker = known(self.speaker);
+        self.reported = known(self.reported);
+        self.challenger = self.challenger.filter(|(challenger, _)| self.streams.contains_key(challenger));
+        if self.streams.is_empty() {
+            self.interval_end = None;
+        }
+    }
+
     /// Closes the intervals that ended by `now`, deciding at each, and returns the speaker
     /// if it changed since the last report.
     pub fn poll(&mut self, now: Instant) -> Option<K> {

@@ -622,6 +622,12 @@ fn apply(engine: &mut Engine, now: Instant, address: Option<SocketAddr>, command
         Command::EnableTransportFeedback { transport, extension_id } => {
             engine.enable_transport_feedback(transport, extension_id).map_or_else(refused, |()| Reply::Done)
         }
+        Command::EnableBandwidthEstimation { transport, extension_id, max_bps } => engine
+            .enable_bandwidth_estimation(now, transport, extension_id, max_bps)
+            .map_or_else(refused, |()| Reply::Done),
+        Command::FollowSpeech { producer, extension_id, group } => {
+            engine.follow_speech(producer, extension_id, group).map_or_else(refused, |()| Reply::Done)
+        }
         Command::SetLayers { consumer, ref layers, format } => {
             engine.set_layers(now, consumer, layers, format).map_or_else(refused, |()| Reply::Done)
         }

@@ -133,6 +133,10 @@ struct HubState {
     /// Transports not connected yet (or still being opened), by the client address that
     /// asked for them: a stranger's offers that never do ICE are capped per address.
     pending: HashMap<IpAddr, usize>,
+    /// The number of each room with tracks whose dominant speaker its worker follows, and
+    /// the next number to give.
+    speaker_groups: HashMap<RoomId, u32>,
+    next_speaker_group: u32,
 }
 
 /// The session that opened a transport.
@@ -230,6 +234,25 @@ impl Hub {
         self.state().import_ended(worker, producer);
     }
 
+    /// The number `room`'s dominant speaker is followed under by its worker, the same for
+    /// the room's lifetime in this process.
+    pub fn speaker_group(&self, room: &RoomId) -> u32 {
+        let mut state = self.state();
+        if let Some(&group) = state.speaker_groups.get(room) {
+            return group;
+        }
+        let group = state.next_speaker_group;
+        state.next_speaker_group = group.wrapping_add(1);
+        state.speaker_groups.insert(room.clone(), group);
+        group
+    }
+
+    /// The track `producer` of `worker` publishes, if it is one of a room's.
+    pub fn track_of(&self, worker: usize, producer: ProducerId) -> Option<PublishedTrack> {
+        let state = self.state();
+        state.tracks.values().flatten().find(|t| t.worker == worker && t.producer == producer).cloned()
+    }
+
     /// Records a WHIP or WHEP session of `room` under `resource`, the last path segment of
     /// its location. `stop` ends it and reports once it has left the room.
     pub fn add_http_session(&self, resource: &str, room: &RoomId, stop: HttpStop) {
@@ -266,6 +289,7 @@ impl Hub {
             list.retain(|t| &t.track_id != track_id);
             if list.is_empty() {
                 state.tracks.remove(room);
+                state.speaker_groups.remove(room);
             }
         }
         state.imports.retain(|(track, _, _), _| track != track_id);
@@ -451,6 +475,7 @@ impl HubState {
         *list = kept;
         if list.is_empty() {
             self.tracks.remove(room);
+            self.speaker_groups.remove(room);
         }
         let gone: HashSet<&TrackId> = removed.iter().map(|t| &t.track_id).collect();
         self.imports.retain(|(track, _, _), _| !gone.contains(track));

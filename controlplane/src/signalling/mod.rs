@@ -35,7 +35,7 @@ use uprtcd_dataplane::command::{Command, Reply};
 use uprtcd_dataplane::dtls::CertificateFingerprint;
 use uprtcd_dataplane::engine::{CloseReason, TransportCreated};
 use uprtcd_dataplane::ice::IceCredentials;
-use uprtcd_dataplane::router::TransportId;
+use uprtcd_dataplane::router::{ProducerId, TransportId};
 
 use self::hub::{Outgoing, PublishedTrack};
 use self::protocol::{ClientMessage, ServerEvent, TransportRole, UnpublishReason};
@@ -247,6 +247,18 @@ pub(crate) use self::subscribe::{consume_on, subscriber_ssrc};
 fn visible_tracks(state: &AppState, room: &RoomId, peer: &PeerId) -> Vec<PublishedTrack> {
     let rooms = state.read(|reg| reg.visible_rooms(room));
     state.hub().tracks_for(&rooms, peer)
+}
+
+/// The worker's speaker detection found `producer` the dominant speaker of its room: the
+/// clients of the room and of the rooms merged with it hear `speaker`.
+pub fn speaker_changed(state: &AppState, worker: usize, producer: ProducerId) {
+    let Some(track) = state.hub().track_of(worker, producer) else { return };
+    let rooms = state.read(|reg| reg.visible_rooms(&track.room));
+    let event =
+        Outgoing::Event(ServerEvent::Speaker { peer: track.publisher.clone(), track_id: track.track_id.clone() });
+    for room in &rooms {
+        state.hub().send(room, |_| true, &event);
+    }
 }
 
 /// Tells every client of `rooms` that its merge group changed (`merge-changed` with the

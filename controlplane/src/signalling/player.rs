@@ -105,6 +105,9 @@ impl Session<'_> {
         // session closes it.
         self.subscription = Some(subscription);
         let answer = answer.map_err(|e| ApiError::invalid(format!("cannot answer the offer: {e}")))?;
+        if let Some(extension_id) = answer.negotiated.sections.iter().find_map(|s| s.extensions.transport_cc) {
+            self.estimate_bandwidth(worker, created.transport, extension_id).await?;
+        }
         self.fill_slots().await?;
         Ok(answer.sdp)
     }

@@ -115,6 +115,11 @@ pub enum ServerEvent {
         peer: PeerId,
         track_id: TrackId,
     },
+    /// The room's dominant speaker changed: `peer` talks now, on its audio track `trackId`.
+    Speaker {
+        peer: PeerId,
+        track_id: TrackId,
+    },
     /// The other rooms of the room's merge group now.
     MergeChanged {
         merge_room_ids: Vec<RoomId>,
@@ -337,6 +342,10 @@ pub(super) mod tests {
 
     #[test]
     fn events_without_fields() {
+        assert_eq!(
+            wire(ServerEvent::Speaker { peer: peer("alice"), track_id: TrackId::numbered(4) }),
+            literal(r#"{"v":1,"type":"speaker","peer":"alice","trackId":"t4"}"#)
+        );
         for (event, kind) in [
             (ServerEvent::Kicked, "kicked"),
             (ServerEvent::RoomClosed, "room-closed"),

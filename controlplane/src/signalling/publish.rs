@@ -7,7 +7,7 @@
 #![forbid(unsafe_code)]
 
 use uprtcd_dataplane::command::{Command, Reply};
-use uprtcd_dataplane::router::{ProducerId, ProducerSpec, Rid};
+use uprtcd_dataplane::router::{MediaKind, ProducerId, ProducerSpec, Rid, SpeakerGroup};
 
 use super::Session;
 use super::hub::{Outgoing, PublishedTrack};
@@ -94,6 +94,14 @@ impl Session<'_> {
                 let spec = ProducerSpec { transport, ssrc: stream.ssrc.0, kind, clock_rate: section.codec.clock_rate };
                 let producer = added_producer(self.state.request_worker(worker, Command::AddProducer { spec }).await?)?;
                 published.push(track(producer, Vec::new()));
+            }
+        }
+        // Each audio stream's speech is followed among the room's, when it carries levels.
+        let group = SpeakerGroup(self.state.hub().speaker_group(&self.room));
+        for track in published.iter().filter(|t| t.kind == MediaKind::Audio) {
+            if let Some(extension_id) = track.extensions.audio_level {
+                let follow = Command::FollowSpeech { producer: track.producer, extension_id, group };
+                self.state.request_worker(worker, follow).await?;
             }
         }
         // One transport for every section (BUNDLE): its first transport-wide numbering is it.

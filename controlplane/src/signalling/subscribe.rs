@@ -262,7 +262,29 @@ impl Session<'_> {
         if let Some(subscription) = self.subscription.as_mut() {
             subscription.transport = Some(created.transport);
         }
+        let numbered = answer.media.iter().flat_map(|m| &m.extmaps).find(|e| e.uri == sdp::TRANSPORT_CC_URI);
+        if let Some(extension_id) = numbered.and_then(|e| u8::try_from(e.id).ok()) {
+            self.estimate_bandwidth(worker, created.transport, extension_id).await?;
+        }
         Ok(created.transport)
+    }
+
+    /// Has the worker estimate the bandwidth toward the client receiving on `transport`,
+    /// which numbers its feedback by header extension `extension_id`, and fit what it is sent
+    /// to it. Probing stops at [`ESTIMATE_CAP_STREAMS`] times the room's `maxBitrate`.
+    pub(super) async fn estimate_bandwidth(
+        &self,
+        worker: usize,
+        transport: TransportId,
+        extension_id: u8,
+    ) -> Result<(), ApiError> {
+        let max_bitrate = self.state.read(|reg| reg.room(&self.room).map(|r| r.max_bitrate)).unwrap_or(0);
+        let max_bps = max_bitrate.max(MIN_ESTIMATE_CAP_BPS).saturating_mul(ESTIMATE_CAP_STREAMS);
+        let command = Command::EnableBandwidthEstimation { transport, extension_id, max_bps };
+        match self.state.request_worker(worker, command).await? {
+            Reply::Done | Reply::Refused(_) => Ok(()),
+            other => Err(ApiError::new(ApiCode::RtcFailed, format!("estimation refused: {other:?}"))),
+        }
     }
 
     /// Sends `track` to the client as its description `media` accepted it (the format's
@@ -368,6 +390,13 @@ impl Session<'_> {
         Ok(worker)
     }
 }
+
+/// A subscriber's estimate is bounded by what this many streams at the room's `maxBitrate`
+/// take: a grid of a few full-size videos, no more.
+const ESTIMATE_CAP_STREAMS: u64 = 4;
+
+/// The room's `maxBitrate` counts for the estimate's bound as at least this.
+const MIN_ESTIMATE_CAP_BPS: u64 = 1_000_000;
 
 /// The producer that carries `track` on `worker`: its own there, else its import,
 /// exported from its worker and imported on first use (both are idempotent, so

@@ -46,6 +46,7 @@
 //!   own send slots and protects it there like a local packet. A full link drops and counts.
 #![forbid(unsafe_code)]
 
+mod congestion;
 mod link_keys;
 mod relay;
 mod transport;
@@ -56,6 +57,7 @@ use std::time::{Duration, Instant};
 
 use slab::Slab;
 
+use self::congestion::SubscriberBwe;
 pub use self::link_keys::{LINK_SRTP_PROFILE, LinkKeys};
 use self::transport::{Link, Transport};
 use crate::bwe::FeedbackGenerator;
@@ -64,16 +66,18 @@ use crate::ice::{IceCredentials, IceError, StunOutcome, local_ufrag_of};
 use crate::io::SLOT_SIZE;
 use crate::relay::{PacketPool, RelayLinks};
 use crate::router::{
-    ConsumerFormat, ConsumerId, KeyframeRequest, MediaKind, ProducerId, ProducerSpec, Resend, Rewritten, Rid, Router,
-    RouterConfig, RouterError, RtxStream, TransportId,
+    Allocation, ConsumerFormat, ConsumerId, KeyframeRequest, MediaKind, ProducerId, ProducerSpec, Resend, Rewritten,
+    Rid, Router, RouterConfig, RouterError, RtxStream, SpeakerGroup, TransportId,
 };
+use crate::speaker::DominantSpeaker;
 use crate::srtp::{MAX_SRTCP_OVERHEAD, MAX_SRTP_OVERHEAD, SrtpError, SrtpSession};
 use crate::stats::{DropReason, WorkerCounters};
 use crate::wire::WireError;
+use crate::wire::audio_level::AudioLevel;
 use crate::wire::rtcp::{
     RtcpCompound, RtcpPacket, write_nack, write_pli, write_receiver_report, write_remb, write_sender_report,
 };
-use crate::wire::rtp::RtpPacket;
+use crate::wire::rtp::{ExtensionIdMap, RtpPacket};
 use crate::wire::video::VideoFormat;
 use crate::wire::{Datagram, classify};
 
@@ -168,6 +172,9 @@ pub enum EngineEvent {
     /// A producer's packets started flowing: its first packet, or the first after it was
     /// reported stopped.
     ProducerStarted(ProducerId),
+    /// The dominant speaker of a room whose speech the worker follows changed: the audio
+    /// producer now speaking.
+    DominantSpeaker { group: SpeakerGroup, producer: ProducerId },
     /// No packet of a flowing producer for [`PRODUCER_STALL_TIMEOUT`]: its publisher stopped
     /// sending (a camera turned off, a stalled encoder, a link gone quiet) without leaving.
     /// A removed producer is not reported: its removal was asked for, or its transport's end
@@ -254,6 +261,12 @@ pub struct Engine {
     next_receiver_reports: Option<Instant>,
     /// Producers that gained a consumer since the last turn began.
     keyframes_wanted: Vec<ProducerId>,
+    /// Subscribers whose congestion control is due, gathered by a timeout pass.
+    subscribers_due: Vec<TransportId>,
+    /// The dominant speaker detection of each room followed, with its speaker's publisher.
+    speakers: HashMap<SpeakerGroup, (DominantSpeaker<ProducerId>, Option<TransportId>)>,
+    /// Audio packets whose audio level element was malformed.
+    bad_audio_levels: u64,
     links: RelayLinks,
     /// Where exported producers' packets are copied for their destinations.
     relay_pool: PacketPool,
@@ -284,6 +297,9 @@ impl Engine {
             dtls_out: vec![0; MIN_OUTPUT_BUFFER_LEN].into_boxed_slice(),
             next_receiver_reports: None,
             keyframes_wanted: Vec::new(),
+            subscribers_due: Vec::new(),
+            speakers: HashMap::new(),
+            bad_audio_levels: 0,
             links: RelayLinks::unlinked(),
             relay_pool: PacketPool::new(0),
         }
@@ -459,6 +475,50 @@ impl Engine {
         Ok(())
     }
 
+    /// Estimates the bandwidth toward the subscriber on `transport` (up to `max_bps`) from
+    /// its transport-wide congestion control feedback, numbering every packet it is sent
+    /// under header extension `extension_id`, and shares the estimate among the streams it
+    /// receives (simulcast layers chosen to fit).
+    pub fn enable_bandwidth_estimation(
+        &mut self,
+        now: Instant,
+        transport: TransportId,
+        extension_id: u8,
+        max_bps: u64,
+    ) -> Result<(), EngineError> {
+        let transport = lookup(&mut self.transports, transport).ok_or(EngineError::UnknownTransport)?;
+        if !(1..=14).contains(&extension_id) {
+            return Err(EngineError::Router(RouterError::InvalidLayers));
+        }
+        transport.bwe = Some(Box::new(SubscriberBwe::new(now, extension_id, max_bps)));
+        Ok(())
+    }
+
+    /// The bandwidth estimated toward the subscriber on `transport`, and what was allocated
+    /// of it, when it is estimated.
+    pub fn bandwidth(&self, transport: TransportId) -> Option<(u64, Allocation)> {
+        let bwe = self.transports.get(slot_key(transport)).filter(|t| t.id == transport)?.bwe.as_ref()?;
+        Some((bwe.estimator.estimate(), bwe.allocation))
+    }
+
+    /// Follows the speech of the audio `producer` by its RFC 6464 audio levels (header
+    /// extension `extension_id`) among the room `group`'s, reporting the room's dominant
+    /// speaker as it changes ([`EngineEvent::DominantSpeaker`]); a speaker's video is sent
+    /// first when subscribers' bandwidth is shared out.
+    pub fn follow_speech(
+        &mut self,
+        producer: ProducerId,
+        extension_id: u8,
+        group: SpeakerGroup,
+    ) -> Result<(), EngineError> {
+        Ok(self.router.follow_speech(producer, extension_id, group)?)
+    }
+
+    /// Audio packets whose audio level element was not the one byte RFC 6464 says.
+    pub fn bad_audio_levels(&self) -> u64 {
+        self.bad_audio_levels
+    }
+
     /// Registers a simulcast layer `transport` publishes under `rid` (see
     /// [`Router::add_layer_producer`]); its SSRC is learnt from its first packet.
     pub fn add_layer_producer(
@@ -577,6 +637,7 @@ impl Engine {
             .chain(backlog)
             .chain(self.next_receiver_reports)
             .chain(self.router.nack_timeout())
+            .chain(self.speakers.values().filter_map(|(detector, _)| detector.poll_timeout()))
             .min()
     }
 
@@ -585,6 +646,7 @@ impl Engine {
     /// due.
     pub fn handle_timeouts(&mut self, now: Instant, out: &mut impl Outbox) {
         self.send_nacks(now, out);
+        self.poll_speakers(now);
         if self.next_receiver_reports.is_some_and(|due| due <= now) {
             self.next_receiver_reports = Some(now + RECEIVER_REPORT_INTERVAL);
             self.send_receiver_reports(now, out);
@@ -595,11 +657,15 @@ impl Engine {
             self.review_layers(now, None);
         }
         let mut ended = Vec::new();
+        let mut subscribers_due = std::mem::take(&mut self.subscribers_due);
         for (_, transport) in &mut self.transports {
             let id = transport.id;
             if let Some(reason) = transport.timed_out(now) {
                 ended.push((id, reason));
                 continue;
+            }
+            if transport.bwe.as_ref().and_then(|b| b.poll_timeout()).is_some_and(|due| due <= now) {
+                subscribers_due.push(id);
             }
             if let Some(mut feedback) = transport.feedback.take_if(|f| f.1.poll_timeout().is_some_and(|due| due <= now))
             {
@@ -621,6 +687,11 @@ impl Engine {
         for (id, reason) in ended {
             self.remove_transport(id, reason);
         }
+        for &id in &subscribers_due {
+            self.run_congestion_control(now, id, out);
+        }
+        subscribers_due.clear();
+        self.subscribers_due = subscribers_due;
     }
 
     fn remove_transport(&mut self, id: TransportId, reason: CloseReason) {
@@ -796,12 +867,22 @@ impl Engine {
     fn forward(&mut self, now: Instant, producer: ProducerId, packet: &RtpPacket<&[u8]>, out: &mut impl Outbox) {
         let transports = &mut self.transports;
         let counters = &mut self.counters;
-        let plaintext = packet.as_bytes();
         self.next_receiver_reports.get_or_insert(now + RECEIVER_REPORT_INTERVAL);
         let started = self.router.fan_out(now, producer, packet, |_, consumer_transport, rewritten| {
             let Some(subscriber) = lookup(transports, consumer_transport) else { return };
-            send_rtp(subscriber, plaintext, rewritten, out, counters);
+            send_rtp(subscriber, now, packet, rewritten, out, counters);
         });
+        if let Some((extension_id, group)) = self.router.speech_of(producer)
+            && let Some(value) = packet.extension(extension_id)
+        {
+            match AudioLevel::parse(value) {
+                Ok(level) => {
+                    let detector = self.speakers.entry(group).or_insert_with(|| (DominantSpeaker::new(), None));
+                    detector.0.record(now, producer, level);
+                }
+                Err(_) => self.bad_audio_levels += 1,
+            }
+        }
         if started {
             self.events.push(EngineEvent::ProducerStarted(producer));
             // A simulcast layer that starts may be some subscriber's better choice.
@@ -821,6 +902,11 @@ impl Engine {
                 RtcpPacket::Fir(fir) => {
                     for entry in fir.entries() {
                         self.forward_keyframe_request(now, id, entry.ssrc, out);
+                    }
+                }
+                RtcpPacket::TransportFeedback(feedback) => {
+                    if let Some(bwe) = lookup(&mut self.transports, id).and_then(|t| t.bwe.as_deref_mut()) {
+                        bwe.estimator.on_feedback(now, &feedback, &mut bwe.history);
                     }
                 }
                 RtcpPacket::Nack(nack) => {
@@ -893,6 +979,68 @@ impl Engine {
         });
     }
 
+    /// Reports each followed room whose dominant speaker changed, and forgets rooms whose
+    /// streams all went.
+    fn poll_speakers(&mut self, now: Instant) {
+        let router = &self.router;
+        for (&group, (detector, publisher)) in &mut self.speakers {
+            if detector.poll_timeout().is_none_or(|due| due > now) {
+                continue;
+            }
+            // Streams that ended, or whose producer slot another stream took, are forgotten.
+            detector.retain(|producer| router.speech_of(producer).is_some_and(|(_, g)| g == group));
+            if let Some(producer) = detector.poll(now) {
+                *publisher = router.publisher_of(producer);
+                self.events.push(EngineEvent::DominantSpeaker { group, producer });
+            }
+        }
+        self.speakers.retain(|_, (detector, _)| !detector.is_empty());
+    }
+
+    /// Runs the subscriber on `id`'s congestion control when due: its estimator's timers, a
+    /// new sharing of its estimate among its streams, and the probe clusters due.
+    fn run_congestion_control(&mut self, now: Instant, id: TransportId, out: &mut impl Outbox) {
+        let Some(transport) = lookup(&mut self.transports, id) else { return };
+        let Some(bwe) = transport.bwe.as_deref_mut() else { return };
+        if bwe.estimator.poll_timeout().is_some_and(|due| due <= now) {
+            bwe.estimator.handle_timeout(now, &bwe.history);
+        }
+        if bwe.next_allocation <= now {
+            bwe.next_allocation = now + congestion::ALLOCATION_INTERVAL;
+            let estimate = bwe.estimator.estimate();
+            let wanted = &mut self.keyframes_wanted;
+            let mut speaking = [TransportId(u32::MAX); MAX_PRIORITIZED];
+            for (slot, publisher) in speaking.iter_mut().zip(self.speakers.values().filter_map(|(_, p)| *p)) {
+                *slot = publisher;
+            }
+            let allocation = self.router.allocate(now, id, estimate, &speaking, |producer| {
+                if !wanted.contains(&producer) {
+                    wanted.push(producer);
+                }
+            });
+            if let Some(more) = allocation.wanted_bps {
+                bwe.probes.request(more);
+            }
+            bwe.allocation = allocation;
+        }
+        // Probe packets due now, paced over their cluster's duration (bounded per call: a
+        // late timer does not turn into a burst).
+        for _ in 0..MAX_PROBE_PACKETS_PER_TURN {
+            let Some(bwe) = transport.bwe.as_deref_mut() else { return };
+            let Some((cluster, padding)) = bwe.next_probe_packet(now) else { return };
+            let size = padding + congestion::PADDING_PACKET_OVERHEAD;
+            let (extension_id, number) = (bwe.extension_id, bwe.history.on_send(now, size, Some(cluster.id)));
+            let (Some(stream), Some(destination)) = (self.router.padding_stream(id), transport.destination()) else {
+                return;
+            };
+            let slot = out.slot();
+            let Ok(len) = congestion::write_padding(slot, stream, (extension_id, number), padding) else { return };
+            if let Some(protected) = transport.protect_rtp(slot, len) {
+                commit_protected(out, destination, protected, &mut self.counters);
+            }
+        }
+    }
+
     /// Resends a packet a subscriber on `id` reported lost, from the producer's cache: as
     /// RTX when the subscriber negotiated it, else the original packet.
     ///
@@ -907,44 +1055,88 @@ impl Engine {
     fn retransmit(&mut self, now: Instant, id: TransportId, media_ssrc: u32, lost: u16, out: &mut impl Outbox) {
         let Some(resend) = self.router.retransmission(now, id, media_ssrc, lost) else { return };
         let Some(subscriber) = lookup(&mut self.transports, id) else { return };
+        // Cached packets were checked when they arrived.
         match resend {
-            Resend::Original { packet, rewritten } => send_rtp(subscriber, packet, rewritten, out, &mut self.counters),
+            Resend::Original { packet, rewritten } => {
+                let Ok(packet) = RtpPacket::new_checked(packet) else { return };
+                send_rtp(subscriber, now, &packet, rewritten, out, &mut self.counters);
+            }
             Resend::Rtx { packet, rewritten, rtx, rtx_sequence_number } => {
-                send_rtx(subscriber, packet, rewritten, rtx, rtx_sequence_number, out, &mut self.counters)
+                let Ok(packet) = RtpPacket::new_checked(packet) else { return };
+                send_rtx(subscriber, now, &packet, rewritten, (rtx, rtx_sequence_number), out, &mut self.counters);
             }
         }
     }
 }
 
-/// Sends `plaintext` again as an RTX packet (RFC 4588 §4): the original header with the
+/// Probe packets one subscriber is sent per timeout pass at most.
+const MAX_PROBE_PACKETS_PER_TURN: usize = 8;
+
+/// Dominant speakers whose video a subscriber's allocation puts first, at most (a worker
+/// serves few rooms to one subscriber).
+const MAX_PRIORITIZED: usize = 8;
+
+/// Bytes a packet grows by on the wire beyond its plaintext, for the send history's sizes
+/// (the SRTP tag; UDP and IP headers are the same for every packet and left out).
+const SRTP_TAG_LEN: usize = 16;
+
+/// Copies `source` into `slot` with its header extensions renumbered for the subscriber
+/// (`map`) and, when the subscriber's congestion control numbers its packets, the next
+/// transport-wide sequence number added (the copy may then be a few bytes longer); returns
+/// the copy's length, room left for SRTP's tag.
+fn copy_for(
+    subscriber: &mut Transport,
+    now: Instant,
+    source: &RtpPacket<&[u8]>,
+    slot: &mut [u8],
+    map: &ExtensionIdMap,
+) -> Option<usize> {
+    let room = slot.len().checked_sub(MAX_SRTP_OVERHEAD)?;
+    match subscriber.bwe.as_deref_mut() {
+        Some(bwe) => {
+            let size = source.as_bytes().len() + SRTP_TAG_LEN;
+            let number = bwe.history.on_send(now, size, None).to_be_bytes();
+            source.copy_renumbered(&mut slot[..room], map, Some((bwe.extension_id, &number))).ok()
+        }
+        None => {
+            let bytes = source.as_bytes();
+            let copy = slot.get_mut(..bytes.len()).filter(|_| bytes.len() <= room)?;
+            copy.copy_from_slice(bytes);
+            RtpPacket::new_checked(copy).ok()?.remap_extensions(map);
+            Some(bytes.len())
+        }
+    }
+}
+
+/// Sends `original` again as an RTX packet (RFC 4588 §4): the original header with the
 /// RTX SSRC, payload type and sequence number, then the original sequence number, then the
 /// original payload (padding dropped).
 fn send_rtx(
     subscriber: &mut Transport,
-    plaintext: &[u8],
+    now: Instant,
+    original: &RtpPacket<&[u8]>,
     rewritten: Rewritten,
-    rtx: RtxStream,
-    rtx_sequence_number: u16,
+    (rtx, rtx_sequence_number): (RtxStream, u16),
     out: &mut impl Outbox,
     counters: &mut WorkerCounters,
 ) {
-    let Ok(original) = RtpPacket::new_checked(plaintext) else { return };
-    let (header_len, payload) = (original.header_len(), original.payload());
-    let len = header_len + 2 + payload.len();
-    if len + MAX_SRTP_OVERHEAD > SLOT_SIZE {
-        counters.drop(DropReason::Malformed);
-        return;
-    }
     let Some(destination) = subscriber.destination() else { return };
     if !subscriber.is_keyed() {
         return;
     }
     let slot = out.slot();
-    slot[..header_len].copy_from_slice(&plaintext[..header_len]);
+    let payload = original.payload();
+    let Some(copied) = copy_for(subscriber, now, original, &mut slot[..SLOT_SIZE - 2], rewritten.format.extensions())
+    else {
+        counters.drop(DropReason::Malformed);
+        return;
+    };
+    let header_len = copied - payload.len() - original.padding_len();
+    let len = header_len + 2 + payload.len();
+    slot.copy_within(header_len..header_len + payload.len(), header_len + 2);
+    slot[header_len..header_len + 2].copy_from_slice(&rewritten.sequence_number.to_be_bytes());
     // The padding bit: RTX carries no padding.
     slot[0] &= !0x20;
-    slot[header_len..header_len + 2].copy_from_slice(&rewritten.sequence_number.to_be_bytes());
-    slot[header_len + 2..len].copy_from_slice(payload);
     let Ok(mut header) = RtpPacket::new_checked(&mut slot[..len]) else { return };
     if header.set_payload_type(rtx.payload_type).is_err() {
         return;
@@ -952,7 +1144,6 @@ fn send_rtx(
     header.set_ssrc(rtx.ssrc);
     header.set_sequence_number(rtx_sequence_number);
     header.set_timestamp(rewritten.timestamp);
-    header.remap_extensions(rewritten.format.extensions());
     if let Some(ids) = rewritten.picture_ids {
         // The payload descriptor follows the original sequence number.
         ids.write(&mut slot[header_len + 2..len]);
@@ -962,11 +1153,12 @@ fn send_rtx(
     }
 }
 
-/// Copies `plaintext` into a slot with the consumer's header fields, protects it with the
+/// Copies `packet` into a slot with the consumer's header fields, protects it with the
 /// subscriber's keys and queues it.
 fn send_rtp(
     subscriber: &mut Transport,
-    plaintext: &[u8],
+    now: Instant,
+    packet: &RtpPacket<&[u8]>,
     rewritten: Rewritten,
     out: &mut impl Outbox,
     counters: &mut WorkerCounters,
@@ -975,13 +1167,12 @@ fn send_rtp(
     if !subscriber.is_keyed() {
         return;
     }
-    if plaintext.len() + MAX_SRTP_OVERHEAD > SLOT_SIZE {
+    let slot = out.slot();
+    let Some(len) = copy_for(subscriber, now, packet, slot, rewritten.format.extensions()) else {
         counters.drop(DropReason::Malformed);
         return;
-    }
-    let slot = out.slot();
-    slot[..plaintext.len()].copy_from_slice(plaintext);
-    let Ok(mut header) = RtpPacket::new_checked(&mut slot[..plaintext.len()]) else { return };
+    };
+    let Ok(mut header) = RtpPacket::new_checked(&mut slot[..len]) else { return };
     if let Some(payload_type) = rewritten.format.payload_type() {
         // Checked when the format was made: only 0..=127 is kept.
         let _ = header.set_payload_type(payload_type);
@@ -989,12 +1180,11 @@ fn send_rtp(
     header.set_ssrc(rewritten.ssrc);
     header.set_sequence_number(rewritten.sequence_number);
     header.set_timestamp(rewritten.timestamp);
-    header.remap_extensions(rewritten.format.extensions());
     if let Some(ids) = rewritten.picture_ids {
         let payload = header.payload_range();
         ids.write(&mut slot[payload]);
     }
-    if let Some(protected) = subscriber.protect_rtp(slot, plaintext.len()) {
+    if let Some(protected) = subscriber.protect_rtp(slot, len) {
         commit_protected(out, destination, protected, counters);
     }
 }

@@ -7,6 +7,7 @@
 use std::net::SocketAddr;
 use std::time::Instant;
 
+use super::congestion::SubscriberBwe;
 use super::{CloseReason, MAX_TRANSPORT_ADDRESSES};
 use crate::bwe::FeedbackGenerator;
 use crate::dtls::{CertificateFingerprint, DtlsIdentity, DtlsTransport};
@@ -32,6 +33,9 @@ pub(super) struct Transport {
     /// its packets carry their transport-wide sequence number under, and the arrivals to
     /// report back (boxed: most transports have none, and it holds a window of arrivals).
     pub(super) feedback: Option<Box<(u8, FeedbackGenerator)>>,
+    /// For a subscriber that negotiated transport-wide congestion control: its estimate and
+    /// what numbers its packets (boxed: it holds a history of what was sent).
+    pub(super) bwe: Option<Box<SubscriberBwe>>,
 }
 
 /// A REMB names at most this many SSRCs; a publisher has a few video streams, each with up
@@ -94,6 +98,7 @@ impl Transport {
             bitrate_cap: None,
             video_ssrcs: Vec::new(),
             feedback: None,
+            bwe: None,
         }
     }
 
@@ -113,6 +118,7 @@ impl Transport {
             bitrate_cap: None,
             video_ssrcs: Vec::new(),
             feedback: None,
+            bwe: None,
         }
     }
 
@@ -173,7 +179,8 @@ impl Transport {
         let Link::Webrtc { ice, dtls, .. } = &self.link else { return None };
         let mut due = ice.poll_timeout();
         let feedback = self.feedback.as_ref().and_then(|f| f.1.poll_timeout());
-        for deadline in [dtls.poll_timeout(), self.connect_deadline, feedback].into_iter().flatten() {
+        let bwe = self.bwe.as_ref().and_then(|b| b.poll_timeout());
+        for deadline in [dtls.poll_timeout(), self.connect_deadline, feedback, bwe].into_iter().flatten() {
             due = due.min(deadline);
         }
         Some(due)

@@ -166,6 +166,39 @@ struct Producer {
     flowing: bool,
     /// Consumers waiting for this producer's next key frame to switch to it (simulcast).
     awaiting: Vec<ConsumerId>,
+    /// What it receives, for allocating subscribers' bandwidth among streams.
+    bitrate: BitrateMeter,
+    /// For an audio stream whose speech is followed: the header extension its RFC 6464
+    /// audio level comes under, and the room (speaker group) it speaks in.
+    speech: Option<(u8, SpeakerGroup)>,
+}
+
+/// A room whose dominant speaker the worker follows, as the control plane numbers it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct SpeakerGroup(pub u32);
+
+/// A stream's bitrate over windows of [`BITRATE_WINDOW`].
+#[derive(Debug, Default, Clone, Copy)]
+struct BitrateMeter {
+    window_start: Option<Instant>,
+    bytes: u64,
+    bps: Option<u64>,
+}
+
+/// How long a bitrate is measured over: long enough to take in a few frames.
+const BITRATE_WINDOW: Duration = Duration::from_millis(500);
+
+impl BitrateMeter {
+    fn record(&mut self, now: Instant, bytes: usize) {
+        let start = *self.window_start.get_or_insert(now);
+        self.bytes += bytes as u64;
+        let elapsed = now.saturating_duration_since(start);
+        if elapsed >= BITRATE_WINDOW {
+            self.bps = Some(self.bytes * 8 * 1_000_000 / (elapsed.as_micros() as u64).max(1));
+            self.window_start = Some(now);
+            self.bytes = 0;
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -238,6 +271,17 @@ pub struct Router {
     /// Consumers that switched layer during a fan-out, with the producer they left: taken
     /// off its list once the fan-out no longer holds the producers.
     switched_from: Vec<(ProducerId, ConsumerId)>,
+    /// The consumers each subscriber's transport receives, for allocating its bandwidth.
+    receiving: HashMap<TransportId, Vec<ConsumerId>>,
+}
+
+/// What one allocation of a subscriber's bandwidth came to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Allocation {
+    /// The bitrate of the streams as allocated.
+    pub allocated_bps: u64,
+    /// The estimate a layer that did not fit would need (for a probe to look for).
+    pub wanted_bps: Option<u64>,
 }
 
 /// At most this many ended streams are remembered for continuity (a few dozen bytes each).
@@ -282,6 +326,8 @@ impl Router {
             last_packet: None,
             flowing: false,
             awaiting: Vec::new(),
+            bitrate: BitrateMeter::default(),
+            speech: None,
         }))
     }
 
@@ -446,6 +492,7 @@ impl Router {
         }
         let id: ConsumerId = slab_key(self.consumers.insert(consumer));
         self.by_consumer_ssrc.insert((transport, output_ssrc), id);
+        self.receiving.entry(transport).or_default().push(id);
         if let Some(p) = self.producers.get_mut(producer.0 as usize) {
             p.consumers.push(id);
         }
@@ -482,7 +529,14 @@ impl Router {
     /// Forgets a removed consumer's SSRC, and keeps where its stream stood.
     fn consumer_ended(&mut self, consumer: &Consumer) {
         let key = (consumer.transport, consumer.rewriter.output_ssrc());
-        self.by_consumer_ssrc.remove(&key);
+        if let Some(id) = self.by_consumer_ssrc.remove(&key)
+            && let Some(list) = self.receiving.get_mut(&consumer.transport)
+        {
+            list.retain(|&c| c != id);
+            if list.is_empty() {
+                self.receiving.remove(&consumer.transport);
+            }
+        }
         if let Some(position) = consumer.rewriter.position() {
             if self.ended_streams.len() >= MAX_ENDED_STREAMS
                 && let Some(&any) = self.ended_streams.keys().next()
@@ -593,6 +647,7 @@ impl Router {
             cache.store(now, seq, packet.as_bytes());
         }
         p.reception.record(now, seq, timestamp, p.clock_rate);
+        p.bitrate.record(now, packet.as_bytes().len());
         if p.repair.as_mut().is_some_and(|repair| repair.received(now, seq)) {
             self.nacks_due = Some(now);
         }
@@ -688,34 +743,103 @@ impl Router {
         Some((layers.current(), layers.pending(), layers.preferred()))
     }
 
+    /// Shares `budget_bps` (the subscriber's estimated bandwidth) among what `transport`
+    /// receives: audio and streams without layers take what they send, then each simulcast
+    /// stream the best layer that fits what is left ([`simulcast::fit_layer`]), those that
+    /// `prioritized` publishers publish (the rooms' dominant speakers) first. A consumer whose layer changes waits for its key frame (its
+    /// producer is named through `emit`, as by [`Router::review_layers`]).
+    pub fn allocate(
+        &mut self,
+        now: Instant,
+        transport: TransportId,
+        budget_bps: u64,
+        prioritized: &[TransportId],
+        mut emit: impl FnMut(ProducerId),
+    ) -> Allocation {
+        let Some(list) = self.receiving.get(&transport) else { return Allocation::default() };
+        let producers = &self.producers;
+        let rate = |p: ProducerId| {
+            producers.get(p.0 as usize).and_then(|p| {
+                let sending = p.last_packet.is_some_and(|at| now.saturating_duration_since(at) < simulcast::LAYER_IDLE);
+                p.bitrate.bps.filter(|_| sending)
+            })
+        };
+        let mut allocation = Allocation::default();
+        let mut left = budget_bps;
+        for &id in list {
+            let Some(consumer) = self.consumers.get(id.0 as usize) else { continue };
+            if consumer.layers.is_none() && !consumer.paused {
+                let used = rate(consumer.producer).unwrap_or(0);
+                left = left.saturating_sub(used);
+                allocation.allocated_bps += used;
+            }
+        }
+        for first in [true, false] {
+            for &id in list {
+                let Some(consumer) = self.consumers.get_mut(id.0 as usize) else { continue };
+                let Some(layers) = consumer.layers.as_mut() else { continue };
+                let publisher = |p: &ProducerId| match producers.get(p.0 as usize).map(|p| p.origin) {
+                    Some(Origin::Publisher(t)) => prioritized.contains(&t),
+                    _ => false,
+                };
+                if consumer.paused || layers.producers().iter().any(publisher) != first {
+                    continue;
+                }
+                let mut rates = [None; MAX_LAYERS];
+                for (slot, &p) in rates.iter_mut().zip(layers.producers()) {
+                    *slot = rate(p);
+                }
+                let rates = &rates[..layers.producers().len()];
+                let current = layers.pending().unwrap_or(layers.current());
+                let (layer, used, wanted) = simulcast::fit_layer(rates, current, layers.cap(), left);
+                left = left.saturating_sub(used);
+                allocation.allocated_bps += used;
+                if let Some(needed) = wanted {
+                    // The estimate that would carry it, beside what is allocated already.
+                    let wanted = budget_bps + needed.saturating_sub(left);
+                    allocation.wanted_bps = Some(allocation.wanted_bps.map_or(wanted, |w| w.max(wanted)));
+                }
+                if layer != layers.budget() {
+                    layers.fit(layer);
+                }
+            }
+        }
+        for index in 0..self.receiving.get(&transport).map_or(0, Vec::len) {
+            let Some(&id) = self.receiving.get(&transport).and_then(|list| list.get(index)) else { break };
+            self.review_consumer(now, id, &mut emit);
+        }
+        allocation
+    }
+
     /// Reviews each simulcast consumer's layer (see [`Layers::review`]), or only `only`'s: a
     /// consumer that should switch waits for the new layer's key frame, and `emit` names the
     /// producer to ask for one ([`Router::request_keyframe`] throttles). Call it when a
     /// consumer's layers or preference change, and about once a second for layers that stop
     /// and start.
     pub fn review_layers(&mut self, now: Instant, only: Option<ConsumerId>, mut emit: impl FnMut(ProducerId)) {
-        let mut decisions = std::mem::take(&mut self.switched_from);
-        for (key, consumer) in &mut self.consumers {
-            if only.is_some_and(|only| only.0 as usize != key) {
-                continue;
-            }
-            let Some(layers) = consumer.layers.as_mut() else { continue };
-            let producers = &self.producers;
-            let last_packet = |p: ProducerId| producers.get(p.0 as usize).and_then(|p| p.last_packet);
-            if let LayerDecision::Await(producer) = layers.review(now, last_packet) {
-                decisions.push((producer, slab_key(key)));
+        match only {
+            Some(id) => self.review_consumer(now, id, &mut emit),
+            None => {
+                for key in 0..self.consumers.capacity() {
+                    if self.consumers.get(key).is_some_and(|c| c.layers.is_some()) {
+                        self.review_consumer(now, slab_key(key), &mut emit);
+                    }
+                }
             }
         }
-        for &(producer, consumer) in &decisions {
-            if let Some(p) = self.producers.get_mut(producer.0 as usize)
-                && !p.awaiting.contains(&consumer)
-            {
-                p.awaiting.push(consumer);
-            }
-            emit(producer);
+    }
+
+    fn review_consumer(&mut self, now: Instant, id: ConsumerId, emit: &mut impl FnMut(ProducerId)) {
+        let Some(layers) = self.consumers.get_mut(id.0 as usize).and_then(|c| c.layers.as_mut()) else { return };
+        let producers = &self.producers;
+        let last_packet = |p: ProducerId| producers.get(p.0 as usize).and_then(|p| p.last_packet);
+        let LayerDecision::Await(producer) = layers.review(now, last_packet) else { return };
+        if let Some(p) = self.producers.get_mut(producer.0 as usize)
+            && !p.awaiting.contains(&id)
+        {
+            p.awaiting.push(id);
         }
-        decisions.clear();
-        self.switched_from = decisions;
+        emit(producer);
     }
 
     /// NACKs the packets `producer`'s publisher loses on the way (its stream comes over a
@@ -850,6 +974,51 @@ impl Router {
                 },
             );
         }
+    }
+
+    /// Follows `producer`'s speech in `group` by the audio levels under `extension_id`.
+    pub fn follow_speech(
+        &mut self,
+        producer: ProducerId,
+        extension_id: u8,
+        group: SpeakerGroup,
+    ) -> Result<(), RouterError> {
+        let p = self.producers.get_mut(producer.0 as usize).ok_or(RouterError::UnknownProducer)?;
+        if p.kind != MediaKind::Audio {
+            return Err(RouterError::InvalidLayers);
+        }
+        p.speech = Some((extension_id, group));
+        Ok(())
+    }
+
+    /// Where `producer`'s speech is followed: its audio level extension and group.
+    #[inline]
+    pub fn speech_of(&self, producer: ProducerId) -> Option<(u8, SpeakerGroup)> {
+        self.producers.get(producer.0 as usize)?.speech
+    }
+
+    /// The transport that publishes `producer`, for one published here.
+    pub fn publisher_of(&self, producer: ProducerId) -> Option<TransportId> {
+        match self.producers.get(producer.0 as usize)?.origin {
+            Origin::Publisher(transport) => Some(transport),
+            Origin::Relay(_) => None,
+        }
+    }
+
+    /// A stream to send padding to the subscriber on `transport` on, for probing its path:
+    /// the RTX stream of one of its video consumers (padding takes a number of that stream's,
+    /// which the subscriber's decoder never sees), as (payload type, sequence number,
+    /// timestamp, SSRC). `None` when it negotiated no RTX.
+    pub fn padding_stream(&mut self, transport: TransportId) -> Option<(u8, u16, u32, u32)> {
+        let list = self.receiving.get(&transport)?;
+        let consumers = &mut self.consumers;
+        let id = list.iter().copied().find(|c| consumers.get(c.0 as usize).is_some_and(|c| c.rtx.is_some()))?;
+        let consumer = consumers.get_mut(id.0 as usize)?;
+        let rtx = consumer.rtx?;
+        let sequence_number = consumer.rtx_next;
+        consumer.rtx_next = consumer.rtx_next.wrapping_add(1);
+        let timestamp = consumer.rewriter.position().map_or(0, |p| p.timestamp());
+        Some((rtx.payload_type, sequence_number, timestamp, rtx.ssrc))
     }
 
     /// Sends `consumer`'s retransmissions as the RTX stream `rtx` from now on.

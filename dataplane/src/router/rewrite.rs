@@ -92,6 +92,13 @@ pub struct OutputPosition {
     at: Instant,
 }
 
+impl OutputPosition {
+    /// The RTP timestamp last sent.
+    pub fn timestamp(&self) -> u32 {
+        self.timestamp
+    }
+}
+
 /// Why a packet is not forwarded to this consumer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RewriteRefusal {

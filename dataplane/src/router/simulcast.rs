@@ -126,8 +126,10 @@ pub struct Layers {
     count: usize,
     format: VideoFormat,
     current: usize,
-    /// The highest layer to send: the subscriber's cap, or what its link carries.
-    preferred: usize,
+    /// The highest layer the subscriber wants (its view's size).
+    cap: usize,
+    /// The highest layer its link carries, as the allocator last judged it.
+    budget: usize,
     /// The layer to switch to at its next key frame, and when that was decided (or last
     /// asked for again).
     pending: Option<(usize, Instant)>,
@@ -158,7 +160,8 @@ impl Layers {
             count: producers.len(),
             format,
             current,
-            preferred: producers.len() - 1,
+            cap: producers.len() - 1,
+            budget: producers.len() - 1,
             pending: None,
             vp8: Vp8Continuity::default(),
         })
@@ -182,13 +185,29 @@ impl Layers {
         self.pending.map(|(layer, _)| layer)
     }
 
+    /// The highest layer to send: the lower of what the subscriber wants and what its link
+    /// carries.
     pub fn preferred(&self) -> usize {
-        self.preferred
+        self.cap.min(self.budget)
     }
 
-    /// Sends at most layer `layer` from now on (clamped to the layers there are).
+    /// The subscriber wants at most layer `layer` from now on (clamped to the layers there are).
     pub fn prefer(&mut self, layer: usize) {
-        self.preferred = layer.min(self.count - 1);
+        self.cap = layer.min(self.count - 1);
+    }
+
+    /// The highest layer the subscriber wants, whatever its link carries.
+    pub fn cap(&self) -> usize {
+        self.cap
+    }
+
+    /// The subscriber's link carries layer `layer` at most (the allocator's judgement).
+    pub fn fit(&mut self, layer: usize) {
+        self.budget = layer.min(self.count - 1);
+    }
+
+    pub fn budget(&self) -> usize {
+        self.budget
     }
 
     /// Whether `producer` is the layer a switch waits for.
@@ -211,10 +230,9 @@ impl Layers {
         let sending = |layer: usize| {
             last_packet(self.producers[layer]).is_some_and(|at| now.saturating_duration_since(at) < LAYER_IDLE)
         };
-        let wanted = (0..=self.preferred)
-            .rev()
-            .find(|&l| sending(l))
-            .or_else(|| (self.preferred..self.count).find(|&l| sending(l)));
+        let preferred = self.preferred();
+        let wanted =
+            (0..=preferred).rev().find(|&l| sending(l)).or_else(|| (preferred..self.count).find(|&l| sending(l)));
         let Some(wanted) = wanted.filter(|&l| l != self.current) else {
             self.pending = None;
             return LayerDecision::Stay;
@@ -229,6 +247,37 @@ impl Layers {
             }
         }
     }
+}
+
+/// How much more than a layer's bitrate the estimate must be to move a subscriber up to it:
+/// the margin keeps a link that just carries the current layer from flapping between two.
+pub const UPGRADE_HEADROOM: f64 = 1.25;
+
+/// The highest layer that fits `budget_bps`, given each layer's bitrate (`None`: not sending),
+/// lowest first; going above `current` needs [`UPGRADE_HEADROOM`], staying or going down
+/// only that the layer fits. The lowest sending layer when none fits: video is made smaller,
+/// never cut. With its bitrate, and the budget the first layer that did not fit needs (what
+/// a probe should look for; the lowest layer's own when even it does not fit).
+pub fn fit_layer(rates: &[Option<u64>], current: usize, cap: usize, budget_bps: u64) -> (usize, u64, Option<u64>) {
+    let lowest = rates.iter().position(Option::is_some);
+    let mut chosen = None;
+    let mut next_up = None;
+    for (layer, rate) in rates.iter().enumerate().take(cap + 1) {
+        let Some(rate) = *rate else { continue };
+        let needed = if layer > current { (rate as f64 * UPGRADE_HEADROOM) as u64 } else { rate };
+        if needed <= budget_bps {
+            chosen = Some((layer, rate));
+        } else {
+            if Some(layer) == lowest {
+                // Over budget already: sent all the same, and nothing above fits either.
+                chosen = Some((layer, rate));
+            }
+            next_up = Some(needed);
+            break;
+        }
+    }
+    let (layer, rate) = chosen.unwrap_or((current, 0));
+    (layer, rate, next_up)
 }
 
 #[cfg(test)]
@@ -291,6 +340,21 @@ mod tests {
         assert_eq!(Layers::new(&[], VideoFormat::Vp8, LOW).err(), Some(RouterError::InvalidLayers));
         assert_eq!(Layers::new(&[LOW; 5], VideoFormat::Vp8, LOW).err(), Some(RouterError::InvalidLayers));
         assert_eq!(Layers::new(&[LOW, MID], VideoFormat::Vp8, HIGH).err(), Some(RouterError::InvalidLayers));
+    }
+
+    #[test]
+    fn layers_are_fitted_to_the_budget_with_headroom_to_go_up() {
+        let rates = [Some(150_000), Some(450_000), Some(1_200_000)];
+        assert_eq!(fit_layer(&rates, 2, 2, 5_000_000), (2, 1_200_000, None));
+        assert_eq!(fit_layer(&rates, 2, 2, 1_000_000), (1, 450_000, Some(1_200_000)), "down at once");
+        assert_eq!(fit_layer(&rates, 1, 2, 1_300_000), (1, 450_000, Some(1_500_000)), "up only with headroom");
+        assert_eq!(fit_layer(&rates, 1, 2, 1_500_000), (2, 1_200_000, None));
+        assert_eq!(fit_layer(&rates, 2, 2, 1_200_000), (2, 1_200_000, None), "staying needs no headroom");
+        assert_eq!(fit_layer(&rates, 0, 2, 100_000), (0, 150_000, Some(150_000)), "the lowest even over budget");
+        assert_eq!(fit_layer(&rates, 2, 0, 5_000_000), (0, 150_000, None), "the subscriber's cap");
+        let gaps = [None, Some(450_000), None];
+        assert_eq!(fit_layer(&gaps, 2, 2, 100_000), (1, 450_000, Some(450_000)), "the lowest that sends");
+        assert_eq!(fit_layer(&[None, None], 1, 1, 100_000), (1, 0, None), "nothing sends: stay");
     }
 
     fn ids(picture_id: u16, tl0: u8) -> Option<Vp8PictureIds> {
