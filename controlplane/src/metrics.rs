@@ -7,12 +7,53 @@
 
 use std::fmt::Write;
 
-use uprtcd_dataplane::stats::DropReason;
+use uprtcd_dataplane::stats::{DropReason, MediaStat};
 
 use crate::listener::{HandshakeFailure, HttpStats, ListenerStats};
 use crate::state::AppState;
 
 /// One metric family: name, type, help, and its samples per worker.
+/// The Prometheus family of a worker's media quality statistic: name, type and help.
+fn media_family(stat: MediaStat) -> (&'static str, &'static str, &'static str) {
+    let kind = if stat.is_gauge() { "gauge" } else { "counter" };
+    let (name, help) = match stat {
+        MediaStat::LayerSwitches => (
+            "uprtcd_layer_switches_total",
+            "Subscribers' streams switched to another simulcast layer, at its key frame.",
+        ),
+        MediaStat::LayersBound => {
+            ("uprtcd_layers_bound_total", "Simulcast layers whose SSRC was learnt from the rid they carry.")
+        }
+        MediaStat::ProbePackets => ("uprtcd_probe_packets_total", "Padding packets sent to probe subscribers' paths."),
+        MediaStat::FeedbackSent => (
+            "uprtcd_transport_feedback_sent_total",
+            "Transport-wide congestion control feedback packets sent to publishers.",
+        ),
+        MediaStat::FeedbackReceived => (
+            "uprtcd_transport_feedback_received_total",
+            "Transport-wide congestion control feedback packets from subscribers used for their estimates.",
+        ),
+        MediaStat::FeedbackIgnored => (
+            "uprtcd_transport_feedback_ignored_total",
+            "Transport-wide feedback or numbering ignored as absurd (sequence numbers or reference times far off).",
+        ),
+        MediaStat::BadAudioLevels => {
+            ("uprtcd_bad_audio_levels_total", "Audio packets whose RFC 6464 audio level element was not one byte.")
+        }
+        MediaStat::SubscribersEstimated => {
+            ("uprtcd_subscribers_estimated", "Subscribers whose bandwidth the worker estimates from their feedback.")
+        }
+        MediaStat::SubscriberEstimateKbps => {
+            ("uprtcd_subscriber_estimate_kbps", "The sum of the estimated subscribers' bandwidth estimates, in kbit/s.")
+        }
+        MediaStat::StreamsBelowWanted => (
+            "uprtcd_streams_below_wanted",
+            "Simulcast streams sent below the layer their subscriber wants (its estimate, or a layer that stopped).",
+        ),
+    };
+    (name, kind, help)
+}
+
 fn family(out: &mut String, name: &str, kind: &str, help: &str, samples: impl Iterator<Item = (String, f64)>) {
     let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
     for (labels, value) in samples {
@@ -138,6 +179,10 @@ pub fn render(state: &AppState, http: &HttpStats) -> String {
             .map(move |&reason| (format!("{labels},reason=\"{}\"", reason.name()), c.drops_of(reason) as f64))
     });
     family(&mut out, "uprtcd_worker_drops_total", "counter", "Datagrams the worker dropped, by reason.", drops);
+    for stat in MediaStat::ALL {
+        let (name, kind, help) = media_family(stat);
+        family(&mut out, name, kind, help, per_worker(&|c| c.media_of(stat) as f64));
+    }
     let rooms = state.read(|reg| reg.room_count());
     family(&mut out, "uprtcd_rooms", "gauge", "Open rooms.", std::iter::once((String::new(), rooms as f64)));
     family(

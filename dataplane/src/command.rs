@@ -35,7 +35,7 @@ use crossbeam_channel::{Receiver, Sender, TrySendError};
 
 use crate::Error;
 use crate::dtls::CertificateFingerprint;
-use crate::engine::{EngineError, EngineEvent, LinkKeys, TransportCreated};
+use crate::engine::{EngineError, EngineEvent, LinkKeys, SubscriberReport, TransportCreated};
 use crate::ice::IceCredentials;
 use crate::relay::{RelayStreamId, WorkerIndex};
 use crate::router::{
@@ -130,6 +130,8 @@ pub enum Command {
         extension_id: u8,
         group: SpeakerGroup,
     },
+    /// Report each estimated subscriber's congestion control ([`Reply::Congestion`]).
+    ReportCongestion,
     /// Cap what the client on `transport` publishes (REMB each report interval).
     LimitBitrate {
         transport: TransportId,
@@ -202,6 +204,7 @@ pub enum Reply {
     ConsumerAdded(ConsumerId),
     /// The producer is relayed to the worker asked for, as this stream.
     Exported(RelayStreamId),
+    Congestion(Vec<SubscriberReport>),
     Refused(EngineError),
 }
 

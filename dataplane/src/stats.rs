@@ -122,6 +122,58 @@ impl DropReason {
     }
 }
 
+/// What the worker's media quality machinery did: simulcast, congestion control, speaker
+/// detection. Counters only grow; the gauges (`Subscribers*`) are the state at publishing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MediaStat {
+    /// A subscriber's stream switched to another simulcast layer (at its key frame).
+    LayerSwitches,
+    /// A simulcast layer's SSRC learnt (or learnt anew) from the rid its packets carry.
+    LayersBound,
+    /// Padding packets sent to probe a subscriber's path.
+    ProbePackets,
+    /// Transport-wide feedback packets sent to publishers.
+    FeedbackSent,
+    /// Transport-wide feedback from subscribers used by their estimators.
+    FeedbackReceived,
+    /// Feedback, or numbered packets, ignored as absurd (sequence numbers or reference times
+    /// far off).
+    FeedbackIgnored,
+    /// Audio packets whose audio level element was not one byte.
+    BadAudioLevels,
+    /// Gauge: subscribers whose bandwidth is estimated.
+    SubscribersEstimated,
+    /// Gauge: the sum of their estimates, in kbit/s.
+    SubscriberEstimateKbps,
+    /// Gauge: simulcast streams sent below the layer their subscriber wants, for its
+    /// estimate (or a layer that stopped).
+    StreamsBelowWanted,
+}
+
+impl MediaStat {
+    pub const ALL: [MediaStat; 10] = [
+        Self::LayerSwitches,
+        Self::LayersBound,
+        Self::ProbePackets,
+        Self::FeedbackSent,
+        Self::FeedbackReceived,
+        Self::FeedbackIgnored,
+        Self::BadAudioLevels,
+        Self::SubscribersEstimated,
+        Self::SubscriberEstimateKbps,
+        Self::StreamsBelowWanted,
+    ];
+
+    pub fn index(self) -> usize {
+        self as usize
+    }
+
+    /// Whether it is a gauge (a state) rather than a counter.
+    pub fn is_gauge(self) -> bool {
+        matches!(self, Self::SubscribersEstimated | Self::SubscriberEstimateKbps | Self::StreamsBelowWanted)
+    }
+}
+
 /// The worker's own counters, updated without atomics.
 #[derive(Debug, Default, Clone)]
 pub struct WorkerCounters {
@@ -130,6 +182,8 @@ pub struct WorkerCounters {
     pub packets_out: u64,
     pub bytes_out: u64,
     pub drops: [u64; DropReason::ALL.len()],
+    /// By [`MediaStat::index`].
+    pub media: [u64; MediaStat::ALL.len()],
     /// Relayed packets queued to other workers (one per destination worker).
     pub relayed_out: u64,
     /// Relayed packets taken from other workers' links.
@@ -163,6 +217,16 @@ impl WorkerCounters {
         self.drops[reason.index()]
     }
 
+    /// Counts one more of `stat`.
+    #[inline]
+    pub fn media(&mut self, stat: MediaStat) {
+        self.media[stat.index()] += 1;
+    }
+
+    pub fn media_of(&self, stat: MediaStat) -> u64 {
+        self.media[stat.index()]
+    }
+
     /// Accounts one loop turn's busy time.
     #[inline]
     pub fn turn(&mut self, busy: Duration) {
@@ -180,6 +244,7 @@ pub struct SharedStats {
     packets_out: AtomicU64,
     bytes_out: AtomicU64,
     drops: [AtomicU64; DropReason::ALL.len()],
+    media: [AtomicU64; MediaStat::ALL.len()],
     relayed_out: AtomicU64,
     relayed_in: AtomicU64,
     transports: AtomicU64,
@@ -207,7 +272,7 @@ impl SharedStats {
         self.bytes_in.store(c.bytes_in, r);
         self.packets_out.store(c.packets_out, r);
         self.bytes_out.store(c.bytes_out, r);
-        for (slot, &value) in self.drops.iter().zip(c.drops.iter()) {
+        for (slot, &value) in self.drops.iter().zip(c.drops.iter()).chain(self.media.iter().zip(c.media.iter())) {
             slot.store(value, r);
         }
         self.relayed_out.store(c.relayed_out, r);
@@ -228,12 +293,17 @@ impl SharedStats {
         for (value, slot) in drops.iter_mut().zip(self.drops.iter()) {
             *value = slot.load(r);
         }
+        let mut media = [0; MediaStat::ALL.len()];
+        for (value, slot) in media.iter_mut().zip(self.media.iter()) {
+            *value = slot.load(r);
+        }
         WorkerCounters {
             packets_in: self.packets_in.load(r),
             bytes_in: self.bytes_in.load(r),
             packets_out: self.packets_out.load(r),
             bytes_out: self.bytes_out.load(r),
             drops,
+            media,
             relayed_out: self.relayed_out.load(r),
             relayed_in: self.relayed_in.load(r),
             transports: self.transports.load(r),
@@ -276,6 +346,8 @@ mod tests {
         counters.drop(DropReason::SrtpAuth);
         counters.drop(DropReason::SrtpAuth);
         counters.drop_many(DropReason::TcpWrite, 7);
+        counters.media(MediaStat::LayerSwitches);
+        counters.media[MediaStat::SubscriberEstimateKbps.index()] = 1500;
         counters.turn(Duration::from_micros(30));
         counters.turn(Duration::from_micros(10));
         let shared = SharedStats::new();
@@ -284,6 +356,10 @@ mod tests {
         assert_eq!(seen.packets_in, 5);
         assert_eq!(seen.drops_of(DropReason::SrtpAuth), 2);
         assert_eq!(seen.drops_of(DropReason::TcpWrite), 7);
+        assert_eq!(
+            (seen.media_of(MediaStat::LayerSwitches), seen.media_of(MediaStat::SubscriberEstimateKbps)),
+            (1, 1500)
+        );
         assert_eq!(seen.tcp_connections, 3);
         assert_eq!((seen.relayed_out, seen.relayed_in, seen.producers, seen.consumers), (4, 6, 2, 9));
         assert_eq!(seen.loop_turns, 2);

@@ -497,6 +497,9 @@ fn run(index: usize, inbox: &CommandReceiver, events: &EventSender, state: &mut 
             io.close_orphaned_tcp(|addr| engine.is_validated(addr));
         }
         let tcp = io.take_tcp_counters();
+        if now >= next_publish {
+            engine.refresh_media_stats();
+        }
         let (producers, consumers) = (engine.producer_count() as u64, engine.consumer_count() as u64);
         let counters = engine.counters();
         counters.drop_many(DropReason::Send, send_drops);
@@ -625,6 +628,7 @@ fn apply(engine: &mut Engine, now: Instant, address: Option<SocketAddr>, command
         Command::EnableBandwidthEstimation { transport, extension_id, max_bps } => engine
             .enable_bandwidth_estimation(now, transport, extension_id, max_bps)
             .map_or_else(refused, |()| Reply::Done),
+        Command::ReportCongestion => Reply::Congestion(engine.congestion_report()),
         Command::FollowSpeech { producer, extension_id, group } => {
             engine.follow_speech(producer, extension_id, group).map_or_else(refused, |()| Reply::Done)
         }

@@ -766,4 +766,15 @@ fn publishers_get_transport_feedback_about_every_numbered_packet() {
     .concat();
     let expected: Vec<(u16, bool)> = (0..10u16).map(|i| 65530u16.wrapping_add(i)).map(|n| (n, n != 65534)).collect();
     assert_eq!(reported, expected, "each number once, the lost one as lost");
+    // Arrivals 5 ms apart are reported 5 ms apart.
+    let arrivals: Vec<i64> = rtcp_of(&net, 0, |p| match p {
+        RtcpPacket::TransportFeedback(feedback) => {
+            let base = i64::from(feedback.reference_time()) * 64_000;
+            Some(feedback.packets().filter_map(|(_, at)| at.map(|at| base + at)).collect::<Vec<_>>())
+        }
+        _ => None,
+    })
+    .concat();
+    let steps: Vec<i64> = arrivals.windows(2).map(|w| w[1] - w[0]).collect();
+    eprintln!("DEBUG {arrivals:?} {steps:?}");
 }

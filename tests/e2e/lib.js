@@ -424,7 +424,13 @@ async function installHelpers() {
       const out = {};
       publish?.forEach((r) => {
         if (r.type === 'outbound-rtp' && r.kind === 'video') {
-          out[r.rid ?? ''] = { framesEncoded: r.framesEncoded ?? 0, frameHeight: r.frameHeight ?? 0, active: r.active };
+          out[r.rid ?? ''] = {
+            framesEncoded: r.framesEncoded ?? 0,
+            frameHeight: r.frameHeight ?? 0,
+            active: r.active,
+            limitation: r.qualityLimitationReason,
+            targetBitrate: r.targetBitrate,
+          };
         }
       });
       return out;

@@ -435,23 +435,33 @@ pub fn audio_video_offer(ice: &IceCredentials, fingerprint: &str, audio_ssrc: u3
     let (session, video_section) = video.split_once("m=video").expect("a video section");
     let session = session.replace("a=group:BUNDLE 0", "a=group:BUNDLE 0 1");
     let video_section = format!("m=video{video_section}").replace("a=mid:0", "a=mid:1");
-    let audio_section = [
-        "m=audio 9 UDP/TLS/RTP/SAVPF 111",
-        "c=IN IP4 0.0.0.0",
-        &format!("a=ice-ufrag:{}", ice.ufrag()),
-        &format!("a=ice-pwd:{}", ice.pwd()),
-        &format!("a=fingerprint:sha-256 {fingerprint}"),
-        "a=setup:actpass",
-        "a=mid:0",
-        "a=sendonly",
-        "a=msid:stream audio",
-        "a=rtcp-mux",
-        "a=rtpmap:111 opus/48000/2",
-        &format!("a=ssrc:{audio_ssrc} cname:publisher"),
-        "",
-    ]
-    .join("\r\n");
-    format!("{session}{audio_section}{video_section}")
+    format!("{session}{}{video_section}", audio_section(ice, fingerprint, audio_ssrc, &[]))
+}
+
+/// An offer of audio alone, with `extmaps` (`<id> <uri>`).
+pub fn audio_offer(ice: &IceCredentials, fingerprint: &str, ssrc: u32, extmaps: &[&str]) -> String {
+    let video = video_offer(ice, fingerprint, ssrc);
+    let (session, _) = video.split_once("m=video").expect("a video section");
+    format!("{session}{}", audio_section(ice, fingerprint, ssrc, extmaps))
+}
+
+/// A sending Opus section, mid 0.
+fn audio_section(ice: &IceCredentials, fingerprint: &str, ssrc: u32, extmaps: &[&str]) -> String {
+    let head = [
+        "m=audio 9 UDP/TLS/RTP/SAVPF 111".to_owned(),
+        "c=IN IP4 0.0.0.0".to_owned(),
+        format!("a=ice-ufrag:{}", ice.ufrag()),
+        format!("a=ice-pwd:{}", ice.pwd()),
+        format!("a=fingerprint:sha-256 {fingerprint}"),
+        "a=setup:actpass".to_owned(),
+        "a=mid:0".to_owned(),
+        "a=sendonly".to_owned(),
+        "a=msid:stream audio".to_owned(),
+        "a=rtcp-mux".to_owned(),
+    ];
+    let extmaps = extmaps.iter().map(|e| format!("a=extmap:{e}"));
+    let tail = ["a=rtpmap:111 opus/48000/2".to_owned(), format!("a=ssrc:{ssrc} cname:publisher"), String::new()];
+    head.into_iter().chain(extmaps).chain(tail).collect::<Vec<_>>().join("\r\n")
 }
 
 /// Publishes `offer` as the client with `ice` and `identity`; returns the answer's SDP.

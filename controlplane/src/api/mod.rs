@@ -6,6 +6,7 @@
 //! it with axum and with the OpenAPI document together, so the two cannot drift apart.
 #![forbid(unsafe_code)]
 
+mod congestion;
 mod live;
 mod record;
 mod rooms;
@@ -125,6 +126,10 @@ pub fn router(state: AppState, http: HttpStats) -> Router {
     Router::new()
         .nest(PREFIX, api)
         .nest(crate::cluster::mirror::INTERNAL_PREFIX, internal)
+        .route(
+            "/debug/congestion",
+            get(congestion::report).layer(middleware::from_fn_with_state(state.clone(), require_app_secret)),
+        )
         .route("/metrics", get(move |State(state): State<AppState>| metrics(state, http)))
         .fallback(|| async { ApiError::not_found() })
         .with_state(state)

@@ -213,6 +213,11 @@ impl Hub {
         self.state().transport_connected(worker, transport);
     }
 
+    /// The room and peer of the session that opened `transport` on `worker`.
+    pub fn transport_owner(&self, worker: usize, transport: TransportId) -> Option<(RoomId, PeerId)> {
+        self.state().transports.get(&(worker, transport)).map(|o| (o.room.clone(), o.peer.clone()))
+    }
+
     /// Transports not connected yet, over every address (a gauge for `/metrics`).
     pub fn pending_transports(&self) -> usize {
         self.state().pending.values().sum()

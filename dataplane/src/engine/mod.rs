@@ -60,18 +60,18 @@ use slab::Slab;
 use self::congestion::SubscriberBwe;
 pub use self::link_keys::{LINK_SRTP_PROFILE, LinkKeys};
 use self::transport::{Link, Transport};
-use crate::bwe::FeedbackGenerator;
+use crate::bwe::{EstimatorCounters, FeedbackGenerator};
 use crate::dtls::{CertificateFingerprint, DtlsError, DtlsIdentity, DtlsOutput, MIN_OUTPUT_BUFFER_LEN};
 use crate::ice::{IceCredentials, IceError, StunOutcome, local_ufrag_of};
 use crate::io::SLOT_SIZE;
 use crate::relay::{PacketPool, RelayLinks};
 use crate::router::{
-    Allocation, ConsumerFormat, ConsumerId, KeyframeRequest, MediaKind, ProducerId, ProducerSpec, Resend, Rewritten,
-    Rid, Router, RouterConfig, RouterError, RtxStream, SpeakerGroup, TransportId,
+    Allocation, ConsumerFormat, ConsumerId, KeyframeRequest, LayerState, MediaKind, ProducerId, ProducerSpec, Resend,
+    Rewritten, Rid, Router, RouterConfig, RouterError, RtxStream, SpeakerGroup, TransportId,
 };
 use crate::speaker::DominantSpeaker;
 use crate::srtp::{MAX_SRTCP_OVERHEAD, MAX_SRTP_OVERHEAD, SrtpError, SrtpSession};
-use crate::stats::{DropReason, WorkerCounters};
+use crate::stats::{DropReason, MediaStat, WorkerCounters};
 use crate::wire::WireError;
 use crate::wire::audio_level::AudioLevel;
 use crate::wire::rtcp::{
@@ -265,8 +265,6 @@ pub struct Engine {
     subscribers_due: Vec<TransportId>,
     /// The dominant speaker detection of each room followed, with its speaker's publisher.
     speakers: HashMap<SpeakerGroup, (DominantSpeaker<ProducerId>, Option<TransportId>)>,
-    /// Audio packets whose audio level element was malformed.
-    bad_audio_levels: u64,
     links: RelayLinks,
     /// Where exported producers' packets are copied for their destinations.
     relay_pool: PacketPool,
@@ -299,10 +297,26 @@ impl Engine {
             keyframes_wanted: Vec::new(),
             subscribers_due: Vec::new(),
             speakers: HashMap::new(),
-            bad_audio_levels: 0,
             links: RelayLinks::unlinked(),
             relay_pool: PacketPool::new(0),
         }
+    }
+
+    /// Brings the media quality gauges and the router's layer switches into the counters,
+    /// before they are published.
+    pub fn refresh_media_stats(&mut self) {
+        let (mut estimated, mut kbps, mut below) = (0, 0, 0);
+        for (_, transport) in &self.transports {
+            let Some(bwe) = transport.bwe.as_ref() else { continue };
+            estimated += 1;
+            kbps += bwe.estimator.estimate() / 1000;
+            below += self.router.layer_states(transport.id).filter(|(_, s)| s.current < s.cap).count() as u64;
+        }
+        let media = &mut self.counters.media;
+        media[MediaStat::SubscribersEstimated.index()] = estimated;
+        media[MediaStat::SubscriberEstimateKbps.index()] = kbps;
+        media[MediaStat::StreamsBelowWanted.index()] = below;
+        media[MediaStat::LayerSwitches.index()] = self.router.layer_switches();
     }
 
     pub fn counters(&mut self) -> &mut WorkerCounters {
@@ -494,6 +508,23 @@ impl Engine {
         Ok(())
     }
 
+    /// Each estimated subscriber's congestion control state, for operators' eyes.
+    pub fn congestion_report(&self) -> Vec<SubscriberReport> {
+        self.transports
+            .iter()
+            .filter_map(|(_, t)| {
+                let bwe = t.bwe.as_ref()?;
+                Some(SubscriberReport {
+                    transport: t.id,
+                    estimate_bps: bwe.estimator.estimate(),
+                    allocation: bwe.allocation,
+                    feedback: bwe.estimator.counters(),
+                    streams: self.router.layer_states(t.id).collect(),
+                })
+            })
+            .collect()
+    }
+
     /// The bandwidth estimated toward the subscriber on `transport`, and what was allocated
     /// of it, when it is estimated.
     pub fn bandwidth(&self, transport: TransportId) -> Option<(u64, Allocation)> {
@@ -512,11 +543,6 @@ impl Engine {
         group: SpeakerGroup,
     ) -> Result<(), EngineError> {
         Ok(self.router.follow_speech(producer, extension_id, group)?)
-    }
-
-    /// Audio packets whose audio level element was not the one byte RFC 6464 says.
-    pub fn bad_audio_levels(&self) -> u64 {
-        self.bad_audio_levels
     }
 
     /// Registers a simulcast layer `transport` publishes under `rid` (see
@@ -670,6 +696,7 @@ impl Engine {
             if let Some(mut feedback) = transport.feedback.take_if(|f| f.1.poll_timeout().is_some_and(|due| due <= now))
             {
                 feedback.1.poll(now, |report| {
+                    self.counters.media(MediaStat::FeedbackSent);
                     send_rtcp(transport, out, &mut self.counters, |slot| copy_into(slot, report));
                 });
                 transport.feedback = Some(feedback);
@@ -842,12 +869,17 @@ impl Engine {
             && let Some(feedback) = publisher.feedback.as_deref_mut()
             && let Some(seq) = packet.transport_sequence_number(feedback.0)
         {
+            let resets = feedback.1.counters().resets;
             feedback.1.record(now, seq);
+            if feedback.1.counters().resets > resets {
+                self.counters.media(MediaStat::FeedbackIgnored);
+            }
         }
         let producer = match self.router.producer_for(id, packet.ssrc()) {
             Some(producer) => producer,
             None => match self.router.bind_layer(id, &packet) {
                 Some(producer) => {
+                    self.counters.media(MediaStat::LayersBound);
                     if let Some(publisher) = lookup(&mut self.transports, id) {
                         publisher.add_video_ssrc(packet.ssrc());
                     }
@@ -880,7 +912,7 @@ impl Engine {
                     let detector = self.speakers.entry(group).or_insert_with(|| (DominantSpeaker::new(), None));
                     detector.0.record(now, producer, level);
                 }
-                Err(_) => self.bad_audio_levels += 1,
+                Err(_) => self.counters.media(MediaStat::BadAudioLevels),
             }
         }
         if started {
@@ -906,7 +938,12 @@ impl Engine {
                 }
                 RtcpPacket::TransportFeedback(feedback) => {
                     if let Some(bwe) = lookup(&mut self.transports, id).and_then(|t| t.bwe.as_deref_mut()) {
+                        let ignored = |c: EstimatorCounters| c.absurd_reference_time + c.absurd_sequence;
+                        let before = ignored(bwe.estimator.counters());
                         bwe.estimator.on_feedback(now, &feedback, &mut bwe.history);
+                        self.counters.media(MediaStat::FeedbackReceived);
+                        self.counters.media[MediaStat::FeedbackIgnored.index()] +=
+                            ignored(bwe.estimator.counters()) - before;
                     }
                 }
                 RtcpPacket::Nack(nack) => {
@@ -1036,6 +1073,7 @@ impl Engine {
             let slot = out.slot();
             let Ok(len) = congestion::write_padding(slot, stream, (extension_id, number), padding) else { return };
             if let Some(protected) = transport.protect_rtp(slot, len) {
+                self.counters.media(MediaStat::ProbePackets);
                 commit_protected(out, destination, protected, &mut self.counters);
             }
         }
@@ -1067,6 +1105,18 @@ impl Engine {
             }
         }
     }
+}
+
+/// One subscriber's congestion control, as [`Engine::congestion_report`] shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SubscriberReport {
+    pub transport: TransportId,
+    pub estimate_bps: u64,
+    pub allocation: Allocation,
+    /// What its feedback came to, and what of it was ignored.
+    pub feedback: EstimatorCounters,
+    /// Its simulcast streams by the SSRC it receives them as.
+    pub streams: Vec<(u32, LayerState)>,
 }
 
 /// Probe packets one subscriber is sent per timeout pass at most.

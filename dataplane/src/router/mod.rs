@@ -273,6 +273,21 @@ pub struct Router {
     switched_from: Vec<(ProducerId, ConsumerId)>,
     /// The consumers each subscriber's transport receives, for allocating its bandwidth.
     receiving: HashMap<TransportId, Vec<ConsumerId>>,
+    /// Consumers switched to another simulcast layer, since the router was made.
+    layer_switches: u64,
+}
+
+/// Where one subscriber stands among a simulcast stream's layers (0 = lowest).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LayerState {
+    pub current: usize,
+    /// The layer a switch waits for a key frame of.
+    pub pending: Option<usize>,
+    /// The highest layer the subscriber wants, and the highest its link carries.
+    pub cap: usize,
+    pub budget: usize,
+    /// How many layers the stream has.
+    pub layers: usize,
 }
 
 /// What one allocation of a subscriber's bandwidth came to.
@@ -705,6 +720,7 @@ impl Router {
             }
             p.awaiting.swap_remove(index);
             self.switched_from.push((previous, id));
+            self.layer_switches += 1;
         }
         for (previous, id) in self.switched_from.drain(..) {
             if let Some(p) = self.producers.get_mut(previous.0 as usize) {
@@ -976,6 +992,23 @@ impl Router {
         }
     }
 
+    /// The simulcast choices of what `transport` receives: per layered consumer, its
+    /// output SSRC and its layers' state.
+    pub fn layer_states(&self, transport: TransportId) -> impl Iterator<Item = (u32, LayerState)> + '_ {
+        self.receiving.get(&transport).into_iter().flatten().filter_map(|&id| {
+            let consumer = self.consumers.get(id.0 as usize)?;
+            let layers = consumer.layers.as_ref()?;
+            let state = LayerState {
+                current: layers.current(),
+                pending: layers.pending(),
+                cap: layers.cap(),
+                budget: layers.budget(),
+                layers: layers.producers().len(),
+            };
+            Some((consumer.rewriter.output_ssrc(), state))
+        })
+    }
+
     /// Follows `producer`'s speech in `group` by the audio levels under `extension_id`.
     pub fn follow_speech(
         &mut self,
@@ -989,6 +1022,11 @@ impl Router {
         }
         p.speech = Some((extension_id, group));
         Ok(())
+    }
+
+    /// Consumers switched to another simulcast layer so far.
+    pub fn layer_switches(&self) -> u64 {
+        self.layer_switches
     }
 
     /// Where `producer`'s speech is followed: its audio level extension and group.
