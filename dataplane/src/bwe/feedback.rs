@@ -99,6 +99,16 @@ impl FeedbackGenerator {
         }
     }
 
+    /// Names `ssrc` as the media stream of the feedback from now on, unless one is named
+    /// already. Browsers drop transport feedback whose media SSRC is none of their streams
+    /// (libwebrtc's RTCP receiver checks it), so the field, though about the transport, must
+    /// name one of the publisher's.
+    pub fn name_media(&mut self, ssrc: u32) {
+        if self.media_ssrc == 0 {
+            self.media_ssrc = ssrc;
+        }
+    }
+
     /// Records that the packet with transport-wide sequence number `seq` arrived at `now`.
     pub fn record(&mut self, now: Instant, seq: u16) {
         let epoch = *self.epoch.get_or_insert(now);

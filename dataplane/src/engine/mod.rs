@@ -484,7 +484,8 @@ impl Engine {
     /// then works through the SFU.
     pub fn enable_transport_feedback(&mut self, transport: TransportId, extension_id: u8) -> Result<(), EngineError> {
         let transport = lookup(&mut self.transports, transport).ok_or(EngineError::UnknownTransport)?;
-        // Receivers name no media stream in transport feedback: it is about the transport.
+        // The media stream it names is the publisher's first that arrives (browsers ignore
+        // feedback naming none of theirs).
         transport.feedback = Some(Box::new((extension_id, FeedbackGenerator::new(ENGINE_SSRC, 0))));
         Ok(())
     }
@@ -863,33 +864,34 @@ impl Engine {
             self.counters.drop(DropReason::Malformed);
             return;
         };
+        let producer = match self.router.producer_for(id, packet.ssrc()) {
+            Some(producer) => Some(producer),
+            None => self.router.bind_layer(id, &packet).inspect(|_| {
+                self.counters.media(MediaStat::LayersBound);
+                if let Some(publisher) = lookup(&mut self.transports, id) {
+                    publisher.add_video_ssrc(packet.ssrc());
+                }
+            }),
+        };
         // Every packet that arrived counts for the publisher's estimate, whatever it carries
         // (its probes come as padding on streams the SFU does not forward).
         if let Some(publisher) = lookup(&mut self.transports, id)
             && let Some(feedback) = publisher.feedback.as_deref_mut()
             && let Some(seq) = packet.transport_sequence_number(feedback.0)
         {
+            if producer.is_some() {
+                // Browsers take feedback only when it names one of their streams.
+                feedback.1.name_media(packet.ssrc());
+            }
             let resets = feedback.1.counters().resets;
             feedback.1.record(now, seq);
             if feedback.1.counters().resets > resets {
                 self.counters.media(MediaStat::FeedbackIgnored);
             }
         }
-        let producer = match self.router.producer_for(id, packet.ssrc()) {
-            Some(producer) => producer,
-            None => match self.router.bind_layer(id, &packet) {
-                Some(producer) => {
-                    self.counters.media(MediaStat::LayersBound);
-                    if let Some(publisher) = lookup(&mut self.transports, id) {
-                        publisher.add_video_ssrc(packet.ssrc());
-                    }
-                    producer
-                }
-                None => {
-                    self.counters.drop(DropReason::UnknownSsrc);
-                    return;
-                }
-            },
+        let Some(producer) = producer else {
+            self.counters.drop(DropReason::UnknownSsrc);
+            return;
         };
         self.forward(now, producer, &packet, out);
         self.relay_packet(producer, plaintext);

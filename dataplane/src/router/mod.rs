@@ -177,7 +177,9 @@ struct Producer {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct SpeakerGroup(pub u32);
 
-/// A stream's bitrate over windows of [`BITRATE_WINDOW`].
+/// A stream's bitrate, measured over windows of [`BITRATE_WINDOW`] and smoothed across them
+/// (a key frame's burst in one window must not look like the stream's rate, or a subscriber
+/// whose estimate just carries the layer would be moved down at every key frame).
 #[derive(Debug, Default, Clone, Copy)]
 struct BitrateMeter {
     window_start: Option<Instant>,
@@ -188,13 +190,18 @@ struct BitrateMeter {
 /// How long a bitrate is measured over: long enough to take in a few frames.
 const BITRATE_WINDOW: Duration = Duration::from_millis(500);
 
+/// The weight of the newest window in the smoothed rate: about the last two seconds count.
+const BITRATE_SMOOTHING: f64 = 0.25;
+
 impl BitrateMeter {
     fn record(&mut self, now: Instant, bytes: usize) {
         let start = *self.window_start.get_or_insert(now);
         self.bytes += bytes as u64;
         let elapsed = now.saturating_duration_since(start);
         if elapsed >= BITRATE_WINDOW {
-            self.bps = Some(self.bytes * 8 * 1_000_000 / (elapsed.as_micros() as u64).max(1));
+            let measured = (self.bytes * 8 * 1_000_000 / (elapsed.as_micros() as u64).max(1)) as f64;
+            let smoothed = self.bps.map_or(measured, |bps| bps as f64 + BITRATE_SMOOTHING * (measured - bps as f64));
+            self.bps = Some(smoothed.max(0.0) as u64);
             self.window_start = Some(now);
             self.bytes = 0;
         }
