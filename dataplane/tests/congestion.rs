@@ -126,3 +126,24 @@ fn the_subscribers_layer_follows_its_estimate() {
     assert_eq!(layer(&net, consumer), 1, "back to the high layer on {recovered} bit/s after {waited:?}");
     assert_eq!(net.clients[1].errors, 0);
 }
+
+#[test]
+fn a_subscriber_whose_feedback_never_comes_gets_the_low_layer_and_its_video_goes_on() {
+    let (mut net, consumer) = net();
+    let subscriber = net.clients[1].transport;
+    let mut seq = 0u16;
+    let mut received = 0;
+    for _ in 0..500 {
+        let key = seq.is_multiple_of(100);
+        send_layer(&mut net, LOW, seq, 250, key);
+        send_layer(&mut net, HIGH, seq, 1000, key);
+        seq = seq.wrapping_add(1);
+        net.deliver();
+        received += net.clients[1].inbox.drain(..).filter(|(kind, _)| matches!(kind, Received::Rtp { .. })).count();
+        net.advance(Duration::from_millis(10));
+    }
+    let (estimate, _) = net.engine.bandwidth(subscriber).unwrap();
+    assert!(estimate <= 300_000, "no feedback, no growth beyond the start: {estimate} bit/s");
+    assert_eq!(layer(&net, consumer), 0, "the low layer");
+    assert!(received > 400, "its video goes on: {received} packets");
+}

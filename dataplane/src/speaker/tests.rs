@@ -248,3 +248,20 @@ fn points_weigh_loudness_and_the_voice_flag() {
     // Levels above 127 cannot come from the parser, but the fields are public.
     assert_eq!(points(AudioLevel { voice: true, level_dbov: 255 }), 0);
 }
+
+#[test]
+fn retained_streams_stay_and_the_others_go_with_their_role() {
+    let mut detector = DominantSpeaker::new();
+    let t0 = Instant::now();
+    for frame in 0..100u64 {
+        let now = t0 + ms(frame * FRAME_MS);
+        detector.record(now, 1u32, TALK);
+        detector.record(now, 2u32, SILENCE);
+        detector.poll(now);
+    }
+    assert_eq!(detector.speaker(), Some(1));
+    detector.retain(|key| key == 2);
+    assert_eq!((detector.speaker(), detector.len()), (None, 1), "the speaker's stream ended");
+    detector.retain(|_| false);
+    assert!(detector.is_empty() && detector.poll_timeout().is_none());
+}
