@@ -29,7 +29,7 @@ async function decoded(viewer) {
 
 /**
  * Samples `viewers` every 250 ms until `done(samples)` says so or `ms` pass, and returns the
- * samples with the longest stretch each decoded no new frame, in samples' time.
+ * samples, the longest stretch each decoded no new frame and how long it took, in samples' time.
  */
 async function watch(viewers, ms, done) {
   const last = new Map();
@@ -43,7 +43,7 @@ async function watch(viewers, ms, done) {
       if (!seen || samples[i].frames > seen.frames) last.set(v.name, { frames: samples[i].frames, at: now });
       else longest[i] = Math.max(longest[i], now - seen.at);
     });
-    if (done(samples)) return { samples, longest };
+    if (done(samples)) return { samples, longest, elapsed: now - started };
     if (now - started > ms) throw new Error(`not within ${ms} ms; last ${JSON.stringify(samples)}`);
     await sleep(250);
   }
@@ -81,7 +81,7 @@ test('a subscriber behind a 400 kbit/s bottleneck gets a lower layer while anoth
     path.set({ down: { rateKbps: 400, queueMs: 300 } });
     run = await watch([open, narrow], 20_000, ([, b]) => b.height > 0 && b.height < top);
     const [openDuring, narrowDuring] = run.samples;
-    t.diagnostic(`limited: open ${openDuring.height}, narrow ${narrowDuring.height} lines; longest gaps ${run.longest} ms; relay ${JSON.stringify(path.stats().down)}`);
+    t.diagnostic(`limited: narrow at ${narrowDuring.height} lines after ${run.elapsed} ms, open at ${openDuring.height}; longest gaps ${run.longest} ms; relay ${JSON.stringify(path.stats().down)}`);
     t.diagnostic(`congestion control: ${await congestion(server)}`);
     assert.equal(openDuring.height, top, 'the open subscriber keeps the highest layer');
     assert.ok(run.longest[0] < 1000, `the open subscriber decodes on: its longest gap ${run.longest[0]} ms`);
@@ -101,7 +101,7 @@ test('a subscriber behind a 400 kbit/s bottleneck gets a lower layer while anoth
     } finally {
       clearInterval(timer);
     }
-    t.diagnostic(`lifted: narrow back at ${top} lines; longest gaps ${run.longest} ms`);
+    t.diagnostic(`lifted: narrow back at ${top} lines after ${run.elapsed} ms; longest gaps ${run.longest} ms`);
     assert.ok(run.longest.every((gap) => gap < 1000), `no decoding gap of a second while switching up: ${run.longest} ms`);
   }),
 );
