@@ -10,7 +10,7 @@ use std::sync::OnceLock;
 use libfuzzer_sys::fuzz_target;
 use uprtcd_controlplane::sdp::{
     self, Answer, BitrateCaps, Candidate, CandidateTransport, CertificateFingerprint, Codec, CodecPolicy, Direction,
-    LocalParameters, MediaKind, OutgoingTrack, PayloadType, RemoteDescription, RemoteMedia, Ssrc, VideoCodec,
+    LocalParameters, OutgoingTrack, PayloadType, RemoteDescription, RemoteMedia, SectionKind, Ssrc, VideoCodec,
 };
 
 /// The SFU's side, as the signalling writes it: one UDP and one ICE-TCP host candidate.
@@ -46,13 +46,13 @@ fn codec(payload_type: u8, name: &str, clock_rate: u32, channels: Option<u32>, f
 }
 
 /// What a room publishes when a WHEP player arrives: the payload types browsers and OBS use.
-fn published() -> &'static [(MediaKind, Codec)] {
-    static PUBLISHED: OnceLock<Vec<(MediaKind, Codec)>> = OnceLock::new();
+fn published() -> &'static [(SectionKind, Codec)] {
+    static PUBLISHED: OnceLock<Vec<(SectionKind, Codec)>> = OnceLock::new();
     PUBLISHED.get_or_init(|| {
         vec![
-            (MediaKind::Audio, codec(111, "opus", 48000, Some(2), "minptime=10;useinbandfec=1", None)),
-            (MediaKind::Video, codec(96, "VP8", 90000, None, "", Some(97))),
-            (MediaKind::Video, codec(102, "H264", 90000, None, "packetization-mode=1;profile-level-id=42e01f", None)),
+            (SectionKind::Audio, codec(111, "opus", 48000, Some(2), "minptime=10;useinbandfec=1", None)),
+            (SectionKind::Video, codec(96, "VP8", 90000, None, "", Some(97))),
+            (SectionKind::Video, codec(102, "H264", 90000, None, "packetization-mode=1;profile-level-id=42e01f", None)),
         ]
     })
 }
@@ -75,8 +75,8 @@ fn check(offer: &RemoteDescription, answer: &Answer) {
 fn publish(offer: &RemoteDescription, policy: &CodecPolicy, audio: bool, video: bool) {
     let bitrate = BitrateCaps { min_bps: Some(300_000), max_bps: Some(2_500_000) };
     let allowed = |media: &RemoteMedia| match media.kind {
-        MediaKind::Audio if audio => Direction::RecvOnly,
-        MediaKind::Video if video => Direction::RecvOnly,
+        SectionKind::Audio if audio => Direction::RecvOnly,
+        SectionKind::Video if video => Direction::RecvOnly,
         _ => Direction::Inactive,
     };
     if let Ok(answer) = sdp::answer(offer, &local(bitrate), policy, allowed) {
@@ -89,7 +89,7 @@ fn publish(offer: &RemoteDescription, policy: &CodecPolicy, audio: bool, video: 
 fn play(offer: &RemoteDescription) {
     let mut chosen: Vec<(usize, OutgoingTrack)> = Vec::new();
     for media in offer.media.iter().filter(|m| !m.rejected && m.direction.receives()) {
-        let fits = |(index, (kind, codec)): &(usize, &(MediaKind, Codec))| {
+        let fits = |(index, (kind, codec)): &(usize, &(SectionKind, Codec))| {
             *kind == media.kind
                 && !chosen.iter().any(|(taken, _)| taken == index)
                 && media
