@@ -16,8 +16,8 @@ use uprtcd_dataplane::dtls::SrtpProfile;
 use uprtcd_dataplane::engine::{EngineConfig, LINK_SRTP_PROFILE, LinkKeys};
 use uprtcd_dataplane::io::{SLOT_SIZE, SendQueue};
 use uprtcd_dataplane::router::{MediaKind, ProducerSpec, Rid, RtxStream};
-use uprtcd_dataplane::stats::MediaStat;
 use uprtcd_dataplane::srtp::{MasterKeySalt, SrtpSession};
+use uprtcd_dataplane::stats::MediaStat;
 use uprtcd_dataplane::testnet::{Net, QueueOutbox};
 use uprtcd_dataplane::wire::classify;
 use uprtcd_dataplane::wire::rtp::{RtpHeader, RtpPacket};
@@ -168,7 +168,9 @@ const MAX_SUBSCRIBER_BPS: u64 = 2_500_000;
 fn estimate_all(net: &mut Net) {
     for i in 1..net.clients.len() {
         let transport = net.clients[i].transport;
-        net.engine.enable_bandwidth_estimation(net.now, transport, TRANSPORT_CC, MAX_SUBSCRIBER_BPS).expect("estimation");
+        net.engine
+            .enable_bandwidth_estimation(net.now, transport, TRANSPORT_CC, MAX_SUBSCRIBER_BPS)
+            .expect("estimation");
     }
 }
 
@@ -215,8 +217,9 @@ impl CcNet {
         let mut net = Net::new(EngineConfig::default());
         net.add_clients(1 + subscribers);
         assert_eq!(net.connect_all(), 1 + subscribers, "handshakes complete");
-        // Room for a whole step's copies: the default queue discards when full.
-        net.outbox = QueueOutbox(SendQueue::new(4 * subscribers + 1024));
+        // Room for a whole step's copies and probes (two media packets and up to eight
+        // probe packets each): the default queue discards when full, which would be loss.
+        net.outbox = QueueOutbox(SendQueue::new(10 * subscribers + 1024));
         let publisher = net.clients[0].transport;
         let mut layer = |(rid, _, _): (&str, u32, usize)| {
             let rid = (RID_EXTENSION, Rid::new(rid).expect("a valid rid"));
@@ -288,9 +291,14 @@ impl CcNet {
                 self.reports.push((self.net.clients[i].addr, buf));
             }
         }
+        // Consent lasts 30 s: the clients refresh it every 5 s, as browsers do.
+        let refresh = self.seq.is_multiple_of(500);
         for client in &mut self.net.clients {
+            let (addr, control) = (client.addr, &mut self.control);
+            if refresh {
+                client.peer.refresh_consent(now, &mut |bytes| control.push((addr, bytes.to_vec()))).expect("a check");
+            }
             if client.peer.poll_timeout().is_some_and(|t| t <= now) {
-                let (addr, control) = (client.addr, &mut self.control);
                 let _ = client.peer.handle_timeout(now, &mut |bytes| control.push((addr, bytes.to_vec())));
             }
         }
@@ -349,7 +357,8 @@ fn congestion_control(c: &mut Criterion) {
         let media = cc.net.engine.counters().media;
         let media: Vec<_> = MediaStat::ALL.iter().map(|&stat| (stat, media[stat.index()])).collect();
         eprintln!("cc_feedback_and_allocation, {subscribers} subscribers: {media:?}");
-        let layers: Vec<_> = cc.net.engine.congestion_report().iter().take(3).map(|r| (r.estimate_bps, r.allocation)).collect();
+        let layers: Vec<_> =
+            cc.net.engine.congestion_report().iter().take(3).map(|r| (r.estimate_bps, r.allocation)).collect();
         eprintln!("first subscribers' estimates and allocations: {layers:?}");
     }
     group.finish();
