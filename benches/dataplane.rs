@@ -3,7 +3,9 @@
 //! step of one published packet fanned out to N subscribers (unprotect once, then rewrite,
 //! protect and queue N times); and what one more copy costs on top of ten: a subscriber's
 //! (rewrite, protect) against a recording's (rewrite, sent in plaintext to the capture) and
-//! a node link's (rewrite, protect with the link's AES-128-GCM keys).
+//! a node link's (rewrite, protect with the link's AES-128-GCM keys); and what per-subscriber
+//! congestion control adds: to each copy (a transport-wide number added and recorded), and
+//! per subscriber per second (its feedback taken, its estimate shared among its streams).
 //!
 //! `cargo bench --bench dataplane`; numbers and machine in benches/README.md.
 
