@@ -1064,14 +1064,18 @@ impl Engine {
         }
         // Probe packets due now, paced over their cluster's duration (bounded per call: a
         // late timer does not turn into a burst).
+        // Only a subscriber with a stream to pad and an address is probed: a number taken for
+        // a packet that never leaves would read as lost.
+        let Some(destination) = transport.destination() else { return };
+        if !self.router.has_padding_stream(id) {
+            return;
+        }
         for _ in 0..MAX_PROBE_PACKETS_PER_TURN {
             let Some(bwe) = transport.bwe.as_deref_mut() else { return };
             let Some((cluster, padding)) = bwe.next_probe_packet(now) else { return };
+            let Some(stream) = self.router.padding_stream(id) else { return };
             let size = padding + congestion::PADDING_PACKET_OVERHEAD;
             let (extension_id, number) = (bwe.extension_id, bwe.history.on_send(now, size, Some(cluster.id)));
-            let (Some(stream), Some(destination)) = (self.router.padding_stream(id), transport.destination()) else {
-                return;
-            };
             let slot = out.slot();
             let Ok(len) = congestion::write_padding(slot, stream, (extension_id, number), padding) else { return };
             if let Some(protected) = transport.protect_rtp(slot, len) {

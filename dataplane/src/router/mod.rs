@@ -1050,6 +1050,14 @@ impl Router {
         }
     }
 
+    /// Whether the subscriber on `transport` has a stream to send padding on
+    /// ([`Router::padding_stream`]).
+    pub fn has_padding_stream(&self, transport: TransportId) -> bool {
+        self.receiving
+            .get(&transport)
+            .is_some_and(|list| list.iter().any(|c| self.consumers.get(c.0 as usize).is_some_and(|c| c.rtx.is_some())))
+    }
+
     /// A stream to send padding to the subscriber on `transport` on, for probing its path:
     /// the RTX stream of one of its video consumers (padding takes a number of that stream's,
     /// which the subscriber's decoder never sees), as (payload type, sequence number,
