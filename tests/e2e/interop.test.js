@@ -11,29 +11,10 @@
 // the server on the other end. Nothing leaves the machine.
 import test from 'node:test';
 import assert from 'node:assert/strict';
-import { writeFile } from 'node:fs/promises';
-import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { run, scenario, sleep } from './lib.js';
 
 const TIMEOUT = { timeout: 150_000 };
-const FIREFOX = process.env.UPRTCD_E2E_FIREFOX || '/usr/bin/firefox-esr';
-
-// What a test profile needs: dump() on stdout, host candidates on loopback (the namespace has
-// nothing else) under their real addresses, no first-run pages, updates or telemetry.
-const PREFS = {
-  'browser.dom.window.dump.enabled': true,
-  'media.peerconnection.ice.loopback': true,
-  'media.peerconnection.ice.obfuscate_host_addresses': false,
-  'media.autoplay.default': 0,
-  'browser.shell.checkDefaultBrowser': false,
-  'browser.aboutwelcome.enabled': false,
-  'datareporting.policy.dataSubmissionEnabled': false,
-  'toolkit.telemetry.reportingpolicy.firstRun': false,
-  'app.update.disabledForTesting': true,
-  'network.captive-portal-service.enabled': false,
-  'network.connectivity-service.enabled': false,
-};
 
 /** A veth pair inside this namespace, its second end the default route; removed after `t`. */
 async function defaultRoute(t) {
@@ -52,13 +33,7 @@ async function defaultRoute(t) {
 
 /** Starts headless Firefox on the player page for `room`, with its own scratch profile. */
 async function firefoxPlayer(sc, server, room, peer) {
-  const profile = await sc.scratch('firefox');
-  const prefs = Object.entries(PREFS).map(([k, v]) => `user_pref(${JSON.stringify(k)}, ${JSON.stringify(v)});`);
-  await writeFile(join(profile, 'user.js'), `${prefs.join('\n')}\n`);
-  const page = new URL('./whep_player.html', import.meta.url);
-  page.searchParams.set('whep', `${server.origin}/whep/${encodeURIComponent(room.roomId)}`);
-  page.searchParams.set('token', await server.token(room.roomId, peer));
-  return sc.tool(FIREFOX, ['--headless', '--no-remote', '--profile', profile, page.href]);
+  return sc.firefoxWhep(server, room.roomId, await server.token(room.roomId, peer));
 }
 
 /** A WHIP publisher (`script`: aiortc_whip.py or gst_whip.py) on air for `seconds`, which then

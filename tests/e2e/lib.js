@@ -586,7 +586,7 @@ export class Scenario {
 }
 
 // What a Firefox test profile needs: dump() on stdout, host candidates on loopback under their
-// real addresses, no first-run pages, updates or telemetry (as interop.test.js's).
+// real addresses, no first-run pages, updates or telemetry.
 const FIREFOX_PREFS = {
   'browser.dom.window.dump.enabled': true,
   'media.peerconnection.ice.loopback': true,
