@@ -589,11 +589,7 @@ impl Engine {
 
     fn review_layers(&mut self, now: Instant, only: Option<ConsumerId>) {
         let wanted = &mut self.keyframes_wanted;
-        self.router.review_layers(now, only, |producer| {
-            if !wanted.contains(&producer) {
-                wanted.push(producer);
-            }
-        });
+        self.router.review_layers(now, only, |producer| want_keyframe(wanted, producer));
     }
 
     /// Caps what the client on `transport` sends at `max_bps`: each receiver-report interval
@@ -618,9 +614,7 @@ impl Engine {
         let consumer = self.router.add_consumer(producer, transport, ssrc)?;
         // A video decoder cannot start mid-stream: the next turn asks the publisher for a
         // keyframe (throttled per producer like subscribers' requests).
-        if !self.keyframes_wanted.contains(&producer) {
-            self.keyframes_wanted.push(producer);
-        }
+        want_keyframe(&mut self.keyframes_wanted, producer);
         Ok(consumer)
     }
 
@@ -636,8 +630,8 @@ impl Engine {
     /// to decode again: the next turn asks the publisher for one, as for a new consumer.
     pub fn set_paused(&mut self, consumer: ConsumerId, paused: bool) -> Result<(), EngineError> {
         let producer = self.router.set_paused(consumer, paused)?;
-        if !paused && !self.keyframes_wanted.contains(&producer) {
-            self.keyframes_wanted.push(producer);
+        if !paused {
+            want_keyframe(&mut self.keyframes_wanted, producer);
         }
         Ok(())
     }
@@ -1052,11 +1046,8 @@ impl Engine {
             for (slot, publisher) in speaking.iter_mut().zip(self.speakers.values().filter_map(|(_, p)| *p)) {
                 *slot = publisher;
             }
-            let allocation = self.router.allocate(now, id, estimate, &speaking, |producer| {
-                if !wanted.contains(&producer) {
-                    wanted.push(producer);
-                }
-            });
+            let allocation =
+                self.router.allocate(now, id, estimate, &speaking, |producer| want_keyframe(wanted, producer));
             if let Some(more) = allocation.wanted_bps {
                 bwe.probes.request(more);
             }
@@ -1261,6 +1252,14 @@ fn send_rtcp(
     let Ok(len) = write(&mut slot[..SLOT_SIZE - MAX_SRTCP_OVERHEAD]) else { return };
     if let Some(protected) = client.protect_rtcp(slot, len) {
         commit_protected(out, destination, protected, counters);
+    }
+}
+
+/// Asks `producer`'s publisher for a key frame at the next turn's start, once however many
+/// consumers want one.
+fn want_keyframe(wanted: &mut Vec<ProducerId>, producer: ProducerId) {
+    if !wanted.contains(&producer) {
+        wanted.push(producer);
     }
 }
 
