@@ -40,6 +40,8 @@ pub struct Lifecycle {
     pub producers_stopped: AtomicU64,
     /// Rooms' dominant speakers that changed.
     pub speaker_changes: AtomicU64,
+    /// `layers` messages sent to publishers: simulcast layers paused or resumed (dynacast).
+    pub layer_updates: AtomicU64,
 }
 
 impl Lifecycle {
@@ -114,6 +116,9 @@ fn apply(state: &AppState, WorkerEvent { worker, event }: WorkerEvent) {
         EngineEvent::DominantSpeaker { producer, .. } => {
             Lifecycle::bump(&lifecycle.speaker_changes);
             crate::signalling::speaker_changed(state, worker, producer);
+        }
+        EngineEvent::Demand { producer, wanted } => {
+            crate::signalling::dynacast::demand_changed(state, worker, producer, wanted);
         }
     }
 }

@@ -576,4 +576,11 @@ fn lifecycle(out: &mut String, state: &AppState) {
         "Changes of a room's dominant speaker, as its clients hear them in `speaker` events.",
         count(&lifecycle.speaker_changes),
     );
+    family(
+        out,
+        "uprtcd_layer_updates_total",
+        "counter",
+        "`layers` messages that paused or resumed a publisher's simulcast layers (dynacast).",
+        count(&lifecycle.layer_updates),
+    );
 }

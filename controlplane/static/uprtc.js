@@ -44,7 +44,8 @@
  *   await room.publish(mediaStream); // one sendonly transceiver per track; resolves once the
  *                                    // SFU's answer is applied. One publish per session.
  *                                    // Video as three simulcast layers unless
- *                                    // publish(stream, {simulcast: false}).
+ *                                    // publish(stream, {simulcast: false}); layers that
+ *                                    // nobody receives are paused (the SFU says which).
  *   room.subscribe();                // sent by join unless {autoSubscribe: false}; idempotent
  *   room.setVideoQuality(trackId, 'low'); // at most that simulcast layer of a received track
  *   await room.stats();              // {publish: RTCStatsReport|null, subscribe: RTCStatsReport|null}
@@ -183,6 +184,8 @@ export class Room {
     this._subscribeSent = false;
     /** Offers are answered one after another, in the order they came. */
     this._offers = Promise.resolve();
+    /** Changes of the published simulcast layers, applied one after the other. */
+    this._layerChanges = Promise.resolve();
     /** mid → {peer, trackId, kind} of the latest offer. */
     this._offerTracks = new Map();
     /** key → {peer, trackId, kind}: announced by `joined` and `track-added`. */
@@ -348,6 +351,9 @@ export class Room {
         this.speaker = message.peer;
         this._emit('speaker', { peer: message.peer, trackId: message.trackId });
         break;
+      case 'layers':
+        this._layerChanges = this._layerChanges.then(() => this._sendLayers(message.mid, message.active));
+        break;
       case 'offer':
         this._offers = this._offers.then(() => this._answerOffer(message));
         break;
@@ -397,6 +403,23 @@ export class Room {
       await pc.setRemoteDescription({ type: 'answer', sdp });
     } catch (e) {
       throw new UprtcError(RTC_FAILED, `cannot apply the SFU's answer: ${e.message ?? e}`);
+    }
+  }
+
+  /**
+   * Sends only the simulcast layers (rids) `active` of the published section `mid`: the SFU
+   * pauses the layers nobody receives and resumes them when somebody could.
+   */
+  async _sendLayers(mid, active) {
+    const transceiver = this._publisher?.getTransceivers().find((t) => t.mid === mid);
+    if (!transceiver || !Array.isArray(active)) return;
+    const params = transceiver.sender.getParameters();
+    if (!params.encodings?.some((e) => e.rid)) return;
+    for (const encoding of params.encodings) encoding.active = active.includes(encoding.rid);
+    try {
+      await transceiver.sender.setParameters(params);
+    } catch (e) {
+      if (!this._closed) this._emit('error', { code: RTC_FAILED, msg: `cannot change the simulcast layers sent: ${e.message ?? e}` });
     }
   }
 

@@ -108,6 +108,11 @@ pub enum Command {
         consumer: ConsumerId,
         layer: usize,
     },
+    /// Report whether some consumer of this worker could receive `producer`, now and at
+    /// each change ([`crate::engine::EngineEvent::Demand`]).
+    WatchDemand {
+        producer: ProducerId,
+    },
     /// Send the publisher on `transport` transport-wide congestion control feedback about
     /// its packets carrying a transport-wide sequence number under `extension_id`.
     EnableTransportFeedback {

@@ -638,6 +638,7 @@ fn apply(engine: &mut Engine, now: Instant, address: Option<SocketAddr>, command
         Command::PreferLayer { consumer, layer } => {
             engine.prefer_layer(now, consumer, layer).map_or_else(refused, |()| Reply::Done)
         }
+        Command::WatchDemand { producer } => engine.watch_demand(producer).map_or_else(refused, |()| Reply::Done),
         Command::EnableRtx { consumer, rtx } => engine.enable_rtx(consumer, rtx).map_or_else(refused, |()| Reply::Done),
         Command::RemoveConsumer { transport, ssrc } => {
             engine.remove_consumer(transport, ssrc).map_or_else(refused, |()| Reply::Done)

@@ -694,8 +694,8 @@ fn received_pictures(net: &Net, i: usize) -> Vec<(u16, u16)> {
         .collect()
 }
 
-#[test]
-fn simulcast_layers_named_by_rid_reach_a_subscriber_as_one_continuous_stream() {
+/// A publisher (client 0) of two simulcast layers by rid, `q` and `f`, and a subscriber.
+fn simulcast_net() -> (Net, ProducerId, ProducerId) {
     let mut net = Net::new(EngineConfig::default());
     net.add_clients(2);
     assert_eq!(net.connect_all(), 2);
@@ -704,6 +704,12 @@ fn simulcast_layers_named_by_rid_reach_a_subscriber_as_one_continuous_stream() {
         net.engine.add_layer_producer(publisher, (RID_EXTENSION, Rid::new(rid).unwrap()), MediaKind::Video, 90_000)
     };
     let (low, high) = (layer(&mut net, "q").unwrap(), layer(&mut net, "f").unwrap());
+    (net, low, high)
+}
+
+#[test]
+fn simulcast_layers_named_by_rid_reach_a_subscriber_as_one_continuous_stream() {
+    let (mut net, low, high) = simulcast_net();
     let consumer = net.engine.add_consumer(low, net.clients[1].transport, 0x2001).unwrap();
     net.engine.set_layers(net.now, consumer, &[low, high], VideoFormat::Vp8).unwrap();
     assert_eq!(net.engine.layer_state(consumer), Some((0, None, 1)), "nothing sends yet");
@@ -731,6 +737,30 @@ fn simulcast_layers_named_by_rid_reach_a_subscriber_as_one_continuous_stream() {
     assert_eq!(net.engine.layer_state(consumer), Some((0, None, 1)));
     assert_eq!(received_pictures(&net, 1).last(), Some(&(104, 7004)), "numbering and picture ids go on");
     assert_eq!(net.clients[1].errors, 0);
+}
+
+#[test]
+fn a_watched_layer_reports_whether_some_subscriber_could_receive_it() {
+    let (mut net, low, high) = simulcast_net();
+    net.engine.drain_events().for_each(drop);
+    let demand = |net: &mut Net| {
+        net.deliver();
+        let events: Vec<EngineEvent> = net.engine.drain_events().collect();
+        events.into_iter().filter(|e| matches!(e, EngineEvent::Demand { .. })).collect::<Vec<_>>()
+    };
+    net.engine.watch_demand(low).unwrap();
+    net.engine.watch_demand(high).unwrap();
+    let wanted = |producer, wanted| EngineEvent::Demand { producer, wanted };
+    assert_eq!(demand(&mut net), [wanted(low, false), wanted(high, false)]);
+
+    let consumer = net.engine.add_consumer(high, net.clients[1].transport, 0x2001).unwrap();
+    net.engine.set_layers(net.now, consumer, &[low, high], VideoFormat::Vp8).unwrap();
+    assert_eq!(demand(&mut net), [wanted(low, true), wanted(high, true)]);
+    net.engine.prefer_layer(net.now, consumer, 0).unwrap();
+    assert_eq!(demand(&mut net), [wanted(high, false)]);
+    assert!(demand(&mut net).is_empty(), "reported once per change");
+    net.engine.remove_consumer(net.clients[1].transport, 0x2001).unwrap();
+    assert_eq!(demand(&mut net), [wanted(low, false)]);
 }
 
 #[test]

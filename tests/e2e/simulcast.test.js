@@ -2,8 +2,10 @@
 // the SDK, which sends it as simulcast layers by default; the SFU's answer takes them (the
 // publisher's outbound-rtp stats show more than one rid encoding). A Chromium subscriber
 // receives the highest layer, drops to the lowest when it asks for `low` (its decoded height
-// falls) and comes back up on `high`, decoding all along; a headless Firefox playing the room
-// over WHEP decodes video too (a player of a simulcast publisher once got audio only).
+// falls) and comes back up on `high`, decoding all along. While nobody wants the highest layer
+// the SFU has the host pause it (dynacast: the encoding goes inactive and encodes nothing), and
+// resume it when the viewer asks again. A headless Firefox playing the room over WHEP decodes
+// video too (a player of a simulcast publisher once got audio only).
 //
 // Firefox pairs only loopback with loopback and needs a default route to offer any candidate:
 // the namespace gets one over loopback (`Scenario.defaultRouteOverLoopback`).
@@ -41,6 +43,7 @@ test('a simulcast host reaches each viewer as the layer it asks for, and a WHEP 
     t.diagnostic(`host sends ${JSON.stringify(layers)}`);
     const heights = Object.values(layers).filter((s) => s.framesEncoded > 0).map((s) => s.frameHeight);
     const [lowest, highest] = [Math.min(...heights), Math.max(...heights)];
+    const top = Object.keys(layers).find((rid) => rid !== '' && layers[rid].frameHeight === highest);
     assert.equal(highest, CAMERA.height, `the full-size layer is among them: ${heights}`);
     assert.ok(lowest < highest, `layers of different sizes: ${heights}`);
 
@@ -56,7 +59,19 @@ test('a simulcast host reaches each viewer as the layer it asks for, and a WHEP 
       const d = await decoded(viewer);
       return d.height === lowest ? d : undefined;
     });
+    // Nobody wants the top layer now: the host is told to pause it (after the SFU's 3 s hold).
+    const paused = await poll(15_000, `the host pauses its ${top} layer`, async () => {
+      const sent = (await host.sent())[top];
+      return sent?.active === false ? sent : undefined;
+    });
+    await new Promise((resolve) => setTimeout(resolve, 1000));
+    const stillPaused = (await host.sent())[top];
+    assert.equal(stillPaused.framesEncoded, paused.framesEncoded, `a paused layer encodes nothing: ${JSON.stringify(stillPaused)}`);
     await viewer.evaluate((id) => window.e2e.room.setVideoQuality(id, 'high'), trackId);
+    await poll(10_000, `the host resumes its ${top} layer`, async () => {
+      const sent = (await host.sent())[top];
+      return sent?.active === true && sent.framesEncoded > paused.framesEncoded;
+    });
     const high = await poll(15_000, `the viewer comes back to the highest layer (${highest} high)`, async () => {
       const d = await decoded(viewer);
       return d.height === highest ? d : undefined;

@@ -14,12 +14,14 @@
 use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
 use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::time::Instant;
 
 use tokio::sync::{Notify, mpsc, oneshot};
 
 use uprtcd_dataplane::engine::CloseReason;
 use uprtcd_dataplane::router::{MediaKind, ProducerId, TransportId};
 
+use super::dynacast::{LayerSwitch, SwitchDecision};
 use super::protocol::{ServerEvent, TrackInfo};
 use crate::ids::{PeerId, RoomId, TrackId};
 use crate::sdp::{Codec, HeaderExtensions};
@@ -137,7 +139,25 @@ struct HubState {
     /// the next number to give.
     speaker_groups: HashMap<RoomId, u32>,
     next_speaker_group: u32,
+    /// Whether some consumer of a worker could receive a layer producer of it, as the worker
+    /// last reported, by worker and producer (the publisher's own layers and imported ones).
+    demand: HashMap<(usize, ProducerId), bool>,
+    /// The simulcast tracks whose layers are paused at their publisher while nobody wants
+    /// them (dynacast), by track id.
+    layer_switches: HashMap<TrackId, TrackLayers>,
 }
+
+/// A simulcast track whose publisher is told which layers to send.
+#[derive(Debug)]
+struct TrackLayers {
+    /// The publisher's section of it, and its layers' rids, lowest first.
+    mid: String,
+    rids: Vec<String>,
+    switch: LayerSwitch,
+}
+
+/// Who hears of a track's layers: its room and publisher, the section and rids to name.
+pub type LayersAddressee = (RoomId, PeerId, String, Vec<String>);
 
 /// The session that opened a transport.
 #[derive(Debug, Clone)]
@@ -289,16 +309,54 @@ impl Hub {
     /// Forgets one track of `room` (a mirrored stream the origin no longer sends), with
     /// where it was imported and paused.
     pub fn remove_track(&self, room: &RoomId, track_id: &TrackId) {
+        self.state().remove_tracks_where(room, |t| &t.track_id == track_id);
+    }
+
+    /// Pauses `track_id`'s layers (`rids`, lowest first, in the publisher's section `mid`) at
+    /// its publisher while nobody wants them ([`super::dynacast`]).
+    pub fn switch_layers(&self, track_id: &TrackId, mid: String, rids: Vec<String>) {
+        let switch = LayerSwitch::new(rids.len());
+        self.state().layer_switches.insert(track_id.clone(), TrackLayers { mid, rids, switch });
+    }
+
+    /// Records whether some consumer of `worker` could receive `producer`; the track whose
+    /// layer it carries, when its layers are switched.
+    pub fn set_demand(&self, worker: usize, producer: ProducerId, wanted: bool) -> Option<TrackId> {
         let mut state = self.state();
-        if let Some(list) = state.tracks.get_mut(room) {
-            list.retain(|t| &t.track_id != track_id);
-            if list.is_empty() {
-                state.tracks.remove(room);
-                state.speaker_groups.remove(room);
-            }
-        }
-        state.imports.retain(|(track, _, _), _| track != track_id);
-        state.paused.retain(|(_, track)| track != track_id);
+        state.demand.insert((worker, producer), wanted);
+        let own = state.tracks.values().flatten().find(|t| t.worker == worker && t.layers.contains(&producer));
+        let track_id = match own {
+            Some(track) => track.track_id.clone(),
+            None => state.imports.iter().find(|((_, on, _), p)| *on == worker && **p == producer)?.0.0.clone(),
+        };
+        state.layer_switches.contains_key(&track_id).then_some(track_id)
+    }
+
+    /// Reviews which of `track_id`'s layers its publisher should send at `now`, given what
+    /// the workers want; with whom to tell when that changed.
+    pub fn review_layers(&self, track_id: &TrackId, now: Instant) -> Option<(SwitchDecision, Option<LayersAddressee>)> {
+        let mut state = self.state();
+        let state = &mut *state;
+        let track = state.tracks.values().flatten().find(|t| &t.track_id == track_id)?;
+        let demanded = |worker: usize, producer: ProducerId| state.demand.get(&(worker, producer)) == Some(&true);
+        let wanted: Vec<bool> = track
+            .layers
+            .iter()
+            .map(|&origin| {
+                demanded(track.worker, origin)
+                    || state
+                        .imports
+                        .iter()
+                        .any(|((t, on, o), &imported)| t == track_id && *o == origin && demanded(*on, imported))
+            })
+            .collect();
+        let layers = state.layer_switches.get_mut(track_id)?;
+        let decision = layers.switch.review(now, &wanted);
+        let addressee = decision
+            .send
+            .is_some()
+            .then(|| (track.room.clone(), track.publisher.clone(), layers.mid.clone(), layers.rids.clone()));
+        Some((decision, addressee))
     }
 
     /// The producer that carries `track_id`'s `origin` producer on `worker`, if it was
@@ -450,6 +508,7 @@ impl HubState {
 
     fn import_ended(&mut self, worker: usize, producer: ProducerId) {
         self.imports.retain(|(_, on, _), imported| !(*on == worker && *imported == producer));
+        self.demand.remove(&(worker, producer));
     }
 
     fn add_http_session(&mut self, resource: &str, room: &RoomId, stop: HttpStop) {
@@ -474,16 +533,34 @@ impl HubState {
     }
 
     fn remove_tracks(&mut self, room: &RoomId, publisher: &PeerId) -> Vec<PublishedTrack> {
+        self.remove_tracks_where(room, |t| &t.publisher == publisher)
+    }
+
+    /// Forgets the tracks of `room` that `gone` picks, with where they were imported and
+    /// paused, and their layers' demand; returns them.
+    fn remove_tracks_where(&mut self, room: &RoomId, gone: impl Fn(&PublishedTrack) -> bool) -> Vec<PublishedTrack> {
         let Some(list) = self.tracks.get_mut(room) else { return Vec::new() };
-        let (removed, kept): (Vec<PublishedTrack>, _) =
-            std::mem::take(list).into_iter().partition(|t| &t.publisher == publisher);
+        let (removed, kept): (Vec<PublishedTrack>, _) = std::mem::take(list).into_iter().partition(|t| gone(t));
         *list = kept;
         if list.is_empty() {
             self.tracks.remove(room);
             self.speaker_groups.remove(room);
         }
         let gone: HashSet<&TrackId> = removed.iter().map(|t| &t.track_id).collect();
-        self.imports.retain(|(track, _, _), _| !gone.contains(track));
+        let demand = &mut self.demand;
+        self.imports.retain(|(track, on, _), imported| {
+            let keep = !gone.contains(track);
+            if !keep {
+                demand.remove(&(*on, *imported));
+            }
+            keep
+        });
+        for track in &removed {
+            for &layer in &track.layers {
+                demand.remove(&(track.worker, layer));
+            }
+            self.layer_switches.remove(&track.track_id);
+        }
         self.paused.retain(|(_, track)| !gone.contains(track));
         removed
     }
@@ -573,6 +650,7 @@ fn close_stalled(room: &RoomId, peers: &mut HashMap<PeerId, Session>, stalled: V
 mod tests {
     use super::*;
     use crate::sdp::PayloadType;
+    use crate::signalling::dynacast::PAUSE_HOLD;
     use crate::signalling::protocol::tests::{peer, room};
 
     fn track(room_id: &RoomId, publisher: &str, producer: u32) -> PublishedTrack {
@@ -614,6 +692,45 @@ mod tests {
         assert!(hub.queue_of(&r, &peer("slow")).is_none(), "the slow session was dropped");
         assert!(hub.queue_of(&r, &peer("reader")).is_some());
         assert_eq!(hub.send_to(&r, &[peer("slow"), peer("reader")], &event), 1);
+    }
+
+    #[test]
+    fn a_layer_is_wanted_when_some_worker_demands_it_there_or_imported() {
+        let hub = Hub::default();
+        let r = room("r");
+        let (_, mut publisher) = hub.attach(&r, &peer("alice"));
+        let layered =
+            PublishedTrack { layers: vec![ProducerId(1), ProducerId(2), ProducerId(3)], ..track(&r, "alice", 3) };
+        let id = hub.add_tracks(&r, vec![layered])[0].track_id.clone();
+        assert_eq!(hub.set_demand(0, ProducerId(3), false), None, "not switched yet");
+        hub.switch_layers(&id, "1".into(), vec!["q".into(), "h".into(), "f".into()]);
+        let start = Instant::now();
+        let review = |at: Instant| hub.review_layers(&id, at).unwrap();
+
+        // Nobody anywhere: the two upper layers pause once the hold is over.
+        assert_eq!(review(start).0.send, None);
+        let (decision, told) = review(start + PAUSE_HOLD);
+        assert_eq!(decision.send, Some(vec![true, false, false]));
+        assert_eq!(told, Some((r.clone(), peer("alice"), "1".into(), vec!["q".into(), "h".into(), "f".into()])));
+
+        // A subscriber on worker 1 may take the middle layer, imported there.
+        hub.record_import(&r, &id, (1, ProducerId(2)), ProducerId(20));
+        assert_eq!(hub.set_demand(1, ProducerId(20), true), Some(id.clone()));
+        assert_eq!(review(start + PAUSE_HOLD).0.send, Some(vec![true, true, false]));
+        // A node link on the publisher's own worker takes the highest.
+        assert_eq!(hub.set_demand(0, ProducerId(3), true), Some(id.clone()));
+        assert_eq!(review(start + PAUSE_HOLD).0.send, Some(vec![true, true, true]));
+
+        // The import ends: its demand goes with it (the hold starts again).
+        hub.import_ended(1, ProducerId(20));
+        let later = start + PAUSE_HOLD * 2;
+        assert_eq!(review(later).0.send, None);
+        assert_eq!(review(later + PAUSE_HOLD).0.send, Some(vec![true, false, true]));
+        assert!(publisher.try_recv().is_err(), "the hub decides; dynacast::review sends");
+
+        hub.remove_tracks(&r, &peer("alice"));
+        assert!(hub.review_layers(&id, later).is_none());
+        assert_eq!(hub.set_demand(0, ProducerId(3), true), None, "the track is gone");
     }
 
     #[test]

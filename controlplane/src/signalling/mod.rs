@@ -15,6 +15,7 @@
 //! leave the room, and the client hears `transport-closed`.
 #![forbid(unsafe_code)]
 
+pub mod dynacast;
 pub mod hub;
 mod player;
 pub mod protocol;
@@ -530,7 +531,9 @@ impl Session<'_> {
         let outcome = match ClientMessage::parse(body) {
             Ok(ClientMessage::Leave) => return Step::Leave,
             Ok(ClientMessage::Ping) => Ok(vec![ServerEvent::Pong]),
-            Ok(ClientMessage::Publish { sdp }) => self.publish(&sdp).await.map(|sdp| vec![ServerEvent::Answer { sdp }]),
+            Ok(ClientMessage::Publish { sdp }) => {
+                self.publish(&sdp, true).await.map(|sdp| vec![ServerEvent::Answer { sdp }])
+            }
             Ok(ClientMessage::Subscribe) => self.subscribe().await,
             Ok(ClientMessage::Answer { sdp }) => self.accept_answer(&sdp).await,
             Ok(ClientMessage::VideoQuality { track_id, quality }) => {

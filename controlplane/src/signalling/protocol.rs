@@ -115,6 +115,12 @@ pub enum ServerEvent {
         peer: PeerId,
         track_id: TrackId,
     },
+    /// To a simulcast publisher: send the layers `active` names (rids) of the section `mid`,
+    /// pause the others (nobody receives them).
+    Layers {
+        mid: String,
+        active: Vec<String>,
+    },
     /// The room's dominant speaker changed: `peer` talks now, on its audio track `trackId`.
     Speaker {
         peer: PeerId,
@@ -355,6 +361,12 @@ pub(super) mod tests {
         ] {
             assert_eq!(wire(event), literal(&format!(r#"{{"v":1,"type":"{kind}"}}"#)));
         }
+    }
+
+    #[test]
+    fn layers() {
+        let event = ServerEvent::Layers { mid: "1".into(), active: vec!["q".into(), "h".into()] };
+        assert_eq!(wire(event), literal(r#"{"v":1,"type":"layers","mid":"1","active":["q","h"]}"#));
     }
 
     #[test]

@@ -3,7 +3,8 @@
 //! room's `maxBitrate` caps the publisher twice: `b=AS`/`b=TIAS` in the answer and REMB from
 //! the worker. The
 //! room's other sessions hear `track-added` for each stream, which makes the subscribing
-//! ones renegotiate.
+//! ones renegotiate. A simulcast publisher that hears signalling has the layers nobody
+//! receives paused ([`super::dynacast`]).
 #![forbid(unsafe_code)]
 
 use uprtcd_dataplane::command::{Command, Reply};
@@ -20,8 +21,9 @@ use crate::sdp;
 impl Session<'_> {
     /// Answers a publisher's offer. Conversation members publish audio and video; in a live
     /// room the master does, a co-host its kind within its own cap, and the audience is
-    /// refused (50009).
-    pub(super) async fn publish(&mut self, sdp: &str) -> Result<String, ApiError> {
+    /// refused (50009). `hears_layers`: the client hears `layers` (a WebSocket client, not a
+    /// WHIP one), so its simulcast layers nobody receives are paused.
+    pub(super) async fn publish(&mut self, sdp: &str, hears_layers: bool) -> Result<String, ApiError> {
         if self.publishing.is_some() {
             return Err(ApiError::request("this session publishes already; publish again from a new session"));
         }
@@ -59,6 +61,8 @@ impl Session<'_> {
         // From here the transport belongs to the session, which closes it when it ends.
         self.publishing = Some(transport);
         let mut published = Vec::new();
+        // The section and rids of each simulcast track, by its place in `published`.
+        let mut switched = Vec::new();
         for section in answer.negotiated.sections.iter().filter(|s| s.direction == sdp::Direction::RecvOnly) {
             // Only audio and video sections are answered receiving.
             let Some(kind) = section.kind.media() else { continue };
@@ -79,13 +83,16 @@ impl Session<'_> {
                 // One track of simulcast layers, lowest first; its highest layer is what
                 // recordings and other nodes get.
                 let mut layers = Vec::new();
-                for name in layers_lowest_first(&section.rids) {
+                let names = layers_lowest_first(&section.rids);
+                for &name in &names {
                     let rid = Rid::new(name).map_err(|e| ApiError::invalid(format!("rid {name}: {e}")))?;
                     let clock_rate = section.codec.clock_rate;
                     let add = Command::AddLayerProducer { transport, rid_extension, rid, kind, clock_rate };
                     layers.push(added_producer(self.state.request_worker(worker, add).await?)?);
                 }
                 if let Some(&highest) = layers.last() {
+                    let rids = names.iter().map(|&n| n.to_owned()).collect();
+                    switched.push((published.len(), section.mid.to_string(), rids));
                     published.push(track(highest, layers));
                 }
                 continue;
@@ -122,8 +129,30 @@ impl Session<'_> {
                 self.state.hub().send(audience, |p| p != &peer, &added);
             }
         }
+        if hears_layers {
+            self.switch_layers(&published, switched).await?;
+        }
         crate::recording::tracks_added(self.state, &self.room, &published).await;
         Ok(answer.sdp)
+    }
+
+    /// Has the workers report the demand of each simulcast track's layers (`switched`: a
+    /// track's place in `published`, its section and rids), so that the layers nobody
+    /// receives are paused.
+    async fn switch_layers(
+        &self,
+        published: &[PublishedTrack],
+        switched: Vec<(usize, String, Vec<String>)>,
+    ) -> Result<(), ApiError> {
+        for (index, mid, rids) in switched {
+            let Some(track) = published.get(index) else { continue };
+            self.state.hub().switch_layers(&track.track_id, mid, rids);
+            for &producer in &track.layers {
+                self.state.request_worker(track.worker, Command::WatchDemand { producer }).await?;
+            }
+            super::dynacast::review(self.state, &track.track_id);
+        }
+        Ok(())
     }
 }
 

@@ -434,6 +434,10 @@ async fn layer_on(
             other => return Err(ApiError::new(ApiCode::RtcFailed, format!("import refused: {other:?}"))),
         };
     state.hub().record_import(&track.room, &track.track_id, (worker, origin), imported);
+    if track.layers.len() > 1 {
+        // Who receives an imported layer counts for whether its publisher sends it.
+        state.request_worker(worker, Command::WatchDemand { producer: imported }).await?;
+    }
     Ok(Some(imported))
 }
 

@@ -152,7 +152,7 @@ async fn start(
     let (id, queue) = enter(&state, &room, &peer);
     let mut session = Session::new(&state, room.clone(), peer, id, source);
     let answered = match role {
-        Role::Publisher => session.publish(&offer).await,
+        Role::Publisher => session.publish(&offer, false).await,
         Role::Player => session.play(&offer).await,
     };
     let answer = match answered {

@@ -180,6 +180,10 @@ pub enum EngineEvent {
     /// A removed producer is not reported: its removal was asked for, or its transport's end
     /// is.
     ProducerStopped(ProducerId),
+    /// Whether some consumer of this worker could receive a producer whose demand the
+    /// control plane watches ([`Engine::watch_demand`]) changed: reported once when watched,
+    /// then at each change.
+    Demand { producer: ProducerId, wanted: bool },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -354,6 +358,8 @@ impl Engine {
 
     /// Starts a loop turn at `now`: asks publishers for the keyframes new consumers need.
     pub fn begin_turn(&mut self, now: Instant, out: &mut impl Outbox) {
+        let events = &mut self.events;
+        self.router.refresh_demand(|producer, wanted| events.push(EngineEvent::Demand { producer, wanted }));
         for producer in std::mem::take(&mut self.keyframes_wanted) {
             if let Some(request) = self.router.request_keyframe(now, producer) {
                 self.send_keyframe_request(request, out);
@@ -580,6 +586,12 @@ impl Engine {
         self.router.prefer_layer(consumer, layer)?;
         self.review_layers(now, Some(consumer));
         Ok(())
+    }
+
+    /// Reports whether some consumer could receive `producer` ([`EngineEvent::Demand`]), now
+    /// and whenever that changes: a simulcast layer nobody here receives.
+    pub fn watch_demand(&mut self, producer: ProducerId) -> Result<(), EngineError> {
+        Ok(self.router.watch_demand(producer)?)
     }
 
     /// A consumer's simulcast layers: current, awaited, preferred (0 = lowest).

@@ -21,6 +21,7 @@
 //! takes them with [`Router::drain_ended_exports`] to tell their destinations.
 #![forbid(unsafe_code)]
 
+mod demand;
 pub mod nack;
 pub mod reception;
 pub mod rewrite;
@@ -33,6 +34,7 @@ use std::time::{Duration, Instant};
 
 use slab::Slab;
 
+use self::demand::DemandWatch;
 pub use self::nack::NackGenerator;
 pub use self::reception::ReceptionStats;
 pub use self::rewrite::{ConsumerFormat, OutputPosition, RewriteRefusal, Rewritten, StreamRewriter, seq_is_newer};
@@ -171,6 +173,10 @@ struct Producer {
     /// For an audio stream whose speech is followed: the header extension its RFC 6464
     /// audio level comes under, and the room (speaker group) it speaks in.
     speech: Option<(u8, SpeakerGroup)>,
+    /// Whether the control plane follows its demand, and (during a refresh) whether some
+    /// consumer demands it ([`Router::refresh_demand`]).
+    demand_watch: DemandWatch,
+    demanded: bool,
 }
 
 /// A room whose dominant speaker the worker follows, as the control plane numbers it.
@@ -282,6 +288,8 @@ pub struct Router {
     receiving: HashMap<TransportId, Vec<ConsumerId>>,
     /// Consumers switched to another simulcast layer, since the router was made.
     layer_switches: u64,
+    /// Consumers changed since demand was last computed ([`Router::refresh_demand`]).
+    demand_stale: bool,
 }
 
 /// Where one subscriber stands among a simulcast stream's layers (0 = lowest).
@@ -350,6 +358,8 @@ impl Router {
             awaiting: Vec::new(),
             bitrate: BitrateMeter::default(),
             speech: None,
+            demand_watch: DemandWatch::Unwatched,
+            demanded: false,
         }))
     }
 
@@ -518,6 +528,7 @@ impl Router {
         if let Some(p) = self.producers.get_mut(producer.0 as usize) {
             p.consumers.push(id);
         }
+        self.demand_stale = true;
         Ok(id)
     }
 
@@ -537,6 +548,7 @@ impl Router {
     pub fn remove_consumer(&mut self, id: ConsumerId) -> Result<(), RouterError> {
         let consumer = self.consumers.try_remove(id.0 as usize).ok_or(RouterError::UnknownConsumer)?;
         self.consumer_ended(&consumer);
+        self.demand_stale = true;
         if let Some(p) = self.producers.get_mut(consumer.producer.0 as usize) {
             p.consumers.retain(|&c| c != id);
         }
@@ -599,6 +611,7 @@ impl Router {
             consumer.rewriter.resync();
         }
         consumer.paused = paused;
+        self.demand_stale = true;
         Ok(consumer.producer)
     }
 
@@ -621,6 +634,7 @@ impl Router {
         if let Some(p) = self.producers.get_mut(producer.0 as usize) {
             p.consumers.push(id);
         }
+        self.demand_stale = true;
         Ok(())
     }
 
@@ -750,6 +764,7 @@ impl Router {
         }
         let consumer = self.consumers.get_mut(id.0 as usize).ok_or(RouterError::UnknownConsumer)?;
         consumer.layers = Some(Box::new(Layers::new(producers, format, consumer.producer)?));
+        self.demand_stale = true;
         Ok(())
     }
 
@@ -757,6 +772,7 @@ impl Router {
     pub fn prefer_layer(&mut self, id: ConsumerId, layer: usize) -> Result<(), RouterError> {
         let consumer = self.consumers.get_mut(id.0 as usize).ok_or(RouterError::UnknownConsumer)?;
         consumer.layers.as_mut().ok_or(RouterError::InvalidLayers)?.prefer(layer);
+        self.demand_stale = true;
         Ok(())
     }
 
