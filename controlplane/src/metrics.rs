@@ -12,7 +12,6 @@ use uprtcd_dataplane::stats::{DropReason, MediaStat};
 use crate::listener::{HandshakeFailure, HttpStats, ListenerStats};
 use crate::state::AppState;
 
-/// One metric family: name, type, help, and its samples per worker.
 /// The Prometheus family of a worker's media quality statistic: name, type and help.
 fn media_family(stat: MediaStat) -> (&'static str, &'static str, &'static str) {
     let kind = if stat.is_gauge() { "gauge" } else { "counter" };
@@ -20,6 +19,10 @@ fn media_family(stat: MediaStat) -> (&'static str, &'static str, &'static str) {
         MediaStat::LayerSwitches => (
             "uprtcd_layer_switches_total",
             "Subscribers' streams switched to another simulcast layer, at its key frame.",
+        ),
+        MediaStat::LossDowngrades => (
+            "uprtcd_loss_downgrades_total",
+            "Simulcast subscribers moved a layer down for asking too many key frames (persistent loss).",
         ),
         MediaStat::LayersBound => {
             ("uprtcd_layers_bound_total", "Simulcast layers whose SSRC was learnt from the rid they carry.")

@@ -128,6 +128,8 @@ impl DropReason {
 pub enum MediaStat {
     /// A subscriber's stream switched to another simulcast layer (at its key frame).
     LayerSwitches,
+    /// Simulcast subscribers moved a layer down for asking too many key frames.
+    LossDowngrades,
     /// A simulcast layer's SSRC learnt (or learnt anew) from the rid its packets carry.
     LayersBound,
     /// Padding packets sent to probe a subscriber's path.
@@ -151,8 +153,9 @@ pub enum MediaStat {
 }
 
 impl MediaStat {
-    pub const ALL: [MediaStat; 10] = [
+    pub const ALL: [MediaStat; 11] = [
         Self::LayerSwitches,
+        Self::LossDowngrades,
         Self::LayersBound,
         Self::ProbePackets,
         Self::FeedbackSent,

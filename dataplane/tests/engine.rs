@@ -8,7 +8,7 @@ use uprtcd_dataplane::engine::{CloseReason, EngineConfig, EngineError, EngineEve
 use uprtcd_dataplane::io::SLOT_SIZE;
 use uprtcd_dataplane::peer::Received;
 use uprtcd_dataplane::router::{ConsumerFormat, MediaKind, ProducerId, ProducerSpec, Rid, RtxStream};
-use uprtcd_dataplane::stats::DropReason;
+use uprtcd_dataplane::stats::{DropReason, MediaStat};
 use uprtcd_dataplane::testnet::{Net, client_addr};
 use uprtcd_dataplane::wire::rtcp::{
     FirEntry, RtcpCompound, RtcpPacket, SenderInfo, write_fir, write_nack, write_pli, write_sender_report,
@@ -737,6 +737,42 @@ fn simulcast_layers_named_by_rid_reach_a_subscriber_as_one_continuous_stream() {
     assert_eq!(net.engine.layer_state(consumer), Some((0, None, 1)));
     assert_eq!(received_pictures(&net, 1).last(), Some(&(104, 7004)), "numbering and picture ids go on");
     assert_eq!(net.clients[1].errors, 0);
+}
+
+#[test]
+fn a_simulcast_subscriber_asking_too_many_key_frames_is_moved_down_instead() {
+    let (mut net, low, high) = simulcast_net();
+    let consumer = net.engine.add_consumer(high, net.clients[1].transport, 0x2001).unwrap();
+    net.engine.set_layers(net.now, consumer, &[low, high], VideoFormat::Vp8).unwrap();
+    send_layer_packet(&mut net, ("q", 0xA), 100, 1, true);
+    send_layer_packet(&mut net, ("f", 0xB), 500, 1, true);
+    assert_eq!(net.engine.layer_state(consumer), Some((1, None, 1)));
+    let plis_for = |net: &Net, ssrc: u32| {
+        rtcp_of(net, 0, |p| matches!(p, RtcpPacket::Pli(pli) if pli.media_ssrc() == ssrc).then_some(())).len()
+    };
+    let mut rtcp = [0u8; 64];
+    let len = write_pli(&mut rtcp, 0x2001, 0x2001).unwrap();
+    // Its link loses what the high layer sends: a request every 600 ms (past the throttle).
+    net.advance(Duration::from_millis(600));
+    net.clients[0].inbox.clear();
+    for i in 0..3 {
+        net.send_rtcp(1, &rtcp[..len]);
+        net.deliver();
+        net.advance(Duration::from_millis(600));
+        send_layer_packet(&mut net, ("q", 0xA), 101 + i, 2 + i, false);
+        send_layer_packet(&mut net, ("f", 0xB), 501 + i, 2 + i, false);
+    }
+    assert_eq!(plis_for(&net, 0xB), 3, "its first requests reach the publisher");
+    assert_eq!(plis_for(&net, 0xA), 0);
+    net.send_rtcp(1, &rtcp[..len]);
+    net.deliver();
+    assert_eq!(plis_for(&net, 0xB), 3, "then the high layer's key frames are spared");
+    assert_eq!(plis_for(&net, 0xA), 1, "the low layer's is asked for, to switch");
+    assert_eq!(net.engine.layer_state(consumer), Some((1, Some(0), 0)), "held on the low layer");
+    send_layer_packet(&mut net, ("q", 0xA), 104, 5, true);
+    assert_eq!(net.engine.layer_state(consumer), Some((0, None, 0)));
+    net.engine.refresh_media_stats();
+    assert_eq!(net.engine.counters().media_of(MediaStat::LossDowngrades), 1);
 }
 
 #[test]

@@ -306,7 +306,7 @@ impl Engine {
         }
     }
 
-    /// Brings the media quality gauges and the router's layer switches into the counters,
+    /// Brings the media quality gauges and the router's layer counters into the counters,
     /// before they are published.
     pub fn refresh_media_stats(&mut self) {
         let (mut estimated, mut kbps, mut below) = (0, 0, 0);
@@ -321,6 +321,7 @@ impl Engine {
         media[MediaStat::SubscriberEstimateKbps.index()] = kbps;
         media[MediaStat::StreamsBelowWanted.index()] = below;
         media[MediaStat::LayerSwitches.index()] = self.router.layer_switches();
+        media[MediaStat::LossDowngrades.index()] = self.router.loss_downgrades();
     }
 
     pub fn counters(&mut self) -> &mut WorkerCounters {

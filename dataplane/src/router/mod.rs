@@ -290,6 +290,8 @@ pub struct Router {
     layer_switches: u64,
     /// Consumers changed since demand was last computed ([`Router::refresh_demand`]).
     demand_stale: bool,
+    /// Simulcast subscribers moved down for asking too many key frames, since it was made.
+    loss_downgrades: u64,
 }
 
 /// Where one subscriber stands among a simulcast stream's layers (0 = lowest).
@@ -926,16 +928,32 @@ impl Router {
 
     /// A subscriber on `transport` asked for a keyframe of the stream it receives as
     /// `media_ssrc`: the request to forward to the publisher, unless one went out less
-    /// than the configured interval ago.
+    /// than the configured interval ago. A simulcast subscriber that asks too often is moved
+    /// down a layer instead ([`simulcast::KeyframeBudget`]).
     pub fn keyframe_request(
         &mut self,
         now: Instant,
         transport: TransportId,
         media_ssrc: u32,
     ) -> Option<KeyframeRequest> {
-        let consumer = self.by_consumer_ssrc.get(&(transport, media_ssrc))?;
-        let producer_id = self.consumers.get(consumer.0 as usize)?.producer;
-        self.request_keyframe(now, producer_id)
+        let id = *self.by_consumer_ssrc.get(&(transport, media_ssrc))?;
+        let consumer = self.consumers.get_mut(id.0 as usize)?;
+        let producer = consumer.producer;
+        // A simulcast subscriber past its budget is moved a layer down instead: its switch
+        // asks for the lower layer's key frame, for those switching to it.
+        let held_down = consumer.layers.as_mut().is_some_and(|l| !l.keyframes.spend(now) && l.hold_down(now));
+        if !held_down {
+            return self.request_keyframe(now, producer);
+        }
+        self.loss_downgrades += 1;
+        let mut lower = None;
+        self.review_consumer(now, id, &mut |p| lower = Some(p));
+        self.request_keyframe(now, lower?)
+    }
+
+    /// Simulcast subscribers moved a layer down for asking too many key frames.
+    pub fn loss_downgrades(&self) -> u64 {
+        self.loss_downgrades
     }
 
     /// A keyframe request for `producer` itself (a new consumer, a resume, a switch),

@@ -8,8 +8,15 @@
 //!
 //! What it owns: the rid names ([`Rid`], [`RidBinding`]), one consumer's layer state
 //! ([`Layers`]: the layers, the current one, the one switched to at its next key frame, the
-//! highest one wanted) and its VP8 picture id continuity ([`Vp8Continuity`]). The router
-//! moves consumers between producers; this module decides where they should be.
+//! highest one wanted, its key frame requests' budget) and its VP8 picture id continuity
+//! ([`Vp8Continuity`]). The router moves consumers between producers; this module decides
+//! where they should be.
+//!
+//! A subscriber that keeps asking for key frames (its link loses what the publisher sends)
+//! would have the publisher send key frames, the largest frames there are, to everybody on
+//! its layer. Past [`KeyframeBudget`] it is moved a layer down instead for [`LOSS_HOLD`]:
+//! the switch asks for the lower layer's key frame, and the lower layer's bitrate suits a
+//! lossy link better.
 #![forbid(unsafe_code)]
 
 use std::time::{Duration, Instant};
@@ -27,6 +34,37 @@ pub const LAYER_IDLE: Duration = Duration::from_millis(1500);
 /// A switch whose key frame has not come for this long asks again (the request or the key
 /// frame was lost).
 pub const SWITCH_RETRY: Duration = Duration::from_millis(1000);
+
+/// How long a subscriber moved down for asking too many key frames stays at most on that
+/// layer; then the allocator may take it up again.
+pub const LOSS_HOLD: Duration = Duration::from_secs(10);
+
+/// Key frame requests one subscriber of a simulcast stream may make at once, and how often it
+/// may make one more: a browser asks once or twice per loss it cannot repair; asking more
+/// than that, steadily, is a link that cannot carry the layer.
+pub const KEYFRAME_BURST: u32 = 3;
+pub const KEYFRAME_REFILL: Duration = Duration::from_secs(2);
+
+/// One subscriber's allowance of key frame requests: a bucket of [`KEYFRAME_BURST`] requests
+/// that refills one per [`KEYFRAME_REFILL`].
+#[derive(Debug, Clone, Copy, Default)]
+pub struct KeyframeBudget {
+    /// The refill time credited and not spent; `None` before the first request (a full bucket).
+    credit: Option<(Duration, Instant)>,
+}
+
+impl KeyframeBudget {
+    /// Spends one request at `now`; false when none is left.
+    pub fn spend(&mut self, now: Instant) -> bool {
+        let full = KEYFRAME_REFILL * KEYFRAME_BURST;
+        let (credit, since) = self.credit.unwrap_or((full, now));
+        let credit = (credit + now.saturating_duration_since(since)).min(full);
+        let allowed = credit >= KEYFRAME_REFILL;
+        let left = if allowed { credit - KEYFRAME_REFILL } else { credit };
+        self.credit = Some((left, now));
+        allowed
+    }
+}
 
 /// Longest rid kept: RFC 8852's element fits 16 bytes in the one-byte header form; longer
 /// names are refused rather than cut.
@@ -133,6 +171,9 @@ pub struct Layers {
     /// The layer to switch to at its next key frame, and when that was decided (or last
     /// asked for again).
     pending: Option<(usize, Instant)>,
+    /// The highest layer while its subscriber asks for too many key frames, and until when.
+    held_down: Option<(usize, Instant)>,
+    pub keyframes: KeyframeBudget,
     pub vp8: Vp8Continuity,
 }
 
@@ -163,6 +204,8 @@ impl Layers {
             cap: producers.len() - 1,
             budget: producers.len() - 1,
             pending: None,
+            held_down: None,
+            keyframes: KeyframeBudget::default(),
             vp8: Vp8Continuity::default(),
         })
     }
@@ -185,10 +228,20 @@ impl Layers {
         self.pending.map(|(layer, _)| layer)
     }
 
-    /// The highest layer to send: the lower of what the subscriber wants and what its link
-    /// carries.
+    /// The highest layer to send: the lowest of what the subscriber wants, what its link
+    /// carries and where its losses hold it.
     pub fn preferred(&self) -> usize {
-        self.cap.min(self.budget)
+        let held = self.held_down.map_or(usize::MAX, |(layer, _)| layer);
+        self.cap.min(self.budget).min(held)
+    }
+
+    /// Holds the subscriber a layer below the one it receives until [`LOSS_HOLD`] after
+    /// `now` (it asked for too many key frames); false on the lowest layer, where there is
+    /// nothing cheaper to send.
+    pub fn hold_down(&mut self, now: Instant) -> bool {
+        let Some(lower) = self.current.checked_sub(1) else { return false };
+        self.held_down = Some((lower, now + LOSS_HOLD));
+        true
     }
 
     /// The subscriber wants at most layer `layer` from now on (clamped to the layers there are).
@@ -227,6 +280,9 @@ impl Layers {
     /// packet within [`LAYER_IDLE`]), else the lowest that sends above it; none sending,
     /// stay. `last_packet` tells when each producer last sent.
     pub fn review(&mut self, now: Instant, last_packet: impl Fn(ProducerId) -> Option<Instant>) -> LayerDecision {
+        if self.held_down.is_some_and(|(_, until)| now >= until) {
+            self.held_down = None;
+        }
         let sending = |layer: usize| {
             last_packet(self.producers[layer]).is_some_and(|at| now.saturating_duration_since(at) < LAYER_IDLE)
         };
@@ -287,6 +343,35 @@ mod tests {
     const LOW: ProducerId = ProducerId(1);
     const MID: ProducerId = ProducerId(2);
     const HIGH: ProducerId = ProducerId(3);
+
+    #[test]
+    fn the_keyframe_budget_allows_a_burst_then_one_request_per_refill() {
+        let start = Instant::now();
+        let mut budget = KeyframeBudget::default();
+        let spent: Vec<bool> = (0..5).map(|_| budget.spend(start)).collect();
+        assert_eq!(spent, [true, true, true, false, false]);
+        assert!(!budget.spend(start + KEYFRAME_REFILL / 2));
+        assert!(budget.spend(start + KEYFRAME_REFILL), "refilled by one");
+        assert!(!budget.spend(start + KEYFRAME_REFILL));
+        // A quiet minute refills the bucket, no more.
+        let later = start + Duration::from_secs(60);
+        assert_eq!((0..4).map(|_| budget.spend(later)).collect::<Vec<_>>(), [true, true, true, false]);
+    }
+
+    #[test]
+    fn a_subscriber_held_down_goes_a_layer_lower_until_the_hold_ends() {
+        let start = Instant::now();
+        let mut layers = Layers::new(&[LOW, MID, HIGH], VideoFormat::Vp8, HIGH).unwrap();
+        let sending = |_| Some(start);
+        assert!(layers.hold_down(start));
+        assert_eq!(layers.preferred(), 1);
+        assert_eq!(layers.review(start, sending), LayerDecision::Await(MID));
+        layers.switched();
+        let later = start + LOSS_HOLD;
+        assert_eq!(layers.review(later, |_| Some(later)), LayerDecision::Await(HIGH), "the hold is over");
+        let mut lowest = Layers::new(&[LOW, HIGH], VideoFormat::Vp8, LOW).unwrap();
+        assert!(!lowest.hold_down(start), "nothing below the lowest");
+    }
 
     #[test]
     fn rids_are_short_tokens() {
