@@ -48,6 +48,7 @@
  *                                    // nobody receives are paused (the SFU says which).
  *   room.subscribe();                // sent by join unless {autoSubscribe: false}; idempotent
  *   room.setVideoQuality(trackId, 'low'); // at most that simulcast layer of a received track
+ *   room.setVideoQuality(trackId, 'high', { pinned: true }); // and its video goes first
  *   await room.stats();              // {publish: RTCStatsReport|null, subscribe: RTCStatsReport|null}
  *   room.leave();                    // ends the session and closes both connections
  *
@@ -425,11 +426,13 @@ export class Room {
 
   /**
    * The highest simulcast layer wanted of a received video track: 'low', 'medium' or 'high'
-   * (the default). A track without layers ignores it.
+   * (the default). `{pinned: true}`: the track's view matters most (pinned, or the main one),
+   * so its video takes this client's bandwidth before the others'. A track without layers
+   * ignores it.
    */
-  setVideoQuality(trackId, quality) {
+  setVideoQuality(trackId, quality, { pinned = false } = {}) {
     if (!['low', 'medium', 'high'].includes(quality)) throw new UprtcError(INVALID_PARAMETER, `quality is low, medium or high, not ${quality}`);
-    this._send({ type: 'video-quality', trackId, quality });
+    this._send({ type: 'video-quality', trackId, quality, pinned: Boolean(pinned) });
   }
 
   /** Asks for everything the room publishes, now and later. */

@@ -103,10 +103,12 @@ pub enum Command {
         layers: Vec<ProducerId>,
         format: VideoFormat,
     },
-    /// Send the consumer at most its layer `layer` (0 = lowest).
+    /// Send the consumer at most its layer `layer` (0 = lowest); `pinned`: its subscriber's
+    /// bandwidth goes to it before any other simulcast stream.
     PreferLayer {
         consumer: ConsumerId,
         layer: usize,
+        pinned: bool,
     },
     /// Report whether some consumer of this worker could receive `producer`, now and at
     /// each change ([`crate::engine::EngineEvent::Demand`]).

@@ -792,7 +792,7 @@ fn a_watched_layer_reports_whether_some_subscriber_could_receive_it() {
     let consumer = net.engine.add_consumer(high, net.clients[1].transport, 0x2001).unwrap();
     net.engine.set_layers(net.now, consumer, &[low, high], VideoFormat::Vp8).unwrap();
     assert_eq!(demand(&mut net), [wanted(low, true), wanted(high, true)]);
-    net.engine.prefer_layer(net.now, consumer, 0).unwrap();
+    net.engine.prefer_layer(net.now, consumer, 0, false).unwrap();
     assert_eq!(demand(&mut net), [wanted(high, false)]);
     assert!(demand(&mut net).is_empty(), "reported once per change");
     net.engine.remove_consumer(net.clients[1].transport, 0x2001).unwrap();

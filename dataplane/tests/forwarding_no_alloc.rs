@@ -82,7 +82,7 @@ fn simulcast_forwarding_allocates_nothing_per_packet() {
     for i in 1..=SUBSCRIBERS {
         let consumer = net.engine.add_consumer(layers[1], net.clients[i].transport, 0x100 + i as u32).unwrap();
         net.engine.set_layers(net.now, consumer, &layers, VideoFormat::Vp8).unwrap();
-        net.engine.prefer_layer(net.now, consumer, i % 2).unwrap();
+        net.engine.prefer_layer(net.now, consumer, i % 2, false).unwrap();
     }
     // The two layers interleaved, each with a key frame every 60 of its packets.
     let mut packets: Vec<Vec<u8>> = (0..6000u16)

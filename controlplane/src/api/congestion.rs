@@ -43,6 +43,8 @@ pub struct StreamLayers {
     wanted: usize,
     /// The highest layer its estimate carries.
     affordable: usize,
+    /// Whether the subscriber pinned it (its bandwidth goes to it first).
+    pinned: bool,
 }
 
 pub async fn report(State(state): State<AppState>) -> Result<Json<Vec<SubscriberCongestion>>, ApiError> {
@@ -73,6 +75,7 @@ pub async fn report(State(state): State<AppState>) -> Result<Json<Vec<Subscriber
                         pending: s.pending,
                         wanted: s.cap,
                         affordable: s.budget,
+                        pinned: s.pinned,
                     })
                     .collect(),
             });

@@ -38,9 +38,16 @@ pub enum ClientMessage {
     Answer { sdp: String },
     /// The highest simulcast layer the client wants of a video track it receives (a small
     /// view needs no full-size picture); the SFU sends at most that, less when the client's
-    /// link carries less. Tracks without layers ignore it.
+    /// link carries less. `pinned`: the track's view matters most to the user (a pinned or
+    /// main view), so its video takes the client's bandwidth first. Tracks without layers
+    /// ignore it.
     #[serde(rename_all = "camelCase")]
-    VideoQuality { track_id: TrackId, quality: VideoQuality },
+    VideoQuality {
+        track_id: TrackId,
+        quality: VideoQuality,
+        #[serde(default)]
+        pinned: bool,
+    },
     /// A type this version does not know: answered with 10003, where a message that is not
     /// one at all gets 10002.
     #[serde(other)]
@@ -412,7 +419,19 @@ pub(super) mod tests {
             (r#"{"sdp":"v=0\r\n","type":"answer"}"#, ClientMessage::Answer { sdp: sdp() }),
             (
                 r#"{"type":"video-quality","trackId":"t3","quality":"low"}"#,
-                ClientMessage::VideoQuality { track_id: TrackId::numbered(3), quality: VideoQuality::Low },
+                ClientMessage::VideoQuality {
+                    track_id: TrackId::numbered(3),
+                    quality: VideoQuality::Low,
+                    pinned: false,
+                },
+            ),
+            (
+                r#"{"type":"video-quality","trackId":"t4","quality":"high","pinned":true}"#,
+                ClientMessage::VideoQuality {
+                    track_id: TrackId::numbered(4),
+                    quality: VideoQuality::High,
+                    pinned: true,
+                },
             ),
             // Fields the protocol does not name are ignored, as they always were.
             (r#"{"type":"ping","id":5}"#, ClientMessage::Ping),

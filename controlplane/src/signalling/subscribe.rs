@@ -345,14 +345,23 @@ impl Session<'_> {
         }
     }
 
-    /// Sends the client at most `quality` of the simulcast track `track_id` it receives;
-    /// refused (10002) for a track it does not receive.
-    pub(super) async fn set_video_quality(&self, track_id: &TrackId, quality: VideoQuality) -> Result<(), ApiError> {
+    /// Sends the client at most `quality` of the simulcast track `track_id` it receives,
+    /// before its other video when `pinned`; refused (10002) for a track it does not receive.
+    pub(super) async fn set_video_quality(
+        &self,
+        track_id: &TrackId,
+        quality: VideoQuality,
+        pinned: bool,
+    ) -> Result<(), ApiError> {
         let receiving = self.subscription.as_ref().and_then(|s| Some((s.worker, s.receiving.get(track_id)?.1)));
         let Some((worker, consumer)) = receiving else {
             return Err(ApiError::invalid(format!("this session receives no track {track_id}")));
         };
-        match self.state.request_worker(worker, Command::PreferLayer { consumer, layer: quality.layer() }).await? {
+        match self
+            .state
+            .request_worker(worker, Command::PreferLayer { consumer, layer: quality.layer(), pinned })
+            .await?
+        {
             // A track without layers has one quality.
             Reply::Done | Reply::Refused(_) => Ok(()),
             other => Err(ApiError::new(ApiCode::RtcFailed, format!("layer refused: {other:?}"))),

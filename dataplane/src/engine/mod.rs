@@ -582,9 +582,16 @@ impl Engine {
         Ok(())
     }
 
-    /// Sends `consumer` at most its simulcast layer `layer` from now on.
-    pub fn prefer_layer(&mut self, now: Instant, consumer: ConsumerId, layer: usize) -> Result<(), EngineError> {
-        self.router.prefer_layer(consumer, layer)?;
+    /// Sends `consumer` at most its simulcast layer `layer` from now on, before its
+    /// subscriber's other simulcast streams when `pinned`.
+    pub fn prefer_layer(
+        &mut self,
+        now: Instant,
+        consumer: ConsumerId,
+        layer: usize,
+        pinned: bool,
+    ) -> Result<(), EngineError> {
+        self.router.prefer_layer(consumer, layer, pinned)?;
         self.review_layers(now, Some(consumer));
         Ok(())
     }

@@ -106,13 +106,13 @@ mod tests {
         router.set_layers(first, &[low, mid, high], VideoFormat::Vp8).unwrap();
         assert_eq!(changes(&mut router), [(low, true), (mid, true), (high, true)]);
 
-        router.prefer_layer(first, 0).unwrap();
+        router.prefer_layer(first, 0, false).unwrap();
         assert_eq!(changes(&mut router), [(mid, false), (high, false)], "only the low layer is wanted");
 
         // A second subscriber wanting the middle layer brings it back, not the top one.
         let second = router.add_consumer(high, TransportId(3), 10).unwrap();
         router.set_layers(second, &[low, mid, high], VideoFormat::Vp8).unwrap();
-        router.prefer_layer(second, 1).unwrap();
+        router.prefer_layer(second, 1, false).unwrap();
         assert_eq!(changes(&mut router), [(mid, true)]);
 
         router.set_paused(second, true).unwrap();

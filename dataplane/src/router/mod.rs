@@ -305,6 +305,8 @@ pub struct LayerState {
     pub budget: usize,
     /// How many layers the stream has.
     pub layers: usize,
+    /// Whether the subscriber pinned it: its bandwidth goes to it first.
+    pub pinned: bool,
 }
 
 /// What one allocation of a subscriber's bandwidth came to.
@@ -770,10 +772,13 @@ impl Router {
         Ok(())
     }
 
-    /// Sends `id` at most its layer `layer` (0 = lowest) from now on.
-    pub fn prefer_layer(&mut self, id: ConsumerId, layer: usize) -> Result<(), RouterError> {
+    /// Sends `id` at most its layer `layer` (0 = lowest) from now on; a `pinned` one gets its
+    /// subscriber's bandwidth before the others ([`Router::allocate`]).
+    pub fn prefer_layer(&mut self, id: ConsumerId, layer: usize, pinned: bool) -> Result<(), RouterError> {
         let consumer = self.consumers.get_mut(id.0 as usize).ok_or(RouterError::UnknownConsumer)?;
-        consumer.layers.as_mut().ok_or(RouterError::InvalidLayers)?.prefer(layer);
+        let layers = consumer.layers.as_mut().ok_or(RouterError::InvalidLayers)?;
+        layers.prefer(layer);
+        layers.pinned = pinned;
         self.demand_stale = true;
         Ok(())
     }
@@ -786,8 +791,9 @@ impl Router {
 
     /// Shares `budget_bps` (the subscriber's estimated bandwidth) among what `transport`
     /// receives: audio and streams without layers take what they send, then each simulcast
-    /// stream the best layer that fits what is left ([`simulcast::fit_layer`]), those that
-    /// `prioritized` publishers publish (the rooms' dominant speakers) first. A consumer whose layer changes waits for its key frame (its
+    /// stream the best layer that fits what is left ([`simulcast::fit_layer`]): those the
+    /// subscriber pinned first, then those that `prioritized` publishers publish (the rooms'
+    /// dominant speakers), then the others. A consumer whose layer changes waits for its key frame (its
     /// producer is named through `emit`, as by [`Router::review_layers`]).
     pub fn allocate(
         &mut self,
@@ -815,15 +821,22 @@ impl Router {
                 allocation.allocated_bps += used;
             }
         }
-        for first in [true, false] {
+        for rank in 0..3 {
             for &id in list {
                 let Some(consumer) = self.consumers.get_mut(id.0 as usize) else { continue };
                 let Some(layers) = consumer.layers.as_mut() else { continue };
-                let publisher = |p: &ProducerId| match producers.get(p.0 as usize).map(|p| p.origin) {
+                let speaking = |p: &ProducerId| match producers.get(p.0 as usize).map(|p| p.origin) {
                     Some(Origin::Publisher(t)) => prioritized.contains(&t),
                     _ => false,
                 };
-                if consumer.paused || layers.producers().iter().any(publisher) != first {
+                let own_rank = if layers.pinned {
+                    0
+                } else if layers.producers().iter().any(speaking) {
+                    1
+                } else {
+                    2
+                };
+                if consumer.paused || own_rank != rank {
                     continue;
                 }
                 let mut rates = [None; MAX_LAYERS];
@@ -1045,6 +1058,7 @@ impl Router {
                 cap: layers.cap(),
                 budget: layers.budget(),
                 layers: layers.producers().len(),
+                pinned: layers.pinned,
             };
             Some((consumer.rewriter.output_ssrc(), state))
         })
@@ -1479,7 +1493,7 @@ mod tests {
         assert_eq!((out[0].sequence_number, out[0].picture_ids.unwrap().picture_id), (4, Some((42, true))));
 
         // Down again when asked: at the low layer's key frame.
-        router.prefer_layer(consumer, 0).unwrap();
+        router.prefer_layer(consumer, 0, false).unwrap();
         let mut asked = Vec::new();
         router.review_layers(t1, Some(consumer), |p| asked.push(p));
         assert_eq!(asked, [low]);
@@ -1520,8 +1534,50 @@ mod tests {
         let consumer = router.add_consumer(low, TransportId(2), 0xA).unwrap();
         assert_eq!(router.set_layers(consumer, &[low, audio], VideoFormat::Vp8), Err(RouterError::InvalidLayers));
         assert_eq!(router.set_layers(consumer, &[high], VideoFormat::Vp8), Err(RouterError::InvalidLayers));
-        assert_eq!(router.prefer_layer(consumer, 0), Err(RouterError::InvalidLayers), "no layers yet");
+        assert_eq!(router.prefer_layer(consumer, 0, false), Err(RouterError::InvalidLayers), "no layers yet");
         router.set_layers(consumer, &[low, high], VideoFormat::Vp8).unwrap();
         assert_eq!(router.switch_source(consumer, audio), Err(RouterError::InvalidLayers));
+    }
+
+    /// Two publishers' simulcast streams of a low (about 100 kbit/s) and a high layer (about
+    /// 1 Mbit/s), measured for 1.2 s, both received by subscriber transport 9: its consumer of
+    /// each publisher's stream, the first publisher's first.
+    fn two_simulcast_streams(router: &mut Router, start: Instant) -> [ConsumerId; 2] {
+        let subscriber = TransportId(9);
+        let mut consumers = [ConsumerId(0); 2];
+        for (i, publisher) in [TransportId(1), TransportId(2)].into_iter().enumerate() {
+            let spec = |ssrc| ProducerSpec { transport: publisher, ssrc, kind: MediaKind::Video, clock_rate: 90_000 };
+            let (low, high) = (router.add_producer(spec(1)).unwrap(), router.add_producer(spec(2)).unwrap());
+            consumers[i] = router.add_consumer(high, subscriber, 0xA0 + i as u32).unwrap();
+            router.set_layers(consumers[i], &[low, high], VideoFormat::Vp8).unwrap();
+            for tick in 0..120u16 {
+                let now = start + Duration::from_millis(u64::from(tick) * 10);
+                for (producer, ssrc, bytes) in [(low, 1, 125), (high, 2, 1250)] {
+                    let mut packet = rtp(ssrc, tick, u32::from(tick) * 900);
+                    packet.resize(bytes, 0);
+                    fan_out_packet(router, now, producer, &packet);
+                }
+            }
+        }
+        consumers
+    }
+
+    #[test]
+    fn pinned_streams_take_the_bandwidth_first_then_the_speakers_then_the_rest() {
+        let start = Instant::now();
+        let mut router = Router::new(RouterConfig::default());
+        let [first, second] = two_simulcast_streams(&mut router, start);
+        let now = start + Duration::from_millis(1200);
+        // Room for one high layer (with its 25 % headroom) and one low one.
+        let budget = 1_500_000;
+        let budgets = |router: &mut Router, prioritized: &[TransportId]| {
+            router.allocate(now, TransportId(9), budget, prioritized, |_| {});
+            [first, second]
+                .map(|c| router.consumers.get(c.0 as usize).and_then(|c| c.layers.as_ref()).unwrap().budget())
+        };
+        assert_eq!(budgets(&mut router, &[]), [1, 0], "in the order received, without priorities");
+        assert_eq!(budgets(&mut router, &[TransportId(2)]), [0, 1], "the dominant speaker's first");
+        router.prefer_layer(first, 1, true).unwrap();
+        assert_eq!(budgets(&mut router, &[TransportId(2)]), [1, 0], "a pinned view before the speaker");
     }
 }

@@ -174,6 +174,8 @@ pub struct Layers {
     /// The highest layer while its subscriber asks for too many key frames, and until when.
     held_down: Option<(usize, Instant)>,
     pub keyframes: KeyframeBudget,
+    /// Its subscriber's bandwidth goes to it before other simulcast streams (a pinned view).
+    pub pinned: bool,
     pub vp8: Vp8Continuity,
 }
 
@@ -206,6 +208,7 @@ impl Layers {
             pending: None,
             held_down: None,
             keyframes: KeyframeBudget::default(),
+            pinned: false,
             vp8: Vp8Continuity::default(),
         })
     }
