@@ -1,6 +1,8 @@
 // Shared harness of the end-to-end tests: starts the real uprtcd binary and headless Chromium
 // (Debian's /usr/bin/chromium, driven by playwright-core over the DevTools protocol), talks to
-// the REST API, and drives the SDK inside pages of the client listener's origin.
+// the REST API, and drives the SDK inside pages of the client listener's origin. Headless
+// Firefox (Debian's firefox-esr, which playwright-core cannot drive) runs a page of this
+// directory that reports by itself on stdout (`Scenario.firefoxPage`).
 //
 // Rules every test keeps through `scenario`:
 // - each test starts its own uprtcd and its own browsers, and the after hook ends exactly those
@@ -560,20 +562,29 @@ export class Scenario {
   }
 
   /**
-   * Headless Firefox (Debian's firefox-esr, a scratch profile of its own) on whep_player.html
-   * playing `roomId` over WHEP at `server`'s client listener as `token`'s peer: a tool whose
-   * lines are the page's steps ("answered" or "refused", then "stats" twice a second with
-   * `framesDecoded` and `audioPackets`). Needs a default route (`defaultRouteOverLoopback`) and a
-   * server whose media is on a loopback address.
+   * Headless Firefox (Debian's firefox-esr, a scratch profile of its own with FIREFOX_PREFS and
+   * `prefs`) on the page `name` of this directory, opened from its file with `params` as its
+   * query: a tool whose lines are what the page reports through dump(), one JSON object each.
+   * The page's origin is opaque ("null"), which the server's CORS (any origin) lets fetch from
+   * it and import the SDK. Firefox needs a default route to offer any candidate
+   * (`defaultRouteOverLoopback`) and a server whose media is on a loopback address.
    */
-  async firefoxWhep(server, roomId, token) {
+  async firefoxPage(name, params, prefs = {}) {
     const profile = await this.scratch('firefox');
-    const prefs = Object.entries(FIREFOX_PREFS).map(([k, v]) => `user_pref(${JSON.stringify(k)}, ${JSON.stringify(v)});`);
-    await writeFile(join(profile, 'user.js'), `${prefs.join('\n')}\n`);
-    const page = new URL('./whep_player.html', import.meta.url);
-    page.searchParams.set('whep', `${server.origin}/whep/${encodeURIComponent(roomId)}`);
-    page.searchParams.set('token', token);
+    const lines = Object.entries({ ...FIREFOX_PREFS, ...prefs }).map(([k, v]) => `user_pref(${JSON.stringify(k)}, ${JSON.stringify(v)});`);
+    await writeFile(join(profile, 'user.js'), `${lines.join('\n')}\n`);
+    const page = new URL(name, import.meta.url);
+    for (const [k, v] of Object.entries(params)) page.searchParams.set(k, v);
     return this.tool(FIREFOX, ['--headless', '--no-remote', '--profile', profile, page.href]);
+  }
+
+  /**
+   * Headless Firefox on whep_player.html playing `roomId` over WHEP at `server`'s client
+   * listener as `token`'s peer (`firefoxPage`): its lines are "answered" or "refused", then
+   * "stats" twice a second with `framesDecoded` and `audioPackets`.
+   */
+  firefoxWhep(server, roomId, token) {
+    return this.firefoxPage('whep_player.html', { whep: `${server.origin}/whep/${encodeURIComponent(roomId)}`, token });
   }
 
   async close() {

@@ -7,6 +7,13 @@
 // resume it when the viewer asks again. A headless Firefox playing the room over WHEP decodes
 // video too (a player of a simulcast publisher once got audio only).
 //
+// The same from a second engine: headless Firefox (no driver: sdk_publisher.html, opened from its
+// file, imports the SDK from the server and reports on stdout) publishes its fake 640x360 camera
+// through the SDK; its outbound-rtp stats show two rid encodings, and a Chromium viewer decodes
+// the highest, drops to the lowest on `low` and comes back on `high`. The SFU's `layers` message
+// pauses Firefox's top encoding (its framesEncoded stops while the lowest goes on; Firefox's
+// outbound-rtp has no `active`, its sender's getParameters() shows the SDK's) and resumes it.
+//
 // Firefox pairs only loopback with loopback and needs a default route to offer any candidate:
 // the namespace gets one over loopback (`Scenario.defaultRouteOverLoopback`).
 import test from 'node:test';
@@ -85,5 +92,106 @@ test('a simulcast host reaches each viewer as the layer it asks for, and a WHEP 
     const first = await firefox.until('Firefox decodes the host video', 30_000, (l) => l.step === 'stats' && l.framesDecoded > 0 && l.audioPackets > 0);
     const more = await firefox.until('Firefox goes on decoding', 10_000, (l) => l.step === 'stats' && l.framesDecoded > first.framesDecoded);
     t.diagnostic(`Firefox over WHEP: ${more.framesDecoded} frames, ${more.audioPackets} audio packets`);
+  }),
+);
+
+/** Firefox's fake camera (any size asked for) without a permission prompt. */
+const FIREFOX_CAMERA = { 'media.navigator.streams.fake': true, 'media.navigator.permission.disabled': true };
+
+/** The "sent" lines of the Firefox publisher page so far, oldest first. */
+function sentLines(firefox) {
+  return firefox.lines.filter((l) => l.startsWith('{"step":"sent"')).map((l) => JSON.parse(l));
+}
+
+/**
+ * Waits for two "sent" lines of the Firefox publisher, at least a second apart and both after
+ * `since` (page time), between which its layer `rid` encoded no frame: the encoding stopped.
+ * Returns the two.
+ */
+function stopsEncoding(firefox, rid, since, ms) {
+  const frames = (l) => l?.layers[rid]?.framesEncoded ?? 0;
+  return poll(ms, `Firefox stops encoding its ${rid} layer`, async () => {
+    const lines = sentLines(firefox).filter((l) => l.at > since);
+    const last = lines.at(-1);
+    const before = lines.findLast((l) => l.at <= last?.at - 1000);
+    return before && frames(last) === frames(before) ? [before, last] : undefined;
+  });
+}
+
+test('a Firefox simulcast host publishing through the SDK reaches a Chromium viewer as the layer it asks for', TIMEOUT, (t) =>
+  scenario(t, async (sc) => {
+    await sc.defaultRouteOverLoopback();
+    const server = await sc.server();
+    const room = await server.convo('host', ['viewer']);
+    const [viewer] = await sc.browsersOn(server, ['viewer']);
+    const joined = await viewer.join({ serverUrl: room.serverUrl, invitationCode: room.invitationCode, peer: 'viewer', token: await server.token(room.roomId, 'viewer') });
+    assert.equal(joined.ok, true, `viewer joins: ${JSON.stringify(joined)}`);
+    const firefox = await sc.firefoxPage('sdk_publisher.html', {
+      sdk: `${server.origin}/uprtc.js`,
+      serverUrl: room.serverUrl,
+      invitationCode: room.invitationCode,
+      peer: 'host',
+      token: await server.token(room.roomId, 'host'),
+      width: CAMERA.width,
+      height: CAMERA.height,
+    }, FIREFOX_CAMERA);
+
+    const captured = await firefox.next('captured', 60_000);
+    t.diagnostic(`Firefox captures ${JSON.stringify(captured.settings)}`);
+    const published = await firefox.next('published', 20_000);
+    t.diagnostic(`Firefox offers ${published.offer.join(' | ')}`);
+    t.diagnostic(`uprtcd answers ${published.answer.join(' | ')}`);
+    assert.ok(published.answer.some((l) => l.startsWith('a=simulcast:recv ')), 'the answer takes the layers');
+    const fields = await firefox.next('outbound-rtp', 20_000).catch(() => null);
+    t.diagnostic(`Firefox's video outbound-rtp has ${fields?.fields.join(', ')}`);
+
+    // The answer took the layers: Firefox encodes more than one.
+    const layers = await firefox.until('Firefox encodes simulcast layers', 20_000, (l) => {
+      if (l.step !== 'sent') return undefined;
+      const encoding = Object.entries(l.layers).filter(([rid, s]) => rid !== '' && s.framesEncoded > 0);
+      return encoding.length >= 2 ? l : undefined;
+    });
+    t.diagnostic(`Firefox sends ${JSON.stringify(layers.layers)}, encodings ${JSON.stringify(layers.encodings)}`);
+    const heights = Object.values(layers.layers).filter((s) => s.framesEncoded > 0).map((s) => s.frameHeight);
+    const [lowest, highest] = [Math.min(...heights), Math.max(...heights)];
+    const top = Object.keys(layers.layers).find((rid) => layers.layers[rid].frameHeight === highest);
+    assert.equal(highest, CAMERA.height, `the full-size layer is among them: ${heights}`);
+    assert.ok(lowest < highest, `layers of different sizes: ${heights}`);
+
+    const [, flowing] = await expectMedia(viewer, ['host'], { audio: false });
+    t.diagnostic(describeSample(viewer, flowing));
+    const trackId = await viewer.evaluate(() => window.e2e.room.remoteTracks.find((r) => r.kind === 'video')?.trackId);
+    assert.ok(trackId, 'the viewer receives the host video track');
+
+    await poll(20_000, `the viewer decodes the highest layer (${highest} high)`, async () => (await decoded(viewer)).height === highest);
+    await viewer.evaluate((id) => window.e2e.room.setVideoQuality(id, 'low'), trackId);
+    const low = await poll(15_000, `the viewer drops to the lowest layer (${lowest} high)`, async () => {
+      const d = await decoded(viewer);
+      return d.height === lowest ? d : undefined;
+    });
+    // Nobody wants the top layer now: the SFU tells Firefox to pause it, and it stops encoding it.
+    const pause = await firefox.until(`the SFU pauses Firefox's ${top} layer`, 15_000, (l) => l.step === 'layers' && !l.active.includes(top));
+    const bottom = Object.keys(layers.layers).find((rid) => layers.layers[rid].frameHeight === lowest);
+    assert.ok(pause.active.includes(bottom), `the lowest layer is never paused: ${JSON.stringify(pause)}`);
+    const [before, paused] = await stopsEncoding(firefox, top, pause.at, 10_000);
+    t.diagnostic(`after ${JSON.stringify(pause)} Firefox sends ${JSON.stringify(paused.layers)}, encodings ${JSON.stringify(paused.encodings)}`);
+    assert.ok(paused.layers[bottom].framesEncoded > before.layers[bottom].framesEncoded, `the ${bottom} layer goes on: ${JSON.stringify([before.layers, paused.layers])}`);
+    const pausedFrames = paused.layers[top]?.framesEncoded ?? 0;
+    const meanwhile = await decoded(viewer);
+    assert.ok(meanwhile.height === lowest && meanwhile.frames > low.frames, `the viewer goes on decoding the lowest layer: ${JSON.stringify([low, meanwhile])}`);
+
+    await viewer.evaluate((id) => window.e2e.room.setVideoQuality(id, 'high'), trackId);
+    const resume = await firefox.until(`the SFU resumes Firefox's ${top} layer`, 10_000, (l) => l.step === 'layers' && l.at > pause.at && l.active.includes(top));
+    const resumed = await firefox.until(`Firefox encodes its ${top} layer again`, 10_000, (l) => l.step === 'sent' && l.at > resume.at && l.layers[top]?.framesEncoded > pausedFrames);
+    t.diagnostic(`after ${JSON.stringify(resume)} Firefox sends ${JSON.stringify(resumed.layers)}, encodings ${JSON.stringify(resumed.encodings)}`);
+    const high = await poll(15_000, `the viewer comes back to the highest layer (${highest} high)`, async () => {
+      const d = await decoded(viewer);
+      return d.height === highest ? d : undefined;
+    });
+    assert.ok(high.frames > low.frames, `decoding went on: ${low.frames} then ${high.frames} frames`);
+    t.diagnostic(`viewer: ${low.height} then ${high.height} high, ${high.frames} frames, frozen ${high.freezes} s in all`);
+    const errors = firefox.lines.filter((l) => l.startsWith('{"step":"error"'));
+    assert.deepEqual(errors, [], 'the SDK in Firefox reports no error');
+    t.diagnostic(`uprtcd: ${await server.metric('uprtcd_layers_bound_total')} layers bound, ${await server.metric('uprtcd_layer_switches_total')} switches, ${await server.metric('uprtcd_layer_updates_total')} layers messages`);
   }),
 );
