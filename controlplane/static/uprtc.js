@@ -38,6 +38,8 @@
  *     'track-added'   {peer, trackId, kind}  another peer published (media follows as 'track')
  *     'track-removed' {peer, trackId}        that track is gone (its publisher left)
  *     'speaker'       {peer, trackId}        the room's dominant speaker changed (`room.speaker`)
+ *     'layers'        {mid, active}          the SFU paused or resumed published simulcast layers:
+ *                                            only the rids `active` are sent now (applied already)
  *     'error'         {code, msg}     the server refused a message, or WebRTC failed here
  *                                     (code 50005)
  *
@@ -419,6 +421,7 @@ export class Room {
     for (const encoding of params.encodings) encoding.active = active.includes(encoding.rid);
     try {
       await transceiver.sender.setParameters(params);
+      this._emit('layers', { mid, active: [...active] });
     } catch (e) {
       if (!this._closed) this._emit('error', { code: RTC_FAILED, msg: `cannot change the simulcast layers sent: ${e.message ?? e}` });
     }
