@@ -8,7 +8,8 @@
 //! whether the path carries more.
 //!
 //! What it owns: [`SubscriberBwe`], one per subscriber transport that negotiated
-//! transport-cc, boxed on its transport; and writing padding-only probe packets.
+//! transport-cc, boxed on its transport; the [`CopyTemplate`] numbered copies are made from;
+//! and writing padding-only probe packets.
 #![forbid(unsafe_code)]
 
 use std::time::{Duration, Instant};
@@ -16,7 +17,7 @@ use std::time::{Duration, Instant};
 use crate::bwe::{Estimator, EstimatorConfig, ProbeCluster, ProbeController, SendHistory};
 use crate::router::Allocation;
 use crate::wire::WireError;
-use crate::wire::rtp::{FIXED_HEADER_LEN, RtpHeader};
+use crate::wire::rtp::{ExtensionIdMap, FIXED_HEADER_LEN, RtpHeader, RtpPacket};
 
 /// How often a subscriber's bandwidth is shared out again at most: often enough to follow a
 /// falling estimate within a few hundred milliseconds, seldom enough to cost nothing per packet.
@@ -38,6 +39,59 @@ const MAX_PADDING: usize = 255;
 
 /// A cluster is sent as at most this many packets, whatever its size.
 const MAX_PROBE_PACKETS: usize = 40;
+
+/// The numbered copy of the packet being forwarded, made once for the subscribers that share
+/// its header extension ids: a room's subscribers negotiate the same ids (the SFU's offer
+/// names them), so each of their copies is this template with its own transport-wide number
+/// written in, a copy of bytes rather than a walk over the header's elements per subscriber.
+/// The engine resets it for each packet it forwards.
+#[derive(Debug)]
+pub struct CopyTemplate {
+    bytes: Box<[u8]>,
+    /// What it was made for (the subscribers' extension ids, the number's id), its length,
+    /// and where the number's two bytes are.
+    made: Option<(ExtensionIdMap, u8, usize, usize)>,
+}
+
+impl CopyTemplate {
+    /// A template for packets of up to `capacity` bytes (a send slot's).
+    pub fn new(capacity: usize) -> Self {
+        Self { bytes: vec![0; capacity].into_boxed_slice(), made: None }
+    }
+
+    /// Forgets the template: another packet is forwarded next.
+    pub fn reset(&mut self) {
+        self.made = None;
+    }
+
+    /// Writes `source` into `dst` with its extensions renumbered after `map` and `number`
+    /// added under `extension_id`, as [`RtpPacket::copy_renumbered`] would; the copy's
+    /// length, `None` when it does not fit.
+    pub fn copy(
+        &mut self,
+        source: &RtpPacket<&[u8]>,
+        map: &ExtensionIdMap,
+        (extension_id, number): (u8, u16),
+        dst: &mut [u8],
+    ) -> Option<usize> {
+        let (len, at) = match self.made {
+            Some((made_for, id, len, at)) if id == extension_id && made_for == *map => (len, at),
+            _ => {
+                let room = dst.len().min(self.bytes.len());
+                let placeholder = [0; 2];
+                let len =
+                    source.copy_renumbered(&mut self.bytes[..room], map, Some((extension_id, &placeholder))).ok()?;
+                let at = RtpPacket::new_checked(&self.bytes[..len]).ok()?.extension_range(extension_id)?.start;
+                self.made = Some((*map, extension_id, len, at));
+                (len, at)
+            }
+        };
+        let copy = dst.get_mut(..len)?;
+        copy.copy_from_slice(self.bytes.get(..len)?);
+        copy.get_mut(at..at + 2)?.copy_from_slice(&number.to_be_bytes());
+        Some(len)
+    }
+}
 
 /// One subscriber's congestion control state.
 #[derive(Debug)]
@@ -155,7 +209,32 @@ pub fn write_padding(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::wire::rtp::RtpPacket;
+
+    #[test]
+    fn copies_from_the_template_are_the_packets_copy_renumbered_would_make() {
+        let elements: [(u8, &[u8]); 3] = [(1, &[0xAA; 3]), (3, &[1, 2]), (4, &[9])];
+        let mut source = [0u8; 256];
+        let len = RtpHeader::new(96, 1, 2, 3).extensions(&elements).write(&mut source).unwrap();
+        source[len..len + 40].fill(0x5A);
+        let source = RtpPacket::new_checked(&source[..len + 40]).unwrap();
+        let mut subscriber = ExtensionIdMap::blank_all();
+        subscriber.map(1, 2).unwrap();
+        let mut other = ExtensionIdMap::blank_all();
+        other.map(4, 7).unwrap();
+
+        let mut template = CopyTemplate::new(256);
+        for (map, extension_id, number) in
+            [(subscriber, 5, 0x0102_u16), (subscriber, 5, 0xFFFE), (other, 5, 9), (other, 3, 10)]
+        {
+            let mut expected = [0u8; 256];
+            let expected_len = source.copy_renumbered(&mut expected, &map, Some((extension_id, &number.to_be_bytes())));
+            let mut copy = [0u8; 256];
+            let len = template.copy(&source, &map, (extension_id, number), &mut copy).unwrap();
+            assert_eq!(Ok(len), expected_len);
+            assert_eq!(copy[..len], expected[..len], "{map:?} with {number} under {extension_id}");
+        }
+        assert_eq!(template.copy(&source, &other, (3, 1), &mut [0u8; 40]), None, "too small");
+    }
 
     #[test]
     fn padding_packets_carry_the_transport_sequence_number_and_nothing_else() {

@@ -57,7 +57,7 @@ use std::time::{Duration, Instant};
 
 use slab::Slab;
 
-use self::congestion::SubscriberBwe;
+use self::congestion::{CopyTemplate, SubscriberBwe};
 pub use self::link_keys::{LINK_SRTP_PROFILE, LinkKeys};
 use self::transport::{Link, Transport};
 use crate::bwe::{EstimatorCounters, FeedbackGenerator};
@@ -272,6 +272,9 @@ pub struct Engine {
     links: RelayLinks,
     /// Where exported producers' packets are copied for their destinations.
     relay_pool: PacketPool,
+    /// The numbered copy of the packet being forwarded, for subscribers whose congestion is
+    /// controlled.
+    copy_template: CopyTemplate,
 }
 
 fn slot_key(id: TransportId) -> usize {
@@ -303,6 +306,7 @@ impl Engine {
             speakers: HashMap::new(),
             links: RelayLinks::unlinked(),
             relay_pool: PacketPool::new(0),
+            copy_template: CopyTemplate::new(SLOT_SIZE),
         }
     }
 
@@ -915,10 +919,12 @@ impl Engine {
     fn forward(&mut self, now: Instant, producer: ProducerId, packet: &RtpPacket<&[u8]>, out: &mut impl Outbox) {
         let transports = &mut self.transports;
         let counters = &mut self.counters;
+        let template = &mut self.copy_template;
+        template.reset();
         self.next_receiver_reports.get_or_insert(now + RECEIVER_REPORT_INTERVAL);
         let started = self.router.fan_out(now, producer, packet, |_, consumer_transport, rewritten| {
             let Some(subscriber) = lookup(transports, consumer_transport) else { return };
-            send_rtp(subscriber, now, packet, rewritten, out, counters);
+            send_rtp(subscriber, now, (packet, Some(&mut *template)), rewritten, out, counters);
         });
         if let Some((extension_id, group)) = self.router.speech_of(producer)
             && let Some(value) = packet.extension(extension_id)
@@ -1114,7 +1120,7 @@ impl Engine {
         match resend {
             Resend::Original { packet, rewritten } => {
                 let Ok(packet) = RtpPacket::new_checked(packet) else { return };
-                send_rtp(subscriber, now, &packet, rewritten, out, &mut self.counters);
+                send_rtp(subscriber, now, (&packet, None), rewritten, out, &mut self.counters);
             }
             Resend::Rtx { packet, rewritten, rtx, rtx_sequence_number } => {
                 let Ok(packet) = RtpPacket::new_checked(packet) else { return };
@@ -1149,12 +1155,13 @@ const SRTP_TAG_LEN: usize = 16;
 
 /// Copies `source` into `slot` with its header extensions renumbered for the subscriber
 /// (`map`) and, when the subscriber's congestion control numbers its packets, the next
-/// transport-wide sequence number added (the copy may then be a few bytes longer); returns
-/// the copy's length, room left for SRTP's tag.
+/// transport-wide sequence number added (the copy may then be a few bytes longer), from
+/// `template` when given (the packet forwarded to every subscriber); returns the copy's
+/// length, room left for SRTP's tag.
 fn copy_for(
     subscriber: &mut Transport,
     now: Instant,
-    source: &RtpPacket<&[u8]>,
+    (source, template): (&RtpPacket<&[u8]>, Option<&mut CopyTemplate>),
     slot: &mut [u8],
     map: &ExtensionIdMap,
 ) -> Option<usize> {
@@ -1162,8 +1169,14 @@ fn copy_for(
     match subscriber.bwe.as_deref_mut() {
         Some(bwe) => {
             let size = source.as_bytes().len() + SRTP_TAG_LEN;
-            let number = bwe.history.on_send(now, size, None).to_be_bytes();
-            source.copy_renumbered(&mut slot[..room], map, Some((bwe.extension_id, &number))).ok()
+            let number = bwe.history.on_send(now, size, None);
+            match template {
+                Some(template) => template.copy(source, map, (bwe.extension_id, number), &mut slot[..room]),
+                None => {
+                    let number = number.to_be_bytes();
+                    source.copy_renumbered(&mut slot[..room], map, Some((bwe.extension_id, &number))).ok()
+                }
+            }
         }
         None => {
             let bytes = source.as_bytes();
@@ -1193,8 +1206,8 @@ fn send_rtx(
     }
     let slot = out.slot();
     let payload = original.payload();
-    let Some(copied) = copy_for(subscriber, now, original, &mut slot[..SLOT_SIZE - 2], rewritten.format.extensions())
-    else {
+    let extensions = rewritten.format.extensions();
+    let Some(copied) = copy_for(subscriber, now, (original, None), &mut slot[..SLOT_SIZE - 2], extensions) else {
         counters.drop(DropReason::Malformed);
         return;
     };
@@ -1225,7 +1238,7 @@ fn send_rtx(
 fn send_rtp(
     subscriber: &mut Transport,
     now: Instant,
-    packet: &RtpPacket<&[u8]>,
+    (packet, template): (&RtpPacket<&[u8]>, Option<&mut CopyTemplate>),
     rewritten: Rewritten,
     out: &mut impl Outbox,
     counters: &mut WorkerCounters,
@@ -1235,7 +1248,7 @@ fn send_rtp(
         return;
     }
     let slot = out.slot();
-    let Some(len) = copy_for(subscriber, now, packet, slot, rewritten.format.extensions()) else {
+    let Some(len) = copy_for(subscriber, now, (packet, template), slot, rewritten.format.extensions()) else {
         counters.drop(DropReason::Malformed);
         return;
     };

@@ -308,6 +308,13 @@ impl<T: AsRef<[u8]>> RtpPacket<T> {
         self.extensions().find_map(|(found, value)| (found == id).then_some(value))
     }
 
+    /// Where the value of the first element with local identifier `id` is in the packet.
+    pub fn extension_range(&self, id: u8) -> Option<std::ops::Range<usize>> {
+        let (elements_start, mut walk) = self.element_walk()?;
+        let (_, value) = walk.find_map(|element| element.ok().filter(|(found, _)| *found == id))?;
+        Some(elements_start + value.start..elements_start + value.end)
+    }
+
     /// The transport-wide sequence number (draft-holmer-rmcat-transport-wide-cc-extensions-01
     /// §2) that element `id` carries as 2 bytes big-endian; `None` without the element or
     /// with a value of another length.
@@ -488,9 +495,8 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> RtpPacket<T> {
     /// The value of the first element with local identifier `id`, to rewrite in place (its
     /// length is fixed: abs-send-time, transport-wide sequence number).
     pub fn extension_mut(&mut self, id: u8) -> Option<&mut [u8]> {
-        let (elements_start, mut walk) = self.element_walk()?;
-        let (_, value) = walk.find_map(|element| element.ok().filter(|(found, _)| *found == id))?;
-        Some(&mut self.buffer.as_mut()[elements_start + value.start..elements_start + value.end])
+        let range = self.extension_range(id)?;
+        Some(&mut self.buffer.as_mut()[range])
     }
 
     /// Rewrites the transport-wide sequence number that element `id` carries. Returns false,
