@@ -26,6 +26,7 @@ pub mod reception;
 pub mod rewrite;
 pub mod rtx_cache;
 pub mod simulcast;
+mod skips;
 
 use std::collections::HashMap;
 use std::fmt;
