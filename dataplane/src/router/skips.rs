@@ -59,6 +59,11 @@ impl SkipLog {
         Self::with_mask(u16::MAX)
     }
 
+    /// A log of 15-bit VP8 picture ids.
+    pub fn picture_ids() -> Self {
+        Self::with_mask(0x7FFF)
+    }
+
     fn with_mask(mask: u16) -> Self {
         Self { runs: [Run::default(); SKIP_RUNS], head: 0, len: 0, forgotten: None, mask }
     }
@@ -216,6 +221,14 @@ mod tests {
 
     #[test]
     fn runs_cross_the_wrap_of_their_circle() {
+        let mut log = SkipLog::picture_ids();
+        log.skip(0x7FFE);
+        log.skip(0x7FFF);
+        log.skip(0);
+        assert_eq!(log.place(1, 1), Place::Kept { skipped_after: 0 });
+        assert_eq!(log.place(0x7FFF, 1), Place::Skipped);
+        assert_eq!(log.place(0x7FFD, 1), Place::Kept { skipped_after: 3 });
+        assert_eq!(log.kept_at(0, 1), Some(0x7FFD));
         let mut log = SkipLog::sequence_numbers();
         log.skip(65_535);
         log.skip(1);
