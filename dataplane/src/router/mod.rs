@@ -170,6 +170,9 @@ struct Producer {
     awaiting: Vec<ConsumerId>,
     /// What it receives, for allocating subscribers' bandwidth among streams.
     bitrate: BitrateMeter,
+    /// What it receives per temporal layer, for a VP8 simulcast layer (set by
+    /// [`Router::set_layers`]): packets without a TID are not counted.
+    temporal_bitrate: Option<TemporalBitrates>,
     /// For an audio stream whose speech is followed: the header extension its RFC 6464
     /// audio level comes under, and the room (speaker group) it speaks in.
     speech: Option<(u8, SpeakerGroup)>,
@@ -207,6 +210,37 @@ impl BitrateMeter {
             self.window_start = Some(now);
             self.bytes = 0;
         }
+    }
+}
+
+/// A VP8 layer's bitrate per temporal layer: what a subscriber capped at each TID receives.
+#[derive(Debug, Default, Clone, Copy)]
+struct TemporalBitrates {
+    meters: [BitrateMeter; 4],
+    /// When each TID's last packet came: a TID the publisher stopped sending does not count.
+    last_packet: [Option<Instant>; 4],
+}
+
+impl TemporalBitrates {
+    fn record(&mut self, now: Instant, tid: TemporalId, bytes: usize) {
+        let tid = usize::from(tid.get());
+        self.meters[tid].record(now, bytes);
+        self.last_packet[tid] = Some(now);
+    }
+
+    /// The bitrate of TIDs 0..=t together, for each TID measured and sending, from 0 up to
+    /// the first that is not; with how many there are.
+    fn cumulative(&self, now: Instant) -> ([u64; 4], usize) {
+        let mut rates = [0; 4];
+        let mut sum = 0;
+        for tid in 0..rates.len() {
+            let sending =
+                self.last_packet[tid].is_some_and(|at| now.saturating_duration_since(at) < simulcast::LAYER_IDLE);
+            let Some(bps) = self.meters[tid].bps.filter(|_| sending) else { return (rates, tid) };
+            sum += bps;
+            rates[tid] = sum;
+        }
+        (rates, rates.len())
     }
 }
 
@@ -299,8 +333,8 @@ pub struct LayerState {
     pub budget: usize,
     /// How many layers the stream has.
     pub layers: usize,
-    /// The highest VP8 temporal layer (TID) it may be sent of the current layer;
-    /// [`TemporalId::MAX`] when nothing is held back.
+    /// The highest VP8 temporal layer (TID) it may be sent of the current layer: the lower
+    /// of its limit and what its link carries; [`TemporalId::MAX`] when nothing is held back.
     pub temporal_cap: TemporalId,
     /// The highest TID it is sent now: down to the cap at the next picture, up to it one
     /// layer at a time at the stream's layer sync points.
@@ -359,6 +393,7 @@ impl Router {
             flowing: false,
             awaiting: Vec::new(),
             bitrate: BitrateMeter::default(),
+            temporal_bitrate: None,
             speech: None,
         }))
     }
@@ -683,6 +718,14 @@ impl Router {
         }
         p.reception.record(now, seq, timestamp, p.clock_rate);
         p.bitrate.record(now, packet.as_bytes().len());
+        // Read once per packet, and only for a VP8 layer.
+        let mut temporal: Option<Option<Vp8Temporal>> = None;
+        if let Some(rates) = &mut p.temporal_bitrate {
+            let fields = *temporal.insert(Vp8Temporal::read(packet.payload()));
+            if let Some(tid) = fields.and_then(|t| t.tid) {
+                rates.record(now, tid, packet.as_bytes().len());
+            }
+        }
         if p.repair.as_mut().is_some_and(|repair| repair.received(now, seq)) {
             self.nacks_due = Some(now);
         }
@@ -696,7 +739,6 @@ impl Router {
         let Some(p) = self.producers.get_mut(producer.0 as usize) else { return started };
         // Read once per packet, and only when a consumer rewrites them.
         let mut picture_ids: Option<Option<Vp8PictureIds>> = None;
-        let mut temporal: Option<Option<Vp8Temporal>> = None;
         for &id in &p.consumers {
             let Some(consumer) = self.consumers.get_mut(id.0 as usize) else { continue };
             if consumer.paused {
@@ -776,6 +818,13 @@ impl Router {
         }
         let consumer = self.consumers.get_mut(id.0 as usize).ok_or(RouterError::UnknownConsumer)?;
         consumer.layers = Some(Box::new(Layers::new(producers, format, consumer.producer)?));
+        if format == VideoFormat::Vp8 {
+            for p in producers {
+                if let Some(p) = self.producers.get_mut(p.0 as usize) {
+                    p.temporal_bitrate.get_or_insert_with(TemporalBitrates::default);
+                }
+            }
+        }
         Ok(())
     }
 
@@ -806,7 +855,10 @@ impl Router {
     /// receives: audio and streams without layers take what they send, then each simulcast
     /// stream the best layer that fits what is left ([`simulcast::fit_layer`]), those that
     /// `prioritized` publishers publish (the rooms' dominant speakers) first. A consumer whose layer changes waits for its key frame (its
-    /// producer is named through `emit`, as by [`Router::review_layers`]).
+    /// producer is named through `emit`, as by [`Router::review_layers`]). A VP8 stream
+    /// whose lowest layer does not fit at its full frame rate is sent the temporal layers of
+    /// it that fit ([`temporal::fit_temporal`]), at least its base layer; they are all sent
+    /// again once the whole layer fits with the headroom a layer upgrade needs.
     pub fn allocate(
         &mut self,
         now: Instant,
@@ -850,7 +902,24 @@ impl Router {
                 }
                 let rates = &rates[..layers.producers().len()];
                 let current = layers.pending().unwrap_or(layers.current());
-                let (layer, used, wanted) = simulcast::fit_layer(rates, current, layers.cap(), left);
+                let (layer, mut used, mut wanted) = simulcast::fit_layer(rates, current, layers.cap(), left);
+                let lowest = rates.iter().position(Option::is_some) == Some(layer);
+                let held_back = layers.temporal().budget() < TemporalId::MAX;
+                let mut temporal_budget = TemporalId::MAX;
+                if lowest && (used > left || held_back) {
+                    let measured = producers.get(layers.producers()[layer].0 as usize).and_then(|p| p.temporal_bitrate);
+                    let (cumulative, count) = measured.map_or(([0; 4], 0), |m| m.cumulative(now));
+                    // Up to what the subscriber was limited to: the rest is never sent.
+                    let count = count.min(usize::from(layers.temporal().limit().get()) + 1);
+                    if count > 0 {
+                        let (cap, rate, next) =
+                            temporal::fit_temporal(&cumulative[..count], layers.temporal().budget(), left);
+                        (temporal_budget, used, wanted) = (cap, rate, next.or(wanted));
+                    }
+                }
+                if temporal_budget != layers.temporal().budget() {
+                    layers.fit_temporal(temporal_budget);
+                }
                 left = left.saturating_sub(used);
                 allocation.allocated_bps += used;
                 if let Some(needed) = wanted {
@@ -1673,5 +1742,64 @@ mod tests {
             assert_eq!(fan_out_packet(&mut router, t0, producer, &bytes).len(), 1, "picture {picture}");
         }
         assert_eq!(router.temporal_switches(), 0);
+    }
+
+    #[test]
+    fn a_subscriber_that_cannot_carry_the_lowest_layer_gets_fewer_frames_until_it_can() {
+        let t0 = Instant::now();
+        let mut router = Router::new(RouterConfig::default());
+        let low = router.add_producer(video(0x10)).unwrap();
+        let high = router.add_producer(video(0x20)).unwrap();
+        let consumer = router.add_consumer(low, TransportId(2), 0xA).unwrap();
+        router.set_layers(consumer, &[low, high], VideoFormat::Vp8).unwrap();
+        // The low layer at 30 frames a second: TID 0 frames of 1,200 bytes, TID 1 of 600,
+        // TID 2 of 300 (about 73 kbit/s for TID 0, 110 with TID 1, 148 with all); the high
+        // layer about 340 kbit/s.
+        let mut seq = 0u16;
+        let mut sent = Vec::new();
+        let mut publish = |router: &mut Router, pictures: std::ops::Range<u16>| {
+            for picture in pictures {
+                let now = t0 + Duration::from_millis(1000 * u64::from(picture) / 30);
+                let size = [1200, 300, 600, 300][usize::from(picture % 4)];
+                let (tid, bytes) = l1t3_packet(0x10, seq, picture, true, size, true);
+                sent.extend(fan_out_packet(router, now, low, &bytes).into_iter().map(|(_, r)| (tid, r)));
+                let (_, bytes) = l1t3_packet(0x20, seq, picture, true, 1400, true);
+                fan_out_packet(router, now, high, &bytes);
+                seq += 1;
+            }
+        };
+        let at = |picture: u64| t0 + Duration::from_millis(1000 * picture / 30);
+        publish(&mut router, 0..120);
+        let allocation = router.allocate(at(120), TransportId(2), 100_000, &[], |_| panic!("no switch"));
+        assert_eq!(temporal_state(&router, TransportId(2)), (0, 3), "the cap takes effect at the next picture");
+        assert!((70_000..80_000).contains(&allocation.allocated_bps), "TID 0 alone: {allocation:?}");
+        // What a probe should look for: TID 0 and 1 together, beside what is allocated.
+        let wanted = allocation.wanted_bps.unwrap() - allocation.allocated_bps;
+        assert!((105_000..125_000).contains(&wanted), "{allocation:?}");
+        publish(&mut router, 120..180);
+        assert_eq!(temporal_state(&router, TransportId(2)), (0, 0));
+
+        // Up to TID 1 only while TID 2 needs more than its headroom.
+        router.allocate(at(180), TransportId(2), 170_000, &[], |_| panic!("no switch"));
+        assert_eq!(temporal_state(&router, TransportId(2)).0, 1);
+        publish(&mut router, 180..240);
+        router.allocate(at(240), TransportId(2), 200_000, &[], |_| panic!("no switch"));
+        assert_eq!(temporal_state(&router, TransportId(2)).0, 3, "the whole layer fits with headroom");
+        publish(&mut router, 240..300);
+        assert_eq!(temporal_state(&router, TransportId(2)), (3, 2));
+        router.allocate(at(300), TransportId(2), 160_000, &[], |_| panic!("no switch"));
+        assert_eq!(temporal_state(&router, TransportId(2)).0, 3, "staying needs no headroom");
+
+        // One packet a picture: every packet numbers on, picture ids too.
+        for (i, (_, r)) in sent.iter().enumerate() {
+            assert_eq!(r.sequence_number, i as u16);
+            assert_eq!(r.picture_ids.unwrap().picture_id, Some((i as u16, true)));
+        }
+        let tids = |range: std::ops::Range<usize>| sent[range].iter().map(|(tid, _)| *tid).max();
+        // All 120; the 15 TID 0 pictures of the next 60; those and the 14 TID 1 pictures
+        // from its sync frame (186) on; all of the last 60 (TID 2's sync
+        // frame is 241).
+        assert_eq!(sent.len(), 120 + 15 + 29 + 60);
+        assert_eq!((tids(120..135), tids(135..164), tids(164..224)), (Some(0), Some(1), Some(2)));
     }
 }

@@ -316,6 +316,11 @@ impl Layers {
         self.temporal.set_limit(max);
     }
 
+    /// The link carries TIDs up to `max` of the current layer (the allocator's judgement).
+    pub fn fit_temporal(&mut self, max: TemporalId) {
+        self.temporal.fit(max);
+    }
+
     /// Whether a VP8 packet with ids `ids` and temporal fields `temporal` goes out under the
     /// temporal cap ([`TemporalLayers::admit`]); a picture not sent is left out of the
     /// picture ids. `key` tells whether the packet starts a key frame. A packet without a TID

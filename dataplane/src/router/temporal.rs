@@ -3,8 +3,9 @@
 //! dropped, then its TID 1 frames) rather than a stream that freezes, and is sent them
 //! again when it can.
 //!
-//! What it owns: one consumer's temporal cap (the highest TID it may be sent), the highest
-//! TID it is sent now, and whether the newest picture went out; and the rule for when that
+//! What it owns: one consumer's temporal cap (the highest TID it may be sent: the lower of
+//! what it was limited to and what the allocator judged its link carries), the highest TID
+//! it is sent now, and whether the newest picture went out; and the rule for when that
 //! layer may change ([`TemporalLayers::admit`]). The router leaves the packets refused here
 //! out of the consumer's stream ([`super::StreamRewriter::skip`],
 //! [`super::simulcast::Vp8Continuity::skip`]), so its sequence numbers and picture ids have
@@ -16,6 +17,7 @@
 //! descriptor) and are not thinned here.
 #![forbid(unsafe_code)]
 
+use super::simulcast::UPGRADE_HEADROOM;
 use crate::wire::video::TemporalId;
 
 /// The 15-bit picture id circle.
@@ -26,6 +28,8 @@ const PICTURE_ID_MASK: u16 = 0x7FFF;
 pub struct TemporalLayers {
     /// The highest TID it was limited to ([`super::Router::limit_temporal_layer`]).
     limit: TemporalId,
+    /// The highest TID its link carries, as the allocator last judged it.
+    budget: TemporalId,
     /// The highest TID sent now: it follows the cap down at the next picture, up only
     /// where a decoder can take the higher layer in.
     current: TemporalId,
@@ -38,7 +42,13 @@ pub struct TemporalLayers {
 
 impl Default for TemporalLayers {
     fn default() -> Self {
-        Self { limit: TemporalId::MAX, current: TemporalId::MAX, newest: None, highest_seen: TemporalId::BASE }
+        Self {
+            limit: TemporalId::MAX,
+            budget: TemporalId::MAX,
+            current: TemporalId::MAX,
+            newest: None,
+            highest_seen: TemporalId::BASE,
+        }
     }
 }
 
@@ -57,9 +67,9 @@ fn is_newer_picture(a: u16, b: u16) -> bool {
 }
 
 impl TemporalLayers {
-    /// The highest TID to send.
+    /// The highest TID to send: the lower of the limit and the budget.
     pub fn cap(&self) -> TemporalId {
-        self.limit
+        self.limit.min(self.budget)
     }
 
     /// The highest TID sent now.
@@ -74,6 +84,15 @@ impl TemporalLayers {
 
     pub fn set_limit(&mut self, max: TemporalId) {
         self.limit = max;
+    }
+
+    pub fn budget(&self) -> TemporalId {
+        self.budget
+    }
+
+    /// The allocator's judgement of what the link carries.
+    pub fn fit(&mut self, max: TemporalId) {
+        self.budget = max;
     }
 
     /// The next packet may be of another picture numbering (another simulcast layer, or a
@@ -132,6 +151,25 @@ impl TemporalLayers {
     }
 }
 
+/// The highest temporal cap whose bitrate fits `budget_bps`, given `rates[t]`: the bitrate
+/// of TIDs 0..=t together, for each TID the stream sends. Going above `current` needs
+/// [`UPGRADE_HEADROOM`], as a spatial layer does, so that a link that just carries one cap
+/// does not flap between two. The base layer when nothing fits (video slower, never cut);
+/// no cap ([`TemporalId::MAX`]) when the whole stream fits. With the bitrate it sends, and
+/// the budget the next cap up needs (for a probe to look for).
+pub fn fit_temporal(rates: &[u64], current: TemporalId, budget_bps: u64) -> (TemporalId, u64, Option<u64>) {
+    let mut chosen = (TemporalId::BASE, rates.first().copied().unwrap_or(0));
+    for (tid, &rate) in rates.iter().enumerate() {
+        let Some(tid) = u8::try_from(tid).ok().and_then(TemporalId::new) else { break };
+        let needed = if tid > current { (rate as f64 * UPGRADE_HEADROOM) as u64 } else { rate };
+        if needed > budget_bps {
+            return (chosen.0, chosen.1, Some(needed));
+        }
+        chosen = (tid, rate);
+    }
+    (TemporalId::MAX, chosen.1, None)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -159,10 +197,10 @@ mod tests {
     fn down_at_the_next_picture_up_one_layer_at_its_sync_frame() {
         let mut layers = TemporalLayers::default();
         assert_eq!(feed(&mut layers, 0, 4), [0, 2, 1, 2], "no cap");
-        layers.set_limit(TemporalId::BASE);
+        layers.fit(TemporalId::BASE);
         assert_eq!(feed(&mut layers, 4, 8), [0, 0]);
         assert_eq!(layers.current(), TemporalId::BASE);
-        layers.set_limit(TemporalId::MAX);
+        layers.fit(TemporalId::MAX);
         // Pictures 12..16 hold no sync frame; 16 (TID 0), 17 (TID 2, sync: two layers up),
         // 18 (TID 1, sync): up to 1; 22 is TID 1; 25 (TID 2, sync): up to 2.
         assert_eq!(feed(&mut layers, 12, 6), [0, 0]);
@@ -202,5 +240,18 @@ mod tests {
         assert!(!layers.admit(0x7FFF, tid(1), false, || false, |_| false).forward);
         assert!(layers.admit(0, tid(0), false, || false, |_| false).forward);
         assert!(!layers.admit(1, tid(1), true, || false, |_| false).forward, "new, above the cap");
+    }
+
+    #[test]
+    fn temporal_caps_are_fitted_to_the_budget_with_headroom_to_go_up() {
+        // TID 0 alone, with TID 1, with TID 2.
+        let rates = [100_000, 160_000, 200_000];
+        assert_eq!(fit_temporal(&rates, TemporalId::MAX, 500_000), (TemporalId::MAX, 200_000, None));
+        assert_eq!(fit_temporal(&rates, TemporalId::MAX, 190_000), (tid(1), 160_000, Some(200_000)), "down at once");
+        assert_eq!(fit_temporal(&rates, tid(1), 240_000), (tid(1), 160_000, Some(250_000)), "up with headroom");
+        assert_eq!(fit_temporal(&rates, tid(1), 250_000), (TemporalId::MAX, 200_000, None));
+        assert_eq!(fit_temporal(&rates, tid(0), 50_000), (tid(0), 100_000, Some(100_000)), "the base even over");
+        assert_eq!(fit_temporal(&rates, tid(0), 150_000), (tid(0), 100_000, Some(200_000)));
+        assert_eq!(fit_temporal(&[], tid(0), 150_000), (TemporalId::MAX, 0, None), "nothing measured: no cap");
     }
 }
