@@ -106,9 +106,11 @@ impl Default for Vp8Continuity {
     }
 }
 
-const PICTURE_ID_MODULUS: u16 = 0x8000;
+/// The circle of 15-bit VP8 picture ids.
+pub(super) const PICTURE_ID_MODULUS: u16 = 0x8000;
 
-fn is_newer_picture(a: u16, b: u16) -> bool {
+/// Whether picture id `a` comes after `b` on their 15-bit circle.
+pub(super) fn is_newer_picture(a: u16, b: u16) -> bool {
     let ahead = a.wrapping_sub(b) % PICTURE_ID_MODULUS;
     ahead != 0 && ahead < PICTURE_ID_MODULUS / 2
 }

@@ -17,11 +17,8 @@
 //! descriptor) and are not thinned here.
 #![forbid(unsafe_code)]
 
-use super::simulcast::UPGRADE_HEADROOM;
+use super::simulcast::{PICTURE_ID_MODULUS, UPGRADE_HEADROOM, is_newer_picture};
 use crate::wire::video::TemporalId;
-
-/// The 15-bit picture id circle.
-const PICTURE_ID_MASK: u16 = 0x7FFF;
 
 /// One consumer's temporal layer choice.
 #[derive(Debug, Clone, Copy)]
@@ -59,11 +56,6 @@ pub struct Admission {
     pub forward: bool,
     /// Whether the TIDs sent changed at this packet.
     pub switched: bool,
-}
-
-fn is_newer_picture(a: u16, b: u16) -> bool {
-    let ahead = a.wrapping_sub(b) & PICTURE_ID_MASK;
-    ahead != 0 && ahead <= PICTURE_ID_MASK >> 1
 }
 
 impl TemporalLayers {
@@ -124,7 +116,7 @@ impl TemporalLayers {
         key: impl FnOnce() -> bool,
         left_out: impl FnOnce(u16) -> bool,
     ) -> Admission {
-        let picture_id = picture_id & PICTURE_ID_MASK;
+        let picture_id = picture_id % PICTURE_ID_MODULUS;
         match self.newest {
             Some((newest, sent)) if newest == picture_id => return Admission { forward: sent, switched: false },
             Some((newest, _)) if !is_newer_picture(picture_id, newest) => {
