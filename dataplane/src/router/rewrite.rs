@@ -6,7 +6,7 @@
 //!
 //! A packet the consumer leaves out ([`StreamRewriter::skip`]: a frame of a temporal layer
 //! its subscriber is not sent) gives its number to the packets after it, so the subscriber
-//! sees no gap it would NACK; the recent skips are remembered ([`super::skips`]) so that a
+//! sees no gap it would NACK; the recent skips are remembered (`router::skips`) so that a
 //! late packet or a NACK from before them still maps to the number it was sent as.
 //!
 //! Rules: feed packets in arrival order with the time they arrived; after a source change
@@ -375,6 +375,10 @@ mod tests {
         assert_eq!(resumed.sequence_number, 11, "no gap for the paused period");
         assert_eq!(resumed.timestamp, 48_000);
         assert_eq!(rw.rewrite(t0, 1, 499, 0), Err(RewriteRefusal::BeforeMapping));
+        // A NACK for a number sent before the pause maps to nothing, not to a packet of the
+        // paused period that the cache may still hold.
+        assert_eq!(rw.input_seq_for(10), None);
+        assert_eq!(rw.output_for(499, 0), None);
         assert_eq!(rw.rewrite(t0, 1, 501, 480_960).unwrap().sequence_number, 12);
     }
 
