@@ -2,14 +2,14 @@
 //! stays valid through every setter, and copies into a packet that parses with the same
 //! payload; every extension element's value goes through the RFC 6464 audio level parser,
 //! which takes exactly the one-byte values; the payload goes through the key frame detection
-//! and VP8 picture id rewriting of simulcast.
+//! and VP8 picture id rewriting of simulcast, and the VP8 temporal layer fields.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
 use uprtcd_dataplane::wire::WireError;
 use uprtcd_dataplane::wire::audio_level::AudioLevel;
 use uprtcd_dataplane::wire::rtp::{ExtensionIdMap, ONE_BYTE_EXTENSION_PROFILE, RtpHeader, RtpPacket};
-use uprtcd_dataplane::wire::video::{VideoFormat, Vp8PictureIds};
+use uprtcd_dataplane::wire::video::{VideoFormat, Vp8PictureIds, Vp8Temporal};
 
 /// Offset of `part` inside `whole`, asserting that it lies within it.
 fn offset_within(whole: &[u8], part: &[u8]) -> usize {
@@ -116,8 +116,15 @@ fuzz_target!(|data: &[u8]| {
         format.starts_key_frame(packet.payload());
     }
     let mut payload = packet.payload().to_vec();
+    let temporal = Vp8Temporal::read(&payload);
+    if let Some(temporal) = temporal {
+        assert!(!temporal.layer_sync || temporal.tid.is_some(), "no Y bit without a TID");
+        assert!(temporal.key_index.is_none_or(|k| k < 32), "KEYIDX is five bits");
+    }
     if let Some(ids) = Vp8PictureIds::read(&payload) {
+        assert!(temporal.is_some(), "a descriptor whose ids read is whole");
         ids.write(&mut payload);
         assert_eq!(Vp8PictureIds::read(&payload), Some(ids));
+        assert_eq!(Vp8Temporal::read(&payload), temporal, "writing ids leaves the temporal fields");
     }
 });

@@ -78,7 +78,7 @@ use crate::wire::rtcp::{
     RtcpCompound, RtcpPacket, write_nack, write_pli, write_receiver_report, write_remb, write_sender_report,
 };
 use crate::wire::rtp::{ExtensionIdMap, RtpPacket};
-use crate::wire::video::VideoFormat;
+use crate::wire::video::{TemporalId, VideoFormat};
 use crate::wire::{Datagram, classify};
 
 /// Where the engine queues the datagrams it sends.
@@ -604,6 +604,12 @@ impl Engine {
     /// and whenever that changes: a simulcast layer nobody here receives.
     pub fn watch_demand(&mut self, producer: ProducerId) -> Result<(), EngineError> {
         Ok(self.router.watch_demand(producer)?)
+    }
+
+    /// Sends `consumer` at most the VP8 temporal layers up to `max_tid` of its simulcast
+    /// layer from now on, whatever its link carries ([`Router::limit_temporal_layer`]).
+    pub fn limit_temporal_layer(&mut self, consumer: ConsumerId, max_tid: TemporalId) -> Result<(), EngineError> {
+        Ok(self.router.limit_temporal_layer(consumer, max_tid)?)
     }
 
     /// A consumer's simulcast layers: current, awaited, preferred (0 = lowest).

@@ -27,6 +27,8 @@ pub mod reception;
 pub mod rewrite;
 pub mod rtx_cache;
 pub mod simulcast;
+mod skips;
+pub mod temporal;
 
 use std::collections::HashMap;
 use std::fmt;
@@ -44,7 +46,7 @@ pub use self::simulcast::{LayerDecision, Layers, MAX_LAYERS, Rid};
 use crate::relay::{RelayStreamId, WorkerIndex};
 use crate::wire::rtcp::{ReportBlock, SenderInfo};
 use crate::wire::rtp::RtpPacket;
-use crate::wire::video::{VideoFormat, Vp8PictureIds};
+use crate::wire::video::{TemporalId, VideoFormat, Vp8PictureIds, Vp8Temporal};
 
 /// A transport (one client connection) of this worker. The engine makes it of the
 /// transport's slot and a generation, so an id is not given to another transport soon.
@@ -170,6 +172,9 @@ struct Producer {
     awaiting: Vec<ConsumerId>,
     /// What it receives, for allocating subscribers' bandwidth among streams.
     bitrate: BitrateMeter,
+    /// What it receives per temporal layer, for a VP8 simulcast layer (set by
+    /// [`Router::set_layers`]): packets without a TID are not counted.
+    temporal_bitrate: Option<TemporalBitrates>,
     /// For an audio stream whose speech is followed: the header extension its RFC 6464
     /// audio level comes under, and the room (speaker group) it speaks in.
     speech: Option<(u8, SpeakerGroup)>,
@@ -211,6 +216,37 @@ impl BitrateMeter {
             self.window_start = Some(now);
             self.bytes = 0;
         }
+    }
+}
+
+/// A VP8 layer's bitrate per temporal layer: what a subscriber capped at each TID receives.
+#[derive(Debug, Default, Clone, Copy)]
+struct TemporalBitrates {
+    meters: [BitrateMeter; 4],
+    /// When each TID's last packet came: a TID the publisher stopped sending does not count.
+    last_packet: [Option<Instant>; 4],
+}
+
+impl TemporalBitrates {
+    fn record(&mut self, now: Instant, tid: TemporalId, bytes: usize) {
+        let tid = usize::from(tid.get());
+        self.meters[tid].record(now, bytes);
+        self.last_packet[tid] = Some(now);
+    }
+
+    /// The bitrate of TIDs 0..=t together, for each TID measured and sending, from 0 up to
+    /// the first that is not; with how many there are.
+    fn cumulative(&self, now: Instant) -> ([u64; 4], usize) {
+        let mut rates = [0; 4];
+        let mut sum = 0;
+        for tid in 0..rates.len() {
+            let sending =
+                self.last_packet[tid].is_some_and(|at| now.saturating_duration_since(at) < simulcast::LAYER_IDLE);
+            let Some(bps) = self.meters[tid].bps.filter(|_| sending) else { return (rates, tid) };
+            sum += bps;
+            rates[tid] = sum;
+        }
+        (rates, rates.len())
     }
 }
 
@@ -292,6 +328,8 @@ pub struct Router {
     demand_stale: bool,
     /// Simulcast subscribers moved down for asking too many key frames, since it was made.
     loss_downgrades: u64,
+    /// Changes of the highest VP8 temporal layer a consumer is sent, since the router was made.
+    temporal_switches: u64,
 }
 
 /// Where one subscriber stands among a simulcast stream's layers (0 = lowest).
@@ -307,6 +345,12 @@ pub struct LayerState {
     pub layers: usize,
     /// Whether the subscriber pinned it: its bandwidth goes to it first.
     pub pinned: bool,
+    /// The highest VP8 temporal layer (TID) it may be sent of the current layer: the lower
+    /// of its limit and what its link carries; [`TemporalId::MAX`] when nothing is held back.
+    pub temporal_cap: TemporalId,
+    /// The highest TID it is sent now: down to the cap at the next picture, up to it one
+    /// layer at a time at the stream's layer sync points.
+    pub temporal_layer: TemporalId,
 }
 
 /// What one allocation of a subscriber's bandwidth came to.
@@ -361,6 +405,7 @@ impl Router {
             flowing: false,
             awaiting: Vec::new(),
             bitrate: BitrateMeter::default(),
+            temporal_bitrate: None,
             speech: None,
             demand_watch: DemandWatch::Unwatched,
             demanded: false,
@@ -613,6 +658,9 @@ impl Router {
         let consumer = self.consumers.get_mut(id.0 as usize).ok_or(RouterError::UnknownConsumer)?;
         if consumer.paused && !paused {
             consumer.rewriter.resync();
+            if let Some(layers) = &mut consumer.layers {
+                layers.resumed();
+            }
         }
         consumer.paused = paused;
         self.demand_stale = true;
@@ -688,6 +736,14 @@ impl Router {
         }
         p.reception.record(now, seq, timestamp, p.clock_rate);
         p.bitrate.record(now, packet.as_bytes().len());
+        // Read once per packet, and only for a VP8 layer.
+        let mut temporal: Option<Option<Vp8Temporal>> = None;
+        if let Some(rates) = &mut p.temporal_bitrate {
+            let fields = *temporal.insert(Vp8Temporal::read(packet.payload()));
+            if let Some(tid) = fields.and_then(|t| t.tid) {
+                rates.record(now, tid, packet.as_bytes().len());
+            }
+        }
         if p.repair.as_mut().is_some_and(|repair| repair.received(now, seq)) {
             self.nacks_due = Some(now);
         }
@@ -706,11 +762,23 @@ impl Router {
             if consumer.paused {
                 continue;
             }
+            let mut mapped_ids = None;
+            if let Some(layers) = consumer.layers.as_mut().filter(|l| l.format() == VideoFormat::Vp8) {
+                let payload = packet.payload();
+                let ids = *picture_ids.get_or_insert_with(|| Vp8PictureIds::read(payload));
+                let fields = *temporal.get_or_insert_with(|| Vp8Temporal::read(payload));
+                let admission = layers.admit(ids, fields, || VideoFormat::Vp8.starts_key_frame(payload));
+                self.temporal_switches += u64::from(admission.switched);
+                // A frame above the temporal cap, or a late packet of one: its sequence
+                // number and picture id go to the packets after it.
+                let Some(ids) = admission.forward.then(|| layers.vp8.map(ids).ok()).flatten() else {
+                    consumer.rewriter.skip(now, ssrc, seq, timestamp);
+                    continue;
+                };
+                mapped_ids = ids;
+            }
             if let Ok(mut rewritten) = consumer.rewriter.rewrite(now, ssrc, seq, timestamp) {
-                if let Some(layers) = consumer.layers.as_mut().filter(|l| l.format() == VideoFormat::Vp8) {
-                    let ids = *picture_ids.get_or_insert_with(|| Vp8PictureIds::read(packet.payload()));
-                    rewritten.picture_ids = layers.vp8.map(ids);
-                }
+                rewritten.picture_ids = mapped_ids;
                 consumer.packets_sent = consumer.packets_sent.wrapping_add(1);
                 consumer.octets_sent = consumer.octets_sent.wrapping_add(len);
                 emit(id, consumer.transport, rewritten);
@@ -769,6 +837,23 @@ impl Router {
         let consumer = self.consumers.get_mut(id.0 as usize).ok_or(RouterError::UnknownConsumer)?;
         consumer.layers = Some(Box::new(Layers::new(producers, format, consumer.producer)?));
         self.demand_stale = true;
+        if format == VideoFormat::Vp8 {
+            for p in producers {
+                if let Some(p) = self.producers.get_mut(p.0 as usize) {
+                    p.temporal_bitrate.get_or_insert_with(TemporalBitrates::default);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Sends `id` at most the VP8 temporal layers up to `max_tid` of its simulcast layer
+    /// from now on ([`TemporalId::MAX`]: all), whatever its link carries; it goes down at its
+    /// next picture, up at a layer sync point. No effect on streams without VP8 temporal
+    /// layers.
+    pub fn limit_temporal_layer(&mut self, id: ConsumerId, max_tid: TemporalId) -> Result<(), RouterError> {
+        let consumer = self.consumers.get_mut(id.0 as usize).ok_or(RouterError::UnknownConsumer)?;
+        consumer.layers.as_mut().ok_or(RouterError::InvalidLayers)?.limit_temporal(max_tid);
         Ok(())
     }
 
@@ -793,8 +878,11 @@ impl Router {
     /// receives: audio and streams without layers take what they send, then each simulcast
     /// stream the best layer that fits what is left ([`simulcast::fit_layer`]): those the
     /// subscriber pinned first, then those that `prioritized` publishers publish (the rooms'
-    /// dominant speakers), then the others. A consumer whose layer changes waits for its key frame (its
-    /// producer is named through `emit`, as by [`Router::review_layers`]).
+    /// dominant speakers), then the others. A consumer whose layer changes waits for its key
+    /// frame (its producer is named through `emit`, as by [`Router::review_layers`]). A VP8
+    /// stream whose lowest layer does not fit at its full frame rate is sent the temporal
+    /// layers of it that fit ([`temporal::fit_temporal`]), at least its base layer; they are
+    /// all sent again once the whole layer fits with the headroom a layer upgrade needs.
     pub fn allocate(
         &mut self,
         now: Instant,
@@ -845,7 +933,24 @@ impl Router {
                 }
                 let rates = &rates[..layers.producers().len()];
                 let current = layers.pending().unwrap_or(layers.current());
-                let (layer, used, wanted) = simulcast::fit_layer(rates, current, layers.cap(), left);
+                let (layer, mut used, mut wanted) = simulcast::fit_layer(rates, current, layers.cap(), left);
+                let lowest = rates.iter().position(Option::is_some) == Some(layer);
+                let held_back = layers.temporal().budget() < TemporalId::MAX;
+                let mut temporal_budget = TemporalId::MAX;
+                if lowest && (used > left || held_back) {
+                    let measured = producers.get(layers.producers()[layer].0 as usize).and_then(|p| p.temporal_bitrate);
+                    let (cumulative, count) = measured.map_or(([0; 4], 0), |m| m.cumulative(now));
+                    // Up to what the subscriber was limited to: the rest is never sent.
+                    let count = count.min(usize::from(layers.temporal().limit().get()) + 1);
+                    if count > 0 {
+                        let (cap, rate, next) =
+                            temporal::fit_temporal(&cumulative[..count], layers.temporal().budget(), left);
+                        (temporal_budget, used, wanted) = (cap, rate, next.or(wanted));
+                    }
+                }
+                if temporal_budget != layers.temporal().budget() {
+                    layers.fit_temporal(temporal_budget);
+                }
                 left = left.saturating_sub(used);
                 allocation.allocated_bps += used;
                 if let Some(needed) = wanted {
@@ -1059,6 +1164,8 @@ impl Router {
                 budget: layers.budget(),
                 layers: layers.producers().len(),
                 pinned: layers.pinned,
+                temporal_cap: layers.temporal().cap(),
+                temporal_layer: layers.temporal().current(),
             };
             Some((consumer.rewriter.output_ssrc(), state))
         })
@@ -1082,6 +1189,12 @@ impl Router {
     /// Consumers switched to another simulcast layer so far.
     pub fn layer_switches(&self) -> u64 {
         self.layer_switches
+    }
+
+    /// Changes of the highest VP8 temporal layer a consumer is sent so far (down at a
+    /// picture, up at a layer sync point or a key frame), following its temporal cap.
+    pub fn temporal_switches(&self) -> u64 {
+        self.temporal_switches
     }
 
     /// Where `producer`'s speech is followed: its audio level extension and group.
@@ -1152,7 +1265,9 @@ impl Router {
         let mut rewritten = consumer.rewriter.output_for(input_seq, timestamp)?;
         if let Some(layers) = consumer.layers.as_mut().filter(|l| l.format() == VideoFormat::Vp8) {
             let ids = RtpPacket::new_checked(packet).ok().and_then(|p| Vp8PictureIds::read(p.payload()));
-            rewritten.picture_ids = layers.vp8.map(ids);
+            // A picture left out is not resent, even when one of its packets kept a number
+            // (it came late, after the numbers around it were given).
+            rewritten.picture_ids = layers.vp8.map(ids).ok()?;
         }
         Some(match consumer.rtx {
             Some(rtx) => {
@@ -1579,5 +1694,202 @@ mod tests {
         assert_eq!(budgets(&mut router, &[TransportId(2)]), [0, 1], "the dominant speaker's first");
         router.prefer_layer(first, 1, true).unwrap();
         assert_eq!(budgets(&mut router, &[TransportId(2)]), [1, 0], "a pinned view before the speaker");
+    }
+
+    /// Picture `picture`'s temporal layer in L1T3 as libwebrtc sends it: TIDs 0, 2, 1, 2,
+    /// with the Y bit on the first TID 2 and TID 1 frames of each group of eight (they
+    /// refer to the TID 0 frame alone).
+    fn l1t3(picture: u16) -> (u8, bool) {
+        ([0, 2, 1, 2][usize::from(picture % 4)], matches!(picture % 8, 1 | 2))
+    }
+
+    /// A packet of an L1T3 VP8 stream: picture `picture` (a key frame at 0; TL0PICIDX
+    /// `picture / 4`), its first packet when `first`, `size` bytes of payload after the
+    /// descriptor; with the TID it carries. Without a T bit (and TID) when `!temporal`.
+    fn l1t3_packet(ssrc: u32, seq: u16, picture: u16, first: bool, size: usize, temporal: bool) -> (u8, Vec<u8>) {
+        let (tid, sync) = l1t3(picture);
+        let mut buf = vec![0; 12 + 6 + size];
+        let len = crate::wire::rtp::RtpHeader::new(96, seq, u32::from(picture) * 3000, ssrc).write(&mut buf).unwrap();
+        let [high, low] = picture.to_be_bytes();
+        let extension = if temporal { 0xE0 } else { 0xC0 };
+        let descriptor = [0x80 | u8::from(first) << 4, extension, 0x80 | high, low, (picture / 4) as u8];
+        buf[len..len + 5].copy_from_slice(&descriptor);
+        let mut at = len + 5;
+        if temporal {
+            buf[at] = tid << 6 | u8::from(sync) << 5;
+            at += 1;
+        }
+        // The frame tag: a key frame's P bit is clear.
+        buf[at] = u8::from(picture != 0);
+        buf.truncate(at + size);
+        (tid, buf)
+    }
+
+    /// The TID and rewritten fields of each packet sent to consumers.
+    type Sent = Vec<(u8, Rewritten)>;
+
+    /// Publishes pictures `pictures` of an L1T3 stream on `producer` (SSRC 0x10), two packets
+    /// each, one every 33 ms from `t0`; what was sent to consumers, and the packets
+    /// published by sequence number.
+    fn publish_l1t3(
+        router: &mut Router,
+        t0: Instant,
+        producer: ProducerId,
+        pictures: std::ops::Range<u16>,
+    ) -> (Sent, HashMap<u16, Vec<u8>>) {
+        let mut out = Vec::new();
+        let mut published = HashMap::new();
+        for picture in pictures {
+            for first in [true, false] {
+                let seq = 2 * picture + u16::from(!first);
+                let (tid, bytes) = l1t3_packet(0x10, seq, picture, first, 20, true);
+                let now = t0 + Duration::from_millis(33 * u64::from(picture));
+                out.extend(fan_out_packet(router, now, producer, &bytes).into_iter().map(|(_, r)| (tid, r)));
+                published.insert(seq, bytes);
+            }
+        }
+        (out, published)
+    }
+
+    /// Asserts that `sent` numbers on from `seq` and picture `picture` without a gap, two
+    /// packets a picture, and that TL0PICIDX goes up by one at each TID 0 picture.
+    fn assert_continuous(sent: &[(u8, Rewritten)], seq: u16, picture: u16) {
+        let mut tl0 = None;
+        for (i, (tid, r)) in sent.iter().enumerate() {
+            assert_eq!(r.sequence_number, seq + i as u16, "packet {i} of {sent:?}");
+            let ids = r.picture_ids.unwrap();
+            assert_eq!(ids.picture_id, Some((picture + i as u16 / 2, true)), "packet {i}");
+            let index = ids.tl0picidx.unwrap();
+            if let Some(previous) = tl0 {
+                let expected = if *tid == 0 && i % 2 == 0 { previous + 1 } else { previous };
+                assert_eq!(index, expected, "TL0PICIDX of packet {i}");
+            }
+            tl0 = Some(index);
+        }
+    }
+
+    fn temporal_state(router: &Router, transport: TransportId) -> (u8, u8) {
+        let (_, state) = router.layer_states(transport).next().unwrap();
+        (state.temporal_cap.get(), state.temporal_layer.get())
+    }
+
+    #[test]
+    fn a_temporally_capped_consumer_gets_the_lower_layers_without_gaps() {
+        let t0 = Instant::now();
+        let mut router = Router::new(RouterConfig::default());
+        let producer = router.add_producer(video(0x10)).unwrap();
+        let consumer = router.add_consumer(producer, TransportId(2), 0xA).unwrap();
+        router.set_layers(consumer, &[producer], VideoFormat::Vp8).unwrap();
+        assert_eq!(router.limit_temporal_layer(ConsumerId(99), TemporalId::BASE), Err(RouterError::UnknownConsumer));
+        let (sent, _) = publish_l1t3(&mut router, t0, producer, 0..4);
+        assert_eq!(sent.iter().map(|(tid, _)| *tid).collect::<Vec<_>>(), [0, 0, 2, 2, 1, 1, 2, 2], "no cap");
+
+        router.limit_temporal_layer(consumer, TemporalId::BASE).unwrap();
+        let (capped, _) = publish_l1t3(&mut router, t0, producer, 4..20);
+        assert!(capped.iter().all(|(tid, _)| *tid == 0));
+        assert_eq!(capped.len(), 8, "pictures 4, 8, 12 and 16");
+        assert_continuous(&[&sent[..], &capped[..]].concat(), 0, 0);
+        assert_eq!(temporal_state(&router, TransportId(2)), (0, 0));
+        assert_eq!(router.temporal_switches(), 1);
+
+        // Up again: TID 1 at its next sync frame (26), TID 2 at its own (33); the sync frame
+        // of TID 2 at 25 is two layers up, and the TID 0 frames are no sync points.
+        router.limit_temporal_layer(consumer, TemporalId::MAX).unwrap();
+        let (raised, published) = publish_l1t3(&mut router, t0, producer, 20..36);
+        let pictures: Vec<u8> = raised.iter().step_by(2).map(|(tid, _)| *tid).collect();
+        assert_eq!(pictures, [0, 0, 1, 0, 1, 0, 2, 1, 2], "pictures 20, 24, 26, 28, 30, 32, 33, 34, 35");
+        let all = [&sent[..], &capped[..], &raised[..]].concat();
+        assert_continuous(&all, 0, 0);
+        assert_eq!(temporal_state(&router, TransportId(2)), (3, 2));
+        assert_eq!(router.temporal_switches(), 3);
+
+        // A NACK for a packet sent after skips resends that packet, as it was sent.
+        let now = t0 + Duration::from_millis(33 * 36);
+        for (_, original) in &raised[4..8] {
+            let Some(Resend::Original { packet, rewritten }) =
+                router.retransmission(now, TransportId(2), 0xA, original.sequence_number)
+            else {
+                panic!("{original:?} is cached")
+            };
+            assert_eq!(rewritten, *original);
+            let input = RtpPacket::new_checked(packet).unwrap().sequence_number();
+            assert_eq!(packet, &published[&input][..]);
+        }
+        let next = all.last().unwrap().1.sequence_number + 1;
+        assert!(router.retransmission(now, TransportId(2), 0xA, next).is_none(), "never sent");
+    }
+
+    #[test]
+    fn packets_without_temporal_layers_are_never_dropped() {
+        let t0 = Instant::now();
+        let mut router = Router::new(RouterConfig::default());
+        let producer = router.add_producer(video(0x10)).unwrap();
+        let consumer = router.add_consumer(producer, TransportId(2), 0xA).unwrap();
+        router.set_layers(consumer, &[producer], VideoFormat::Vp8).unwrap();
+        router.limit_temporal_layer(consumer, TemporalId::BASE).unwrap();
+        for picture in 0..8 {
+            let (_, bytes) = l1t3_packet(0x10, picture, picture, true, 20, false);
+            assert_eq!(fan_out_packet(&mut router, t0, producer, &bytes).len(), 1, "picture {picture}");
+        }
+        assert_eq!(router.temporal_switches(), 0);
+    }
+
+    #[test]
+    fn a_subscriber_that_cannot_carry_the_lowest_layer_gets_fewer_frames_until_it_can() {
+        let t0 = Instant::now();
+        let mut router = Router::new(RouterConfig::default());
+        let low = router.add_producer(video(0x10)).unwrap();
+        let high = router.add_producer(video(0x20)).unwrap();
+        let consumer = router.add_consumer(low, TransportId(2), 0xA).unwrap();
+        router.set_layers(consumer, &[low, high], VideoFormat::Vp8).unwrap();
+        // The low layer at 30 frames a second: TID 0 frames of 1,200 bytes, TID 1 of 600,
+        // TID 2 of 300 (about 73 kbit/s for TID 0, 110 with TID 1, 148 with all); the high
+        // layer about 340 kbit/s.
+        let mut seq = 0u16;
+        let mut sent = Vec::new();
+        let mut publish = |router: &mut Router, pictures: std::ops::Range<u16>| {
+            for picture in pictures {
+                let now = t0 + Duration::from_millis(1000 * u64::from(picture) / 30);
+                let size = [1200, 300, 600, 300][usize::from(picture % 4)];
+                let (tid, bytes) = l1t3_packet(0x10, seq, picture, true, size, true);
+                sent.extend(fan_out_packet(router, now, low, &bytes).into_iter().map(|(_, r)| (tid, r)));
+                let (_, bytes) = l1t3_packet(0x20, seq, picture, true, 1400, true);
+                fan_out_packet(router, now, high, &bytes);
+                seq += 1;
+            }
+        };
+        let at = |picture: u64| t0 + Duration::from_millis(1000 * picture / 30);
+        publish(&mut router, 0..120);
+        let allocation = router.allocate(at(120), TransportId(2), 100_000, &[], |_| panic!("no switch"));
+        assert_eq!(temporal_state(&router, TransportId(2)), (0, 3), "the cap takes effect at the next picture");
+        assert!((70_000..80_000).contains(&allocation.allocated_bps), "TID 0 alone: {allocation:?}");
+        // What a probe should look for: TID 0 and 1 together, beside what is allocated.
+        let wanted = allocation.wanted_bps.unwrap() - allocation.allocated_bps;
+        assert!((105_000..125_000).contains(&wanted), "{allocation:?}");
+        publish(&mut router, 120..180);
+        assert_eq!(temporal_state(&router, TransportId(2)), (0, 0));
+
+        // Up to TID 1 only while TID 2 needs more than its headroom.
+        router.allocate(at(180), TransportId(2), 170_000, &[], |_| panic!("no switch"));
+        assert_eq!(temporal_state(&router, TransportId(2)).0, 1);
+        publish(&mut router, 180..240);
+        router.allocate(at(240), TransportId(2), 200_000, &[], |_| panic!("no switch"));
+        assert_eq!(temporal_state(&router, TransportId(2)).0, 3, "the whole layer fits with headroom");
+        publish(&mut router, 240..300);
+        assert_eq!(temporal_state(&router, TransportId(2)), (3, 2));
+        router.allocate(at(300), TransportId(2), 160_000, &[], |_| panic!("no switch"));
+        assert_eq!(temporal_state(&router, TransportId(2)).0, 3, "staying needs no headroom");
+
+        // One packet a picture: every packet numbers on, picture ids too.
+        for (i, (_, r)) in sent.iter().enumerate() {
+            assert_eq!(r.sequence_number, i as u16);
+            assert_eq!(r.picture_ids.unwrap().picture_id, Some((i as u16, true)));
+        }
+        let tids = |range: std::ops::Range<usize>| sent[range].iter().map(|(tid, _)| *tid).max();
+        // All 120; the 15 TID 0 pictures of the next 60; those and the 14 TID 1 pictures
+        // from its sync frame (186) on; all of the last 60 (TID 2's sync
+        // frame is 241).
+        assert_eq!(sent.len(), 120 + 15 + 29 + 60);
+        assert_eq!((tids(120..135), tids(135..164), tids(164..224)), (Some(0), Some(1), Some(2)));
     }
 }

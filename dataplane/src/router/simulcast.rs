@@ -6,11 +6,14 @@
 //! and the consumer's numbering (sequence numbers, timestamps, VP8 picture ids) goes on
 //! without a break, so the subscriber's decoder sees one stream.
 //!
+//! Within a VP8 layer, a subscriber may be sent only its lower temporal layers
+//! ([`super::temporal`]); the pictures left out are left out of its picture ids too.
+//!
 //! What it owns: the rid names ([`Rid`], [`RidBinding`]), one consumer's layer state
 //! ([`Layers`]: the layers, the current one, the one switched to at its next key frame, the
-//! highest one wanted, its key frame requests' budget) and its VP8 picture id continuity
-//! ([`Vp8Continuity`]). The router moves consumers between producers; this module decides
-//! where they should be.
+//! highest one wanted, its temporal layers, its key frame requests' budget) and its VP8
+//! picture id continuity ([`Vp8Continuity`]). The router moves consumers between producers;
+//! this module decides where they should be.
 //!
 //! A subscriber that keeps asking for key frames (its link loses what the publisher sends)
 //! would have the publisher send key frames, the largest frames there are, to everybody on
@@ -21,8 +24,10 @@
 
 use std::time::{Duration, Instant};
 
-use super::{ProducerId, RouterError, TransportId};
-use crate::wire::video::{VideoFormat, Vp8PictureIds};
+use super::skips::{Place, SkipLog};
+use super::temporal::{Admission, TemporalLayers};
+use super::{ProducerId, RewriteRefusal, RouterError, TransportId};
+use crate::wire::video::{TemporalId, VideoFormat, Vp8PictureIds, Vp8Temporal};
 
 /// At most this many layers per simulcast stream (browsers send up to three).
 pub const MAX_LAYERS: usize = 4;
@@ -112,36 +117,106 @@ pub(super) struct RidBinding {
 
 /// Keeps a subscriber's VP8 picture ids and TL0PICIDX continuous across the layers it
 /// receives: each layer numbers its pictures on its own, and a decoder that saw the ids
-/// jump back could take the new layer's pictures for old ones.
-#[derive(Debug, Clone, Copy, Default)]
+/// jump back could take the new layer's pictures for old ones. Pictures left out (frames
+/// of a temporal layer not sent, [`Vp8Continuity::skip`]) give their ids to the pictures
+/// after them: a receiver that saw a gap would wait for the missing picture before it
+/// decodes a frame that may refer to it (libwebrtc does for TID 1 and 2 frames). TL0PICIDX
+/// needs no such care: base layer frames are never left out.
+#[derive(Debug, Clone)]
 pub struct Vp8Continuity {
-    /// Added to the current layer's picture id and TL0PICIDX; set by its first packet.
+    /// Added to the current layer's picture id and TL0PICIDX; set by its first packet. The
+    /// picture offset is that of the newest picture: an older one's id is further on by the
+    /// number of pictures left out after it.
     offsets: Option<(u16, u8)>,
     /// The newest ids sent.
     last: Option<(u16, u8)>,
+    /// The current layer's pictures left out, and its newest picture id seen (15-bit ids
+    /// only: a 7-bit id wraps too soon to tell an old picture from a new one, and pictures
+    /// with them are never left out).
+    skipped: SkipLog,
+    newest: Option<u16>,
 }
 
-const PICTURE_ID_MODULUS: u16 = 0x8000;
+impl Default for Vp8Continuity {
+    fn default() -> Self {
+        Self { offsets: None, last: None, skipped: SkipLog::picture_ids(), newest: None }
+    }
+}
+
+/// The circle of 15-bit VP8 picture ids.
+pub(super) const PICTURE_ID_MODULUS: u16 = 0x8000;
+
+/// Whether picture id `a` comes after `b` on their 15-bit circle.
+pub(super) fn is_newer_picture(a: u16, b: u16) -> bool {
+    let ahead = a.wrapping_sub(b) % PICTURE_ID_MODULUS;
+    ahead != 0 && ahead < PICTURE_ID_MODULUS / 2
+}
 
 impl Vp8Continuity {
     /// The next packet comes from another layer: its ids continue from the last ones sent.
     pub fn restart(&mut self) {
         self.offsets = None;
+        self.forget_skips();
     }
 
-    /// The ids `ids` are sent as; `None` when the packet has none to rewrite.
-    pub fn map(&mut self, ids: Option<Vp8PictureIds>) -> Option<Vp8PictureIds> {
-        let ids = ids?;
-        let picture_id = ids.picture_id.map_or(0, |(id, _)| id);
-        let tl0 = ids.tl0picidx.unwrap_or(0);
-        let (picture_offset, tl0_offset) = *self.offsets.get_or_insert_with(|| match self.last {
+    /// Nothing is known any more about the pictures before the next packet: the stream
+    /// resumes after a pause, in which its picture ids may have gone a long way on.
+    pub fn forget_skips(&mut self) {
+        self.skipped.clear();
+        self.newest = None;
+    }
+
+    fn offsets_for(&mut self, picture_id: u16, tl0: u8) -> (u16, u8) {
+        *self.offsets.get_or_insert_with(|| match self.last {
             Some((last_id, last_tl0)) => (
                 last_id.wrapping_add(1).wrapping_sub(picture_id) % PICTURE_ID_MODULUS,
                 last_tl0.wrapping_add(1).wrapping_sub(tl0),
             ),
             None => (0, 0),
-        });
-        let out_id = picture_id.wrapping_add(picture_offset) % PICTURE_ID_MODULUS;
+        })
+    }
+
+    /// Leaves out the picture of a packet not sent (a frame above the subscriber's temporal
+    /// cap): the pictures after it take its id. Only a picture newer than every one seen
+    /// gives its id away; the other packets of a picture left out change nothing.
+    pub fn skip(&mut self, ids: Vp8PictureIds) {
+        let Some((picture_id, true)) = ids.picture_id else { return };
+        if self.newest.is_some_and(|newest| !is_newer_picture(picture_id, newest)) {
+            return;
+        }
+        let (picture_offset, tl0_offset) = self.offsets_for(picture_id, ids.tl0picidx.unwrap_or(0));
+        self.offsets = Some((picture_offset.wrapping_sub(1) % PICTURE_ID_MODULUS, tl0_offset));
+        self.newest = Some(picture_id);
+        self.skipped.skip(picture_id);
+    }
+
+    /// Whether the picture `picture_id` (15-bit) was left out, or is too old to tell.
+    pub fn left_out(&self, picture_id: u16) -> bool {
+        let Some(newest) = self.newest else { return false };
+        !matches!(self.skipped.place(picture_id, newest), Place::Kept { .. })
+    }
+
+    /// The ids `ids` are sent as; `None` when the packet has none to rewrite. Refused for a
+    /// picture left out, or too old to know whether pictures after it were.
+    pub fn map(&mut self, ids: Option<Vp8PictureIds>) -> Result<Option<Vp8PictureIds>, RewriteRefusal> {
+        let Some(ids) = ids else { return Ok(None) };
+        let picture_id = ids.picture_id.map_or(0, |(id, _)| id);
+        let tl0 = ids.tl0picidx.unwrap_or(0);
+        let (picture_offset, tl0_offset) = self.offsets_for(picture_id, tl0);
+        let mut skipped_after = 0;
+        if let Some((id, true)) = ids.picture_id {
+            match self.newest {
+                Some(newest) if !is_newer_picture(id, newest) => {
+                    skipped_after = match self.skipped.place(id, newest) {
+                        Place::Kept { skipped_after } => skipped_after,
+                        Place::Skipped => return Err(RewriteRefusal::Skipped),
+                        Place::Unknown => return Err(RewriteRefusal::SkipsForgotten),
+                    };
+                }
+                _ => self.newest = Some(id),
+            }
+        }
+        let out_id = picture_id.wrapping_add(picture_offset).wrapping_add(skipped_after) % PICTURE_ID_MODULUS;
         let out_tl0 = tl0.wrapping_add(tl0_offset);
         let newer = self.last.is_none_or(|(last, _)| {
             let ahead = out_id.wrapping_sub(last) % PICTURE_ID_MODULUS;
@@ -150,10 +225,10 @@ impl Vp8Continuity {
         if newer {
             self.last = Some((out_id, out_tl0));
         }
-        Some(Vp8PictureIds {
+        Ok(Some(Vp8PictureIds {
             picture_id: ids.picture_id.map(|(_, long)| (out_id, long)),
             tl0picidx: ids.tl0picidx.map(|_| out_tl0),
-        })
+        }))
     }
 }
 
@@ -177,6 +252,7 @@ pub struct Layers {
     /// Its subscriber's bandwidth goes to it before other simulcast streams (a pinned view).
     pub pinned: bool,
     pub vp8: Vp8Continuity,
+    temporal: TemporalLayers,
 }
 
 /// What a review of a consumer's layers decided.
@@ -210,6 +286,7 @@ impl Layers {
             keyframes: KeyframeBudget::default(),
             pinned: false,
             vp8: Vp8Continuity::default(),
+            temporal: TemporalLayers::default(),
         })
     }
 
@@ -276,7 +353,50 @@ impl Layers {
         if let Some((layer, _)) = self.pending.take() {
             self.current = layer;
             self.vp8.restart();
+            self.temporal.restart();
         }
+    }
+
+    /// The consumer was paused and sends again: what was known of its pictures is stale.
+    pub fn resumed(&mut self) {
+        self.vp8.forget_skips();
+        self.temporal.restart();
+    }
+
+    /// The temporal layers sent within the current layer.
+    pub fn temporal(&self) -> &TemporalLayers {
+        &self.temporal
+    }
+
+    /// Sends TIDs up to `max` at most, whatever the link carries.
+    pub fn limit_temporal(&mut self, max: TemporalId) {
+        self.temporal.set_limit(max);
+    }
+
+    /// The link carries TIDs up to `max` of the current layer (the allocator's judgement).
+    pub fn fit_temporal(&mut self, max: TemporalId) {
+        self.temporal.fit(max);
+    }
+
+    /// Whether a VP8 packet with ids `ids` and temporal fields `temporal` goes out under the
+    /// temporal cap ([`TemporalLayers::admit`]); a picture not sent is left out of the
+    /// picture ids. `key` tells whether the packet starts a key frame. A packet without a TID
+    /// or a 15-bit picture id always goes out.
+    pub fn admit(
+        &mut self,
+        ids: Option<Vp8PictureIds>,
+        temporal: Option<Vp8Temporal>,
+        key: impl FnOnce() -> bool,
+    ) -> Admission {
+        let sent = Admission { forward: true, switched: false };
+        let (Some(ids), Some(Vp8Temporal { tid: Some(tid), layer_sync, .. })) = (ids, temporal) else { return sent };
+        let Some((picture_id, true)) = ids.picture_id else { return sent };
+        let vp8 = &self.vp8;
+        let admission = self.temporal.admit(picture_id, tid, layer_sync, key, |id| vp8.left_out(id));
+        if !admission.forward {
+            self.vp8.skip(ids);
+        }
+        admission
     }
 
     /// Chooses the layer to send: the highest one up to the preferred that sends (its last
@@ -452,16 +572,42 @@ mod tests {
     #[test]
     fn vp8_ids_continue_across_a_switch() {
         let mut vp8 = Vp8Continuity::default();
-        assert_eq!(vp8.map(ids(100, 5)), ids(100, 5), "the first layer keeps its ids");
-        assert_eq!(vp8.map(ids(101, 5)), ids(101, 5));
+        assert_eq!(vp8.map(ids(100, 5)), Ok(ids(100, 5)), "the first layer keeps its ids");
+        assert_eq!(vp8.map(ids(101, 5)), Ok(ids(101, 5)));
         vp8.restart();
-        assert_eq!(vp8.map(ids(0x7FFF, 200)), ids(102, 6), "the next layer goes on from there");
-        assert_eq!(vp8.map(ids(0, 201)), ids(103, 7), "across its own wrap");
-        assert_eq!(vp8.map(ids(0x7FFF, 200)), ids(102, 6), "a late packet keeps its ids");
+        assert_eq!(vp8.map(ids(0x7FFF, 200)), Ok(ids(102, 6)), "the next layer goes on from there");
+        assert_eq!(vp8.map(ids(0, 201)), Ok(ids(103, 7)), "across its own wrap");
+        assert_eq!(vp8.map(ids(0x7FFF, 200)), Ok(ids(102, 6)), "a late packet keeps its ids");
         vp8.restart();
-        assert_eq!(vp8.map(ids(5000, 1)), ids(104, 8));
-        assert_eq!(vp8.map(None), None);
+        assert_eq!(vp8.map(ids(5000, 1)), Ok(ids(104, 8)));
+        assert_eq!(vp8.map(None), Ok(None));
         let short = Some(Vp8PictureIds { picture_id: Some((3, false)), tl0picidx: None });
-        assert_eq!(vp8.map(short).unwrap().picture_id.map(|(_, long)| long), Some(false), "the short form stays");
+        let mapped = vp8.map(short).unwrap().unwrap();
+        assert_eq!(mapped.picture_id.map(|(_, long)| long), Some(false), "the short form stays");
+    }
+
+    #[test]
+    fn pictures_left_out_give_their_ids_to_the_next() {
+        let mut vp8 = Vp8Continuity::default();
+        assert_eq!(vp8.map(ids(0x7FFE, 9)), Ok(ids(0x7FFE, 9)));
+        vp8.skip(ids(0x7FFF, 9).unwrap());
+        vp8.skip(ids(0x7FFF, 9).unwrap());
+        assert_eq!(vp8.map(ids(0, 9)), Ok(ids(0x7FFF, 9)), "no gap, across the wrap");
+        vp8.skip(ids(1, 9).unwrap());
+        vp8.skip(ids(2, 9).unwrap());
+        assert_eq!(vp8.map(ids(3, 10)), Ok(ids(0, 10)), "TL0PICIDX goes on as sent");
+        assert!(vp8.left_out(2) && vp8.left_out(0x7FFF) && !vp8.left_out(0) && !vp8.left_out(3));
+        // Late and resent packets keep their ids, or are refused when left out.
+        assert_eq!(vp8.map(ids(0x7FFE, 9)), Ok(ids(0x7FFE, 9)));
+        assert_eq!(vp8.map(ids(0, 9)), Ok(ids(0x7FFF, 9)));
+        assert_eq!(vp8.map(ids(1, 9)), Err(RewriteRefusal::Skipped));
+        // A skip of an older picture, or of one sent, changes nothing.
+        vp8.skip(ids(0, 9).unwrap());
+        vp8.skip(ids(3, 10).unwrap());
+        assert_eq!(vp8.map(ids(4, 10)), Ok(ids(1, 10)));
+        // A resume keeps the offsets but forgets the pictures left out.
+        vp8.forget_skips();
+        assert_eq!(vp8.map(ids(2000, 10)), Ok(ids(1997, 10)));
+        assert!(!vp8.left_out(1));
     }
 }

@@ -1,7 +1,8 @@
 //! What the SFU reads in video payloads to switch simulcast layers: whether a packet starts
-//! a key frame (VP8 RFC 7741, VP9 draft-ietf-payload-vp9, H.264 RFC 6184), and the VP8
+//! a key frame (VP8 RFC 7741, VP9 draft-ietf-payload-vp9, H.264 RFC 6184), the VP8
 //! payload descriptor's picture id and TL0PICIDX, which a subscriber's stream must keep
-//! continuous when its source changes underneath.
+//! continuous when its source changes underneath, and its temporal layer fields (TID, the
+//! Y layer sync bit, KEYIDX), by which a subscriber is sent fewer frames a second.
 //!
 //! Rules: hand these functions the RTP payload (after the header and its extensions,
 //! padding removed: [`super::rtp::RtpPacket::payload`]). Truncated or malformed payloads
@@ -45,12 +46,22 @@ const VP8_LONG_PICTURE_ID: u8 = 0x80;
 /// The VP8 frame tag's P bit: 0 on a key frame (RFC 6386 §9.1).
 const VP8_INTER_FRAME: u8 = 0x01;
 
-/// Where the fields of a VP8 payload descriptor are (RFC 7741 §4.2).
+const VP8_TID_SHIFT: u8 = 6;
+const VP8_LAYER_SYNC: u8 = 0x20;
+const VP8_KEYIDX_MASK: u8 = 0x1F;
+
+/// Where the fields of a VP8 payload descriptor are (RFC 7741 §4.2). Every offset lies
+/// before `payload`, which [`vp8_layout`] checks lies inside the slice: reading them cannot
+/// go out of bounds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Vp8Layout {
+    /// The extension octet (I, L, T, K); 0 when the X bit is clear.
+    extension: u8,
     /// Offset of the picture id, and whether it is the 15-bit form.
     picture_id: Option<(usize, bool)>,
     tl0picidx: Option<usize>,
+    /// Offset of the TID/Y/KEYIDX octet, present when T or K is set.
+    tid_keyidx: Option<usize>,
     /// Where the VP8 payload (after the descriptor) begins.
     payload: usize,
 }
@@ -58,9 +69,10 @@ struct Vp8Layout {
 fn vp8_layout(payload: &[u8]) -> Option<Vp8Layout> {
     let first = *payload.first()?;
     let mut at = 1;
-    let mut layout = Vp8Layout { picture_id: None, tl0picidx: None, payload: 0 };
+    let mut layout = Vp8Layout { extension: 0, picture_id: None, tl0picidx: None, tid_keyidx: None, payload: 0 };
     if first & VP8_EXTENDED != 0 {
         let extension = *payload.get(at)?;
+        layout.extension = extension;
         at += 1;
         if extension & VP8_HAS_PICTURE_ID != 0 {
             let long = *payload.get(at)? & VP8_LONG_PICTURE_ID != 0;
@@ -72,6 +84,7 @@ fn vp8_layout(payload: &[u8]) -> Option<Vp8Layout> {
             at += 1;
         }
         if extension & (VP8_HAS_TID | VP8_HAS_KEYIDX) != 0 {
+            layout.tid_keyidx = Some(at);
             at += 1;
         }
     }
@@ -129,6 +142,57 @@ impl Vp8PictureIds {
         if let (Some(at), Some(index)) = (layout.tl0picidx, self.tl0picidx) {
             payload[at] = index;
         }
+    }
+}
+
+/// A VP8 temporal layer index (RFC 7741 §4.2's TID, two bits): 0 is the base layer, which
+/// every other layer's frames depend on; a stream sent up to TID `n` has every frame of
+/// layers 0..=n and none above.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct TemporalId(u8);
+
+impl TemporalId {
+    /// The base layer.
+    pub const BASE: Self = Self(0);
+    /// The highest index the two-bit field holds: a cap of `MAX` drops nothing.
+    pub const MAX: Self = Self(3);
+
+    /// TID `tid`; `None` above [`TemporalId::MAX`].
+    pub fn new(tid: u8) -> Option<Self> {
+        (tid <= Self::MAX.0).then_some(Self(tid))
+    }
+
+    pub fn get(self) -> u8 {
+        self.0
+    }
+}
+
+/// The temporal scalability fields of a VP8 payload descriptor (RFC 7741 §4.2).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Vp8Temporal {
+    /// The frame's temporal layer, when the T bit says the descriptor has one; `None`: the
+    /// stream is not temporally layered (its TID/Y bits, if the octet is there for KEYIDX,
+    /// mean nothing).
+    pub tid: Option<TemporalId>,
+    /// The Y bit: the frame depends only on base layer frames (a layer sync point, where a
+    /// receiver may start taking the frame's layer). Always false without a TID.
+    pub layer_sync: bool,
+    /// The temporal key frame index (KEYIDX, five bits), when the K bit says it is there.
+    pub key_index: Option<u8>,
+}
+
+impl Vp8Temporal {
+    /// The temporal fields of a VP8 payload; `None` when the descriptor is truncated (or no
+    /// payload follows it). A descriptor without them reads as no TID and no KEYIDX.
+    pub fn read(payload: &[u8]) -> Option<Self> {
+        let layout = vp8_layout(payload)?;
+        let octet = layout.tid_keyidx.map_or(0, |at| payload[at]);
+        let tid = (layout.extension & VP8_HAS_TID != 0).then_some(TemporalId(octet >> VP8_TID_SHIFT));
+        Some(Self {
+            tid,
+            layer_sync: tid.is_some() && octet & VP8_LAYER_SYNC != 0,
+            key_index: (layout.extension & VP8_HAS_KEYIDX != 0).then_some(octet & VP8_KEYIDX_MASK),
+        })
     }
 }
 
@@ -232,6 +296,74 @@ mod tests {
         assert_eq!(Vp8PictureIds::read(&[0x10, 0x00]), None, "no ids");
     }
 
+    /// A descriptor built field by field as RFC 7741 §4.2 lays it out (independently of the
+    /// parser): X set when any of I, L, T, K is; then the picture id (15-bit when `long`),
+    /// TL0PICIDX, and the TID/Y/KEYIDX octet; then one payload byte.
+    fn descriptor(i: bool, l: bool, t: bool, k: bool, long: bool) -> Vec<u8> {
+        let x = i || l || t || k;
+        let mut d = vec![u8::from(x) << 7 | 0x10];
+        if x {
+            d.push(u8::from(i) << 7 | u8::from(l) << 6 | u8::from(t) << 5 | u8::from(k) << 4);
+        }
+        if i {
+            d.extend_from_slice(if long { &[0x80 | 0x12, 0x34][..] } else { &[0x56][..] });
+        }
+        if l {
+            d.push(0xA7);
+        }
+        if t || k {
+            // TID 2 (0b10), Y set, KEYIDX 0b10101.
+            d.push(0b1011_0101);
+        }
+        d.push(0x9D);
+        d
+    }
+
+    #[test]
+    fn vp8_temporal_fields_in_every_combination_of_the_extension_bits() {
+        for bits in 0..32u8 {
+            let [i, l, t, k, long] = [0, 1, 2, 3, 4].map(|b| bits & (1 << b) != 0);
+            let payload = descriptor(i, l, t, k, long);
+            let case = format!("I={i} L={l} T={t} K={k} long={long}: {payload:02X?}");
+            let temporal = Vp8Temporal::read(&payload).unwrap_or_else(|| panic!("{case}"));
+            assert_eq!(temporal.tid, t.then_some(TemporalId(2)), "{case}");
+            assert_eq!(temporal.layer_sync, t, "{case}");
+            assert_eq!(temporal.key_index, k.then_some(0b10101), "{case}");
+            let ids = Vp8PictureIds::read(&payload);
+            let picture_id = i.then_some(if long { (0x1234, true) } else { (0x56, false) });
+            assert_eq!(ids.and_then(|ids| ids.picture_id), picture_id, "{case}");
+            assert_eq!(ids.and_then(|ids| ids.tl0picidx), l.then_some(0xA7), "{case}");
+            // Every shorter prefix lacks a field or the payload after the descriptor.
+            for len in 0..payload.len() {
+                assert_eq!(Vp8Temporal::read(&payload[..len]), None, "{case} cut to {len}");
+            }
+        }
+    }
+
+    #[test]
+    fn vp8_temporal_fields_of_an_l1t3_stream() {
+        // As libwebrtc sends L1T3: I (15-bit), L, T; TID 0 with TL0PICIDX 9, a TID 1 layer
+        // sync frame, a TID 2 frame that is not one.
+        let base = [0x90, 0xE0, 0x80, 0x01, 9, 0x00, 0x9D];
+        let sync = [0x90, 0xE0, 0x80, 0x02, 9, 0x60, 0x9D];
+        let top = [0x90, 0xE0, 0x80, 0x03, 9, 0x80, 0x9D];
+        let read = |p: &[u8]| Vp8Temporal::read(p).map(|t| (t.tid.map(TemporalId::get), t.layer_sync));
+        assert_eq!(read(&base), Some((Some(0), false)));
+        assert_eq!(read(&sync), Some((Some(1), true)));
+        assert_eq!(read(&top), Some((Some(2), false)));
+        // K without T: the octet holds KEYIDX only; its TID and Y bits mean nothing.
+        let key_only = [0x90, 0x10, 0xFF, 0x9D];
+        assert_eq!(
+            Vp8Temporal::read(&key_only),
+            Some(Vp8Temporal { tid: None, layer_sync: false, key_index: Some(31) })
+        );
+        // No X bit: no temporal layers.
+        assert_eq!(read(&[0x10, 0x9D]), Some((None, false)));
+        assert_eq!(Vp8Temporal::read(&[]), None);
+        assert_eq!(TemporalId::new(3), Some(TemporalId::MAX));
+        assert_eq!(TemporalId::new(4), None);
+    }
+
     #[test]
     fn vp9_key_frames_begin_an_intra_picture_at_spatial_layer_zero() {
         // I (15-bit picture id), B, not P; then the VP9 payload.
@@ -279,9 +411,15 @@ mod tests {
             for format in [VideoFormat::Vp8, VideoFormat::Vp9, VideoFormat::H264] {
                 format.starts_key_frame(payload);
             }
+            let temporal = Vp8Temporal::read(payload);
             if let Some(ids) = Vp8PictureIds::read(payload) {
                 ids.write(payload);
                 assert_eq!(Vp8PictureIds::read(payload), Some(ids), "ids written back read the same");
+                assert_eq!(Vp8Temporal::read(payload), temporal, "writing ids leaves the temporal fields");
+            }
+            if let Some(temporal) = temporal {
+                assert!(!temporal.layer_sync || temporal.tid.is_some(), "no Y without a TID");
+                assert!(temporal.key_index.is_none_or(|k| k < 32));
             }
         }
     }
