@@ -24,6 +24,10 @@ fn media_family(stat: MediaStat) -> (&'static str, &'static str, &'static str) {
             "uprtcd_loss_downgrades_total",
             "Simulcast subscribers moved a layer down for asking too many key frames (persistent loss).",
         ),
+        MediaStat::TemporalSwitches => (
+            "uprtcd_temporal_switches_total",
+            "Changes of the highest VP8 temporal layer a subscriber is sent (its frame rate), by its estimate or its frameRate.",
+        ),
         MediaStat::LayersBound => {
             ("uprtcd_layers_bound_total", "Simulcast layers whose SSRC was learnt from the rid they carry.")
         }

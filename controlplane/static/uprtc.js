@@ -51,6 +51,7 @@
  *   room.subscribe();                // sent by join unless {autoSubscribe: false}; idempotent
  *   room.setVideoQuality(trackId, 'low'); // at most that simulcast layer of a received track
  *   room.setVideoQuality(trackId, 'high', { pinned: true }); // and its video goes first
+ *   room.setVideoQuality(trackId, 'low', { frameRate: 'low' }); // a quarter of its frames
  *   await room.stats();              // {publish: RTCStatsReport|null, subscribe: RTCStatsReport|null}
  *   room.leave();                    // ends the session and closes both connections
  *
@@ -429,13 +430,16 @@ export class Room {
 
   /**
    * The highest simulcast layer wanted of a received video track: 'low', 'medium' or 'high'
-   * (the default). `{pinned: true}`: the track's view matters most (pinned, or the main one),
-   * so its video takes this client's bandwidth before the others'. A track without layers
-   * ignores it.
+   * (the default). `{frameRate}`: 'low', 'medium' or 'high' (the default), a quarter, half or
+   * all of the layer's frames when its publisher sends VP8 temporal layers. `{pinned: true}`:
+   * the track's view matters most (pinned, or the main one), so its video takes this client's
+   * bandwidth before the others'. A track without layers ignores it.
    */
-  setVideoQuality(trackId, quality, { pinned = false } = {}) {
-    if (!['low', 'medium', 'high'].includes(quality)) throw new UprtcError(INVALID_PARAMETER, `quality is low, medium or high, not ${quality}`);
-    this._send({ type: 'video-quality', trackId, quality, pinned: Boolean(pinned) });
+  setVideoQuality(trackId, quality, { frameRate = 'high', pinned = false } = {}) {
+    const levels = ['low', 'medium', 'high'];
+    if (!levels.includes(quality)) throw new UprtcError(INVALID_PARAMETER, `quality is low, medium or high, not ${quality}`);
+    if (!levels.includes(frameRate)) throw new UprtcError(INVALID_PARAMETER, `frameRate is low, medium or high, not ${frameRate}`);
+    this._send({ type: 'video-quality', trackId, quality, frameRate, pinned: Boolean(pinned) });
   }
 
   /** Asks for everything the room publishes, now and later. */

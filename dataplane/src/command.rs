@@ -42,7 +42,7 @@ use crate::router::{
     ConsumerFormat, ConsumerId, MediaKind, ProducerId, ProducerSpec, Rid, RtxStream, SpeakerGroup, TransportId,
 };
 use crate::sys::EventFd;
-use crate::wire::video::VideoFormat;
+use crate::wire::video::{TemporalId, VideoFormat};
 
 /// What the control plane asks of a worker.
 #[derive(Debug)]
@@ -103,11 +103,13 @@ pub enum Command {
         layers: Vec<ProducerId>,
         format: VideoFormat,
     },
-    /// Send the consumer at most its layer `layer` (0 = lowest); `pinned`: its subscriber's
-    /// bandwidth goes to it before any other simulcast stream.
+    /// Send the consumer at most its layer `layer` (0 = lowest), and of a VP8 layer's
+    /// temporal layers those up to `max_temporal_layer`; `pinned`: its subscriber's bandwidth
+    /// goes to it before any other simulcast stream.
     PreferLayer {
         consumer: ConsumerId,
         layer: usize,
+        max_temporal_layer: TemporalId,
         pinned: bool,
     },
     /// Report whether some consumer of this worker could receive `producer`, now and at

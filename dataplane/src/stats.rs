@@ -130,6 +130,8 @@ pub enum MediaStat {
     LayerSwitches,
     /// Simulcast subscribers moved a layer down for asking too many key frames.
     LossDowngrades,
+    /// Changes of the highest VP8 temporal layer a subscriber is sent.
+    TemporalSwitches,
     /// A simulcast layer's SSRC learnt (or learnt anew) from the rid its packets carry.
     LayersBound,
     /// Padding packets sent to probe a subscriber's path.
@@ -153,9 +155,10 @@ pub enum MediaStat {
 }
 
 impl MediaStat {
-    pub const ALL: [MediaStat; 11] = [
+    pub const ALL: [MediaStat; 12] = [
         Self::LayerSwitches,
         Self::LossDowngrades,
+        Self::TemporalSwitches,
         Self::LayersBound,
         Self::ProbePackets,
         Self::FeedbackSent,

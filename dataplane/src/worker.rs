@@ -635,9 +635,10 @@ fn apply(engine: &mut Engine, now: Instant, address: Option<SocketAddr>, command
         Command::SetLayers { consumer, ref layers, format } => {
             engine.set_layers(now, consumer, layers, format).map_or_else(refused, |()| Reply::Done)
         }
-        Command::PreferLayer { consumer, layer, pinned } => {
-            engine.prefer_layer(now, consumer, layer, pinned).map_or_else(refused, |()| Reply::Done)
-        }
+        Command::PreferLayer { consumer, layer, max_temporal_layer, pinned } => engine
+            .prefer_layer(now, consumer, layer, pinned)
+            .and_then(|()| engine.limit_temporal_layer(consumer, max_temporal_layer))
+            .map_or_else(refused, |()| Reply::Done),
         Command::WatchDemand { producer } => engine.watch_demand(producer).map_or_else(refused, |()| Reply::Done),
         Command::EnableRtx { consumer, rtx } => engine.enable_rtx(consumer, rtx).map_or_else(refused, |()| Reply::Done),
         Command::RemoveConsumer { transport, ssrc } => {

@@ -432,6 +432,7 @@ async function installHelpers() {
             active: r.active,
             limitation: r.qualityLimitationReason,
             targetBitrate: r.targetBitrate,
+            scalabilityMode: r.scalabilityMode,
           };
         }
       });

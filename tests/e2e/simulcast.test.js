@@ -4,8 +4,10 @@
 // receives the highest layer, drops to the lowest when it asks for `low` (its decoded height
 // falls) and comes back up on `high`, decoding all along. While nobody wants the highest layer
 // the SFU has the host pause it (dynacast: the encoding goes inactive and encodes nothing), and
-// resume it when the viewer asks again. A headless Firefox playing the room over WHEP decodes
-// video too (a player of a simulcast publisher once got audio only).
+// resume it when the viewer asks again. Chromium sends each VP8 layer in three temporal layers
+// (L1T3): on `frameRate: 'low'` the viewer decodes the base one only, a quarter of the frames,
+// and all of them again on `high`. A headless Firefox playing the room over WHEP decodes video
+// too (a player of a simulcast publisher once got audio only).
 //
 // The same from a second engine: headless Firefox (no driver: sdk_publisher.html, opened from its
 // file, imports the SDK from the server and reports on stdout) publishes its fake 640x360 camera
@@ -18,7 +20,7 @@
 // the namespace gets one over loopback (`Scenario.defaultRouteOverLoopback`).
 import test from 'node:test';
 import assert from 'node:assert/strict';
-import { describeSample, expectMedia, poll, scenario } from './lib.js';
+import { describeSample, expectMedia, poll, scenario, sleep } from './lib.js';
 
 const TIMEOUT = { timeout: 150_000 };
 const CAMERA = { width: 640, height: 360, frameRate: 15 };
@@ -85,6 +87,21 @@ test('a simulcast host reaches each viewer as the layer it asks for, and a WHEP 
     });
     assert.ok(high.frames > low.frames, `decoding went on: ${low.frames} then ${high.frames} frames`);
     t.diagnostic(`viewer: ${low.height} then ${high.height} high, ${high.frames} frames, frozen ${high.freezes} s in all`);
+
+    // The base temporal layer only on `frameRate: 'low'`, every frame again without it.
+    const framesIn = async (ms) => {
+      const before = (await decoded(viewer)).frames;
+      await sleep(ms);
+      return (await decoded(viewer)).frames - before;
+    };
+    const full = await framesIn(2000);
+    await viewer.evaluate((id) => window.e2e.room.setVideoQuality(id, 'high', { frameRate: 'low' }), trackId);
+    await sleep(500);
+    const base = await framesIn(2000);
+    t.diagnostic(`frames decoded in 2 s: ${full} at full rate, ${base} on the base temporal layer; host sends ${JSON.stringify(await host.sent())}`);
+    assert.ok(base > 0 && base <= full / 2, `fewer frames on frameRate low, decoding still: ${base} of ${full} in 2 s`);
+    await viewer.evaluate((id) => window.e2e.room.setVideoQuality(id, 'high'), trackId);
+    await poll(10_000, 'the viewer decodes every frame again', async () => (await framesIn(1000)) * 2 >= full * 0.8);
 
     // A WHEP player of the same room gets video, not audio alone.
     const firefox = await sc.firefoxWhep(server, room.roomId, await server.token(room.roomId, 'player'));

@@ -45,6 +45,9 @@ pub struct StreamLayers {
     affordable: usize,
     /// Whether the subscriber pinned it (its bandwidth goes to it first).
     pinned: bool,
+    /// The highest VP8 temporal layer it may be sent (3: all), and the one sent now.
+    temporal_cap: u8,
+    temporal_layer: u8,
 }
 
 pub async fn report(State(state): State<AppState>) -> Result<Json<Vec<SubscriberCongestion>>, ApiError> {
@@ -76,6 +79,8 @@ pub async fn report(State(state): State<AppState>) -> Result<Json<Vec<Subscriber
                         wanted: s.cap,
                         affordable: s.budget,
                         pinned: s.pinned,
+                        temporal_cap: s.temporal_cap.get(),
+                        temporal_layer: s.temporal_layer.get(),
                     })
                     .collect(),
             });

@@ -536,8 +536,8 @@ impl Session<'_> {
             }
             Ok(ClientMessage::Subscribe) => self.subscribe().await,
             Ok(ClientMessage::Answer { sdp }) => self.accept_answer(&sdp).await,
-            Ok(ClientMessage::VideoQuality { track_id, quality, pinned }) => {
-                self.set_video_quality(&track_id, quality, pinned).await.map(|()| Vec::new())
+            Ok(ClientMessage::VideoQuality { track_id, quality, frame_rate, pinned }) => {
+                self.set_video_quality(&track_id, (quality, frame_rate), pinned).await.map(|()| Vec::new())
             }
             Ok(ClientMessage::Unknown) => Err(ClientMessage::unknown(body)),
             Err(e) => Err(e),

@@ -14,6 +14,7 @@ use serde::{Deserialize, Serialize, Serializer};
 
 use uprtcd_dataplane::engine::CloseReason;
 use uprtcd_dataplane::router::MediaKind;
+use uprtcd_dataplane::wire::video::TemporalId;
 
 use crate::envelope::{ApiCode, ApiError};
 use crate::ids::{PeerId, RoomId, TrackId};
@@ -38,13 +39,16 @@ pub enum ClientMessage {
     Answer { sdp: String },
     /// The highest simulcast layer the client wants of a video track it receives (a small
     /// view needs no full-size picture); the SFU sends at most that, less when the client's
-    /// link carries less. `pinned`: the track's view matters most to the user (a pinned or
-    /// main view), so its video takes the client's bandwidth first. Tracks without layers
-    /// ignore it.
+    /// link carries less. `frameRate`: how many of the layer's temporal layers (a quarter, a
+    /// half or all of its frames, when the publisher sends VP8 temporal layers). `pinned`:
+    /// the track's view matters most to the user (a pinned or main view), so its video takes
+    /// the client's bandwidth first. Tracks without layers ignore it.
     #[serde(rename_all = "camelCase")]
     VideoQuality {
         track_id: TrackId,
         quality: VideoQuality,
+        #[serde(default)]
+        frame_rate: FrameRate,
         #[serde(default)]
         pinned: bool,
     },
@@ -94,6 +98,29 @@ impl VideoQuality {
             Self::Low => 0,
             Self::Medium => 1,
             Self::High => usize::MAX,
+        }
+    }
+}
+
+/// How much of a layer's frame rate a client wants, by its VP8 temporal layers: the base
+/// layer (a quarter of the frames in the L1T3 pattern browsers send), two layers (half), or
+/// all.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FrameRate {
+    Low,
+    Medium,
+    #[default]
+    High,
+}
+
+impl FrameRate {
+    /// The highest temporal layer it takes.
+    pub fn max_temporal_layer(self) -> TemporalId {
+        match self {
+            Self::Low => TemporalId::BASE,
+            Self::Medium => TemporalId::new(1).unwrap_or(TemporalId::MAX),
+            Self::High => TemporalId::MAX,
         }
     }
 }
@@ -422,14 +449,16 @@ pub(super) mod tests {
                 ClientMessage::VideoQuality {
                     track_id: TrackId::numbered(3),
                     quality: VideoQuality::Low,
+                    frame_rate: FrameRate::High,
                     pinned: false,
                 },
             ),
             (
-                r#"{"type":"video-quality","trackId":"t4","quality":"high","pinned":true}"#,
+                r#"{"type":"video-quality","trackId":"t4","quality":"high","frameRate":"low","pinned":true}"#,
                 ClientMessage::VideoQuality {
                     track_id: TrackId::numbered(4),
                     quality: VideoQuality::High,
+                    frame_rate: FrameRate::Low,
                     pinned: true,
                 },
             ),
@@ -467,6 +496,7 @@ pub(super) mod tests {
             r#"{"type":"answer","sdp":5}"#,
             r#"{"type":"video-quality","trackId":"t3","quality":"ultra"}"#,
             r#"{"type":"video-quality","quality":"low"}"#,
+            r#"{"type":"video-quality","trackId":"t3","quality":"low","frameRate":"60"}"#,
         ] {
             let error = ClientMessage::parse(body).unwrap_err();
             assert_eq!(error.code, ApiCode::InvalidParameter, "{body}: {}", error.msg);

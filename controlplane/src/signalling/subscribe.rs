@@ -22,7 +22,7 @@ use uprtcd_dataplane::wire::video::VideoFormat;
 
 use super::Session;
 use super::hub::PublishedTrack;
-use super::protocol::{OfferedTrack, ServerEvent, VideoQuality};
+use super::protocol::{FrameRate, OfferedTrack, ServerEvent, VideoQuality};
 use crate::envelope::{ApiCode, ApiError};
 use crate::ids::TrackId;
 use crate::sdp;
@@ -345,12 +345,13 @@ impl Session<'_> {
         }
     }
 
-    /// Sends the client at most `quality` of the simulcast track `track_id` it receives,
-    /// before its other video when `pinned`; refused (10002) for a track it does not receive.
+    /// Sends the client at most `quality` and `frame_rate` of the simulcast track `track_id`
+    /// it receives, before its other video when `pinned`; refused (10002) for a track it does
+    /// not receive.
     pub(super) async fn set_video_quality(
         &self,
         track_id: &TrackId,
-        quality: VideoQuality,
+        (quality, frame_rate): (VideoQuality, FrameRate),
         pinned: bool,
     ) -> Result<(), ApiError> {
         let receiving = self.subscription.as_ref().and_then(|s| Some((s.worker, s.receiving.get(track_id)?.1)));
@@ -359,7 +360,15 @@ impl Session<'_> {
         };
         match self
             .state
-            .request_worker(worker, Command::PreferLayer { consumer, layer: quality.layer(), pinned })
+            .request_worker(
+                worker,
+                Command::PreferLayer {
+                    consumer,
+                    layer: quality.layer(),
+                    max_temporal_layer: frame_rate.max_temporal_layer(),
+                    pinned,
+                },
+            )
             .await?
         {
             // A track without layers has one quality.

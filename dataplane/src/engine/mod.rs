@@ -326,6 +326,7 @@ impl Engine {
         media[MediaStat::StreamsBelowWanted.index()] = below;
         media[MediaStat::LayerSwitches.index()] = self.router.layer_switches();
         media[MediaStat::LossDowngrades.index()] = self.router.loss_downgrades();
+        media[MediaStat::TemporalSwitches.index()] = self.router.temporal_switches();
     }
 
     pub fn counters(&mut self) -> &mut WorkerCounters {
