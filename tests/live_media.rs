@@ -1,6 +1,7 @@
 //! Live rooms with real media through the binary: the host and co-hosts publish within their
 //! rights and caps, the audience only watches, removing a co-host stops its media at once,
-//! and merged rooms' audiences receive every host of the group.
+//! and merged rooms' audiences receive every host of the group; a simulcast host's top layer
+//! is paused while no viewer on either worker wants it (dynacast).
 
 mod support;
 
@@ -328,4 +329,62 @@ fn receive_video_within(media: &mut UdpPeer, ssrc: u32, wait: Duration) -> Vec<u
         }
     }
     seen
+}
+
+/// [`video_offer`] as a simulcast publisher writes it: layers `q` and `f` by rid, with the
+/// RtpStreamId extension, and no SSRC announced.
+fn simulcast_offer(offer: String) -> String {
+    let layers = "a=rtcp-mux\r\na=extmap:4 urn:ietf:params:rtp-hdrext:sdes:rtp-stream-id\r\n\
+                  a=rid:q send\r\na=rid:f send\r\na=simulcast:send q;f\r\n";
+    let lines: Vec<&str> = offer.split("\r\n").filter(|l| !l.starts_with("a=ssrc:")).collect();
+    lines.join("\r\n").replace("a=rtcp-mux\r\n", layers)
+}
+
+#[test]
+fn a_simulcast_hosts_top_layer_is_paused_until_a_viewer_on_either_worker_wants_it() {
+    let srv = Server::builder().workers(2).start();
+    let (room, code) = live_room(&srv, "anna");
+    let mut anna = join(&srv, &room, code, "anna");
+    let _anna_media = publish_video_offer(&mut anna, 0xA0, simulcast_offer);
+    let alias = str_field(&srv.ok("GET", &format!("/room/{}", enc(&room)), Body::None), "serverAlias").to_owned();
+    srv.ok("POST", &format!("/room/{}/live/mirror", enc(&room)), json!({"serverAlias": alias}));
+
+    // Two viewers, one on each worker: the second one's layers are imported to the mirror's.
+    let mut viewers: Vec<Viewer> = (0..2).map(|i| Viewer::join(&srv, &room, code, &format!("viewer{i}"))).collect();
+    let mut track_id = Value::Null;
+    for viewer in &mut viewers {
+        let tracks = viewer.renegotiate();
+        assert_eq!(tracks.len(), 1, "anna's one simulcast track: {tracks:?}");
+        track_id = tracks[0]["trackId"].clone();
+    }
+    let spread = poll_until(Duration::from_secs(5), || {
+        let on = |w: u32| metric(&srv, &format!("uprtcd_worker_consumers{{worker=\"{w}\","));
+        (on(0) >= 1 && on(1) >= 1).then_some(())
+    });
+    assert!(spread.is_some(), "a viewer on each worker");
+
+    let quality = |viewer: &mut Viewer, quality: &str| {
+        let message = json!({"type": "video-quality", "trackId": track_id, "quality": quality});
+        viewer.signalling.send(Message::Text(message.to_string().into())).unwrap();
+    };
+    let mut layers_told = |within_secs| {
+        let event = patient_event_of(&mut anna, "layers", Duration::from_secs(within_secs)).expect("a layers message");
+        assert_eq!(event["mid"], "0", "{event}");
+        event["active"].clone()
+    };
+    for viewer in &mut viewers {
+        quality(viewer, "low");
+    }
+    assert_eq!(layers_told(10), json!(["q"]), "nobody wants the top layer: paused after the hold");
+    for (i, viewer) in viewers.iter_mut().enumerate() {
+        quality(viewer, "high");
+        assert_eq!(layers_told(2), json!(["q", "f"]), "viewer{i} wants it: resumed at once");
+        quality(viewer, "low");
+        assert_eq!(layers_told(10), json!(["q"]), "viewer{i} no longer wants it");
+    }
+    let updates = poll_until(Duration::from_secs(3), || {
+        let updates = metric(&srv, "uprtcd_layer_updates_total");
+        (updates >= 5).then_some(updates)
+    });
+    assert_eq!(updates, Some(5), "every layers message counted");
 }
