@@ -951,11 +951,13 @@ impl Router {
                 if temporal_budget != layers.temporal().budget() {
                     layers.fit_temporal(temporal_budget);
                 }
+                let before = left;
                 left = left.saturating_sub(used);
                 allocation.allocated_bps += used;
                 if let Some(needed) = wanted {
-                    // The estimate that would carry it, beside what is allocated already.
-                    let wanted = budget_bps + needed.saturating_sub(left);
+                    // The estimate that would carry it instead of what it takes now, beside
+                    // what the streams before it take.
+                    let wanted = budget_bps.saturating_sub(before).saturating_add(needed);
                     allocation.wanted_bps = Some(allocation.wanted_bps.map_or(wanted, |w| w.max(wanted)));
                 }
                 if layer != layers.budget() {
@@ -1691,6 +1693,9 @@ mod tests {
                 .map(|c| router.consumers.get(c.0 as usize).and_then(|c| c.layers.as_ref()).unwrap().budget())
         };
         assert_eq!(budgets(&mut router, &[]), [1, 0], "in the order received, without priorities");
+        // A probe looks for the first stream's high layer and the second's instead of its low one.
+        let wanted = router.allocate(now, TransportId(9), budget, &[], |_| {}).wanted_bps.unwrap();
+        assert!((2_200_000..2_300_000).contains(&wanted), "{wanted}");
         assert_eq!(budgets(&mut router, &[TransportId(2)]), [0, 1], "the dominant speaker's first");
         router.prefer_layer(first, 1, true).unwrap();
         assert_eq!(budgets(&mut router, &[TransportId(2)]), [1, 0], "a pinned view before the speaker");
@@ -1863,8 +1868,8 @@ mod tests {
         let allocation = router.allocate(at(120), TransportId(2), 100_000, &[], |_| panic!("no switch"));
         assert_eq!(temporal_state(&router, TransportId(2)), (0, 3), "the cap takes effect at the next picture");
         assert!((70_000..80_000).contains(&allocation.allocated_bps), "TID 0 alone: {allocation:?}");
-        // What a probe should look for: TID 0 and 1 together, beside what is allocated.
-        let wanted = allocation.wanted_bps.unwrap() - allocation.allocated_bps;
+        // What a probe should look for: TID 0 and 1 together instead of TID 0 alone.
+        let wanted = allocation.wanted_bps.unwrap();
         assert!((105_000..125_000).contains(&wanted), "{allocation:?}");
         publish(&mut router, 120..180);
         assert_eq!(temporal_state(&router, TransportId(2)), (0, 0));
