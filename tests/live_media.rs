@@ -388,3 +388,29 @@ fn a_simulcast_hosts_top_layer_is_paused_until_a_viewer_on_either_worker_wants_i
     });
     assert_eq!(updates, Some(5), "every layers message counted");
 }
+
+#[test]
+fn simulcast_in_the_ssrc_group_form_is_one_track_of_layers() {
+    let srv = Server::builder().start();
+    let (room, code) = live_room(&srv, "anna");
+    let mut anna = join(&srv, &room, code, "anna");
+    // libwebrtc's older form: the layers' SSRCs in a SIM group, lowest first.
+    let sim = |offer: String| {
+        offer.replace("a=ssrc:160 cname", "a=ssrc-group:SIM 160 161\r\na=ssrc:161 cname:publisher\r\na=ssrc:160 cname")
+    };
+    let mut anna_media = publish_video_offer(&mut anna, 160, sim);
+    let mut viewer = Viewer::join(&srv, &room, code, "viewer");
+    let tracks = viewer.renegotiate();
+    assert_eq!(tracks.len(), 1, "one track, not one per layer: {tracks:?}");
+    let ssrc = sent_ssrc_of(&tracks, "anna");
+    // The viewer receives the highest layer as the track's SSRC, and nothing of the lowest
+    // while the highest sends.
+    let media = viewer.media.as_mut().unwrap();
+    assert_forwarded_in_order(&mut anna_media, 161, |buf, wait| media.receive(buf, wait), ssrc);
+    send_video(&mut anna_media, 160, 30);
+    let mut buf = vec![0u8; 2048];
+    let low = std::iter::from_fn(|| media.receive(&mut buf, Duration::from_millis(300)))
+        .filter(|r| matches!(r, Ok(Received::Rtp { .. })))
+        .count();
+    assert_eq!(low, 0, "the lowest layer is not sent beside the highest");
+}

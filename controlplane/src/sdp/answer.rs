@@ -439,7 +439,8 @@ fn accept_simulcast(section: &mut SdpMedia, media: &RemoteMedia) -> Vec<String> 
 pub const MAX_SIMULCAST_LAYERS: usize = 4;
 
 /// The publisher's streams: the media SSRCs (in `SIM` order when grouped, else in order of
-/// appearance, repair SSRCs left out), each with its RTX SSRC from `FID`.
+/// appearance, repair SSRCs left out; at most [`MAX_SIMULCAST_LAYERS`], the rest are not
+/// received), each with its RTX SSRC from `FID`.
 fn streams(media: &RemoteMedia) -> Vec<RemoteStream> {
     let pairs = |semantics: &'static str| {
         media
@@ -454,6 +455,7 @@ fn streams(media: &RemoteMedia) -> Vec<RemoteStream> {
         layers.unwrap_or_else(|| media.ssrcs.iter().map(|s| s.ssrc).filter(|ssrc| !repairs.contains(ssrc)).collect());
     media_ssrcs
         .into_iter()
+        .take(MAX_SIMULCAST_LAYERS)
         .map(|ssrc| RemoteStream {
             ssrc,
             rtx_ssrc: pairs("FID").find(|&(primary, _)| primary == ssrc).map(|(_, rtx)| rtx),

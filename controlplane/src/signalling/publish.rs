@@ -97,10 +97,18 @@ impl Session<'_> {
                 }
                 continue;
             }
+            // One stream, or simulcast in the older form (RFC 5576 `ssrc-group:SIM`, as
+            // libwebrtc writes it): the group's SSRCs are the layers, lowest first.
+            let mut producers = Vec::new();
             for stream in &section.streams {
                 let spec = ProducerSpec { transport, ssrc: stream.ssrc.0, kind, clock_rate: section.codec.clock_rate };
-                let producer = added_producer(self.state.request_worker(worker, Command::AddProducer { spec }).await?)?;
-                published.push(track(producer, Vec::new()));
+                producers
+                    .push(added_producer(self.state.request_worker(worker, Command::AddProducer { spec }).await?)?);
+            }
+            match producers[..] {
+                [] => {}
+                [single] => published.push(track(single, Vec::new())),
+                [.., highest] => published.push(track(highest, producers)),
             }
         }
         // Each audio stream's speech is followed among the room's, when it carries levels.
