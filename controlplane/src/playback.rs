@@ -12,7 +12,7 @@
 //!
 //! Rules:
 //! - **One end, whoever ends it.** The file's end (without loop), `endTime`, ffmpeg failing,
-//!   `DELETE /room/{id}` or a kick of the host all lead to [`Playback::finish`]: ffmpeg is
+//!   `DELETE /room/{id}` or a kick of the host all lead to `Playback::finish`: ffmpeg is
 //!   killed and reaped, the tracks leave the room (`track-removed`), the transports close,
 //!   the room closes as `DELETE /room/{id}` closes it (`room-closed` to every client) and the
 //!   slot is given back. A `DELETE` reaches the playback as the host session's `Close`.

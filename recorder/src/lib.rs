@@ -6,7 +6,7 @@
 //! - [`compose`]: after the capture ends, depacketizes each stream, aligns the streams on one
 //!   timeline and runs one ffmpeg job that lays them out, turns phone video upright, mixes the
 //!   audio and writes an H.264 + AAC MP4.
-//! - [`probe`]: what ffprobe says a file holds (streams, duration), to refuse what is not media.
+//! - [`probe`](mod@probe): what ffprobe says a file holds (streams, duration), to refuse what is not media.
 //!
 //! ffmpeg is the codec library: no codec is written here.
 #![forbid(unsafe_code)]

@@ -3,7 +3,7 @@
 //! worker, and one mirrored on another node of a cluster ([`mirror`]). Each step is a measurement window at a steady load (a storm's is while viewers
 //! join): the kernel's CPU accounting of the SFU's process and worker threads, the meters'
 //! loss, reordering and latency, the SFU's resident memory. Viewers join through
-//! [`Context::join_viewers`], which times each join and counts the ones that fail instead of
+//! `Context::join_viewers`, which times each join and counts the ones that fail instead of
 //! ending the scenario.
 
 use std::ops::Range;

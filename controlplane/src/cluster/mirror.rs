@@ -11,7 +11,7 @@
 //!   A link made again (a node restarted) gets a new generation, and everything that used
 //!   the old one is set up again.
 //! - **Feeders** on the origin: one task per room and mirror node that, every
-//!   [`FEED_INTERVAL`], keeps a consumer on the link for each stream the room's own
+//!   `FEED_INTERVAL`, keeps a consumer on the link for each stream the room's own
 //!   publishers send (a merged room's streams reach the mirror node from their own origin,
 //!   see [`super::merge`]) and tells the mirror node the list when it changes; it ends when
 //!   the room closes or no longer lists the mirror.
@@ -832,7 +832,7 @@ async fn take_off_link(state: &AppState, fed: &mut Option<(LinkState, u64, BTree
 }
 
 /// Feeds every remote mirror of the rooms this node holds (at start), and closes, every
-/// [`SWEEP_INTERVAL`], the mirrors it holds whose origin says it no longer wants them.
+/// `SWEEP_INTERVAL`, the mirrors it holds whose origin says it no longer wants them.
 pub fn spawn_sweep(state: &AppState) {
     let mirrored: Vec<(RoomId, String)> = state.read(|reg| {
         reg.rooms().flat_map(|r| r.remote_mirrors.iter().map(|m| (r.id.clone(), m.alias.clone()))).collect()

@@ -1,5 +1,5 @@
 //! Recording files on disk: what checks a file before it becomes a record (ffprobe through
-//! [`uprtcd_recorder::probe`]), how a checked file is kept, what `Content-Type` it is served
+//! [`uprtcd_recorder::probe::probe`]), how a checked file is kept, what `Content-Type` it is served
 //! with, HTTP byte ranges of downloads, the retention sweep, and client uploads over
 //! WebSocket ([`client_upload`]).
 //!

@@ -3,7 +3,7 @@
 //! the sessions share: the tracks published, where they are imported and paused, the
 //! subscribers placed per worker, the owners of open transports, the WHIP and WHEP sessions.
 //!
-//! Rules: all of it is one [`HubState`] under one lock, so each [`Hub`] operation takes the
+//! Rules: all of it is one `HubState` under one lock, so each [`Hub`] operation takes the
 //! lock once and sees and leaves the state whole. The lock is never held across an await:
 //! every operation is synchronous and returns owned values. A `to` filter of [`Hub::send`]
 //! runs under the lock, so it must not call the hub. A queue that is full is a client that

@@ -48,7 +48,7 @@ pub struct FeedbackCounters {
     pub duplicates: u64,
     /// Packets that arrived after their number was reported.
     pub late: u64,
-    /// Jumps past [`MAX_JUMP`] that restarted the window.
+    /// Jumps past `MAX_JUMP` that restarted the window.
     pub resets: u64,
     /// Numbers dropped unreported because the window was full.
     pub overflowed: u64,

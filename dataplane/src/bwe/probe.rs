@@ -93,7 +93,7 @@ impl ProbeController {
     }
 
     /// The allocator wants `wanted_bps` for the subscriber's layers: probe for it (capped at
-    /// the maximum) if the estimate is below it, at most once per [`MIN_REQUEST_INTERVAL`].
+    /// the maximum) if the estimate is below it, at most once per `MIN_REQUEST_INTERVAL`.
     pub fn request(&mut self, wanted_bps: u64) {
         self.requested = Some(wanted_bps.min(self.max_bps));
     }

@@ -6,7 +6,7 @@
 //!
 //! What it owns: [`IceCredentials`] (the local ones are generated here, the remote ones come
 //! from SDP) and one [`IceLiteAgent`] per transport, holding the selected address and the
-//! consent deadline. [`client`] is the controlling side, for our test client and load
+//! consent deadline. `client` (built for tests) is the controlling side, for our test client and load
 //! generator only.
 //!
 //! Rules for callers:

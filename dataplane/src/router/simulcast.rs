@@ -9,7 +9,7 @@
 //! Within a VP8 layer, a subscriber may be sent only its lower temporal layers
 //! ([`super::temporal`]); the pictures left out are left out of its picture ids too.
 //!
-//! What it owns: the rid names ([`Rid`], [`RidBinding`]), one consumer's layer state
+//! What it owns: the rid names ([`Rid`], `RidBinding`), one consumer's layer state
 //! ([`Layers`]: the layers, the current one, the one switched to at its next key frame, the
 //! highest one wanted, its temporal layers, its key frame requests' budget) and its VP8
 //! picture id continuity ([`Vp8Continuity`]). The router moves consumers between producers;

@@ -1,6 +1,6 @@
 //! Members that come and go: conversation rooms with a publishing host and members who join
 //! over signalling, publish or watch (answering every new offer, as a browser does), send and
-//! receive real SRTP, and end in one of the ways clients end ([`Fate`]); live rooms with a
+//! receive real SRTP, and end in one of the ways clients end (`Fate`); live rooms with a
 //! WHIP publisher and WHEP players that connect and then `DELETE`, vanish, or never connect.
 //!
 //! Rules: a loop starts nothing new after its `until`, and what it started ends within a
