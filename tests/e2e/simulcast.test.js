@@ -31,6 +31,40 @@ async function decoded(viewer) {
   return { height: video.frameHeight ?? 0, frames: video.framesDecoded ?? 0, freezes: video.totalFreezesDuration ?? 0 };
 }
 
+/** Whether a publisher's video stats per rid show two simulcast layers or more encoding. */
+function encodesLayers(sent) {
+  return Object.entries(sent).filter(([rid, s]) => rid !== '' && s.framesEncoded > 0).length >= 2;
+}
+
+/**
+ * The layers a publisher encodes, from its video stats per rid: the lowest and highest heights
+ * and their rids. The full-size camera is among them, and they differ in size.
+ */
+function layerSizes(sent) {
+  const encoding = Object.entries(sent).filter(([rid, s]) => rid !== '' && s.framesEncoded > 0);
+  const heights = encoding.map(([, s]) => s.frameHeight);
+  const [lowest, highest] = [Math.min(...heights), Math.max(...heights)];
+  assert.equal(highest, CAMERA.height, `the full-size layer is among them: ${heights}`);
+  assert.ok(lowest < highest, `layers of different sizes: ${heights}`);
+  const rid = (height) => encoding.find(([, s]) => s.frameHeight === height)[0];
+  return { lowest, highest, top: rid(highest), bottom: rid(lowest) };
+}
+
+/** The id of the host's video track the viewer receives. */
+async function videoTrack(viewer) {
+  const trackId = await viewer.evaluate(() => window.e2e.room.remoteTracks.find((r) => r.kind === 'video')?.trackId);
+  assert.ok(trackId, 'the viewer receives the host video track');
+  return trackId;
+}
+
+/** Waits until the viewer decodes the host's video `height` lines high (`what` it means); that sample. */
+function decodesAt(viewer, height, what, ms = 15_000) {
+  return poll(ms, `${what} (${height} high)`, async () => {
+    const d = await decoded(viewer);
+    return d.height === height ? d : undefined;
+  });
+}
+
 test('a simulcast host reaches each viewer as the layer it asks for, and a WHEP player', TIMEOUT, (t) =>
   scenario(t, async (sc) => {
     await sc.defaultRouteOverLoopback();
@@ -46,28 +80,19 @@ test('a simulcast host reaches each viewer as the layer it asks for, and a WHEP 
     // The answer took the layers: the browser encodes more than one.
     const layers = await poll(20_000, 'the host encodes simulcast layers', async () => {
       const sent = await host.sent();
-      const encoding = Object.entries(sent).filter(([rid, s]) => rid !== '' && s.framesEncoded > 0);
-      return encoding.length >= 2 ? sent : undefined;
+      return encodesLayers(sent) ? sent : undefined;
     });
     t.diagnostic(`host sends ${JSON.stringify(layers)}`);
-    const heights = Object.values(layers).filter((s) => s.framesEncoded > 0).map((s) => s.frameHeight);
-    const [lowest, highest] = [Math.min(...heights), Math.max(...heights)];
-    const top = Object.keys(layers).find((rid) => rid !== '' && layers[rid].frameHeight === highest);
-    assert.equal(highest, CAMERA.height, `the full-size layer is among them: ${heights}`);
-    assert.ok(lowest < highest, `layers of different sizes: ${heights}`);
+    const { lowest, highest, top } = layerSizes(layers);
 
     const [, flowing] = await expectMedia(viewer, ['host']);
     t.diagnostic(describeSample(viewer, flowing));
-    const trackId = (await viewer.evaluate(() => window.e2e.room.remoteTracks.find((r) => r.kind === 'video')?.trackId));
-    assert.ok(trackId, 'the viewer receives the host video track');
+    const trackId = await videoTrack(viewer);
 
     // The highest layer, then the lowest on `low`, then back up on `high`.
-    await poll(20_000, `the viewer decodes the highest layer (${highest} high)`, async () => (await decoded(viewer)).height === highest);
+    await decodesAt(viewer, highest, 'the viewer decodes the highest layer', 20_000);
     await viewer.evaluate((id) => window.e2e.room.setVideoQuality(id, 'low'), trackId);
-    const low = await poll(15_000, `the viewer drops to the lowest layer (${lowest} high)`, async () => {
-      const d = await decoded(viewer);
-      return d.height === lowest ? d : undefined;
-    });
+    const low = await decodesAt(viewer, lowest, 'the viewer drops to the lowest layer');
     // Nobody wants the top layer now: the host is told to pause it (after the SFU's 3 s hold).
     const paused = await poll(15_000, `the host pauses its ${top} layer`, async () => {
       const sent = (await host.sent())[top];
@@ -81,10 +106,7 @@ test('a simulcast host reaches each viewer as the layer it asks for, and a WHEP 
       const sent = (await host.sent())[top];
       return sent?.active === true && sent.framesEncoded > paused.framesEncoded;
     });
-    const high = await poll(15_000, `the viewer comes back to the highest layer (${highest} high)`, async () => {
-      const d = await decoded(viewer);
-      return d.height === highest ? d : undefined;
-    });
+    const high = await decodesAt(viewer, highest, 'the viewer comes back to the highest layer');
     assert.ok(high.frames > low.frames, `decoding went on: ${low.frames} then ${high.frames} frames`);
     t.diagnostic(`viewer: ${low.height} then ${high.height} high, ${high.frames} frames, frozen ${high.freezes} s in all`);
 
@@ -163,32 +185,19 @@ test('a Firefox simulcast host publishing through the SDK reaches a Chromium vie
     t.diagnostic(`Firefox's video outbound-rtp has ${fields?.fields.join(', ')}`);
 
     // The answer took the layers: Firefox encodes more than one.
-    const layers = await firefox.until('Firefox encodes simulcast layers', 20_000, (l) => {
-      if (l.step !== 'sent') return undefined;
-      const encoding = Object.entries(l.layers).filter(([rid, s]) => rid !== '' && s.framesEncoded > 0);
-      return encoding.length >= 2 ? l : undefined;
-    });
+    const layers = await firefox.until('Firefox encodes simulcast layers', 20_000, (l) => (l.step === 'sent' && encodesLayers(l.layers) ? l : undefined));
     t.diagnostic(`Firefox sends ${JSON.stringify(layers.layers)}, encodings ${JSON.stringify(layers.encodings)}`);
-    const heights = Object.values(layers.layers).filter((s) => s.framesEncoded > 0).map((s) => s.frameHeight);
-    const [lowest, highest] = [Math.min(...heights), Math.max(...heights)];
-    const top = Object.keys(layers.layers).find((rid) => layers.layers[rid].frameHeight === highest);
-    assert.equal(highest, CAMERA.height, `the full-size layer is among them: ${heights}`);
-    assert.ok(lowest < highest, `layers of different sizes: ${heights}`);
+    const { lowest, highest, top, bottom } = layerSizes(layers.layers);
 
     const [, flowing] = await expectMedia(viewer, ['host'], { audio: false });
     t.diagnostic(describeSample(viewer, flowing));
-    const trackId = await viewer.evaluate(() => window.e2e.room.remoteTracks.find((r) => r.kind === 'video')?.trackId);
-    assert.ok(trackId, 'the viewer receives the host video track');
+    const trackId = await videoTrack(viewer);
 
-    await poll(20_000, `the viewer decodes the highest layer (${highest} high)`, async () => (await decoded(viewer)).height === highest);
+    await decodesAt(viewer, highest, 'the viewer decodes the highest layer', 20_000);
     await viewer.evaluate((id) => window.e2e.room.setVideoQuality(id, 'low'), trackId);
-    const low = await poll(15_000, `the viewer drops to the lowest layer (${lowest} high)`, async () => {
-      const d = await decoded(viewer);
-      return d.height === lowest ? d : undefined;
-    });
+    const low = await decodesAt(viewer, lowest, 'the viewer drops to the lowest layer');
     // Nobody wants the top layer now: the SFU tells Firefox to pause it, and it stops encoding it.
     const pause = await firefox.until(`the SFU pauses Firefox's ${top} layer`, 15_000, (l) => l.step === 'layers' && !l.active.includes(top));
-    const bottom = Object.keys(layers.layers).find((rid) => layers.layers[rid].frameHeight === lowest);
     assert.ok(pause.active.includes(bottom), `the lowest layer is never paused: ${JSON.stringify(pause)}`);
     const [before, paused] = await stopsEncoding(firefox, top, pause.at, 10_000);
     t.diagnostic(`after ${JSON.stringify(pause)} Firefox sends ${JSON.stringify(paused.layers)}, encodings ${JSON.stringify(paused.encodings)}`);
@@ -201,10 +210,7 @@ test('a Firefox simulcast host publishing through the SDK reaches a Chromium vie
     const resume = await firefox.until(`the SFU resumes Firefox's ${top} layer`, 10_000, (l) => l.step === 'layers' && l.at > pause.at && l.active.includes(top));
     const resumed = await firefox.until(`Firefox encodes its ${top} layer again`, 10_000, (l) => l.step === 'sent' && l.at > resume.at && l.layers[top]?.framesEncoded > pausedFrames);
     t.diagnostic(`after ${JSON.stringify(resume)} Firefox sends ${JSON.stringify(resumed.layers)}, encodings ${JSON.stringify(resumed.encodings)}`);
-    const high = await poll(15_000, `the viewer comes back to the highest layer (${highest} high)`, async () => {
-      const d = await decoded(viewer);
-      return d.height === highest ? d : undefined;
-    });
+    const high = await decodesAt(viewer, highest, 'the viewer comes back to the highest layer');
     assert.ok(high.frames > low.frames, `decoding went on: ${low.frames} then ${high.frames} frames`);
     t.diagnostic(`viewer: ${low.height} then ${high.height} high, ${high.frames} frames, frozen ${high.freezes} s in all`);
     const errors = firefox.lines.filter((l) => l.startsWith('{"step":"error"'));

@@ -240,9 +240,9 @@ impl TemporalBitrates {
         let mut rates = [0; 4];
         let mut sum = 0;
         for tid in 0..rates.len() {
-            let sending =
-                self.last_packet[tid].is_some_and(|at| now.saturating_duration_since(at) < simulcast::LAYER_IDLE);
-            let Some(bps) = self.meters[tid].bps.filter(|_| sending) else { return (rates, tid) };
+            let Some(bps) = self.meters[tid].bps.filter(|_| simulcast::sends(self.last_packet[tid], now)) else {
+                return (rates, tid);
+            };
             sum += bps;
             rates[tid] = sum;
         }
@@ -894,10 +894,7 @@ impl Router {
         let Some(list) = self.receiving.get(&transport) else { return Allocation::default() };
         let producers = &self.producers;
         let rate = |p: ProducerId| {
-            producers.get(p.0 as usize).and_then(|p| {
-                let sending = p.last_packet.is_some_and(|at| now.saturating_duration_since(at) < simulcast::LAYER_IDLE);
-                p.bitrate.bps.filter(|_| sending)
-            })
+            producers.get(p.0 as usize).and_then(|p| p.bitrate.bps.filter(|_| simulcast::sends(p.last_packet, now)))
         };
         let mut allocation = Allocation::default();
         let mut left = budget_bps;
@@ -1773,6 +1770,16 @@ mod tests {
         }
     }
 
+    /// A router with one VP8 producer (SSRC 0x10) and a consumer of it (transport 2, SSRC
+    /// 0xA) choosing among its one layer, so that its temporal layers are chosen.
+    fn one_vp8_layer() -> (Router, ProducerId, ConsumerId) {
+        let mut router = Router::new(RouterConfig::default());
+        let producer = router.add_producer(video(0x10)).unwrap();
+        let consumer = router.add_consumer(producer, TransportId(2), 0xA).unwrap();
+        router.set_layers(consumer, &[producer], VideoFormat::Vp8).unwrap();
+        (router, producer, consumer)
+    }
+
     fn temporal_state(router: &Router, transport: TransportId) -> (u8, u8) {
         let (_, state) = router.layer_states(transport).next().unwrap();
         (state.temporal_cap.get(), state.temporal_layer.get())
@@ -1781,10 +1788,7 @@ mod tests {
     #[test]
     fn a_temporally_capped_consumer_gets_the_lower_layers_without_gaps() {
         let t0 = Instant::now();
-        let mut router = Router::new(RouterConfig::default());
-        let producer = router.add_producer(video(0x10)).unwrap();
-        let consumer = router.add_consumer(producer, TransportId(2), 0xA).unwrap();
-        router.set_layers(consumer, &[producer], VideoFormat::Vp8).unwrap();
+        let (mut router, producer, consumer) = one_vp8_layer();
         assert_eq!(router.limit_temporal_layer(ConsumerId(99), TemporalId::BASE), Err(RouterError::UnknownConsumer));
         let (sent, _) = publish_l1t3(&mut router, t0, producer, 0..4);
         assert_eq!(sent.iter().map(|(tid, _)| *tid).collect::<Vec<_>>(), [0, 0, 2, 2, 1, 1, 2, 2], "no cap");
@@ -1827,10 +1831,7 @@ mod tests {
     #[test]
     fn packets_without_temporal_layers_are_never_dropped() {
         let t0 = Instant::now();
-        let mut router = Router::new(RouterConfig::default());
-        let producer = router.add_producer(video(0x10)).unwrap();
-        let consumer = router.add_consumer(producer, TransportId(2), 0xA).unwrap();
-        router.set_layers(consumer, &[producer], VideoFormat::Vp8).unwrap();
+        let (mut router, producer, consumer) = one_vp8_layer();
         router.limit_temporal_layer(consumer, TemporalId::BASE).unwrap();
         for picture in 0..8 {
             let (_, bytes) = l1t3_packet(0x10, picture, picture, true, 20, false);

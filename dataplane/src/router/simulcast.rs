@@ -36,6 +36,12 @@ pub const MAX_LAYERS: usize = 4;
 /// that sends. Browsers stop their upper layers when their own estimate falls.
 pub const LAYER_IDLE: Duration = Duration::from_millis(1500);
 
+/// Whether a layer (or a temporal layer of one) whose last packet came at `last_packet` still
+/// counts as sending at `now`: it sent within [`LAYER_IDLE`].
+pub fn sends(last_packet: Option<Instant>, now: Instant) -> bool {
+    last_packet.is_some_and(|at| now.saturating_duration_since(at) < LAYER_IDLE)
+}
+
 /// A switch whose key frame has not come for this long asks again (the request or the key
 /// frame was lost).
 pub const SWITCH_RETRY: Duration = Duration::from_millis(1000);
@@ -406,9 +412,7 @@ impl Layers {
         if self.held_down.is_some_and(|(_, until)| now >= until) {
             self.held_down = None;
         }
-        let sending = |layer: usize| {
-            last_packet(self.producers[layer]).is_some_and(|at| now.saturating_duration_since(at) < LAYER_IDLE)
-        };
+        let sending = |layer: usize| sends(last_packet(self.producers[layer]), now);
         let preferred = self.preferred();
         let wanted =
             (0..=preferred).rev().find(|&l| sending(l)).or_else(|| (preferred..self.count).find(|&l| sending(l)));
